@@ -1,0 +1,190 @@
+"""Safe file input/output and provenance.
+
+Every result and checkpoint is written to a temporary file in the target directory and
+renamed into place (``os.replace`` is atomic on POSIX), so a reader never sees a half-written
+file. Arrays are stored as ``.npz`` and read with ``allow_pickle=False``; checkpoints are read
+with ``torch.load(weights_only=True)``. :func:`provenance` is the record that travels with
+every result: profile, dataset, data source, seed, git commit, parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from .errors import VaesaeError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _describe_os_error(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device while writing {path}; free some space and run again (earlier results are unchanged)"
+    if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return f"cannot write {path}: the directory is read-only or not writable (earlier results are unchanged)"
+    return f"cannot write {path}: {exc.strerror or exc}"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
+    """Open a temporary file beside ``path``; on success fsync and rename it onto ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    Disk-full and permission errors become a one-line :class:`VaesaeError`.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise VaesaeError(_describe_os_error(path, exc)) from exc
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise VaesaeError(_describe_os_error(path, exc)) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def atomic_save_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VaesaeError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VaesaeError(f"{path} is damaged (not valid JSON: {exc}); delete it and run again") from None
+
+
+def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Save arrays as an uncompressed ``.npz``, atomically. Object arrays are refused."""
+    for name, arr in arrays.items():
+        if np.asarray(arr).dtype == object:
+            raise TypeError(f"array {name!r} has dtype object; only plain numeric arrays are stored")
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load every array of an ``.npz`` into memory, never unpickling."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise VaesaeError(f"{path} does not exist") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise VaesaeError(f"{path} is damaged or not an .npz archive ({exc}); delete it and run again") from None
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only)."""
+    import torch
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise VaesaeError(f"checkpoint {path} does not exist") from None
+    except Exception as exc:  # torch raises several types for damaged files
+        raise VaesaeError(f"checkpoint {path} is damaged or unsafe to load ({type(exc).__name__}); delete it and run again") from None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The checkout's commit hash, suffixed ``-dirty`` when tracked files are modified."""
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, env=env).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True, env=env).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("VAESAE_GIT_COMMIT", "unknown")
+    return sha + ("-dirty" if dirty else "")
+
+
+def environment_info() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+    }
+    return info
+
+
+def provenance(*, profile: str, dataset: str, source: str, seed: int | None, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The record every result carries: how it was made."""
+    return {
+        "profile": profile,
+        "dataset": dataset,
+        "data_source": source,
+        "seed": seed,
+        "git_commit": git_commit(),
+        "params": dict(params or {}),
+        "environment": environment_info(),
+    }

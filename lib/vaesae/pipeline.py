@@ -1,0 +1,420 @@
+"""The study as a graph of notebook jobs, executed headlessly with papermill.
+
+``./run_all.sh`` calls :func:`main`. Each job is one numbered notebook for one dataset and
+seed (or for the whole profile). A job runs when every job it depends on has finished, in a
+subprocess of its own (``--jobs N`` runs N side by side; on a machine with GPUs each running
+job gets its own GPU through ``CUDA_VISIBLE_DEVICES``). Papermill writes the executed notebook
+to a temporary file that is renamed into place only on success; a failed job leaves
+``NAME.FAILED.ipynb`` next to where the executed notebook would be, and stops only the jobs
+that depend on it.
+
+A finished job writes a manifest (``results/<profile>/_manifest/<job>.json``) with the SHA-256
+of each of its outputs, its parameters and the git commit. On the next run a job whose
+manifest verifies is skipped; a job any of whose outputs is missing or altered is run again,
+and so is everything downstream of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import VaesaeError, cli
+from .io import REPO_ROOT, atomic_save_json, git_commit, sha256_file
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+PROFILES = ("smoke", "quick", "paper")
+DATASETS = ("dsprites", "shapes3d")
+DEFAULT_SEEDS = {"smoke": (42,), "quick": (42,), "paper": (42, 43, 44)}
+
+# (notebook stem, scope, dependencies by stem, run directories it writes below the seed folder)
+# scope: "dataset" (once per dataset), "seed" (per dataset and seed), "profile" (once).
+STAGES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("00_data", "dataset", (), ()),
+    ("01_stage1_vae", "seed", (), ("stage1",)),
+    ("02_stage2_sae_init", "seed", ("01_stage1_vae",), ("stage2",)),
+    ("03_stage3_topk", "seed", ("02_stage2_sae_init",), ("topk",)),
+    ("04_extended", "seed", ("03_stage3_topk",), ("extended",)),
+    ("05_l1_comparison", "seed", ("02_stage2_sae_init",), ("l1",)),
+    ("06_threshold_robustness", "profile", ("03_stage3_topk",), ()),
+    ("07_figures", "profile", ("03_stage3_topk", "04_extended", "05_l1_comparison", "06_threshold_robustness"), ()),
+)
+
+
+@dataclasses.dataclass
+class Job:
+    id: str
+    notebook: Path
+    output: Path  # where the executed notebook lands
+    params: dict
+    deps: list[str]
+    record_dirs: list[Path]
+    state: str = "waiting"  # waiting, running, done, skipped, failed, blocked
+    started: float | None = None
+    elapsed: float | None = None
+    message: str = ""
+
+    @property
+    def failed_output(self) -> Path:
+        return self.output.with_name(self.output.stem + ".FAILED.ipynb")
+
+
+def _declared_parameters(notebook: Path) -> set[str]:
+    nb = json.loads(notebook.read_text())
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            import papermill
+
+            return set(papermill.inspect_notebook(str(notebook)).keys())
+    return set()
+
+
+def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, results_dir: Path,
+               figures_dir: Path, source: str, device: str) -> tuple[list[Job], list[str]]:
+    """The job list in dependency order, and the notebooks of the study that do not exist yet."""
+    jobs: list[Job] = []
+    missing: list[str] = []
+    by_stem: dict[str, list[str]] = {}
+    root = results_dir / profile
+    for stem, scope, deps, runs in STAGES:
+        nb_path = NOTEBOOKS / f"{stem}.ipynb"
+        if not nb_path.exists():
+            missing.append(stem)
+            continue
+        declared = _declared_parameters(nb_path)
+        if scope == "profile":
+            units = [(None, None)]
+        elif scope == "dataset":
+            units = [(d, None) for d in datasets]
+        else:
+            units = [(d, s) for d in datasets for s in seeds]
+        for dataset, seed in units:
+            if scope == "profile":
+                jid, out_dir = stem, root
+            elif scope == "dataset":
+                jid, out_dir = f"{stem}[{dataset}]", root / dataset
+            else:
+                jid, out_dir = f"{stem}[{dataset},seed{seed}]", root / dataset / f"seed{seed}"
+            offered = {
+                "dataset": dataset, "seed": seed if seed is not None else seeds[0], "profile": profile,
+                "results_dir": str(results_dir), "figures_dir": str(figures_dir), "source": source,
+                "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
+            }
+            params = {k: v for k, v in offered.items() if k in declared and v is not None}
+            dep_ids: list[str] = []
+            for dep in deps:
+                for cand in by_stem.get(dep, []):
+                    # a seed job depends on its own dataset/seed; a profile job on every unit
+                    if scope == "profile" or f"[{dataset}," in cand and f"seed{seed}]" in cand:
+                        dep_ids.append(cand)
+            record_dirs = [out_dir / r for r in runs]
+            jobs.append(Job(jid, nb_path, out_dir / f"{stem}.ipynb", params, dep_ids, record_dirs))
+            by_stem.setdefault(stem, []).append(jid)
+    return jobs, missing
+
+
+# ---------------------------------------------------------------------------------------------
+# manifests
+
+
+def _manifest_path(results_dir: Path, profile: str, job: Job) -> Path:
+    safe = job.id.replace("[", "__").replace("]", "").replace(",", "_")
+    return results_dir / profile / "_manifest" / f"{safe}.json"
+
+
+def _job_outputs(job: Job) -> list[Path]:
+    files = [job.output]
+    for d in job.record_dirs:
+        if d.is_dir():
+            files += sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return files
+
+
+def _rel(path: Path, base: Path = REPO_ROOT) -> str:
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+
+def write_manifest(results_dir: Path, profile: str, job: Job, commit: str) -> None:
+    outputs = {_rel(p, results_dir.parent): sha256_file(p) for p in _job_outputs(job)}
+    atomic_save_json(_manifest_path(results_dir, profile, job), {
+        "job": job.id, "notebook": _rel(job.notebook), "params": job.params,
+        "git_commit": commit, "elapsed_s": job.elapsed, "outputs": outputs,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+
+
+def verify_manifest(results_dir: Path, profile: str, job: Job) -> tuple[bool, float | None]:
+    """Whether the job's recorded outputs all exist with their recorded SHA-256."""
+    path = _manifest_path(results_dir, profile, job)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False, None
+    if manifest.get("params") != job.params or not manifest.get("outputs"):
+        return False, manifest.get("elapsed_s")
+    base = results_dir.parent
+    for rel, digest in manifest["outputs"].items():
+        p = Path(rel)
+        p = p if p.is_absolute() else base / p
+        if not p.is_file() or sha256_file(p) != digest:
+            return False, manifest.get("elapsed_s")
+    return True, manifest.get("elapsed_s")
+
+
+# ---------------------------------------------------------------------------------------------
+# execution
+
+
+def _error_line(executed: Path) -> str:
+    """The one line that explains a failed notebook: its ``error:`` output or the exception."""
+    try:
+        nb = json.loads(executed.read_text())
+    except (OSError, json.JSONDecodeError):
+        return "the notebook failed before it could be saved"
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return f"{out.get('ename')}: {out.get('evalue')}".strip()
+            text = "".join(out.get("text", [])) if isinstance(out.get("text"), list) else out.get("text", "")
+            for line in text.splitlines():
+                if line.startswith("error: "):
+                    return line[len("error: "):]
+    return "see the executed notebook"
+
+
+def _gpu_count() -> int:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def run_job(job: Job, *, log_dir: Path, gpu: int | None) -> None:
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".running-", dir=job.output.parent))
+    tmp_out = tmp_dir / job.output.name
+    cmd = [sys.executable, "-m", "papermill", str(job.notebook), str(tmp_out), "--cwd", str(REPO_ROOT),
+           "--no-progress-bar", "-k", "python3"]
+    for k, v in job.params.items():
+        cmd += ["-p", k, str(v)] if not isinstance(v, str) else ["-r", k, v]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / (job.output.stem + ".log")
+    job.state, job.started = "running", time.time()
+    try:
+        with open(log_path, "w") as log:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        job.elapsed = time.time() - job.started
+        if proc.returncode == 0 and tmp_out.exists():
+            os.replace(tmp_out, job.output)
+            job.failed_output.unlink(missing_ok=True)
+            job.state = "done"
+        else:
+            if tmp_out.exists():
+                os.replace(tmp_out, job.failed_output)
+                job.message = _error_line(job.failed_output)
+            else:
+                tail = log_path.read_text().strip().splitlines()[-1:] or ["no output"]
+                job.message = f"papermill did not start the notebook: {tail[0]}"
+            job.state = "failed"
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _fmt(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Runner:
+    def __init__(self, jobs: list[Job], *, results_dir: Path, profile: str, n_jobs: int, force: bool):
+        self.jobs = {j.id: j for j in jobs}
+        self.order = [j.id for j in jobs]
+        self.results_dir, self.profile, self.force = results_dir, profile, force
+        self.n_jobs = max(1, n_jobs)
+        self.lock = threading.Lock()
+        self.commit = git_commit()
+        self.estimates: dict[str, float | None] = {}
+        gpus = _gpu_count()
+        self.gpu_slots: list[int | None] = list(range(gpus))[: self.n_jobs] if gpus else [None] * self.n_jobs
+        self.log_dir = results_dir / profile / "logs"
+
+    def say(self, job: Job, note: str = "") -> None:
+        est = self.estimates.get(job.id)
+        took = f" in {_fmt(job.elapsed)}" if job.elapsed is not None else ""
+        extra = f" (estimate {_fmt(est)})" if job.state == "running" and est else ""
+        print(f"[{time.strftime('%H:%M:%S')}] {job.state:>8}  {job.id}{took}{extra}{(' - ' + note) if note else ''}", flush=True)
+
+    def plan(self) -> None:
+        """Mark jobs whose manifests verify as skipped (and anything depending on a rerun as rerun)."""
+        rerun: set[str] = set()
+        for jid in self.order:
+            job = self.jobs[jid]
+            ok, elapsed = verify_manifest(self.results_dir, self.profile, job)
+            self.estimates[jid] = elapsed
+            if ok and not self.force and not any(d in rerun for d in job.deps):
+                job.state = "skipped"
+            else:
+                rerun.add(jid)
+
+    def run(self) -> int:
+        self.plan()
+        for jid in self.order:
+            if self.jobs[jid].state == "skipped":
+                self.say(self.jobs[jid], "outputs complete and verified")
+        free = list(self.gpu_slots)
+        threads: dict[str, threading.Thread] = {}
+        t0 = time.time()
+        while True:
+            with self.lock:
+                pending = [self.jobs[j] for j in self.order if self.jobs[j].state == "waiting"]
+                for job in pending:
+                    dep_states = [self.jobs[d].state for d in job.deps]
+                    if any(s in ("failed", "blocked") for s in dep_states):
+                        job.state = "blocked"
+                        self.say(job, "a job it needs failed")
+                    elif all(s in ("done", "skipped") for s in dep_states) and free:
+                        slot = free.pop(0)
+                        job.state = "running"
+                        job.started = time.time()
+                        self.say(job)
+                        th = threading.Thread(target=self._work, args=(job, slot, free), daemon=True)
+                        threads[job.id] = th
+                        th.start()
+                active = [j for j in self.jobs.values() if j.state in ("waiting", "running")]
+            if not active:
+                break
+            time.sleep(0.2)
+        return self.summary(time.time() - t0)
+
+    def _work(self, job: Job, slot: int | None, free: list) -> None:
+        try:
+            run_job(job, log_dir=self.log_dir, gpu=slot)
+            if job.state == "done":
+                write_manifest(self.results_dir, self.profile, job, self.commit)
+                _render_html(job.output)
+        except Exception as exc:  # keep the runner alive; the job is marked failed
+            job.state, job.message = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            with self.lock:
+                free.append(slot)
+                free.sort(key=lambda s: -1 if s is None else s)
+                self.say(job, job.message if job.state == "failed" else "")
+
+    def summary(self, wall: float) -> int:
+        counts: dict[str, int] = {}
+        for j in self.jobs.values():
+            counts[j.state] = counts.get(j.state, 0) + 1
+        print(f"\nsummary ({self.profile} profile, wall time {_fmt(wall)}): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+        failed = [j for j in self.jobs.values() if j.state == "failed"]
+        for j in failed:
+            where = j.failed_output if j.failed_output.exists() else self.log_dir / (j.output.stem + ".log")
+            print(f"  FAILED {j.id}: {j.message}\n         see {_rel(where)}")
+        for j in self.jobs.values():
+            if j.state == "blocked":
+                print(f"  not run {j.id}: needs a failed job")
+        return 1 if failed else 0
+
+
+def _render_html(executed: Path) -> None:
+    """Render an executed notebook to HTML beside it (atomically)."""
+    from nbconvert import HTMLExporter
+    import nbformat
+
+    from .io import atomic_write_text
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(executed), as_version=4))
+    atomic_write_text(executed.with_suffix(".html"), body)
+
+
+def _parse_list(text: str, allowed: Iterable[str] | None, what: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise VaesaeError(f"--{what} is empty")
+    if allowed is not None:
+        allowed = list(allowed)
+        for it in items:
+            if it not in allowed:
+                raise VaesaeError(f"unknown {what[:-1]} {it!r}; choose from {', '.join(allowed)}")
+    return items
+
+
+def _parse_seeds(text: str) -> list[int]:
+    seeds = []
+    for t in _parse_list(text, None, "seeds"):
+        try:
+            s = int(t)
+        except ValueError:
+            raise VaesaeError(f"seed {t!r} is not a whole number") from None
+        if s < 0:
+            raise VaesaeError(f"seed {s} is negative")
+        seeds.append(s)
+    return seeds
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        raise VaesaeError(f"{message} (see ./run_all.sh --help)")
+
+
+@cli
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = _Parser(prog="run_all.sh", description="Run the study: every numbered notebook for every dataset and seed, in dependency order.")
+    ap.add_argument("--profile", default="quick", help="smoke (seconds, for tests), quick (default, ~20 min on 2 CPU cores) or paper (SPEC.md exactly, needs a GPU)")
+    ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: dsprites,shapes3d")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: 42 for smoke/quick, 42,43,44 for paper)")
+    ap.add_argument("--jobs", type=int, default=1, help="jobs side by side; with N GPUs each job gets its own GPU")
+    ap.add_argument("--force", action="store_true", help="rerun jobs even when their outputs verify")
+    ap.add_argument("--source", default="auto", help="data source: auto (real file if present and verified, else procedural), real, procedural")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--results-dir", default="results", help="where records and executed notebooks go")
+    ap.add_argument("--figures-dir", default="figures", help="where figures go")
+    ap.add_argument("--list", action="store_true", help="print the jobs and their state, run nothing")
+    args = ap.parse_args(argv)
+    if args.profile not in PROFILES:
+        raise VaesaeError(f"unknown profile {args.profile!r}; choose from {', '.join(PROFILES)}")
+    if args.source not in ("auto", "real", "procedural"):
+        raise VaesaeError(f"unknown source {args.source!r}; choose from auto, real, procedural")
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise VaesaeError(f"unknown device {args.device!r}; choose from auto, cpu, cuda")
+    if args.jobs < 1:
+        raise VaesaeError(f"--jobs must be at least 1, got {args.jobs}")
+    datasets = _parse_list(args.datasets, DATASETS, "datasets")
+    seeds = _parse_seeds(args.seeds) if args.seeds else list(DEFAULT_SEEDS[args.profile])
+    results_dir = Path(args.results_dir).resolve()
+    figures_dir = Path(args.figures_dir).resolve()
+    jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
+                               source=args.source, device=args.device)
+    runner = Runner(jobs, results_dir=results_dir, profile=args.profile, n_jobs=args.jobs, force=args.force)
+    print(f"vaesae study: profile {args.profile}, datasets {', '.join(datasets)}, seeds {', '.join(map(str, seeds))}, "
+          f"{len(jobs)} jobs, {args.jobs} at a time")
+    if missing:
+        print(f"not yet part of the artifact (their notebooks do not exist yet): {', '.join(missing)}")
+    if args.list:
+        runner.plan()
+        for jid in runner.order:
+            j = runner.jobs[jid]
+            print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {jid}  <- {', '.join(j.deps) or '-'}")
+        return 0
+    return runner.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Atomic writes, safe loading, provenance and notebook parameter validation."""
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vaesae import io, nb
+from vaesae.errors import VaesaeError
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "r.json"
+    io.atomic_save_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with io.atomic_open(target, "w") as fh:
+            fh.write('{"a": 2')
+            raise RuntimeError("killed mid-write")
+    assert io.load_json(target) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("err, message", [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only")])
+def test_full_or_read_only_disk_gives_one_line_and_keeps_old_file(tmp_path, monkeypatch, err, message):
+    target = tmp_path / "r.txt"
+    io.atomic_write_text(target, "old")
+
+    def refuse(*a, **k):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(io.os, "replace", refuse)
+    with pytest.raises(VaesaeError, match=message) as exc:
+        io.atomic_write_text(target, "new")
+    assert "\n" not in str(exc.value)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.txt"]
+
+
+def test_npz_roundtrip_refuses_pickles(tmp_path):
+    io.atomic_save_npz(tmp_path / "a.npz", x=np.arange(3))
+    assert io.load_npz(tmp_path / "a.npz")["x"].tolist() == [0, 1, 2]
+    with pytest.raises(TypeError):
+        io.atomic_save_npz(tmp_path / "b.npz", x=np.array([{"a": 1}], dtype=object))
+    np.savez(tmp_path / "c.npz", x=np.array([{"a": 1}], dtype=object))  # written by someone else
+    with pytest.raises(VaesaeError, match="damaged"):
+        io.load_npz(tmp_path / "c.npz")
+
+
+def test_torch_load_is_weights_only(tmp_path):
+    io.atomic_torch_save(tmp_path / "ok.pt", {"w": torch.ones(2), "epoch": 3})
+    assert io.torch_load(tmp_path / "ok.pt")["epoch"] == 3
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(VaesaeError, match="unsafe"):
+        io.torch_load(tmp_path / "evil.pt")
+    (tmp_path / "trunc.pt").write_bytes((tmp_path / "ok.pt").read_bytes()[:20])
+    with pytest.raises(VaesaeError, match="damaged"):
+        io.torch_load(tmp_path / "trunc.pt")
+
+
+def test_provenance_has_every_field():
+    p = io.provenance(profile="smoke", dataset="dsprites", source="procedural", seed=42, params={"m": 8})
+    for key in ("profile", "dataset", "data_source", "seed", "git_commit", "params", "environment"):
+        assert key in p
+    assert p["data_source"] == "procedural" and p["params"] == {"m": 8}
+
+
+def _ns(**values):
+    g = {"__annotations__": {}}
+    nb.begin(g)
+    for k, (ann, v) in values.items():
+        g["__annotations__"][k] = ann
+        g[k] = v
+    return g
+
+
+def test_parameters_accepts_valid_values():
+    g = _ns(dataset=(str, "shapes3d"), seed=(int, 3), lr=(float, 1))
+    P = nb.parameters(g, dataset=nb.one_of("dsprites", "shapes3d"), seed=nb.at_least(0))
+    assert (P.dataset, P.seed, P.lr) == ("shapes3d", 3, 1.0)
+    assert isinstance(P.lr, float)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda g: g.update(sed=3), "unknown parameter 'sed' \\(did you mean 'seed'\\?\\)"),
+        (lambda g: g.update(seed="3"), "should be of type int"),
+        (lambda g: g.update(seed=True), "should be of type int"),
+        (lambda g: g.update(seed=-1), "must be at least 0"),
+        (lambda g: g.update(dataset="mnist"), "is not one of"),
+    ],
+)
+def test_parameters_rejects_bad_values(mutate, message):
+    g = _ns(dataset=(str, "dsprites"), seed=(int, 3))
+    mutate(g)
+    with pytest.raises(VaesaeError, match=message):
+        nb.parameters(g, dataset=nb.one_of("dsprites", "shapes3d"), seed=nb.at_least(0))

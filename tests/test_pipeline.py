@@ -1,0 +1,167 @@
+"""The job graph and manifests behind ./run_all.sh (no notebook is executed here)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from vaesae import pipeline
+from vaesae.errors import VaesaeError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write_nb(path: Path, params: dict[str, object]) -> None:
+    nb = nbformat.v4.new_notebook()
+    lines = [f"{k}: {type(v).__name__} = {v!r}  # help: test" for k, v in params.items()]
+    cell = nbformat.v4.new_code_cell("\n".join(lines))
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("print(dataset)" if "dataset" in params else "pass")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def fake_notebooks(tmp_path, monkeypatch):
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    common = {"dataset": "dsprites", "seed": 42, "profile": "smoke", "results_dir": "results"}
+    for stem, scope, _, _ in pipeline.STAGES:
+        params = dict(common) if scope != "profile" else {"profile": "smoke", "results_dir": "results"}
+        if stem == "00_data":
+            params = {"dataset": "dsprites", "figures_dir": "figures"}
+        _write_nb(d / f"{stem}.ipynb", params)
+    monkeypatch.setattr(pipeline, "NOTEBOOKS", d)
+    return d
+
+
+def test_job_graph_follows_the_stage_dependencies(fake_notebooks, tmp_path):
+    jobs, missing = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42, 43], results_dir=tmp_path / "results",
+                                        figures_dir=tmp_path / "figures", source="auto", device="cpu")
+    assert missing == []
+    by_id = {j.id: j for j in jobs}
+    assert len(by_id) == 2 + 2 * 2 * 5 + 2
+    assert by_id["04_extended[shapes3d,seed43]"].deps == ["03_stage3_topk[shapes3d,seed43]"]
+    assert by_id["05_l1_comparison[dsprites,seed42]"].deps == ["02_stage2_sae_init[dsprites,seed42]"]
+    assert len(by_id["06_threshold_robustness"].deps) == 4
+    # only the parameters a notebook declares are passed
+    assert set(by_id["00_data[shapes3d]"].params) == {"dataset", "figures_dir"}
+    assert by_id["01_stage1_vae[shapes3d,seed43]"].params["seed"] == 43
+    # dependency order: every job comes after the jobs it needs
+    seen = set()
+    for j in jobs:
+        assert set(j.deps) <= seen
+        seen.add(j.id)
+
+
+def test_missing_notebooks_are_reported(fake_notebooks, tmp_path):
+    (fake_notebooks / "07_figures.ipynb").unlink()
+    jobs, missing = pipeline.build_jobs("smoke", ["dsprites"], [42], results_dir=tmp_path, figures_dir=tmp_path,
+                                        source="auto", device="cpu")
+    assert missing == ["07_figures"] and all("07_figures" not in j.id for j in jobs)
+
+
+def test_manifest_verifies_and_detects_changes(fake_notebooks, tmp_path):
+    results = tmp_path / "results"
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites"], [42], results_dir=results, figures_dir=tmp_path,
+                                  source="auto", device="cpu")
+    job = next(j for j in jobs if j.id.startswith("03_"))
+    job.output.parent.mkdir(parents=True)
+    job.output.write_text("{}")
+    (job.record_dirs[0]).mkdir()
+    (job.record_dirs[0] / "epochs.csv").write_text("epoch\n0\n")
+    pipeline.write_manifest(results, "smoke", job, "abc")
+    assert pipeline.verify_manifest(results, "smoke", job)[0]
+    (job.record_dirs[0] / "epochs.csv").write_text("epoch\n1\n")
+    assert not pipeline.verify_manifest(results, "smoke", job)[0]
+    pipeline.write_manifest(results, "smoke", job, "abc")
+    (job.record_dirs[0] / "epochs.csv").unlink()
+    assert not pipeline.verify_manifest(results, "smoke", job)[0]
+
+
+def test_runner_skips_verified_jobs_and_reruns_downstream(fake_notebooks, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    ran: list[str] = []
+
+    def fake_run(job, *, log_dir, gpu):
+        ran.append(job.id)
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        job.output.write_text(json.dumps({"cells": []}))
+        job.state, job.elapsed = "done", 0.0
+
+    monkeypatch.setattr(pipeline, "run_job", fake_run)
+    monkeypatch.setattr(pipeline, "_render_html", lambda p: None)
+
+    def run():
+        jobs, _ = pipeline.build_jobs("smoke", ["dsprites"], [42], results_dir=results, figures_dir=tmp_path,
+                                      source="auto", device="cpu")
+        return pipeline.Runner(jobs, results_dir=results, profile="smoke", n_jobs=2, force=False).run()
+
+    assert run() == 0 and len(ran) == 8
+    ran.clear()
+    assert run() == 0 and ran == []
+    (results / "smoke" / "dsprites" / "seed42" / "03_stage3_topk.ipynb").unlink()
+    assert run() == 0
+    assert ran == ["03_stage3_topk[dsprites,seed42]", "04_extended[dsprites,seed42]", "06_threshold_robustness", "07_figures"] or \
+        sorted(ran) == sorted(["03_stage3_topk[dsprites,seed42]", "04_extended[dsprites,seed42]", "06_threshold_robustness", "07_figures"])
+
+
+def test_failed_job_blocks_only_its_dependents(fake_notebooks, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+
+    def fake_run(job, *, log_dir, gpu):
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        if job.id.startswith("03_"):
+            job.state, job.message, job.elapsed = "failed", "boom", 0.0
+            return
+        job.output.write_text("{}")
+        job.state, job.elapsed = "done", 0.0
+
+    monkeypatch.setattr(pipeline, "run_job", fake_run)
+    monkeypatch.setattr(pipeline, "_render_html", lambda p: None)
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites"], [42], results_dir=results, figures_dir=tmp_path,
+                                  source="auto", device="cpu")
+    runner = pipeline.Runner(jobs, results_dir=results, profile="smoke", n_jobs=1, force=False)
+    assert runner.run() == 1
+    states = {j.id: j.state for j in jobs}
+    assert states["05_l1_comparison[dsprites,seed42]"] == "done"
+    assert states["04_extended[dsprites,seed42]"] == "blocked"
+    assert states["07_figures"] == "blocked"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--profile", "huge"], "unknown profile 'huge'"),
+    (["--datasets", "mnist"], "unknown dataset 'mnist'"),
+    (["--seeds", "a"], "is not a whole number"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_cli_rejects_bad_input_with_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        pipeline.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_real_notebook_executes_and_failure_names_the_error(tmp_path):
+    """One real papermill run: a failing parameter check yields a FAILED notebook and its one-line error."""
+    nbp = tmp_path / "nb.ipynb"
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('seed: int = 1  # help: x')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_code_cell("import vaesae.nb as nb\nnb.begin(globals())"), cell,
+                nbformat.v4.new_code_cell("P = nb.parameters(globals(), seed=nb.at_least(0))")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(nbp))
+    ok = pipeline.Job("ok", nbp, tmp_path / "out" / "ok.ipynb", {"seed": 3}, [], [])
+    pipeline.run_job(ok, log_dir=tmp_path / "logs", gpu=None)
+    assert ok.state == "done" and ok.output.exists()
+    bad = pipeline.Job("bad", nbp, tmp_path / "out" / "bad.ipynb", {"seed": -2}, [], [])
+    pipeline.run_job(bad, log_dir=tmp_path / "logs", gpu=None)
+    assert bad.state == "failed" and not bad.output.exists() and bad.failed_output.exists()
+    assert bad.message == "parameter seed=-2 must be at least 0"
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".running")]
