@@ -29,6 +29,7 @@ from .errors import VaesaeError
 Check = Callable[[str, Any], None]
 
 _BASELINE_KEY = "__vaesae_names_before_parameters__"
+_PLAIN = (str, int, float, bool, list, dict, tuple, type(None))
 
 
 def _install_short_errors() -> None:
@@ -116,7 +117,9 @@ def parameters(namespace: Mapping[str, Any], **checks: Check) -> SimpleNamespace
     baseline = namespace.get(_BASELINE_KEY)
     if baseline is not None:
         new = [k for k in namespace if k not in baseline and not k.startswith("_") and k not in declared]
-        new = [k for k in new if k not in {"In", "Out", "get_ipython", "exit", "quit", "P"}]
+        # papermill injects plain values only; modules, functions and classes imported after
+        # begin() are not parameters
+        new = [k for k in new if isinstance(namespace[k], _PLAIN) and k not in {"In", "Out", "P"}]
         if new:
             name = sorted(new)[0]
             hint = difflib.get_close_matches(name, list(declared), n=1)

@@ -1,0 +1,109 @@
+"""Saving tables and figures, atomically, with an index the report is built from.
+
+Tables land in ``results/<profile>/tables/<name>.{csv,md,tex}``, figures in
+``figures/<profile>/<name>.{png,pdf}``; each directory keeps an ``index.json`` listing
+``{"name", "title", "caption", "order"}`` for every entry. Every caption must name the data
+source and the profile: :func:`caption_suffix` writes that part.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+from .io import atomic_save_json, atomic_write_bytes, atomic_write_text
+
+_LOCK = threading.Lock()
+
+
+def caption_suffix(profile: str, sources: Iterable[str], seeds: Iterable[int] | None = None) -> str:
+    """``"Data: procedural stand-in; profile: quick; seeds 42, 43."``"""
+    src = sorted(set(sources)) or ["unknown"]
+    names = {"real": "real files", "procedural": "procedural stand-in", "synthetic": "SYNTHETIC demo records"}
+    text = f"Data: {' + '.join(names.get(s, s) for s in src)}; profile: {profile}"
+    if seeds is not None:
+        seeds = sorted(set(int(s) for s in seeds))
+        text += f"; seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))} (n={len(seeds)})"
+    return text + "."
+
+
+def _update_index(directory: Path, entry: dict[str, Any]) -> None:
+    path = directory / "index.json"
+    with _LOCK:
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            entries = []
+        entries = [e for e in entries if e.get("name") != entry["name"]]
+        entries.append(entry)
+        entries.sort(key=lambda e: (e.get("order", 1e9), e["name"]))
+        atomic_save_json(path, entries)
+
+
+def save_figure(fig, figures_dir: str | Path, profile: str, name: str, *, title: str, caption: str,
+                order: float | None = None, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """Write ``fig`` as PNG and PDF under ``figures_dir/profile`` and register it in the index.
+
+    The caption (which names the data source and profile) is also stamped into the image.
+    """
+    out_dir = Path(figures_dir) / profile
+    fig.text(0.01, 0.002, caption, fontsize=7, color="0.35", ha="left", va="bottom", wrap=True)
+    paths = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=130 if fmt == "png" else None, bbox_inches="tight")
+        path = out_dir / f"{name}.{fmt}"
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    _update_index(out_dir, {"name": name, "title": title, "caption": caption, "order": order if order is not None else 1e9,
+                            "files": [p.name for p in paths]})
+    return paths
+
+
+def _latex(df) -> str:
+    """A booktabs table without relying on jinja2-backed pandas styling."""
+    cols = list(df.columns)
+    esc = lambda s: str(s).replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_").replace("#", "\\#")  # noqa: E731
+    lines = ["\\begin{tabular}{" + "l" * len(cols) + "}", "\\toprule", " & ".join(esc(c) for c in cols) + " \\\\", "\\midrule"]
+    for row in df.itertuples(index=False):
+        lines.append(" & ".join(esc(v) for v in row) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(df) -> str:
+    cols = [str(c) for c in df.columns]
+    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def save_table(df, results_dir: str | Path, profile: str, name: str, *, title: str, caption: str,
+               order: float | None = None) -> list[Path]:
+    """Write a DataFrame as CSV, Markdown and LaTeX (booktabs) and register it in the index."""
+    out_dir = Path(results_dir) / profile / "tables"
+    df = df.reset_index(drop=True)
+    files = {
+        "csv": df.to_csv(index=False),
+        "md": f"**{title}**\n\n" + _markdown(df) + f"\n{caption}\n",
+        "tex": f"% {title}\n% {caption}\n" + _latex(df),
+    }
+    paths = []
+    for ext, text in files.items():
+        path = out_dir / f"{name}.{ext}"
+        atomic_write_text(path, text)
+        paths.append(path)
+    _update_index(out_dir, {"name": name, "title": title, "caption": caption, "order": order if order is not None else 1e9,
+                            "files": [p.name for p in paths]})
+    return paths
+
+
+def read_index(directory: str | Path) -> list[dict[str, Any]]:
+    try:
+        return json.loads((Path(directory) / "index.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return []

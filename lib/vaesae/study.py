@@ -1,0 +1,378 @@
+"""The study's saved records, gathered: per-epoch tables, end-of-run summaries, Tables 1-7, verdicts.
+
+Everything here reads the records that training writes (``results/<profile>/<dataset>/seed<seed>/
+<run>/{epochs.csv, run.json, neurons_*.npz}``) and never a model: the figures-and-tables
+notebook runs in seconds and on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import paper
+from .errors import VaesaeError
+from .io import load_npz
+
+RUNS = ("stage1", "stage2", "topk", "extended", "l1")
+DATASET_LABEL = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}
+METHOD_LABEL = {"topk": "Top-k", "l1": "L1", "extended": "Top-k + extended"}
+DEAD_DEFAULT, SPEC_DEFAULT = 0.001, 0.5
+
+
+def dead_col(t: float = DEAD_DEFAULT) -> str:
+    return f"dead_pct@{t:g}"
+
+
+def spec_col(t: float = SPEC_DEFAULT) -> str:
+    return f"spec@{t:g}"
+
+
+@dataclass
+class Study:
+    """All records of one profile."""
+
+    profile: str
+    epochs: pd.DataFrame                          # every per-epoch row, with dataset, seed, run columns
+    runs: dict[tuple[str, int, str], dict]        # (dataset, seed, run) -> run.json
+    neurons: dict[tuple[str, int, str], dict]     # (dataset, seed, "k500" | run) -> arrays
+    sources: set[str] = field(default_factory=set)
+
+    @property
+    def datasets(self) -> list[str]:
+        return [d for d in ("dsprites", "shapes3d") if any(k[0] == d for k in self.runs)]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({k[1] for k in self.runs})
+
+    def seeds_for(self, dataset: str, run: str) -> list[int]:
+        return sorted(s for (d, s, r) in self.runs if d == dataset and r == run and self.has_epochs(d, s, r))
+
+    def has_epochs(self, dataset: str, seed: int, run: str) -> bool:
+        e = self.epochs
+        return not e.empty and bool(((e.dataset == dataset) & (e.seed == seed) & (e.run == run)).any())
+
+    def rows(self, dataset: str, run: str, seed: int | None = None) -> pd.DataFrame:
+        e = self.epochs
+        if e.empty:
+            return e
+        m = (e.dataset == dataset) & (e.run == run)
+        if seed is not None:
+            m &= e.seed == seed
+        return e[m].sort_values(["seed", "epoch"])
+
+    def final(self, dataset: str, run: str) -> pd.DataFrame:
+        """The last evaluated epoch of each seed's run (k = 50 for topk/extended; end of stage 3 for l1)."""
+        r = self.rows(dataset, run)
+        return r.groupby("seed").tail(1) if not r.empty else r
+
+    def k500(self, dataset: str) -> pd.DataFrame:
+        """The evaluation at the end of stage 2 (k = 500 in paper units), one row per seed."""
+        return self.final(dataset, "stage2")
+
+
+def _seed_of(path: Path) -> int | None:
+    m = re.fullmatch(r"seed(\d+)", path.name)
+    return int(m.group(1)) if m else None
+
+
+def load_study(results_dir: str | Path, profile: str) -> Study:
+    root = Path(results_dir) / profile
+    frames, runs, neurons, sources = [], {}, {}, set()
+    for ds_dir in sorted(p for p in root.glob("*") if p.is_dir() and p.name in DATASET_LABEL):
+        for seed_dir in sorted(ds_dir.glob("seed*")):
+            seed = _seed_of(seed_dir)
+            if seed is None:
+                continue
+            for run in RUNS:
+                run_dir = seed_dir / run
+                if not run_dir.is_dir():
+                    continue
+                meta = {}
+                if (run_dir / "run.json").is_file():
+                    try:
+                        meta = json.loads((run_dir / "run.json").read_text())
+                    except json.JSONDecodeError:
+                        raise VaesaeError(f"{run_dir / 'run.json'} is damaged; rerun ./run_all.sh to redo that job") from None
+                src = meta.get("data_source") or meta.get("provenance", {}).get("data_source")
+                if src:
+                    sources.add(src)
+                runs[(ds_dir.name, seed, run)] = meta
+                csv = run_dir / "epochs.csv"
+                if csv.is_file():
+                    df = pd.read_csv(csv)
+                    df["dataset"], df["seed"], df["run"] = ds_dir.name, seed, run
+                    frames.append(df)
+                for npz in run_dir.glob("neurons_*.npz"):
+                    key = npz.stem.removeprefix("neurons_")
+                    neurons[(ds_dir.name, seed, "k500" if key == "k500" else run)] = load_npz(npz)
+    epochs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "seed", "run", "epoch"])
+    return Study(profile, epochs, runs, neurons, sources)
+
+
+# ------------------------------------------------------------------------------------------------
+# formatting
+
+
+def mean_std(values: Iterable[float], digits: int = 3) -> str:
+    x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=float)
+    if x.size == 0:
+        return "n/a"
+    if x.size == 1:
+        return f"{x[0]:.{digits}f} (n=1)"
+    return f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f} (n={x.size})"
+
+
+def _paper_ms(value: float | None, std: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def _col(df: pd.DataFrame, name: str) -> list[float]:
+    return df[name].astype(float).tolist() if name in df else []
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables 1-7
+
+
+def table1(study: Study) -> pd.DataFrame:
+    """Table 1: MIG, specialised, dead %, MSE at the end of stage 3 (k = 50), paper beside ours."""
+    rows = []
+    for ds in study.datasets:
+        for method in ("topk", "l1"):
+            f = study.final(ds, method)
+            pc = {c.metric: c for c in paper.CLAIMS if c.id.startswith("t1_") and c.dataset == ds and c.method == method}
+            rows.append({
+                "dataset": DATASET_LABEL[ds], "method": METHOD_LABEL[method],
+                "MIG (paper)": _paper_ms(pc["mig"].paper, pc["mig"].paper_std), "MIG (ours)": mean_std(_col(f, "mig")),
+                "specialised (paper)": _paper_ms(pc["specialized"].paper, pc["specialized"].paper_std, 0),
+                "specialised (ours)": mean_std(_col(f, spec_col()), 0),
+                "dead % (paper)": _paper_ms(pc["dead_pct"].paper, pc["dead_pct"].paper_std, 1),
+                "dead % (ours)": mean_std(_col(f, dead_col()), 1),
+                "MSE (paper)": _paper_ms(pc["mse"].paper, pc["mse"].paper_std), "MSE (ours)": mean_std(_col(f, "mse"), 4),
+            })
+    return pd.DataFrame(rows)
+
+
+def table2(study: Study) -> pd.DataFrame:
+    """Table 2: k = 500 (end of stage 2) against k = 50 (end of Top-k stage 3)."""
+    rows = []
+    ref = {ds: study.final(ds, "topk") for ds in study.datasets}
+    base = _col(ref.get("dsprites", pd.DataFrame()), dead_col())
+    for ds in study.datasets:
+        k5, k50 = study.k500(ds), ref[ds]
+        mig_change = [b - a for a, b in zip(_col(k5, "mig"), _col(k50, "mig"))]
+        scale = (np.mean(_col(k50, dead_col())) / np.mean(base)) if base and _col(k50, dead_col()) and np.mean(base) > 0 else float("nan")
+        p_dead500 = next(c.paper for c in paper.CLAIMS if c.id == f"t2_dead500_{ds}")
+        p_spec500 = next(c for c in paper.CLAIMS if c.id == f"t2_spec500_{ds}")
+        rows += [
+            {"dataset": DATASET_LABEL[ds], "metric": "dead % at k=500", "paper": f"{p_dead500}", "ours": mean_std(_col(k5, dead_col()), 1)},
+            {"dataset": DATASET_LABEL[ds], "metric": "dead % at k=50", "paper": _paper_ms(*paper.TABLE3[ds]["init"], 1), "ours": mean_std(_col(k50, dead_col()), 1)},
+            {"dataset": DATASET_LABEL[ds], "metric": "specialised at k=500", "paper": _paper_ms(p_spec500.paper, p_spec500.paper_std, 0), "ours": mean_std(_col(k5, spec_col()), 0)},
+            {"dataset": DATASET_LABEL[ds], "metric": "specialised at k=50", "paper": "328 ± 42", "ours": mean_std(_col(k50, spec_col()), 0)},
+            {"dataset": DATASET_LABEL[ds], "metric": "MIG change (k=50 − k=500)", "paper": "stable" if ds == "dsprites" else "gradual decrease", "ours": mean_std(mig_change, 3)},
+            {"dataset": DATASET_LABEL[ds], "metric": "dead-rate scaling vs dSprites", "paper": "1.0×" if ds == "dsprites" else "1.8×", "ours": f"{scale:.2f}×" if not math.isnan(scale) else "n/a"},
+        ]
+    return pd.DataFrame(rows)
+
+
+def table3(study: Study) -> pd.DataFrame:
+    """Table 3: extended training at k = 50."""
+    rows = []
+    for ds in study.datasets:
+        init, fin = study.final(ds, "topk"), study.final(ds, "extended")
+        seeds = sorted(set(init.seed) & set(fin.seed)) if not fin.empty else []
+        i = init.set_index("seed").loc[seeds] if seeds else init.iloc[0:0]
+        f = fin.set_index("seed").loc[seeds] if seeds else fin.iloc[0:0]
+        d = [b - a for a, b in zip(_col(i, dead_col()), _col(f, dead_col()))]
+        sc = [100 * (b - a) / a for a, b in zip(_col(i, spec_col()), _col(f, spec_col())) if a > 0]
+        p = paper.TABLE3[ds]
+        rows.append({
+            "dataset": DATASET_LABEL[ds],
+            "init dead % (paper)": _paper_ms(*p["init"], 1), "init dead % (ours)": mean_std(_col(i, dead_col()), 1),
+            "final dead % (paper)": _paper_ms(*p["final"], 1), "final dead % (ours)": mean_std(_col(f, dead_col()), 1),
+            "change, points (paper)": f"{p['final'][0] - p['init'][0]:+.1f}", "change, points (ours)": mean_std(d, 1),
+            "spec. change % (paper)": f"{p['spec_change_pct']:+.0f}%", "spec. change % (ours)": mean_std(sc, 0),
+        })
+    return pd.DataFrame(rows)
+
+
+def _threshold_columns(df: pd.DataFrame, prefix: str) -> list[tuple[float, str]]:
+    out = []
+    for c in df.columns:
+        if c.startswith(prefix + "@"):
+            try:
+                out.append((float(c.split("@", 1)[1]), c))
+            except ValueError:
+                pass
+    return sorted(out)
+
+
+def table4(study: Study) -> pd.DataFrame:
+    """Table 4: specialised neurons (Top-k, k = 50) by specialisation threshold."""
+    rows = []
+    for ds in study.datasets:
+        f = study.final(ds, "topk")
+        for t, c in _threshold_columns(f, "spec"):
+            rows.append({"dataset": DATASET_LABEL[ds], "threshold": t, "paper": paper.TABLE4[ds].get(round(t, 4), "—"),
+                         "ours": mean_std(_col(f, c), 0)})
+    return pd.DataFrame(rows)
+
+
+def table5(study: Study) -> pd.DataFrame:
+    """Table 5: dead % (Top-k, k = 50) by dead-neuron threshold."""
+    rows = []
+    for ds in study.datasets:
+        f = study.final(ds, "topk")
+        for t, c in _threshold_columns(f, "dead_pct"):
+            rows.append({"dataset": DATASET_LABEL[ds], "threshold": t, "paper": paper.TABLE5[ds].get(t, "—"),
+                         "ours": mean_std(_col(f, c), 1)})
+    return pd.DataFrame(rows)
+
+
+def table6(study: Study) -> pd.DataFrame:
+    """Table 6: reconstruction MSE at k = 50, range across seeds."""
+    rows = []
+    for ds in study.datasets:
+        m = _col(study.final(ds, "topk"), "mse")
+        lo, hi = paper.TABLE6[ds]
+        rows.append({"dataset": DATASET_LABEL[ds], "MSE range (paper)": f"{lo:.4f} – {hi:.4f}",
+                     "MSE range (ours)": f"{min(m):.4f} – {max(m):.4f} (n={len(m)})" if m else "n/a"})
+    return pd.DataFrame(rows)
+
+
+def stage_wall_seconds(meta: dict) -> float | None:
+    for key in ("wall_s", "stage_wall_s", "wall_time_s"):
+        if isinstance(meta.get(key), (int, float)):
+            return float(meta[key])
+    return None
+
+
+def table7(study: Study) -> pd.DataFrame:
+    """Table 7: wall time per stage and seed (minutes), beside the paper's RTX 5090 figures."""
+    rows = []
+    for ds in study.datasets:
+        for run, label in (("stage1", "stage 1: VAE pre-training"), ("stage2", "stage 2: SAE init"), ("topk", "stage 3: joint Top-k"),
+                           ("extended", "extended training"), ("l1", "L1 comparison")):
+            secs = [stage_wall_seconds(m) for (d, s, r), m in study.runs.items() if d == ds and r == run]
+            secs = [x / 60 for x in secs if x is not None]
+            devices = sorted({m.get("environment", {}).get("device", "?") for (d, s, r), m in study.runs.items() if d == ds and r == run})
+            rows.append({"dataset": DATASET_LABEL[ds], "stage": label,
+                         "paper (min, RTX 5090)": paper.TABLE7_MIN[ds].get(run, "—"),
+                         "ours (min)": mean_std(secs, 2), "our device": ", ".join(devices) or "—"})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# verdicts
+
+
+def _means(df: pd.DataFrame, col: str) -> float | None:
+    v = _col(df, col)
+    return float(np.mean(v)) if v else None
+
+
+def verdict_table(study: Study) -> pd.DataFrame:
+    """One row per claim of the paper: its number, ours (mean ± std, n seeds) and the verdict."""
+    metric_col = {"dead_pct": dead_col(), "mig": "mig", "mse": "mse", "specialized": spec_col()}
+    rows = []
+    for c in paper.CLAIMS:
+        ours_txt, v = "n/a", "not measured"
+        digits = {"dead_pct": 1, "mig": 3, "mse": 4, "specialized": 0}.get(c.metric, 3)
+        if c.kind == "value":
+            if c.k == 500:
+                df = study.k500(c.dataset)
+            else:
+                df = study.final(c.dataset, c.method)
+            vals = _col(df, metric_col[c.metric])
+            ours_txt = mean_std(vals, digits)
+            direction = None
+            if c.metric == "dead_pct" and c.k == 50:  # the claim's direction: collapse, i.e. more dead than at k=500
+                k5 = _means(study.k500(c.dataset), dead_col())
+                direction = (k5 is not None and vals and np.mean(vals) > k5)
+            v = paper.verdict(c, vals, direction_holds=direction)
+        elif c.kind == "ordering" and c.id.startswith("l1_ge_topk"):
+            a, b = _means(study.final(c.dataset, "l1"), dead_col()), _means(study.final(c.dataset, "topk"), dead_col())
+            if a is not None and b is not None:
+                ours_txt = f"L1 {a:.1f} % vs Top-k {b:.1f} %"
+                v = paper.verdict(c, None, relation_holds=a >= b)
+        elif c.kind == "ordering" and c.id.startswith("collapse"):
+            a, b = _means(study.final(c.dataset, "topk"), dead_col()), _means(study.k500(c.dataset), dead_col())
+            if a is not None and b is not None:
+                ours_txt = f"{b:.1f} % → {a:.1f} %"
+                v = paper.verdict(c, None, relation_holds=a > b)
+        elif c.kind == "stable":
+            col = metric_col[c.metric]
+            a, b = _means(study.k500(c.dataset), col), _means(study.final(c.dataset, "topk"), col)
+            if a is not None and b is not None:
+                if c.metric == "mig":
+                    ours_txt = f"{a:.3f} → {b:.3f} (Δ {b - a:+.3f})"
+                    holds = abs(b - a) <= paper.TOLERANCE["stable_mig"][1]
+                else:
+                    rel = b / a - 1 if a else float("inf")
+                    ours_txt = f"{a:.4f} → {b:.4f} ({100 * rel:+.1f} %)"
+                    holds = abs(rel) <= paper.TOLERANCE["stable_mse"][1]
+                v = paper.verdict(c, None, relation_holds=holds)
+        elif c.kind == "no_recovery":
+            a, b = _means(study.final(c.dataset, "topk"), dead_col()), _means(study.final(c.dataset, "extended"), dead_col())
+            if a is not None and b is not None:
+                ours_txt = f"{a:.1f} % → {b:.1f} % ({b - a:+.1f} points)"
+                v = paper.verdict(c, None, relation_holds=(a - b) <= paper.TOLERANCE["recovery"][1])
+        elif c.kind == "ratio":
+            d, s = _col(study.final("dsprites", c.method), dead_col()), _col(study.final("shapes3d", c.method), dead_col())
+            if d and s and np.mean(d) > 0:
+                r = float(np.mean(s) / np.mean(d))
+                ours_txt = f"{r:.2f}× ({np.mean(s):.1f} % / {np.mean(d):.1f} %)"
+                v = paper.verdict(c, [r])
+        elif c.kind == "robust":
+            f, k5 = study.final(c.dataset, "topk"), study.k500(c.dataset)
+            cols = _threshold_columns(f, "dead_pct")
+            if cols and not k5.empty:
+                holds = [(_means(f, col) or 0) > (_means(k5, col) or 0) for _, col in cols]
+                ours_txt = f"holds at {sum(holds)}/{len(holds)} thresholds"
+                v = paper.verdict(c, None, relation_holds=all(holds))
+        paper_txt = "—" if c.paper is None else (f"{c.paper:g}" + (f" ± {c.paper_std:g}" if c.paper_std is not None else ""))
+        rows.append({"claim": c.text, "source": c.source, "paper": paper_txt, "ours": ours_txt, "verdict": v,
+                     "note": c.note})
+    return pd.DataFrame(rows)
+
+
+TABLES = (
+    # name, function, title
+    ("verdicts", verdict_table, "Paper versus reproduction: every quantitative claim"),
+    ("table1", table1, "Table 1: metrics at target sparsity (k = 50)"),
+    ("table2", table2, "Table 2: k = 500 against k = 50"),
+    ("table3", table3, "Table 3: extended training (100 more epochs at k = 50)"),
+    ("table4", table4, "Table 4: specialised neurons by threshold (Top-k, k = 50)"),
+    ("table5", table5, "Table 5: dead neurons by threshold (Top-k, k = 50)"),
+    ("table6", table6, "Table 6: reconstruction MSE at k = 50"),
+    ("table7", table7, "Table 7: wall time per stage"),
+)
+
+
+def write_tables(study: Study, results_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Compute and save every table (CSV, Markdown, LaTeX) with captions naming source and profile."""
+    from .artifacts import caption_suffix, save_table
+
+    suffix = caption_suffix(study.profile, study.sources, study.seeds)
+    out = {}
+    for order, (name, fn, title) in enumerate(TABLES):
+        df = fn(study)
+        caption = suffix
+        if name == "verdicts":
+            caption = paper.VERDICT_RULE + " " + suffix
+        elif study.profile != "paper":
+            caption += " Scaled-down profile: absolute numbers are not comparable with the paper's; see the README's profile table."
+        save_table(df, results_dir, study.profile, name, title=title, caption=caption, order=order)
+        out[name] = df
+    return out

@@ -1,0 +1,112 @@
+"""Tables, verdicts and figures from saved records (synthetic records written here)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vaesae import artifacts, paper, study as st
+from vaesae.figures import write_figures
+
+DEAD_T = (0.0005, 0.001, 0.002, 0.005, 0.01)
+SPEC_T = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def _rows(n_epochs, dead_start, dead_end, mig, mse, k_start=500, k_end=50, spec_start=1200, spec_end=330, rng=None):
+    rows = []
+    for e in range(n_epochs):
+        f = e / max(1, n_epochs - 1)
+        row = {"epoch": e, "k": round(k_start + (k_end - k_start) * f), "mig": mig + 0.001 * rng.standard_normal(),
+               "mse": mse * (1 + 0.01 * rng.standard_normal())}
+        dead = dead_start + (dead_end - dead_start) * f + 0.5 * rng.standard_normal()
+        for i, t in enumerate(DEAD_T):
+            row[f"dead_pct@{t:g}"] = dead + i
+        spec = spec_start + (spec_end - spec_start) * f
+        for i, t in enumerate(SPEC_T):
+            row[f"spec@{t:g}"] = max(0.0, round(spec * (1.5 - t)))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def make_fake_study(root, profile="smoke", seeds=(42, 43, 44), source="procedural", dsprites_dead=34.4, shapes_dead=62.7):
+    rng = np.random.default_rng(0)
+    for ds, dead, mse in (("dsprites", dsprites_dead, 0.017), ("shapes3d", shapes_dead, 0.039)):
+        for seed in seeds:
+            base = root / profile / ds / f"seed{seed}"
+            runs = {
+                "stage2": _rows(1, 1.2, 1.2, 0.15, mse, k_start=500, k_end=500, spec_start=1188, spec_end=1188, rng=rng),
+                "topk": _rows(10, 1.5, dead, 0.14, mse, rng=rng),
+                "extended": _rows(20, dead, dead + 0.3, 0.14, mse, k_start=50, spec_start=330, spec_end=300, rng=rng),
+                "l1": _rows(10, 2, dead * 1.2, 0.2, mse, rng=rng).drop(columns=["k"]).assign(l1_coef=0.01),
+                "stage1": pd.DataFrame({"epoch": [0, 1], "loss": [2.0, 1.0]}),
+            }
+            for run, df in runs.items():
+                d = base / run
+                d.mkdir(parents=True, exist_ok=True)
+                df.to_csv(d / "epochs.csv", index=False)
+                (d / "run.json").write_text(json.dumps({"data_source": source, "wall_s": 60.0, "environment": {"device": "cpu"}}))
+    return root
+
+
+def test_tables_and_verdicts_on_paper_like_records(tmp_path):
+    make_fake_study(tmp_path)
+    s = st.load_study(tmp_path, "smoke")
+    assert s.datasets == ["dsprites", "shapes3d"] and s.seeds == [42, 43, 44] and s.sources == {"procedural"}
+    tables = st.write_tables(s, tmp_path)
+    t1 = tables["table1"]
+    assert list(t1["dataset"]) == ["dSprites", "dSprites", "Shapes3D", "Shapes3D"]
+    assert "(n=3)" in t1.loc[0, "dead % (ours)"]
+    v = tables["verdicts"].set_index("claim")["verdict"]
+    assert v["dSprites Top-k dead % at k=50"] == "reproduced"
+    assert v["Shapes3D Top-k dead % at k=50"] == "reproduced"
+    assert v["L1 kills at least as many neurons as Top-k (dSprites)"] == "reproduced"
+    assert v["no recovery with 100 extended epochs (dSprites: 34.4 -> 34.7 %)"] == "reproduced"
+    assert v["collapse (dead % at k=50 > at k=500) at every dead threshold (Shapes3D)"] == "reproduced"
+    assert v["Shapes3D has 1.8x the dead rate of dSprites (Top-k)"] == "reproduced"
+    assert len(tables["table4"]) == 2 * len(SPEC_T) and len(tables["table5"]) == 2 * len(DEAD_T)
+    for name in ("verdicts", "table1", "table7"):
+        for ext in ("csv", "md", "tex"):
+            assert (tmp_path / "smoke" / "tables" / f"{name}.{ext}").is_file()
+    assert "\\toprule" in (tmp_path / "smoke" / "tables" / "table1.tex").read_text()
+    index = artifacts.read_index(tmp_path / "smoke" / "tables")
+    assert [e["name"] for e in index][:2] == ["verdicts", "table1"]
+    assert all("procedural" in e["caption"] for e in index)
+
+
+def test_verdicts_say_not_reproduced_when_numbers_differ(tmp_path):
+    make_fake_study(tmp_path, dsprites_dead=5.0, shapes_dead=4.0)
+    v = st.verdict_table(st.load_study(tmp_path, "smoke")).set_index("claim")["verdict"]
+    assert v["dSprites Top-k dead % at k=50"] == "direction-only"   # 5 % > 1.2 % at k=500, far from 34.4
+    assert v["L1 kills at least as many neurons as Top-k (dSprites)"] == "reproduced"
+    assert v["Shapes3D has 1.8x the dead rate of dSprites (Top-k)"] == "not reproduced"
+
+
+def test_missing_runs_are_not_measured(tmp_path):
+    make_fake_study(tmp_path, seeds=(42,))
+    import shutil
+
+    shutil.rmtree(tmp_path / "smoke" / "shapes3d" / "seed42" / "l1")
+    v = st.verdict_table(st.load_study(tmp_path, "smoke")).set_index("claim")["verdict"]
+    assert v["Shapes3D L1 dead % at the end of stage 3"] == "not measured"
+    assert v["Shapes3D has 2.2x the dead rate of dSprites (L1)"] == "not measured"
+
+
+def test_verdict_rule_interval_and_tolerance():
+    c = next(c for c in paper.CLAIMS if c.id == "t1_dead_dsprites_topk")
+    assert paper.verdict(c, [30.0, 40.0, 35.0]) == "reproduced"          # 34.4 inside the interval
+    assert paper.verdict(c, [38.0]) == "reproduced"                      # within 5 points
+    assert paper.verdict(c, [80.0, 81.0, 80.5]) == "not reproduced"
+    assert paper.verdict(c, [80.0, 81.0, 80.5], direction_holds=True) == "direction-only"
+    assert paper.verdict(c, []) == "not measured"
+
+
+def test_every_figure_is_drawn_with_its_source(tmp_path):
+    make_fake_study(tmp_path)
+    s = st.load_study(tmp_path, "smoke")
+    names = write_figures(s, tmp_path / "figures")
+    assert len(names) == 11
+    for n in names:
+        assert (tmp_path / "figures" / "smoke" / f"{n}.png").stat().st_size > 1000
+        assert (tmp_path / "figures" / "smoke" / f"{n}.pdf").is_file()
+    assert all("procedural" in e["caption"] for e in artifacts.read_index(tmp_path / "figures" / "smoke"))
