@@ -50,7 +50,8 @@ def save_figure(fig, figures_dir: str | Path, profile: str, name: str, *, title:
     The caption (which names the data source and profile) is also stamped into the image.
     """
     out_dir = Path(figures_dir) / profile
-    fig.text(0.01, 0.002, caption, fontsize=7, color="0.35", ha="left", va="bottom", wrap=True)
+    # Below the axes (and their x-label); bbox_inches="tight" grows the canvas to include it.
+    fig.text(0.01, -0.02, caption, fontsize=7, color="0.35", ha="left", va="top", wrap=True)
     paths = []
     for fmt in formats:
         buf = io.BytesIO()

@@ -1,0 +1,316 @@
+"""Every number of the model and of its training, as named, documented parameters.
+
+The paper values (SPEC §2-§3) are the defaults of :class:`Config`; a *profile* is a block of
+plain, commented overrides (in the spirit of nanoGPT's config files). Three profiles exist:
+
+``paper``  SPEC exactly (m = 8192, 30/10/50/100/50 epochs, lr 1e-5, the full training split,
+           10,000 evaluation images). Refuses to start without a GPU unless forced.
+``quick``  the default of ``./run_all.sh``: every stage for both datasets on a 2-core CPU in
+           about 14 minutes (measured, see the block below).
+``smoke``  tiny: every stage in seconds, for the tests.
+
+Scaled profiles keep every ratio of SPEC §3: ``k_start = 500·m/8192`` and ``k_end = 50·m/8192``
+(rounded half up, at least 1), the 5/40/5 split of the k schedule scaled to the stage length,
+extended training = 2 × stage 3, the L1 comparison as long as stage 3. They may change the
+dictionary size, the epochs, the training subset, the evaluation set size, the batch size and
+the learning rate; each such deviation is commented in the profile's block.
+
+Readings this module fixes (the paper and SPEC leave them open) are listed in
+:data:`READINGS`; they travel with every ``run.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+from .errors import VaesaeError
+
+# --------------------------------------------------------------------------------------------
+# SPEC constants that scaled profiles keep as ratios
+PAPER_NEURONS = 8192            # m of the paper's conv SAE (SPEC §2)
+PAPER_K_START = 500             # k at the start of stage 3 and during stage 2, per 8192 neurons
+PAPER_K_END = 50                # k at the end of stage 3 and in extended training, per 8192 neurons
+PAPER_SCHEDULE_SPLIT = (5, 40, 5)   # warm-up / cosine annealing / hold epochs of the 50-epoch stage 3
+PAPER_EXTENDED_RATIO = 2        # extended training = 100 epochs = 2 × stage 3 (SPEC §3.5)
+PAPER_PARAMETERS = 68.6e6       # the paper's parameter count (§3.5)
+
+STAGES = ("stage1", "stage2", "topk", "extended", "l1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """All parameters of one training run; the defaults are the paper's (SPEC §2-§3)."""
+
+    profile: str = "paper"
+
+    # ---- architecture (SPEC §2)
+    n_neurons: int = 8192           # m: conv-SAE dictionary size (2x overcomplete on h in R^4096)
+    latent_dim: int = 10            # dimensions of z
+    latent_sae_neurons: int = 20    # latent-SAE probe dictionary (10 x 20, 2x overcomplete)
+    mlp_hidden: int = 160           # hidden width of the encoder MLP (4096->H->20) and decoder MLP
+                                    # (10->H->4096): chosen so the whole model has 68.6 M parameters
+    reading: str = "hybrid"         # "hybrid": from stage 3 on the encoder MLP reads h_hat (SAE in the
+                                    # forward path); "probe": the SAE sits beside the path (ablation)
+
+    # ---- optimiser (SPEC §3, every stage)
+    lr: float = 1e-5
+    batch_size: int = 512
+    weight_decay: float = 1e-5
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    grad_clip: float = 1.0          # max global gradient norm
+    tf32: bool = True               # TF32 matmuls/convolutions on CUDA (ignored on the CPU)
+
+    # ---- stage lengths (SPEC §3)
+    epochs_stage1: int = 30
+    epochs_stage2: int = 10
+    epochs_stage3: int = 50         # topk and l1; extended = PAPER_EXTENDED_RATIO x this
+
+    # ---- losses
+    beta_start: float = 0.1         # stage-1 KL weight, cosine-annealed per epoch to beta_end
+    beta_end: float = 1.0           # also the beta of stage 3 and after
+    free_bits: float = 5.0          # the batch-mean KL term is max(KL, free_bits) nats
+    sae_l1: float = 0.01            # lambda_sparse of stage 2 and of the top-k stages
+    l1_start: float = 0.001         # L1 comparison: coefficient at the first epoch ...
+    l1_end: float = 0.1             # ... rising linearly to this at the last epoch
+    k_start: int | None = None      # None: PAPER_K_START * m / 8192 (rounded half up)
+    k_end: int | None = None        # None: PAPER_K_END * m / 8192 (rounded half up, at least 1)
+
+    # ---- revival (SPEC §3.4; stage 3 and after)
+    boost: bool = True              # bias boosting on/off
+    b_base: float = 1.0             # boost of a never-active neuron (not given by the paper; see READINGS)
+    boost_rate: float = 0.01        # the 0.01 in exp(-0.01 c_i / t)
+    reinit: bool = True             # re-initialisation on/off
+    reinit_dead_frac: float = 0.5   # fires when more than this fraction was inactive in the epoch
+    reinit_patience: int = 5        # ... on neurons inactive for more than this many consecutive epochs
+    revive_latent: bool = False     # also apply revival to the 20-neuron latent probe
+
+    # ---- data and evaluation
+    train_subset: int | None = None  # None: the whole training split; else a fixed random subset
+    eval_n: int = 10_000             # evaluation images (SPEC §4)
+    eval_batch: int = 1000
+    stage1_eval: bool = True         # MIG and MSE at the end of stage 1
+
+    # ---- bookkeeping
+    checkpoint_every: int = 5        # epochs between last.pt checkpoints (and at every stage end)
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def k_start_eff(self) -> int:
+        return self.k_start if self.k_start is not None else _round_half_up(PAPER_K_START * self.n_neurons / PAPER_NEURONS)
+
+    @property
+    def k_end_eff(self) -> int:
+        return self.k_end if self.k_end is not None else max(1, _round_half_up(PAPER_K_END * self.n_neurons / PAPER_NEURONS))
+
+    @property
+    def epochs_extended(self) -> int:
+        return PAPER_EXTENDED_RATIO * self.epochs_stage3
+
+    @property
+    def schedule_split(self) -> tuple[int, int, int]:
+        """Warm-up, annealing and hold epochs: SPEC's 5/40/5 scaled to ``epochs_stage3``."""
+        return scaled_split(self.epochs_stage3)
+
+    def epochs_for(self, stage: str) -> int:
+        return {"stage1": self.epochs_stage1, "stage2": self.epochs_stage2, "topk": self.epochs_stage3,
+                "extended": self.epochs_extended, "l1": self.epochs_stage3}.get(stage, self.epochs_stage3)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["derived"] = {"k_start": self.k_start_eff, "k_end": self.k_end_eff, "epochs_extended": self.epochs_extended,
+                        "schedule_split": list(self.schedule_split)}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def scaled_split(n_epochs: int) -> tuple[int, int, int]:
+    """SPEC's 5/40/5 split of 50 epochs scaled to ``n_epochs`` (exactly 5/40/5 at 50)."""
+    total = sum(PAPER_SCHEDULE_SPLIT)
+    warm = _round_half_up(PAPER_SCHEDULE_SPLIT[0] * n_epochs / total)
+    anneal = _round_half_up(PAPER_SCHEDULE_SPLIT[1] * n_epochs / total)
+    anneal = max(0, min(anneal, n_epochs - warm))
+    return warm, anneal, n_epochs - warm - anneal
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles: plain commented overrides of the paper values.
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # ---- paper: SPEC §2-§3 exactly. 68.61 M parameters (dSprites; 68.62 M Shapes3D); needs a GPU.
+    # Measured on one H100 (TF32, batch 512, per-batch rendering not included): dSprites stage 1
+    # 3.6 min, stage 2 1.1, stage 3 9.6, extended 19.1, L1 9.6; Shapes3D 2.8 / 0.8 / 6.6 / 13.2 / 6.6.
+    "paper": dict(),
+
+    # ---- quick: the default of ./run_all.sh. BOTH datasets, one seed, every stage with
+    # per-epoch evaluation on this project's 2-core CPU (2 torch threads, machine otherwise idle).
+    # Measured with `python -m vaesae.train --stage all` (wall time of training + evaluation,
+    # stage 1 / 2 / topk / extended / l1): dSprites 23 / 7 / 75 / 154 / 78 s = 5.6 min,
+    # Shapes3D 27 / 8 / 84 / 172 / 83 s = 6.2 min; both with process start-up and data 12.4 min.
+    # CPU contention is ruinous: with one other busy process the same run took 2-40x longer.
+    "quick": dict(
+        n_neurons=1024,         # m: 1/8 of the paper's 8192 (k 63 -> 6 by the kept ratios: 62.5, 6.25 rounded)
+        mlp_hidden=160,         # as in paper
+        lr=1e-3,                # 100x the paper's 1e-5: with a few hundred steps per stage nothing
+                                # trains at 1e-5 (the paper takes ~700 k steps for stage 3 alone)
+        batch_size=64,          # 1/8 of 512: more optimiser steps from the small subset (stage 1
+                                # reaches a working VAE in 6 epochs at 64, not at 128)
+        epochs_stage1=6,        # 1/5 of 30
+        epochs_stage2=2,        # 1/5 of 10
+        epochs_stage3=10,       # 1/5 of 50 (split 1/8/1); extended 20, l1 10
+        train_subset=6_000,     # fixed random subset of the training split (same for every seed)
+        eval_n=1_000,           # 1/10 of the paper's 10,000 evaluation images
+        eval_batch=500,
+        checkpoint_every=5,
+    ),
+
+    # ---- smoke: every stage in seconds, for the tests and a first look.
+    "smoke": dict(
+        n_neurons=256,          # m (k 16 -> 2)
+        mlp_hidden=32,
+        lr=1e-3,                # as quick
+        batch_size=32,
+        epochs_stage1=2,
+        epochs_stage2=1,
+        epochs_stage3=4,        # split 0/3/1 (rounded); extended 8
+        train_subset=256,
+        eval_n=200,
+        eval_batch=200,
+        checkpoint_every=2,
+    ),
+}
+
+# Every reading the paper leaves open, as fixed here (saved with every run.json).
+READINGS: dict[str, str] = {
+    "loss_normalisation": "every loss is summed over its own dimensions (pixels for the Bernoulli log-likelihood, "
+                          "latent dims for KL, the 4096 (10) coordinates for ||h - h_hat||^2, neurons for ||a||_1) "
+                          "and averaged over the batch; free bits clamp the batch-mean KL summed over dims",
+    "free_bits_scope": "free bits (max(KL, 5) nats) apply wherever the ELBO is optimised: stage 1 and stage 3 on "
+                       "(stage 3 uses the same ELBO at beta = 1)",
+    "beta_schedule": "beta is constant within an epoch: beta(t) = b0 + (b1 - b0)(1 - cos(pi t/(T-1)))/2, t = 0..T-1",
+    "k_schedule": "k is constant within an epoch; SPEC §3.3 formula with the 5/40/5 split scaled to the stage length",
+    "k_rounding": "k_start = 500 m/8192 and k_end = 50 m/8192 rounded half up (k_end at least 1)",
+    "l1_schedule": "the L1 coefficient is constant within an epoch: l1(t) = l0 + (l1 - l0) t/(T-1), t = 0..T-1; it "
+                   "replaces the 0.01 of the top-k stages; the latent probe uses the same L1 sparsifier",
+    "topk_ties": "Top-k keeps exactly k entries per sample (torch.topk) of the post-ReLU activations; when fewer "
+                 "than k are positive, fewer than k are active",
+    "sae_init": "decoder columns ~ N(0, 1) normalised to unit length, W_e = W_d^T (untied thereafter), b_e = b_d = 0; "
+                "no decoder-norm constraint (the paper states none)",
+    "latent_probe": "the 20-neuron latent SAE reads the posterior mean mu, detached (a probe: its loss does not "
+                    "shape the VAE); its k is max(1, round(k * 20 / m)) (= k*20/8192 in the paper profile, always 1); "
+                    "it is trained in stage 2 with the conv SAE and jointly from stage 3 on",
+    "probe_reading": "reading='probe': the SAE reads h.detach() and the encoder MLP reads h",
+    "stage2_forward": "in stage 2 (and for its evaluation) the encoder MLP reads h: the SAE enters the path in stage 3",
+    "evaluation_forward": "evaluation decodes the posterior mean mu (no sampling); acts are the post-sparsity SAE "
+                          "activations including the boost buffer, at the epoch's k (or L1 coefficient)",
+    "boost": "boost_i = b_base exp(-boost_rate c_i / max(1, t)) with c_i the training samples on which neuron i was "
+             "active (post-sparsity > 0) so far in the stage and t the number of completed epochs of the stage; "
+             "recomputed after every optimiser step; a buffer, part of the model, also applied at evaluation. "
+             "c_i / t is about (activation rate) x (samples per epoch), so a profile that trains on a subset of n of "
+             "the N training images multiplies boost_rate by N/n (the same boost for the same activation rate; "
+             "paper profile: exactly 0.01); run.json records the effective rate",
+    "b_base": "b_base = 1.0, the scale of the SAE pre-activations after stage 2 (quick profile, dSprites: std 1.4; "
+              "the best pre-activation of a dead neuron -1.3 to -2.2, of a live one +1.6 to +3.8, the k-th largest "
+              "about 0.06): it brings the least-dead neurons back into the competition without handing every neuron a "
+              "slot; a uniform boost does not change which neurons win the top-k, only differences in c_i do",
+    "revival_scope": "revival acts on the conv SAE only (the object of study); the latent probe is switchable",
+    "reinit": "inactive = no positive post-sparsity activation on any training sample of the epoch; a neuron is "
+              "re-initialised when its streak of such epochs exceeds 5 and more than 50% were inactive in the epoch; "
+              "encoder row, decoder column and bias ~ N(per-coordinate mean, std) of the active neurons; its AdamW "
+              "moments are zeroed (the step counter is per tensor and kept), its c_i and streak reset",
+    "epoch_order": "an epoch: training steps (boost refreshed after each), evaluation of the model as trained, then "
+                   "the end-of-epoch revival bookkeeping and re-initialisation (recorded as n_reinit of that epoch), "
+                   "then the checkpoint",
+    "stage_boundaries": "each stage starts a fresh AdamW except extended training, which continues the optimiser "
+                        "state of stage 3; revival counters (c_i, streaks) start at zero in every stage",
+    "train_subset": "scaled profiles draw a fixed random subset of the training split (seed 0, the same for every "
+                    "training seed)",
+    "stage1_parameters": "stage 1 optimises the VAE only; stage 2 the two SAEs only (VAE frozen); stage 3 everything",
+}
+
+
+def get_config(profile: str, **overrides: Any) -> Config:
+    """The configuration of ``profile`` with ``overrides`` applied, validated."""
+    if profile not in PROFILES:
+        raise VaesaeError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    fields = {f.name for f in dataclasses.fields(Config)}
+    bad = sorted(set(overrides) - fields)
+    if bad:
+        raise VaesaeError(f"unknown parameter {bad[0]!r}; known: {', '.join(sorted(fields - {'profile'}))}")
+    cfg = Config(profile=profile, **{**PROFILES[profile], **overrides})
+    validate(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``name=value`` from the command line, converted to the field's type."""
+    if "=" not in text:
+        raise VaesaeError(f"--set expects name=value, got {text!r}")
+    name, raw = text.split("=", 1)
+    types = {f.name: f.type for f in dataclasses.fields(Config)}
+    if name not in types or name == "profile":
+        raise VaesaeError(f"unknown parameter {name!r} in --set")
+    t = str(types[name])
+    try:
+        if raw.lower() == "none" and "None" in t:
+            return name, None
+        if t.startswith("bool"):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return name, raw.lower() in ("true", "1")
+        if t.startswith("int"):
+            return name, int(raw)
+        if t.startswith("float"):
+            return name, float(raw)
+    except ValueError:
+        raise VaesaeError(f"--set {name}={raw!r}: expected a value of type {t}") from None
+    return name, raw
+
+
+def validate(cfg: Config) -> None:
+    """Refuse impossible parameters with one line each."""
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise VaesaeError(msg)
+
+    for name in ("n_neurons", "latent_dim", "latent_sae_neurons", "mlp_hidden", "batch_size", "epochs_stage1",
+                 "epochs_stage2", "epochs_stage3", "eval_n", "eval_batch", "checkpoint_every"):
+        need(getattr(cfg, name) > 0, f"{name} must be positive, got {getattr(cfg, name)}")
+    for name in ("lr", "grad_clip"):
+        need(getattr(cfg, name) > 0, f"{name} must be positive, got {getattr(cfg, name)}")
+    for name in ("weight_decay", "free_bits", "sae_l1", "l1_start", "l1_end", "b_base", "boost_rate"):
+        need(getattr(cfg, name) >= 0, f"{name} must not be negative, got {getattr(cfg, name)}")
+    need(cfg.reading in ("hybrid", "probe"), f"reading must be 'hybrid' or 'probe', got {cfg.reading!r}")
+    need(cfg.train_subset is None or cfg.train_subset > 0, f"train_subset must be positive or None, got {cfg.train_subset}")
+    need(cfg.k_start_eff >= 1, f"k_start must be at least 1, got {cfg.k_start_eff}")
+    need(cfg.k_end_eff >= 1, f"k_end must be at least 1, got {cfg.k_end_eff}")
+    need(cfg.k_start_eff <= cfg.n_neurons,
+         f"k_start={cfg.k_start_eff} is larger than the dictionary (n_neurons={cfg.n_neurons})")
+    need(cfg.k_end_eff <= cfg.k_start_eff, f"k_end={cfg.k_end_eff} is above k_start={cfg.k_start_eff}")
+    need(0 <= cfg.reinit_dead_frac <= 1, f"reinit_dead_frac must lie in [0, 1], got {cfg.reinit_dead_frac}")
+    need(cfg.reinit_patience >= 0, f"reinit_patience must not be negative, got {cfg.reinit_patience}")
+    need(0 < cfg.adam_beta1 < 1 and 0 < cfg.adam_beta2 < 1, "adam betas must lie in (0, 1)")
+
+
+def describe_profiles() -> str:
+    """A small table of the profiles (m, epochs, subset, lr, batch, eval n)."""
+    rows = ["profile  m     k       epochs (1/2/3/ext/l1)  subset   lr      batch  eval_n"]
+    for name in PROFILES:
+        c = get_config(name)
+        ep = f"{c.epochs_stage1}/{c.epochs_stage2}/{c.epochs_stage3}/{c.epochs_extended}/{c.epochs_stage3}"
+        rows.append(f"{name:8s} {c.n_neurons:<5d} {c.k_start_eff:>3d}->{c.k_end_eff:<3d} {ep:22s} "
+                    f"{str(c.train_subset or 'all'):8s} {c.lr:<7g} {c.batch_size:<6d} {c.eval_n}")
+    return "\n".join(rows)

@@ -1,0 +1,188 @@
+"""The hybrid VAE-SAE (SPEC §2).
+
+    x [B,C,64,64] -> conv stack -> h [B,4096] -> (SAE) -> MLP -> mu, logvar [B,10] -> z -> decoder -> logits
+
+- Encoder: the standard beta-VAE conv stack, 4x4/2 convolutions to 32, 32, 64 channels, then a
+  3x3/1 convolution at 64 channels (64x8x8 = 4096), each followed by ReLU; an MLP
+  4096 -> H -> 2x10 gives mean and log-variance of q(z|x).
+- Decoder: the mirror image: 10 -> H -> 4096 (ReLU), 3x3/1 convolution, then 4x4/2 transposed
+  convolutions to 32, 32 and C channels; Bernoulli logits for every pixel.
+- Conv SAE on h (m neurons): a = ReLU(W_e h + b_e + boost), ã = sparsify(a), ĥ = W_d ã + b_d;
+  untied W_e and W_d, initialised tied (W_e = W_dᵀ, unit-norm decoder columns). ``boost`` is a
+  non-learned buffer written by :mod:`vaesae.revival`.
+- Reading "hybrid" (the paper): with the SAE in the path the encoder MLP reads ĥ, and gradients
+  of the ELBO reach the conv encoder through the SAE. Reading "probe" (ablation): the SAE reads
+  h.detach() and the MLP reads h.
+- Latent SAE probe: the same SAE on the posterior mean mu (detached), 20 neurons.
+
+The sparsifiers (:mod:`vaesae.sparsity`) are passed to :meth:`HybridVAESAE.forward`, so the model
+stays a plain ``nn.Module`` with no schedule inside.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import PAPER_PARAMETERS, Config
+
+H_CHANNELS, H_SIDE = 64, 8
+H_DIM = H_CHANNELS * H_SIDE * H_SIDE  # 4096
+
+Sparsify = Callable[[torch.Tensor, Mapping[str, Any]], tuple[torch.Tensor, torch.Tensor]]
+
+
+class SAEOutput(NamedTuple):
+    pre_acts: torch.Tensor   # W_e h + b_e + boost (before ReLU)
+    acts: torch.Tensor       # ã, post-sparsity
+    recon: torch.Tensor      # ĥ
+    penalty: torch.Tensor    # the sparsifier's weighted penalty (scalar)
+
+
+class SAE(nn.Module):
+    """a = ReLU(W_e h + b_e + boost); ã = sparsify(a); ĥ = W_d ã + b_d (untied, initialised tied)."""
+
+    def __init__(self, d: int, m: int):
+        super().__init__()
+        w_d = torch.randn(d, m)
+        w_d = w_d / w_d.norm(dim=0, keepdim=True)
+        self.W_d = nn.Parameter(w_d)                     # [d, m], columns are dictionary atoms
+        self.W_e = nn.Parameter(w_d.t().contiguous().clone())  # [m, d]
+        self.b_e = nn.Parameter(torch.zeros(m))
+        self.b_d = nn.Parameter(torch.zeros(d))
+        self.register_buffer("boost", torch.zeros(m))    # bias boosting (revival), not learned
+        self.d, self.m = d, m
+
+    def pre_activations(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, self.W_e, self.b_e) + self.boost
+
+    def decode(self, acts: torch.Tensor) -> torch.Tensor:
+        return F.linear(acts, self.W_d, self.b_d)
+
+    def forward(self, h: torch.Tensor, sparsify: Sparsify, state: Mapping[str, Any]) -> SAEOutput:
+        pre = self.pre_activations(h)
+        acts, penalty = sparsify(F.relu(pre), state)
+        return SAEOutput(pre, acts, self.decode(acts), penalty)
+
+
+class Output(NamedTuple):
+    h: torch.Tensor
+    sae_input: torch.Tensor     # what the SAE read: h (hybrid) or h.detach() (probe)
+    sae: SAEOutput | None
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    z: torch.Tensor
+    logits: torch.Tensor | None
+    latent: SAEOutput | None
+
+
+class HybridVAESAE(nn.Module):
+    def __init__(self, channels: int, *, n_neurons: int = 8192, latent_dim: int = 10, mlp_hidden: int = 160,
+                 latent_sae_neurons: int = 20, reading: str = "hybrid"):
+        super().__init__()
+        if reading not in ("hybrid", "probe"):
+            raise ValueError(f"reading must be 'hybrid' or 'probe', got {reading!r}")
+        self.channels, self.latent_dim, self.reading = channels, latent_dim, reading
+        self.encoder_conv = nn.Sequential(
+            nn.Conv2d(channels, 32, 4, 2, 1), nn.ReLU(),    # 32x32
+            nn.Conv2d(32, 32, 4, 2, 1), nn.ReLU(),          # 16x16
+            nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),          # 8x8
+            nn.Conv2d(64, H_CHANNELS, 3, 1, 1), nn.ReLU(),  # 64x8x8 = 4096
+        )
+        self.encoder_mlp = nn.Sequential(nn.Linear(H_DIM, mlp_hidden), nn.ReLU(), nn.Linear(mlp_hidden, 2 * latent_dim))
+        self.decoder_mlp = nn.Sequential(nn.Linear(latent_dim, mlp_hidden), nn.ReLU(), nn.Linear(mlp_hidden, H_DIM), nn.ReLU())
+        self.decoder_conv = nn.Sequential(
+            nn.Conv2d(H_CHANNELS, 64, 3, 1, 1), nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(32, channels, 4, 2, 1),
+        )
+        self.sae = SAE(H_DIM, n_neurons)
+        self.latent_sae = SAE(latent_dim, latent_sae_neurons)
+
+    @classmethod
+    def from_config(cls, cfg: Config, channels: int) -> "HybridVAESAE":
+        return cls(channels, n_neurons=cfg.n_neurons, latent_dim=cfg.latent_dim, mlp_hidden=cfg.mlp_hidden,
+                   latent_sae_neurons=cfg.latent_sae_neurons, reading=cfg.reading)
+
+    # ---- parameter groups
+    def vae_parameters(self) -> list[nn.Parameter]:
+        return [p for mod in (self.encoder_conv, self.encoder_mlp, self.decoder_mlp, self.decoder_conv) for p in mod.parameters()]
+
+    def sae_parameters(self) -> list[nn.Parameter]:
+        return list(self.sae.parameters()) + list(self.latent_sae.parameters())
+
+    # ---- pieces
+    def encode_h(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder_conv(x).flatten(1)
+
+    def posterior(self, mlp_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder_mlp(mlp_in).chunk(2, dim=-1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder_conv(self.decoder_mlp(z).view(-1, H_CHANNELS, H_SIDE, H_SIDE))
+
+    def forward(self, x: torch.Tensor, *, sparsify: Sparsify | None = None, state: Mapping[str, Any] | None = None,
+                latent_sparsify: Sparsify | None = None, latent_state: Mapping[str, Any] | None = None,
+                sae_in_path: bool = True, sample: bool = True, decode: bool = True) -> Output:
+        """One pass. ``sparsify=None`` skips the conv SAE (stage 1); ``sae_in_path`` puts ĥ in front of
+        the MLP (hybrid reading only); ``sample=False`` decodes mu; ``latent_sparsify`` runs the probe."""
+        h = self.encode_h(x)
+        sae_out = None
+        mlp_in = sae_input = h
+        if sparsify is not None:
+            hybrid = self.reading == "hybrid"
+            sae_input = h if hybrid else h.detach()
+            sae_out = self.sae(sae_input, sparsify, state or {})
+            if sae_in_path and hybrid:
+                mlp_in = sae_out.recon
+        mu, logvar = self.posterior(mlp_in)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if sample else mu
+        logits = self.decode(z) if decode else None
+        latent = self.latent_sae(mu.detach(), latent_sparsify, latent_state or {}) if latent_sparsify is not None else None
+        return Output(h, sae_input, sae_out, mu, logvar, z, logits, latent)
+
+    @torch.no_grad()
+    def evaluation_forward(self, x: torch.Tensor, *, sparsify: Sparsify | None, state: Mapping[str, Any] | None,
+                           latent_sparsify: Sparsify | None = None, latent_state: Mapping[str, Any] | None = None,
+                           sae_in_path: bool = True) -> dict[str, torch.Tensor]:
+        """The contract's evaluation forward: mu, post-sparsity acts, latent acts, logits (decoding mu)."""
+        out = self(x, sparsify=sparsify, state=state, latent_sparsify=latent_sparsify, latent_state=latent_state,
+                   sae_in_path=sae_in_path, sample=False)
+        res = {"mu": out.mu, "logits": out.logits}
+        if out.sae is not None:
+            res["acts"] = out.sae.acts
+        if out.latent is not None:
+            res["latent_acts"] = out.latent.acts
+        return res
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def parameter_report(model: nn.Module) -> str:
+    n = count_parameters(model)
+    return f"{n:,} parameters ({n / 1e6:.2f} M; the paper reports {PAPER_PARAMETERS / 1e6:.1f} M)"
+
+
+# ---------------------------------------------------------------------------------------------
+# losses (each summed over its own dimensions, averaged over the batch; see config.READINGS)
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) summed over pixels, mean over the batch."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+
+
+def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) summed over latent dimensions, mean over the batch."""
+    return (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).sum(dim=1).mean()
+
+
+def squared_error(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """‖target − recon‖² summed over coordinates, mean over the batch."""
+    return (target - recon).pow(2).sum(dim=1).mean()

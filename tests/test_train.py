@@ -1,0 +1,149 @@
+"""Training: every stage on a tiny profile, resume = uninterrupted, the command line's checks."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vaesae import io, train
+from vaesae.errors import VaesaeError
+
+# the smoke profile made smaller still: every stage in a few seconds on 2 CPU cores
+TINY = dict(train_subset=192, batch_size=32, eval_n=100, eval_batch=100, epochs_stage1=3, epochs_stage2=2,
+            epochs_stage3=4, checkpoint_every=2, n_neurons=128, mlp_hidden=16)
+KW = dict(source="procedural", device="cpu", progress=False, log=None, overrides=TINY)
+WALL = list(train.WALL_COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """stage1 -> stage2 -> topk -> extended -> l1 on dSprites, once for the module."""
+    root = tmp_path_factory.mktemp("train")
+    metas = train.run_all("dsprites", 42, "smoke", results_dir=root / "results", **KW)
+    return root, metas
+
+
+def _csv(root: Path, run: str) -> pd.DataFrame:
+    return pd.read_csv(root / "results" / "smoke" / "dsprites" / "seed42" / run / "epochs.csv")
+
+
+def test_every_stage_runs_and_its_loss_falls(tree):
+    root, metas = tree
+    assert list(metas) == ["stage1", "stage2", "topk", "extended", "l1"]
+    s1, s2, tk, ex, l1 = (_csv(root, r) for r in metas)
+    assert len(s1) == 3 and len(s2) == 2 and len(tk) == 4 and len(ex) == 8 and len(l1) == 4
+    assert s1.loss.iloc[-1] < s1.loss.iloc[0]
+    assert s2.loss.iloc[-1] < s2.loss.iloc[0]
+    for df in (tk, ex, l1):
+        assert df.nll.iloc[-1] < df.nll.iloc[0]
+    # schedules in the records: k from k_start to k_end (128 neurons: 8 -> 1, split 0/3/1), held in extended; L1 rises
+    assert tk.k.tolist() == [8, 6, 3, 1] and set(ex.k) == {1} and set(s2.k) == {8}
+    assert l1.l1_coef.iloc[0] == pytest.approx(0.001) and l1.l1_coef.iloc[-1] == pytest.approx(0.1)
+    assert s1.beta.iloc[0] == pytest.approx(0.1) and s1.beta.iloc[-1] == pytest.approx(1.0)
+    # per-epoch evaluation columns of the contract
+    for df in (tk, ex, l1):
+        for col in ("mig", "mse", "dead_pct@0.001", "spec@0.5", "n_reinit", "wall_s"):
+            assert col in df.columns and df[col].notna().all()
+    assert s2[["mig", "dead_pct@0.001", "spec@0.5"]].iloc[-1].notna().all()   # the k500 evaluation
+
+
+def test_records_and_checkpoints(tree):
+    root, metas = tree
+    base = root / "results" / "smoke" / "dsprites" / "seed42"
+    for run, meta in metas.items():
+        assert meta["complete"] and meta["data_source"] == "procedural" and meta["wall_s"] > 0
+        assert meta["params"]["n_neurons"] == 128 and "readings" in meta and meta["git_commit"]
+        assert (root / "checkpoints" / "smoke" / "dsprites" / "seed42" / run / "final.pt").is_file()
+        assert not (root / "checkpoints" / "smoke" / "dsprites" / "seed42" / run / "last.pt").exists()
+        if run != "stage1":
+            npz = io.load_npz(base / run / "neurons_final.npz")
+            assert npz["activation_rates"].shape == (128,) and npz["mi"].shape == (128, 5)
+            assert npz["factor_names"].tolist() == ["shape", "scale", "orientation", "posX", "posY"]
+    assert (base / "stage2" / "neurons_k500.npz").is_file()
+    ck = io.torch_load(root / "checkpoints" / "smoke" / "dsprites" / "seed42" / "topk" / "final.pt")
+    assert ck["config"]["n_neurons"] == 128 and ck["optimizer"] is not None
+    assert metas["extended"]["input_sha256"] == io.sha256_file(root / "checkpoints" / "smoke" / "dsprites" / "seed42" / "topk" / "final.pt")
+
+
+def test_a_finished_run_is_skipped(tree, capsys):
+    root, metas = tree
+    again = train.run_stage("topk", "dsprites", 42, "smoke", results_dir=root / "results", **{**KW, "log": print})
+    assert "already complete" in capsys.readouterr().out
+    assert again == io.load_json(root / "results" / "smoke" / "dsprites" / "seed42" / "topk" / "run.json")
+
+
+def test_resume_equals_uninterrupted(tree, tmp_path):
+    root, _ = tree
+    src = root / "checkpoints" / "smoke" / "dsprites" / "seed42"
+    dst = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42"
+    for run in ("stage2",):
+        shutil.copytree(src / run, dst / run)
+    results = tmp_path / "results"
+    # killed after epoch 2: the checkpoint of epoch 2 (every 2 epochs) is there, epoch 2's row too
+    with pytest.raises(KeyboardInterrupt):
+        train.run_stage("topk", "dsprites", 42, "smoke", results_dir=results, _interrupt_after_epoch=2, **KW)
+    assert (dst / "topk" / "last.pt").is_file() and not (dst / "topk" / "final.pt").exists()
+    train.run_stage("topk", "dsprites", 42, "smoke", results_dir=results, **KW)
+    a = io.torch_load(src / "topk" / "final.pt")
+    b = io.torch_load(dst / "topk" / "final.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    ra = _csv(root, "topk").drop(columns=WALL)
+    rb = pd.read_csv(results / "smoke" / "dsprites" / "seed42" / "topk" / "epochs.csv").drop(columns=WALL)
+    pd.testing.assert_frame_equal(ra, rb, check_exact=True)
+    na = io.load_npz(root / "results" / "smoke" / "dsprites" / "seed42" / "topk" / "neurons_final.npz")
+    nb = io.load_npz(results / "smoke" / "dsprites" / "seed42" / "topk" / "neurons_final.npz")
+    assert all(np.array_equal(na[k], nb[k]) for k in na)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--stage", "topk", "--profile", "huge"], "unknown profile 'huge'"),
+    (["--stage", "topk", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--stage", "warp"], "unknown stage 'warp'"),
+    (["--stage", "topk", "--set", "k_start=5000", "--profile", "quick"], "larger than the dictionary"),
+    (["--stage", "topk", "--set", "k_end=80"], "is above k_start"),
+    (["--stage", "topk", "--set", "epochs_stage3=0"], "epochs_stage3 must be positive"),
+    (["--stage", "topk", "--set", "batch_size=0"], "batch_size must be positive"),
+    (["--stage", "topk", "--set", "colour=1"], "unknown parameter 'colour'"),
+    (["--stage", "topk", "--seed", "-1"], "non-negative"),
+    (["--stage", "stage2"], "run stage1 first"),
+    (["--stage", "topk"], "run stage2 first"),
+    (["--stage", "l1"], "run stage2 first"),
+    (["--stage", "extended"], "run topk first"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_cli_rejects_bad_input_with_one_line(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        train.main([*argv, "--results-dir", str(tmp_path / "r"), "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_paper_profile_refuses_the_cpu(monkeypatch, tmp_path):
+    monkeypatch.setattr(train, "estimate_hours", lambda *a, **k: 1234.0)
+    ck = tmp_path / "checkpoints" / "paper" / "dsprites" / "seed42" / "stage1"
+    with pytest.raises(VaesaeError, match="needs a GPU.*1,234 hours.*--allow-cpu"):
+        train.run_stage("stage1", "dsprites", 42, "paper", results_dir=tmp_path / "results", source="procedural",
+                        device="cpu", progress=False, log=None)
+    assert not ck.exists()
+
+
+def test_changed_parameters_or_input_rerun_the_run(tree, tmp_path, capsys):
+    root, _ = tree
+    shutil.copytree(root, tmp_path / "copy")
+    kw = {**KW, "log": print}
+    meta = train.run_stage("topk", "dsprites", 42, "smoke", results_dir=tmp_path / "copy" / "results",
+                           **{**kw, "overrides": {**TINY, "b_base": 0.3}})
+    assert "made with other parameters; running it again" in capsys.readouterr().out
+    assert meta["params"]["b_base"] == 0.3
+    # extended was made from the old topk checkpoint: it runs again
+    train.run_stage("extended", "dsprites", 42, "smoke", results_dir=tmp_path / "copy" / "results",
+                    **{**kw, "overrides": {**TINY, "b_base": 0.3}})
+    assert "running it again" in capsys.readouterr().out
