@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run_all(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "vaesae.pipeline", "--profile", "smoke", "--source", "procedural", "--device", "cpu",
+    cmd = [str(REPO / "run_all.sh"), "--profile", "smoke", "--source", "procedural", "--device", "cpu",
            "--results-dir", str(tmp / "results"), "--figures-dir", str(tmp / "figures"), *extra]
     env = dict(os.environ, MPLBACKEND="Agg")
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)

@@ -63,6 +63,21 @@ class Config:
     grad_clip: float = 1.0          # max global gradient norm
     tf32: bool = True               # TF32 matmuls/convolutions on CUDA (ignored on the CPU)
 
+    # ---- speed paths (issue #6, vaesae.fast). Each is a switch so that the plain eager reference
+    # (all off: fast.REFERENCE_SPEED) stays available; none changes the function beyond rounding
+    # (tests/test_fast.py). The CUDA-only ones are ignored on the CPU, whose path stays bitwise resumable.
+    amp_bf16: bool = True           # CUDA: both convolution stacks under bf16 autocast (MLPs, SAE, losses stay fp32/TF32)
+    sae_bf16: bool = False          # CUDA: the SAE's 4096x8192 matmuls under bf16 autocast too (off by default: TF32 on the
+                                    # fp32 weights avoids re-casting 2 x 134 MB of weights and gradients every step)
+    channels_last: bool = True      # CUDA: NHWC activations for the convolutions
+    cudnn_benchmark: bool = True    # CUDA: cuDNN times its convolution algorithms once per shape and keeps the fastest
+    cuda_graphs: bool = True        # CUDA: capture the whole step (forward, backward, clipping, AdamW, revival counters,
+                                    # loss sums) as one CUDA graph per epoch and replay it (topk and l1 runs; others eager)
+    fused_clip: bool = True         # CUDA: the clipping factor goes to the fused AdamW kernel (grad_scale) instead of a
+                                    # separate pass that rescales every gradient
+    sparse_decoder: bool = False    # Top-k: h_hat from the k active decoder columns only (gather-and-sum) instead of the
+                                    # dense matmul over all m (CPU and CUDA; off by default: measured slower, see README)
+
     # ---- stage lengths (SPEC §3)
     epochs_stage1: int = 30
     epochs_stage2: int = 10
@@ -96,6 +111,20 @@ class Config:
     # ---- bookkeeping
     checkpoint_every: int = 5        # epochs between last.pt checkpoints (and at every stage end)
 
+    # ---- issue #9: remedies for dead latents, ablations, the metric's limits (sparsity.REMEDY_READINGS)
+    optimizer: str = "adamw"         # "adamw" (SPEC) or "adam" (ablation: Adam with weight_decay as a coupled L2 term)
+    stage_seed: int | None = None    # ablation: the seed of the run's own randomness (data order, z samples, re-init
+                                     # draws); None = the training seed. The input checkpoint still comes from the seed
+    aux_coef: float = 1 / 32         # topk_aux: weight of Gao et al.'s auxiliary loss
+    aux_k: int | None = None         # topk_aux: k_aux; None = d_in/2 = 2048 at m = 8192, scaled like k (m/4)
+    aux_window: int | None = None    # topk_aux: samples without firing that make a latent dead; None = eval_n
+    pre_bias_n: int = 4096           # topk_init: training images whose SAE inputs give the geometric-median pre-bias
+    elastic_l2_ratio: float = 1.0    # elastic: lambda2 = this x lambda1(t)
+    elastic_gamma: float = 1.0       # elastic: adaptive-lasso exponent
+    elastic_ema: float = 0.99        # elastic: decay per step of the running mean activation
+    elastic_w_max: float = 10.0      # elastic: weights clipped to [1/w_max, w_max]
+    dead_pass_n: int | None = None   # images of the validation pass for the second dead count; None = the whole split
+
     # ------------------------------------------------------------------ derived values
     @property
     def k_start_eff(self) -> int:
@@ -104,6 +133,15 @@ class Config:
     @property
     def k_end_eff(self) -> int:
         return self.k_end if self.k_end is not None else max(1, _round_half_up(PAPER_K_END * self.n_neurons / PAPER_NEURONS))
+
+    @property
+    def aux_k_eff(self) -> int:
+        """k_aux: d_in/2 = 2048 at the paper's m = 8192 (Gao et al. 2024), scaled by m/8192 like k."""
+        return self.aux_k if self.aux_k is not None else max(1, _round_half_up(2048 * self.n_neurons / PAPER_NEURONS))
+
+    @property
+    def aux_window_eff(self) -> int:
+        return self.aux_window if self.aux_window is not None else self.eval_n
 
     @property
     def epochs_extended(self) -> int:
@@ -121,7 +159,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["derived"] = {"k_start": self.k_start_eff, "k_end": self.k_end_eff, "epochs_extended": self.epochs_extended,
-                        "schedule_split": list(self.schedule_split)}
+                        "schedule_split": list(self.schedule_split), "aux_k": self.aux_k_eff, "aux_window": self.aux_window_eff}
         return d
 
     @classmethod
@@ -175,6 +213,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         eval_n=1_000,           # 1/10 of the paper's 10,000 evaluation images
         eval_batch=500,
         checkpoint_every=5,
+        dead_pass_n=10_000,     # the second dead count reads 10 x eval_n validation images, not the whole split
     ),
 
     # ---- smoke: every stage in seconds, for the tests and a first look.
@@ -190,6 +229,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         eval_n=200,
         eval_batch=200,
         checkpoint_every=2,
+        dead_pass_n=1_000,      # 5 x eval_n
+        pre_bias_n=256,
     ),
 }
 
@@ -303,6 +344,14 @@ def validate(cfg: Config) -> None:
     need(0 <= cfg.reinit_dead_frac <= 1, f"reinit_dead_frac must lie in [0, 1], got {cfg.reinit_dead_frac}")
     need(cfg.reinit_patience >= 0, f"reinit_patience must not be negative, got {cfg.reinit_patience}")
     need(0 < cfg.adam_beta1 < 1 and 0 < cfg.adam_beta2 < 1, "adam betas must lie in (0, 1)")
+    need(cfg.optimizer in ("adamw", "adam"), f"optimizer must be 'adamw' or 'adam', got {cfg.optimizer!r}")
+    need(cfg.stage_seed is None or cfg.stage_seed >= 0, f"stage_seed must be a non-negative integer or None, got {cfg.stage_seed}")
+    for name in ("aux_k", "aux_window", "dead_pass_n"):
+        need(getattr(cfg, name) is None or getattr(cfg, name) > 0, f"{name} must be positive or None, got {getattr(cfg, name)}")
+    need(cfg.pre_bias_n > 0, f"pre_bias_n must be positive, got {cfg.pre_bias_n}")
+    need(cfg.aux_coef >= 0 and cfg.elastic_l2_ratio >= 0 and cfg.elastic_gamma >= 0, "aux_coef, elastic_l2_ratio and elastic_gamma must not be negative")
+    need(0 <= cfg.elastic_ema < 1, f"elastic_ema must lie in [0, 1), got {cfg.elastic_ema}")
+    need(cfg.elastic_w_max >= 1, f"elastic_w_max must be at least 1, got {cfg.elastic_w_max}")
 
 
 def describe_profiles() -> str:

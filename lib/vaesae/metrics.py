@@ -73,6 +73,7 @@ SPEC_THRESHOLDS: dict[str, tuple[float, ...]] = {
 DEFAULT_SPEC_THRESHOLD = 0.5
 DEFAULT_DEAD_THRESHOLD = 0.001
 NORMALIZATIONS = ("factor", "neuron", "none")
+TOP_IMAGES = 16  # evaluation images kept per neuron (indices into the evaluation set, largest activation first)
 
 # Densities at or below this use the sparse path (only non-zero entries are binned).
 _SPARSE_DENSITY = 0.1
@@ -644,6 +645,11 @@ def _sae_block(acts: torch.Tensor, factors: np.ndarray, num_bins: int, factor_na
         "mi_nats": mi_nats.cpu().numpy(),
         "neuron_entropy": hn.cpu().numpy(),
     }
+    # the evaluation images on which each neuron fires most (for top-activating image grids): [M, n] each
+    n_top = min(TOP_IMAGES, acts.shape[0])
+    top = torch.topk(acts, n_top, dim=0)
+    arrays["top_indices"] = top.indices.t().to(torch.int32).cpu().numpy()
+    arrays["top_values"] = top.values.t().to(torch.float32).cpu().numpy()
     out: dict[str, Any] = summarize(arrays["activation_rates"], arrays["mi"], arrays["mi_nats"], arrays["neuron_entropy"], prefix=prefix)
     out.update({prefix + k: v for k, v in arrays.items()})
     out[prefix + "factor_entropy"] = hf.cpu().numpy()
@@ -720,7 +726,8 @@ def evaluate(
     Returns a flat dict: ``mig``, ``mse``, ``n_samples``, ``dead_pct@t``, ``spec@t``,
     ``spec_neuron@t``, ``spec_nats@t`` (and ``latent_``-prefixed counterparts), and the NumPy
     arrays ``activation_rates`` [M], ``mi`` [M, K] (factor-normalised), ``mi_nats`` [M, K],
-    ``neuron_entropy`` [M], ``factor_entropy`` [K], ``mig_per_factor`` [K].
+    ``neuron_entropy`` [M], ``factor_entropy`` [K], ``mig_per_factor`` [K], ``top_indices`` int32 [M, 16]
+    and ``top_values`` [M, 16] (each neuron's largest activations over the evaluation set and where).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise VaesaeError(f"batch_size must be a positive integer, got {batch_size!r}")

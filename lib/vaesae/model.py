@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import PAPER_PARAMETERS, Config
+from .sparsity import TopK, l1_penalty
 
 H_CHANNELS, H_SIDE = 64, 8
 H_DIM = H_CHANNELS * H_SIDE * H_SIDE  # 4096
@@ -55,17 +56,47 @@ class SAE(nn.Module):
         self.b_d = nn.Parameter(torch.zeros(d))
         self.register_buffer("boost", torch.zeros(m))    # bias boosting (revival), not learned
         self.d, self.m = d, m
+        self.center_input = False  # pre-bias: read h - b_d (set by the topk_init sparsifier's init hook; not saved)
+        # speed switches (vaesae.fast; plain attributes, not saved): bf16 autocast for the two matmuls (CUDA),
+        # and the sparse decoder (Top-k: h_hat from the k active decoder columns only)
+        self.matmul_dtype: torch.dtype | None = None
+        self.sparse_decoder = False
+
+    def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.matmul_dtype is None:
+            return F.linear(x, w, b)
+        with torch.autocast(x.device.type, dtype=self.matmul_dtype, cache_enabled=False):
+            return F.linear(x, w, b).float()
 
     def pre_activations(self, h: torch.Tensor) -> torch.Tensor:
-        return F.linear(h, self.W_e, self.b_e) + self.boost
+        if self.center_input:
+            h = h - self.b_d
+        return self._linear(h, self.W_e, self.b_e) + self.boost
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
-        return F.linear(acts, self.W_d, self.b_d)
+        return self._linear(acts, self.W_d, self.b_d)
+
+    def decode_sparse(self, idx: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+        """ĥ from the k active neurons only: Σ_j vals[:, j] W_d[:, idx[:, j]] + b_d (= decode of the dense ã)."""
+        return sparse_decode(idx, vals, self.W_d, self.b_d)
 
     def forward(self, h: torch.Tensor, sparsify: Sparsify, state: Mapping[str, Any]) -> SAEOutput:
         pre = self.pre_activations(h)
+        if self.sparse_decoder and type(sparsify) is TopK:   # the plain Top-k only (subclasses change the rule)
+            # the same ã as TopK (a ⊙ TopK(a)): the k largest of ReLU(pre) scattered as values, not as a mask
+            vals, idx = torch.topk(F.relu(pre), min(int(state[sparsify.key]), self.m), dim=-1, sorted=False)
+            acts = torch.zeros_like(pre).scatter(-1, idx, vals)
+            return SAEOutput(pre, acts, self.decode_sparse(idx, vals), l1_penalty(acts, sparsify.l1_coef))
         acts, penalty = sparsify(F.relu(pre), state)
         return SAEOutput(pre, acts, self.decode(acts), penalty)
+
+
+def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_d: torch.Tensor, b_d: torch.Tensor) -> torch.Tensor:
+    """``ĥ[b] = Σ_j vals[b, j] · W_d[:, idx[b, j]] + b_d``: reads only the k decoder columns each sample
+    uses (one gather-and-sum, ``embedding_bag``, over the rows of ``W_dᵀ``) instead of a matmul over all m.
+    Equal to ``F.linear(ã, W_d, b_d)`` for the dense ã with ``vals`` at ``idx`` (up to summation order);
+    gradients reach ``vals`` and ``W_d`` (only the used columns) and ``b_d``."""
+    return F.embedding_bag(idx, W_d.t().contiguous(), per_sample_weights=vals.to(W_d.dtype), mode="sum") + b_d
 
 
 class Output(NamedTuple):
@@ -102,6 +133,26 @@ class HybridVAESAE(nn.Module):
         )
         self.sae = SAE(H_DIM, n_neurons)
         self.latent_sae = SAE(latent_dim, latent_sae_neurons)
+        # speed switches (vaesae.fast.apply_speed; plain attributes, not saved with the weights)
+        self.conv_dtype: torch.dtype | None = None   # bf16: both convolution stacks under autocast (CUDA)
+        self.channels_last = False                   # NHWC activations for the convolutions
+
+    def set_speed(self, *, conv_dtype: torch.dtype | None = None, sae_dtype: torch.dtype | None = None,
+                  channels_last: bool = False, sparse_decoder: bool = False) -> None:
+        """The speed paths of :mod:`vaesae.fast` (all off: the plain fp32 reference). ``sae_dtype`` applies to
+        the conv SAE's matmuls, ``sparse_decoder`` to both SAEs."""
+        self.conv_dtype, self.channels_last = conv_dtype, bool(channels_last)
+        self.sae.matmul_dtype = sae_dtype
+        self.sae.sparse_decoder = self.latent_sae.sparse_decoder = bool(sparse_decoder)
+
+    def _convs(self, stack: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.conv_dtype is None:
+            return stack(x)
+        with torch.autocast(x.device.type, dtype=self.conv_dtype, cache_enabled=False):
+            y = stack(x)
+        return y.float()
 
     @classmethod
     def from_config(cls, cfg: Config, channels: int) -> "HybridVAESAE":
@@ -117,14 +168,14 @@ class HybridVAESAE(nn.Module):
 
     # ---- pieces
     def encode_h(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder_conv(x).flatten(1)
+        return self._convs(self.encoder_conv, x).flatten(1)
 
     def posterior(self, mlp_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder_mlp(mlp_in).chunk(2, dim=-1)
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder_conv(self.decoder_mlp(z).view(-1, H_CHANNELS, H_SIDE, H_SIDE))
+        return self._convs(self.decoder_conv, self.decoder_mlp(z).view(-1, H_CHANNELS, H_SIDE, H_SIDE))
 
     def forward(self, x: torch.Tensor, *, sparsify: Sparsify | None = None, state: Mapping[str, Any] | None = None,
                 latent_sparsify: Sparsify | None = None, latent_state: Mapping[str, Any] | None = None,

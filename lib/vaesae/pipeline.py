@@ -286,7 +286,9 @@ class Runner:
             with self.lock:
                 pending = [self.jobs[j] for j in self.order if self.jobs[j].state == "waiting"]
                 for job in pending:
-                    dep_states = [self.jobs[d].state for d in job.deps]
+                    # a job's thread still finishing (manifest, HTML) counts as running for its dependents
+                    dep_states = ["running" if d in threads and threads[d].is_alive() else self.jobs[d].state
+                                  for d in job.deps]
                     if any(s in ("failed", "blocked") for s in dep_states):
                         job.state = "blocked"
                         self.say(job, "a job it needs failed")
@@ -299,6 +301,7 @@ class Runner:
                         threads[job.id] = th
                         th.start()
                 active = [j for j in self.jobs.values() if j.state in ("waiting", "running")]
+                active += [th for th in threads.values() if th.is_alive()]
             if not active:
                 break
             time.sleep(0.2)
@@ -413,7 +416,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             j = runner.jobs[jid]
             print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {jid}  <- {', '.join(j.deps) or '-'}")
         return 0
-    return runner.run()
+    rc = runner.run()
+    if any(j.state == "done" for j in runner.jobs.values()) and (results_dir / args.profile / "report.html").exists():
+        # 07_figures builds the report while its own notebook is still running; rebuild it now so that
+        # it links every executed notebook, 07's rendering included (tables and figures are not redone)
+        from .report import build_report
+
+        print(f"report: {_rel(build_report(results_dir, figures_dir, args.profile))}")
+    return rc
 
 
 if __name__ == "__main__":

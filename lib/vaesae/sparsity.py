@@ -17,6 +17,20 @@ runs stage 3 with it from the stage-2 checkpoint, with no edit to the training l
 
 Stages: ``stage2`` (SAE initialisation, always Top-k at k_start), ``stage3`` (the annealed
 stage-3 replacement: topk, l1, ...), ``extended`` (the sparsifier's end state held constant).
+
+Training and evaluation: the evaluation passes ``{**state, "inference": True}``; a sparsifier
+whose rule differs at inference (BatchTopK's threshold) or that keeps running statistics
+(updated in training only) reads that flag. The hooks :meth:`Sparsifier.init`,
+:meth:`~Sparsifier.begin_epoch`, :meth:`~Sparsifier.before_step` and
+:meth:`~Sparsifier.after_update` let a method initialise the SAE from data, do gradient surgery
+and keep constraints, again without touching the loop.
+
+Remedies for dead latents (issue #9, each a drop-in stage 3 from the stage-2 checkpoint under
+the identical protocol): ``topk_aux`` (Gao et al. 2024's auxiliary loss), ``topk_init`` (unit-norm
+decoder, tied re-initialisation of the encoder, geometric-median pre-bias), ``batchtopk``
+(Bussmann et al. 2024) and ``elastic`` (an adaptive elastic net after Chaudhry, Yano & Monod 2026).
+They act on the conv SAE; the 20-neuron latent probe keeps its family's baseline (Top-k; L1 for
+``elastic``). Every choice the sources leave open is listed in :data:`REMEDY_READINGS`.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import math
 from typing import Any, Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 
 from .config import Config, _round_half_up
 from .errors import VaesaeError
@@ -65,6 +80,20 @@ class Sparsifier:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         pass
+
+    # ---- hooks of the training loop (no-ops by default; ``sae`` is the SAE this sparsifier drives)
+    def init(self, sae: Any, inputs: Callable[[], torch.Tensor], *, resumed: bool) -> None:
+        """Once per run, before its first step. ``inputs()`` returns the SAE inputs [n, d] of a fixed
+        sample of training images (computed on demand); ``resumed``: the model came from ``last.pt``."""
+
+    def begin_epoch(self, epoch: int) -> None:
+        """At the start of every training epoch (``epoch`` = index within the run)."""
+
+    def before_step(self, sae: Any) -> None:
+        """After ``backward()``, before gradient clipping and the optimiser step (gradient surgery)."""
+
+    def after_update(self, sae: Any) -> None:
+        """After every optimiser step and after the end-of-epoch re-initialisation (constraints)."""
 
 
 def l1_penalty(acts: torch.Tensor, coef: float) -> torch.Tensor:
@@ -168,6 +197,301 @@ class L1(Sparsifier):
 
     def __call__(self, a: torch.Tensor, state: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         return a, l1_penalty(a, float(state[self.key]))
+
+
+# ---------------------------------------------------------------------------------------------
+# remedies for dead latents (issue #9)
+
+REMEDY_READINGS: dict[str, str] = {
+    "scope": "every remedy replaces Top-k (or L1) in stage 3 only, from the same stage-2 checkpoint, with the same "
+             "schedule, losses, revival (boost + re-initialisation), seeds and per-epoch evaluation; the latent probe "
+             "keeps its family's baseline (Top-k; L1 for elastic)",
+    "d_in": "the 'convolutional' SAE is a dense SAE on the flattened conv feature map h in R^4096 (64 channels x 8 x 8, "
+            "no weight sharing; model.py), so d_in = 4096 wherever a source says d_model",
+    "topk_aux": "Gao et al. 2024 (arXiv:2406.04093) sec. 2.4 / appendix A.2: e = h - h_hat (detached); e_hat = W_d z_aux with "
+                "z_aux the top-k_aux ReLU pre-activations among the latents dead for aux_window samples (no bias); "
+                "L_aux = ||e - e_hat||^2 / ||e - mean_batch(e)||^2, weight aux_coef = 1/32. Gao normalise their main loss "
+                "too; ours (SPEC) is the unnormalised summed squared error, so L_aux is multiplied by the batch's summed "
+                "variance of h (detached), which gives it exactly Gao's weight relative to the reconstruction term. "
+                "k_aux = d_in/2 = 2048 at m = 8192, scaled like k in smaller profiles (m/4), capped at the number of "
+                "dead latents. The aux pre-activations read h.detach() (the aux loss trains the SAE, not the encoder)",
+    "aux_window": "a latent is dead for the aux loss when it has not fired (post-sparsity > 0) on any of the last "
+                  "aux_window training samples (Gao: 10 M tokens); default aux_window = eval_n, the evaluation set's size, "
+                  "so that the aux loss targets latents that fire on 0 of eval_n images, the count the study's dead "
+                  "threshold (rate < 0.001) is read on (10,000 in the paper profile)",
+    "topk_init": "the modern recipe (Bricken et al. 2023; Gao et al. 2024 sec. 2.1/A.1) applied at the start of stage 3 to the "
+                 "stage-2 SAE: decoder columns normalised to unit length (the stage-2 dictionary's directions are kept), "
+                 "encoder re-tied W_e = W_d^T, b_e = 0, pre-bias b_d = geometric median (Weiszfeld) of the SAE inputs of "
+                 "pre_bias_n training images, and the input centred by it from then on (a = ReLU(W_e (h - b_d) + b_e + "
+                 "boost), h_hat = W_d a + b_d); every step removes the gradient component parallel to each decoder column "
+                 "and renormalises the columns after the optimiser step and after re-initialisation. The SPEC's stage-2 "
+                 "init is already tied and unit-norm; what stage 2 lacks is the constraint and the pre-bias",
+    "batchtopk": "Bussmann, Leask & Nanda 2024 (arXiv:2412.06410): in training keep the k*B largest activations of the "
+                 "flattened batch (k from the same schedule); at evaluation a = a * (a > theta) with theta the mean over "
+                 "the epoch's training batches of the smallest activation kept (their estimator averages it over "
+                 "training; we average per epoch because k changes between epochs). Penalty 0.01 ||a||_1 as Top-k",
+    "elastic": "after Chaudhry, Yano & Monod 2026 (arXiv:2605.05341, 'adaptive elastic net SAE'): no top-k; penalty "
+               "lambda1(t) sum_i w_i a_i + lambda2(t) sum_i a_i^2 (batch mean). Taken from the paper: the l2 term and "
+               "adaptive l1 reweighting (adaptive lasso, Zou 2006: w_i ~ 1/|beta_i|^gamma) with a delayed warm-up of the "
+               "weights. Chosen here (the paper's values were not available to us): lambda1(t) = the L1 comparison's "
+               "schedule (0.001 -> 0.1, linear), lambda2 = elastic_l2_ratio x lambda1 (1.0), beta_i = an exponential "
+               "moving average (decay elastic_ema = 0.99 per step) of neuron i's batch-mean activation, gamma = 1, "
+               "w normalised to mean 1 over neurons and clipped to [1/elastic_w_max, elastic_w_max] (10), weights held "
+               "at 1 during the schedule's warm-up epochs (5 of 50)",
+}
+
+
+class TopKAux(TopK):
+    """Top-k plus the auxiliary dead-latent loss of Gao et al. (2024), "Scaling and evaluating sparse
+    autoencoders" (arXiv:2406.04093, section 2.4 and appendix A.2); see ``REMEDY_READINGS``.
+
+    Running state: ``since_fired`` [m], training samples since each latent last fired.
+    """
+
+    def __init__(self, k_of_epoch: Callable[[int], int], l1_coef: float, *, k_aux: int, window: int, coef: float,
+                 key: str = "k"):
+        super().__init__(k_of_epoch, l1_coef, key)
+        self.k_aux, self.window, self.coef = int(k_aux), int(window), float(coef)
+        self.since_fired: torch.Tensor | None = None
+        self.last_n_dead = 0
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, stage: str, n_neurons: int) -> "Sparsifier":
+        base = TopK.from_config(cfg, stage=stage, n_neurons=n_neurons)
+        if stage != "stage3" or n_neurons != cfg.n_neurons:
+            return base
+        return cls(base.k_of_epoch, base.l1_coef, k_aux=cfg.aux_k_eff, window=cfg.aux_window_eff, coef=cfg.aux_coef)
+
+    def dead_mask(self, acts: torch.Tensor) -> torch.Tensor:
+        """Count ``acts`` [B, m] (post-sparsity) into ``since_fired``; return the dead latents [m] bool."""
+        fired = (acts.detach() > 0).any(dim=0)
+        if self.since_fired is None or self.since_fired.shape[0] != acts.shape[1]:
+            self.since_fired = torch.zeros(acts.shape[1], dtype=torch.int64, device=acts.device)
+        self.since_fired = self.since_fired.to(acts.device)
+        self.since_fired = torch.where(fired, torch.zeros_like(self.since_fired), self.since_fired + acts.shape[0])
+        return self.since_fired >= self.window
+
+    def extra_loss(self, *, h: torch.Tensor, h_hat: torch.Tensor, acts: torch.Tensor, sae: Any, state: Mapping[str, Any],
+                   **_: Any) -> torch.Tensor:
+        dead = self.dead_mask(acts)
+        idx = dead.nonzero().flatten()
+        self.last_n_dead = int(idx.numel())
+        if idx.numel() == 0:
+            return h_hat.new_zeros(())
+        return aux_loss(h.detach(), h_hat.detach(), sae, idx, min(self.k_aux, int(idx.numel())), self.coef)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"since_fired": None if self.since_fired is None else self.since_fired.detach().cpu().clone()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        sf = state.get("since_fired") if state else None
+        self.since_fired = None if sf is None else sf.clone()
+
+
+def aux_loss(h: torch.Tensor, h_hat: torch.Tensor, sae: Any, dead_idx: torch.Tensor, k_aux: int, coef: float) -> torch.Tensor:
+    """Gao et al. (2024)'s auxiliary loss in this project's units (``REMEDY_READINGS["topk_aux"]``).
+
+    ``h`` [B, d] SAE inputs and ``h_hat`` [B, d] reconstructions (both detached), ``dead_idx`` [n_dead]
+    indices of dead latents, ``k_aux`` <= n_dead. Returns ``coef · ||e - ê||² / ||e - ē||² · V`` (a scalar),
+    e = h - ĥ, ê = W_d[:, dead] TopK_aux(ReLU(pre-activations of the dead latents)), V = the batch's
+    summed variance of h. Gradients reach only the dead latents' encoder rows, biases and decoder columns.
+    """
+    x = h - sae.b_d if getattr(sae, "center_input", False) else h
+    pre = F.linear(x, sae.W_e[dead_idx], sae.b_e[dead_idx]) + sae.boost[dead_idx]
+    a = F.relu(pre)
+    z = a * topk_mask(a.detach(), k_aux)
+    e = h - h_hat
+    e_hat = F.linear(z, sae.W_d[:, dead_idx])
+    denom = (e - e.mean(dim=0, keepdim=True)).pow(2).sum().clamp_min(1e-12)
+    v = (h - h.mean(dim=0, keepdim=True)).pow(2).sum(dim=1).mean()
+    return coef * (e_hat - e).pow(2).sum() / denom * v
+
+
+def geometric_median(x: torch.Tensor, *, n_iter: int = 200, tol: float = 1e-7) -> torch.Tensor:
+    """Geometric median of the rows of ``x`` [n, d] by Weiszfeld's algorithm (Weiszfeld 1937; the SAE
+    pre-bias initialisation of Bricken et al. 2023 and Gao et al. 2024). Returns [d] (float64 inside).
+
+    Starts at the mean; each step is the inverse-distance-weighted mean of the rows; a row that
+    coincides with the estimate gets weight 1/eps instead of infinity. Stops when the estimate moves
+    less than ``tol`` times its scale.
+    """
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise VaesaeError(f"geometric_median needs a non-empty [n, d] array, got shape {tuple(x.shape)}")
+    y = x.double()
+    m = y.mean(dim=0)
+    scale = float(y.abs().max().clamp_min(1e-12))
+    for _ in range(n_iter):
+        d = (y - m).norm(dim=1).clamp_min(1e-12 * scale)
+        w = 1.0 / d
+        new = (w[:, None] * y).sum(dim=0) / w.sum()
+        moved = float((new - m).norm())
+        m = new
+        if moved <= tol * scale:
+            break
+    return m.to(x.dtype)
+
+
+class TopKInit(TopK):
+    """Top-k with the modern SAE initialisation and decoder constraint: unit-norm decoder columns kept
+    unit-norm (Bricken et al. 2023, "Towards Monosemanticity"; Gao et al. 2024, arXiv:2406.04093,
+    sections 2.1 and A.1), encoder tied to the decoder at (re-)initialisation, input centred by a
+    geometric-median pre-bias. What exactly happens at the start of stage 3: ``REMEDY_READINGS``.
+    """
+
+    def __init__(self, k_of_epoch: Callable[[int], int], l1_coef: float, *, n_median: int, key: str = "k"):
+        super().__init__(k_of_epoch, l1_coef, key)
+        self.n_median = int(n_median)
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, stage: str, n_neurons: int) -> "Sparsifier":
+        base = TopK.from_config(cfg, stage=stage, n_neurons=n_neurons)
+        if stage != "stage3" or n_neurons != cfg.n_neurons:
+            return base
+        return cls(base.k_of_epoch, base.l1_coef, n_median=cfg.pre_bias_n)
+
+    def init(self, sae: Any, inputs: Callable[[], torch.Tensor], *, resumed: bool) -> None:
+        if not resumed:
+            with torch.no_grad():
+                w_d = sae.W_d / sae.W_d.norm(dim=0, keepdim=True).clamp_min(1e-12)
+                sae.W_d.copy_(w_d)
+                sae.W_e.copy_(w_d.t())
+                sae.b_e.zero_()
+                sae.b_d.copy_(geometric_median(inputs()).to(sae.b_d.device, sae.b_d.dtype))
+        sae.center_input = True
+
+    def before_step(self, sae: Any) -> None:
+        remove_parallel_grad(sae.W_d)
+
+    def after_update(self, sae: Any) -> None:
+        with torch.no_grad():
+            sae.W_d.div_(sae.W_d.norm(dim=0, keepdim=True).clamp_min(1e-12))
+
+
+@torch.no_grad()
+def remove_parallel_grad(w_d: torch.Tensor) -> None:
+    """Remove from ``w_d.grad`` [d, m] the component parallel to each (unit-normalised) column of ``w_d``."""
+    if w_d.grad is None:
+        return
+    u = w_d / w_d.norm(dim=0, keepdim=True).clamp_min(1e-12)
+    w_d.grad.sub_(u * (w_d.grad * u).sum(dim=0, keepdim=True))
+
+
+class BatchTopK(TopK):
+    """BatchTopK (Bussmann, Leask & Nanda 2024, "BatchTopK Sparse Autoencoders", arXiv:2412.06410): in
+    training the k·B largest activations of the whole batch are kept; at evaluation a fixed threshold θ
+    (the epoch's mean smallest kept activation) decides, so each image's code depends on it alone."""
+
+    def __init__(self, k_of_epoch: Callable[[int], int], l1_coef: float, key: str = "k"):
+        super().__init__(k_of_epoch, l1_coef, key)
+        self.threshold: float | None = None
+        self._sum = 0.0
+        self._n = 0
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, stage: str, n_neurons: int) -> "Sparsifier":
+        base = TopK.from_config(cfg, stage=stage, n_neurons=n_neurons)
+        if stage != "stage3" or n_neurons != cfg.n_neurons:
+            return base
+        return cls(base.k_of_epoch, base.l1_coef)
+
+    def begin_epoch(self, epoch: int) -> None:
+        self._sum, self._n = 0.0, 0
+
+    def __call__(self, a: torch.Tensor, state: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        k = int(state[self.key])
+        if state.get("inference") and self.threshold is not None:
+            acts = a * (a > self.threshold)
+            return acts, l1_penalty(acts, self.l1_coef)
+        mask, kth = batch_topk_mask(a.detach(), k)
+        acts = a * mask
+        if not state.get("inference") and kth is not None:
+            self._sum += kth
+            self._n += 1
+            self.threshold = self._sum / self._n
+        return acts, l1_penalty(acts, self.l1_coef)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "sum": self._sum, "n": self._n}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:
+            self.threshold, self._sum, self._n = state.get("threshold"), float(state.get("sum", 0.0)), int(state.get("n", 0))
+
+
+def batch_topk_mask(a: torch.Tensor, k: int) -> tuple[torch.Tensor, float | None]:
+    """A 0/1 mask [B, m] on the k·B largest entries of ``a`` [B, m] (flattened; ties broken by torch.topk)
+    and the smallest positive value kept (None when none is positive)."""
+    n_keep = min(int(k) * a.shape[0], a.numel())
+    vals, idx = torch.topk(a.flatten(), n_keep, sorted=False)
+    mask = torch.zeros(a.numel(), dtype=a.dtype, device=a.device).scatter_(0, idx, 1.0).view_as(a)
+    pos = vals[vals > 0]
+    return mask, (float(pos.min()) if pos.numel() else None)
+
+
+class AdaptiveElasticNet(Sparsifier):
+    """Adaptive elastic-net SAE after Chaudhry, Yano & Monod (2026), "Feature Starvation as Geometric
+    Instability in Sparse Autoencoders" (arXiv:2605.05341): no top-k; penalty
+    ``λ1(t) Σ_i w_i a_i + λ2(t) Σ_i a_i²`` with adaptive-lasso weights (Zou 2006) from a running average
+    of each neuron's activation. What was taken from the paper and what was chosen: ``REMEDY_READINGS``.
+    """
+
+    def __init__(self, coef_of_epoch: Callable[[int], float], *, l2_ratio: float, warm_epochs: int, gamma: float = 1.0,
+                 ema: float = 0.99, w_max: float = 10.0):
+        self.coef_of_epoch, self.l2_ratio, self.warm = coef_of_epoch, float(l2_ratio), int(warm_epochs)
+        self.gamma, self.ema, self.w_max = float(gamma), float(ema), float(w_max)
+        self.avg: torch.Tensor | None = None   # [m] running mean activation per neuron
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, stage: str, n_neurons: int) -> "Sparsifier":
+        if stage != "stage3" or n_neurons != cfg.n_neurons:
+            return L1.from_config(cfg, stage=stage, n_neurons=n_neurons)
+        n_ep = cfg.epochs_stage3
+        return cls(lambda e: linear_coef(e, start=cfg.l1_start, end=cfg.l1_end, n_epochs=n_ep), l2_ratio=cfg.elastic_l2_ratio,
+                   warm_epochs=cfg.schedule_split[0], gamma=cfg.elastic_gamma, ema=cfg.elastic_ema, w_max=cfg.elastic_w_max)
+
+    def schedule(self, epoch: int) -> dict[str, float]:
+        c = float(self.coef_of_epoch(epoch))
+        return {"l1_coef": c, "l2_coef": self.l2_ratio * c, "adaptive": int(epoch >= self.warm)}
+
+    def weights(self) -> torch.Tensor | None:
+        """The adaptive weights [m]: (β_i/mean β)^-γ clipped to [1/w_max, w_max]; None before any statistics."""
+        if self.avg is None:
+            return None
+        return adaptive_weights(self.avg, self.gamma, self.w_max)
+
+    def __call__(self, a: torch.Tensor, state: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not state.get("inference"):
+            batch = a.detach().mean(dim=0).to(torch.float64)
+            if self.avg is None or self.avg.shape[0] != a.shape[1]:
+                self.avg = batch.clone()
+            else:
+                self.avg = self.ema * self.avg.to(a.device) + (1 - self.ema) * batch
+        w = self.weights() if int(state.get("adaptive", 0)) else None
+        l1 = (a if w is None else a * w.to(a.device, a.dtype)).sum(dim=-1).mean()
+        penalty = float(state["l1_coef"]) * l1 + float(state["l2_coef"]) * a.pow(2).sum(dim=-1).mean()
+        return a, penalty
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"avg": None if self.avg is None else self.avg.detach().cpu().clone()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        avg = state.get("avg") if state else None
+        self.avg = None if avg is None else avg.clone()
+
+
+def adaptive_weights(avg: torch.Tensor, gamma: float = 1.0, w_max: float = 10.0) -> torch.Tensor:
+    """Adaptive-lasso weights (Zou 2006) from per-neuron mean activations ``avg`` [m] (>= 0):
+    ``w_i = clip((avg_i / mean(avg))^-γ, 1/w_max, w_max)``; all ones when every average is 0. [m] -> [m]."""
+    mean = avg.mean()
+    if float(mean) <= 0:
+        return torch.ones_like(avg)
+    return (avg / mean).clamp_min(1e-12).pow(-gamma).clamp(1.0 / w_max, w_max)
+
+
+for _name, _cls in (("topk_aux", TopKAux), ("topk_init", TopKInit), ("batchtopk", BatchTopK), ("elastic", AdaptiveElasticNet)):
+    register(_name)(_cls)
+
+REMEDIES = ("topk_aux", "topk_init", "batchtopk", "elastic")
 
 
 def make_sparsifier(name: str, cfg: Config, *, stage: str, n_neurons: int) -> Sparsifier:

@@ -56,12 +56,19 @@ from . import config as C
 from .config import READINGS, Config, get_config
 from .errors import VaesaeError, cli
 from .io import atomic_save_json, atomic_save_npz, atomic_torch_save, atomic_write_text, provenance, sha256_file, torch_load
+from .fast import StepEngine
 from .model import HybridVAESAE, bernoulli_nll, count_parameters, kl_standard_normal, squared_error
 from .revival import Revival
 from . import sparsity as S
 from .sparsity import make_sparsifier
 
 FIXED_RUNS = ("stage1", "stage2", "extended")
+
+
+class Diverged(VaesaeError):
+    """The training loss became NaN or infinite (an ablation at a high learning rate may; the records so far stay)."""
+
+
 ALL_RUNS = C.STAGES  # the order of ``--stage all``
 SUBSET_SEED = 0      # the scaled profiles' training subset: the same for every training seed
 WALL_COLUMNS = ("train_s", "eval_s", "wall_s")
@@ -181,8 +188,9 @@ def estimate_hours(cfg: Config, channels: int, n_train: int, device: torch.devic
 # the per-stage steps: each returns (total loss, {term: float}, acts or None)
 
 
-def _terms(**kw: torch.Tensor) -> dict[str, float]:
-    return {k: float(v.detach()) for k, v in kw.items()}
+def _terms(**kw: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The step's loss terms, detached, still on the device (vaesae.fast sums them there: no host sync per step)."""
+    return {k: v.detach() for k, v in kw.items()}
 
 
 def step_stage1(model: HybridVAESAE, x: torch.Tensor, cfg: Config, ctx: Mapping[str, Any]):
@@ -256,10 +264,48 @@ def evaluate_model(model: HybridVAESAE, kind: str, sp, state, lsp, lstate, image
                     n += len(x)
             mu = torch.cat(mus).numpy()
             return {"mig": float(metrics.mig(mu, np.asarray(factors))), "mse": mses / n}
-        fwd = _eval_forward(model, kind, sp, state, lsp, lstate)
+        fwd = _eval_forward(model, kind, sp, {**state, "inference": True}, lsp, {**lstate, "inference": True})
         return dict(metrics.evaluate(fwd, images, factors, batch_size=cfg.eval_batch, device=device))
     finally:
         model.train(was_training)
+
+
+def _sae_input_sample(model: HybridVAESAE, ds, train_idx: np.ndarray, cfg: Config, device: torch.device, seed: int) -> torch.Tensor:
+    """The SAE inputs h [n, 4096] of ``cfg.pre_bias_n`` training images (a fixed random sample), no gradient."""
+    from .data import to_float
+
+    n = min(cfg.pre_bias_n, len(train_idx))
+    idx = np.sort(np.random.default_rng(derive_seed(seed, 0xB1A5)).choice(train_idx, size=n, replace=False))
+    out = []
+    with torch.no_grad():
+        for s in range(0, n, cfg.eval_batch):
+            out.append(model.encode_h(to_float(ds.images_torch(idx[s:s + cfg.eval_batch], device))))
+    return torch.cat(out)
+
+
+def validation_activity(model: HybridVAESAE, sp, state: Mapping[str, Any], ds, cfg: Config,
+                        device: torch.device) -> dict[str, np.ndarray]:
+    """On how many images of a validation pass each conv-SAE neuron fires (post-sparsity > 0, the epoch's
+    k / threshold / coefficient). ``cfg.dead_pass_n`` images (a fixed random subset of the validation
+    split; None: all of it). Returns ``val_active_count`` int64 [M] and ``val_n`` (scalar array)."""
+    from .data import to_float
+
+    val = ds.split()[1]
+    n = len(val) if cfg.dead_pass_n is None else min(cfg.dead_pass_n, len(val))
+    idx = np.sort(np.random.default_rng(0xDEAD).permutation(len(val))[:n]) if n < len(val) else np.arange(len(val))
+    idx = val[idx]
+    counts = torch.zeros(cfg.n_neurons, dtype=torch.int64, device=device)
+    inf_state = {**state, "inference": True}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for s in range(0, n, cfg.eval_batch):
+                h = model.encode_h(to_float(ds.images_torch(idx[s:s + cfg.eval_batch], device)))
+                counts += (model.sae(h, sp, inf_state).acts > 0).sum(dim=0)
+    finally:
+        model.train(was_training)
+    return {"val_active_count": counts.cpu().numpy(), "val_n": np.asarray(n)}
 
 
 def _split_metrics(res: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -293,6 +339,9 @@ def _optimizer(params: Sequence[torch.nn.Parameter], cfg: Config) -> torch.optim
     """AdamW; the fused kernel on CPU and CUDA (the same update, about 10x faster than the loop on a CPU)."""
     params = list(params)
     fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    if cfg.optimizer == "adam":  # ablation: weight decay as a coupled L2 term instead of AdamW's decoupled decay
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay,
+                                fused=fused or None)
     return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay,
                              fused=fused or None)
 
@@ -308,7 +357,7 @@ def _stage_params(model: HybridVAESAE, kind: str) -> list[torch.nn.Parameter]:
 def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, results_dir: str | Path = "results",
               checkpoints_dir: str | Path | None = None, force: bool = False, device: str | torch.device = "auto",
               source: str = "auto", overrides: Mapping[str, Any] | None = None, progress: bool | str = True,
-              allow_cpu: bool = False, log: Callable[[str], None] | None = print,
+              allow_cpu: bool = False, log: Callable[[str], None] | None = print, run: str | None = None,
               _interrupt_after_epoch: int | None = None) -> dict[str, Any]:
     """Train one run and write its records; returns the ``run.json`` content. See the module docstring.
 
@@ -325,7 +374,7 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
     dev = resolve_device(device)
     from .data import DATASETS, resolve_name
     dataset = resolve_name(dataset) if dataset not in DATASETS else dataset
-    run_dir, ckpt_dir = run_paths(results_dir, checkpoints_dir, profile, dataset, seed, stage)
+    run_dir, ckpt_dir = run_paths(results_dir, checkpoints_dir, profile, dataset, seed, run or stage)  # run: its folder
 
     # ---- input checkpoint
     in_run = input_run(stage)
@@ -364,7 +413,8 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
     if cfg.batch_size > len(train_idx):
         raise VaesaeError(f"batch_size={cfg.batch_size} exceeds the {len(train_idx)} training images")
     materialize = True if cfg.train_subset is not None else None
-    batches = BatchIterator(ds, train_idx, cfg.batch_size, dev, seed, drop_last=True, materialize=materialize)
+    rseed = cfg.stage_seed if cfg.stage_seed is not None else seed  # the run's own randomness (ablation: stage_seed)
+    batches = BatchIterator(ds, train_idx, cfg.batch_size, dev, rseed, drop_last=True, materialize=materialize)
     ev_idx = eval_indices(ds, n=cfg.eval_n)
     ev_images = ds.images_torch(ev_idx, dev)
     ev_factors = np.asarray(ds.factors[ev_idx])
@@ -399,6 +449,7 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
     if ck is not None and (ck.get("config") != cfg_json or ck.get("stage") != stage or ck.get("input_sha256") != in_sha):
         say(f"{stage}: {last_path} was made with other parameters or from another input; starting over")
         ck = None
+    resumed = ck is not None
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -418,8 +469,13 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
         if lrevival is not None:
             lrevival.begin_stage(model.latent_sae)
 
+    if sp is not None:  # the conv SAE's sparsifier hooks (vaesae.sparsity.Sparsifier.init etc.)
+        sp.init(model.sae, lambda: _sae_input_sample(model, ds, train_idx, cfg, dev, rseed), resumed=resumed)
     params = _stage_params(model, kind)
     step = STEPS[kind]
+    # the step itself (reference or fast paths, by the config's speed switches): vaesae.fast
+    engine = StepEngine(model, opt, params, step, cfg, dev, revival=revival, lrevival=lrevival,
+                        n_neurons=cfg.n_neurons if sp is not None else None, sparsifier_name=sp_name, log=say)
     n_params = count_parameters(model)
     say(f"{stage} on {dataset} ({ds.source}), seed {seed}, profile {profile}: {n_epochs} epochs x {len(batches)} "
         f"batches of {cfg.batch_size} on {dev}; model {n_params:,} parameters (paper: 68.6 M at m=8192)")
@@ -439,41 +495,31 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
     for epoch in range(start, n_epochs):
         t_epoch, c_epoch = time.perf_counter(), time.process_time()
         g_epoch = offset + epoch
-        torch.manual_seed(derive_seed(seed, g_epoch, 0x5EED))
-        reinit_gen = torch.Generator().manual_seed(derive_seed(seed, g_epoch, 0x4E1))
+        torch.manual_seed(derive_seed(rseed, g_epoch, 0x5EED))
+        reinit_gen = torch.Generator().manual_seed(derive_seed(rseed, g_epoch, 0x4E1))
         state = sp.schedule(epoch) if sp is not None else {}
         lstate = lsp.schedule(epoch) if lsp is not None else {}
         ctx = {"sparsify": sp, "state": state, "latent_sparsify": lsp, "latent_state": lstate,
                "beta": beta_at(epoch, cfg) if kind == "stage1" else cfg.beta_end}
         model.train()
-        sums: dict[str, float] = defaultdict(float)
-        seen = torch.zeros(cfg.n_neurons, dtype=torch.bool, device=dev)
-        nb = 0
+        if sp is not None:
+            sp.begin_epoch(epoch)
+        # every Python value the step reads (a new one means a new CUDA graph; beta is a device scalar)
+        engine.begin_epoch(ctx, signature=(tuple(state.items()), tuple(lstate.items()),
+                                           max(1, revival.epochs_done) if revival is not None else None,
+                                           max(1, lrevival.epochs_done) if lrevival is not None else None))
         bar = _progress(total=len(batches), desc=f"  epoch {epoch + 1}/{n_epochs}", disable=progress is not True, leave=False, unit="b")
+        post = {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in state.items()}
+        if "dead_pct@0.001" in last_eval:
+            post["dead%"] = f"{last_eval['dead_pct@0.001']:.1f}"
+        bar.set_postfix(post, refresh=False)
         for x_u8, _ in batches.epoch(g_epoch):
-            x = to_float(x_u8)
-            loss, terms, acts, lacts = step(model, x, cfg, ctx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            if acts is not None:
-                seen |= (acts.detach() > 0).any(dim=0)
-                if revival is not None:
-                    revival.observe(acts, model.sae)
-                if lrevival is not None:
-                    lrevival.observe(lacts, model.latent_sae)
-            for k, v in terms.items():
-                sums[k] += v
-            nb += 1
-            post = {"loss": f"{terms['loss']:.4g}", **{k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in state.items()}}
-            if "dead_pct@0.001" in last_eval:
-                post["dead%"] = f"{last_eval['dead_pct@0.001']:.1f}"
-            bar.set_postfix(post, refresh=False)
+            engine.step(x_u8)   # forward, backward, clipping, AdamW, revival counters: no host sync
             bar.update(1)
         bar.close()
-        if not math.isfinite(sums["loss"]):
-            raise VaesaeError(f"{stage}: the loss became {sums['loss']} in epoch {epoch}; lower the learning rate (--set lr=...)")
+        means, seen, nb = engine.end_epoch()   # the epoch's one host sync: the loss sums
+        if not math.isfinite(means["loss"]):
+            raise Diverged(f"{stage}: the loss became {means['loss']} in epoch {epoch}; lower the learning rate (--set lr=...)")
         train_s = time.perf_counter() - t_epoch
 
         row: dict[str, Any] = {"run": stage, "epoch": epoch, "global_epoch": g_epoch}
@@ -481,7 +527,7 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
             row["beta"] = ctx["beta"]
         row.update({k: v for k, v in state.items()})
         row.update({k: v for k, v in lstate.items()})
-        row.update({k: v / max(nb, 1) for k, v in sums.items()})
+        row.update(means)
         if sp is not None:
             row["train_inactive_pct"] = 100.0 * float((~seen).double().mean())
         # evaluation: every epoch of stage 3 / extended; at the end of stages 1 and 2. It sees the model as
@@ -495,6 +541,8 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
             last_eval = scalars
         eval_s = time.perf_counter() - t_eval
         n_reinit = revival.end_epoch(model.sae, opt, reinit_gen) if revival is not None else 0
+        if sp is not None:
+            sp.after_update(model.sae)
         if lrevival is not None:
             lrevival.end_epoch(model.latent_sae, opt, reinit_gen)
         if kind in ("stage3", "extended"):
@@ -516,6 +564,8 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
             if arrays:
                 npz = {k: v for k, v in arrays.items()}
                 npz["factor_names"] = np.array(ds.factor_names)
+                if sp is not None:  # the second dead count: activity over a pass of the validation split
+                    npz.update(validation_activity(model, sp, state, ds, cfg, dev))
                 atomic_save_npz(run_dir / "neurons_final.npz", **npz)
                 if kind == "stage2":
                     atomic_save_npz(run_dir / "neurons_k500.npz", **npz)
