@@ -161,10 +161,14 @@ def test_projection_arithmetic():
 
 @needs_cuda
 def test_cuda_graph_path_matches_eager_within_rounding():
+    """Replaying the captured step equals the eager step: the same losses, and parameter updates that agree
+    to within a few per cent in norm (Adam turns rounding-level gradient noise on near-zero gradients into
+    full-size steps, so an element-wise comparison after several steps is not meaningful)."""
     dev = torch.device("cuda")
     out = []
     for graphs in (True, False):
-        cfg, model, sp, lsp, params, opt, rev, data = _setup(dev, cuda_graphs=graphs, amp_bf16=False)
+        cfg, model, sp, lsp, params, opt, rev, data = _setup(dev, cuda_graphs=graphs, amp_bf16=False, tf32=False)
+        start = [p.detach().clone() for p in params]
         ctx, state, lstate = _ctx(sp, lsp)
         eng = StepEngine(model, opt, params, train.step_stage3, cfg, dev, revival=rev, n_neurons=cfg.n_neurons,
                          sparsifier_name="topk")
@@ -174,10 +178,13 @@ def test_cuda_graph_path_matches_eager_within_rounding():
             eng.step(x)
         means, seen, _ = eng.end_epoch()
         assert (eng.graph is not None) == graphs
-        out.append((means["loss"], [p.detach().float().cpu() for p in params]))
-    assert out[0][0] == pytest.approx(out[1][0], rel=1e-3)
-    for a, b in zip(out[0][1], out[1][1]):
-        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)
+        out.append((means["loss"], torch.cat([(p.detach() - s).flatten() for p, s in zip(params, start)]).double(),
+                    rev.counts.clone()))
+    (loss_g, upd_g, cnt_g), (loss_e, upd_e, cnt_e) = out
+    assert loss_g == pytest.approx(loss_e, rel=1e-3)
+    assert float((upd_g - upd_e).norm()) <= 0.05 * float(upd_e.norm())
+    assert float(upd_e.norm()) > 0
+    assert float((cnt_g - cnt_e).abs().sum()) <= 0.01 * float(cnt_e.sum())
 
 
 @needs_cuda

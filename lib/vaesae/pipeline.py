@@ -80,8 +80,13 @@ def _declared_parameters(notebook: Path) -> set[str]:
 
 
 def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, results_dir: Path,
-               figures_dir: Path, source: str, device: str) -> tuple[list[Job], list[str]]:
-    """The job list in dependency order, and the notebooks of the study that do not exist yet."""
+               figures_dir: Path, source: str, device: str,
+               only: Sequence[str] | None = None) -> tuple[list[Job], list[str]]:
+    """The job list in dependency order, and the notebooks of the study that do not exist yet.
+
+    ``only``: notebook numbers or stems (``"03"``, ``"07_figures"``) to run; the others are left out
+    and a selected job's dependencies outside the selection count as met (its notebook reads
+    whatever records exist: e.g. ``07`` on a study whose extended runs are missing)."""
     jobs: list[Job] = []
     missing: list[str] = []
     by_stem: dict[str, list[str]] = {}
@@ -107,20 +112,41 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
                 jid, out_dir = f"{stem}[{dataset},seed{seed}]", root / dataset / f"seed{seed}"
             offered = {
                 "dataset": dataset, "seed": seed if seed is not None else seeds[0], "profile": profile,
-                "results_dir": str(results_dir), "figures_dir": str(figures_dir), "source": source,
+                # relative to the repository when inside it, so that a manifest written on another machine
+                # (the GPU that trained the paper profile) verifies in any checkout
+                "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
                 "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
             }
             params = {k: v for k, v in offered.items() if k in declared and v is not None}
             dep_ids: list[str] = []
             for dep in deps:
+                if only is not None and not _selected(dep, only):
+                    continue
                 for cand in by_stem.get(dep, []):
                     # a seed job depends on its own dataset/seed; a profile job on every unit
                     if scope == "profile" or f"[{dataset}," in cand and f"seed{seed}]" in cand:
                         dep_ids.append(cand)
             record_dirs = [out_dir / r for r in runs]
+            if only is not None and not _selected(stem, only):
+                continue
             jobs.append(Job(jid, nb_path, out_dir / f"{stem}.ipynb", params, dep_ids, record_dirs))
             by_stem.setdefault(stem, []).append(jid)
     return jobs, missing
+
+
+def _selected(stem: str, only: Sequence[str]) -> bool:
+    return any(stem == o or stem.split("_", 1)[0] == o for o in only)
+
+
+def _parse_only(text: str) -> list[str]:
+    stems = [s for s, *_ in STAGES]
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise VaesaeError("--only is empty")
+    for it in items:
+        if not any(_selected(s, [it]) for s in stems):
+            raise VaesaeError(f"--only: no notebook {it!r}; choose from {', '.join(stems)} (or their numbers)")
+    return items
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--results-dir", default="results", help="where records and executed notebooks go")
     ap.add_argument("--figures-dir", default="figures", help="where figures go")
+    ap.add_argument("--only", default=None, help="comma-separated notebook numbers or names to run (e.g. 01,02,03 or 07); "
+                    "their dependencies outside the list count as met")
     ap.add_argument("--list", action="store_true", help="print the jobs and their state, run nothing")
     args = ap.parse_args(argv)
     if args.profile not in PROFILES:
@@ -403,8 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = _parse_seeds(args.seeds) if args.seeds else list(DEFAULT_SEEDS[args.profile])
     results_dir = Path(args.results_dir).resolve()
     figures_dir = Path(args.figures_dir).resolve()
+    only = _parse_only(args.only) if args.only is not None else None
     jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
-                               source=args.source, device=args.device)
+                               source=args.source, device=args.device, only=only)
     runner = Runner(jobs, results_dir=results_dir, profile=args.profile, n_jobs=args.jobs, force=args.force)
     print(f"vaesae study: profile {args.profile}, datasets {', '.join(datasets)}, seeds {', '.join(map(str, seeds))}, "
           f"{len(jobs)} jobs, {args.jobs} at a time")
