@@ -163,7 +163,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
-    """The checkout's commit hash, suffixed ``-dirty`` when tracked files are modified."""
+    """The checkout's commit hash, suffixed ``-dirty`` when tracked files are modified.
+
+    ``VAESAE_GIT_COMMIT``, when set, wins: a copy of the tree on another machine (the GPU that ran
+    the paper profile) may carry no or stale git metadata, so whoever sends it names the commit."""
+    if os.environ.get("VAESAE_GIT_COMMIT"):
+        return os.environ["VAESAE_GIT_COMMIT"]
     env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, env=env).stdout.strip()
