@@ -147,3 +147,43 @@ def test_changed_parameters_or_input_rerun_the_run(tree, tmp_path, capsys):
     train.run_stage("extended", "dsprites", 42, "smoke", results_dir=tmp_path / "copy" / "results",
                     **{**kw, "overrides": {**TINY, "b_base": 0.3}})
     assert "running it again" in capsys.readouterr().out
+
+
+def test_a_nan_loss_stops_with_stage_epoch_and_step_and_keeps_the_last_checkpoint(tree, tmp_path, monkeypatch):
+    root, _ = tree
+    src = root / "checkpoints" / "smoke" / "dsprites" / "seed42"
+    dst = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42"
+    shutil.copytree(src / "stage2", dst / "stage2")
+    calls = {"n": 0}
+    real = train.STEPS["stage3"]
+    per_epoch = TINY["train_subset"] // TINY["batch_size"]   # 6 steps an epoch
+
+    def poisoned(model, x, cfg, ctx):
+        calls["n"] += 1
+        loss, terms, acts, lacts = real(model, x, cfg, ctx)
+        if calls["n"] == 2 * per_epoch + 4:                  # epoch 2 (0-based), its step 4
+            loss = loss * float("nan")
+            terms = {**terms, "loss": loss.detach()}
+        return loss, terms, acts, lacts
+
+    monkeypatch.setitem(train.STEPS, "stage3", poisoned)
+    with pytest.raises(train.Diverged, match=r"topk on dsprites, seed 42: the loss became nan at step 4 of epoch 2 "
+                                             r"\(of 6 steps\); the last good checkpoint .*last.pt \(epoch 2\) is kept.*--set lr="):
+        train.run_stage("topk", "dsprites", 42, "smoke", results_dir=tmp_path / "results", **KW)
+    ck = io.torch_load(dst / "topk" / "last.pt")
+    assert ck["epoch"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "results" / "smoke" / "dsprites" / "seed42" / "topk" / "run.json").exists()
+
+
+def test_out_of_gpu_memory_names_the_batch_size(tree, tmp_path, monkeypatch):
+    root, _ = tree
+    shutil.copytree(root / "checkpoints" / "smoke" / "dsprites" / "seed42" / "stage2",
+                    tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / "stage2")
+    from vaesae import fast
+
+    def oom(self, x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(fast.StepEngine, "step", oom)
+    with pytest.raises(VaesaeError, match=r"out of GPU memory on cpu with batch_size=32 .*--set batch_size=16"):
+        train.run_stage("topk", "dsprites", 42, "smoke", results_dir=tmp_path / "results", **KW)

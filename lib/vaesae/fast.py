@@ -109,6 +109,9 @@ class StepEngine:
         self.names: list[str] | None = None
         self.nb = 0
         self.beta = torch.zeros((), dtype=torch.float32, device=device)   # stage 1's KL weight, a graph input
+        # the first step of the epoch (1-based) whose loss was NaN or infinite; 0 = none (device side, no sync)
+        self.step_t = torch.zeros((), dtype=torch.int64, device=device)
+        self.bad_step = torch.zeros((), dtype=torch.int64, device=device)
         self.grad_scale = torch.ones((), dtype=torch.float32, device=device)
         self.graph: Any = None
         self.static_x: torch.Tensor | None = None
@@ -128,6 +131,8 @@ class StepEngine:
             self.ctx["beta"] = self.beta                     # read by the graph, so beta needs no new capture
         if self.sums is not None:
             self.sums.zero_()
+        self.step_t.zero_()
+        self.bad_step.zero_()
         if self.seen is not None:
             self.seen.zero_()
         self.nb = 0
@@ -148,6 +153,11 @@ class StepEngine:
             return {}, self.seen, self.nb
         vals = self.sums.tolist()
         return {k: v / max(self.nb, 1) for k, v in zip(self.names, vals)}, self.seen, self.nb
+
+    def first_bad_step(self) -> int | None:
+        """The first step (1-based, within the epoch) whose loss was not finite, or None (a host sync)."""
+        v = int(self.bad_step)
+        return v or None
 
     def epoch_sums(self) -> dict[str, float]:
         """The running sums (not means) of the epoch so far (a host sync)."""
@@ -215,6 +225,9 @@ class StepEngine:
         """The whole step; device work only (it may be captured)."""
         x = to_input(x_u8, self.settings["channels_last"])
         loss, terms, acts, lacts = self.step_fn(self.model, x, self.cfg, self.ctx)
+        self.step_t += 1
+        bad = (~torch.isfinite(loss.detach())) & (self.bad_step == 0)
+        self.bad_step.copy_(torch.where(bad, self.step_t, self.bad_step))
         loss.backward()
         sp = self.ctx.get("sparsify")
         hook = getattr(sp, "before_step", None)

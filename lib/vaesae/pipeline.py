@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -159,7 +161,7 @@ def _manifest_path(results_dir: Path, profile: str, job: Job) -> Path:
 
 
 def _job_outputs(job: Job) -> list[Path]:
-    files = [job.output]
+    files = [job.output] + ([job.output.with_suffix(".html")] if job.output.with_suffix(".html").is_file() else [])
     for d in job.record_dirs:
         if d.is_dir():
             files += sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -228,6 +230,47 @@ def _gpu_count() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
+INTERRUPTED = threading.Event()            # set when the study is being stopped: no job may finish after it
+_PROCS: dict[int, subprocess.Popen] = {}   # running papermill processes (pid -> process)
+_PROCS_LOCK = threading.Lock()
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """The papermill child leads its own process group (so that an interrupt stops it with its kernel)
+    and gets SIGTERM if the pipeline dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG)."""
+    os.setsid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_children(grace: float = 10.0) -> None:
+    """SIGTERM every running papermill process group, then SIGKILL what is left after ``grace`` seconds."""
+    with _PROCS_LOCK:
+        procs = list(_PROCS.values())
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.time() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 def run_job(job: Job, *, log_dir: Path, gpu: int | None) -> None:
     job.output.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=".running-", dir=job.output.parent))
@@ -244,9 +287,20 @@ def run_job(job: Job, *, log_dir: Path, gpu: int | None) -> None:
     job.state, job.started = "running", time.time()
     try:
         with open(log_path, "w") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
+                                    preexec_fn=_child_setup)
+            with _PROCS_LOCK:
+                _PROCS[proc.pid] = proc
+            try:
+                returncode = proc.wait()
+            finally:
+                with _PROCS_LOCK:
+                    _PROCS.pop(proc.pid, None)
         job.elapsed = time.time() - job.started
-        if proc.returncode == 0 and tmp_out.exists():
+        if INTERRUPTED.is_set():          # stopped by the user: no FAILED notebook, nothing half-written kept
+            job.state, job.message = "failed", "interrupted"
+            return
+        if returncode == 0 and tmp_out.exists():
             os.replace(tmp_out, job.output)
             job.failed_output.unlink(missing_ok=True)
             job.state = "done"
@@ -260,6 +314,106 @@ def run_job(job: Job, *, log_dir: Path, gpu: int | None) -> None:
             job.state = "failed"
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# one pipeline per results directory; what an interrupted run leaves behind; foreign outputs
+
+
+class StudyLock:
+    """An exclusive lock on ``results/<profile>/.lock`` (fcntl; released when the process dies, even by
+    SIGKILL): a second ``run_all.sh`` on the same results directory stops with one line."""
+
+    def __init__(self, results_dir: Path, profile: str):
+        self.path = results_dir / profile / ".lock"
+        self.fh = None
+
+    def __enter__(self) -> "StudyLock":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(self.path, "a+")
+        except OSError as exc:
+            raise VaesaeError(f"cannot write to {self.path.parent}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.seek(0)
+            other = self.fh.read().strip() or "another process"
+            self.fh.close()
+            raise VaesaeError(f"another run_all.sh is already working on {_rel(self.path.parent)} ({other}); "
+                              "wait for it or stop it first") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"pid {os.getpid()}")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fh is not None:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+
+
+def clean_leftovers(*roots: Path) -> list[Path]:
+    """Remove what an interrupted run can leave: papermill's ``.running-*`` folders and the hidden
+    ``.NAME.*.tmp`` files of atomic writes (never renamed into place). Call it under :class:`StudyLock`."""
+    removed: list[Path] = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for p in sorted(root.rglob(".running-*"), reverse=True):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+        for p in root.rglob(".*.tmp"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def _commit_base(commit: str | None) -> str:
+    return (commit or "unknown").removesuffix("-dirty")
+
+
+def foreign_outputs(results_dir: Path, profile: str, commit: str) -> tuple[list[str], dict[str, list[str]]]:
+    """(run records under ``results/<profile>`` made for another profile, {other commit: [job, ...]}
+    from the manifests of jobs finished by another commit)."""
+    root = results_dir / profile
+    wrong_profile = []
+    for run_json in sorted(root.glob("*/seed*/*/run.json")):
+        try:
+            made_for = json.loads(run_json.read_text()).get("profile")
+        except (OSError, json.JSONDecodeError):
+            continue   # unreadable: its job fails verification and reruns
+        if made_for not in (None, profile):
+            wrong_profile.append(f"{_rel(run_json, results_dir.parent)} (profile {made_for})")
+    commits: dict[str, list[str]] = {}
+    for man in sorted((root / "_manifest").glob("*.json")):
+        try:
+            m = json.loads(man.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if m.get("params", {}).get("profile", profile) != profile:
+            wrong_profile.append(f"{_rel(man, results_dir.parent)} (profile {m['params']['profile']})")
+        if _commit_base(m.get("git_commit")) != _commit_base(commit):
+            commits.setdefault(str(m.get("git_commit")), []).append(str(m.get("job")))
+    return wrong_profile, commits
+
+
+def check_foreign_outputs(results_dir: Path, profile: str, commit: str, *, reuse: bool, force: bool) -> None:
+    """Refuse, with one line, to mix this checkout's outputs with another profile's or another commit's
+    (unless ``reuse``: keep the other commit's verified jobs, or ``force``: redo every job)."""
+    wrong_profile, commits = foreign_outputs(results_dir, profile, commit)
+    if wrong_profile:
+        raise VaesaeError(f"{_rel(results_dir / profile)} holds outputs of another profile: {wrong_profile[0]}"
+                          f"{f' and {len(wrong_profile) - 1} more' if len(wrong_profile) > 1 else ''}; "
+                          "use another --results-dir or move them away")
+    if commits and not (reuse or force):
+        n = sum(len(v) for v in commits.values())
+        raise VaesaeError(f"{_rel(results_dir / profile)} holds {n} finished job(s) of commit "
+                          f"{', '.join(sorted(commits))} (this checkout: {commit}); pass --reuse to keep them "
+                          "(each record names the commit that made it) or --force to redo them")
 
 
 def _fmt(seconds: float | None) -> str:
@@ -336,9 +490,10 @@ class Runner:
     def _work(self, job: Job, slot: int | None, free: list) -> None:
         try:
             run_job(job, log_dir=self.log_dir, gpu=slot)
-            if job.state == "done":
-                write_manifest(self.results_dir, self.profile, job, self.commit)
+            if job.state == "done" and not INTERRUPTED.is_set():
+                # the HTML first: a job counts as finished (has a manifest) only with its rendering
                 _render_html(job.output)
+                write_manifest(self.results_dir, self.profile, job, self.commit)
         except Exception as exc:  # keep the runner alive; the job is marked failed
             job.state, job.message = "failed", f"{type(exc).__name__}: {exc}"
         finally:
@@ -417,6 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--figures-dir", default="figures", help="where figures go")
     ap.add_argument("--only", default=None, help="comma-separated notebook numbers or names to run (e.g. 01,02,03 or 07); "
                     "their dependencies outside the list count as met")
+    ap.add_argument("--reuse", action="store_true", help="keep finished jobs made by another commit (default: refuse to mix)")
     ap.add_argument("--list", action="store_true", help="print the jobs and their state, run nothing")
     args = ap.parse_args(argv)
     if args.profile not in PROFILES:
@@ -445,15 +601,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             j = runner.jobs[jid]
             print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {jid}  <- {', '.join(j.deps) or '-'}")
         return 0
-    rc = runner.run()
-    if any(j.state == "done" for j in runner.jobs.values()) and (results_dir / args.profile / "report.html").exists():
-        # 07_figures builds the report while its own notebook is still running; rebuild it now so that
-        # it links every executed notebook, 07's rendering included (tables and figures are not redone)
-        from .report import build_report
+    # SIGTERM (kill, a scheduler) stops the study like Ctrl-C: running notebooks are stopped, finished
+    # outputs stay, and the same command resumes
+    signal.signal(signal.SIGTERM, _interrupt)
+    ckpt_dir = results_dir.parent / "checkpoints" / args.profile
+    with StudyLock(results_dir, args.profile):
+        check_foreign_outputs(results_dir, args.profile, runner.commit, reuse=args.reuse, force=args.force)
+        removed = clean_leftovers(results_dir / args.profile, figures_dir / args.profile, ckpt_dir)
+        if removed:
+            print(f"removed {len(removed)} leftover(s) of an interrupted run (unfinished notebooks, temporary files)")
+        try:
+            rc = runner.run()
+        except KeyboardInterrupt:
+            INTERRUPTED.set()
+            stop_children()
+            clean_leftovers(results_dir / args.profile, figures_dir / args.profile, ckpt_dir)
+            raise
+        if any(j.state == "done" for j in runner.jobs.values()) and (results_dir / args.profile / "report.html").exists():
+            # 07_figures builds the report while its own notebook is still running; rebuild it now so that
+            # it links every executed notebook, 07's rendering included (tables and figures are not redone)
+            from .report import build_report
 
-        print(f"report: {_rel(build_report(results_dir, figures_dir, args.profile))}")
+            print(f"report: {_rel(build_report(results_dir, figures_dir, args.profile))}")
     return rc
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -444,6 +444,7 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
     n_epochs = cfg.epochs_for(stage)
     offset = epoch_offset(stage, cfg)
     start, rows, wall = 0, [], {"train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0}
+    ckpt_epoch = 0
     last_path, final_path = ckpt_dir / "last.pt", ckpt_dir / "final.pt"
     ck = torch_load(last_path, map_location=dev) if last_path.is_file() and not force else None
     if ck is not None and (ck.get("config") != cfg_json or ck.get("stage") != stage or ck.get("input_sha256") != in_sha):
@@ -461,6 +462,7 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
             sp.load_state_dict(ck["sparsifier"])
             lsp.load_state_dict(ck["latent_sparsifier"])
         start, rows, wall = int(ck["epoch"]), list(ck["rows"]), dict(ck["wall"])
+        ckpt_epoch = start
         say(f"{stage}: resuming at epoch {start} of {n_epochs} from {last_path}")
         del ck
     else:
@@ -513,13 +515,25 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
         if "dead_pct@0.001" in last_eval:
             post["dead%"] = f"{last_eval['dead_pct@0.001']:.1f}"
         bar.set_postfix(post, refresh=False)
-        for x_u8, _ in batches.epoch(g_epoch):
-            engine.step(x_u8)   # forward, backward, clipping, AdamW, revival counters: no host sync
-            bar.update(1)
+        try:
+            for x_u8, _ in batches.epoch(g_epoch):
+                engine.step(x_u8)   # forward, backward, clipping, AdamW, revival counters: no host sync
+                bar.update(1)
+        except torch.cuda.OutOfMemoryError:
+            bar.close()
+            free, total = torch.cuda.mem_get_info(dev) if dev.type == "cuda" else (0, 0)
+            raise VaesaeError(f"{stage} on {dataset}: out of GPU memory on {dev} with batch_size={cfg.batch_size} "
+                              f"({free / 2**30:.1f} of {total / 2**30:.1f} GiB free now); try --set batch_size="
+                              f"{max(1, cfg.batch_size // 2)} or free the GPU; the last checkpoint is kept") from None
         bar.close()
         means, seen, nb = engine.end_epoch()   # the epoch's one host sync: the loss sums
         if not math.isfinite(means["loss"]):
-            raise Diverged(f"{stage}: the loss became {means['loss']} in epoch {epoch}; lower the learning rate (--set lr=...)")
+            kept = (f"the last good checkpoint {last_path} (epoch {ckpt_epoch}) is kept" if last_path.is_file()
+                    else f"no checkpoint of this run yet; it starts again from {in_path or 'scratch'}")
+            raise Diverged(f"{stage} on {dataset}, seed {seed}: the loss became {means['loss']} at step "
+                           f"{engine.first_bad_step()} of epoch {epoch} (of {len(batches)} steps); {kept}; nothing of this "
+                           f"epoch was saved. Try a lower learning rate (--set lr={cfg.lr / 10:g}) or a tighter "
+                           f"gradient clip (--set grad_clip={cfg.grad_clip / 10:g})")
         train_s = time.perf_counter() - t_epoch
 
         row: dict[str, Any] = {"run": stage, "epoch": epoch, "global_epoch": g_epoch}
@@ -574,6 +588,7 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
                 last_path.unlink()
         elif (epoch + 1) % cfg.checkpoint_every == 0:
             save_checkpoint(last_path, epoch + 1, final=False)
+            ckpt_epoch = epoch + 1
         if _interrupt_after_epoch is not None and epoch == _interrupt_after_epoch:
             epoch_bar.close()
             raise KeyboardInterrupt
