@@ -77,11 +77,22 @@ def test_every_figure_exists_with_its_source(smoke_study):
 def test_records_carry_provenance(smoke_study):
     tmp, _ = smoke_study
     runs = list((tmp / "results" / "smoke").rglob("run.json"))
-    assert len(runs) == 2 * 5
+    assert len(runs) == 2 * 9   # stages 1-2, topk, extended, l1 and the four remedies of 08
     for r in runs:
         meta = json.loads(r.read_text())
         assert meta["data_source"] == "procedural" and meta["profile"] == "smoke"
         assert meta["git_commit"] and meta["seed"] == 42
+
+
+def test_the_intrinsic_comparison_has_every_sparsifier_and_a_verdict(smoke_study):
+    tmp, _ = smoke_study
+    tables = tmp / "results" / "smoke" / "tables"
+    comp = pd.read_csv(tables / "intrinsic_comparison.csv")
+    assert len(comp) == 2 * 6 and set(comp.run) == {"topk", "l1", "topk_aux", "topk_init", "batchtopk", "elastic"}
+    assert not comp["dead % (never active, validation pass)"].str.contains("n/a").any()
+    title = next(e["title"] for e in json.loads((tables / "index.json").read_text()) if e["name"] == "intrinsic_verdict")
+    assert title.rsplit(": ", 1)[1] in {"refuted", "weakened", "supported"}
+    assert (tmp / "figures" / "smoke" / "intrinsic_dead_vs_k.png").stat().st_size > 1000
 
 
 def test_report_exists(smoke_study):
@@ -100,5 +111,5 @@ def test_second_run_skips_and_a_deleted_output_is_redone_alone(smoke_study):
     third = _run_all(tmp)
     assert third.returncode == 0, third.stdout[-3000:]
     ran = {line.split()[2] for line in third.stdout.splitlines() if line.split()[1:2] == ["done"]}
-    assert ran == {"05_l1_comparison[shapes3d,seed42]", "07_figures"}, third.stdout
+    assert ran == {"05_l1_comparison[shapes3d,seed42]", "07_figures", "08_is_collapse_intrinsic"}, third.stdout
     assert target.is_file()

@@ -1,8 +1,8 @@
 """Slow tier: nothing is lost when ./run_all.sh is killed (issue 7).
 
-A seeded schedule kills the smoke study (dSprites) three times in every notebook job (24 points:
+A seeded schedule kills the smoke study (dSprites) three times in every notebook job (27 points:
 data preparation, every training stage with its evaluation, the threshold notebook and figure
-making), each time at a random point of the job, with SIGINT (Ctrl-C), SIGTERM (kill) or SIGKILL
+making, the remedies of 08), each time at a random point of the job, with SIGINT (Ctrl-C), SIGTERM (kill) or SIGKILL
 (a crash: the whole process group at once); after every kill the same command runs again. After
 every kill each visible file is whole (JSON, CSV, NPZ and notebooks parse); after SIGINT and
 SIGTERM, and after the final run, no hidden temporary is left either (after SIGKILL the next start
@@ -31,7 +31,7 @@ FAULT_SEED = 20261201
 KILLS_PER_JOB = 3
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 STEMS = ("00_data", "01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk", "04_extended", "05_l1_comparison",
-         "06_threshold_robustness", "07_figures")
+         "06_threshold_robustness", "07_figures", "08_is_collapse_intrinsic")
 
 
 def _cmd(tmp: Path) -> list[str]:

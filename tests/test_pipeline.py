@@ -43,10 +43,14 @@ def test_job_graph_follows_the_stage_dependencies(fake_notebooks, tmp_path):
                                         figures_dir=tmp_path / "figures", source="auto", device="cpu")
     assert missing == []
     by_id = {j.id: j for j in jobs}
-    assert len(by_id) == 2 + 2 * 2 * 5 + 2
+    assert len(by_id) == 2 + 2 * 2 * 5 + 3
     assert by_id["04_extended[shapes3d,seed43]"].deps == ["03_stage3_topk[shapes3d,seed43]"]
     assert by_id["05_l1_comparison[dsprites,seed42]"].deps == ["02_stage2_sae_init[dsprites,seed42]"]
     assert len(by_id["06_threshold_robustness"].deps) == 4
+    # 08 trains the remedies of every dataset and seed: its records are in every seed folder
+    j8 = by_id["08_is_collapse_intrinsic"]
+    assert len(j8.deps) == 3 * 4 and len(j8.record_dirs) == 2 * 2 * 4
+    assert tmp_path / "results" / "smoke" / "shapes3d" / "seed43" / "batchtopk" in j8.record_dirs
     # only the parameters a notebook declares are passed
     assert set(by_id["00_data[shapes3d]"].params) == {"dataset", "figures_dir"}
     assert by_id["01_stage1_vae[shapes3d,seed43]"].params["seed"] == 43
@@ -100,13 +104,13 @@ def test_runner_skips_verified_jobs_and_reruns_downstream(fake_notebooks, tmp_pa
                                       source="auto", device="cpu")
         return pipeline.Runner(jobs, results_dir=results, profile="smoke", n_jobs=2, force=False).run()
 
-    assert run() == 0 and len(ran) == 8
+    assert run() == 0 and len(ran) == 9
     ran.clear()
     assert run() == 0 and ran == []
     (results / "smoke" / "dsprites" / "seed42" / "03_stage3_topk.ipynb").unlink()
     assert run() == 0
-    assert ran == ["03_stage3_topk[dsprites,seed42]", "04_extended[dsprites,seed42]", "06_threshold_robustness", "07_figures"] or \
-        sorted(ran) == sorted(["03_stage3_topk[dsprites,seed42]", "04_extended[dsprites,seed42]", "06_threshold_robustness", "07_figures"])
+    assert sorted(ran) == sorted(["03_stage3_topk[dsprites,seed42]", "04_extended[dsprites,seed42]", "06_threshold_robustness",
+                                  "07_figures", "08_is_collapse_intrinsic"])
 
 
 def test_failed_job_blocks_only_its_dependents(fake_notebooks, tmp_path, monkeypatch):

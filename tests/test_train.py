@@ -187,3 +187,14 @@ def test_out_of_gpu_memory_names_the_batch_size(tree, tmp_path, monkeypatch):
     monkeypatch.setattr(fast.StepEngine, "step", oom)
     with pytest.raises(VaesaeError, match=r"out of GPU memory on cpu with batch_size=32 .*--set batch_size=16"):
         train.run_stage("topk", "dsprites", 42, "smoke", results_dir=tmp_path / "results", **KW)
+
+
+@pytest.mark.parametrize("remedy", ["topk_aux", "topk_init", "batchtopk", "elastic"])
+def test_every_remedy_runs_stage3_from_the_same_stage2_checkpoint(tree, remedy):
+    root, metas = tree
+    meta = train.run_stage(remedy, "dsprites", 42, "smoke", results_dir=root / "results", **KW)
+    assert meta["complete"] and meta["sparsifier"] == remedy
+    assert meta["input_sha256"] == metas["topk"]["input_sha256"]          # the stage-2 checkpoint of topk and l1
+    df = _csv(root, remedy)
+    assert len(df) == TINY["epochs_stage3"] and np.isfinite(df.loss).all()
+    assert df["dead_pct@0.001"].notna().all() and df["mig"].notna().all()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 from types import SimpleNamespace
-from typing import Any, Callable, Mapping, MutableMapping
+from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 from .errors import VaesaeError
 
@@ -141,3 +141,18 @@ def parameters(namespace: Mapping[str, Any], **checks: Check) -> SimpleNamespace
             checks[name](name, value)
         values[name] = value
     return SimpleNamespace(**values)
+
+
+def split_list(text: str, name: str, *, choices: Sequence[str] | None = None, integers: bool = False,
+               allow_empty: bool = False) -> list[str]:
+    """A comma-separated parameter as a list, each item checked: ``choices`` (one of them) or ``integers``
+    (non-negative whole numbers); an empty list only with ``allow_empty``. One clear error otherwise."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items and not allow_empty:
+        raise VaesaeError(f"parameter {name}={text!r} is empty")
+    for it in items:
+        if choices is not None and it not in choices:
+            raise VaesaeError(f"parameter {name}: {it!r} is not one of {', '.join(map(repr, choices))}")
+        if integers and not it.isdigit():
+            raise VaesaeError(f"parameter {name}: {it!r} is not a non-negative whole number")
+    return items

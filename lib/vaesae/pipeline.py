@@ -50,7 +50,13 @@ STAGES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("05_l1_comparison", "seed", ("02_stage2_sae_init",), ("l1",)),
     ("06_threshold_robustness", "profile", ("03_stage3_topk",), ()),
     ("07_figures", "profile", ("03_stage3_topk", "04_extended", "05_l1_comparison", "06_threshold_robustness"), ()),
+    # issue 9: trains the remedy sparsifiers of every dataset and seed (when --remedies), then compares
+    ("08_is_collapse_intrinsic", "profile", ("02_stage2_sae_init", "03_stage3_topk", "05_l1_comparison"),
+     ("topk_aux", "topk_init", "batchtopk", "elastic")),
 )
+# whether the remedies of 08 are trained by default: the quick profile would pass its 20 minutes on
+# 2 CPU cores with them (4 remedies x 2 datasets, about 13 min more); --remedies / --no-remedies decide
+DEFAULT_REMEDIES = {"smoke": True, "quick": False, "paper": True}
 
 
 @dataclasses.dataclass
@@ -83,7 +89,7 @@ def _declared_parameters(notebook: Path) -> set[str]:
 
 def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, results_dir: Path,
                figures_dir: Path, source: str, device: str,
-               only: Sequence[str] | None = None) -> tuple[list[Job], list[str]]:
+               only: Sequence[str] | None = None, remedies: bool | None = None) -> tuple[list[Job], list[str]]:
     """The job list in dependency order, and the notebooks of the study that do not exist yet.
 
     ``only``: notebook numbers or stems (``"03"``, ``"07_figures"``) to run; the others are left out
@@ -118,6 +124,7 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
                 # (the GPU that trained the paper profile) verifies in any checkout
                 "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
                 "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
+                "remedies": ",".join(runs) if (DEFAULT_REMEDIES.get(profile, False) if remedies is None else remedies) else "",
             }
             params = {k: v for k, v in offered.items() if k in declared and v is not None}
             dep_ids: list[str] = []
@@ -128,7 +135,10 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
                     # a seed job depends on its own dataset/seed; a profile job on every unit
                     if scope == "profile" or f"[{dataset}," in cand and f"seed{seed}]" in cand:
                         dep_ids.append(cand)
-            record_dirs = [out_dir / r for r in runs]
+            if scope == "profile":   # a profile job that trains (08) writes into every dataset's and seed's folder
+                record_dirs = [root / d / f"seed{s}" / r for d in datasets for s in seeds for r in runs]
+            else:
+                record_dirs = [out_dir / r for r in runs]
             if only is not None and not _selected(stem, only):
                 continue
             jobs.append(Job(jid, nb_path, out_dir / f"{stem}.ipynb", params, dep_ids, record_dirs))
@@ -572,6 +582,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--figures-dir", default="figures", help="where figures go")
     ap.add_argument("--only", default=None, help="comma-separated notebook numbers or names to run (e.g. 01,02,03 or 07); "
                     "their dependencies outside the list count as met")
+    ap.add_argument("--remedies", dest="remedies", action="store_true", default=None,
+                    help="train the remedy sparsifiers in 08 (default: yes for smoke and paper, no for quick)")
+    ap.add_argument("--no-remedies", dest="remedies", action="store_false", help="08 compares what is recorded, trains nothing")
     ap.add_argument("--reuse", action="store_true", help="keep finished jobs made by another commit (default: refuse to mix)")
     ap.add_argument("--list", action="store_true", help="print the jobs and their state, run nothing")
     args = ap.parse_args(argv)
@@ -589,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures_dir = Path(args.figures_dir).resolve()
     only = _parse_only(args.only) if args.only is not None else None
     jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
-                               source=args.source, device=args.device, only=only)
+                               source=args.source, device=args.device, only=only, remedies=args.remedies)
     runner = Runner(jobs, results_dir=results_dir, profile=args.profile, n_jobs=args.jobs, force=args.force)
     print(f"vaesae study: profile {args.profile}, datasets {', '.join(datasets)}, seeds {', '.join(map(str, seeds))}, "
           f"{len(jobs)} jobs, {args.jobs} at a time")

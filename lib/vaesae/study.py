@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from . import paper
+from .sparsity import REMEDIES
 from .errors import VaesaeError
 from .io import load_npz
 
-RUNS = ("stage1", "stage2", "topk", "extended", "l1")
+RUNS = ("stage1", "stage2", "topk", "extended", "l1", *REMEDIES)  # REMEDIES: issue 9 (vaesae.intrinsic)
 DATASET_LABEL = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}
 METHOD_LABEL = {"topk": "Top-k", "l1": "L1", "extended": "Top-k + extended"}
 DEAD_DEFAULT, SPEC_DEFAULT = 0.001, 0.5

@@ -1,0 +1,301 @@
+"""Is the collapse intrinsic? The remedies the paper did not try, under its own protocol (issue 9).
+
+The paper (Roy, Misra & Singh, arXiv 2603.18056, abstract and §5) concludes that interpretability
+collapse "is intrinsic to the compression process rather than an artifact of any particular
+algorithm", having tried Top-k and L1 only. This module runs the remedies of
+:mod:`vaesae.sparsity` (``REMEDIES``: Gao et al. 2024's auxiliary loss, the unit-norm / pre-bias
+initialisation, BatchTopK, the adaptive elastic net) as drop-in replacements of stage 3, from the
+same stage-2 checkpoint, with the same schedule, seeds and per-epoch evaluation, and compares:
+
+* :func:`comparison_table`: every sparsifier x dataset at the end of stage 3 (mean ± std over
+  seeds): dead % on the evaluation set (rate < 0.001), dead % over a pass of the validation split
+  (never active), specialised neurons, MIG, MSE;
+* :func:`alignment` / :func:`alignment_table`: for the neurons still alive, each one's best
+  factor and normalised MI, a per-neuron MIG-style gap (best minus second-best factor), and a
+  one-to-one matching of neurons to factors (Hungarian assignment on the MI matrix);
+* :func:`ceiling_share`: how much of the decline of specialised neurons from k_start to k_end the
+  firing-rate ceiling alone predicts (a neuron active on a fraction p of images carries at most
+  h(p) + p·ln 19 nats, SPEC §4);
+* :func:`intrinsic_verdict`: the verdict on the paper's claim, by the rule :data:`INTRINSIC_RULE`.
+
+Everything here reads saved records (``results/<profile>/<dataset>/seed<seed>/<run>/``); only
+:func:`train_remedies` trains.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .metrics import DEFAULT_DEAD_THRESHOLD, DEFAULT_SPEC_THRESHOLD, threshold_key
+from .sparsity import REMEDIES
+from .study import DATASET_LABEL, Study
+
+BASELINES = ("topk", "l1")
+COMPARED = (*BASELINES, *REMEDIES)
+LABEL = {"topk": "Top-k (paper)", "l1": "L1 (paper)", "topk_aux": "Top-k + aux loss (Gao et al. 2024)",
+         "topk_init": "Top-k + unit-norm decoder, pre-bias", "batchtopk": "BatchTopK (Bussmann et al. 2024)",
+         "elastic": "adaptive elastic net (Chaudhry et al. 2026)"}
+
+# The verdict rule on "collapse is intrinsic", written once (printed under the table).
+AVOIDED_DEAD_PCT = 10.0      # a sparsifier avoids the collapse on a dataset when its dead % ends below this ...
+MSE_FACTOR = 1.5             # ... with an MSE at most this many times Top-k's (no trading reconstruction away)
+MATERIAL_POINTS = 10.0       # a remedy changes the picture when it lowers dead % by at least this many points
+INTRINSIC_RULE = (
+    f"Verdict on 'the collapse is intrinsic to compression, not an artifact of the algorithm': a sparsifier "
+    f"avoids the collapse on a dataset when its mean dead % at the end of stage 3 is below {AVOIDED_DEAD_PCT:g} % "
+    f"with an MSE at most {MSE_FACTOR:g}x Top-k's. 'refuted' when some remedy avoids it on some dataset; "
+    f"'weakened' when none does but some remedy lowers dead % by at least {MATERIAL_POINTS:g} points below Top-k's "
+    f"on some dataset; 'supported' when no remedy does either on any dataset measured; 'not measured' when no "
+    f"remedy has records. Dead: activation rate < {DEFAULT_DEAD_THRESHOLD:g} on the evaluation set."
+)
+
+DEAD = f"dead_pct@{threshold_key(DEFAULT_DEAD_THRESHOLD)}"
+SPEC = f"spec@{threshold_key(DEFAULT_SPEC_THRESHOLD)}"
+
+
+def train_remedies(datasets: Sequence[str], seeds: Sequence[int], profile: str, *, results_dir: str | Path,
+                   remedies: Sequence[str] = REMEDIES, device: str = "auto", source: str = "auto", force: bool = False,
+                   progress: bool | str = "epoch", log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
+    """Stage 3 with every remedy for every dataset and seed, each from that seed's stage-2 checkpoint
+    (finished runs with the same parameters are skipped; interrupted ones resume). {(dataset, seed, run): run.json}."""
+    from .train import run_stage
+
+    out = {}
+    for ds in datasets:
+        for seed in seeds:
+            for r in remedies:
+                out[(ds, seed, r)] = run_stage(r, ds, seed, profile, results_dir=results_dir, device=device, source=source,
+                                               force=force, progress=progress, log=log)
+    return out
+
+
+def _ms(values: Sequence[float], digits: int) -> str:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f} (n=1)"
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f} (n={len(vals)})"
+
+
+def validation_dead_pct(arrays: Mapping[str, Any]) -> float | None:
+    """Dead % the second way: never active over the validation pass (``val_active_count`` [M] == 0)."""
+    if "val_active_count" not in arrays:
+        return None
+    return 100.0 * float(np.mean(np.asarray(arrays["val_active_count"]) == 0))
+
+
+def final_values(study: Study, dataset: str, run: str) -> dict[str, list[float]]:
+    """Per-seed end-of-stage values of one run: dead %, validation-pass dead %, specialised, MIG, MSE."""
+    fin = study.final(dataset, run)
+    out: dict[str, list[float]] = {"dead": [], "dead_val": [], "spec": [], "mig": [], "mse": [], "seeds": []}
+    for _, row in fin.iterrows():
+        seed = int(row["seed"])
+        out["seeds"].append(seed)
+        out["dead"].append(float(row[DEAD]))
+        out["spec"].append(float(row[SPEC]))
+        out["mig"].append(float(row["mig"]))
+        out["mse"].append(float(row["mse"]))
+        arrays = study.neurons.get((dataset, seed, run), {})
+        v = validation_dead_pct(arrays)
+        out["dead_val"].append(float("nan") if v is None else v)
+    return out
+
+
+def comparison_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFrame:
+    """Every sparsifier x dataset at the end of stage 3 (k_end for the Top-k family), mean ± std over seeds."""
+    rows = []
+    for ds in study.datasets:
+        for run in runs:
+            v = final_values(study, ds, run)
+            if not v["seeds"]:
+                continue
+            rows.append({"dataset": DATASET_LABEL[ds], "sparsifier": LABEL.get(run, run), "run": run,
+                         "dead % (eval, rate < 0.001)": _ms(v["dead"], 1),
+                         "dead % (never active, validation pass)": _ms(v["dead_val"], 1),
+                         "specialised @0.5": _ms(v["spec"], 0), "MIG": _ms(v["mig"], 3), "MSE": _ms(v["mse"], 4)})
+    return pd.DataFrame(rows)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    vals = [v for v in values if not math.isnan(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def intrinsic_verdict(study: Study, remedies: Sequence[str] = REMEDIES) -> tuple[str, pd.DataFrame]:
+    """(verdict, per dataset x remedy evidence) by :data:`INTRINSIC_RULE`."""
+    rows, any_avoided, any_material, any_measured = [], False, False, False
+    for ds in study.datasets:
+        base = final_values(study, ds, "topk")
+        b_dead, b_mse = _mean(base["dead"]), _mean(base["mse"])
+        if b_dead is None:
+            continue
+        for r in remedies:
+            v = final_values(study, ds, r)
+            dead, mse = _mean(v["dead"]), _mean(v["mse"])
+            if dead is None:
+                continue
+            any_measured = True
+            avoided = dead < AVOIDED_DEAD_PCT and mse is not None and b_mse is not None and mse <= MSE_FACTOR * b_mse
+            material = b_dead - dead >= MATERIAL_POINTS
+            any_avoided |= avoided
+            any_material |= material
+            rows.append({"dataset": DATASET_LABEL[ds], "remedy": LABEL.get(r, r), "Top-k dead %": round(b_dead, 1),
+                         "remedy dead %": round(dead, 1), "change, points": round(dead - b_dead, 1),
+                         "MSE / Top-k MSE": round(mse / b_mse, 2) if mse is not None and b_mse else None,
+                         "avoids collapse": bool(avoided), "lowers dead % materially": bool(material),
+                         "seeds": len(v["seeds"])})
+    if not any_measured:
+        verdict = "not measured"
+    elif any_avoided:
+        verdict = "refuted"
+    elif any_material:
+        verdict = "weakened"
+    else:
+        verdict = "supported"
+    return verdict, pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# per-neuron analyses (the referee's): alignment, matching, gap, the firing-rate ceiling
+
+
+def alignment(mi: np.ndarray, rates: np.ndarray, factor_names: Sequence[str], *, dead_threshold: float = DEFAULT_DEAD_THRESHOLD) -> dict[str, Any]:
+    """Per-neuron factor alignment of the surviving neurons.
+
+    ``mi`` [M, K] normalised MI (MI / H(factor)), ``rates`` [M] activation rates. Alive: rate >=
+    ``dead_threshold``. Returns ``best_factor`` [A] (index), ``best_mi`` [A], ``gap`` [A] (best minus
+    second-best normalised MI: a per-neuron MIG-style gap), ``alive`` [M] bool, and ``matching``: a
+    one-to-one assignment of K neurons to the K factors maximising the summed MI (Hungarian algorithm,
+    scipy.optimize.linear_sum_assignment), as [(factor, neuron index, MI)].
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    mi = np.asarray(mi, dtype=float)
+    rates = np.asarray(rates, dtype=float)
+    if mi.ndim != 2 or rates.shape != (mi.shape[0],) or len(factor_names) != mi.shape[1]:
+        raise ValueError(f"alignment needs mi [M, K], rates [M] and K factor names; got {mi.shape}, {rates.shape}, {len(factor_names)}")
+    alive = rates >= dead_threshold
+    a = mi[alive]
+    out: dict[str, Any] = {"alive": alive, "factor_names": list(factor_names)}
+    if a.shape[0] == 0:
+        out.update(best_factor=np.zeros(0, int), best_mi=np.zeros(0), gap=np.zeros(0), matching=[])
+        return out
+    order = np.sort(a, axis=1)
+    out["best_factor"] = a.argmax(axis=1)
+    out["best_mi"] = order[:, -1]
+    out["gap"] = order[:, -1] - (order[:, -2] if a.shape[1] > 1 else 0.0)
+    rows, cols = linear_sum_assignment(-a.T)   # factors x alive neurons
+    alive_idx = np.flatnonzero(alive)
+    out["matching"] = [(list(factor_names)[f], int(alive_idx[n]), float(a[n, f])) for f, n in zip(rows, cols)]
+    return out
+
+
+def alignment_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFrame:
+    """One row per dataset x run x factor: alive neurons whose best factor it is, their median best MI and
+    median gap, and the MI of the neuron matched one-to-one to the factor (mean over seeds)."""
+    rows = []
+    for ds in study.datasets:
+        for run in runs:
+            per_factor: dict[str, dict[str, list[float]]] = {}
+            for seed in study.seeds_for(ds, run):
+                arr = study.neurons.get((ds, seed, run))
+                if not arr or "mi" not in arr:
+                    continue
+                names = [str(n) for n in arr["factor_names"]]
+                al = alignment(arr["mi"], arr["activation_rates"], names)
+                matched = {f: m for f, _, m in al["matching"]}
+                for j, f in enumerate(names):
+                    sel = al["best_factor"] == j
+                    d = per_factor.setdefault(f, {"n": [], "best": [], "gap": [], "matched": []})
+                    d["n"].append(float(sel.sum()))
+                    d["best"].append(float(np.median(al["best_mi"][sel])) if sel.any() else float("nan"))
+                    d["gap"].append(float(np.median(al["gap"][sel])) if sel.any() else float("nan"))
+                    d["matched"].append(matched.get(f, float("nan")))
+            for f, d in per_factor.items():
+                rows.append({"dataset": DATASET_LABEL[ds], "run": run, "factor": f,
+                             "alive neurons with it as best factor": _ms(d["n"], 0),
+                             "their median MI": _ms(d["best"], 3), "their median gap": _ms(d["gap"], 3),
+                             "MI of the matched neuron": _ms(d["matched"], 3)})
+    return pd.DataFrame(rows)
+
+
+def mi_ceiling(rates: np.ndarray, n_bins: int = 20) -> np.ndarray:
+    """The most MI (nats) a neuron active on a fraction p of images can carry with any factor:
+    h(p) + p·ln(n_bins - 1) (zero is one bin; the active values spread over the others). [M] -> [M]."""
+    p = np.clip(np.asarray(rates, dtype=float), 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(np.where(p > 0, p * np.log(p), 0.0) + np.where(p < 1, (1 - p) * np.log(1 - p), 0.0))
+    return h + p * math.log(n_bins - 1)
+
+
+def ceiling_share(start: Mapping[str, Any], end: Mapping[str, Any], threshold: float = DEFAULT_SPEC_THRESHOLD) -> dict[str, float]:
+    """How much of the fall in specialised neurons from ``start`` (k_start) to ``end`` (k_end) the
+    firing-rate ceiling alone predicts. Each mapping holds ``mi`` [M, K] (normalised by H(factor)),
+    ``activation_rates`` [M] and ``factor_entropy`` [K]. A neuron specialised at the start is *forced*
+    out when its end-of-run ceiling, h(p) + p·ln 19 over H(f), is below ``threshold`` for every factor it
+    passed at the start. Returns ``spec_start``, ``spec_end``, ``lost`` (specialised at the start, not at
+    the end), ``forced`` (of those, forced out by the ceiling) and ``share`` = forced / lost (nan if none lost)."""
+    mi0, mi1 = np.asarray(start["mi"], float), np.asarray(end["mi"], float)
+    hf = np.asarray(end["factor_entropy"], float)
+    spec0 = (mi0 > threshold).any(axis=1)
+    spec1 = (mi1 > threshold).any(axis=1)
+    ceil = mi_ceiling(np.asarray(end["activation_rates"], float))[:, None] / np.where(hf > 0, hf, np.inf)[None, :]
+    passed = mi0 > threshold
+    forced = spec0 & ~spec1 & ~((ceil >= threshold) & passed).any(axis=1)
+    lost = spec0 & ~spec1
+    return {"spec_start": int(spec0.sum()), "spec_end": int(spec1.sum()), "lost": int(lost.sum()),
+            "forced": int(forced.sum()), "share": float(forced.sum() / lost.sum()) if lost.any() else float("nan")}
+
+
+def ceiling_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFrame:
+    """:func:`ceiling_share` of every run against the stage-2 (k_start) arrays of the same seed."""
+    rows = []
+    for ds in study.datasets:
+        for run in runs:
+            shares = {"spec_start": [], "spec_end": [], "lost": [], "forced": [], "share": []}
+            for seed in study.seeds_for(ds, run):
+                k500, fin = study.neurons.get((ds, seed, "k500")), study.neurons.get((ds, seed, run))
+                if not k500 or not fin or "factor_entropy" not in fin:
+                    continue
+                for k, v in ceiling_share(k500, fin).items():
+                    shares[k].append(v)
+            if shares["lost"]:
+                rows.append({"dataset": DATASET_LABEL[ds], "run": run, "specialised at k_start": _ms(shares["spec_start"], 0),
+                             "at the end": _ms(shares["spec_end"], 0), "lost": _ms(shares["lost"], 0),
+                             "forced out by the firing-rate ceiling": _ms(shares["forced"], 0),
+                             "share of the decline the ceiling predicts": _ms(shares["share"], 2)})
+    return pd.DataFrame(rows)
+
+
+def fig_dead_vs_k(study: Study, runs: Sequence[str] = COMPARED):
+    """Dead % along stage 3 for every sparsifier: against k for the Top-k family (left), against the
+    epoch for all (right); one row per dataset, mean over seeds."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    datasets = study.datasets
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.3 * max(1, len(datasets))), squeeze=False)
+    palette = dict(zip(runs, sns.color_palette("tab10", len(runs))))
+    for i, ds in enumerate(datasets):
+        for run in runs:
+            rows = study.rows(ds, run)
+            if rows.empty:
+                continue
+            g = rows.groupby("epoch").agg(dead=(DEAD, "mean"), k=("k", "mean") if "k" in rows else (DEAD, "size")).reset_index()
+            axes[i, 1].plot(g["epoch"], g["dead"], label=LABEL.get(run, run), color=palette[run], marker="o", ms=2)
+            if "k" in rows and rows["k"].notna().any():
+                axes[i, 0].plot(g["k"], g["dead"], label=LABEL.get(run, run), color=palette[run], marker="o", ms=2)
+        axes[i, 0].invert_xaxis()
+        axes[i, 0].set(xlabel="k (active neurons), decreasing", ylabel="dead % (rate < 0.001)", title=f"{DATASET_LABEL[ds]}: Top-k family")
+        axes[i, 1].set(xlabel="stage-3 epoch", ylabel="dead %", title=f"{DATASET_LABEL[ds]}: every sparsifier")
+    handles, labels = axes[0, 1].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.06))
+    fig.tight_layout()
+    return fig

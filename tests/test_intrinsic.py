@@ -1,0 +1,95 @@
+"""vaesae.intrinsic: the comparison, the verdict rule, alignment and the firing-rate ceiling (issue 9)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vaesae import intrinsic
+from vaesae.study import Study
+
+
+def _study(final_dead: dict[tuple[str, str], float], mse: float = 0.01, remedy_mse: float | None = None) -> Study:
+    rows = []
+    for (ds, run), dead in final_dead.items():
+        for epoch in range(3):
+            rows.append({"dataset": ds, "seed": 42, "run": run, "epoch": epoch, "k": [10, 5, 1][epoch] if run != "l1" else np.nan,
+                         "dead_pct@0.001": dead + 2 - epoch, "spec@0.5": 1.0, "mig": 0.1,
+                         "mse": (remedy_mse if remedy_mse is not None and run not in ("topk", "l1") else mse)})
+    runs = {(r["dataset"], 42, r["run"]): {"data_source": "procedural"} for r in rows}
+    return Study("smoke", pd.DataFrame(rows), runs, {}, {"procedural"})
+
+
+@pytest.mark.parametrize("remedy_dead, remedy_mse, verdict", [
+    (87.0, 0.01, "supported"),     # 3 points better: neither material nor avoided
+    (70.0, 0.01, "weakened"),      # 20 points better, still far above 10 %
+    (4.0, 0.01, "refuted"),        # avoided
+    (4.0, 0.1, "weakened"),        # "avoided" by giving up reconstruction (10x the MSE) does not count
+])
+def test_verdict_rule(remedy_dead, remedy_mse, verdict):
+    s = _study({("dsprites", "topk"): 90.0, ("dsprites", "l1"): 80.0, ("dsprites", "topk_aux"): remedy_dead},
+               remedy_mse=remedy_mse)
+    v, evidence = intrinsic.intrinsic_verdict(s)
+    assert v == verdict
+    assert len(evidence) == 1 and evidence["remedy dead %"].iloc[0] == pytest.approx(remedy_dead)
+    assert str(intrinsic.AVOIDED_DEAD_PCT).rstrip("0").rstrip(".") in intrinsic.INTRINSIC_RULE
+
+
+def test_no_remedy_records_means_not_measured():
+    v, evidence = intrinsic.intrinsic_verdict(_study({("dsprites", "topk"): 90.0}))
+    assert v == "not measured" and evidence.empty
+
+
+def test_comparison_table_has_one_row_per_recorded_run():
+    s = _study({("dsprites", "topk"): 90.0, ("dsprites", "l1"): 80.0, ("shapes3d", "topk"): 95.0,
+                ("shapes3d", "batchtopk"): 50.0})
+    t = intrinsic.comparison_table(s)
+    assert list(zip(t.dataset, t.run)) == [("dSprites", "topk"), ("dSprites", "l1"), ("Shapes3D", "topk"),
+                                           ("Shapes3D", "batchtopk")]
+    assert t["dead % (eval, rate < 0.001)"].iloc[3] == "50.0 (n=1)"      # the last epoch
+    assert (t["dead % (never active, validation pass)"] == "n/a").all()  # no neuron arrays here
+
+
+def test_alignment_of_a_perfect_code_and_the_matching():
+    k = 3
+    mi = np.zeros((8, k))
+    mi[0, 0], mi[1, 1], mi[2, 2] = 0.9, 0.8, 0.7      # one neuron per factor
+    mi[3, 0] = 0.5
+    mi[4, :] = 0.95                                   # dead: ignored despite its MI
+    rates = np.array([0.1, 0.2, 0.3, 0.1, 0.0, 0.05, 0.05, 0.05])
+    al = intrinsic.alignment(mi, rates, ["a", "b", "c"])
+    assert al["alive"].sum() == 7
+    assert al["best_factor"][:4].tolist() == [0, 1, 2, 0]
+    assert al["gap"][0] == pytest.approx(0.9)
+    assert sorted(al["matching"]) == [("a", 0, 0.9), ("b", 1, 0.8), ("c", 2, 0.7)]
+    with pytest.raises(ValueError):
+        intrinsic.alignment(mi, rates[:3], ["a", "b", "c"])
+
+
+def test_mi_ceiling_matches_its_formula_and_bounds_the_estimator():
+    p = np.array([0.0, 0.01, 0.5, 1.0])
+    c = intrinsic.mi_ceiling(p)
+    h = lambda q: 0.0 if q in (0, 1) else -(q * math.log(q) + (1 - q) * math.log(1 - q))  # noqa: E731
+    assert c == pytest.approx([h(q) + q * math.log(19) for q in p])
+    # a sparse neuron's plug-in MI (20 bins) never exceeds its ceiling
+    from vaesae.metrics import mutual_information
+
+    rng = np.random.default_rng(0)
+    f = rng.integers(0, 40, size=(4000, 1))
+    acts = np.where(rng.random((4000, 5)) < 0.02, rng.random((4000, 5)) + f / 40, 0.0)
+    mi = np.asarray(mutual_information(acts, f, normalize="none"))[:, 0]
+    rates = (acts > 0).mean(axis=0)
+    assert (mi <= intrinsic.mi_ceiling(rates) + 1e-9).all()
+
+
+def test_ceiling_share_counts_neurons_the_firing_rate_forces_out():
+    hf = np.array([math.log(10), math.log(10)])
+    start = {"mi": np.array([[0.6, 0.0], [0.0, 0.7], [0.6, 0.6], [0.1, 0.1]]), "activation_rates": np.full(4, 0.5),
+             "factor_entropy": hf}
+    # at the end: neuron 0 fires on 0.1 % (ceiling ~0.004 of H), neuron 1 still fires on half but lost its MI,
+    # neuron 2 stays specialised
+    end = {"mi": np.array([[0.0, 0.0], [0.0, 0.2], [0.6, 0.0], [0.1, 0.1]]),
+           "activation_rates": np.array([0.001, 0.5, 0.5, 0.5]), "factor_entropy": hf}
+    r = intrinsic.ceiling_share(start, end)
+    assert r == {"spec_start": 3, "spec_end": 1, "lost": 2, "forced": 1, "share": 0.5}

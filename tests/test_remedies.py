@@ -1,0 +1,129 @@
+"""The remedy sparsifiers of issue 9 (vaesae.sparsity): each piece against its definition."""
+
+import pytest
+import torch
+
+from vaesae.config import get_config
+from vaesae.errors import VaesaeError
+from vaesae.model import SAE
+from vaesae.sparsity import (REMEDIES, SPARSIFIERS, AdaptiveElasticNet, BatchTopK, TopKAux, TopKInit, adaptive_weights,
+                             aux_loss, batch_topk_mask, geometric_median, make_sparsifier, remove_parallel_grad)
+
+
+def _sae(d=12, m=30, seed=0):
+    torch.manual_seed(seed)
+    return SAE(d, m)
+
+
+def test_every_remedy_is_registered_and_built_for_stage3_only():
+    cfg = get_config("smoke")
+    for name, cls in zip(REMEDIES, (TopKAux, TopKInit, BatchTopK, AdaptiveElasticNet)):
+        assert name in SPARSIFIERS
+        assert type(make_sparsifier(name, cfg, stage="stage3", n_neurons=cfg.n_neurons)) is cls
+        # the latent probe keeps its family's baseline
+        assert type(make_sparsifier(name, cfg, stage="stage3", n_neurons=cfg.latent_sae_neurons)) is not cls
+
+
+def test_parallel_gradient_is_removed():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(8, 5, generator=g, requires_grad=True)
+    w.grad = torch.randn(8, 5, generator=g)
+    remove_parallel_grad(w)
+    u = w.detach() / w.detach().norm(dim=0, keepdim=True)
+    assert torch.allclose((w.grad * u).sum(dim=0), torch.zeros(5), atol=1e-6)
+
+
+def test_geometric_median_is_robust_where_the_mean_is_not():
+    x = torch.zeros(11, 2, dtype=torch.float64)
+    x[:, 0] = torch.tensor([-1, -0.5, -0.2, 0, 0, 0, 0.1, 0.2, 0.5, 1, 1000.0])
+    med = geometric_median(x)
+    assert abs(float(med[0])) < 0.2 and float(x[:, 0].mean()) > 90
+    square = torch.tensor([[1.0, 1], [1, -1], [-1, 1], [-1, -1]])
+    assert torch.allclose(geometric_median(square), torch.zeros(2), atol=1e-5)
+    with pytest.raises(VaesaeError):
+        geometric_median(torch.zeros(0, 3))
+
+
+def test_batch_topk_keeps_k_times_batch_largest_and_infers_with_its_threshold():
+    g = torch.Generator().manual_seed(2)
+    a = torch.relu(torch.randn(6, 40, generator=g))
+    mask, kth = batch_topk_mask(a, 3)
+    assert int(mask.sum()) == 18
+    kept, dropped = a[mask.bool()], a[~mask.bool()]
+    assert float(kept.min()) >= float(dropped.max()) and kth == pytest.approx(float(kept[kept > 0].min()))
+    sp = BatchTopK(lambda e: 3, 0.01)
+    acts, _ = sp(a, {"k": 3})
+    assert sp.threshold == pytest.approx(kth)
+    inf, _ = sp(a, {"k": 3, "inference": True})
+    assert torch.equal(inf, a * (a > kth))
+    # per-sample counts vary in training (the batch decides), unlike Top-k
+    assert len(set((acts > 0).sum(dim=1).tolist())) > 1
+
+
+def test_adaptive_weights_are_mean_normalised_and_clipped():
+    avg = torch.tensor([0.0, 0.5, 1.0, 2.5], dtype=torch.float64)
+    w = adaptive_weights(avg, gamma=1.0, w_max=10.0)
+    assert w[0] == 10.0 and w[1] == pytest.approx(2.0) and w[2] == pytest.approx(1.0) and w[3] == pytest.approx(0.4)
+    assert torch.equal(adaptive_weights(torch.zeros(3)), torch.ones(3))
+
+
+def test_elastic_penalty_is_l1_plus_l2_with_weights_after_warm_up():
+    sp = AdaptiveElasticNet(lambda e: 0.1, l2_ratio=1.0, warm_epochs=1)
+    a = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    state = sp.schedule(0)
+    assert state == {"l1_coef": 0.1, "l2_coef": 0.1, "adaptive": 0}
+    _, pen = sp(a, state)
+    assert float(pen) == pytest.approx(0.1 * 3.0 + 0.1 * 7.0)   # mean L1 = 3, mean squared sum = 7
+    _, pen_w = sp(a, sp.schedule(1))                          # weights from the running averages
+    w = sp.weights().float()
+    assert float(pen_w) == pytest.approx(0.1 * float((a * w).sum(dim=1).mean()) + 0.1 * 7.0, rel=1e-5)
+
+
+def test_aux_loss_trains_only_the_dead_latents():
+    sae = _sae()
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(16, 12, generator=g)
+    h_hat = h + 0.3 * torch.randn(16, 12, generator=g)
+    dead = torch.tensor([2, 5, 7, 11])
+    loss = aux_loss(h, h_hat, sae, dead, 2, 1 / 32)
+    loss.backward()
+    alive = torch.ones(30, dtype=torch.bool)
+    alive[dead] = False
+    assert loss.item() > 0
+    assert sae.W_e.grad[alive].abs().max() == 0 and sae.W_d.grad[:, alive].abs().max() == 0
+    assert sae.W_e.grad[dead].abs().max() > 0 or sae.W_d.grad[:, dead].abs().max() > 0
+    # the normalisation: with e_hat = 0 it is coef * ||e||^2 / ||e - mean(e)||^2 * V
+    with torch.no_grad():
+        sae.W_d.zero_()
+        e = h - h_hat
+        expect = (e.pow(2).sum() / (e - e.mean(0)).pow(2).sum() * (h - h.mean(0)).pow(2).sum(1).mean() / 32).item()
+        assert aux_loss(h, h_hat, sae, dead, 2, 1 / 32).item() == pytest.approx(expect, rel=1e-5)
+
+
+def test_aux_dead_mask_counts_samples_since_a_latent_fired():
+    sp = TopKAux(lambda e: 1, 0.0, k_aux=4, window=10, coef=1 / 32)
+    acts = torch.zeros(4, 3)
+    acts[:, 0] = 1.0
+    assert sp.dead_mask(acts).tolist() == [False, False, False]      # 4 samples without firing < 10
+    sp.dead_mask(acts)
+    assert sp.dead_mask(acts).tolist() == [False, True, True]        # 12 >= 10
+    acts[0, 1] = 1.0
+    assert sp.dead_mask(acts).tolist() == [False, False, True]       # latent 1 fired: its count restarts
+
+
+def test_topk_init_normalises_ties_and_centres():
+    sae = _sae()
+    with torch.no_grad():
+        sae.W_d.mul_(3.0)
+        sae.b_e.fill_(0.5)
+    sp = TopKInit(lambda e: 5, 0.01, n_median=8)
+    g = torch.Generator().manual_seed(4)
+    data = torch.randn(50, 12, generator=g) + 2.0
+    sp.init(sae, lambda: data, resumed=False)
+    assert torch.allclose(sae.W_d.norm(dim=0), torch.ones(30), atol=1e-6)
+    assert torch.equal(sae.W_e, sae.W_d.t()) and sae.b_e.abs().max().item() == 0
+    assert torch.allclose(sae.b_d.double(), geometric_median(data).double(), atol=1e-5) and sae.center_input
+    with torch.no_grad():
+        sae.W_d.mul_(2.0)
+    sp.after_update(sae)
+    assert torch.allclose(sae.W_d.norm(dim=0), torch.ones(30), atol=1e-6)
