@@ -51,6 +51,7 @@ class Study:
                                      text=True, start_new_session=True)
         self.lines: "queue.Queue[str | None]" = queue.Queue()
         self.log: list[str] = []
+        self.eof = False
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -69,6 +70,7 @@ class Study:
             except queue.Empty:
                 continue
             if line is None:
+                self.eof = True
                 return None
             self.log.append(line)
             parts = line.split()
@@ -86,9 +88,10 @@ class Study:
 
     def finish(self, timeout: float = 600) -> int:
         rc = self.proc.wait(timeout=timeout)
-        while True:
+        while not self.eof:
             line = self.lines.get(timeout=30)
             if line is None:
+                self.eof = True
                 break
             self.log.append(line)
         return rc

@@ -105,6 +105,10 @@ def test_runner_skips_verified_jobs_and_reruns_downstream(fake_notebooks, tmp_pa
         return pipeline.Runner(jobs, results_dir=results, profile="smoke", n_jobs=2, force=False).run()
 
     assert run() == 0 and len(ran) == 9
+    for r in ("stage1", "stage2", "topk", "extended", "l1"):   # the checkpoints a real run leaves
+        ck = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / r / "final.pt"
+        ck.parent.mkdir(parents=True)
+        ck.write_bytes(b"x")
     ran.clear()
     assert run() == 0 and ran == []
     (results / "smoke" / "dsprites" / "seed42" / "03_stage3_topk.ipynb").unlink()
@@ -169,3 +173,39 @@ def test_real_notebook_executes_and_failure_names_the_error(tmp_path):
     assert bad.state == "failed" and not bad.output.exists() and bad.failed_output.exists()
     assert bad.message == "parameter seed=-2 must be at least 0"
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".running")]
+
+
+def test_a_job_whose_checkpoint_is_missing_is_retrained_when_a_later_job_trains_from_it(fake_notebooks, tmp_path, monkeypatch):
+    """Committed records come without checkpoints: running the extended stage from them retrains its chain."""
+    results = tmp_path / "results"
+    ran: list[str] = []
+
+    def fake_run(job, *, log_dir, gpu):
+        ran.append(job.id)
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        job.output.write_text(json.dumps({"cells": []}))
+        job.state, job.elapsed = "done", 0.0
+
+    monkeypatch.setattr(pipeline, "run_job", fake_run)
+    monkeypatch.setattr(pipeline, "_render_html", lambda p: None)
+
+    def run():
+        ran.clear()
+        jobs, _ = pipeline.build_jobs("smoke", ["dsprites"], [42], results_dir=results, figures_dir=tmp_path,
+                                      source="auto", device="cpu", remedies=False)
+        assert pipeline.Runner(jobs, results_dir=results, profile="smoke", n_jobs=1, force=False).run() == 0
+        return set(ran)
+
+    assert len(run()) == 9
+    extended = results / "smoke" / "dsprites" / "seed42" / "04_extended.ipynb"
+    extended.unlink()
+    # no checkpoints at all: 04 trains from topk, which trains from stage2, from stage1; l1 and 06-08 follow
+    assert run() == {"01_stage1_vae[dsprites,seed42]", "02_stage2_sae_init[dsprites,seed42]", "03_stage3_topk[dsprites,seed42]",
+                     "04_extended[dsprites,seed42]", "05_l1_comparison[dsprites,seed42]", "06_threshold_robustness",
+                     "07_figures", "08_is_collapse_intrinsic"}
+    # with the topk checkpoint in place only 04 and what reads it run
+    ck = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / "topk" / "final.pt"
+    ck.parent.mkdir(parents=True)
+    ck.write_bytes(b"x")
+    extended.unlink()
+    assert run() == {"04_extended[dsprites,seed42]", "07_figures"}

@@ -54,6 +54,12 @@ STAGES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("08_is_collapse_intrinsic", "profile", ("02_stage2_sae_init", "03_stage3_topk", "05_l1_comparison"),
      ("topk_aux", "topk_init", "batchtopk", "elastic")),
 )
+# (job, dependency) pairs, by notebook, where the job trains from the dependency's final checkpoint
+# (checkpoints are not part of a job's verified outputs: a fresh checkout holding the committed records
+# of a finished job has none, so that job is run again when a job that trains from it must run)
+TRAINS_FROM = {("02_stage2_sae_init", "01_stage1_vae"), ("03_stage3_topk", "02_stage2_sae_init"),
+               ("04_extended", "03_stage3_topk"), ("05_l1_comparison", "02_stage2_sae_init"),
+               ("08_is_collapse_intrinsic", "02_stage2_sae_init")}
 # whether the remedies of 08 are trained by default: the quick profile would pass its 20 minutes on
 # 2 CPU cores with them (4 remedies x 2 datasets, about 13 min more); --remedies / --no-remedies decide
 DEFAULT_REMEDIES = {"smoke": True, "quick": False, "paper": True}
@@ -144,6 +150,10 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
             jobs.append(Job(jid, nb_path, out_dir / f"{stem}.ipynb", params, dep_ids, record_dirs))
             by_stem.setdefault(stem, []).append(jid)
     return jobs, missing
+
+
+def _stem(job: Job) -> str:
+    return job.notebook.stem
 
 
 def _selected(stem: str, only: Sequence[str]) -> bool:
@@ -453,7 +463,11 @@ class Runner:
         print(f"[{time.strftime('%H:%M:%S')}] {job.state:>8}  {job.id}{took}{extra}{(' - ' + note) if note else ''}", flush=True)
 
     def plan(self) -> None:
-        """Mark jobs whose manifests verify as skipped (and anything depending on a rerun as rerun)."""
+        """Mark jobs whose manifests verify as skipped (and anything depending on a rerun as rerun).
+
+        A skipped job is run again after all when a job that must run trains from its final checkpoint
+        and that checkpoint is missing (records committed without checkpoints, another machine), and so
+        on upstream: the chain is retrained from the last checkpoint that exists."""
         rerun: set[str] = set()
         for jid in self.order:
             job = self.jobs[jid]
@@ -463,6 +477,36 @@ class Runner:
                 job.state = "skipped"
             else:
                 rerun.add(jid)
+        changed = True
+        while changed:
+            changed = False
+            for jid in reversed(self.order):
+                job = self.jobs[jid]
+                if job.state == "skipped" or not self._trains(job):
+                    continue
+                for dep_id in job.deps:
+                    dep = self.jobs[dep_id]
+                    if dep.state == "skipped" and (_stem(job), _stem(dep)) in TRAINS_FROM and self._checkpoints_missing(dep):
+                        dep.state = "waiting"
+                        dep.message = "its checkpoint is missing and a later job trains from it"
+                        changed = True
+        # anything downstream of a job run again is run again too (its inputs change)
+        for jid in self.order:
+            job = self.jobs[jid]
+            if job.state == "skipped" and any(self.jobs[d].state != "skipped" for d in job.deps):
+                job.state = "waiting"
+
+    @staticmethod
+    def _trains(job: Job) -> bool:
+        return _stem(job) != "08_is_collapse_intrinsic" or bool(job.params.get("remedies"))
+
+    def _checkpoints_missing(self, job: Job) -> bool:
+        ckpt_root = self.results_dir.parent / "checkpoints"
+        for d in job.record_dirs:
+            rel = d.relative_to(self.results_dir)
+            if not (ckpt_root / rel / "final.pt").is_file():
+                return True
+        return False
 
     def run(self) -> int:
         self.plan()
