@@ -93,3 +93,29 @@ def test_ceiling_share_counts_neurons_the_firing_rate_forces_out():
            "activation_rates": np.array([0.001, 0.5, 0.5, 0.5]), "factor_entropy": hf}
     r = intrinsic.ceiling_share(start, end)
     assert r == {"spec_start": 3, "spec_end": 1, "lost": 2, "forced": 1, "share": 0.5}
+
+
+def test_top_image_grid_shows_the_most_specialised_alive_neurons():
+    rng = np.random.default_rng(0)
+    m, k = 12, 2
+    mi = rng.random((m, k)) * 0.3
+    mi[3, 1], mi[7, 0] = 0.9, 0.8
+    mi[5, 0] = 0.99                                   # the best, but dead
+    rates = np.full(m, 0.05)
+    rates[5] = 0.0
+    arrays = {"mi": mi, "activation_rates": rates, "factor_names": np.array(["a", "b"]),
+              "top_indices": rng.integers(0, 50, size=(m, 16)).astype(np.int32), "top_values": np.ones((m, 16))}
+    assert [n for n, _, _ in intrinsic.most_specialised(arrays, 2)] == [3, 7]
+    s = Study("smoke", pd.DataFrame(columns=["dataset", "seed", "run", "epoch"]), {("dsprites", 42, "topk"): {}},
+              {("dsprites", 42, "k500"): arrays, ("dsprites", 42, "topk"): arrays}, {"procedural"})
+    asked = []
+
+    def images_of(pos):
+        asked.append(np.asarray(pos))
+        return rng.integers(0, 2, size=(len(pos), 64, 64)).astype(np.uint8)
+
+    fig = intrinsic.fig_top_images(s, "dsprites", images_of, n_neurons=3, n_images=5)
+    assert len(fig.axes) == 2 * 3 * 5 and len(asked) == 6
+    assert np.array_equal(asked[0], arrays["top_indices"][3][:5])   # the best alive neuron first
+    with pytest.raises(ValueError):
+        intrinsic.fig_top_images(s, "shapes3d", images_of)

@@ -299,3 +299,71 @@ def fig_dead_vs_k(study: Study, runs: Sequence[str] = COMPARED):
         fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.06))
     fig.tight_layout()
     return fig
+
+
+def most_specialised(arrays: Mapping[str, Any], n: int, dead_threshold: float = DEFAULT_DEAD_THRESHOLD) -> list[tuple[int, int, float]]:
+    """The ``n`` alive neurons with the largest normalised MI with any factor: [(neuron, factor, MI)].
+    ``arrays``: ``mi`` [M, K] and ``activation_rates`` [M] of one run."""
+    mi = np.asarray(arrays["mi"], float)
+    alive = np.asarray(arrays["activation_rates"], float) >= dead_threshold
+    best = np.where(alive, mi.max(axis=1), -np.inf)
+    order = [int(i) for i in np.argsort(-best, kind="stable")[:n] if np.isfinite(best[i])]
+    return [(i, int(mi[i].argmax()), float(mi[i].max())) for i in order]
+
+
+def fig_top_images(study: Study, dataset: str, images_of: Callable[[np.ndarray], np.ndarray], *, seed: int | None = None,
+                   n_neurons: int = 4, n_images: int = 8, runs: Sequence[tuple[str, str]] = (("k500", "end of stage 2, k = k_start"),
+                                                                                             ("topk", "end of stage 3, k = k_end"))):
+    """The evaluation images on which the most specialised neurons fire most, at k_start and at k_end.
+
+    ``images_of(positions)`` returns the uint8 evaluation images [n, 64, 64] or [n, 64, 64, 3] at
+    those positions of the fixed evaluation set (the ``top_indices`` [M, 16] the evaluation saved).
+    One block per run: a row per neuron (its index, best factor and normalised MI), ``n_images`` columns."""
+    import matplotlib.pyplot as plt
+
+    seeds = [s for s in study.seeds if any((dataset, s, r) in study.neurons for r, _ in runs)]
+    if not seeds:
+        raise ValueError(f"no neuron arrays of {dataset} in this study")
+    seed = seeds[0] if seed is None else seed
+    blocks = [(r, label, study.neurons.get((dataset, seed, r))) for r, label in runs]
+    blocks = [(r, label, a) for r, label, a in blocks if a is not None and "top_indices" in a]
+    n_rows = sum(max(1, len(most_specialised(a, n_neurons))) for _, _, a in blocks)
+    fig, axes = plt.subplots(n_rows, n_images, figsize=(1.1 * n_images, 1.25 * n_rows), squeeze=False)
+    row = 0
+    for run, label, arrays in blocks:
+        names = [str(f) for f in arrays["factor_names"]]
+        picks = most_specialised(arrays, n_neurons)
+        for j, (neuron, factor, value) in enumerate(picks):
+            pos = np.asarray(arrays["top_indices"][neuron][:n_images])
+            vals = np.asarray(arrays["top_values"][neuron][:n_images]) if "top_values" in arrays else np.ones(len(pos))
+            imgs = images_of(pos)
+            for c in range(n_images):
+                ax = axes[row, c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c < len(pos) and vals[c] > 0:
+                    img = imgs[c]
+                    ax.imshow(img if img.ndim == 3 else img * 255, cmap=None if img.ndim == 3 else "gray", vmin=0, vmax=255)
+                else:
+                    ax.set_facecolor("0.9")
+            axes[row, 0].set_ylabel(f"#{neuron}\n{names[factor]}\n{value:.2f}", fontsize=6, rotation=0, ha="right", va="center")
+            if j == 0:
+                axes[row, 0].set_title(f"{DATASET_LABEL[dataset]} seed {seed}, {run}: {label}", fontsize=7, loc="left")
+            row += 1
+        if not picks:
+            axes[row, 0].set_title(f"{run}: no alive neuron", fontsize=7, loc="left")
+            for c in range(n_images):
+                axes[row, c].axis("off")
+            row += 1
+    fig.tight_layout()
+    return fig
+
+
+def evaluation_images(dataset: str, source: str, n_eval: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``images_of`` for :func:`fig_top_images`: the images at positions of the fixed evaluation set
+    (``vaesae.data.eval_indices``) of ``dataset`` from ``source`` (the source the records name)."""
+    from .data import eval_indices, load_dataset
+
+    ds = load_dataset(dataset, source)
+    idx = eval_indices(ds, n=int(n_eval))
+    return lambda positions: ds.images(idx[np.asarray(positions, dtype=np.int64)])
