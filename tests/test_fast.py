@@ -13,26 +13,32 @@ from vaesae.config import get_config
 from vaesae.fast import REFERENCE_SPEED, StepEngine, speed_settings, to_input
 from vaesae.model import HybridVAESAE, sparse_decode
 from vaesae.revival import Revival
-from vaesae.sparsity import make_sparsifier
+from vaesae.sparsity import REMEDIES, SPARSIFIERS, make_sparsifier
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 SMALL = dict(n_neurons=256, mlp_hidden=32, batch_size=16)
 
 
-def _setup(device, seed=0, **over):
+def _setup(device, seed=0, spname="topk", **over):
     cfg = get_config("smoke", **{**SMALL, **over})
     torch.manual_seed(seed)
     model = HybridVAESAE.from_config(cfg, 1).to(device)
-    sp = make_sparsifier("topk", cfg, stage="stage3", n_neurons=cfg.n_neurons)
-    lsp = make_sparsifier("topk", cfg, stage="stage3", n_neurons=cfg.latent_sae_neurons)
+    sp = make_sparsifier(spname, cfg, stage="stage3", n_neurons=cfg.n_neurons)
+    lsp = make_sparsifier(spname, cfg, stage="stage3", n_neurons=cfg.latent_sae_neurons)
     params = train._stage_params(model, "stage3")
     opt = train._optimizer(params, cfg)
     rev = Revival.from_config(cfg, cfg.n_neurons, device)
     rev.begin_stage(model.sae)
     g = torch.Generator().manual_seed(seed + 1)
     data = (torch.rand(6, cfg.batch_size, 64, 64, generator=g) > 0.8).to(torch.uint8).to(device)
+    sp.init(model.sae, lambda: model.encode_h(to_input(data[0])).detach(), resumed=False)
     return cfg, model, sp, lsp, params, opt, rev, data
+
+
+def _running_state(sp):
+    """The tensors a sparsifier carries from step to step (a CUDA graph replays updates to these)."""
+    return [t for t in (getattr(sp, n, None) for n in ("since_fired", "_sum", "_n", "avg")) if isinstance(t, torch.Tensor)]
 
 
 def _ctx(sp, lsp, epoch=1):
@@ -127,6 +133,29 @@ def test_engine_equals_a_plain_loop_bitwise_on_the_cpu():
     assert all(torch.equal(a, b) for a, b in zip(p_a, p_b))
 
 
+@pytest.mark.parametrize("name", REMEDIES)
+def test_remedies_are_capturable_and_update_their_state_in_place(name):
+    """A CUDA graph replays the kernels it captured on the memory it captured: a sparsifier that re-binds its
+    running state to a new tensor would freeze it under replay. Each remedy declares itself capturable and
+    keeps its state's storage across steps (and the engine still equals a plain loop on the CPU)."""
+    assert SPARSIFIERS[name].capturable
+    cfg, model, sp, lsp, params, opt, rev, data = _setup("cpu", spname=name, aux_window=16)
+    ctx, state, lstate = _ctx(sp, lsp, epoch=2)
+    eng = StepEngine(model, opt, params, train.step_stage3, cfg, torch.device("cpu"), revival=rev,
+                     n_neurons=cfg.n_neurons, sparsifier_name=name)
+    eng.begin_epoch(ctx, signature=None)
+    eng.step(data[0])
+    held = [(t, t.data_ptr(), t.clone()) for t in _running_state(sp)]
+    for x in data[1:]:
+        eng.step(x)
+    now = _running_state(sp)
+    for (t, ptr, before), cur in zip(held, now):
+        assert cur is t and cur.data_ptr() == ptr
+    if name != "topk_init":   # topk_init keeps no running state (its constraint acts on the weights)
+        assert held and any(not torch.equal(before, cur) for (_, _, before), cur in zip(held, now))
+    assert torch.isfinite(torch.tensor(eng.end_epoch()[0]["loss"]))
+
+
 def test_benchmark_reference_is_the_same_function_as_the_training_step():
     """The benchmark's hand-written reference loss equals vaesae.train.step_stage3 on the same weights."""
     cfg, model, sp, lsp, params, opt, rev, data = _setup("cpu")
@@ -185,6 +214,35 @@ def test_cuda_graph_path_matches_eager_within_rounding():
     assert float((upd_g - upd_e).norm()) <= 0.05 * float(upd_e.norm())
     assert float(upd_e.norm()) > 0
     assert float((cnt_g - cnt_e).abs().sum()) <= 0.01 * float(cnt_e.sum())
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", REMEDIES)
+def test_cuda_graph_path_of_every_remedy_matches_eager(name):
+    """Each remedy captured in a CUDA graph gives the eager path's losses, updates and running state."""
+    dev = torch.device("cuda")
+    out = []
+    for graphs in (True, False):
+        cfg, model, sp, lsp, params, opt, rev, data = _setup(dev, spname=name, cuda_graphs=graphs, amp_bf16=False,
+                                                             tf32=False, aux_window=32)
+        start = [p.detach().clone() for p in params]
+        ctx, state, lstate = _ctx(sp, lsp, epoch=2)
+        eng = StepEngine(model, opt, params, train.step_stage3, cfg, dev, revival=rev, n_neurons=cfg.n_neurons,
+                         sparsifier_name=name)
+        eng.begin_epoch(ctx, signature=(tuple(state.items()), tuple(lstate.items()), 1, None))
+        torch.manual_seed(3)
+        for x in data:
+            eng.step(x)
+        means, _, _ = eng.end_epoch()
+        assert (eng.graph is not None) == graphs
+        out.append((means, torch.cat([(p.detach() - s).flatten() for p, s in zip(params, start)]).double(),
+                    [t.detach().double().cpu() for t in _running_state(sp)]))
+    (m_g, upd_g, st_g), (m_e, upd_e, st_e) = out
+    for key in m_e:
+        assert m_g[key] == pytest.approx(m_e[key], rel=1e-3, abs=1e-6), key
+    assert float((upd_g - upd_e).norm()) <= 0.05 * float(upd_e.norm()) and float(upd_e.norm()) > 0
+    for a, b in zip(st_g, st_e):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
 @needs_cuda

@@ -48,14 +48,26 @@ def test_batch_topk_keeps_k_times_batch_largest_and_infers_with_its_threshold():
     g = torch.Generator().manual_seed(2)
     a = torch.relu(torch.randn(6, 40, generator=g))
     mask, kth = batch_topk_mask(a, 3)
+    kth = float(kth)
     assert int(mask.sum()) == 18
     kept, dropped = a[mask.bool()], a[~mask.bool()]
     assert float(kept.min()) >= float(dropped.max()) and kth == pytest.approx(float(kept[kept > 0].min()))
+    assert torch.isnan(batch_topk_mask(torch.zeros(3, 5), 2)[1])   # nothing positive kept: NaN, no threshold
     sp = BatchTopK(lambda e: 3, 0.01)
     acts, _ = sp(a, {"k": 3})
     assert sp.threshold == pytest.approx(kth)
     inf, _ = sp(a, {"k": 3, "inference": True})
     assert torch.equal(inf, a * (a > kth))
+    # the threshold is the mean over the epoch's batches; a batch with nothing positive does not count
+    b = torch.relu(torch.randn(6, 40, generator=g)) + 0.05
+    sp(torch.zeros(6, 40), {"k": 3})
+    sp(b, {"k": 3})
+    assert sp.threshold == pytest.approx((kth + float(batch_topk_mask(b, 3)[1])) / 2)
+    restored = BatchTopK(lambda e: 3, 0.01)
+    restored.load_state_dict(sp.state_dict())
+    assert restored.threshold == pytest.approx(sp.threshold)
+    sp.begin_epoch(1)
+    assert sp.threshold is None
     # per-sample counts vary in training (the batch decides), unlike Top-k
     assert len(set((acts > 0).sum(dim=1).tolist())) > 1
 
@@ -84,11 +96,23 @@ def test_aux_loss_trains_only_the_dead_latents():
     g = torch.Generator().manual_seed(3)
     h = torch.randn(16, 12, generator=g)
     h_hat = h + 0.3 * torch.randn(16, 12, generator=g)
-    dead = torch.tensor([2, 5, 7, 11])
+    dead_idx = torch.tensor([2, 5, 7, 11])
+    dead = torch.zeros(30, dtype=torch.bool)
+    dead[dead_idx] = True
     loss = aux_loss(h, h_hat, sae, dead, 2, 1 / 32)
     loss.backward()
-    alive = torch.ones(30, dtype=torch.bool)
-    alive[dead] = False
+    alive = ~dead
+    # the definition written with indices (Gao et al.: top-k_aux among the dead latents only)
+    with torch.no_grad():
+        a = torch.relu(torch.nn.functional.linear(h, sae.W_e[dead_idx], sae.b_e[dead_idx]) + sae.boost[dead_idx])
+        z = a * torch.zeros_like(a).scatter_(-1, a.topk(2, dim=-1).indices, 1.0)
+        e = h - h_hat
+        ref = ((z @ sae.W_d[:, dead_idx].t() - e).pow(2).sum() / (e - e.mean(0)).pow(2).sum()
+               * (h - h.mean(0)).pow(2).sum(1).mean() / 32)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    # k_aux above the number of dead latents is capped by them (the zeros of live latents add nothing)
+    assert aux_loss(h, h_hat, sae, dead, 25, 1 / 32).item() == pytest.approx(aux_loss(h, h_hat, sae, dead, 4, 1 / 32).item(), rel=1e-6)
+    assert aux_loss(h, h_hat, sae, torch.zeros(30, dtype=torch.bool), 2, 1 / 32).item() == 0.0
     assert loss.item() > 0
     assert sae.W_e.grad[alive].abs().max() == 0 and sae.W_d.grad[:, alive].abs().max() == 0
     assert sae.W_e.grad[dead].abs().max() > 0 or sae.W_d.grad[:, dead].abs().max() > 0

@@ -72,7 +72,7 @@ class Config:
     channels_last: bool = True      # CUDA: NHWC activations for the convolutions
     cudnn_benchmark: bool = True    # CUDA: cuDNN times its convolution algorithms once per shape and keeps the fastest
     cuda_graphs: bool = True        # CUDA: capture the whole step (forward, backward, clipping, AdamW, revival counters,
-                                    # loss sums) as one CUDA graph per epoch and replay it (topk and l1 runs; others eager)
+                                    # loss sums) as one CUDA graph per epoch and replay it (every capturable sparsifier)
     fused_clip: bool = True         # CUDA: the clipping factor goes to the fused AdamW kernel (grad_scale) instead of a
                                     # separate pass that rescales every gradient
     sparse_decoder: bool = False    # Top-k: h_hat from the k active decoder columns only (gather-and-sum) instead of the

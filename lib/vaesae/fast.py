@@ -17,8 +17,9 @@ off) and none changes the function computed beyond floating-point rounding
 ``cudnn_benchmark`` CUDA: cuDNN times its convolution algorithms once per shape and keeps the fastest
 ``cuda_graphs``     CUDA: the whole step is captured in one CUDA graph per epoch (the epoch's k,
                     L1 coefficient and revival clock are constants of the graph; beta is a device
-                    scalar) and replayed for every batch: no kernel-launch overhead. Only the
-                    built-in ``topk`` and ``l1`` sparsifiers are captured; any other runs eagerly
+                    scalar) and replayed for every batch: no kernel-launch overhead. Every
+                    sparsifier that declares itself ``capturable`` is (Top-k, L1 and the four
+                    remedies of issue #9); any other runs eagerly
 ``fused_clip``      CUDA: the clipping factor min(1, c/‖g‖) goes to the fused AdamW kernel as its
                     ``grad_scale`` (g / (1/factor)) instead of a separate pass over every gradient
 ``sparse_decoder``  Top-k: ĥ = Σ_j ã_j W_d[:, i_j] + b_d over the k active neurons only
@@ -39,7 +40,14 @@ from .config import Config
 # Every speed switch off: the plain eager reference path (fp32 + TF32, dense top-k scatter).
 REFERENCE_SPEED: dict[str, bool] = dict(amp_bf16=False, sae_bf16=False, channels_last=False, cudnn_benchmark=False,
                                         cuda_graphs=False, fused_clip=False, sparse_decoder=False)
-GRAPH_SPARSIFIERS = ("topk", "l1")   # sparsifiers known to be capturable (no host work inside a step)
+
+
+def capturable(sparsifier_name: str | None) -> bool:
+    """Whether a run with this sparsifier may be captured in a CUDA graph (``Sparsifier.capturable``: device
+    work only inside a step, running state updated in place); None (stage 1) is."""
+    from .sparsity import SPARSIFIERS
+
+    return sparsifier_name is None or bool(getattr(SPARSIFIERS.get(sparsifier_name), "capturable", False))
 
 
 def speed_settings(cfg: Config, device: torch.device) -> dict[str, Any]:
@@ -98,7 +106,7 @@ class StepEngine:
         self.device, self.revival, self.lrevival = device, revival, lrevival
         self.say = log or (lambda s: None)
         self.settings = apply_speed(model, cfg, device)
-        self.use_graph = self.settings["cuda_graphs"] and (sparsifier_name is None or sparsifier_name in GRAPH_SPARSIFIERS)
+        self.use_graph = self.settings["cuda_graphs"] and capturable(sparsifier_name)
         fused = all(g.get("fused") for g in opt.param_groups)
         self.fused_clip = self.settings["fused_clip"] and fused
         for g in opt.param_groups:      # capturable: AdamW's step counters live on the GPU and it may be captured

@@ -60,6 +60,10 @@ class Sparsifier:
     """Interface. Subclasses implement :meth:`from_config`, :meth:`schedule` and :meth:`__call__`."""
 
     name = "base"
+    # True when a training step does device work only (no host synchronisation, no tensor re-bound to a new
+    # Python object across steps: running state is updated in place), so that vaesae.fast may capture the
+    # whole step in a CUDA graph and replay it. Evaluation (``state["inference"]``) is never captured.
+    capturable = False
 
     @classmethod
     def from_config(cls, cfg: Config, *, stage: str, n_neurons: int) -> "Sparsifier":  # pragma: no cover
@@ -144,6 +148,8 @@ class TopK(Sparsifier):
     The column name is ``k`` for the conv SAE and ``k_latent`` for the probe.
     """
 
+    capturable = True
+
     def __init__(self, k_of_epoch: Callable[[int], int], l1_coef: float, key: str = "k"):
         self.k_of_epoch, self.l1_coef, self.key = k_of_epoch, float(l1_coef), key
 
@@ -176,6 +182,8 @@ class L1(Sparsifier):
 
     stage2 is always Top-k (SPEC); extended holds λ at l1_end.
     """
+
+    capturable = True
 
     def __init__(self, coef_of_epoch: Callable[[int], float], key: str = "l1_coef"):
         self.coef_of_epoch, self.key = coef_of_epoch, key
@@ -248,6 +256,8 @@ class TopKAux(TopK):
     Running state: ``since_fired`` [m], training samples since each latent last fired.
     """
 
+    capturable = True
+
     def __init__(self, k_of_epoch: Callable[[int], int], l1_coef: float, *, k_aux: int, window: int, coef: float,
                  key: str = "k"):
         super().__init__(k_of_epoch, l1_coef, key)
@@ -263,22 +273,21 @@ class TopKAux(TopK):
         return cls(base.k_of_epoch, base.l1_coef, k_aux=cfg.aux_k_eff, window=cfg.aux_window_eff, coef=cfg.aux_coef)
 
     def dead_mask(self, acts: torch.Tensor) -> torch.Tensor:
-        """Count ``acts`` [B, m] (post-sparsity) into ``since_fired``; return the dead latents [m] bool."""
+        """Count ``acts`` [B, m] (post-sparsity) into ``since_fired``; return the dead latents [m] bool.
+        The counter is updated in place (a CUDA graph replays the update)."""
         fired = (acts.detach() > 0).any(dim=0)
         if self.since_fired is None or self.since_fired.shape[0] != acts.shape[1]:
             self.since_fired = torch.zeros(acts.shape[1], dtype=torch.int64, device=acts.device)
-        self.since_fired = self.since_fired.to(acts.device)
-        self.since_fired = torch.where(fired, torch.zeros_like(self.since_fired), self.since_fired + acts.shape[0])
+        elif self.since_fired.device != acts.device:
+            self.since_fired = self.since_fired.to(acts.device)
+        self.since_fired.add_(acts.shape[0]).masked_fill_(fired, 0)
         return self.since_fired >= self.window
 
     def extra_loss(self, *, h: torch.Tensor, h_hat: torch.Tensor, acts: torch.Tensor, sae: Any, state: Mapping[str, Any],
                    **_: Any) -> torch.Tensor:
         dead = self.dead_mask(acts)
-        idx = dead.nonzero().flatten()
-        self.last_n_dead = int(idx.numel())
-        if idx.numel() == 0:
-            return h_hat.new_zeros(())
-        return aux_loss(h.detach(), h_hat.detach(), sae, idx, min(self.k_aux, int(idx.numel())), self.coef)
+        self.last_n_dead = dead.sum()          # a device scalar (read it with int(); no sync inside the step)
+        return aux_loss(h.detach(), h_hat.detach(), sae, dead, self.k_aux, self.coef)
 
     def state_dict(self) -> dict[str, Any]:
         return {"since_fired": None if self.since_fired is None else self.since_fired.detach().cpu().clone()}
@@ -288,23 +297,29 @@ class TopKAux(TopK):
         self.since_fired = None if sf is None else sf.clone()
 
 
-def aux_loss(h: torch.Tensor, h_hat: torch.Tensor, sae: Any, dead_idx: torch.Tensor, k_aux: int, coef: float) -> torch.Tensor:
+def aux_loss(h: torch.Tensor, h_hat: torch.Tensor, sae: Any, dead: torch.Tensor, k_aux: int, coef: float) -> torch.Tensor:
     """Gao et al. (2024)'s auxiliary loss in this project's units (``REMEDY_READINGS["topk_aux"]``).
 
-    ``h`` [B, d] SAE inputs and ``h_hat`` [B, d] reconstructions (both detached), ``dead_idx`` [n_dead]
-    indices of dead latents, ``k_aux`` <= n_dead. Returns ``coef · ||e - ê||² / ||e - ē||² · V`` (a scalar),
-    e = h - ĥ, ê = W_d[:, dead] TopK_aux(ReLU(pre-activations of the dead latents)), V = the batch's
-    summed variance of h. Gradients reach only the dead latents' encoder rows, biases and decoder columns.
+    ``h`` [B, d] SAE inputs and ``h_hat`` [B, d] reconstructions (both detached), ``dead`` [m] bool, the
+    dead latents. Returns ``coef · ||e - ê||² / ||e - ē||² · V`` (a scalar; 0 when no latent is dead),
+    e = h - ĥ, ê = W_d TopK_aux(ReLU(pre-activations) on the dead latents), k_aux capped at the number
+    of dead latents, V = the batch's summed variance of h. Gradients reach only the dead latents'
+    encoder rows, biases and decoder columns.
+
+    Written with a mask and a fixed k_aux (no data-dependent shapes, no host sync): the live latents'
+    activations are zeroed before the top-k_aux, so whatever zeros fill the k_aux slots beyond the dead
+    latents contribute nothing, which is the same as capping k_aux at the number of dead latents.
     """
     x = h - sae.b_d if getattr(sae, "center_input", False) else h
-    pre = F.linear(x, sae.W_e[dead_idx], sae.b_e[dead_idx]) + sae.boost[dead_idx]
-    a = F.relu(pre)
-    z = a * topk_mask(a.detach(), k_aux)
+    live = ~dead
+    a = F.relu(F.linear(x, sae.W_e, sae.b_e) + sae.boost).masked_fill(live, 0.0)
+    z = a * topk_mask(a.detach(), min(int(k_aux), a.shape[-1]))
     e = h - h_hat
-    e_hat = F.linear(z, sae.W_d[:, dead_idx])
+    e_hat = F.linear(z, sae.W_d)
     denom = (e - e.mean(dim=0, keepdim=True)).pow(2).sum().clamp_min(1e-12)
     v = (h - h.mean(dim=0, keepdim=True)).pow(2).sum(dim=1).mean()
-    return coef * (e_hat - e).pow(2).sum() / denom * v
+    any_dead = dead.any().to(h.dtype)
+    return any_dead * coef * (e_hat - e).pow(2).sum() / denom * v
 
 
 def geometric_median(x: torch.Tensor, *, n_iter: int = 200, tol: float = 1e-7) -> torch.Tensor:
@@ -337,6 +352,8 @@ class TopKInit(TopK):
     sections 2.1 and A.1), encoder tied to the decoder at (re-)initialisation, input centred by a
     geometric-median pre-bias. What exactly happens at the start of stage 3: ``REMEDY_READINGS``.
     """
+
+    capturable = True
 
     def __init__(self, k_of_epoch: Callable[[int], int], l1_coef: float, *, n_median: int, key: str = "k"):
         super().__init__(k_of_epoch, l1_coef, key)
@@ -379,13 +396,18 @@ def remove_parallel_grad(w_d: torch.Tensor) -> None:
 class BatchTopK(TopK):
     """BatchTopK (Bussmann, Leask & Nanda 2024, "BatchTopK Sparse Autoencoders", arXiv:2412.06410): in
     training the k·B largest activations of the whole batch are kept; at evaluation a fixed threshold θ
-    (the epoch's mean smallest kept activation) decides, so each image's code depends on it alone."""
+    (the epoch's mean smallest kept activation) decides, so each image's code depends on it alone.
+
+    Running state, on the device and updated in place: the sum and the count of the batches' smallest
+    kept positive activations this epoch (θ = sum / count; None before any batch kept a positive one).
+    """
+
+    capturable = True
 
     def __init__(self, k_of_epoch: Callable[[int], int], l1_coef: float, key: str = "k"):
         super().__init__(k_of_epoch, l1_coef, key)
-        self.threshold: float | None = None
-        self._sum = 0.0
-        self._n = 0
+        self._sum: torch.Tensor | None = None   # float64 scalar
+        self._n: torch.Tensor | None = None     # int64 scalar
 
     @classmethod
     def from_config(cls, cfg: Config, *, stage: str, n_neurons: int) -> "Sparsifier":
@@ -394,38 +416,62 @@ class BatchTopK(TopK):
             return base
         return cls(base.k_of_epoch, base.l1_coef)
 
+    @property
+    def threshold(self) -> float | None:
+        """θ, the mean of the epoch's batches' smallest kept positive activations (a host sync)."""
+        if self._n is None or int(self._n) == 0:
+            return None
+        return float(self._sum) / int(self._n)
+
     def begin_epoch(self, epoch: int) -> None:
-        self._sum, self._n = 0.0, 0
+        if self._sum is not None:
+            self._sum.zero_()
+            self._n.zero_()
+
+    def _counters(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._sum is None:
+            self._sum = torch.zeros((), dtype=torch.float64, device=device)
+            self._n = torch.zeros((), dtype=torch.int64, device=device)
+        elif self._sum.device != device:
+            self._sum, self._n = self._sum.to(device), self._n.to(device)
+        return self._sum, self._n
 
     def __call__(self, a: torch.Tensor, state: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         k = int(state[self.key])
-        if state.get("inference") and self.threshold is not None:
-            acts = a * (a > self.threshold)
+        if state.get("inference"):
+            theta = self.threshold
+            if theta is not None:
+                acts = a * (a > theta)
+                return acts, l1_penalty(acts, self.l1_coef)
+            mask, _ = batch_topk_mask(a.detach(), k)
+            acts = a * mask
             return acts, l1_penalty(acts, self.l1_coef)
         mask, kth = batch_topk_mask(a.detach(), k)
         acts = a * mask
-        if not state.get("inference") and kth is not None:
-            self._sum += kth
-            self._n += 1
-            self.threshold = self._sum / self._n
+        total, n = self._counters(a.device)
+        kept = ~torch.isnan(kth)
+        total.add_(torch.where(kept, kth, torch.zeros_like(kth)).to(torch.float64))
+        n.add_(kept.to(torch.int64))
         return acts, l1_penalty(acts, self.l1_coef)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "sum": self._sum, "n": self._n}
+        return {"threshold": self.threshold, "sum": float(self._sum) if self._sum is not None else 0.0,
+                "n": int(self._n) if self._n is not None else 0}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state:
-            self.threshold, self._sum, self._n = state.get("threshold"), float(state.get("sum", 0.0)), int(state.get("n", 0))
+            self._sum = torch.tensor(float(state.get("sum", 0.0)), dtype=torch.float64)
+            self._n = torch.tensor(int(state.get("n", 0)), dtype=torch.int64)
 
 
-def batch_topk_mask(a: torch.Tensor, k: int) -> tuple[torch.Tensor, float | None]:
+def batch_topk_mask(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A 0/1 mask [B, m] on the k·B largest entries of ``a`` [B, m] (flattened; ties broken by torch.topk)
-    and the smallest positive value kept (None when none is positive)."""
+    and the smallest positive value kept, a 0-d tensor (NaN when none is positive; no host sync)."""
     n_keep = min(int(k) * a.shape[0], a.numel())
     vals, idx = torch.topk(a.flatten(), n_keep, sorted=False)
     mask = torch.zeros(a.numel(), dtype=a.dtype, device=a.device).scatter_(0, idx, 1.0).view_as(a)
-    pos = vals[vals > 0]
-    return mask, (float(pos.min()) if pos.numel() else None)
+    pos_min = vals.masked_fill(vals <= 0, float("inf")).min()
+    return mask, torch.where(torch.isinf(pos_min), torch.full_like(pos_min, float("nan")), pos_min)
 
 
 class AdaptiveElasticNet(Sparsifier):
@@ -435,11 +481,13 @@ class AdaptiveElasticNet(Sparsifier):
     of each neuron's activation. What was taken from the paper and what was chosen: ``REMEDY_READINGS``.
     """
 
+    capturable = True
+
     def __init__(self, coef_of_epoch: Callable[[int], float], *, l2_ratio: float, warm_epochs: int, gamma: float = 1.0,
                  ema: float = 0.99, w_max: float = 10.0):
         self.coef_of_epoch, self.l2_ratio, self.warm = coef_of_epoch, float(l2_ratio), int(warm_epochs)
         self.gamma, self.ema, self.w_max = float(gamma), float(ema), float(w_max)
-        self.avg: torch.Tensor | None = None   # [m] running mean activation per neuron
+        self.avg: torch.Tensor | None = None   # [m] running mean activation per neuron (float64, updated in place)
 
     @classmethod
     def from_config(cls, cfg: Config, *, stage: str, n_neurons: int) -> "Sparsifier":
@@ -465,7 +513,9 @@ class AdaptiveElasticNet(Sparsifier):
             if self.avg is None or self.avg.shape[0] != a.shape[1]:
                 self.avg = batch.clone()
             else:
-                self.avg = self.ema * self.avg.to(a.device) + (1 - self.ema) * batch
+                if self.avg.device != a.device:
+                    self.avg = self.avg.to(a.device)
+                self.avg.mul_(self.ema).add_((1 - self.ema) * batch)
         w = self.weights() if int(state.get("adaptive", 0)) else None
         l1 = (a if w is None else a * w.to(a.device, a.dtype)).sum(dim=-1).mean()
         penalty = float(state["l1_coef"]) * l1 + float(state["l2_coef"]) * a.pow(2).sum(dim=-1).mean()
@@ -481,11 +531,11 @@ class AdaptiveElasticNet(Sparsifier):
 
 def adaptive_weights(avg: torch.Tensor, gamma: float = 1.0, w_max: float = 10.0) -> torch.Tensor:
     """Adaptive-lasso weights (Zou 2006) from per-neuron mean activations ``avg`` [m] (>= 0):
-    ``w_i = clip((avg_i / mean(avg))^-γ, 1/w_max, w_max)``; all ones when every average is 0. [m] -> [m]."""
+    ``w_i = clip((avg_i / mean(avg))^-γ, 1/w_max, w_max)``; all ones when every average is 0. [m] -> [m].
+    No host sync (the all-zero case is a ``torch.where``)."""
     mean = avg.mean()
-    if float(mean) <= 0:
-        return torch.ones_like(avg)
-    return (avg / mean).clamp_min(1e-12).pow(-gamma).clamp(1.0 / w_max, w_max)
+    w = (avg / mean.clamp_min(torch.finfo(avg.dtype).tiny)).clamp_min(1e-12).pow(-gamma).clamp(1.0 / w_max, w_max)
+    return torch.where(mean > 0, w, torch.ones_like(avg))
 
 
 for _name, _cls in (("topk_aux", TopKAux), ("topk_init", TopKInit), ("batchtopk", BatchTopK), ("elastic", AdaptiveElasticNet)):
