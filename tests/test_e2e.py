@@ -77,7 +77,7 @@ def test_every_figure_exists_with_its_source(smoke_study):
 def test_records_carry_provenance(smoke_study):
     tmp, _ = smoke_study
     runs = list((tmp / "results" / "smoke").rglob("run.json"))
-    assert len(runs) == 2 * 9   # stages 1-2, topk, extended, l1 and the four remedies of 08
+    assert len(runs) == 2 * 14  # stages 1-2, topk, extended, l1, the four remedies of 08 and the five ablation runs of 09
     for r in runs:
         meta = json.loads(r.read_text())
         assert meta["data_source"] == "procedural" and meta["profile"] == "smoke"
@@ -93,6 +93,18 @@ def test_the_intrinsic_comparison_has_every_sparsifier_and_a_verdict(smoke_study
     title = next(e["title"] for e in json.loads((tables / "index.json").read_text()) if e["name"] == "intrinsic_verdict")
     assert title.rsplit(": ", 1)[1] in {"refuted", "weakened", "supported"}
     assert (tmp / "figures" / "smoke" / "intrinsic_dead_vs_k.png").stat().st_size > 1000
+
+
+def test_the_ablation_table_has_the_baseline_and_every_variant(smoke_study):
+    from vaesae.ablation import VARIANTS
+
+    tmp, _ = smoke_study
+    abl = pd.read_csv(tmp / "results" / "smoke" / "tables" / "ablation.csv", keep_default_na=False)
+    assert len(abl) == 2 * 5 and set(abl.run) == {"topk", *VARIANTS}
+    assert {"dead %", "Δ dead % vs Top-k", "specialised", "MIG", "MSE", "note"} <= set(abl.columns)
+    done = abl[abl.note == ""]   # a variant that diverged (lr x 10 may) is named in the note, its numbers n/a
+    assert not done["dead %"].str.contains("n/a").any() and (done.run == "topk").sum() == 2
+    assert (tmp / "figures" / "smoke" / "ablation_dead_along_stage3.png").stat().st_size > 1000
 
 
 def test_report_exists(smoke_study):

@@ -43,7 +43,7 @@ def test_job_graph_follows_the_stage_dependencies(fake_notebooks, tmp_path):
                                         figures_dir=tmp_path / "figures", source="auto", device="cpu")
     assert missing == []
     by_id = {j.id: j for j in jobs}
-    assert len(by_id) == 2 + 2 * 2 * 5 + 3
+    assert len(by_id) == 2 + 2 * 2 * 5 + 4
     assert by_id["04_extended[shapes3d,seed43]"].deps == ["03_stage3_topk[shapes3d,seed43]"]
     assert by_id["05_l1_comparison[dsprites,seed42]"].deps == ["02_stage2_sae_init[dsprites,seed42]"]
     assert len(by_id["06_threshold_robustness"].deps) == 4
@@ -51,6 +51,11 @@ def test_job_graph_follows_the_stage_dependencies(fake_notebooks, tmp_path):
     j8 = by_id["08_is_collapse_intrinsic"]
     assert len(j8.deps) == 3 * 4 and len(j8.record_dirs) == 2 * 2 * 4
     assert tmp_path / "results" / "smoke" / "shapes3d" / "seed43" / "batchtopk" in j8.record_dirs
+    # 09 trains the ablations of every dataset and seed from the stage-1 and stage-2 checkpoints, compares with topk
+    j9 = by_id["09_ablations"]
+    assert len(j9.deps) == 3 * 4 and len(j9.record_dirs) == 2 * 2 * 5
+    assert "01_stage1_vae[dsprites,seed43]" in j9.deps and "03_stage3_topk[shapes3d,seed42]" in j9.deps
+    assert tmp_path / "results" / "smoke" / "dsprites" / "seed42" / "stage2_init1" in j9.record_dirs
     # only the parameters a notebook declares are passed
     assert set(by_id["00_data[shapes3d]"].params) == {"dataset", "figures_dir"}
     assert by_id["01_stage1_vae[shapes3d,seed43]"].params["seed"] == 43
@@ -104,7 +109,7 @@ def test_runner_skips_verified_jobs_and_reruns_downstream(fake_notebooks, tmp_pa
                                       source="auto", device="cpu")
         return pipeline.Runner(jobs, results_dir=results, profile="smoke", n_jobs=2, force=False).run()
 
-    assert run() == 0 and len(ran) == 9
+    assert run() == 0 and len(ran) == 10
     for r in ("stage1", "stage2", "topk", "extended", "l1"):   # the checkpoints a real run leaves
         ck = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / r / "final.pt"
         ck.parent.mkdir(parents=True)
@@ -114,7 +119,7 @@ def test_runner_skips_verified_jobs_and_reruns_downstream(fake_notebooks, tmp_pa
     (results / "smoke" / "dsprites" / "seed42" / "03_stage3_topk.ipynb").unlink()
     assert run() == 0
     assert sorted(ran) == sorted(["03_stage3_topk[dsprites,seed42]", "04_extended[dsprites,seed42]", "06_threshold_robustness",
-                                  "07_figures", "08_is_collapse_intrinsic"])
+                                  "07_figures", "08_is_collapse_intrinsic", "09_ablations"])
 
 
 def test_failed_job_blocks_only_its_dependents(fake_notebooks, tmp_path, monkeypatch):
@@ -192,20 +197,63 @@ def test_a_job_whose_checkpoint_is_missing_is_retrained_when_a_later_job_trains_
     def run():
         ran.clear()
         jobs, _ = pipeline.build_jobs("smoke", ["dsprites"], [42], results_dir=results, figures_dir=tmp_path,
-                                      source="auto", device="cpu", remedies=False)
+                                      source="auto", device="cpu", remedies=False, ablations=False)
         assert pipeline.Runner(jobs, results_dir=results, profile="smoke", n_jobs=1, force=False).run() == 0
         return set(ran)
 
-    assert len(run()) == 9
+    assert len(run()) == 10
     extended = results / "smoke" / "dsprites" / "seed42" / "04_extended.ipynb"
     extended.unlink()
     # no checkpoints at all: 04 trains from topk, which trains from stage2, from stage1; l1 and 06-08 follow
     assert run() == {"01_stage1_vae[dsprites,seed42]", "02_stage2_sae_init[dsprites,seed42]", "03_stage3_topk[dsprites,seed42]",
                      "04_extended[dsprites,seed42]", "05_l1_comparison[dsprites,seed42]", "06_threshold_robustness",
-                     "07_figures", "08_is_collapse_intrinsic"}
+                     "07_figures", "08_is_collapse_intrinsic", "09_ablations"}
     # with the topk checkpoint in place only 04 and what reads it run
     ck = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / "topk" / "final.pt"
     ck.parent.mkdir(parents=True)
     ck.write_bytes(b"x")
     extended.unlink()
     assert run() == {"04_extended[dsprites,seed42]", "07_figures"}
+
+
+def test_the_ablation_job_gets_its_variants_and_trains_from_stages_1_and_2(tmp_path):
+    """The real 09 notebook: the parameters it is offered, --ablations / --no-ablations, what it trains from."""
+    from vaesae import ablation
+
+    def j9(profile, ablations=None):
+        jobs, _ = pipeline.build_jobs(profile, ["dsprites", "shapes3d"], [42], results_dir=tmp_path / "results",
+                                      figures_dir=tmp_path / "figures", source="procedural", device="cpu", ablations=ablations)
+        return next(j for j in jobs if j.id == "09_ablations")
+
+    job = j9("smoke")
+    assert job.params == {"profile": "smoke", "datasets": "dsprites,shapes3d", "seeds": "42",
+                          "variants": ",".join(ablation.VARIANTS), "results_dir": str(tmp_path / "results"),
+                          "figures_dir": str(tmp_path / "figures"), "source": "procedural", "device": "cpu"}
+    assert sorted(job.deps) == sorted(f"{s}[{d},seed42]" for s in ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk")
+                                      for d in ("dsprites", "shapes3d"))
+    assert j9("quick").params["variants"] == "" and j9("paper").params["variants"] == ",".join(ablation.VARIANTS)
+    assert j9("quick", ablations=True).params["variants"] == ",".join(ablation.VARIANTS)
+    assert j9("smoke", ablations=False).params["variants"] == ""
+    assert {("09_ablations", "01_stage1_vae"), ("09_ablations", "02_stage2_sae_init")} <= pipeline.TRAINS_FROM
+    assert pipeline.Runner._trains(job) and not pipeline.Runner._trains(j9("smoke", ablations=False))
+
+
+@pytest.mark.parametrize("flag, expected", [("--no-ablations", ""), ("--ablations", "all"), (None, "default")])
+def test_the_ablations_flag_reaches_the_notebook(flag, expected, tmp_path, monkeypatch, capsys):
+    from vaesae import ablation
+
+    seen = {}
+    real = pipeline.build_jobs
+
+    def spy(*args, **kw):
+        jobs, missing = real(*args, **kw)
+        seen["job"] = next(j for j in jobs if j.id == "09_ablations")
+        return jobs, missing
+
+    monkeypatch.setattr(pipeline, "build_jobs", spy)
+    argv = ["--profile", "quick", "--datasets", "dsprites", "--results-dir", str(tmp_path / "results"),
+            "--figures-dir", str(tmp_path / "figures"), "--list"] + ([flag] if flag else [])
+    assert pipeline.main(argv) == 0
+    want = {"": "", "all": ",".join(ablation.VARIANTS), "default": ""}[expected]   # quick: off by default
+    assert seen["job"].params["variants"] == want
+    assert "09_ablations" in capsys.readouterr().out

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .ablation import RUNS as ABLATION_RUNS, VARIANTS as ABLATION_VARIANTS
 from .errors import VaesaeError, cli
 from .io import REPO_ROOT, atomic_save_json, git_commit, sha256_file
 
@@ -53,16 +54,25 @@ STAGES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     # issue 9: trains the remedy sparsifiers of every dataset and seed (when --remedies), then compares
     ("08_is_collapse_intrinsic", "profile", ("02_stage2_sae_init", "03_stage3_topk", "05_l1_comparison"),
      ("topk_aux", "topk_init", "batchtopk", "elastic")),
+    # issue 9: trains the ablations of Top-k stage 3 (init seed, lr x0.1 / x10, Adam) of every dataset and seed (when
+    # --ablations), then compares them with topk; the init-seed variant trains its own stage 2 from stage 1's checkpoint
+    ("09_ablations", "profile", ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk"), ABLATION_RUNS),
 )
 # (job, dependency) pairs, by notebook, where the job trains from the dependency's final checkpoint
 # (checkpoints are not part of a job's verified outputs: a fresh checkout holding the committed records
 # of a finished job has none, so that job is run again when a job that trains from it must run)
 TRAINS_FROM = {("02_stage2_sae_init", "01_stage1_vae"), ("03_stage3_topk", "02_stage2_sae_init"),
                ("04_extended", "03_stage3_topk"), ("05_l1_comparison", "02_stage2_sae_init"),
-               ("08_is_collapse_intrinsic", "02_stage2_sae_init")}
+               ("08_is_collapse_intrinsic", "02_stage2_sae_init"),
+               ("09_ablations", "01_stage1_vae"), ("09_ablations", "02_stage2_sae_init")}
 # whether the remedies of 08 are trained by default: the quick profile would pass its 20 minutes on
 # 2 CPU cores with them (4 remedies x 2 datasets, about 13 min more); --remedies / --no-remedies decide
 DEFAULT_REMEDIES = {"smoke": True, "quick": False, "paper": True}
+# whether 09 trains the ablations by default: on quick each of the 4 variants is one Top-k stage 3 per dataset (the
+# init-seed variant also a stage 2), about 10 min more on 2 CPU cores. Measured on dSprites (quick, 2 cores, idle): a
+# Top-k stage 3 85 s (topk 84.7 s, topk_init1 89.7 s), the init variant's stage 2 7.9 s, lr x 10 (1e-2) diverges at
+# step 7 of its first epoch (8 s): about 4.6 min a dataset, Shapes3D ~10 % more; --ablations / --no-ablations decide
+DEFAULT_ABLATIONS = {"smoke": True, "quick": False, "paper": True}
 
 
 @dataclasses.dataclass
@@ -95,7 +105,8 @@ def _declared_parameters(notebook: Path) -> set[str]:
 
 def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, results_dir: Path,
                figures_dir: Path, source: str, device: str,
-               only: Sequence[str] | None = None, remedies: bool | None = None) -> tuple[list[Job], list[str]]:
+               only: Sequence[str] | None = None, remedies: bool | None = None,
+               ablations: bool | None = None) -> tuple[list[Job], list[str]]:
     """The job list in dependency order, and the notebooks of the study that do not exist yet.
 
     ``only``: notebook numbers or stems (``"03"``, ``"07_figures"``) to run; the others are left out
@@ -131,6 +142,7 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
                 "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
                 "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
                 "remedies": ",".join(runs) if (DEFAULT_REMEDIES.get(profile, False) if remedies is None else remedies) else "",
+                "variants": ",".join(ABLATION_VARIANTS) if (DEFAULT_ABLATIONS.get(profile, False) if ablations is None else ablations) else "",
             }
             params = {k: v for k, v in offered.items() if k in declared and v is not None}
             dep_ids: list[str] = []
@@ -141,7 +153,7 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
                     # a seed job depends on its own dataset/seed; a profile job on every unit
                     if scope == "profile" or f"[{dataset}," in cand and f"seed{seed}]" in cand:
                         dep_ids.append(cand)
-            if scope == "profile":   # a profile job that trains (08) writes into every dataset's and seed's folder
+            if scope == "profile":   # a profile job that trains (08, 09) writes into every dataset's and seed's folder
                 record_dirs = [root / d / f"seed{s}" / r for d in datasets for s in seeds for r in runs]
             else:
                 record_dirs = [out_dir / r for r in runs]
@@ -498,6 +510,8 @@ class Runner:
 
     @staticmethod
     def _trains(job: Job) -> bool:
+        if _stem(job) == "09_ablations":
+            return bool(job.params.get("variants"))
         return _stem(job) != "08_is_collapse_intrinsic" or bool(job.params.get("remedies"))
 
     def _checkpoints_missing(self, job: Job) -> bool:
@@ -629,6 +643,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--remedies", dest="remedies", action="store_true", default=None,
                     help="train the remedy sparsifiers in 08 (default: yes for smoke and paper, no for quick)")
     ap.add_argument("--no-remedies", dest="remedies", action="store_false", help="08 compares what is recorded, trains nothing")
+    ap.add_argument("--ablations", dest="ablations", action="store_true", default=None,
+                    help="train the ablations of Top-k stage 3 in 09: init seed, lr x0.1 and x10, Adam "
+                         "(default: yes for smoke and paper, no for quick)")
+    ap.add_argument("--no-ablations", dest="ablations", action="store_false", help="09 compares what is recorded, trains nothing")
     ap.add_argument("--reuse", action="store_true", help="keep finished jobs made by another commit (default: refuse to mix)")
     ap.add_argument("--list", action="store_true", help="print the jobs and their state, run nothing")
     args = ap.parse_args(argv)
@@ -646,7 +664,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures_dir = Path(args.figures_dir).resolve()
     only = _parse_only(args.only) if args.only is not None else None
     jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
-                               source=args.source, device=args.device, only=only, remedies=args.remedies)
+                               source=args.source, device=args.device, only=only, remedies=args.remedies,
+                               ablations=args.ablations)
     runner = Runner(jobs, results_dir=results_dir, profile=args.profile, n_jobs=args.jobs, force=args.force)
     print(f"vaesae study: profile {args.profile}, datasets {', '.join(datasets)}, seeds {', '.join(map(str, seeds))}, "
           f"{len(jobs)} jobs, {args.jobs} at a time")

@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 
 from . import paper
+from .ablation import RUNS as ABLATION_RUNS
 from .sparsity import REMEDIES
 from .errors import VaesaeError
 from .io import load_npz
 
-RUNS = ("stage1", "stage2", "topk", "extended", "l1", *REMEDIES)  # REMEDIES: issue 9 (vaesae.intrinsic)
+RUNS = ("stage1", "stage2", "topk", "extended", "l1", *REMEDIES,  # REMEDIES: issue 9 (vaesae.intrinsic)
+        *ABLATION_RUNS)  # issue 9: the ablations of Top-k stage 3 (vaesae.ablation), stage2_init1 included
 DATASET_LABEL = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}
 METHOD_LABEL = {"topk": "Top-k", "l1": "L1", "extended": "Top-k + extended"}
 DEAD_DEFAULT, SPEC_DEFAULT = 0.001, 0.5
@@ -114,7 +116,8 @@ def load_study(results_dir: str | Path, profile: str) -> Study:
                     frames.append(df)
                 for npz in run_dir.glob("neurons_*.npz"):
                     key = npz.stem.removeprefix("neurons_")
-                    neurons[(ds_dir.name, seed, "k500" if key == "k500" else run)] = load_npz(npz)
+                    # k500: the paper's stage 2 only (an ablation's own stage 2, stage2_init1, keeps its run name)
+                    neurons[(ds_dir.name, seed, "k500" if key == "k500" and run == "stage2" else run)] = load_npz(npz)
     epochs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "seed", "run", "epoch"])
     return Study(profile, epochs, runs, neurons, sources)
 

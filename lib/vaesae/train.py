@@ -57,7 +57,7 @@ from .config import READINGS, Config, get_config
 from .errors import VaesaeError, cli
 from .io import atomic_save_json, atomic_save_npz, atomic_torch_save, atomic_write_text, provenance, sha256_file, torch_load
 from .fast import StepEngine
-from .model import HybridVAESAE, bernoulli_nll, count_parameters, kl_standard_normal, squared_error
+from .model import SAE, HybridVAESAE, bernoulli_nll, count_parameters, kl_standard_normal, squared_error
 from .revival import Revival
 from . import sparsity as S
 from .sparsity import make_sparsifier
@@ -346,6 +346,19 @@ def _optimizer(params: Sequence[torch.nn.Parameter], cfg: Config) -> torch.optim
                              fused=fused or None)
 
 
+def redraw_sae(sae: SAE, init_seed: int) -> None:
+    """Re-draw the conv SAE's initial weights exactly as :class:`vaesae.model.SAE` draws them (decoder
+    columns ~ N(0, 1) normalised to unit length, W_e = W_d^T, zero biases and boost), from ``init_seed``
+    alone; the global torch RNG is left as it was. The initialisation-seed ablation (:mod:`vaesae.ablation`)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(init_seed, 0x5AE1))
+        fresh = SAE(sae.d, sae.m)
+    with torch.no_grad():
+        for name in ("W_d", "W_e", "b_e", "b_d"):
+            getattr(sae, name).copy_(getattr(fresh, name))
+        sae.boost.zero_()
+
+
 def _stage_params(model: HybridVAESAE, kind: str) -> list[torch.nn.Parameter]:
     if kind == "stage1":
         return model.vae_parameters()
@@ -358,10 +371,15 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
               checkpoints_dir: str | Path | None = None, force: bool = False, device: str | torch.device = "auto",
               source: str = "auto", overrides: Mapping[str, Any] | None = None, progress: bool | str = True,
               allow_cpu: bool = False, log: Callable[[str], None] | None = print, run: str | None = None,
+              from_run: str | None = None, sae_init_seed: int | None = None,
               _interrupt_after_epoch: int | None = None) -> dict[str, Any]:
     """Train one run and write its records; returns the ``run.json`` content. See the module docstring.
 
     ``progress``: True (a bar per stage and per epoch), "epoch" (the stage's bar only) or False.
+    ``run``: the run's folder (default: ``stage``). ``from_run``: the folder whose ``final.pt`` is the
+    input (default: :func:`input_run`). ``sae_init_seed`` (stage 2 only): re-draw the conv SAE's initial
+    weights from this seed (:func:`redraw_sae`) instead of keeping those of the stage-1 checkpoint; it is
+    recorded in ``params`` (and decides reuse like a parameter), absent from every other run's.
     """
     from .data import BatchIterator, eval_indices, load_dataset, to_float
 
@@ -376,8 +394,15 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
     dataset = resolve_name(dataset) if dataset not in DATASETS else dataset
     run_dir, ckpt_dir = run_paths(results_dir, checkpoints_dir, profile, dataset, seed, run or stage)  # run: its folder
 
+    if sae_init_seed is not None and (kind != "stage2" or isinstance(sae_init_seed, bool) or int(sae_init_seed) < 0):
+        raise VaesaeError(f"sae_init_seed applies to stage 2 only and must be a non-negative integer; got {sae_init_seed!r} for {stage}")
+
     # ---- input checkpoint
     in_run = input_run(stage)
+    if from_run is not None:
+        if in_run is None:
+            raise VaesaeError(f"{stage} trains from scratch: from_run={from_run!r} does not apply")
+        in_run = from_run
     in_path, in_sha = None, None
     if in_run is not None:
         in_path = run_paths(results_dir, checkpoints_dir, profile, dataset, seed, in_run)[1] / "final.pt"
@@ -386,6 +411,8 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
         in_sha = sha256_file(in_path)
 
     cfg_json = _jsonable(cfg.to_dict())
+    if sae_init_seed is not None:  # only then: every other run's params stay as they were
+        cfg_json["sae_init_seed"] = int(sae_init_seed)
     done = _is_complete(run_dir, ckpt_dir)
     if done is not None and not force:
         if done.get("params") == cfg_json and done.get("input_sha256") == in_sha:
@@ -425,6 +452,8 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
     in_ckpt = torch_load(in_path, map_location=dev) if in_path is not None else None
     if in_ckpt is not None:
         model.load_state_dict(in_ckpt["model"])
+    if sae_init_seed is not None:  # the init-seed ablation: another draw of the SAE the stage-1 checkpoint carries
+        redraw_sae(model.sae, int(sae_init_seed))
     opt = _optimizer(_stage_params(model, kind), cfg)
     if kind == "extended" and in_ckpt is not None and in_ckpt.get("optimizer") is not None:
         opt.load_state_dict(in_ckpt["optimizer"])

@@ -1,0 +1,318 @@
+"""How fragile is the Top-k collapse? Stage 3 under other seeds, learning rates and optimisers (issue 9).
+
+The paper (Roy, Misra & Singh, arXiv 2603.18056, §3.5 "Optimization Details") trains every stage
+with one optimiser setting (AdamW, β 0.9/0.999, weight decay 1e-5, learning rate 1e-5) and reports
+its collapse numbers as mean ± std over three seeds (42, 43, 44) that change everything at once. It
+does not ask whether the dead fraction at k = 50 depends on those choices, while its own §5.3 (4)
+notes "the sensitivity of absolute collapse rates to training methodology". Issue 9 asks for "an
+ablation over initialisation seed, learning rate (×0.1, ×10) and optimiser (Adam versus AdamW)" of
+the Top-k stage 3. Each variant here is the paper's protocol (stage 2 -> stage 3 Top-k, cosine k
+schedule k_start -> k_end, revival on, per-epoch evaluation) with one thing changed, trained for every
+dataset and training seed into a run folder of its own beside the baseline ``topk``:
+
+============  =========================================================================================
+topk_init1    initialisation seed: the conv SAE's initial weights are drawn again at the start of stage
+              2 (another draw of the same law: decoder columns ~ N(0, 1) normalised to unit length, W_e =
+              W_dᵀ, zero biases; :func:`vaesae.train.redraw_sae`) from seed 1000·1 + training seed, then
+              stage 2 (run ``stage2_init1``) and Top-k stage 3 (run ``topk_init1``) train from it, both with
+              ``stage_seed`` = that seed (data order, z samples, re-initialisation draws). The VAE (stage 1)
+              is the training seed's. Why a re-draw at stage 2: the SAE's weights are created with the
+              stage-1 model (seeded by the training seed) and travel, untouched, through the stage-1
+              checkpoint; a different ``stage_seed`` for stage 3 alone would not change the SAE's init.
+topk_lr_x0.1  learning rate x 0.1 of the profile's (paper: 1e-6), stage 3 only
+topk_lr_x10   learning rate x 10 of the profile's (paper: 1e-4), stage 3 only; a run whose loss becomes
+              NaN is recorded as diverged (``run.json`` with ``complete: false``), not hidden (on the quick
+              profile, lr 1e-2, dSprites seed 42 diverged at step 7 of its first epoch)
+topk_adam     Adam instead of AdamW, stage 3 only: the same 1e-5 weight decay as a coupled L2 term in the
+              gradient (``torch.optim.Adam``) instead of AdamW's decoupled decay
+============  =========================================================================================
+
+Only stage 3 changes in the lr and optimiser variants: they start from the baseline's own stage-2
+checkpoint, so a difference from ``topk`` is the variant's effect on the sparsification itself (plus
+run-to-run noise, which the init-seed variant and the spread over training seeds measure).
+
+:func:`train_ablations` trains (finished runs with the same parameters are skipped, interrupted ones
+resume; :func:`ensure_baseline` trains the baseline chain where it has no record at all);
+:func:`ablation_table` and :func:`fig_dead_along_stage3` read the saved records only. This module
+imports neither torch nor the study loader at import time (:mod:`vaesae.study` and
+:mod:`vaesae.pipeline` read :data:`RUNS` and :data:`VARIANTS` from it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .config import get_config
+from .errors import VaesaeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from .study import Study
+
+BASELINE = "topk"
+INIT_SEED_STRIDE = 1000   # the init-seed variant i of training seed s draws from seed INIT_SEED_STRIDE * i + s
+DEAD = "dead_pct@0.001"   # the default columns (vaesae.metrics: dead rate < 0.001, specialised MI/H > 0.5)
+SPEC = "spec@0.5"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One ablation of Top-k stage 3: its run folder and what it changes relative to the profile."""
+
+    name: str                                   # the stage-3 run's folder (beside the baseline "topk")
+    label: str                                  # for tables and figures
+    what: str                                   # one line: what it changes
+    lr_factor: float = 1.0                      # learning rate = the profile's x this
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # plain Config overrides
+    init_seed: int | None = None                # re-draw the SAE's initial weights at stage 2 (a chain of two runs)
+
+    @property
+    def stage2_run(self) -> str | None:
+        """The variant's own stage-2 run (init-seed variants only), from which its stage 3 trains."""
+        return f"stage2_init{self.init_seed}" if self.init_seed is not None else None
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """Every run folder the variant writes, in training order."""
+        return tuple(r for r in (self.stage2_run, self.name) if r is not None)
+
+
+ABLATIONS: dict[str, Variant] = {v.name: v for v in (
+    Variant("topk_init1", "init seed (SAE re-drawn)",
+            "conv SAE's initial weights re-drawn (same law) before its own stage 2 and stage 3; stage_seed 1000 + seed",
+            init_seed=1),
+    Variant("topk_lr_x0.1", "lr × 0.1", "stage-3 learning rate x 0.1 of the profile's", lr_factor=0.1),
+    Variant("topk_lr_x10", "lr × 10", "stage-3 learning rate x 10 of the profile's", lr_factor=10.0),
+    Variant("topk_adam", "Adam (not AdamW)", "stage 3 with Adam: weight decay as a coupled L2 term, not AdamW's decoupled decay",
+            overrides={"optimizer": "adam"}),
+)}
+VARIANTS: tuple[str, ...] = tuple(ABLATIONS)
+RUNS: tuple[str, ...] = tuple(r for v in ABLATIONS.values() for r in v.runs)   # every run folder, for the study loader
+
+
+def variant(name: str) -> Variant:
+    if name not in ABLATIONS:
+        raise VaesaeError(f"unknown ablation {name!r}; choose one of {', '.join(VARIANTS)}")
+    return ABLATIONS[name]
+
+
+def init_seed_for(v: Variant, seed: int) -> int | None:
+    """The seed of the re-drawn SAE (and the runs' stage_seed) of init-seed variant ``v`` for training seed ``seed``."""
+    return None if v.init_seed is None else INIT_SEED_STRIDE * int(v.init_seed) + int(seed)
+
+
+def overrides_for(v: Variant, profile: str, seed: int) -> dict[str, Any]:
+    """The Config overrides of variant ``v`` (relative to ``profile``) for training seed ``seed``."""
+    out = dict(v.overrides)
+    if v.lr_factor != 1.0:
+        out["lr"] = float(f"{get_config(profile).lr * v.lr_factor:.12g}")   # 1e-3 x 0.1 = 1e-4, not 1.0000000000000002e-4
+    if v.init_seed is not None:
+        out["stage_seed"] = init_seed_for(v, seed)
+    get_config(profile, **out)  # validated before any work
+    return out
+
+
+def _write_diverged(exc: Exception, stage: str, run: str, dataset: str, seed: int, profile: str, results_dir: Path,
+                    overrides: Mapping[str, Any], input_run: str, source: str, sae_init_seed: int | None) -> dict:
+    """A ``run.json`` with ``complete: false`` and the message, beside the epochs recorded before the loss became NaN."""
+    import json
+
+    from .io import atomic_save_json, provenance
+    from .train import _jsonable, run_paths
+
+    run_dir, _ = run_paths(results_dir, None, profile, dataset, seed, run)
+    in_meta_path = run_paths(results_dir, None, profile, dataset, seed, input_run)[0] / "run.json"
+    try:
+        src = json.loads(in_meta_path.read_text()).get("data_source", source)
+    except (OSError, ValueError):
+        src = source
+    params = _jsonable(get_config(profile, **dict(overrides)).to_dict())
+    if sae_init_seed is not None:
+        params["sae_init_seed"] = sae_init_seed
+    meta = provenance(profile=profile, dataset=dataset, source=src, seed=seed, params=params)
+    meta.update({"run": run, "stage": stage, "complete": False, "diverged": str(exc)})
+    atomic_save_json(run_dir / "run.json", _jsonable(meta))
+    return meta
+
+
+def ensure_baseline(datasets: Sequence[str], seeds: Sequence[int], profile: str, *, results_dir: str | Path,
+                    device: str = "auto", source: str = "auto", progress: bool | str = "epoch",
+                    log: Callable[[str], None] | None = print) -> list[tuple[str, int, str]]:
+    """Train the runs the ablations need or compare with (stage1, stage2, topk) where they have no finished record
+    at all (09 opened in Jupyter on a fresh checkout); under ``./run_all.sh`` notebooks 01-03 have made them and
+    nothing is trained here. Returns the (dataset, seed, run) it trained."""
+    import json
+
+    from .train import run_paths, run_stage
+
+    trained = []
+    for ds in datasets:
+        for seed in seeds:
+            for run in ("stage1", "stage2", BASELINE):
+                meta_path = run_paths(results_dir, None, profile, ds, seed, run)[0] / "run.json"
+                try:
+                    complete = bool(json.loads(meta_path.read_text()).get("complete"))
+                except (OSError, ValueError):
+                    complete = False
+                if not complete:
+                    run_stage(run, ds, seed, profile, results_dir=results_dir, device=device, source=source,
+                              progress=progress, log=log)
+                    trained.append((ds, seed, run))
+    return trained
+
+
+def train_ablations(datasets: Sequence[str], seeds: Sequence[int], profile: str, *, results_dir: str | Path,
+                    variants: Sequence[str] = VARIANTS, device: str = "auto", source: str = "auto", force: bool = False,
+                    progress: bool | str = "epoch", log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
+    """Every variant for every dataset and seed (finished runs with the same parameters are skipped; interrupted
+    ones resume). The lr and optimiser variants train from that seed's stage-2 checkpoint, the init-seed variant
+    from the stage-1 checkpoint through its own stage 2. A run that diverges (NaN loss) is recorded as such and
+    the others go on. Returns {(dataset, seed, run): run.json}."""
+    from .train import Diverged, run_stage
+
+    say = log or (lambda s: None)
+    chosen = [variant(n) for n in variants]
+    results_dir = Path(results_dir)
+    out: dict[tuple[str, int, str], dict] = {}
+    for ds in datasets:
+        for seed in seeds:
+            for v in chosen:
+                ov = overrides_for(v, profile, seed)
+                sae_seed = init_seed_for(v, seed)
+                steps = ([("stage2", v.stage2_run, None, sae_seed)] if v.stage2_run else []) + [("topk", v.name, v.stage2_run, None)]
+                for stage, run, from_run, s2 in steps:
+                    try:
+                        out[(ds, seed, run)] = run_stage(stage, ds, seed, profile, results_dir=results_dir, device=device,
+                                                         source=source, force=force, overrides=ov, progress=progress, log=log,
+                                                         run=run, from_run=from_run, sae_init_seed=s2)
+                    except Diverged as exc:
+                        say(f"{run} on {ds}, seed {seed}: diverged ({exc})")
+                        out[(ds, seed, run)] = _write_diverged(exc, stage, run, ds, seed, profile, results_dir, ov,
+                                                               from_run or ("stage1" if stage == "stage2" else "stage2"),
+                                                               source, s2)
+                        break   # a diverged stage 2 leaves its stage 3 nothing to train from
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# reading the records
+
+
+def _complete(study: "Study", dataset: str, seed: int, run: str) -> bool:
+    return bool(study.runs.get((dataset, seed, run), {}).get("complete"))
+
+
+def final_values(study: "Study", dataset: str, run: str) -> dict[int, dict[str, float]]:
+    """{seed: {dead, spec, mig, mse}} at the last evaluated epoch of each *complete* run (k = k_end)."""
+    fin = study.final(dataset, run)
+    out = {}
+    for _, row in fin.iterrows():
+        seed = int(row["seed"])
+        if _complete(study, dataset, seed, run):
+            out[seed] = {"dead": float(row[DEAD]), "spec": float(row[SPEC]), "mig": float(row["mig"]), "mse": float(row["mse"])}
+    return out
+
+
+def _ms(values: Sequence[float], digits: int, sign: bool = False) -> str:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return "n/a"
+    fmt = f"{{:{'+' if sign else ''}.{digits}f}}"
+    if len(vals) == 1:
+        return f"{fmt.format(vals[0])} (n=1)"
+    return f"{fmt.format(np.mean(vals))} ± {np.std(vals, ddof=1):.{digits}f} (n={len(vals)})"
+
+
+def _diverged_note(study: "Study", dataset: str, run: str) -> str:
+    """"seed 42 diverged: the loss became nan at step 7 of epoch 0 (of 93 steps)" for each diverged seed."""
+    notes = []
+    for (d, s, r), meta in sorted(study.runs.items()):
+        if d == dataset and r == run and meta.get("diverged"):
+            msg = str(meta["diverged"])
+            what = msg.split(": ", 1)[1].split(";")[0] if ": " in msg else f"after {len(study.rows(d, r, s))} epoch(s)"
+            notes.append(f"seed {s} diverged: {what}")
+    return "; ".join(notes)
+
+
+METRICS = (("dead", "dead %", 1), ("spec", "specialised", 0), ("mig", "MIG", 3), ("mse", "MSE", 4))
+
+
+def ablation_table(study: "Study", variants: Sequence[str] = VARIANTS) -> "pd.DataFrame":
+    """Per dataset: the Top-k baseline and every variant with records, at the end of stage 3 (k = k_end): dead %
+    (rate < 0.001), specialised (MI/H > 0.5), MIG, MSE as mean ± std over seeds, and each one's difference from
+    the baseline, paired by training seed (variant minus Top-k of the same seed, mean ± std over the seeds both
+    have). Runs that diverged are left out of the numbers and named in ``note``."""
+    import pandas as pd
+
+    from .study import DATASET_LABEL
+
+    rows = []
+    for ds in study.datasets:
+        base = final_values(study, ds, BASELINE)
+        for run in (BASELINE, *variants):
+            v = final_values(study, ds, run)
+            note = _diverged_note(study, ds, run)
+            if not v and not note:
+                continue
+            spec = ABLATIONS.get(run)
+            row: dict[str, Any] = {"dataset": DATASET_LABEL[ds], "variant": spec.label if spec else "Top-k (paper's protocol)",
+                                   "run": run, "changes": spec.what if spec else "nothing (baseline)"}
+            paired = sorted(set(v) & set(base))
+            for key, name, digits in METRICS:
+                row[name] = _ms([v[s][key] for s in sorted(v)], digits)
+                row[f"Δ {name} vs Top-k"] = ("—" if run == BASELINE else
+                                             _ms([v[s][key] - base[s][key] for s in paired], digits, sign=True))
+            row["seeds"] = ",".join(map(str, sorted(v))) or "none"
+            row["note"] = note
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fig_dead_along_stage3(study: "Study", variants: Sequence[str] = VARIANTS):
+    """Dead % (rate < 0.001) at every stage-3 epoch, the baseline and every variant, one panel per dataset
+    (mean over seeds; a diverged run's epochs end with a cross). k of the schedule on the right axis."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from .study import DATASET_LABEL
+
+    datasets = study.datasets or ["dsprites"]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.6 * len(datasets), 3.6), squeeze=False)
+    runs = (BASELINE, *variants)
+    colours = dict(zip(runs, ["black", *plt.get_cmap("tab10").colors]))
+    for ax, ds in zip(axes.flat, datasets):
+        for run in runs:
+            rows = study.rows(ds, run)
+            spec = ABLATIONS.get(run)
+            diverged = any(m.get("diverged") for (d, s, r), m in study.runs.items() if d == ds and r == run)
+            label = (spec.label if spec else "Top-k (baseline)") + (" (diverged)" if diverged else "")
+            if rows.empty or DEAD not in rows:
+                if diverged:   # diverged in its first epoch: nothing to draw, named in the legend
+                    ax.plot([], [], marker="x", color=colours[run], ls="none", label=label + " in epoch 0")
+                continue
+            g = rows.groupby("epoch")[DEAD].mean()
+            ax.plot(g.index, g.values, marker="o", ms=3, lw=2.2 if run == BASELINE else 1.4, color=colours[run], label=label,
+                    zorder=4 if run == BASELINE else 3, alpha=1.0 if run == BASELINE else 0.85)
+            if diverged:
+                ax.plot(g.index[-1:], g.values[-1:], marker="x", ms=9, color=colours[run], ls="none")
+        base = study.rows(ds, BASELINE)
+        if not base.empty and "k" in base and base["k"].notna().any():
+            kax = ax.twinx()
+            kg = base.groupby("epoch")["k"].mean()
+            kax.plot(kg.index, kg.values, color="0.6", ls=":", lw=1)
+            kax.set_ylabel("k (dotted)", color="0.45", fontsize=8)
+            kax.tick_params(labelsize=7, colors="0.45")
+        ax.set(xlabel="stage-3 epoch", ylabel="dead % (rate < 0.001)", title=f"{DATASET_LABEL.get(ds, ds)}: Top-k stage 3 ablations")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=min(5, len(handles)), fontsize=8, bbox_to_anchor=(0.5, 1.08))
+    fig.tight_layout()
+    return fig

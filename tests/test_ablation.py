@@ -1,0 +1,155 @@
+"""vaesae.ablation: the ablations of Top-k stage 3 (initialisation seed, learning rate, optimiser; issue 9)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vaesae import ablation, config, pipeline, study, train
+from vaesae.errors import VaesaeError
+from vaesae.model import SAE
+
+KW = dict(source="procedural", device="cpu", progress=False, log=None)
+
+
+# ------------------------------------------------------------------------------------------------
+# the table of variants
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_variants_override_what_they_claim(profile):
+    lr = config.get_config(profile).lr
+    assert ablation.overrides_for(ablation.variant("topk_lr_x0.1"), profile, 42) == {"lr": pytest.approx(lr * 0.1, rel=1e-12)}
+    assert ablation.overrides_for(ablation.variant("topk_lr_x10"), profile, 42) == {"lr": pytest.approx(lr * 10, rel=1e-12)}
+    assert ablation.overrides_for(ablation.variant("topk_adam"), profile, 43) == {"optimizer": "adam"}
+    init = ablation.variant("topk_init1")
+    assert ablation.overrides_for(init, profile, 42) == {"stage_seed": 1042}
+    assert ablation.overrides_for(init, profile, 44) == {"stage_seed": 1044}   # a new draw per training seed
+    assert ablation.init_seed_for(init, 42) == 1042 and ablation.init_seed_for(ablation.variant("topk_adam"), 42) is None
+    assert init.runs == ("stage2_init1", "topk_init1")
+    assert ablation.overrides_for(ablation.variant("topk_lr_x0.1"), "smoke", 42)["lr"] == 1e-4   # rounded, not 1.0000000000000002e-4
+
+
+def test_every_run_folder_is_known_to_the_study_loader_and_the_pipeline():
+    assert ablation.RUNS == ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
+    assert set(ablation.RUNS) <= set(study.RUNS)
+    j9 = next(s for s in pipeline.STAGES if s[0] == "09_ablations")
+    assert j9[3] == ablation.RUNS and j9[1] == "profile"
+    with pytest.raises(VaesaeError, match="unknown ablation 'topk_sgd'"):
+        ablation.variant("topk_sgd")
+
+
+def test_redraw_sae_draws_other_weights_of_the_same_law():
+    torch.manual_seed(0)
+    sae = SAE(16, 40)
+    before = {k: v.clone() for k, v in sae.state_dict().items()}
+    with torch.no_grad():   # what training leaves behind must not survive
+        sae.b_e.fill_(0.3)
+        sae.boost.fill_(1.0)
+    rng_state = torch.get_rng_state()
+    train.redraw_sae(sae, 1042)
+    assert torch.equal(torch.get_rng_state(), rng_state)                     # the run's own randomness is untouched
+    assert not torch.allclose(sae.W_d, before["W_d"])                         # another draw ...
+    assert torch.allclose(sae.W_d.norm(dim=0), torch.ones(40), atol=1e-6)     # ... unit-norm decoder columns
+    assert torch.equal(sae.W_e, sae.W_d.t())                                  # ... tied initialisation
+    assert sae.b_e.abs().max() == 0 and sae.b_d.abs().max() == 0 and sae.boost.abs().max() == 0
+    again = SAE(16, 40)
+    train.redraw_sae(again, 1042)
+    assert torch.equal(again.W_d, sae.W_d)                                    # deterministic in the seed
+    train.redraw_sae(again, 1043)
+    assert not torch.allclose(again.W_d, sae.W_d)
+
+
+def test_init_seed_and_from_run_are_refused_where_they_do_not_apply(tmp_path):
+    with pytest.raises(VaesaeError, match="sae_init_seed applies to stage 2 only"):
+        train.run_stage("topk", "dsprites", 42, "smoke", results_dir=tmp_path, sae_init_seed=1, **KW)
+    with pytest.raises(VaesaeError, match="trains from scratch"):
+        train.run_stage("stage1", "dsprites", 42, "smoke", results_dir=tmp_path, from_run="stage2_init1", **KW)
+
+
+# ------------------------------------------------------------------------------------------------
+# a smoke-profile ablation: the baseline chain, the init-seed variant, the table and the figure
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    results = tmp_path_factory.mktemp("ablation") / "results"
+    trained = ablation.ensure_baseline(["dsprites"], [42], "smoke", results_dir=results, **KW)
+    metas = ablation.train_ablations(["dsprites"], [42], "smoke", results_dir=results, variants=["topk_init1"], **KW)
+    return results, trained, metas
+
+
+def test_the_init_seed_chain_trains_from_its_own_stage2(smoke):
+    results, trained, metas = smoke
+    assert trained == [("dsprites", 42, "stage1"), ("dsprites", 42, "stage2"), ("dsprites", 42, "topk")]
+    assert list(metas) == [("dsprites", 42, "stage2_init1"), ("dsprites", 42, "topk_init1")]
+    s2, s3 = metas[("dsprites", 42, "stage2_init1")], metas[("dsprites", 42, "topk_init1")]
+    assert s2["complete"] and s3["complete"]
+    assert s2["input_checkpoint"].endswith("seed42/stage1/final.pt")
+    assert s3["input_checkpoint"].endswith("seed42/stage2_init1/final.pt") and s3["sparsifier"] == "topk"
+    seed_dir = results / "smoke" / "dsprites" / "seed42"
+    base2 = json.loads((seed_dir / "stage2" / "run.json").read_text())
+    # every other run's parameters are exactly the profile's (no new Config field, nothing added)
+    assert base2["params"] == train._jsonable(config.get_config("smoke").to_dict())
+    assert s2["params"] == {**base2["params"], "stage_seed": 1042, "sae_init_seed": 1042}
+    assert s3["params"] == {**base2["params"], "stage_seed": 1042}
+    # another draw of the SAE: the init variant's stage 2 ends elsewhere than the baseline's
+    a = np.load(seed_dir / "stage2" / "neurons_final.npz")["activation_rates"]
+    b = np.load(seed_dir / "stage2_init1" / "neurons_final.npz")["activation_rates"]
+    assert not np.array_equal(a, b)
+
+
+def test_a_finished_ablation_is_skipped(smoke, capsys):
+    results, _, metas = smoke
+    again = ablation.train_ablations(["dsprites"], [42], "smoke", results_dir=results, variants=["topk_init1"],
+                                     **{**KW, "log": print})
+    assert "already complete" in capsys.readouterr().out
+    assert again == metas   # the records as they were written
+
+
+def test_the_table_reads_the_records_and_the_k500_arrays_stay_stage2s(smoke):
+    results, _, _ = smoke
+    S = study.load_study(results, "smoke")
+    assert ("dsprites", 42, "topk_init1") in S.runs and not S.rows("dsprites", "topk_init1").empty
+    k500 = np.load(results / "smoke" / "dsprites" / "seed42" / "stage2" / "neurons_k500.npz")["activation_rates"]
+    assert np.array_equal(S.neurons[("dsprites", 42, "k500")]["activation_rates"], k500)
+    t = ablation.ablation_table(S)
+    assert list(t.run) == ["topk", "topk_init1"]
+    assert {"dead %", "Δ dead % vs Top-k", "specialised", "MIG", "Δ MIG vs Top-k", "MSE", "Δ MSE vs Top-k"} <= set(t.columns)
+    fin = S.final("dsprites", "topk_init1").iloc[0]
+    base = S.final("dsprites", "topk").iloc[0]
+    row = t.set_index("run").loc["topk_init1"]
+    assert row["dead %"] == f"{fin['dead_pct@0.001']:.1f} (n=1)"
+    assert row["Δ MSE vs Top-k"] == f"{fin['mse'] - base['mse']:+.4f} (n=1)"
+    assert t.set_index("run").loc["topk", "Δ dead % vs Top-k"] == "—"
+    fig = ablation.fig_dead_along_stage3(S)
+    assert len(fig.axes[0].get_lines()) >= 2
+
+
+def test_a_diverged_variant_is_recorded_and_named_in_the_table(smoke, monkeypatch):
+    """lr x 10 may make the loss NaN: the run is recorded as diverged, left out of the numbers, named in the note."""
+    import shutil
+
+    results, _, _ = smoke
+    root = results.parent / "diverged"
+    shutil.copytree(results, root / "results")
+    res = root / "results"
+    seed_dir = res / "smoke" / "dsprites" / "seed42"
+
+    def nan_run(stage, dataset, seed, profile, *, run=None, overrides=None, **kw):
+        (seed_dir / run).mkdir(parents=True, exist_ok=True)
+        import pandas as pd
+
+        pd.read_csv(seed_dir / "topk" / "epochs.csv").head(2).assign(run=run).to_csv(seed_dir / run / "epochs.csv", index=False)
+        raise train.Diverged(f"{stage} on {dataset}, seed {seed}: the loss became nan at step 3 of epoch 2")
+
+    monkeypatch.setattr(train, "run_stage", nan_run)
+    out = ablation.train_ablations(["dsprites"], [42], "smoke", results_dir=res, variants=["topk_lr_x10"], **KW)
+    meta = out[("dsprites", 42, "topk_lr_x10")]
+    assert meta["complete"] is False and "loss became nan" in meta["diverged"]
+    on_disk = json.loads((seed_dir / "topk_lr_x10" / "run.json").read_text())
+    assert on_disk["params"]["lr"] == pytest.approx(1e-2) and on_disk["data_source"] == "procedural"
+    t = ablation.ablation_table(study.load_study(res, "smoke")).set_index("run")
+    assert t.loc["topk_lr_x10", "dead %"] == "n/a" and t.loc["topk_lr_x10", "note"] == "seed 42 diverged: the loss became nan at step 3 of epoch 2"
+    assert t.loc["topk_init1", "note"] == ""

@@ -1,0 +1,240 @@
+"""vaesae.stats: Welch's t-test, the percentile bootstrap and the table of claimed differences (issue 9)."""
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vaesae import artifacts, stats
+from vaesae.study import Study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# welch_test
+
+
+def test_separated_groups_are_significant(rng):
+    a, b = rng.normal(0.0, 1.0, 20), rng.normal(5.0, 1.0, 20)
+    w = stats.welch_test(a, b)
+    assert w["p_value"] < 0.01 and w["t"] > 0 and w["note"] == ""
+    assert w["difference"] == pytest.approx(b.mean() - a.mean())   # b − a
+    lo, hi = stats.bootstrap_diff_ci(a, b, rng, n_resamples=2000)
+    assert 0 < lo < hi
+    # the other way round: the sign flips, the p-value does not
+    w2 = stats.welch_test(b, a)
+    assert w2["t"] == pytest.approx(-w["t"]) and w2["p_value"] == pytest.approx(w["p_value"])
+
+
+def test_identical_samples_give_p_one_and_ci_around_zero(rng):
+    a = rng.normal(3.0, 1.0, 15)
+    w = stats.welch_test(a, a.copy())
+    assert w["t"] == pytest.approx(0.0, abs=1e-12) and w["p_value"] == pytest.approx(1.0)
+    lo, hi = stats.bootstrap_diff_ci(a, a.copy(), rng, n_resamples=2000)
+    assert lo < 0 < hi
+
+
+def test_same_distribution_gives_large_p(rng):
+    a, b = rng.normal(0.0, 1.0, 40), rng.normal(0.0, 1.0, 40)
+    w = stats.welch_test(a, b)
+    assert w["p_value"] > 0.05
+    lo, hi = stats.bootstrap_diff_ci(a, b, rng, n_resamples=2000)
+    assert lo < 0 < hi
+
+
+def test_welch_matches_the_formula():
+    a, b = np.array([1.0, 2.0, 4.0, 7.0]), np.array([10.0, 11.0, 15.0])
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    t = (b.mean() - a.mean()) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    w = stats.welch_test(a, b)
+    assert w["t"] == pytest.approx(t) and w["df"] == pytest.approx(df)
+    assert (w["n_a"], w["n_b"]) == (4, 3)
+    assert w["mean_a"] == pytest.approx(3.5) and w["mean_b"] == pytest.approx(12.0)
+
+
+@pytest.mark.parametrize("a, b", [([1.0], [2.0]), ([1.0], [2.0, 3.0, 4.0]), ([], [1.0, 2.0]), ([1.0, np.nan], [2.0, 3.0])])
+def test_fewer_than_two_values_give_nan_and_a_note(a, b, rng):
+    w = stats.welch_test(a, b)
+    assert math.isnan(w["t"]) and math.isnan(w["df"]) and math.isnan(w["p_value"])
+    assert stats.NOTE_TOO_FEW in w["note"]
+    lo, hi = stats.bootstrap_diff_ci(a, b, rng)
+    assert math.isnan(lo) and math.isnan(hi)
+
+
+def test_one_value_per_group_still_reports_the_means():
+    w = stats.welch_test([1.0], [4.0])
+    assert w["difference"] == 3.0 and (w["n_a"], w["n_b"]) == (1, 1)
+    assert "needs ≥ 2 seeds per group" in w["note"]
+
+
+def test_zero_variance_in_both_groups_gives_nan_and_a_note(rng):
+    w = stats.welch_test([2.0, 2.0, 2.0], [5.0, 5.0])
+    assert math.isnan(w["p_value"]) and w["note"] == stats.NOTE_NO_VARIANCE and w["difference"] == 3.0
+    # zero variance in one group only is fine for Welch
+    assert stats.welch_test([2.0, 2.0, 2.0], [5.0, 5.5, 6.0])["p_value"] < 0.05
+    # and the bootstrap of two constants is the point difference
+    assert stats.bootstrap_diff_ci([2.0, 2.0], [5.0, 5.0], rng) == (3.0, 3.0)
+
+
+def test_non_finite_values_are_dropped():
+    w = stats.welch_test([1.0, 2.0, np.nan, np.inf], [3.0, 5.0])
+    assert w["n_a"] == 2 and w["mean_a"] == 1.5
+
+
+# ------------------------------------------------------------------------------------------------
+# bootstrap_diff_ci
+
+
+@pytest.mark.parametrize("n_a, n_b, shift", [(3, 3, 0.5), (5, 8, -2.0), (30, 12, 0.0)])
+def test_ci_contains_the_observed_difference(n_a, n_b, shift, rng):
+    a, b = rng.normal(0.0, 1.0, n_a), rng.normal(shift, 2.0, n_b)
+    lo, hi = stats.bootstrap_diff_ci(a, b, rng, n_resamples=2000)
+    assert lo <= b.mean() - a.mean() <= hi
+
+
+def test_same_seed_same_ci_other_seed_differs(rng):
+    a, b = rng.normal(0.0, 1.0, 10), rng.normal(1.0, 1.0, 10)
+    ci1 = stats.bootstrap_diff_ci(a, b, np.random.default_rng(7), n_resamples=999)
+    ci2 = stats.bootstrap_diff_ci(a, b, np.random.default_rng(7), n_resamples=999)
+    ci3 = stats.bootstrap_diff_ci(a, b, np.random.default_rng(8), n_resamples=999)
+    assert ci1 == ci2
+    assert ci1 != ci3
+
+
+def test_wider_level_gives_a_wider_interval(rng):
+    a, b = rng.normal(0.0, 1.0, 10), rng.normal(1.0, 1.0, 10)
+    lo95, hi95 = stats.bootstrap_diff_ci(a, b, np.random.default_rng(1), n_resamples=2000, level=0.95)
+    lo50, hi50 = stats.bootstrap_diff_ci(a, b, np.random.default_rng(1), n_resamples=2000, level=0.50)
+    assert lo95 < lo50 < hi50 < hi95
+
+
+def test_coverage_is_close_to_nominal_with_enough_seeds():
+    gen = np.random.default_rng(2024)
+    hits = 0
+    for _ in range(100):
+        a, b = gen.normal(0.0, 1.0, 40), gen.normal(1.0, 2.0, 40)
+        lo, hi = stats.bootstrap_diff_ci(a, b, gen, n_resamples=1000)
+        hits += lo <= 1.0 <= hi
+    assert 85 <= hits <= 100
+
+
+def test_rng_must_be_a_generator():
+    with pytest.raises(TypeError, match="Generator"):
+        stats.bootstrap_diff_ci([1.0, 2.0], [3.0, 4.0], 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# claim_tests on a tiny synthetic study
+
+
+FINAL = {  # (dataset, run) -> (dead %, specialised, MIG, MSE) at the last epoch, before per-seed noise
+    ("dsprites", "stage2"): (1.2, 1188, 0.15, 0.017),
+    ("dsprites", "topk"): (34.4, 330, 0.14, 0.017),
+    ("dsprites", "l1"): (41.7, 479, 0.22, 0.017),
+    ("dsprites", "extended"): (34.7, 320, 0.14, 0.017),
+    ("shapes3d", "stage2"): (4.8, 600, 0.18, 0.039),
+    ("shapes3d", "topk"): (62.7, 328, 0.18, 0.039),
+    ("shapes3d", "l1"): (90.6, 86, 0.17, 0.040),
+    ("shapes3d", "topk_aux"): (10.0, 500, 0.18, 0.039),
+}
+
+
+def _study(seeds=(1, 2, 3, 4), final=FINAL, noise=0.01) -> Study:
+    gen = np.random.default_rng(0)
+    rows = []
+    for (ds, run), (dead, spec, mig, mse) in final.items():
+        for seed in seeds:
+            j = 1 + noise * gen.standard_normal(4)
+            for epoch in range(2):   # the first epoch is far off: the study must use the last one
+                last = epoch == 1
+                rows.append({"dataset": ds, "seed": seed, "run": run, "epoch": epoch,
+                             "dead_pct@0.001": dead * j[0] if last else 99.0, "spec@0.5": spec * j[1] if last else 0.0,
+                             "mig": mig * j[2] if last else 0.9, "mse": mse * j[3] if last else 1.0})
+    runs = {(r["dataset"], r["seed"], r["run"]): {"data_source": "procedural"} for r in rows}
+    return Study("smoke", pd.DataFrame(rows), runs, {}, {"procedural"})
+
+
+def test_claim_tests_rows_and_columns():
+    t = stats.claim_tests(_study(), np.random.default_rng(0), n_resamples=999)
+    assert list(t.columns) == stats.COLUMNS
+    # per dataset: 4 (k=500 vs k=50) + 4 (L1 vs Top-k); dSprites 2 extended; Shapes3D 2 topk_aux; 2 cross-dataset
+    assert len(t) == 8 + 2 + 8 + 2 + 2
+    by = t.set_index(["comparison", "dataset", "metric"])
+    assert ("end of extended training − end of stage 3 (Top-k, k=50)", "Shapes3D", "dead %") not in by.index  # no such run
+    assert ("topk_aux − Top-k (end of stage 3)", "dSprites", "dead %") not in by.index
+    assert set(t.metric) == {"dead %", "specialised", "MIG", "MSE"}
+    assert (t.n_a == 4).all() and (t.n_b == 4).all()
+    assert t.p_value.notna().all() and t.ci95_lo.notna().all()
+    # the direction convention: difference = mean_b − mean_a, B named first
+    k = by.loc[("k=50 (Top-k, end of stage 3) − k=500 (end of stage 2)", "dSprites", "dead %")]
+    assert k.mean_a == pytest.approx(1.2, rel=0.05) and k.mean_b == pytest.approx(34.4, rel=0.05)
+    assert k.difference == pytest.approx(k.mean_b - k.mean_a) and k.ci95_lo > 0 and k.p_value < 0.01 and k.welch_t > 0
+    x = by.loc[("Shapes3D − dSprites (Top-k, end of stage 3)", "both", "dead %")]
+    assert x.difference == pytest.approx(62.7 - 34.4, rel=0.05) and x.p_value < 0.01
+    r = by.loc[("topk_aux − Top-k (end of stage 3)", "Shapes3D", "dead %")]
+    assert r.difference < 0 and r.ci95_hi < 0
+    # MSE unchanged between k=500 and k=50 on Shapes3D (same mean, 1 % noise): no significant difference
+    m = by.loc[("k=50 (Top-k, end of stage 3) − k=500 (end of stage 2)", "Shapes3D", "MSE")]
+    assert m.p_value > 0.01 and m.ci95_lo < 0 < m.ci95_hi
+    # four seeds: the bootstrap's few-seed caveat is in the note
+    assert t.note.str.contains("under-covers").all()
+
+
+def test_claim_tests_is_reproducible_from_the_seed():
+    s = _study()
+    t1 = stats.claim_tests(s, np.random.default_rng(3), n_resamples=499)
+    t2 = stats.claim_tests(s, np.random.default_rng(3), n_resamples=499)
+    t3 = stats.claim_tests(s, np.random.default_rng(4), n_resamples=499)
+    pd.testing.assert_frame_equal(t1, t2)
+    assert not t1.ci95_lo.equals(t3.ci95_lo)
+
+
+def test_claim_tests_with_one_seed_reports_nan_and_why():
+    t = stats.claim_tests(_study(seeds=(42,)), np.random.default_rng(0))
+    assert len(t) == 22 and (t.n_a == 1).all()
+    assert t[["ci95_lo", "ci95_hi", "welch_t", "df", "p_value"]].isna().all().all()
+    assert t.difference.notna().all()
+    assert t.note.str.contains("needs ≥ 2 seeds per group").all()
+
+
+def test_claim_tests_leaves_out_what_is_not_in_the_study():
+    only = {k: v for k, v in FINAL.items() if k[0] == "dsprites" and k[1] in ("stage2", "topk")}
+    t = stats.claim_tests(_study(final=only), np.random.default_rng(0), n_resamples=199)
+    assert set(t.comparison) == {"k=50 (Top-k, end of stage 3) − k=500 (end of stage 2)"} and len(t) == 4
+    empty = Study("smoke", pd.DataFrame(columns=["dataset", "seed", "run", "epoch"]), {}, {}, set())
+    e = stats.claim_tests(empty, np.random.default_rng(0))
+    assert e.empty and list(e.columns) == stats.COLUMNS
+
+
+# ------------------------------------------------------------------------------------------------
+# notebook 07 calls it and saves the table
+
+
+def _notebook_cell() -> tuple[dict, str]:
+    nb = json.loads((REPO / "notebooks" / "07_figures.ipynb").read_text())
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and "stats.claim_tests(" in "".join(c["source"])]
+    assert len(cells) == 1
+    return nb, "".join(cells[0]["source"])
+
+
+def test_notebook_07_is_committed_without_outputs_and_saves_the_table(tmp_path):
+    nb, src = _notebook_cell()
+    for c in nb["cells"]:
+        if c["cell_type"] == "code":
+            assert c.get("outputs") == [] and c.get("execution_count") is None
+    assert "save_table" in src and '"claim_tests"' in src
+    # the cell runs against a study and registers the table in the index the report reads
+    ns = {"S": _study(seeds=(1, 2, 3)), "P": SimpleNamespace(results_dir=str(tmp_path), profile="smoke", stats_seed=0),
+          "display": lambda *a, **k: None}
+    exec(compile(src, "07_figures:claim_tests", "exec"), ns)
+    index = artifacts.read_index(tmp_path / "smoke" / "tables")
+    entry = next(e for e in index if e["name"] == "claim_tests")
+    assert "procedural" in entry["caption"] and "smoke" in entry["caption"] and "Welch" in entry["caption"]
+    saved = pd.read_csv(tmp_path / "smoke" / "tables" / "claim_tests.csv")
+    assert list(saved.columns) == stats.COLUMNS and len(saved) == 22
