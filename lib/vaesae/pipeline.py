@@ -50,13 +50,15 @@ STAGES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("04_extended", "seed", ("03_stage3_topk",), ("extended",)),
     ("05_l1_comparison", "seed", ("02_stage2_sae_init",), ("l1",)),
     ("06_threshold_robustness", "profile", ("03_stage3_topk",), ()),
-    ("07_figures", "profile", ("03_stage3_topk", "04_extended", "05_l1_comparison", "06_threshold_robustness"), ()),
     # issue 9: trains the remedy sparsifiers of every dataset and seed (when --remedies), then compares
     ("08_is_collapse_intrinsic", "profile", ("02_stage2_sae_init", "03_stage3_topk", "05_l1_comparison"),
      ("topk_aux", "topk_init", "batchtopk", "elastic")),
     # issue 9: trains the ablations of Top-k stage 3 (init seed, lr x0.1 / x10, Adam) of every dataset and seed (when
     # --ablations), then compares them with topk; the init-seed variant trains its own stage 2 from stage 1's checkpoint
     ("09_ablations", "profile", ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk"), ABLATION_RUNS),
+    # last: its tables (claim_tests included) and the report read every record, the remedies' and ablations' too
+    ("07_figures", "profile", ("03_stage3_topk", "04_extended", "05_l1_comparison", "06_threshold_robustness",
+                               "08_is_collapse_intrinsic", "09_ablations"), ()),
 )
 # (job, dependency) pairs, by notebook, where the job trains from the dependency's final checkpoint
 # (checkpoints are not part of a job's verified outputs: a fresh checkout holding the committed records
@@ -65,9 +67,9 @@ TRAINS_FROM = {("02_stage2_sae_init", "01_stage1_vae"), ("03_stage3_topk", "02_s
                ("04_extended", "03_stage3_topk"), ("05_l1_comparison", "02_stage2_sae_init"),
                ("08_is_collapse_intrinsic", "02_stage2_sae_init"),
                ("09_ablations", "01_stage1_vae"), ("09_ablations", "02_stage2_sae_init")}
-# whether the remedies of 08 are trained by default: the quick profile would pass its 20 minutes on
-# 2 CPU cores with them (4 remedies x 2 datasets, about 13 min more); --remedies / --no-remedies decide
-DEFAULT_REMEDIES = {"smoke": True, "quick": False, "paper": True}
+# whether the remedies of 08 are trained by default (every profile: the quick profile was cut to fit them in its
+# 20 minutes on 2 CPU cores, see config.PROFILES); --remedies / --no-remedies decide
+DEFAULT_REMEDIES = {"smoke": True, "quick": True, "paper": True}
 # whether 09 trains the ablations by default: on quick each of the 4 variants is one Top-k stage 3 per dataset (the
 # init-seed variant also a stage 2), about 10 min more on 2 CPU cores. Measured on dSprites (quick, 2 cores, idle): a
 # Top-k stage 3 85 s (topk 84.7 s, topk_init1 89.7 s), the init variant's stage 2 7.9 s, lr x 10 (1e-2) diverges at
@@ -641,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated notebook numbers or names to run (e.g. 01,02,03 or 07); "
                     "their dependencies outside the list count as met")
     ap.add_argument("--remedies", dest="remedies", action="store_true", default=None,
-                    help="train the remedy sparsifiers in 08 (default: yes for smoke and paper, no for quick)")
+                    help="train the remedy sparsifiers in 08 (default: yes)")
     ap.add_argument("--no-remedies", dest="remedies", action="store_false", help="08 compares what is recorded, trains nothing")
     ap.add_argument("--ablations", dest="ablations", action="store_true", default=None,
                     help="train the ablations of Top-k stage 3 in 09: init seed, lr x0.1 and x10, Adam "
