@@ -24,14 +24,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from vaesae import pipeline
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 FAULT_SEED = 20261201
 KILLS_PER_JOB = 3
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
-STEMS = ("00_data", "01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk", "04_extended", "05_l1_comparison",
-         "06_threshold_robustness", "07_figures", "08_is_collapse_intrinsic")
+# every notebook of the study, in the order the pipeline runs them (07 last: it reads every record)
+STEMS = tuple(stem for stem, *_ in pipeline.STAGES)
 
 
 def _cmd(tmp: Path) -> list[str]:

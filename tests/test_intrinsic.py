@@ -36,6 +36,14 @@ def test_verdict_rule(remedy_dead, remedy_mse, verdict):
     assert str(intrinsic.AVOIDED_DEAD_PCT).rstrip("0").rstrip(".") in intrinsic.INTRINSIC_RULE
 
 
+def test_verdict_coverage_names_the_runs_it_rests_on():
+    part = _study({("dsprites", "topk"): 90.0, ("dsprites", "topk_aux"): 70.0, ("shapes3d", "topk"): 95.0})
+    assert intrinsic.verdict_coverage(part) == ("1 of 8 remedy x dataset runs; not run: dSprites: topk_init, batchtopk, "
+                                                "elastic; Shapes3D: topk_aux, topk_init, batchtopk, elastic")
+    full = _study({("dsprites", "topk"): 90.0, **{("dsprites", r): 50.0 for r in intrinsic.REMEDIES}})
+    assert intrinsic.verdict_coverage(full) == "all 4 remedy x dataset runs"
+
+
 def test_no_remedy_records_means_not_measured():
     v, evidence = intrinsic.intrinsic_verdict(_study({("dsprites", "topk"): 90.0}))
     assert v == "not measured" and evidence.empty
@@ -119,3 +127,15 @@ def test_top_image_grid_shows_the_most_specialised_alive_neurons():
     assert np.array_equal(asked[0], arrays["top_indices"][3][:5])   # the best alive neuron first
     with pytest.raises(ValueError):
         intrinsic.fig_top_images(s, "shapes3d", images_of)
+
+
+def test_a_validation_pass_taken_after_a_reinitialisation_is_marked():
+    s = _study({("dsprites", "topk"): 90.0, ("dsprites", "l1"): 80.0})
+    s.epochs["n_reinit"] = np.where(s.epochs.run == "topk", 7.0, 0.0)
+    counts = np.array([0, 0, 3, 5])
+    s.neurons[("dsprites", 42, "topk")] = {"val_active_count": counts}           # old record: no flag, re-init at the end
+    s.neurons[("dsprites", 42, "l1")] = {"val_active_count": counts}             # no re-initialisation: comparable
+    t = intrinsic.comparison_table(s).set_index("run")["dead % (never active, validation pass)"]
+    assert t["topk"] == "50.0 (n=1)" + intrinsic.AFTER_REINIT_MARK and t["l1"] == "50.0 (n=1)"
+    s.neurons[("dsprites", 42, "topk")] = {"val_active_count": counts, "val_before_reinit": np.asarray(True)}
+    assert intrinsic.comparison_table(s).set_index("run").loc["topk", "dead % (never active, validation pass)"] == "50.0 (n=1)"

@@ -198,3 +198,30 @@ def test_every_remedy_runs_stage3_from_the_same_stage2_checkpoint(tree, remedy):
     df = _csv(root, remedy)
     assert len(df) == TINY["epochs_stage3"] and np.isfinite(df.loss).all()
     assert df["dead_pct@0.001"].notna().all() and df["mig"].notna().all()
+
+
+def test_the_validation_pass_sees_the_evaluated_model_not_the_reinitialised_one(tree, tmp_path, monkeypatch):
+    """The second dead count (never active over the validation pass) is taken on the model the evaluation saw:
+    before the last epoch's re-initialisation, which hands dead neurons fresh weights and the maximal boost."""
+    from vaesae.revival import Revival
+
+    root, _ = tree
+    shutil.copytree(root / "checkpoints" / "smoke" / "dsprites" / "seed42" / "stage2",
+                    tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / "stage2")
+    order: list[str] = []
+    real_val, real_end = train.validation_activity, Revival.end_epoch
+
+    def val(*a, **k):
+        order.append("validation pass")
+        return real_val(*a, **k)
+
+    def end(self, *a, **k):
+        order.append("re-initialisation")
+        return real_end(self, *a, **k)
+
+    monkeypatch.setattr(train, "validation_activity", val)
+    monkeypatch.setattr(Revival, "end_epoch", end)
+    train.run_stage("topk", "dsprites", 42, "smoke", results_dir=tmp_path / "results", **KW)
+    assert order[-2:] == ["validation pass", "re-initialisation"]
+    arrays = io.load_npz(tmp_path / "results" / "smoke" / "dsprites" / "seed42" / "topk" / "neurons_final.npz")
+    assert bool(arrays["val_before_reinit"]) and int(arrays["val_n"]) > 0

@@ -22,7 +22,7 @@ topk_init1    initialisation seed: the conv SAE's initial weights are drawn agai
 topk_lr_x0.1  learning rate x 0.1 of the profile's (paper: 1e-6), stage 3 only
 topk_lr_x10   learning rate x 10 of the profile's (paper: 1e-4), stage 3 only; a run whose loss becomes
               NaN is recorded as diverged (``run.json`` with ``complete: false``), not hidden (on the quick
-              profile, lr 1e-2, dSprites seed 42 diverged at step 7 of its first epoch)
+              profile, lr 1e-2, dSprites seed 42 diverged in its 7th epoch)
 topk_adam     Adam instead of AdamW, stage 3 only: the same 1e-5 weight decay as a coupled L2 term in the
               gradient (``torch.optim.Adam``) instead of AdamW's decoupled decay
 ============  =========================================================================================

@@ -90,10 +90,20 @@ def validation_dead_pct(arrays: Mapping[str, Any]) -> float | None:
     return 100.0 * float(np.mean(np.asarray(arrays["val_active_count"]) == 0))
 
 
+def validation_after_reinit(arrays: Mapping[str, Any], last_n_reinit: float | None) -> bool:
+    """True when a record's validation pass saw another model than its evaluation: records written before
+    the pass moved ahead of the end-of-epoch re-initialisation (no ``val_before_reinit`` flag) whose last
+    epoch re-initialised neurons (``n_reinit`` > 0). Their second dead count is not comparable with the first."""
+    if "val_active_count" not in arrays or "val_before_reinit" in arrays:
+        return False
+    return bool(last_n_reinit is not None and not math.isnan(last_n_reinit) and last_n_reinit > 0)
+
+
 def final_values(study: Study, dataset: str, run: str) -> dict[str, list[float]]:
     """Per-seed end-of-stage values of one run: dead %, validation-pass dead %, specialised, MIG, MSE."""
     fin = study.final(dataset, run)
-    out: dict[str, list[float]] = {"dead": [], "dead_val": [], "spec": [], "mig": [], "mse": [], "seeds": []}
+    out: dict[str, list[float]] = {"dead": [], "dead_val": [], "spec": [], "mig": [], "mse": [], "seeds": [],
+                                   "val_after_reinit": []}
     for _, row in fin.iterrows():
         seed = int(row["seed"])
         out["seeds"].append(seed)
@@ -104,7 +114,15 @@ def final_values(study: Study, dataset: str, run: str) -> dict[str, list[float]]
         arrays = study.neurons.get((dataset, seed, run), {})
         v = validation_dead_pct(arrays)
         out["dead_val"].append(float("nan") if v is None else v)
+        n_reinit = float(row["n_reinit"]) if "n_reinit" in row.index and row["n_reinit"] == row["n_reinit"] else None
+        out["val_after_reinit"].append(validation_after_reinit(arrays, n_reinit))
     return out
+
+
+AFTER_REINIT_MARK = " †"
+AFTER_REINIT_NOTE = ("†: validation pass measured after the last epoch's re-initialisation of dead neurons (records made "
+                     "before that was fixed): it saw re-drawn neurons with the maximal boost, not the evaluated model, "
+                     "so it is not comparable with the first count")
 
 
 def comparison_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFrame:
@@ -117,7 +135,8 @@ def comparison_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFra
                 continue
             rows.append({"dataset": DATASET_LABEL[ds], "sparsifier": LABEL.get(run, run), "run": run,
                          "dead % (eval, rate < 0.001)": _ms(v["dead"], 1),
-                         "dead % (never active, validation pass)": _ms(v["dead_val"], 1),
+                         "dead % (never active, validation pass)": _ms(v["dead_val"], 1)
+                         + (AFTER_REINIT_MARK if any(v["val_after_reinit"]) else ""),
                          "specialised @0.5": _ms(v["spec"], 0), "MIG": _ms(v["mig"], 3), "MSE": _ms(v["mse"], 4)})
     return pd.DataFrame(rows)
 
@@ -159,6 +178,21 @@ def intrinsic_verdict(study: Study, remedies: Sequence[str] = REMEDIES) -> tuple
     else:
         verdict = "supported"
     return verdict, pd.DataFrame(rows)
+
+
+def verdict_coverage(study: Study, remedies: Sequence[str] = REMEDIES) -> str:
+    """Which remedy x dataset runs the verdict rests on: "all 8 remedy x dataset runs" or "3 of 8 remedy x
+    dataset runs; not run: dSprites: batchtopk, ..." (datasets with Top-k records only). A verdict on part
+    of the grid says so wherever it is printed."""
+    cells = [(ds, r) for ds in study.datasets if final_values(study, ds, "topk")["seeds"] for r in remedies]
+    missing = [(ds, r) for ds, r in cells if not final_values(study, ds, r)["seeds"]]
+    n, have = len(cells), len(cells) - len(missing)
+    if not missing:
+        return f"all {n} remedy x dataset runs"
+    by_ds: dict[str, list[str]] = {}
+    for ds, r in missing:
+        by_ds.setdefault(DATASET_LABEL[ds], []).append(r)
+    return f"{have} of {n} remedy x dataset runs; not run: " + "; ".join(f"{d}: {', '.join(rs)}" for d, rs in by_ds.items())
 
 
 # ------------------------------------------------------------------------------------------------

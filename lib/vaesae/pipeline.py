@@ -71,9 +71,8 @@ TRAINS_FROM = {("02_stage2_sae_init", "01_stage1_vae"), ("03_stage3_topk", "02_s
 # 20 minutes on 2 CPU cores, see config.PROFILES); --remedies / --no-remedies decide
 DEFAULT_REMEDIES = {"smoke": True, "quick": True, "paper": True}
 # whether 09 trains the ablations by default: on quick each of the 4 variants is one Top-k stage 3 per dataset (the
-# init-seed variant also a stage 2), about 10 min more on 2 CPU cores. Measured on dSprites (quick, 2 cores, idle): a
-# Top-k stage 3 85 s (topk 84.7 s, topk_init1 89.7 s), the init variant's stage 2 7.9 s, lr x 10 (1e-2) diverges at
-# step 7 of its first epoch (8 s): about 4.6 min a dataset, Shapes3D ~10 % more; --ablations / --no-ablations decide
+# init-seed variant also a stage 2): measured 6:46 more on 2 CPU cores (the 09 job alone, quick profile, idle machine;
+# each stage 3 43-49 s, lr x 10 diverges on dSprites in its 7th epoch); --ablations / --no-ablations decide
 DEFAULT_ABLATIONS = {"smoke": True, "quick": False, "paper": True}
 
 

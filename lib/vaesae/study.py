@@ -376,7 +376,7 @@ def write_tables(study: Study, results_dir: str | Path) -> dict[str, pd.DataFram
         if name == "verdicts":
             caption = paper.VERDICT_RULE + " " + suffix
         elif study.profile != "paper":
-            caption += " Scaled-down profile: absolute numbers are not comparable with the paper's; see the README's profile table."
+            caption += " Scaled-down profile: absolute numbers are not comparable with the paper's; see `python -m vaesae.train --profiles`."
         save_table(df, results_dir, study.profile, name, title=title, caption=caption, order=order)
         out[name] = df
     return out

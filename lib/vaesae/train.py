@@ -583,6 +583,13 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
             row.update(scalars)
             last_eval = scalars
         eval_s = time.perf_counter() - t_eval
+        val_activity: dict[str, np.ndarray] = {}
+        if is_last and arrays and sp is not None:
+            # the second dead count (activity over a pass of the validation split) sees the same model as the
+            # evaluation: before the re-initialisation below, which would otherwise hand the last epoch's
+            # dead neurons fresh weights and the maximal boost (records before this order lack the flag)
+            val_activity = validation_activity(model, sp, state, ds, cfg, dev)
+            val_activity["val_before_reinit"] = np.asarray(True)
         n_reinit = revival.end_epoch(model.sae, opt, reinit_gen) if revival is not None else 0
         if sp is not None:
             sp.after_update(model.sae)
@@ -607,8 +614,7 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
             if arrays:
                 npz = {k: v for k, v in arrays.items()}
                 npz["factor_names"] = np.array(ds.factor_names)
-                if sp is not None:  # the second dead count: activity over a pass of the validation split
-                    npz.update(validation_activity(model, sp, state, ds, cfg, dev))
+                npz.update(val_activity)   # the second dead count, measured above
                 atomic_save_npz(run_dir / "neurons_final.npz", **npz)
                 if kind == "stage2":
                     atomic_save_npz(run_dir / "neurons_k500.npz", **npz)
