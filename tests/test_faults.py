@@ -49,8 +49,11 @@ class Study:
     """One ``run_all.sh`` in its own process group, its output lines read by a thread."""
 
     def __init__(self, tmp: Path):
+        # Ctrl-C in a terminal reaches a process whose SIGINT is at its default; a test run started in the
+        # background of a non-interactive shell (`nohup ... &`) inherits SIGINT ignored, so restore the default
         self.proc = subprocess.Popen(_cmd(tmp), cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+                                     text=True, start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.lines: "queue.Queue[str | None]" = queue.Queue()
         self.log: list[str] = []
         self.eof = False
