@@ -139,3 +139,11 @@ def test_a_validation_pass_taken_after_a_reinitialisation_is_marked():
     assert t["topk"] == "50.0 (n=1)" + intrinsic.AFTER_REINIT_MARK and t["l1"] == "50.0 (n=1)"
     s.neurons[("dsprites", 42, "topk")] = {"val_active_count": counts, "val_before_reinit": np.asarray(True)}
     assert intrinsic.comparison_table(s).set_index("run").loc["topk", "dead % (never active, validation pass)"] == "50.0 (n=1)"
+
+
+def test_training_throughput_comes_from_the_run_record():
+    assert intrinsic.training_throughput({"n_train": 1000, "epochs": 5, "train_s": 2.0}) == 2500.0
+    assert math.isnan(intrinsic.training_throughput({"n_train": 1000}))       # an unfinished or diverged run
+    s = _study({("dsprites", "topk"): 90.0})
+    s.runs[("dsprites", 42, "topk")].update(n_train=1000, epochs=5, train_s=2.0)
+    assert intrinsic.comparison_table(s)["training img/s"].iloc[0] == "2500 (n=1)"

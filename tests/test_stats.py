@@ -230,8 +230,11 @@ def test_notebook_07_is_committed_without_outputs_and_saves_the_table(tmp_path):
             assert c.get("outputs") == [] and c.get("execution_count") is None
     assert "save_table" in src and '"claim_tests"' in src
     # the cell runs against a study and registers the table in the index the report reads
+    from vaesae.artifacts import caption_suffix, save_table   # what the notebook's import cell provides
+
     ns = {"S": _study(seeds=(1, 2, 3)), "P": SimpleNamespace(results_dir=str(tmp_path), profile="smoke", stats_seed=0),
-          "display": lambda *a, **k: None}
+          "display": lambda *a, **k: None, "np": np, "stats": stats, "caption_suffix": caption_suffix,
+          "save_table": save_table}
     exec(compile(src, "07_figures:claim_tests", "exec"), ns)
     index = artifacts.read_index(tmp_path / "smoke" / "tables")
     entry = next(e for e in index if e["name"] == "claim_tests")

@@ -1,5 +1,6 @@
 """Training: every stage on a tiny profile, resume = uninterrupted, the command line's checks."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -172,7 +173,10 @@ def test_a_nan_loss_stops_with_stage_epoch_and_step_and_keeps_the_last_checkpoin
         train.run_stage("topk", "dsprites", 42, "smoke", results_dir=tmp_path / "results", **KW)
     ck = io.torch_load(dst / "topk" / "last.pt")
     assert ck["epoch"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
-    assert not (tmp_path / "results" / "smoke" / "dsprites" / "seed42" / "topk" / "run.json").exists()
+    # the record says so: not complete, the message, the epochs that were finished (a rerun resumes at epoch 2)
+    meta = json.loads((tmp_path / "results" / "smoke" / "dsprites" / "seed42" / "topk" / "run.json").read_text())
+    assert meta["complete"] is False and meta["epochs_done"] == 2 and "at step 4 of epoch 2" in meta["diverged"]
+    assert len(pd.read_csv(tmp_path / "results" / "smoke" / "dsprites" / "seed42" / "topk" / "epochs.csv")) == 2
 
 
 def test_out_of_gpu_memory_names_the_batch_size(tree, tmp_path, monkeypatch):

@@ -41,11 +41,8 @@ imports neither torch nor the study loader at import time (:mod:`vaesae.study` a
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
-
-import numpy as np
 
 from .config import get_config
 from .errors import VaesaeError
@@ -118,29 +115,6 @@ def overrides_for(v: Variant, profile: str, seed: int) -> dict[str, Any]:
     return out
 
 
-def _write_diverged(exc: Exception, stage: str, run: str, dataset: str, seed: int, profile: str, results_dir: Path,
-                    overrides: Mapping[str, Any], input_run: str, source: str, sae_init_seed: int | None) -> dict:
-    """A ``run.json`` with ``complete: false`` and the message, beside the epochs recorded before the loss became NaN."""
-    import json
-
-    from .io import atomic_save_json, provenance
-    from .train import _jsonable, run_paths
-
-    run_dir, _ = run_paths(results_dir, None, profile, dataset, seed, run)
-    in_meta_path = run_paths(results_dir, None, profile, dataset, seed, input_run)[0] / "run.json"
-    try:
-        src = json.loads(in_meta_path.read_text()).get("data_source", source)
-    except (OSError, ValueError):
-        src = source
-    params = _jsonable(get_config(profile, **dict(overrides)).to_dict())
-    if sae_init_seed is not None:
-        params["sae_init_seed"] = sae_init_seed
-    meta = provenance(profile=profile, dataset=dataset, source=src, seed=seed, params=params)
-    meta.update({"run": run, "stage": stage, "complete": False, "diverged": str(exc)})
-    atomic_save_json(run_dir / "run.json", _jsonable(meta))
-    return meta
-
-
 def ensure_baseline(datasets: Sequence[str], seeds: Sequence[int], profile: str, *, results_dir: str | Path,
                     device: str = "auto", source: str = "auto", progress: bool | str = "epoch",
                     log: Callable[[str], None] | None = print) -> list[tuple[str, int, str]]:
@@ -174,7 +148,9 @@ def train_ablations(datasets: Sequence[str], seeds: Sequence[int], profile: str,
     ones resume). The lr and optimiser variants train from that seed's stage-2 checkpoint, the init-seed variant
     from the stage-1 checkpoint through its own stage 2. A run that diverges (NaN loss) is recorded as such and
     the others go on. Returns {(dataset, seed, run): run.json}."""
-    from .train import Diverged, run_stage
+    import json
+
+    from .train import Diverged, run_paths, run_stage
 
     say = log or (lambda s: None)
     chosen = [variant(n) for n in variants]
@@ -191,11 +167,10 @@ def train_ablations(datasets: Sequence[str], seeds: Sequence[int], profile: str,
                         out[(ds, seed, run)] = run_stage(stage, ds, seed, profile, results_dir=results_dir, device=device,
                                                          source=source, force=force, overrides=ov, progress=progress, log=log,
                                                          run=run, from_run=from_run, sae_init_seed=s2)
-                    except Diverged as exc:
+                    except Diverged as exc:   # run_stage recorded it (run.json, complete: false)
                         say(f"{run} on {ds}, seed {seed}: diverged ({exc})")
-                        out[(ds, seed, run)] = _write_diverged(exc, stage, run, ds, seed, profile, results_dir, ov,
-                                                               from_run or ("stage1" if stage == "stage2" else "stage2"),
-                                                               source, s2)
+                        out[(ds, seed, run)] = json.loads((run_paths(results_dir, None, profile, ds, seed, run)[0]
+                                                           / "run.json").read_text())
                         break   # a diverged stage 2 leaves its stage 3 nothing to train from
     return out
 
@@ -210,23 +185,11 @@ def _complete(study: "Study", dataset: str, seed: int, run: str) -> bool:
 
 def final_values(study: "Study", dataset: str, run: str) -> dict[int, dict[str, float]]:
     """{seed: {dead, spec, mig, mse}} at the last evaluated epoch of each *complete* run (k = k_end)."""
-    fin = study.final(dataset, run)
-    out = {}
-    for _, row in fin.iterrows():
-        seed = int(row["seed"])
-        if _complete(study, dataset, seed, run):
-            out[seed] = {"dead": float(row[DEAD]), "spec": float(row[SPEC]), "mig": float(row["mig"]), "mse": float(row["mse"])}
-    return out
+    from .intrinsic import final_values as per_metric
 
-
-def _ms(values: Sequence[float], digits: int, sign: bool = False) -> str:
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not vals:
-        return "n/a"
-    fmt = f"{{:{'+' if sign else ''}.{digits}f}}"
-    if len(vals) == 1:
-        return f"{fmt.format(vals[0])} (n=1)"
-    return f"{fmt.format(np.mean(vals))} ± {np.std(vals, ddof=1):.{digits}f} (n={len(vals)})"
+    v = per_metric(study, dataset, run)
+    return {s: {k: v[k][i] for k in ("dead", "spec", "mig", "mse")} for i, s in enumerate(v["seeds"])
+            if _complete(study, dataset, s, run)}
 
 
 def _diverged_note(study: "Study", dataset: str, run: str) -> str:
@@ -250,7 +213,7 @@ def ablation_table(study: "Study", variants: Sequence[str] = VARIANTS) -> "pd.Da
     have). Runs that diverged are left out of the numbers and named in ``note``."""
     import pandas as pd
 
-    from .study import DATASET_LABEL
+    from .study import DATASET_LABEL, mean_std
 
     rows = []
     for ds in study.datasets:
@@ -265,9 +228,9 @@ def ablation_table(study: "Study", variants: Sequence[str] = VARIANTS) -> "pd.Da
                                    "run": run, "changes": spec.what if spec else "nothing (baseline)"}
             paired = sorted(set(v) & set(base))
             for key, name, digits in METRICS:
-                row[name] = _ms([v[s][key] for s in sorted(v)], digits)
+                row[name] = mean_std([v[s][key] for s in sorted(v)], digits)
                 row[f"Δ {name} vs Top-k"] = ("—" if run == BASELINE else
-                                             _ms([v[s][key] - base[s][key] for s in paired], digits, sign=True))
+                                             mean_std([v[s][key] - base[s][key] for s in paired], digits, sign=True))
             row["seeds"] = ",".join(map(str, sorted(v))) or "none"
             row["note"] = note
             rows.append(row)

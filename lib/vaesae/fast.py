@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from .config import Config
+from .sparsity import SPARSIFIERS
 
 # Every speed switch off: the plain eager reference path (fp32 + TF32, dense top-k scatter).
 REFERENCE_SPEED: dict[str, bool] = dict(amp_bf16=False, sae_bf16=False, channels_last=False, cudnn_benchmark=False,
@@ -45,8 +46,6 @@ REFERENCE_SPEED: dict[str, bool] = dict(amp_bf16=False, sae_bf16=False, channels
 def capturable(sparsifier_name: str | None) -> bool:
     """Whether a run with this sparsifier may be captured in a CUDA graph (``Sparsifier.capturable``: device
     work only inside a step, running state updated in place); None (stage 1) is."""
-    from .sparsity import SPARSIFIERS
-
     return sparsifier_name is None or bool(getattr(SPARSIFIERS.get(sparsifier_name), "capturable", False))
 
 

@@ -33,7 +33,7 @@ import pandas as pd
 
 from .metrics import DEFAULT_DEAD_THRESHOLD, DEFAULT_SPEC_THRESHOLD, threshold_key
 from .sparsity import REMEDIES
-from .study import DATASET_LABEL, Study
+from .study import DATASET_LABEL, Study, mean_std as _ms
 
 BASELINES = ("topk", "l1")
 COMPARED = (*BASELINES, *REMEDIES)
@@ -74,15 +74,6 @@ def train_remedies(datasets: Sequence[str], seeds: Sequence[int], profile: str, 
     return out
 
 
-def _ms(values: Sequence[float], digits: int) -> str:
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return f"{vals[0]:.{digits}f} (n=1)"
-    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f} (n={len(vals)})"
-
-
 def validation_dead_pct(arrays: Mapping[str, Any]) -> float | None:
     """Dead % the second way: never active over the validation pass (``val_active_count`` [M] == 0)."""
     if "val_active_count" not in arrays:
@@ -90,20 +81,20 @@ def validation_dead_pct(arrays: Mapping[str, Any]) -> float | None:
     return 100.0 * float(np.mean(np.asarray(arrays["val_active_count"]) == 0))
 
 
-def validation_after_reinit(arrays: Mapping[str, Any], last_n_reinit: float | None) -> bool:
+def validation_after_reinit(arrays: Mapping[str, Any], last_n_reinit: float) -> bool:
     """True when a record's validation pass saw another model than its evaluation: records written before
     the pass moved ahead of the end-of-epoch re-initialisation (no ``val_before_reinit`` flag) whose last
     epoch re-initialised neurons (``n_reinit`` > 0). Their second dead count is not comparable with the first."""
     if "val_active_count" not in arrays or "val_before_reinit" in arrays:
         return False
-    return bool(last_n_reinit is not None and not math.isnan(last_n_reinit) and last_n_reinit > 0)
+    return bool(last_n_reinit > 0)   # NaN (no n_reinit column) compares False
 
 
 def final_values(study: Study, dataset: str, run: str) -> dict[str, list[float]]:
     """Per-seed end-of-stage values of one run: dead %, validation-pass dead %, specialised, MIG, MSE."""
     fin = study.final(dataset, run)
     out: dict[str, list[float]] = {"dead": [], "dead_val": [], "spec": [], "mig": [], "mse": [], "seeds": [],
-                                   "val_after_reinit": []}
+                                   "val_after_reinit": [], "img_s": []}
     for _, row in fin.iterrows():
         seed = int(row["seed"])
         out["seeds"].append(seed)
@@ -114,11 +105,21 @@ def final_values(study: Study, dataset: str, run: str) -> dict[str, list[float]]
         arrays = study.neurons.get((dataset, seed, run), {})
         v = validation_dead_pct(arrays)
         out["dead_val"].append(float("nan") if v is None else v)
-        n_reinit = float(row["n_reinit"]) if "n_reinit" in row.index and row["n_reinit"] == row["n_reinit"] else None
-        out["val_after_reinit"].append(validation_after_reinit(arrays, n_reinit))
+        out["val_after_reinit"].append(validation_after_reinit(arrays, float(row.get("n_reinit", math.nan))))
+        out["img_s"].append(training_throughput(study.runs.get((dataset, seed, run), {})))
     return out
 
 
+def training_throughput(meta: Mapping[str, Any]) -> float:
+    """Training images per second of a finished run (``run.json``): n_train x epochs / train_s (graph captures
+    included, the per-epoch evaluation not); NaN without those fields."""
+    try:
+        return float(meta["n_train"]) * float(meta["epochs"]) / float(meta["train_s"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return math.nan
+
+
+DEAD_VAL = "dead % (never active, validation pass)"   # the comparison table's second dead count
 AFTER_REINIT_MARK = " †"
 AFTER_REINIT_NOTE = ("†: validation pass measured after the last epoch's re-initialisation of dead neurons (records made "
                      "before that was fixed): it saw re-drawn neurons with the maximal boost, not the evaluated model, "
@@ -135,9 +136,10 @@ def comparison_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFra
                 continue
             rows.append({"dataset": DATASET_LABEL[ds], "sparsifier": LABEL.get(run, run), "run": run,
                          "dead % (eval, rate < 0.001)": _ms(v["dead"], 1),
-                         "dead % (never active, validation pass)": _ms(v["dead_val"], 1)
+                         DEAD_VAL: _ms(v["dead_val"], 1)
                          + (AFTER_REINIT_MARK if any(v["val_after_reinit"]) else ""),
-                         "specialised @0.5": _ms(v["spec"], 0), "MIG": _ms(v["mig"], 3), "MSE": _ms(v["mse"], 4)})
+                         "specialised @0.5": _ms(v["spec"], 0), "MIG": _ms(v["mig"], 3), "MSE": _ms(v["mse"], 4),
+                         "training img/s": _ms(v["img_s"], 0)})
     return pd.DataFrame(rows)
 
 

@@ -67,12 +67,12 @@ TRAINS_FROM = {("02_stage2_sae_init", "01_stage1_vae"), ("03_stage3_topk", "02_s
                ("04_extended", "03_stage3_topk"), ("05_l1_comparison", "02_stage2_sae_init"),
                ("08_is_collapse_intrinsic", "02_stage2_sae_init"),
                ("09_ablations", "01_stage1_vae"), ("09_ablations", "02_stage2_sae_init")}
-# whether the remedies of 08 are trained by default (every profile: the quick profile was cut to fit them in its
-# 20 minutes on 2 CPU cores, see config.PROFILES); --remedies / --no-remedies decide
-DEFAULT_REMEDIES = {"smoke": True, "quick": True, "paper": True}
-# whether 09 trains the ablations by default: on quick each of the 4 variants is one Top-k stage 3 per dataset (the
-# init-seed variant also a stage 2): measured 6:46 more on 2 CPU cores (the 09 job alone, quick profile, idle machine;
-# each stage 3 43-49 s, lr x 10 diverges on dSprites in its 7th epoch); --ablations / --no-ablations decide
+# profile jobs that train only when their notebook parameter lists runs to train ("" compares what is recorded):
+# 08's remedies (--remedies / --no-remedies; on by default: the quick profile was cut to fit them in its 20 minutes
+# on 2 CPU cores, see config.PROFILES) and 09's ablations (--ablations / --no-ablations; the default per profile:
+# on quick they add 6:46 on 2 CPU cores, measured for the 09 job alone on an idle machine, each stage 3 43-49 s,
+# lr x 10 diverging on dSprites in its 7th epoch)
+TRAIN_SWITCH = {"08_is_collapse_intrinsic": "remedies", "09_ablations": "variants"}
 DEFAULT_ABLATIONS = {"smoke": True, "quick": False, "paper": True}
 
 
@@ -142,7 +142,7 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
                 # (the GPU that trained the paper profile) verifies in any checkout
                 "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
                 "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
-                "remedies": ",".join(runs) if (DEFAULT_REMEDIES.get(profile, False) if remedies is None else remedies) else "",
+                "remedies": ",".join(runs) if remedies is None or remedies else "",
                 "variants": ",".join(ABLATION_VARIANTS) if (DEFAULT_ABLATIONS.get(profile, False) if ablations is None else ablations) else "",
             }
             params = {k: v for k, v in offered.items() if k in declared and v is not None}
@@ -511,9 +511,8 @@ class Runner:
 
     @staticmethod
     def _trains(job: Job) -> bool:
-        if _stem(job) == "09_ablations":
-            return bool(job.params.get("variants"))
-        return _stem(job) != "08_is_collapse_intrinsic" or bool(job.params.get("remedies"))
+        switch = TRAIN_SWITCH.get(_stem(job))
+        return switch is None or bool(job.params.get(switch))
 
     def _checkpoints_missing(self, job: Job) -> bool:
         ckpt_root = self.results_dir.parent / "checkpoints"

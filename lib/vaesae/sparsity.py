@@ -263,7 +263,6 @@ class TopKAux(TopK):
         super().__init__(k_of_epoch, l1_coef, key)
         self.k_aux, self.window, self.coef = int(k_aux), int(window), float(coef)
         self.since_fired: torch.Tensor | None = None
-        self.last_n_dead = 0
 
     @classmethod
     def from_config(cls, cfg: Config, *, stage: str, n_neurons: int) -> "Sparsifier":
@@ -286,7 +285,6 @@ class TopKAux(TopK):
     def extra_loss(self, *, h: torch.Tensor, h_hat: torch.Tensor, acts: torch.Tensor, sae: Any, state: Mapping[str, Any],
                    **_: Any) -> torch.Tensor:
         dead = self.dead_mask(acts)
-        self.last_n_dead = dead.sum()          # a device scalar (read it with int(); no sync inside the step)
         return aux_loss(h.detach(), h_hat.detach(), sae, dead, self.k_aux, self.coef)
 
     def state_dict(self) -> dict[str, Any]:
@@ -309,6 +307,9 @@ def aux_loss(h: torch.Tensor, h_hat: torch.Tensor, sae: Any, dead: torch.Tensor,
     Written with a mask and a fixed k_aux (no data-dependent shapes, no host sync): the live latents'
     activations are zeroed before the top-k_aux, so whatever zeros fill the k_aux slots beyond the dead
     latents contribute nothing, which is the same as capping k_aux at the number of dead latents.
+    The pre-activations are recomputed from the detached ``h`` rather than taken from the forward pass's
+    (same values): those carry gradients into the encoder, which this loss must not train (one more
+    [B, d] x [d, m] product a step; reusing them would need a hand-written backward for W_e, b_e and b_d).
     """
     x = h - sae.b_d if getattr(sae, "center_input", False) else h
     live = ~dead
@@ -437,21 +438,18 @@ class BatchTopK(TopK):
         return self._sum, self._n
 
     def __call__(self, a: torch.Tensor, state: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        k = int(state[self.key])
-        if state.get("inference"):
-            theta = self.threshold
-            if theta is not None:
-                acts = a * (a > theta)
-                return acts, l1_penalty(acts, self.l1_coef)
-            mask, _ = batch_topk_mask(a.detach(), k)
-            acts = a * mask
+        inference = bool(state.get("inference"))
+        theta = self.threshold if inference else None     # a host sync, at evaluation only (never captured)
+        if theta is not None:
+            acts = a * (a > theta)
             return acts, l1_penalty(acts, self.l1_coef)
-        mask, kth = batch_topk_mask(a.detach(), k)
+        mask, kth = batch_topk_mask(a.detach(), int(state[self.key]))   # training, or no threshold yet
+        if not inference:
+            total, n = self._counters(a.device)
+            kept = ~torch.isnan(kth)
+            total.add_(torch.where(kept, kth, torch.zeros_like(kth)).to(torch.float64))
+            n.add_(kept.to(torch.int64))
         acts = a * mask
-        total, n = self._counters(a.device)
-        kept = ~torch.isnan(kth)
-        total.add_(torch.where(kept, kth, torch.zeros_like(kth)).to(torch.float64))
-        n.add_(kept.to(torch.int64))
         return acts, l1_penalty(acts, self.l1_coef)
 
     def state_dict(self) -> dict[str, Any]:

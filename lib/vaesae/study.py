@@ -126,13 +126,16 @@ def load_study(results_dir: str | Path, profile: str) -> Study:
 # formatting
 
 
-def mean_std(values: Iterable[float], digits: int = 3) -> str:
-    x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=float)
+def mean_std(values: Iterable[float], digits: int = 3, sign: bool = False) -> str:
+    """"m ± s (n=N)" over the values that are not None or NaN ("v (n=1)", "n/a" for none); ``sign``: "+m"."""
+    x = np.asarray([float(v) for v in values if v is not None], dtype=float)
+    x = x[~np.isnan(x)]
     if x.size == 0:
         return "n/a"
+    m = f"{x.mean():{'+' if sign else ''}.{digits}f}"
     if x.size == 1:
-        return f"{x[0]:.{digits}f} (n=1)"
-    return f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f} (n={x.size})"
+        return f"{m} (n=1)"
+    return f"{m} ± {x.std(ddof=1):.{digits}f} (n={x.size})"
 
 
 def _paper_ms(value: float | None, std: float | None, digits: int = 3) -> str:

@@ -66,7 +66,8 @@ FIXED_RUNS = ("stage1", "stage2", "extended")
 
 
 class Diverged(VaesaeError):
-    """The training loss became NaN or infinite (an ablation at a high learning rate may; the records so far stay)."""
+    """The training loss became NaN or infinite (an ablation at a high learning rate may). The records so far stay,
+    and ``run.json`` is written with ``complete: false`` and the message under ``diverged``."""
 
 
 ALL_RUNS = C.STAGES  # the order of ``--stage all``
@@ -559,10 +560,17 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
         if not math.isfinite(means["loss"]):
             kept = (f"the last good checkpoint {last_path} (epoch {ckpt_epoch}) is kept" if last_path.is_file()
                     else f"no checkpoint of this run yet; it starts again from {in_path or 'scratch'}")
-            raise Diverged(f"{stage} on {dataset}, seed {seed}: the loss became {means['loss']} at step "
-                           f"{engine.first_bad_step()} of epoch {epoch} (of {len(batches)} steps); {kept}; nothing of this "
-                           f"epoch was saved. Try a lower learning rate (--set lr={cfg.lr / 10:g}) or a tighter "
-                           f"gradient clip (--set grad_clip={cfg.grad_clip / 10:g})")
+            msg = (f"{stage} on {dataset}, seed {seed}: the loss became {means['loss']} at step "
+                   f"{engine.first_bad_step()} of epoch {epoch} (of {len(batches)} steps); {kept}; nothing of this "
+                   f"epoch was saved. Try a lower learning rate (--set lr={cfg.lr / 10:g}) or a tighter "
+                   f"gradient clip (--set grad_clip={cfg.grad_clip / 10:g})")
+            # the run's record says so (beside the epochs recorded before): an ablation at a high learning rate
+            # is a result, not a crash, and the tables name it instead of leaving a run without a run.json
+            meta = provenance(profile=profile, dataset=dataset, source=ds.source, seed=seed, params=cfg_json)
+            meta.update({"run": run or stage, "stage": stage, "stage_kind": kind, "complete": False, "diverged": msg,
+                         "epochs_done": epoch, "input_sha256": in_sha})
+            atomic_save_json(run_dir / "run.json", _jsonable(meta))
+            raise Diverged(msg)
         train_s = time.perf_counter() - t_epoch
 
         row: dict[str, Any] = {"run": stage, "epoch": epoch, "global_epoch": g_epoch}
