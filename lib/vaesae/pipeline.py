@@ -285,13 +285,27 @@ def _interrupt(signum, frame) -> None:
 
 
 def stop_children(grace: float = 10.0) -> None:
-    """SIGTERM every running papermill process group, then SIGKILL what is left after ``grace`` seconds."""
+    """SIGTERM every running papermill process group and every descendant of it (the notebook kernel runs in
+    a session of its own, out of reach of the group signal), wait until all have exited, SIGKILL what is
+    left after ``grace`` seconds: nothing may still be writing when the leftovers are cleaned up."""
+    import psutil
+
     with _PROCS_LOCK:
         procs = list(_PROCS.values())
+    family: list[psutil.Process] = []
     for proc in procs:
+        try:
+            family += psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            pass
         try:
             os.killpg(proc.pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
+            pass
+    for child in family:
+        try:
+            child.terminate()
+        except psutil.Error:
             pass
     deadline = time.time() + grace
     for proc in procs:
@@ -302,6 +316,13 @@ def stop_children(grace: float = 10.0) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+    _, alive = psutil.wait_procs(family, timeout=max(0.0, deadline - time.time()))
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
 
 
 def run_job(job: Job, *, log_dir: Path, gpu: int | None) -> None:
