@@ -4,12 +4,15 @@ CPU tests run everywhere; the CUDA ones (bf16 autocast, CUDA graphs, fused clipp
 GPU is present (the device machine) and are skipped elsewhere.
 """
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vaesae import bench, train
 from vaesae.config import get_config
+from vaesae.errors import VaesaeError
 from vaesae.fast import REFERENCE_SPEED, StepEngine, speed_settings, to_input
 from vaesae.model import HybridVAESAE, sparse_decode
 from vaesae.revival import Revival
@@ -185,6 +188,42 @@ def test_projection_arithmetic():
     assert "suite_s" not in bench.project_times({"dsprites": tp["dsprites"]}, eval_s=0.0)
 
 
+def test_bench_variants_are_switches_of_the_config_and_a_bad_one_is_refused():
+    for name, over in bench.VARIANTS.items():
+        cfg = get_config("paper", **over)
+        assert all(getattr(cfg, k) == v != getattr(get_config("paper"), k) for k, v in over.items()), name
+    with pytest.raises(VaesaeError, match="unknown variant 'fp8'"):
+        bench.cmd_train(bench.build_parser().parse_args(["train", "--device", "cpu", "--variants", "sae_bf16,fp8"]))
+
+
+def test_verify_summary_compares_the_mean_difference_with_the_seed_spread():
+    finals = {"fast": {0: {"dead_pct@0.001": 80.0, "mig": 0.10, "mse": 0.010},
+                       1: {"dead_pct@0.001": 82.0, "mig": 0.12, "mse": 0.011}},
+              "reference": {0: {"dead_pct@0.001": 79.0, "mig": 0.30, "mse": 0.010},
+                            1: {"dead_pct@0.001": 82.0, "mig": 0.32, "mse": 0.011}}}
+    rows = {r["metric"]: r for r in bench.verify_summary(finals)}
+    assert rows["dead_pct@0.001"]["mean_diff"] == pytest.approx(0.5) and rows["dead_pct@0.001"]["reference_range"] == 3.0
+    assert rows["dead_pct@0.001"]["paired_diffs"] == [1.0, 0.0] and rows["dead_pct@0.001"]["within_noise"]
+    assert not rows["mig"]["within_noise"]           # 0.2 apart, seeds 0.02 apart
+    with pytest.raises(VaesaeError, match="at least 2 seeds"):
+        bench.verify_summary({"fast": {0: finals["fast"][0]}, "reference": {0: finals["reference"][0]}})
+
+
+def test_verify_cli_on_the_cpu_finds_both_paths_equal(tmp_path, capsys):
+    """On the CPU every speed switch is off, so the two chains are the same computation: equal to the bit."""
+    rc = bench.main(["verify", "--device", "cpu", "--profile", "smoke", "--seeds", "0,1", "--train-subset", "64",
+                     "--epochs", "1,1,2", "--out", str(tmp_path)])
+    assert rc == 0
+    data = json.loads(next(tmp_path.glob("*_verify_smoke.json")).read_text())
+    assert data["finals"]["fast"] == data["finals"]["reference"]
+    assert data["finals"]["fast"]["0"] != data["finals"]["fast"]["1"]
+    assert all(r["within_noise"] and r["mean_diff"] == 0 for r in data["summary"])
+    assert "within seed noise" in capsys.readouterr().out
+    for bad in (["--seeds", "3"], ["--epochs", "1,1"], ["--dataset", "mnist"]):
+        with pytest.raises(VaesaeError):
+            bench.cmd_verify(bench.build_parser().parse_args(["verify", "--device", "cpu", *bad]))
+
+
 # ------------------------------------------------------------------ CUDA (device machine only)
 
 
@@ -248,7 +287,16 @@ def test_cuda_fused_clip_equals_clip_grad_norm():
 
 
 @needs_cuda
-def test_cuda_agreement_of_the_benchmark():
+@pytest.mark.parametrize("tf32_before", [False, True])
+def test_cuda_agreement_of_the_benchmark(tf32_before):
+    """Whatever backend flags an earlier caller left (the failure seen on the H200 on 2026-12-02: the
+    reference ran with TF32 off, the fast side with it on, 96.7 % of rows equal), the comparison sets its
+    own and restores the caller's."""
+    from vaesae.fast import backend_flags
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32_before
+    before = backend_flags()
     ag = bench.agreement("dsprites", torch.device("cuda"), epoch=45, n_images=512)
+    assert backend_flags() == before
     assert ag["topk_fp32_rows_equal"] >= 0.99
     assert ag["loss_rel_diff"] <= 1e-2

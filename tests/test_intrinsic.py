@@ -103,6 +103,30 @@ def test_ceiling_share_counts_neurons_the_firing_rate_forces_out():
     assert r == {"spec_start": 3, "spec_end": 1, "lost": 2, "forced": 1, "share": 0.5}
 
 
+
+@pytest.mark.parametrize("stage2_sha", [None, "s2"])
+def test_ceiling_table_leaves_out_runs_from_another_stage2(stage2_sha):
+    """Neuron i of a re-run stage 2 is another neuron: a run trained from it is not compared per neuron with
+    the recorded stage 2 (identified by its checkpoint_sha256, or by the Top-k run's input in older records)."""
+    hf = np.array([math.log(10), math.log(10)])
+    start = {"mi": np.array([[0.6, 0.0], [0.0, 0.7]]), "activation_rates": np.full(2, 0.5), "factor_entropy": hf}
+    end = {"mi": np.zeros((2, 2)), "activation_rates": np.array([0.001, 0.5]), "factor_entropy": hf}
+    rows = pd.DataFrame([{"dataset": "dsprites", "seed": 42, "run": r, "epoch": 0, "dead_pct@0.001": 50.0}
+                         for r in ("topk", "topk_aux", "batchtopk")])
+    runs = {("dsprites", 42, "stage2"): {"checkpoint_sha256": stage2_sha} if stage2_sha else {},
+            ("dsprites", 42, "topk"): {"input_sha256": "s2"}, ("dsprites", 42, "topk_aux"): {"input_sha256": "rerun"},
+            ("dsprites", 42, "batchtopk"): {}}
+    neurons = {("dsprites", 42, k): (start if k == "k500" else end) for k in ("k500", "topk", "topk_aux", "batchtopk")}
+    s = Study("smoke", rows, runs, neurons, {"procedural"})
+    assert intrinsic.starts_from_recorded_stage2(s, "dsprites", 42, "topk")
+    assert not intrinsic.starts_from_recorded_stage2(s, "dsprites", 42, "topk_aux")
+    assert intrinsic.starts_from_recorded_stage2(s, "dsprites", 42, "batchtopk")    # no input recorded: one chain
+    t = intrinsic.ceiling_table(s, runs=("topk", "topk_aux", "batchtopk")).set_index("run")
+    assert t.loc["topk", "lost"] == "2 (n=1)" and t.loc["topk", "forced out by the firing-rate ceiling"] == "1 (n=1)"
+    assert t.loc["topk_aux", "lost"] == "n/a" and t.loc["topk_aux", "seeds from another stage-2 run (left out)"] == "42"
+    assert t.loc["topk", "seeds from another stage-2 run (left out)"] == "none"
+
+
 def test_top_image_grid_shows_the_most_specialised_alive_neurons():
     rng = np.random.default_rng(0)
     m, k = 12, 2

@@ -188,3 +188,15 @@ def test_cli_check(study, capsys, monkeypatch):
     results, figures = study
     assert report.main(["--profile", PROFILE, "--results-dir", str(results), "--figures-dir", str(figures), "--check"]) == 0
     assert re.search(r"browser check passed: 2 images loaded", capsys.readouterr().out)
+
+
+def test_table_text_rounds_floats_and_the_csv_keeps_them(tmp_path):
+    df = pd.DataFrame({"run": ["a|b", "c"], "dead %": [81.26220703125, 92.3], "MSE": [0.0018984828763358348, float("nan")],
+                       "img/s": [113483.0, 999.96], "n": [1, 2]})
+    save_table(df, tmp_path, PROFILE, "t", title="T", caption="c")
+    md = (tmp_path / PROFILE / "tables" / "t.md").read_text()
+    assert "| a\\|b | 81.26 | 0.001898 | 113483 | 1 |" in md
+    assert "| c | 92.3 | nan | 1000 | 2 |" in md
+    tex = (tmp_path / PROFILE / "tables" / "t.tex").read_text()
+    assert "81.26 & 0.001898 & 113483 & 1" in tex
+    assert pd.read_csv(tmp_path / PROFILE / "tables" / "t.csv")["dead %"][0] == 81.26220703125

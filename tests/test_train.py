@@ -67,6 +67,9 @@ def test_records_and_checkpoints(tree):
     ck = io.torch_load(root / "checkpoints" / "smoke" / "dsprites" / "seed42" / "topk" / "final.pt")
     assert ck["config"]["n_neurons"] == 128 and ck["optimizer"] is not None
     assert metas["extended"]["input_sha256"] == io.sha256_file(root / "checkpoints" / "smoke" / "dsprites" / "seed42" / "topk" / "final.pt")
+    # each record names the checkpoint it wrote, so a later run's input can be traced to its records
+    assert metas["extended"]["input_sha256"] == metas["topk"]["checkpoint_sha256"]
+    assert metas["topk"]["input_sha256"] == metas["stage2"]["checkpoint_sha256"]
 
 
 def test_a_finished_run_is_skipped(tree, capsys):

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import threading
 from pathlib import Path
 from typing import Any, Iterable
+
+import numpy as np
 
 from .io import atomic_save_json, atomic_write_bytes, atomic_write_text
 
@@ -64,10 +67,21 @@ def save_figure(fig, figures_dir: str | Path, profile: str, name: str, *, title:
     return paths
 
 
+def _fmt(v) -> str:
+    """A cell as text: floats to at most 4 significant digits without trailing zeros (|v| >= 1000 as a whole
+    number, never an exponent there), everything else as ``str``. The CSV keeps full precision."""
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if math.isfinite(v) and abs(v) >= 999.95:
+            return f"{v:.0f}"
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
 def _latex(df) -> str:
     """A booktabs table without relying on jinja2-backed pandas styling."""
     cols = list(df.columns)
-    esc = lambda s: str(s).replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_").replace("#", "\\#")  # noqa: E731
+    esc = lambda s: _fmt(s).replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_").replace("#", "\\#")  # noqa: E731
     lines = ["\\begin{tabular}{" + "l" * len(cols) + "}", "\\toprule", " & ".join(esc(c) for c in cols) + " \\\\", "\\midrule"]
     for row in df.itertuples(index=False):
         lines.append(" & ".join(esc(v) for v in row) + " \\\\")
@@ -77,7 +91,7 @@ def _latex(df) -> str:
 
 def _markdown(df) -> str:
     cols = [str(c) for c in df.columns]
-    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    cell = lambda v: _fmt(v).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"

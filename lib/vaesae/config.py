@@ -76,7 +76,8 @@ class Config:
     fused_clip: bool = True         # CUDA: the clipping factor goes to the fused AdamW kernel (grad_scale) instead of a
                                     # separate pass that rescales every gradient
     sparse_decoder: bool = False    # Top-k: h_hat from the k active decoder columns only (gather-and-sum) instead of the
-                                    # dense matmul over all m (CPU and CUDA; off by default: measured slower, see README)
+                                    # dense matmul over all m (CPU and CUDA; off by default: slower in an early device probe;
+                                    # `python -m vaesae.bench train --variants sparse_decoder` times it)
 
     # ---- stage lengths (SPEC §3)
     epochs_stage1: int = 30

@@ -72,6 +72,18 @@ def configure_backends(cfg: Config, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = bool(cfg.cudnn_benchmark)
 
 
+def backend_flags() -> dict[str, bool]:
+    """The process-wide backend flags :func:`configure_backends` sets, to restore them afterwards."""
+    return {"matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark}
+
+
+def restore_backend_flags(flags: dict[str, bool]) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = flags["matmul_tf32"]
+    torch.backends.cudnn.allow_tf32 = flags["cudnn_tf32"]
+    torch.backends.cudnn.benchmark = flags["cudnn_benchmark"]
+
+
 def apply_speed(model: torch.nn.Module, cfg: Config, device: torch.device) -> dict[str, Any]:
     """Set the model's speed attributes (not part of its state) and the backends; returns the settings."""
     s = speed_settings(cfg, device)

@@ -289,23 +289,47 @@ def ceiling_share(start: Mapping[str, Any], end: Mapping[str, Any], threshold: f
             "forced": int(forced.sum()), "share": float(forced.sum() / lost.sum()) if lost.any() else float("nan")}
 
 
+def starts_from_recorded_stage2(study: Study, dataset: str, seed: int, run: str) -> bool:
+    """Whether ``run`` trained from the stage-2 checkpoint whose records (``stage2/``, the k_start arrays)
+    sit beside it. Neuron i of two stage-2 runs is not the same neuron (GPU training is not repeatable:
+    of the 37 neurons specialised in one paper-profile Shapes3D stage 2, 9 are specialised in a re-run),
+    so a per-neuron comparison with k_start is only valid within one chain. The stage-2 checkpoint is
+    identified by stage 2's ``checkpoint_sha256`` or, in records older than that field, by the input of
+    the seed's Top-k run (the pipeline trains it from the stage 2 beside it); without either, or without
+    the run's ``input_sha256``, the chain is taken as one."""
+    stage2 = study.runs.get((dataset, seed, "stage2"), {})
+    ref = stage2.get("checkpoint_sha256") or study.runs.get((dataset, seed, "topk"), {}).get("input_sha256")
+    own = study.runs.get((dataset, seed, run), {}).get("input_sha256")
+    return ref is None or own is None or own == ref
+
+
 def ceiling_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFrame:
-    """:func:`ceiling_share` of every run against the stage-2 (k_start) arrays of the same seed."""
+    """:func:`ceiling_share` of every run against the stage-2 (k_start) arrays of the same seed; seeds whose
+    run trained from another stage-2 checkpoint (:func:`starts_from_recorded_stage2`) are left out and
+    counted in the last column."""
     rows = []
     for ds in study.datasets:
         for run in runs:
             shares = {"spec_start": [], "spec_end": [], "lost": [], "forced": [], "share": []}
+            other = []
             for seed in study.seeds_for(ds, run):
                 k500, fin = study.neurons.get((ds, seed, "k500")), study.neurons.get((ds, seed, run))
                 if not k500 or not fin or "factor_entropy" not in fin:
                     continue
+                if not starts_from_recorded_stage2(study, ds, seed, run):
+                    other.append(seed)
+                    continue
                 for k, v in ceiling_share(k500, fin).items():
                     shares[k].append(v)
-            if shares["lost"]:
-                rows.append({"dataset": DATASET_LABEL[ds], "run": run, "specialised at k_start": _ms(shares["spec_start"], 0),
-                             "at the end": _ms(shares["spec_end"], 0), "lost": _ms(shares["lost"], 0),
-                             "forced out by the firing-rate ceiling": _ms(shares["forced"], 0),
-                             "share of the decline the ceiling predicts": _ms(shares["share"], 2)})
+            if shares["lost"] or other:
+                na = "n/a"
+                rows.append({"dataset": DATASET_LABEL[ds], "run": run,
+                             "specialised at k_start": _ms(shares["spec_start"], 0) if shares["lost"] else na,
+                             "at the end": _ms(shares["spec_end"], 0) if shares["lost"] else na,
+                             "lost": _ms(shares["lost"], 0) if shares["lost"] else na,
+                             "forced out by the firing-rate ceiling": _ms(shares["forced"], 0) if shares["lost"] else na,
+                             "share of the decline the ceiling predicts": _ms(shares["share"], 2) if shares["lost"] else na,
+                             "seeds from another stage-2 run (left out)": ", ".join(map(str, other)) or "none"})
     return pd.DataFrame(rows)
 
 
