@@ -510,6 +510,22 @@ def _print_train(result: dict[str, Any]) -> None:
         print(f"target {name}: {val:,.1f} {op} {target:,.0f}: {'met' if ok else 'NOT met'}")
 
 
+def _device(arg: str) -> str:
+    """``--device`` resolved like training's (auto: CUDA when present; cuda without a GPU is refused)."""
+    from .train import resolve_device
+
+    return resolve_device(arg).type
+
+
+def _write_result(result: dict[str, Any], out_dir: str | Path, suffix: str = "") -> Path:
+    """``<out_dir>/<device-name><suffix>.json`` (atomic), announced on stdout."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", result["environment"]["device"]).strip("-")
+    out = Path(out_dir) / f"{name}{suffix}.json"
+    atomic_save_json(out, result)
+    print(f"wrote {out}")
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     for name in ("steps", "images", "eval_n"):
         if getattr(args, name) < 1:
@@ -520,8 +536,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for d in datasets:
         if d not in N_TRAIN:
             raise VaesaeError(f"unknown dataset {d!r}; choose from {', '.join(N_TRAIN)}")
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = _device(args.device)
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     for v in variants:
         if v not in VARIANTS:
@@ -529,10 +544,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = run_train_bench(device=args.device, steps=args.steps, warmup=args.warmup, n_images=args.images,
                              datasets=datasets, reference=not args.no_reference, n_eval=args.eval_n, variants=variants)
     _print_train(result)
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", result["environment"]["device"]).strip("-")
-    out = Path(args.out) / f"{name}.json"
-    atomic_save_json(out, result)
-    print(f"wrote {out}")
+    _write_result(result, args.out)
     return 0
 
 
@@ -561,8 +573,8 @@ VERIFY_METRICS = ("dead_pct@0.001", "mig", "mse")
 def verify_summary(finals: dict[str, dict[int, dict[str, float]]], metrics: tuple[str, ...] = VERIFY_METRICS) -> list[dict[str, Any]]:
     """Per metric: each path's mean and seed-to-seed range (max - min over seeds), the mean of the paired
     differences fast - reference (same seed: same initial weights and data order), and whether the fast
-    path's mean lies within the seed-to-seed noise of the reference path (|mean difference| <= the larger
-    of the two ranges). ``finals`` is {"fast" | "reference": {seed: {metric: value}}}; both need >= 2 seeds."""
+    path's mean lies within the seed-to-seed noise of the reference path (|mean difference| <= the
+    reference's range). ``finals`` is {"fast" | "reference": {seed: {metric: value}}}; both need >= 2 seeds."""
     fast, ref = finals["fast"], finals["reference"]
     seeds = sorted(set(fast) & set(ref))
     if len(seeds) < 2:
@@ -571,12 +583,11 @@ def verify_summary(finals: dict[str, dict[int, dict[str, float]]], metrics: tupl
     for m in metrics:
         f = np.array([fast[s][m] for s in seeds], float)
         r = np.array([ref[s][m] for s in seeds], float)
-        noise = max(np.ptp(r), np.ptp(f))
         diff = float(f.mean() - r.mean())
         rows.append({"metric": m, "seeds": seeds, "fast_mean": float(f.mean()), "reference_mean": float(r.mean()),
                      "fast_range": float(np.ptp(f)), "reference_range": float(np.ptp(r)),
                      "paired_diffs": [float(x) for x in f - r], "mean_diff": diff,
-                     "within_noise": bool(abs(diff) <= noise)})
+                     "within_noise": bool(abs(diff) <= np.ptp(r))})
     return rows
 
 
@@ -646,18 +657,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise VaesaeError("--epochs takes three positive integers: stage 1, stage 2, stage 3")
     if args.train_subset < 1:
         raise VaesaeError("--train-subset must be at least 1")
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise VaesaeError("--device cuda asked for, but torch sees no CUDA device")
+    args.device = _device(args.device)
     with tempfile.TemporaryDirectory(prefix="vaesae-verify-") as tmp:
         result = run_verify(device=args.device, profile=args.profile, dataset=args.dataset, seeds=seeds,
                             train_subset=args.train_subset, epochs=epochs, workdir=Path(tmp))  # type: ignore[arg-type]
     _print_verify(result)
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", result["environment"]["device"]).strip("-")
-    out = Path(args.out) / f"{name}_verify_{args.profile}.json"
-    atomic_save_json(out, result)
-    print(f"wrote {out}")
+    _write_result(result, args.out, suffix=f"_verify_{args.profile}")
     return 0
 
 

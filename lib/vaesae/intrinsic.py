@@ -321,14 +321,11 @@ def ceiling_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFrame:
                     continue
                 for k, v in ceiling_share(k500, fin).items():
                     shares[k].append(v)
-            if shares["lost"] or other:
-                na = "n/a"
-                rows.append({"dataset": DATASET_LABEL[ds], "run": run,
-                             "specialised at k_start": _ms(shares["spec_start"], 0) if shares["lost"] else na,
-                             "at the end": _ms(shares["spec_end"], 0) if shares["lost"] else na,
-                             "lost": _ms(shares["lost"], 0) if shares["lost"] else na,
-                             "forced out by the firing-rate ceiling": _ms(shares["forced"], 0) if shares["lost"] else na,
-                             "share of the decline the ceiling predicts": _ms(shares["share"], 2) if shares["lost"] else na,
+            if shares["lost"] or other:   # mean_std of no values is "n/a"
+                rows.append({"dataset": DATASET_LABEL[ds], "run": run, "specialised at k_start": _ms(shares["spec_start"], 0),
+                             "at the end": _ms(shares["spec_end"], 0), "lost": _ms(shares["lost"], 0),
+                             "forced out by the firing-rate ceiling": _ms(shares["forced"], 0),
+                             "share of the decline the ceiling predicts": _ms(shares["share"], 2),
                              "seeds from another stage-2 run (left out)": ", ".join(map(str, other)) or "none"})
     return pd.DataFrame(rows)
 
