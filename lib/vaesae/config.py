@@ -227,12 +227,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         epochs_stage1=2,
         epochs_stage2=1,
         epochs_stage3=4,        # split 0/3/1 (rounded); extended 8
-        train_subset=256,
+        train_subset=128,       # 4 steps an epoch at batch 32: the tests run the whole smoke study several times
         eval_n=200,
         eval_batch=200,
         checkpoint_every=2,
         dead_pass_n=1_000,      # 5 x eval_n
-        pre_bias_n=256,
+        pre_bias_n=128,
     ),
 }
 
