@@ -228,8 +228,8 @@ def test_killed_anywhere_and_rerun_gives_the_uninterrupted_records(tmp_path):
 
     for target, frac, sig in schedule:
         attempt(target, frac, sig)
-    # A stage every scheduled kill missed gets its own. A kill misses when the stage runs faster than in the
-    # uninterrupted run (it resumes work an earlier kill left) and the study ends first; then no later stage
+    # A stage every scheduled kill missed gets its own. A kill misses when the stage ends before it (for one, when it
+    # resumes work an earlier kill left) and the study ends first; then no later stage
     # runs again, so the stage is forced to rerun (a forced rerun must give the same records too).
     for stem in STEMS:
         if not any(s == stem for s, _ in hit):
