@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from vaesae import bench, train
-from vaesae.config import get_config
+from vaesae.config import SAE_READINGS, get_config
 from vaesae.errors import VaesaeError
 from vaesae.fast import REFERENCE_SPEED, StepEngine, speed_settings, to_input
 from vaesae.model import HybridVAESAE, sparse_decode
-from vaesae.revival import Revival
+from vaesae.revival import Revival, revival_kinds
 from vaesae.sparsity import REMEDIES, SPARSIFIERS, make_sparsifier
 
 CUDA = torch.cuda.is_available()
@@ -258,6 +258,43 @@ def test_cuda_graph_path_matches_eager_within_rounding(name):
     assert float((cnt_g - cnt_e).abs().sum()) <= 0.01 * float(cnt_e.sum())
     for a, b in zip(st_g, st_e):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+@needs_cuda
+@pytest.mark.parametrize("reading", [r for r in SAE_READINGS if r != "literal"])
+@pytest.mark.parametrize("kind", ["stage2", "stage3"])
+def test_cuda_graph_path_matches_eager_for_every_reading(reading, kind):
+    """SPEC §6: every SAE reading runs on the captured path (the input transform, the boost counted in steps on
+    the device, revival in stage 2) with the eager step's losses, boost and revival counters."""
+    dev = torch.device("cuda")
+    out = []
+    for graphs in (True, False):
+        cfg, model, sp, lsp, params, opt, rev, data = _setup(dev, cuda_graphs=graphs, amp_bf16=False, tf32=False,
+                                                             reading_sae=reading)
+        model.sae.fit_input(lambda: model.encode_h(to_input(data[1])).detach())
+        if kind == "stage2":
+            params = train._stage_params(model, "stage2")
+            opt = train._optimizer(params, cfg)
+            if "stage2" not in revival_kinds(cfg):
+                rev = None
+        ctx, state, lstate = _ctx(sp, lsp, epoch=2)
+        step = train.step_stage2 if kind == "stage2" else train.step_stage3
+        eng = StepEngine(model, opt, params, step, cfg, dev, revival=rev, n_neurons=cfg.n_neurons, sparsifier_name="topk")
+        eng.begin_epoch(ctx, signature=(tuple(state.items()), tuple(lstate.items()), 1, None))
+        torch.manual_seed(3)
+        for x in data:
+            eng.step(x)
+        means, _, _ = eng.end_epoch()
+        assert (eng.graph is not None) == graphs
+        out.append((means, model.sae.boost.detach().double().cpu().clone(),
+                    None if rev is None else (rev.counts.clone(), float(rev.steps))))
+    (m_g, b_g, r_g), (m_e, b_e, r_e) = out
+    for key in m_e:
+        assert m_g[key] == pytest.approx(m_e[key], rel=1e-3, abs=1e-6), key
+    assert torch.allclose(b_g, b_e, rtol=1e-3, atol=1e-6)
+    if r_e is not None:
+        assert r_g[1] == r_e[1] == len(data)
+        assert float((r_g[0] - r_e[0]).abs().sum()) <= 0.01 * float(r_e[0].sum())
 
 
 @needs_cuda

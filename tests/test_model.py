@@ -136,7 +136,8 @@ def test_shapes_and_evaluation_forward():
     assert out.h.shape == (3, 4096) and out.sae.acts.shape == (3, 64) and out.mu.shape == (3, 10)
     assert out.logits.shape == x.shape and out.latent.acts.shape == (3, 20)
     ev = model.evaluation_forward(x, sparsify=sp, state=sp.schedule(0), latent_sparsify=lsp, latent_state=lsp.schedule(0))
-    assert set(ev) == {"mu", "acts", "latent_acts", "logits"}
+    assert set(ev) == {"mu", "acts", "latent_acts", "logits", "pre_acts", "h", "h_hat"}
+    assert bool(((ev["acts"] > 0) <= (ev["pre_acts"] > 0)).all())   # active after the sparsifier => active before
     assert ((ev["acts"] > 0).sum(dim=1) <= 8).all() and ((ev["latent_acts"] > 0).sum(dim=1) <= 3).all()  # 8*20/64 = 2.5 -> 3
     # evaluation decodes mu: deterministic
     ev2 = model.evaluation_forward(x, sparsify=sp, state=sp.schedule(0))

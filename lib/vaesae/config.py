@@ -38,6 +38,51 @@ PAPER_PARAMETERS = 68.6e6       # the paper's parameter count (§3.5)
 
 STAGES = ("stage1", "stage2", "topk", "extended", "l1")
 
+# --------------------------------------------------------------------------------------------
+# SPEC §6: the readings of the SAE that the paper leaves open, declared before any was swept. A reading is
+# "literal" or a "+"-joined set of changes; each change lives where its concern lives: the input transform in
+# vaesae.model.SAE.set_input_reading, the boost's time base in vaesae.revival.Revival, revival in stage 2 in
+# vaesae.revival.revival_kinds. Stage 1 does not depend on the reading.
+SAE_READING_CHANGES: dict[str, str] = {
+    "centred": "the encoder reads h - b_d; at the start of stage 2 b_d is set to the geometric median of h over "
+               "pre_bias_n (4,096) training images, then learned",
+    "standardised": "h is standardised per coordinate with its mean and std over pre_bias_n (4,096) training images "
+                    "taken at the start of stage 2 (fixed buffers saved with the model; std floored at STD_FLOOR); the "
+                    "SAE reconstructs the standardised h; in stage 3 the encoder MLP reads the de-standardised h_hat",
+    "boost_steps": "the bias boost counts t in training steps of the stage instead of epochs (c_i / t is then about "
+                   "activation rate x batch size, so the subset rate scaling N/n does not apply)",
+    "revive_stage2": "bias boosting and re-initialisation are active in stage 2 as in stage 3",
+}
+SAE_READINGS: tuple[str, ...] = ("literal", "centred", "standardised", "boost_steps", "revive_stage2",
+                                 "centred+boost_steps", "centred+revive_stage2")
+STD_FLOOR = 1e-4   # standardised: a coordinate of h whose std over the sample is below this is divided by this
+
+
+def reading_parts(reading: str) -> frozenset[str]:
+    """The changes a reading makes against ``literal`` (empty for ``literal``)."""
+    if reading not in SAE_READINGS:
+        raise VaesaeError(f"unknown SAE reading {reading!r}; choose one of {', '.join(SAE_READINGS)}")
+    return frozenset() if reading == "literal" else frozenset(reading.split("+"))
+
+
+def reading_changes(reading: str) -> int:
+    """How many changes against ``literal`` (SPEC §6's tie-break: fewer wins)."""
+    return len(reading_parts(reading))
+
+
+def run_folder(run: str, reading_sae: str = "literal") -> str:
+    """The records folder of ``run`` under ``reading_sae``: ``run`` for literal and for stage 1 (which does not
+    depend on the reading), else ``run@reading`` (e.g. ``topk@centred+boost_steps``), so that records of
+    different readings never share a folder."""
+    reading_parts(reading_sae)
+    return run if reading_sae == "literal" or run == "stage1" else f"{run}@{reading_sae}"
+
+
+def split_run_folder(folder: str) -> tuple[str, str]:
+    """``run_folder``'s inverse: ``"topk@centred"`` -> ``("topk", "centred")``, ``"topk"`` -> ``("topk", "literal")``."""
+    run, _, reading = folder.partition("@")
+    return run, reading or "literal"
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -53,6 +98,7 @@ class Config:
                                     # (10->H->4096): chosen so the whole model has 68.6 M parameters
     reading: str = "hybrid"         # "hybrid": from stage 3 on the encoder MLP reads h_hat (SAE in the
                                     # forward path); "probe": the SAE sits beside the path (ablation)
+    reading_sae: str = "literal"    # SPEC §6: the SAE's input reading, one of SAE_READINGS (literal = Eq. 1 as printed)
 
     # ---- optimiser (SPEC §3, every stage)
     lr: float = 1e-5
@@ -281,6 +327,8 @@ READINGS: dict[str, str] = {
                         "state of stage 3; revival counters (c_i, streaks) start at zero in every stage",
     "train_subset": "scaled profiles draw a fixed random subset of the training split (seed 0, the same for every "
                     "training seed)",
+    "sae_reading": "SPEC §6: Config.reading_sae names the SAE's input reading (SAE_READINGS, SAE_READING_CHANGES); "
+                   "'literal' is Eq. 1 as printed; records of other readings live in folders run@reading",
     "stage1_parameters": "stage 1 optimises the VAE only; stage 2 the two SAEs only (VAE frozen); stage 3 everything",
 }
 
@@ -337,6 +385,7 @@ def validate(cfg: Config) -> None:
     for name in ("weight_decay", "free_bits", "sae_l1", "l1_start", "l1_end", "b_base", "boost_rate"):
         need(getattr(cfg, name) >= 0, f"{name} must not be negative, got {getattr(cfg, name)}")
     need(cfg.reading in ("hybrid", "probe"), f"reading must be 'hybrid' or 'probe', got {cfg.reading!r}")
+    need(cfg.reading_sae in SAE_READINGS, f"reading_sae must be one of {', '.join(SAE_READINGS)}, got {cfg.reading_sae!r}")
     need(cfg.train_subset is None or cfg.train_subset > 0, f"train_subset must be positive or None, got {cfg.train_subset}")
     need(cfg.k_start_eff >= 1, f"k_start must be at least 1, got {cfg.k_start_eff}")
     need(cfg.k_end_eff >= 1, f"k_end must be at least 1, got {cfg.k_end_eff}")

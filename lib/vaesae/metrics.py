@@ -58,6 +58,7 @@ __all__ = [
     "dead_fraction",
     "reconstruction_mse",
     "binary_entropy",
+    "fraction_of_variance_unexplained",
     "mi_ceiling",
     "threshold_key",
     "summarize",
@@ -587,6 +588,15 @@ def mi_ceiling(p: Any, num_bins: int = NUM_BINS) -> np.ndarray:
 # summaries
 
 
+def fraction_of_variance_unexplained(sse: float, sum_x: Any, sumsq: float, n: int) -> float:
+    """FVU of a reconstruction (the usual SAE reconstruction measure, e.g. Gao et al. 2024, arXiv:2406.04093):
+    ``sse`` = Σ_i ‖x_i − x̂_i‖², ``sum_x`` [d] = Σ_i x_i, ``sumsq`` = Σ_i ‖x_i‖² over ``n`` samples;
+    returns sse / Σ_i ‖x_i − x̄‖² (NaN when x does not vary)."""
+    s = np.asarray(sum_x, dtype=np.float64)
+    total = float(sumsq) - float(s @ s) / max(int(n), 1)
+    return float(sse) / total if total > 0 else float("nan")
+
+
 def threshold_key(t: float) -> str:
     """How a threshold appears in column names: 0.001 -> "0.001", 0.5 -> "0.5"."""
     return f"{float(t):g}"
@@ -728,6 +738,11 @@ def evaluate(
     arrays ``activation_rates`` [M], ``mi`` [M, K] (factor-normalised), ``mi_nats`` [M, K],
     ``neuron_entropy`` [M], ``factor_entropy`` [K], ``mig_per_factor`` [K], ``top_indices`` int32 [M, 16]
     and ``top_values`` [M, 16] (each neuron's largest activations over the evaluation set and where).
+
+    When ``forward`` also returns ``pre_acts`` [n, M] (the activations before the sparsifier, a = ReLU(pre);
+    SPEC §6's second dead count): ``pre_activation_rates`` [M] and ``dead_pre_pct@t`` for every dead threshold.
+    When it returns ``h`` and ``h_hat`` [n, d] (the SAE's input and its reconstruction in the same space):
+    ``sae_mse_h`` (mean over images of ‖h − ĥ‖²) and ``sae_fvu`` (:func:`fraction_of_variance_unexplained`).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise VaesaeError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -745,6 +760,8 @@ def evaluate(
     mu = acts = latent = None
     sq_sum = 0.0
     numel = 0
+    pre_count = h_sum = None
+    h_sse = h_sumsq = 0.0
     with torch.no_grad():
         for s in range(0, n, batch_size):
             xb = _to_float_images(imgs[s : s + batch_size].to(dev))
@@ -775,6 +792,14 @@ def evaluate(
                 latent[s : s + b] = la
             elif latent is not None:
                 raise VaesaeError("forward() returned latent_acts for some batches only")
+            if out.get("pre_acts") is not None:
+                c = (out["pre_acts"] > 0).sum(dim=0)
+                pre_count = c if pre_count is None else pre_count + c
+            if out.get("h") is not None and out.get("h_hat") is not None:
+                hb = out["h"].to(torch.float64)
+                h_sse += float((hb - out["h_hat"].to(torch.float64)).square().sum())
+                h_sumsq += float(hb.square().sum())
+                h_sum = hb.sum(dim=0) if h_sum is None else h_sum + hb.sum(dim=0)
             d = xb.to(torch.float32) - torch.sigmoid(logits_b.to(torch.float32))
             sq_sum += float(d.square().sum(dtype=torch.float64).item())
             numel += d.numel()
@@ -782,4 +807,12 @@ def evaluate(
         raise VaesaeError("the reconstructions contain NaN or infinite values; the model diverged")
     result = compute_metrics(mu, acts, f_np, latent_acts=latent, num_bins=num_bins, factor_names=factor_names)
     result["mse"] = sq_sum / numel
+    if pre_count is not None:
+        rates = (pre_count.to(torch.float64) / n).cpu().numpy()
+        result["pre_activation_rates"] = rates
+        for t in SPEC_THRESHOLDS["dead"]:
+            result[f"dead_pre_pct@{threshold_key(t)}"] = 100.0 * dead_fraction(rates, t)
+    if h_sum is not None:
+        result["sae_mse_h"] = h_sse / n
+        result["sae_fvu"] = fraction_of_variance_unexplained(h_sse, h_sum.cpu().numpy(), h_sumsq, n)
     return result

@@ -37,14 +37,20 @@ Sparsify = Callable[[torch.Tensor, Mapping[str, Any]], tuple[torch.Tensor, torch
 
 
 class SAEOutput(NamedTuple):
-    pre_acts: torch.Tensor   # W_e h + b_e + boost (before ReLU)
+    pre_acts: torch.Tensor   # W_e x + b_e + boost (before ReLU), x the SAE's input in its reading
     acts: torch.Tensor       # ã, post-sparsity
-    recon: torch.Tensor      # ĥ
+    recon: torch.Tensor      # ĥ = W_d ã + b_d, in the space of ``target``
     penalty: torch.Tensor    # the sparsifier's weighted penalty (scalar)
+    target: torch.Tensor     # what ĥ reconstructs: h, or the standardised h (SPEC §6 ``standardised``)
 
 
 class SAE(nn.Module):
-    """a = ReLU(W_e h + b_e + boost); ã = sparsify(a); ĥ = W_d ã + b_d (untied, initialised tied)."""
+    """a = ReLU(W_e h + b_e + boost); ã = sparsify(a); ĥ = W_d ã + b_d (untied, initialised tied).
+
+    The input reading (SPEC §6, :meth:`set_input_reading`): ``centred`` encodes h − b_d;
+    ``standardised`` encodes and reconstructs x = (h − μ) / σ with fixed buffers μ, σ [d] set by
+    :meth:`fit_input` at the start of stage 2, and hands ĥ·σ + μ to the path (:meth:`to_h`).
+    """
 
     def __init__(self, d: int, m: int):
         super().__init__()
@@ -55,8 +61,12 @@ class SAE(nn.Module):
         self.b_e = nn.Parameter(torch.zeros(m))
         self.b_d = nn.Parameter(torch.zeros(d))
         self.register_buffer("boost", torch.zeros(m))    # bias boosting (revival), not learned
+        self.register_buffer("in_mean", torch.zeros(d))  # standardised reading: mu of h (fixed at the start of stage 2)
+        self.register_buffer("in_std", torch.ones(d))    # ... and its sigma (floored at config.STD_FLOOR)
         self.d, self.m = d, m
-        self.center_input = False  # pre-bias: read h - b_d (set by the topk_init sparsifier's init hook; not saved)
+        # pre-bias: read h - b_d (the centred reading, or the topk_init sparsifier's init hook; not saved)
+        self.center_input = False
+        self.standardise = False   # the standardised reading (not saved; the buffers above are)
         # speed switches (vaesae.fast; plain attributes, not saved): bf16 autocast for the two matmuls (CUDA),
         # and the sparse decoder (Top-k: h_hat from the k active decoder columns only)
         self.matmul_dtype: torch.dtype | None = None
@@ -68,10 +78,47 @@ class SAE(nn.Module):
         with torch.autocast(x.device.type, dtype=self.matmul_dtype, cache_enabled=False):
             return F.linear(x, w, b).float()
 
-    def pre_activations(self, h: torch.Tensor) -> torch.Tensor:
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints made before the standardised reading existed carry no in_mean / in_std: identity transform
+        for name, fill in (("in_mean", torch.zeros), ("in_std", torch.ones)):
+            state_dict.setdefault(prefix + name, fill(self.d, dtype=self.b_d.dtype))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ---- the input reading (SPEC §6)
+    def set_input_reading(self, parts: frozenset[str] | set[str]) -> None:
+        """``parts``: the reading's changes (``config.reading_parts``); only the input transforms act here."""
+        self.center_input = "centred" in parts
+        self.standardise = "standardised" in parts
+
+    @torch.no_grad()
+    def fit_input(self, sample: Callable[[], torch.Tensor]) -> None:
+        """At the start of stage 2: μ, σ of ``sample()`` [n, d] (standardised) and b_d = the geometric median of
+        the (transformed) sample (centred). Nothing, and no sample drawn, under the other readings."""
+        if not (self.standardise or self.center_input):
+            return
+        from .config import STD_FLOOR
+        from .sparsity import geometric_median
+
+        h = sample().to(self.b_d.device, torch.float32)
+        if self.standardise:
+            self.in_mean.copy_(h.mean(dim=0))
+            self.in_std.copy_(h.std(dim=0, unbiased=False).clamp_min(STD_FLOOR))
         if self.center_input:
-            h = h - self.b_d
-        return self._linear(h, self.W_e, self.b_e) + self.boost
+            self.b_d.copy_(geometric_median(self.target(h)).to(self.b_d.dtype))
+
+    def target(self, h: torch.Tensor) -> torch.Tensor:
+        """[B, d] -> what the SAE encodes and reconstructs: h, or (h − μ) / σ when standardised."""
+        return (h - self.in_mean) / self.in_std if self.standardise else h
+
+    def to_h(self, recon: torch.Tensor) -> torch.Tensor:
+        """ĥ in h's space (what the encoder MLP reads in stage 3): ĥ·σ + μ when standardised."""
+        return recon * self.in_std + self.in_mean if self.standardise else recon
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` = :meth:`target` (h) [B, d] -> W_e (x − b_d if centred) + b_e + boost [B, m]."""
+        if self.center_input:
+            x = x - self.b_d
+        return self._linear(x, self.W_e, self.b_e) + self.boost
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         return self._linear(acts, self.W_d, self.b_d)
@@ -81,14 +128,15 @@ class SAE(nn.Module):
         return sparse_decode(idx, vals, self.W_d, self.b_d)
 
     def forward(self, h: torch.Tensor, sparsify: Sparsify, state: Mapping[str, Any]) -> SAEOutput:
-        pre = self.pre_activations(h)
+        x = self.target(h)
+        pre = self.pre_activations(x)
         if self.sparse_decoder and type(sparsify) is TopK:   # the plain Top-k only (subclasses change the rule)
             # the same ã as TopK (a ⊙ TopK(a)): the k largest of ReLU(pre) scattered as values, not as a mask
             vals, idx = torch.topk(F.relu(pre), min(int(state[sparsify.key]), self.m), dim=-1, sorted=False)
             acts = torch.zeros_like(pre).scatter(-1, idx, vals)
-            return SAEOutput(pre, acts, self.decode_sparse(idx, vals), l1_penalty(acts, sparsify.l1_coef))
+            return SAEOutput(pre, acts, self.decode_sparse(idx, vals), l1_penalty(acts, sparsify.l1_coef), x)
         acts, penalty = sparsify(F.relu(pre), state)
-        return SAEOutput(pre, acts, self.decode(acts), penalty)
+        return SAEOutput(pre, acts, self.decode(acts), penalty, x)
 
 
 def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_d: torch.Tensor, b_d: torch.Tensor) -> torch.Tensor:
@@ -156,8 +204,12 @@ class HybridVAESAE(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Config, channels: int) -> "HybridVAESAE":
-        return cls(channels, n_neurons=cfg.n_neurons, latent_dim=cfg.latent_dim, mlp_hidden=cfg.mlp_hidden,
-                   latent_sae_neurons=cfg.latent_sae_neurons, reading=cfg.reading)
+        from .config import reading_parts
+
+        model = cls(channels, n_neurons=cfg.n_neurons, latent_dim=cfg.latent_dim, mlp_hidden=cfg.mlp_hidden,
+                    latent_sae_neurons=cfg.latent_sae_neurons, reading=cfg.reading)
+        model.sae.set_input_reading(reading_parts(cfg.reading_sae))   # SPEC §6: the conv SAE only
+        return model
 
     # ---- parameter groups
     def vae_parameters(self) -> list[nn.Parameter]:
@@ -190,7 +242,7 @@ class HybridVAESAE(nn.Module):
             sae_input = h if hybrid else h.detach()
             sae_out = self.sae(sae_input, sparsify, state or {})
             if sae_in_path and hybrid:
-                mlp_in = sae_out.recon
+                mlp_in = self.sae.to_h(sae_out.recon)
         mu, logvar = self.posterior(mlp_in)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if sample else mu
         logits = self.decode(z) if decode else None
@@ -201,12 +253,15 @@ class HybridVAESAE(nn.Module):
     def evaluation_forward(self, x: torch.Tensor, *, sparsify: Sparsify | None, state: Mapping[str, Any] | None,
                            latent_sparsify: Sparsify | None = None, latent_state: Mapping[str, Any] | None = None,
                            sae_in_path: bool = True) -> dict[str, torch.Tensor]:
-        """The contract's evaluation forward: mu, post-sparsity acts, latent acts, logits (decoding mu)."""
+        """The contract's evaluation forward: mu, post-sparsity acts, latent acts, logits (decoding mu); with the
+        SAE also ``pre_acts`` = ReLU(pre) before the sparsifier, ``h`` and ``h_hat`` (ĥ in h's space)."""
         out = self(x, sparsify=sparsify, state=state, latent_sparsify=latent_sparsify, latent_state=latent_state,
                    sae_in_path=sae_in_path, sample=False)
         res = {"mu": out.mu, "logits": out.logits}
         if out.sae is not None:
             res["acts"] = out.sae.acts
+            res["pre_acts"] = F.relu(out.sae.pre_acts)
+            res["h"], res["h_hat"] = out.sae_input, self.sae.to_h(out.sae.recon)
         if out.latent is not None:
             res["latent_acts"] = out.latent.acts
         return res

@@ -11,6 +11,10 @@ inactive on every training sample of the epoch, each neuron whose run of such ep
 ``patience`` gets a new encoder row, decoder column and bias sampled from N(mean, std) of the
 active neurons' weights (per coordinate), its AdamW moments zeroed, and its ``c_i`` and streak
 reset. Each mechanism can be switched off.
+
+SPEC §6 readings that act here: ``boost_steps`` counts ``t`` in training steps of the stage
+(a device counter, so a captured CUDA graph refreshes the boost without a host value);
+``revive_stage2`` turns both mechanisms on in stage 2 as well (:func:`revival_kinds`).
 """
 
 from __future__ import annotations
@@ -22,9 +26,22 @@ import torch
 from .model import SAE
 
 
+def revival_kinds(cfg) -> tuple[str, ...]:
+    """The stage kinds in which revival acts: stage 3 and extended training (SPEC §3.4), and stage 2 as well under
+    the ``revive_stage2`` reading (SPEC §6)."""
+    from .config import reading_parts
+
+    return ("stage3", "extended") + (("stage2",) if "revive_stage2" in reading_parts(cfg.reading_sae) else ())
+
+
 class Revival:
     def __init__(self, n_neurons: int, *, boost: bool = True, b_base: float = 0.1, rate: float = 0.01,
-                 reinit: bool = True, dead_frac: float = 0.5, patience: int = 5, device: Any = "cpu"):
+                 reinit: bool = True, dead_frac: float = 0.5, patience: int = 5, device: Any = "cpu",
+                 time_base: str = "epochs"):
+        if time_base not in ("epochs", "steps"):
+            raise ValueError(f"time_base must be 'epochs' or 'steps', got {time_base!r}")
+        self.time_base = time_base
+        self.steps = torch.zeros((), dtype=torch.float64, device=device)   # optimiser steps of the stage (boost_steps)
         self.boost, self.b_base, self.rate = boost, float(b_base), float(rate)
         self.reinit, self.dead_frac, self.patience = reinit, float(dead_frac), int(patience)
         self.n = n_neurons
@@ -36,20 +53,26 @@ class Revival:
     @classmethod
     def from_config(cls, cfg, n_neurons: int, device: Any, rate_scale: float = 1.0) -> "Revival":
         """``rate_scale``: N/n when an epoch sees a subset of n of the N training images, so that
-        exp(-rate · c_i / t) maps an activation rate to the same boost as with the whole split."""
-        return cls(n_neurons, boost=cfg.boost, b_base=cfg.b_base, rate=cfg.boost_rate * rate_scale, reinit=cfg.reinit,
-                   dead_frac=cfg.reinit_dead_frac, patience=cfg.reinit_patience, device=device)
+        exp(-rate · c_i / t) maps an activation rate to the same boost as with the whole split. With t in steps
+        (``boost_steps``) c_i / t does not depend on the epoch's length and the scale is not applied."""
+        from .config import reading_parts
+
+        steps = "boost_steps" in reading_parts(cfg.reading_sae)
+        return cls(n_neurons, boost=cfg.boost, b_base=cfg.b_base, rate=cfg.boost_rate * (1.0 if steps else rate_scale),
+                   reinit=cfg.reinit, dead_frac=cfg.reinit_dead_frac, patience=cfg.reinit_patience, device=device,
+                   time_base="steps" if steps else "epochs")
 
     @staticmethod
-    def boost_values(counts: torch.Tensor, epochs_elapsed: int, b_base: float, rate: float) -> torch.Tensor:
-        """b_base · exp(−rate · c / max(1, t))."""
-        t = max(1, int(epochs_elapsed))
+    def boost_values(counts: torch.Tensor, elapsed: int | torch.Tensor, b_base: float, rate: float) -> torch.Tensor:
+        """b_base · exp(−rate · c / max(1, t)); ``elapsed`` = t, an int or a device scalar."""
+        t = elapsed.clamp_min(1) if torch.is_tensor(elapsed) else max(1, int(elapsed))
         return b_base * torch.exp(-rate * counts / t)
 
     def apply_boost(self, sae: SAE) -> None:
         with torch.no_grad():
             if self.boost:
-                sae.boost.copy_(self.boost_values(self.counts, self.epochs_done, self.b_base, self.rate).to(sae.boost.dtype))
+                t = self.steps if self.time_base == "steps" else self.epochs_done
+                sae.boost.copy_(self.boost_values(self.counts, t, self.b_base, self.rate).to(sae.boost.dtype))
             else:
                 sae.boost.zero_()
 
@@ -59,6 +82,7 @@ class Revival:
     def observe(self, acts: torch.Tensor, sae: SAE) -> None:
         """After a training step: count active samples per neuron, refresh the boost."""
         active = (acts.detach() > 0).sum(dim=0).to(torch.float64)
+        self.steps += 1
         self.counts += active
         self.epoch_counts += active
         self.apply_boost(sae)
@@ -85,9 +109,11 @@ class Revival:
 
     def state_dict(self) -> dict[str, Any]:
         return {"counts": self.counts.clone(), "epoch_counts": self.epoch_counts.clone(), "streak": self.streak.clone(),
-                "epochs_done": int(self.epochs_done)}
+                "epochs_done": int(self.epochs_done), "steps": self.steps.clone()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if "steps" in state:   # checkpoints before the boost_steps reading: only the epoch count was kept
+            self.steps.copy_(state["steps"])
         self.counts.copy_(state["counts"])
         self.epoch_counts.copy_(state["epoch_counts"])
         self.streak.copy_(state["streak"])

@@ -58,7 +58,7 @@ from .errors import VaesaeError, cli
 from .io import atomic_save_json, atomic_save_npz, atomic_torch_save, atomic_write_text, provenance, sha256_file, torch_load
 from .fast import StepEngine
 from .model import SAE, HybridVAESAE, bernoulli_nll, count_parameters, kl_standard_normal, squared_error
-from .revival import Revival
+from .revival import Revival, revival_kinds
 from . import sparsity as S
 from .sparsity import make_sparsifier
 
@@ -176,7 +176,7 @@ def estimate_hours(cfg: Config, channels: int, n_train: int, device: torch.devic
         if i == 1:
             t0 = time.perf_counter()
         out = model(x, sparsify=sp, state=sp.schedule(0), latent_sparsify=lsp, latent_state=lsp.schedule(0))
-        loss = bernoulli_nll(out.logits, x) + squared_error(out.h, out.sae.recon)
+        loss = bernoulli_nll(out.logits, x) + squared_error(out.sae.target, out.sae.recon)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -208,7 +208,7 @@ def step_stage2(model: HybridVAESAE, x: torch.Tensor, cfg: Config, ctx: Mapping[
         mu, _ = model.posterior(h)
     sae = model.sae(h, ctx["sparsify"], ctx["state"])
     lat = model.latent_sae(mu, ctx["latent_sparsify"], ctx["latent_state"])
-    sae_rec, lat_loss = squared_error(h, sae.recon), squared_error(mu, lat.recon) + lat.penalty
+    sae_rec, lat_loss = squared_error(sae.target, sae.recon), squared_error(mu, lat.recon) + lat.penalty
     loss = sae_rec + sae.penalty + lat_loss
     return loss, _terms(loss=loss, sae_recon=sae_rec, sae_penalty=sae.penalty, latent_loss=lat_loss), sae.acts, lat.acts
 
@@ -219,11 +219,11 @@ def step_stage3(model: HybridVAESAE, x: torch.Tensor, cfg: Config, ctx: Mapping[
     nll = bernoulli_nll(out.logits, x)
     kl = kl_standard_normal(out.mu, out.logvar)
     elbo = nll + cfg.beta_end * torch.clamp(kl, min=cfg.free_bits)
-    sae_rec = squared_error(out.sae_input, out.sae.recon)  # probe reading: target detached
+    sae_rec = squared_error(out.sae.target, out.sae.recon)  # probe reading: target detached
     lat_loss = squared_error(out.mu.detach(), out.latent.recon) + out.latent.penalty
     loss = elbo + sae_rec + out.sae.penalty + lat_loss
     terms = dict(nll=nll, kl=kl, sae_recon=sae_rec, sae_penalty=out.sae.penalty, latent_loss=lat_loss)
-    extra = ctx["sparsify"].extra_loss(h=out.sae_input, h_hat=out.sae.recon, pre_acts=out.sae.pre_acts, acts=out.sae.acts,
+    extra = ctx["sparsify"].extra_loss(h=out.sae.target, h_hat=out.sae.recon, pre_acts=out.sae.pre_acts, acts=out.sae.acts,
                                        sae=model.sae, state=ctx["state"])
     if extra is not None:
         loss = loss + extra
@@ -271,8 +271,10 @@ def evaluate_model(model: HybridVAESAE, kind: str, sp, state, lsp, lstate, image
         model.train(was_training)
 
 
-def _sae_input_sample(model: HybridVAESAE, ds, train_idx: np.ndarray, cfg: Config, device: torch.device, seed: int) -> torch.Tensor:
-    """The SAE inputs h [n, 4096] of ``cfg.pre_bias_n`` training images (a fixed random sample), no gradient."""
+def _sae_input_sample(model: HybridVAESAE, ds, train_idx: np.ndarray, cfg: Config, device: torch.device, seed: int,
+                      *, raw: bool = False) -> torch.Tensor:
+    """The SAE inputs [n, 4096] of ``cfg.pre_bias_n`` training images (a fixed random sample), no gradient: h in the
+    SAE's reading (``SAE.target``: standardised when that reading is on), or h itself with ``raw``."""
     from .data import to_float
 
     n = min(cfg.pre_bias_n, len(train_idx))
@@ -281,7 +283,8 @@ def _sae_input_sample(model: HybridVAESAE, ds, train_idx: np.ndarray, cfg: Confi
     with torch.no_grad():
         for s in range(0, n, cfg.eval_batch):
             out.append(model.encode_h(to_float(ds.images_torch(idx[s:s + cfg.eval_batch], device))))
-    return torch.cat(out)
+        h = torch.cat(out)
+        return h if raw else model.sae.target(h)
 
 
 def validation_activity(model: HybridVAESAE, sp, state: Mapping[str, Any], ds, cfg: Config,
@@ -336,6 +339,20 @@ def _is_complete(run_dir: Path, ckpt_dir: Path) -> dict | None:
     return meta if meta.get("complete") else None
 
 
+# Config fields added after records were made, with the value those records implicitly had: a record without the
+# field counts as made with that value (so adding a reading does not make every earlier run look different)
+LATER_FIELDS: dict[str, Any] = {"reading_sae": "literal"}
+
+
+def same_params(recorded: Mapping[str, Any] | None, params: Mapping[str, Any]) -> bool:
+    """Whether a record's ``params`` (or a checkpoint's config) equal ``params``, reading a missing
+    :data:`LATER_FIELDS` entry as its default."""
+    if recorded is None:
+        return False
+    filled = {**{k: v for k, v in LATER_FIELDS.items() if k in params and k not in recorded}, **recorded}
+    return filled == dict(params)
+
+
 def _optimizer(params: Sequence[torch.nn.Parameter], cfg: Config) -> torch.optim.AdamW:
     """AdamW; the fused kernel on CPU and CUDA (the same update, about 10x faster than the loop on a CPU)."""
     params = list(params)
@@ -372,7 +389,7 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
               checkpoints_dir: str | Path | None = None, force: bool = False, device: str | torch.device = "auto",
               source: str = "auto", overrides: Mapping[str, Any] | None = None, progress: bool | str = True,
               allow_cpu: bool = False, log: Callable[[str], None] | None = print, run: str | None = None,
-              from_run: str | None = None, sae_init_seed: int | None = None,
+              from_run: str | None = None, sae_init_seed: int | None = None, stop_after: int | None = None,
               _interrupt_after_epoch: int | None = None) -> dict[str, Any]:
     """Train one run and write its records; returns the ``run.json`` content. See the module docstring.
 
@@ -381,6 +398,9 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
     input (default: :func:`input_run`). ``sae_init_seed`` (stage 2 only): re-draw the conv SAE's initial
     weights from this seed (:func:`redraw_sae`) instead of keeping those of the stage-1 checkpoint; it is
     recorded in ``params`` (and decides reuse like a parameter), absent from every other run's.
+    ``stop_after=n``: train epochs 0..n-1 only (e.g. stage 3's warm-up, SPEC §6), write the records so far with
+    ``complete: false, partial: true`` and keep ``last.pt``; a later call without it resumes to the end, and a
+    call on a run already at or past epoch n trains nothing.
     """
     from .data import BatchIterator, eval_indices, load_dataset, to_float
 
@@ -395,6 +415,8 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
     dataset = resolve_name(dataset) if dataset not in DATASETS else dataset
     run_dir, ckpt_dir = run_paths(results_dir, checkpoints_dir, profile, dataset, seed, run or stage)  # run: its folder
 
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, (int, np.integer)) or stop_after < 1):
+        raise VaesaeError(f"stop_after must be a positive integer or None, got {stop_after!r}")
     if sae_init_seed is not None and (kind != "stage2" or isinstance(sae_init_seed, bool) or int(sae_init_seed) < 0):
         raise VaesaeError(f"sae_init_seed applies to stage 2 only and must be a non-negative integer; got {sae_init_seed!r} for {stage}")
 
@@ -416,10 +438,10 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
         cfg_json["sae_init_seed"] = int(sae_init_seed)
     done = _is_complete(run_dir, ckpt_dir)
     if done is not None and not force:
-        if done.get("params") == cfg_json and done.get("input_sha256") == in_sha:
+        if same_params(done.get("params"), cfg_json) and done.get("input_sha256") == in_sha:
             say(f"{stage}: already complete in {run_dir} (use force=True / --force to rerun)")
             return done
-        if done.get("params") != cfg_json:
+        if not same_params(done.get("params"), cfg_json):
             say(f"{stage}: the finished run in {run_dir} was made with other parameters; running it again")
         else:
             say(f"{stage}: its input {in_path} changed since it ran; running it again")
@@ -464,7 +486,7 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
     lsp = make_sparsifier(sp_name, cfg, stage=sp_stage, n_neurons=cfg.latent_sae_neurons) if sp_name else None
     # c_i / t counts samples per epoch: on a subset of n of the N training images the rate is scaled by N/n
     rate_scale = len(ds.split()[0]) / len(train_idx)
-    revival = Revival.from_config(cfg, cfg.n_neurons, dev, rate_scale) if kind in ("stage3", "extended") else None
+    revival = Revival.from_config(cfg, cfg.n_neurons, dev, rate_scale) if kind in revival_kinds(cfg) else None
     lrevival = Revival.from_config(cfg, cfg.latent_sae_neurons, dev, rate_scale) if revival is not None and cfg.revive_latent else None
     if revival is None:
         model.sae.boost.zero_()
@@ -477,7 +499,7 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
     ckpt_epoch = 0
     last_path, final_path = ckpt_dir / "last.pt", ckpt_dir / "final.pt"
     ck = torch_load(last_path, map_location=dev) if last_path.is_file() and not force else None
-    if ck is not None and (ck.get("config") != cfg_json or ck.get("stage") != stage or ck.get("input_sha256") != in_sha):
+    if ck is not None and (not same_params(ck.get("config"), cfg_json) or ck.get("stage") != stage or ck.get("input_sha256") != in_sha):
         say(f"{stage}: {last_path} was made with other parameters or from another input; starting over")
         ck = None
     resumed = ck is not None
@@ -496,6 +518,8 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
         say(f"{stage}: resuming at epoch {start} of {n_epochs} from {last_path}")
         del ck
     else:
+        if kind == "stage2":  # SPEC §6: the centred / standardised readings fit the SAE's input transform to h
+            model.sae.fit_input(lambda: _sae_input_sample(model, ds, train_idx, cfg, dev, rseed, raw=True))
         if revival is not None:
             revival.begin_stage(model.sae)
         if lrevival is not None:
@@ -523,8 +547,9 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
         atomic_torch_save(path, ck)
 
     last_eval: dict[str, float] = {}
+    end = n_epochs if stop_after is None else min(n_epochs, int(stop_after))
     epoch_bar = _progress(total=n_epochs, initial=start, desc=f"{stage} {dataset}", disable=not progress, unit="ep")
-    for epoch in range(start, n_epochs):
+    for epoch in range(start, end):
         t_epoch, c_epoch = time.perf_counter(), time.process_time()
         g_epoch = offset + epoch
         torch.manual_seed(derive_seed(rseed, g_epoch, 0x5EED))
@@ -636,11 +661,14 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
             epoch_bar.close()
             raise KeyboardInterrupt
     epoch_bar.close()
+    partial = end < n_epochs
+    if partial and ckpt_epoch != end and start < end:   # stopped early (stop_after): a checkpoint to resume from
+        save_checkpoint(last_path, end, final=False)
 
     final = {k: v for k, v in rows[-1].items() if k not in ("run", "epoch", "global_epoch")} if rows else {}
     meta = provenance(profile=profile, dataset=dataset, source=ds.source, seed=seed, params=cfg_json)
     meta.update({
-        "run": stage, "stage_kind": kind, "complete": True, "sparsifier": sp_name, "epochs": n_epochs,
+        "run": stage, "stage_kind": kind, "complete": not partial, "sparsifier": sp_name, "epochs": n_epochs,
         "epoch_offset": offset, "n_parameters": n_params, "paper_parameters": C.PAPER_PARAMETERS,
         "wall_s": wall["wall_s"], "train_s": wall["train_s"], "eval_s": wall["eval_s"], "cpu_s": wall.get("cpu_s"),
         "input_checkpoint": str(in_path) if in_path else None, "input_sha256": in_sha,
@@ -650,9 +678,12 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
         "n_train": int(len(train_idx)), "n_eval": int(len(ev_idx)), "batches_per_epoch": len(batches),
         "device": str(dev), "data": ds.describe(),
     })
+    if partial:
+        meta.update({"partial": True, "epochs_done": len(rows), "checkpoint": str(last_path), "checkpoint_sha256": None})
     meta = _jsonable(meta)
     atomic_save_json(run_dir / "run.json", meta)
-    say(f"{stage}: done in {wall['wall_s']:.1f} s -> {run_dir}")
+    say(f"{stage}: {'stopped after epoch %d of %d' % (len(rows), n_epochs) if partial else 'done'} in "
+        f"{wall['wall_s']:.1f} s -> {run_dir}")
     return meta
 
 
