@@ -1,4 +1,4 @@
-"""Rewrite committed neuron records in the compact layout of :mod:`vaesae.records`, and their manifests.
+"""Rewrite committed records in the compact layout (neuron records, notebook pages), and their manifests.
 
     PYTHONPATH=lib python scripts/compact_records.py [RESULTS_DIR ...]     # default: results
 
@@ -9,6 +9,10 @@ For every ``neurons_*.npz`` under each results directory:
   bit; ``top_values`` equal in sign and within float16 rounding);
 * ``neurons_k500.npz`` is deleted when it holds exactly its sibling ``neurons_final.npz`` (stage 2
   wrote the same record twice); otherwise the script stops.
+
+Every executed notebook's page (``NN_*.html`` beside its ``.ipynb``) is rendered again from the
+notebook by :mod:`vaesae.nbhtml` (the same cells, outputs and embedded images, without nbconvert's
+265 KB JupyterLab stylesheet).
 
 Then every ``<results>/<profile>/_manifest/*.json`` is updated: an output whose recorded SHA-256
 was the old file's gets the new file's; a deleted file's entry is removed. Any other entry (a file
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from vaesae.io import REPO_ROOT, atomic_save_json, load_npz, sha256_file
+from vaesae.nbhtml import render_file
 from vaesae.records import FINAL, LEGACY_K500, expand, load_neurons, save_neurons
 
 
@@ -68,6 +73,22 @@ def convert(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
     return changed
 
 
+def rerender_html(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
+    """Every executed notebook's HTML (``NN_*.html`` beside its ``.ipynb``) rendered again by
+    :func:`vaesae.nbhtml.render_file` (the compact page); pages already compact are left alone."""
+    changed: dict[Path, tuple[str, str | None]] = {}
+    for page in sorted(results_dir.rglob("[0-9][0-9]_*.html")):
+        nb = page.with_suffix(".ipynb")
+        if not nb.is_file() or page.name.endswith(".FAILED.html"):
+            continue
+        old = sha256_file(page)
+        render_file(nb, page)
+        new = sha256_file(page)
+        if new != old:
+            changed[page] = (old, new)
+    return changed
+
+
 def update_manifests(results_dir: Path, changed: dict[Path, tuple[str, str | None]]) -> list[Path]:
     by_path = {p.resolve(): v for p, v in changed.items()}
     touched = []
@@ -95,9 +116,12 @@ def main(argv: list[str]) -> int:
     dirs = [Path(a) for a in argv] or [REPO_ROOT / "results"]
     for d in dirs:
         changed = convert(d)
+        pages = rerender_html(d)
+        changed.update(pages)
         touched = update_manifests(d, changed)
         n_del = sum(1 for v in changed.values() if v[1] is None)
-        print(f"{d}: {len(changed) - n_del} records rewritten, {n_del} duplicate k500 records deleted, "
+        print(f"{d}: {len(changed) - n_del - len(pages)} records rewritten, {n_del} duplicate k500 records deleted, "
+              f"{len(pages)} notebook pages rendered compact, "
               f"{len(touched)} manifests updated")
     return 0
 

@@ -40,3 +40,25 @@ def test_committed_neuron_records_are_compact():
             names = {i.filename for i in z.infolist()}
             assert "mi.npy" not in names and "latent_mi.npy" not in names, p
             assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in z.infolist()), p
+
+
+def test_a_notebook_page_is_self_contained_and_small(tmp_path):
+    """The executed notebook's HTML keeps its outputs and embedded images, links nothing, and carries
+    no 265 KB stylesheet (vaesae.nbhtml)."""
+    import base64
+
+    import nbformat
+
+    from vaesae.nbhtml import render_file
+
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Stage one"),
+        nbformat.v4.new_code_cell("print('dead % 80.3')", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="dead % 80.3\n"),
+            nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"})]),
+    ])
+    nbformat.write(nb, str(tmp_path / "01_stage1_vae.ipynb"))
+    page = render_file(tmp_path / "01_stage1_vae.ipynb").read_text()
+    assert "Stage one" in page and "dead % 80.3" in page and f"data:image/png;base64,{png}" in page
+    assert "<link" not in page and "<script src=" not in page and len(page.encode()) < 30_000
