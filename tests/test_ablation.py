@@ -8,6 +8,7 @@ import torch
 
 from vaesae import ablation, config, pipeline, study, train
 from vaesae.errors import VaesaeError
+from vaesae.records import load_neurons, load_run_neurons
 from vaesae.model import SAE
 
 KW = dict(source="procedural", device="cpu", progress=False, log=None)
@@ -95,8 +96,8 @@ def test_the_init_seed_chain_trains_from_its_own_stage2(smoke):
     assert s2["params"] == {**base2["params"], "stage_seed": 1042, "sae_init_seed": 1042}
     assert s3["params"] == {**base2["params"], "stage_seed": 1042}
     # another draw of the SAE: the init variant's stage 2 ends elsewhere than the baseline's
-    a = np.load(seed_dir / "stage2" / "neurons_final.npz")["activation_rates"]
-    b = np.load(seed_dir / "stage2_init1" / "neurons_final.npz")["activation_rates"]
+    a = load_neurons(seed_dir / "stage2" / "neurons_final.npz")["activation_rates"]
+    b = load_neurons(seed_dir / "stage2_init1" / "neurons_final.npz")["activation_rates"]
     assert not np.array_equal(a, b)
 
 
@@ -112,7 +113,7 @@ def test_the_table_reads_the_records_and_the_k500_arrays_stay_stage2s(smoke):
     results, _, _ = smoke
     S = study.load_study(results, "smoke")
     assert ("dsprites", 42, "topk_init1") in S.runs and not S.rows("dsprites", "topk_init1").empty
-    k500 = np.load(results / "smoke" / "dsprites" / "seed42" / "stage2" / "neurons_k500.npz")["activation_rates"]
+    k500 = load_run_neurons(results / "smoke" / "dsprites" / "seed42" / "stage2", "k500")["activation_rates"]
     assert np.array_equal(S.neurons[("dsprites", 42, "k500")]["activation_rates"], k500)
     t = ablation.ablation_table(S)
     assert list(t.run) == ["topk", "topk_init1"]

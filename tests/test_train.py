@@ -11,6 +11,7 @@ import torch
 
 from vaesae import io, train
 from vaesae.errors import VaesaeError
+from vaesae.records import load_neurons, neurons_path
 
 # the smoke profile made smaller still: every stage in a few seconds on 2 CPU cores
 TINY = dict(train_subset=192, batch_size=32, eval_n=100, eval_batch=100, epochs_stage1=3, epochs_stage2=2,
@@ -60,10 +61,15 @@ def test_records_and_checkpoints(tree):
         assert (root / "checkpoints" / "smoke" / "dsprites" / "seed42" / run / "final.pt").is_file()
         assert not (root / "checkpoints" / "smoke" / "dsprites" / "seed42" / run / "last.pt").exists()
         if run != "stage1":
-            npz = io.load_npz(base / run / "neurons_final.npz")
+            npz = load_neurons(base / run / "neurons_final.npz")
             assert npz["activation_rates"].shape == (128,) and npz["mi"].shape == (128, 5)
             assert npz["factor_names"].tolist() == ["shape", "scale", "orientation", "posX", "posY"]
-    assert (base / "stage2" / "neurons_k500.npz").is_file()
+    # stage 2's k = 500 record is its final one, stored once (compressed, mi derived on reading)
+    assert not (base / "stage2" / "neurons_k500.npz").exists()
+    with np.load(base / "stage2" / "neurons_final.npz", allow_pickle=False) as z:
+        assert "mi" not in z.files and z["top_indices"].dtype == np.uint16
+    k500 = load_neurons(neurons_path(base / "stage2", "k500"))
+    assert np.array_equal(k500["mi"], k500["mi_nats"] / k500["factor_entropy"][None, :])
     ck = io.torch_load(root / "checkpoints" / "smoke" / "dsprites" / "seed42" / "topk" / "final.pt")
     assert ck["config"]["n_neurons"] == 128 and ck["optimizer"] is not None
     assert metas["extended"]["input_sha256"] == io.sha256_file(root / "checkpoints" / "smoke" / "dsprites" / "seed42" / "topk" / "final.pt")

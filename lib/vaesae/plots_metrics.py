@@ -37,7 +37,8 @@ import pandas as pd  # noqa: E402
 
 from . import metrics as M  # noqa: E402
 from .errors import VaesaeError  # noqa: E402
-from .io import atomic_write_bytes, atomic_write_text, load_npz  # noqa: E402
+from .io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from .records import load_neurons  # noqa: E402
 
 DATASET_FACTORS: dict[str, tuple[tuple[str, int], ...]] = {
     "dsprites": (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
@@ -122,7 +123,7 @@ def find_records(results_dir: str | Path, profile: str, dataset: str, run: str =
         m = re.fullmatch(r"seed(\d+)", npz.parent.parent.name)
         if m is None:
             continue
-        arrays = load_npz(npz)
+        arrays = load_neurons(npz)
         _check_arrays(arrays, npz)
         k = arrays["mi"].shape[1]
         names = tuple(str(s) for s in arrays.get("factor_names", np.array([f"factor{i}" for i in range(k)])))

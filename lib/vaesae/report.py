@@ -185,11 +185,9 @@ def _render_notebooks(root: Path, report_dir: Path, problems: list[str]) -> list
 
 
 def _export_html(nb_path: Path, html_path: Path) -> None:
-    import nbformat
-    from nbconvert import HTMLExporter
+    from .nbhtml import render_file
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(nb_path), as_version=4))
-    atomic_write_text(html_path, body)
+    render_file(nb_path, html_path)
 
 
 def _fmt_cell(text: str) -> tuple[str, bool]:

@@ -21,7 +21,7 @@ from . import paper
 from .ablation import RUNS as ABLATION_RUNS
 from .sparsity import REMEDIES
 from .errors import VaesaeError
-from .io import load_npz
+from .records import load_neurons, neurons_path
 
 RUNS = ("stage1", "stage2", "topk", "extended", "l1", *REMEDIES,  # REMEDIES: issue 9 (vaesae.intrinsic)
         *ABLATION_RUNS)  # issue 9: the ablations of Top-k stage 3 (vaesae.ablation), stage2_init1 included
@@ -114,10 +114,13 @@ def load_study(results_dir: str | Path, profile: str) -> Study:
                     df = pd.read_csv(csv)
                     df["dataset"], df["seed"], df["run"] = ds_dir.name, seed, run
                     frames.append(df)
-                for npz in run_dir.glob("neurons_*.npz"):
-                    key = npz.stem.removeprefix("neurons_")
-                    # k500: the paper's stage 2 only (an ablation's own stage 2, stage2_init1, keeps its run name)
-                    neurons[(ds_dir.name, seed, "k500" if key == "k500" and run == "stage2" else run)] = load_npz(npz)
+                npz = neurons_path(run_dir)
+                if npz.is_file():
+                    neurons[(ds_dir.name, seed, run)] = load_neurons(npz)
+                    # k500: the end of the paper's stage 2, its final record (an ablation's own stage 2,
+                    # stage2_init1, keeps its run name)
+                    if run == "stage2":
+                        neurons[(ds_dir.name, seed, "k500")] = neurons[(ds_dir.name, seed, run)]
     epochs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "seed", "run", "epoch"])
     return Study(profile, epochs, runs, neurons, sources)
 

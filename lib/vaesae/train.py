@@ -28,7 +28,8 @@ Command line::
 Records (all written atomically, each with :func:`vaesae.io.provenance`):
 ``<results>/<profile>/<dataset>/seed<seed>/<run>/epochs.csv`` (one row per epoch),
 ``run.json`` (provenance, parameters, readings, stage wall time ``wall_s``, final metrics),
-``neurons_final.npz`` (every run with an SAE) and ``neurons_k500.npz`` (stage 2).
+``neurons_final.npz`` (every run with an SAE; stage 2's is also its k = 500 record), in the compact
+layout of :mod:`vaesae.records` (read them with :func:`vaesae.records.load_neurons`).
 Checkpoints: ``<checkpoints>/<profile>/<dataset>/seed<seed>/<run>/{last.pt, final.pt}``, read
 with ``weights_only=True``. An interrupted run resumes from ``last.pt`` and ends with the same
 numbers (bitwise on the CPU): every epoch reseeds torch from (seed, global epoch) and the data
@@ -55,10 +56,11 @@ import torch
 from . import config as C
 from .config import READINGS, Config, get_config
 from .errors import VaesaeError, cli
-from .io import atomic_save_json, atomic_save_npz, atomic_torch_save, atomic_write_text, provenance, sha256_file, torch_load
+from .io import atomic_save_json, atomic_torch_save, atomic_write_text, provenance, sha256_file, torch_load
 from .fast import StepEngine
 from .model import SAE, HybridVAESAE, bernoulli_nll, count_parameters, kl_standard_normal, squared_error
 from .revival import Revival, revival_kinds
+from .records import neurons_path, save_neurons
 from . import sparsity as S
 from .sparsity import make_sparsifier
 
@@ -648,9 +650,8 @@ def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, re
                 npz = {k: v for k, v in arrays.items()}
                 npz["factor_names"] = np.array(ds.factor_names)
                 npz.update(val_activity)   # the second dead count, measured above
-                atomic_save_npz(run_dir / "neurons_final.npz", **npz)
-                if kind == "stage2":
-                    atomic_save_npz(run_dir / "neurons_k500.npz", **npz)
+                # compact layout (vaesae.records); stage 2's k = 500 record is this same file
+                save_neurons(neurons_path(run_dir), npz)
             save_checkpoint(final_path, epoch + 1, final=True)
             if last_path.exists():
                 last_path.unlink()

@@ -1,0 +1,130 @@
+"""Rewrite committed records in the compact layout (neuron records, notebook pages), and their manifests.
+
+    PYTHONPATH=lib python scripts/compact_records.py [RESULTS_DIR ...]     # default: results
+
+For every ``neurons_*.npz`` under each results directory:
+
+* ``neurons_final.npz`` in the old layout (uncompressed, ``mi`` stored) is rewritten compact;
+  the rewrite is read back and checked against the original (every array equal, ``mi`` bit for
+  bit; ``top_values`` equal in sign and within float16 rounding);
+* ``neurons_k500.npz`` is deleted when it holds exactly its sibling ``neurons_final.npz`` (stage 2
+  wrote the same record twice); otherwise the script stops.
+
+Every executed notebook's page (``NN_*.html`` beside its ``.ipynb``) is rendered again from the
+notebook by :mod:`vaesae.nbhtml` (the same cells, outputs and embedded images, without nbconvert's
+265 KB JupyterLab stylesheet).
+
+Then every ``<results>/<profile>/_manifest/*.json`` is updated: an output whose recorded SHA-256
+was the old file's gets the new file's; a deleted file's entry is removed. Any other entry (a file
+that did not verify before) is left as it was, so a job that did not verify still does not.
+Records already compact are left untouched, so a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vaesae.io import REPO_ROOT, atomic_save_json, load_npz, sha256_file
+from vaesae.nbhtml import render_file
+from vaesae.records import FINAL, LEGACY_K500, expand, load_neurons, save_neurons
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _check(before: dict, after: dict, path: Path) -> None:
+    if before.keys() != after.keys():
+        raise SystemExit(f"{path}: keys changed: {sorted(set(before) ^ set(after))}")
+    for k, v in before.items():
+        w = after[k]
+        if k.endswith("top_values"):
+            ok = w.dtype == v.dtype and np.array_equal(np.sign(v), np.sign(w)) and np.allclose(w, v, rtol=1e-3, atol=0)
+        else:
+            ok = w.dtype == v.dtype and np.array_equal(v, w)
+        if not ok:
+            raise SystemExit(f"{path}: array {k} differs after the rewrite")
+
+
+def convert(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
+    """{path: (old sha256, new sha256 or None when deleted)} for every file changed."""
+    changed: dict[Path, tuple[str, str | None]] = {}
+    # the duplicates first, while both copies are still in the layout they were written in
+    for path in sorted(results_dir.rglob("neurons_*.npz"), key=lambda p: (p.name != LEGACY_K500, p)):
+        old = sha256_file(path)
+        if path.name == LEGACY_K500:
+            final = path.with_name(FINAL)
+            if not final.is_file() or not _same(load_neurons(path), load_neurons(final)):
+                raise SystemExit(f"{path} differs from {final}; not deleted (look at it first)")
+            path.unlink()
+            changed[path] = (old, None)
+            continue
+        stored = load_npz(path)
+        if "mi" not in stored and "latent_mi" not in stored:
+            continue  # already compact
+        before = expand(stored)
+        save_neurons(path, before)
+        _check(before, load_neurons(path), path)
+        changed[path] = (old, sha256_file(path))
+    return changed
+
+
+def rerender_html(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
+    """Every executed notebook's HTML (``NN_*.html`` beside its ``.ipynb``) rendered again by
+    :func:`vaesae.nbhtml.render_file` (the compact page); pages already compact are left alone."""
+    changed: dict[Path, tuple[str, str | None]] = {}
+    for page in sorted(results_dir.rglob("[0-9][0-9]_*.html")):
+        nb = page.with_suffix(".ipynb")
+        if not nb.is_file() or page.name.endswith(".FAILED.html"):
+            continue
+        old = sha256_file(page)
+        render_file(nb, page)
+        new = sha256_file(page)
+        if new != old:
+            changed[page] = (old, new)
+    return changed
+
+
+def update_manifests(results_dir: Path, changed: dict[Path, tuple[str, str | None]]) -> list[Path]:
+    by_path = {p.resolve(): v for p, v in changed.items()}
+    touched = []
+    for man in sorted(results_dir.glob("*/_manifest/*.json")):
+        data = json.loads(man.read_text())
+        outputs = data.get("outputs") or {}
+        new_outputs, dirty = {}, False
+        for rel, digest in outputs.items():
+            p = Path(rel)
+            p = (p if p.is_absolute() else results_dir.parent / p).resolve()
+            if p in by_path and by_path[p][0] == digest:
+                dirty = True
+                if by_path[p][1] is not None:
+                    new_outputs[rel] = by_path[p][1]
+                continue
+            new_outputs[rel] = digest
+        if dirty:
+            data["outputs"] = new_outputs
+            atomic_save_json(man, data)
+            touched.append(man)
+    return touched
+
+
+def main(argv: list[str]) -> int:
+    dirs = [Path(a) for a in argv] or [REPO_ROOT / "results"]
+    for d in dirs:
+        changed = convert(d)
+        pages = rerender_html(d)
+        changed.update(pages)
+        touched = update_manifests(d, changed)
+        n_del = sum(1 for v in changed.values() if v[1] is None)
+        print(f"{d}: {len(changed) - n_del - len(pages)} records rewritten, {n_del} duplicate k500 records deleted, "
+              f"{len(pages)} notebook pages rendered compact, "
+              f"{len(touched)} manifests updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,69 @@
+"""The compact neuron records (vaesae.records): what is stored, what the one reader gives back."""
+
+import numpy as np
+import pytest
+
+from vaesae import metrics as M
+from vaesae import plots_metrics as pm
+from vaesae.errors import VaesaeError
+from vaesae.io import atomic_save_npz
+from vaesae.records import load_neurons, load_run_neurons, neurons_path, save_neurons
+
+
+def _record(n_neurons=64, n_samples=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    acts, f = pm.synthetic_activations("dsprites", rng, n_neurons=n_neurons, n_samples=n_samples)
+    lat = np.maximum(rng.standard_normal((n_samples, 20)), 0).astype(np.float32)
+    res = M.compute_metrics(rng.standard_normal((n_samples, 10)), acts, f, latent_acts=lat,
+                            factor_names=[n for n, _ in pm.DATASET_FACTORS["dsprites"]])
+    arrays = {k: v for k, v in res.items() if isinstance(v, np.ndarray)}
+    arrays["val_active_count"] = rng.integers(0, 5, n_neurons).astype(np.int64)
+    arrays["val_n"] = np.asarray(5 * n_samples)
+    return arrays
+
+
+def test_the_compact_record_reads_back_as_the_evaluation_wrote_it(tmp_path):
+    arrays = _record()
+    arrays["top_values"][0, 0] = 1e-9   # below float16's range: must stay a firing
+    save_neurons(tmp_path / "neurons_final.npz", arrays)
+    with np.load(tmp_path / "neurons_final.npz", allow_pickle=False) as z:
+        stored = set(z.files)
+        assert z["top_indices"].dtype == np.uint16 and z["top_values"].dtype == np.float16
+    assert "mi" not in stored and "latent_mi" not in stored and "mi_nats" in stored
+    back = load_neurons(tmp_path / "neurons_final.npz")
+    assert back.keys() == arrays.keys()
+    for k, v in arrays.items():
+        assert back[k].dtype == v.dtype, k
+        if k.endswith("top_values"):
+            assert np.array_equal(back[k] > 0, v > 0) and np.allclose(back[k], v, rtol=1e-3, atol=1e-4)
+        else:
+            assert np.array_equal(back[k], v), k   # mi derived bit for bit, the rest stored exactly
+    # every count the tables print is that of the evaluation
+    assert M.summarize(back["activation_rates"], back["mi"], back["mi_nats"], back["neuron_entropy"]) == \
+        M.summarize(arrays["activation_rates"], arrays["mi"], arrays["mi_nats"], arrays["neuron_entropy"])
+
+
+def test_the_old_uncompressed_layout_still_reads(tmp_path):
+    arrays = _record(seed=1)
+    atomic_save_npz(tmp_path / "neurons_final.npz", **arrays)
+    back = load_neurons(tmp_path / "neurons_final.npz")
+    assert all(np.array_equal(back[k], v) for k, v in arrays.items())
+
+
+def test_stage2_k500_is_its_final_record(tmp_path):
+    assert neurons_path(tmp_path, "k500") == neurons_path(tmp_path) == tmp_path / "neurons_final.npz"
+    with pytest.raises(VaesaeError, match="does not exist"):
+        load_run_neurons(tmp_path, "k500")
+    with pytest.raises(VaesaeError, match="no neuron record"):
+        neurons_path(tmp_path, "k50")
+    save_neurons(tmp_path / "neurons_final.npz", _record(seed=2))
+    assert np.array_equal(load_run_neurons(tmp_path, "k500")["mi"], load_run_neurons(tmp_path)["mi"])
+
+
+def test_the_writer_is_deterministic_and_refuses_objects(tmp_path):
+    arrays = _record(seed=3)
+    save_neurons(tmp_path / "a.npz", arrays)
+    save_neurons(tmp_path / "b.npz", arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()   # same record, same hash
+    with pytest.raises(TypeError):
+        save_neurons(tmp_path / "c.npz", {"x": np.array([{"a": 1}], dtype=object)})
