@@ -37,7 +37,7 @@ TINY = ["--device", "cpu", "--profile", "smoke", "--datasets", "dsprites", "--st
 def test_concurrent_train_bench_on_cpu_writes_the_table_and_json(tmp_path, capsys):
     assert bench.main(["train", *TINY, "--concurrent", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    res = json.loads(next(tmp_path.glob("*.json")).read_text())
+    res = json.loads(next(tmp_path.glob("*_concurrent.json")).read_text())
     conc = res["stage3_concurrent"]
     assert conc["ns"] == [1, 2] and [(r["n"], r["mps"]) for r in conc["rows"]] == [(1, False), (2, False)]
     for r in conc["rows"]:

@@ -21,6 +21,13 @@ the whole suite's wall time. It writes ``results/bench/<device-name>.json``::
 
     python -m vaesae.bench train [--device auto] [--steps 50] [--datasets dsprites,shapes3d]
 
+With ``--concurrent 1,2,3,4`` (issue 17) it first times N concurrent stage-3 runs on one device, each in a
+process of its own, over a common window, without and with the CUDA MPS daemon (:func:`run_concurrent`),
+and projects the whole paper study on 1 and 8 GPUs with the best number of runs per GPU
+(:func:`project_study`); it then writes ``results/bench/<device-name>_concurrent.json``::
+
+    python -m vaesae.bench train --concurrent 1,2,3,4 [--concurrent-window 10] [--no-mps] [--no-reference]
+
 ``verify`` (issue #6) trains a short chain (stages 1, 2 and Top-k stage 3 of the profile on a training
 subset, fewer epochs) once with the profile's speed switches and once with every switch off, for several
 seeds, and prints whether the fast path's dead %, MIG and MSE lie within the reference path's seed-to-seed
@@ -938,7 +945,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              concurrent=concurrent, window_s=args.concurrent_window, mps=not args.no_mps,
                              profile=args.profile, chunk=args.concurrent_chunk, threads=args.concurrent_threads)
     _print_train(result)
-    _write_result(result, args.out)
+    _write_result(result, args.out, suffix="_concurrent" if concurrent else "")
     return 0
 
 
@@ -963,7 +970,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-mps", action="store_true", help="--concurrent without the MPS rows")
     p.add_argument("--profile", default="paper", help="the model and batch timed (default paper; smoke is a tiny form for "
                                                        "tests, its numbers mean nothing); projections are of the paper protocol")
-    p.add_argument("--out", default=str(REPO_ROOT / "results" / "bench"), help="directory for <device-name>.json")
+    p.add_argument("--out", default=str(REPO_ROOT / "results" / "bench"),
+                   help="directory for <device-name>.json (<device-name>_concurrent.json with --concurrent)")
     p.set_defaults(func=cmd_train)
 
 
