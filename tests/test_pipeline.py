@@ -457,13 +457,15 @@ def test_sigterm_stops_every_job_on_every_gpu_then_the_daemon(fake_notebooks, fa
             pipeline._PROCS.pop(proc.pid, None)
         job.state, job.message = "failed", "interrupted"
 
-    real_stop = pipeline.MPSDaemon.stop
+    from vaesae import mps
+
+    real_stop = mps.MPSDaemon.stop
 
     def stop(self):
         events.append(("mps stop", all(p.poll() is not None for p in started)))
         real_stop(self)
 
-    monkeypatch.setattr(pipeline.MPSDaemon, "stop", stop)
+    monkeypatch.setattr(mps.MPSDaemon, "stop", stop)
     t0 = time.time()
     with pytest.raises(SystemExit) as exc:
         _study(tmp_path, monkeypatch, sleeper, "--jobs-per-gpu", "2", "--datasets", "dsprites,shapes3d")

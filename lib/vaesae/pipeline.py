@@ -37,7 +37,6 @@ from typing import Iterable, Sequence
 from .ablation import RUNS as ABLATION_RUNS, VARIANTS as ABLATION_VARIANTS
 from .errors import VaesaeError, cli
 from .io import REPO_ROOT, atomic_save_json, git_commit, repo_path, sha256_file
-from .mps import MPSDaemon
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 PROFILES = ("smoke", "quick", "paper")
@@ -746,6 +745,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         removed = clean_leftovers(results_dir / args.profile, figures_dir / args.profile, ckpt_dir)
         if removed:
             print(f"removed {len(removed)} leftover(s) of an interrupted run (unfinished notebooks, temporary files)")
+        from .mps import MPSDaemon
+
         # several jobs on one GPU: the MPS daemon lets their kernels share the GPU; it is stopped however the
         # study ends (finished, a failed job, an error, Ctrl-C / SIGTERM after stop_children has stopped its clients)
         mps = MPSDaemon() if gpus and per_gpu > 1 and max(Counter(runner.gpu_slots).values()) > 1 and not args.no_mps else None
