@@ -15,7 +15,7 @@ same stage-2 checkpoint, with the same schedule, seeds and per-epoch evaluation,
   one-to-one matching of neurons to factors (Hungarian assignment on the MI matrix);
 * :func:`ceiling_share`: how much of the decline of specialised neurons from k_start to k_end the
   firing-rate ceiling alone predicts (a neuron active on a fraction p of images carries at most
-  h(p) + p·ln 19 nats, SPEC §4);
+  h(p) + p·ln 19 nats up to p = 0.95 and ln 20 beyond, :func:`vaesae.metrics.mi_ceiling`);
 * :func:`intrinsic_verdict`: the verdict on the paper's claim, by the rule :data:`INTRINSIC_RULE`.
 
 Everything here reads saved records (``results/<profile>/<dataset>/seed<seed>/<run>/``); only
@@ -262,19 +262,18 @@ def alignment_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFram
 
 
 def mi_ceiling(rates: np.ndarray, n_bins: int = 20) -> np.ndarray:
-    """The most MI (nats) a neuron active on a fraction p of images can carry with any factor:
-    h(p) + p·ln(n_bins - 1) (zero is one bin; the active values spread over the others). [M] -> [M]."""
-    p = np.clip(np.asarray(rates, dtype=float), 0.0, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -(np.where(p > 0, p * np.log(p), 0.0) + np.where(p < 1, (1 - p) * np.log(1 - p), 0.0))
-    return h + p * math.log(n_bins - 1)
+    """The firing-rate ceiling, :func:`vaesae.metrics.mi_ceiling` (one formula for the whole project):
+    h(p) + p·ln(n_bins − 1) up to p = (n_bins − 1)/n_bins, ln n_bins beyond. [M] -> [M]."""
+    from .metrics import mi_ceiling as _ceiling
+
+    return _ceiling(rates, n_bins)
 
 
 def ceiling_share(start: Mapping[str, Any], end: Mapping[str, Any], threshold: float = DEFAULT_SPEC_THRESHOLD) -> dict[str, float]:
     """How much of the fall in specialised neurons from ``start`` (k_start) to ``end`` (k_end) the
     firing-rate ceiling alone predicts. Each mapping holds ``mi`` [M, K] (normalised by H(factor)),
     ``activation_rates`` [M] and ``factor_entropy`` [K]. A neuron specialised at the start is *forced*
-    out when its end-of-run ceiling, h(p) + p·ln 19 over H(f), is below ``threshold`` for every factor it
+    out when its end-of-run ceiling (:func:`vaesae.metrics.mi_ceiling`) over H(f) is below ``threshold`` for every factor it
     passed at the start. Returns ``spec_start``, ``spec_end``, ``lost`` (specialised at the start, not at
     the end), ``forced`` (of those, forced out by the ceiling) and ``share`` = forced / lost (nan if none lost)."""
     mi0, mi1 = np.asarray(start["mi"], float), np.asarray(end["mi"], float)

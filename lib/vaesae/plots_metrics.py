@@ -9,7 +9,7 @@ Beyond the paper it draws two views that explain its specialisation numbers:
 
 * specialised counts under the three normalisations (MI / H(factor), MI / H(neuron), nats);
 * each neuron's MI (nats) against its activation rate p, with the ceiling
-  ``h(p) + p ln 19`` (:func:`vaesae.metrics.mi_ceiling`): a neuron that fires on a fraction p
+  ``h(p) + p ln 19`` up to p = 0.95, ``ln 20`` beyond (:func:`vaesae.metrics.mi_ceiling`): a neuron that fires on a fraction p
   of images cannot carry more, so sparse neurons cannot pass an entropy-scaled threshold.
 
 When no records exist yet, :func:`synthetic_records` makes clearly labelled SYNTHETIC ones
@@ -415,7 +415,7 @@ def _factor_entropies(rec: NeuronRecord) -> np.ndarray:
 
 def fig_mi_vs_rate(records: dict[str, list[NeuronRecord]], profile: str):
     """Each neuron's largest MI (nats) against its activation rate p, first seed of each dataset,
-    with the ceiling h(p) + p ln 19 and the 0.5 H(factor) bars a neuron must clear."""
+    with the ceiling h(p) + p ln 19 (ln 20 beyond p = 0.95) and the 0.5 H(factor) bars a neuron must clear."""
     fig, axes = _panels(records, 6.0, 4.6)
     for ax, (ds, recs) in zip(axes, records.items()):
         rec = recs[0]
@@ -428,7 +428,7 @@ def fig_mi_vs_rate(records: dict[str, list[NeuronRecord]], profile: str):
         ax.scatter(shown[~spec], best[~spec], s=4, alpha=0.35, color="tab:gray", label="not specialised", rasterized=True)
         ax.scatter(shown[spec], best[spec], s=6, alpha=0.6, color="tab:red", label="specialised (MI/H(factor) > 0.5)", rasterized=True)
         grid = np.logspace(np.log10(floor), 0, 300)
-        ax.plot(grid, M.mi_ceiling(grid), color="k", lw=1.5, label="ceiling h(p) + p ln 19")
+        ax.plot(grid, M.mi_ceiling(grid), color="k", lw=1.5, label="ceiling h(p) + p ln 19 (ln 20 for p ≥ 0.95)")
         bars: dict[float, list[str]] = {}  # 0.5 H(factor), factors with the same entropy share one label
         for k, h in enumerate(_factor_entropies(rec)):
             if np.isfinite(h):
