@@ -110,3 +110,50 @@ def test_every_figure_is_drawn_with_its_source(tmp_path):
         assert (tmp_path / "figures" / "smoke" / f"{n}.png").stat().st_size > 1000
         assert (tmp_path / "figures" / "smoke" / f"{n}.pdf").is_file()
     assert all("procedural" in e["caption"] for e in artifacts.read_index(tmp_path / "figures" / "smoke"))
+
+
+def _texts(fig):
+    out = [t.get_text() for t in fig.texts]
+    if fig._suptitle is not None:
+        out.append(fig._suptitle.get_text())
+    for ax in fig.axes:
+        out += [ax.get_xlabel(), ax.get_ylabel(), ax.get_title()]
+        if ax.get_legend() is not None:
+            out += [t.get_text() for t in ax.get_legend().get_texts()]
+    for leg in fig.legends:
+        out += [t.get_text() for t in leg.get_texts()] + [leg.get_title().get_text()]
+    return out
+
+
+@pytest.mark.parametrize("seeds", [(42,), (42, 43, 44)])
+def test_figures_speak_words_and_show_a_spread_only_at_n_ge_2(tmp_path, seeds):
+    """Issue 18: labels in words (no raw column names), legends outside the panels, "mean ± std" and a band
+    only where there are at least two seeds, captions naming what the figure shows and its runs."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from vaesae import figures as F
+    from vaesae.labels import label
+
+    assert "@" not in label("dead_pct@0.001") and "@" not in label("spec@0.5") and label("dataset_label") == "dataset"
+    make_fake_study(tmp_path, seeds=seeds)
+    s = st.load_study(tmp_path, "smoke")
+    for make in (lambda: F.fig_per_seed(s, "dsprites"), lambda: F.fig_aggregate(s, "dsprites"), lambda: F.fig_cross_dataset(s),
+                 lambda: F.fig_topk_vs_l1(s, "dsprites"), lambda: F.fig_extended(s, "dsprites"), lambda: F.fig_thresholds(s, "dsprites")):
+        fig = make()
+        texts = " | ".join(_texts(fig))
+        assert not any(raw in texts for raw in ("dead_pct@", "spec@", "dataset_label", "| mig |", "| mse |")), texts
+        assert all(ax.get_legend() is None for ax in fig.axes), "legends sit outside the panels"
+        bands = sum(isinstance(c, PolyCollection) for ax in fig.axes for c in ax.collections)
+        if len(seeds) == 1:
+            assert "mean ± std" not in texts and bands == 0
+        plt.close(fig)
+    fig = F.fig_aggregate(s, "dsprites")
+    if len(seeds) > 1:
+        assert "mean ± std over 3 seeds" in fig._suptitle.get_text()
+        assert sum(isinstance(c, PolyCollection) for ax in fig.axes for c in ax.collections) == 2
+    plt.close(fig)
+    write_figures(s, tmp_path / "figures")
+    caps = {e["name"]: e["caption"] for e in artifacts.read_index(tmp_path / "figures" / "smoke")}
+    assert len(set(c.split(" Runs:")[0] for c in caps.values())) >= 6, "one caption per figure, not one boilerplate"
+    assert all("SAE reading literal" in c and f"(n={len(seeds)})" in c for c in caps.values())

@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import metrics as M  # noqa: E402
+from .labels import legend_outside  # noqa: E402
 from .errors import VaesaeError  # noqa: E402
 from .io import atomic_write_bytes, atomic_write_text, load_npz  # noqa: E402
 
@@ -343,7 +344,7 @@ def _panels(records: dict[str, list[NeuronRecord]], width: float = 5.2, height: 
 def _curve(ax, recs: list[NeuronRecord], prefix: str, thresholds: Sequence[float], label: str, color: str | None = None) -> None:
     per_seed = np.stack([_per_seed(recs, prefix, t) for t in thresholds], axis=1)  # [seeds, T]
     mean = per_seed.mean(axis=0)
-    line = ax.plot(thresholds, mean, marker="o", label=f"{label} (mean of {len(recs)} seed{'s' if len(recs) != 1 else ''})", color=color)[0]
+    line = ax.plot(thresholds, mean, marker="o", label=f"{label} (" + (f"mean of {len(recs)} seeds, band: min–max" if len(recs) > 1 else f"seed {recs[0].seed}, n = 1") + ")", color=color)[0]
     if len(recs) > 1:
         ax.fill_between(thresholds, per_seed.min(axis=0), per_seed.max(axis=0), color=line.get_color(), alpha=0.2, lw=0)
 
@@ -358,11 +359,11 @@ def fig_specialised_vs_threshold(records: dict[str, list[NeuronRecord]], profile
             ax.plot(list(pt), list(pt.values()), "kx", ms=8, mew=2, label="paper, Table 4")
         ax.axvline(M.DEFAULT_SPEC_THRESHOLD, color="red", ls="--", lw=1, label="default 0.5")
         ax.set_xlabel("specialisation threshold on MI / H(factor)")
-        ax.set_ylabel("specialised neurons")
+        ax.set_ylabel("specialised neurons (count)")
         ax.set_title(f"{DATASET_LABEL[ds]} [{_title_source(recs)}; profile {profile}]", fontsize=10)
-        ax.legend(fontsize=8)
     fig.suptitle("Specialised neurons vs threshold (paper Figure 10 / Table 4)", fontsize=11)
     fig.tight_layout()
+    legend_outside(fig, axes, fontsize=8)
     return fig
 
 
@@ -376,12 +377,12 @@ def fig_dead_vs_threshold(records: dict[str, list[NeuronRecord]], profile: str):
             ax.plot(list(pt), list(pt.values()), "kx", ms=8, mew=2, label="paper, Table 5")
         ax.axvline(M.DEFAULT_DEAD_THRESHOLD, color="blue", ls="--", lw=1, label="default 0.001")
         ax.set_xscale("log")
-        ax.set_xlabel("dead threshold on activation rate")
-        ax.set_ylabel("dead neurons (%)")
+        ax.set_xlabel("dead threshold on activation rate (log scale)")
+        ax.set_ylabel("dead neurons (% of the dictionary)")
         ax.set_title(f"{DATASET_LABEL[ds]} [{_title_source(recs)}; profile {profile}]", fontsize=10)
-        ax.legend(fontsize=8)
     fig.suptitle("Dead neurons vs threshold (paper Figure 11 / Table 5)", fontsize=11)
     fig.tight_layout()
+    legend_outside(fig, axes, fontsize=8)
     return fig
 
 
@@ -389,16 +390,16 @@ def fig_normalisations(records: dict[str, list[NeuronRecord]], profile: str):
     """Specialised counts under MI / H(factor), MI / H(neuron) and raw nats (same threshold axis)."""
     fig, axes = _panels(records)
     for ax, (ds, recs) in zip(axes, records.items()):
-        _curve(ax, recs, "spec", SPEC_T, "MI / H(factor)  (the paper's)", "tab:red")
+        _curve(ax, recs, "spec", SPEC_T, "MI / H(factor) (SPEC §4's reading; the paper gives no definition)", "tab:red")
         _curve(ax, recs, "spec_neuron", SPEC_T, "MI / H(neuron)", "tab:green")
         _curve(ax, recs, "spec_nats", SPEC_T, "MI in nats", "tab:purple")
         ax.axvline(M.DEFAULT_SPEC_THRESHOLD, color="0.4", ls="--", lw=1)
-        ax.set_xlabel("threshold (ratio, or nats for the raw curve)")
-        ax.set_ylabel("neurons above threshold")
+        ax.set_xlabel("threshold (a ratio; nats for the raw-MI curve)")
+        ax.set_ylabel("neurons above the threshold (count)")
         ax.set_title(f"{DATASET_LABEL[ds]} [{_title_source(recs)}; profile {profile}]", fontsize=10)
-        ax.legend(fontsize=8)
     fig.suptitle("How the normalisation decides who counts as specialised", fontsize=11)
     fig.tight_layout()
+    legend_outside(fig, axes, fontsize=8)
     return fig
 
 
@@ -442,9 +443,9 @@ def fig_mi_vs_rate(records: dict[str, list[NeuronRecord]], profile: str):
         ax.set_xlabel(f"activation rate p (rate 0 drawn at {floor:.1g})")
         ax.set_ylabel("largest MI with any factor (nats)")
         ax.set_title(f"{DATASET_LABEL[ds]} seed {rec.seed} [{_title_source([rec])}; profile {profile}]", fontsize=10)
-        ax.legend(fontsize=7, loc="upper left")
     fig.suptitle("MI is capped by sparsity: dotted lines are 0.5·H(factor) per factor", fontsize=11)
     fig.tight_layout()
+    legend_outside(fig, axes, where="top", fontsize=8, ncol=2)
     return fig
 
 
