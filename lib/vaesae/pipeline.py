@@ -607,14 +607,10 @@ class Runner:
 
 
 def _render_html(executed: Path) -> None:
-    """Render an executed notebook to HTML beside it (atomically)."""
-    from nbconvert import HTMLExporter
-    import nbformat
+    """Render an executed notebook to HTML beside it (atomically; compact, see :mod:`vaesae.nbhtml`)."""
+    from .nbhtml import render_file
 
-    from .io import atomic_write_text
-
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(executed), as_version=4))
-    atomic_write_text(executed.with_suffix(".html"), body)
+    render_file(executed)
 
 
 def _parse_list(text: str, allowed: Iterable[str] | None, what: str) -> list[str]:
