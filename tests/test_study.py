@@ -157,3 +157,28 @@ def test_figures_speak_words_and_show_a_spread_only_at_n_ge_2(tmp_path, seeds):
     caps = {e["name"]: e["caption"] for e in artifacts.read_index(tmp_path / "figures" / "smoke")}
     assert len(set(c.split(" Runs:")[0] for c in caps.values())) >= 6, "one caption per figure, not one boilerplate"
     assert all("SAE reading literal" in c and f"(n={len(seeds)})" in c for c in caps.values())
+
+
+def test_k500_is_read_at_both_ends_and_mse_stability_uses_the_warm_up(tmp_path):
+    """Issue 18: Table 2 and the stability verdicts name two k = 500 states, the end of stage 2 (SAE not in the
+    path) and the end of stage 3's warm-up (Top-k epoch warm − 1, SAE in the path); MSE stability uses the latter."""
+    make_fake_study(tmp_path, seeds=(42,))
+    for ds in ("dsprites", "shapes3d"):
+        d = tmp_path / "smoke" / ds / "seed42" / "topk"
+        df = pd.read_csv(d / "epochs.csv")
+        df["k"] = [500] * 3 + list(df["k"][3:])
+        df.loc[2, "mse"] = 0.5   # the warm-up's last epoch (warm = 3 -> epoch 2)
+        df.to_csv(d / "epochs.csv", index=False)
+        meta = json.loads((d / "run.json").read_text())
+        meta["params"] = {"derived": {"schedule_split": [3, 5, 2]}}
+        (d / "run.json").write_text(json.dumps(meta))
+    s = st.load_study(tmp_path, "smoke")
+    wu = s.warmup_end("dsprites")
+    assert wu.epoch.tolist() == [2] and wu.mse.tolist() == [0.5]
+    t2 = st.table2(s).set_index(["dataset", "metric"])
+    assert ("dSprites", "MSE at k=500, end of stage-3 warm-up (Top-k epoch 2, SAE in the path)") in t2.index
+    assert ("dSprites", "MSE at k=500, end of stage 2 (SAE not in the forward path)") in t2.index
+    v = st.verdict_table(s)
+    row = v[v.claim.str.startswith("MSE stable") & v.claim.str.contains("dSprites")].iloc[0]
+    assert row.ours.startswith("from end of stage-3 warm-up (Top-k epoch 2") and "0.5000 →" in row.ours
+    assert "end of stage 2" in row.ours and row.verdict == "not reproduced"
