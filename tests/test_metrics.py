@@ -253,9 +253,30 @@ def test_mi_ceiling_holds_for_sparse_and_dense_neurons():
     ceiling = M.mi_ceiling(rates)
     assert (hn.numpy() <= ceiling + 1e-12).all()
     assert (mi_nats.numpy().max(axis=1) <= ceiling + 1e-12).all()
-    assert M.mi_ceiling(19 / 20) == pytest.approx(math.log(20))
-    assert M.mi_ceiling(0.0) == 0.0 and M.mi_ceiling(1.0) == pytest.approx(math.log(20))
     assert M.binary_entropy(0.5) == pytest.approx(math.log(2))
+
+
+def test_mi_ceiling_at_its_boundaries():
+    """The one firing-rate ceiling (issue 18): 0 at p = 0, h(p) + p ln 19 for small p, ln 20 at the knee
+    p = 19/20 where the two pieces meet, ln 20 at p = 1 (all 20 bins usable), never above ln 20, monotone."""
+    h = lambda q: -(q * math.log(q) + (1 - q) * math.log(1 - q))  # noqa: E731
+    assert M.mi_ceiling(0.0) == 0.0
+    assert M.mi_ceiling(0.001) == pytest.approx(h(0.001) + 0.001 * math.log(19), rel=1e-12)
+    assert M.mi_ceiling(0.95) == pytest.approx(math.log(20), rel=1e-12)
+    assert h(0.95) + 0.95 * math.log(19) == pytest.approx(math.log(20), rel=1e-12)  # continuous at the knee
+    assert M.mi_ceiling(0.98) == pytest.approx(math.log(20)) and M.mi_ceiling(1.0) == pytest.approx(math.log(20))
+    grid = np.linspace(0, 1, 2001)
+    c = M.mi_ceiling(grid)
+    assert (np.diff(c) >= -1e-12).all() and c.max() <= math.log(20) + 1e-12
+    # attained: zeros in one bin, the active values spread evenly over the other 19 (p <= 0.95), or all 20 (p = 1)
+    for p in (0.01, 0.5, 0.95, 1.0):
+        n = 20 * 19 * 100
+        k = int(round(p * n))
+        x = np.zeros(n)
+        bins = 19 if p < 1 else 20
+        x[:k] = 1 + np.arange(k) % bins if p < 1 else np.arange(k) % bins
+        _, hn, _ = M.neuron_factor_mi(x[:, None].astype(np.float32), (np.arange(n) % 2)[:, None].astype(np.int64))
+        assert float(hn[0]) == pytest.approx(float(M.mi_ceiling(k / n)), rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------

@@ -200,3 +200,59 @@ def test_table_text_rounds_floats_and_the_csv_keeps_them(tmp_path):
     tex = (tmp_path / PROFILE / "tables" / "t.tex").read_text()
     assert "81.26 & 0.001898 & 113483 & 1" in tex
     assert pd.read_csv(tmp_path / PROFILE / "tables" / "t.csv")["dead %"][0] == 81.26220703125
+
+
+def test_report_and_notebook_pages_make_no_request_off_the_machine(study, tmp_path):
+    """Issue 18: offline. Chromium loads the report and an executed notebook's HTML (rendered by the pipeline's
+    renderer) with name resolution blocked and a network log; neither asks for anything but file:// URLs.
+    A page that loads a script from a CDN is caught (the check can fail)."""
+    chromium = _chromium()
+    from vaesae.nbhtml import render_file
+
+    results, figures = study
+    path = report.build_report(results, figures, PROFILE)
+    assert report.page_requests(path, chromium=chromium) == []
+    nb = results / PROFILE / "dsprites" / "seed42" / "03_stage3_topk.ipynb"
+    md = nbformat.read(str(nb), as_version=4)
+    md.cells.insert(0, nbformat.v4.new_markdown_cell("Maths: $h(p) + p \\ln 19$"))  # the lab template would fetch MathJax
+    nbformat.write(md, str(nb))
+    html = render_file(nb, tmp_path / "nb.html")
+    assert "mathjax" not in html.read_text().lower() and "require.js" not in html.read_text()
+    assert report.page_requests(html, chromium=chromium) == []
+    bad = tmp_path / "bad.html"
+    bad.write_text('<html><head><script src="https://cdn.example.org/x.js"></script></head><body>x</body></html>')
+    assert report.page_requests(bad, chromium=chromium) == ["https://cdn.example.org/x.js"]
+
+
+def test_report_page_structure(study):
+    """Issue 18: unique ids, a contents list linking every table, figure and notebook, placeholders for the
+    paper's figures not drawn, per-run provenance, the readings section's placeholder, print styles."""
+    results, figures = study
+    page = report.build_report(results, figures, PROFILE).read_text()
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    nav = page[page.index('<nav id="contents">'):page.index("</nav>")]
+    for anchor in re.findall(r'<(?:section|figure) id="((?:table|figure)-[^"]+)"', page):
+        assert f'href="#{anchor}"' in nav, anchor
+    for href in ("dsprites/seed42/01_stage1_vae.html", "07_figures.html"):
+        assert f'href="{href}"' in nav
+    assert "Figure 8: dSprites extended training" in page and "waits for the extended runs" in page
+    assert page.count('class="placeholder"') >= 11 + 1   # Figures 1-11 (none drawn here) and the readings section
+    assert "Which reading of the SAE" in page
+    runs = page[page.index('id="runs"'):page.index('id="environment"')]
+    assert "2.13.0" in runs and "cpu (2 cores)" in runs and "abc123def456" in runs
+    assert "@media print" in page and "overflow-x: auto" in page
+
+
+def test_claim_tests_at_one_seed_is_one_line(study):
+    results, figures = study
+    df = pd.DataFrame({"comparison": ["k=50 − k=500"], "dataset": ["dSprites"], "metric": ["dead %"], "n_a": [1], "n_b": [1],
+                       "mean_a": [80.3], "mean_b": [81.3], "difference": [1.0], "ci95_lo": [float("nan")], "ci95_hi": [float("nan")],
+                       "welch_t": [float("nan")], "df": [float("nan")], "p_value": [float("nan")], "claimed": ["+"],
+                       "verdict": ["needs ≥ 2 seeds"], "note": ["needs ≥ 2 seeds per group (n_a=1, n_b=1)"]})
+    save_table(df, results, PROFILE, "claim_tests", title="Claim tests", caption="c", order=5)
+    page = report.build_report(results, figures, PROFILE).read_text()
+    sec = page[page.index('id="table-claim_tests"'):]
+    sec = sec[:sec.index("</section>")]
+    assert "Needs ≥ 2 seeds per group" in sec and "<th>p_value</th>" not in sec and "<th>ci95_lo</th>" not in sec
+    assert "<th>difference</th>" in sec and ">nan<" not in sec

@@ -184,6 +184,21 @@ def test_claim_tests_rows_and_columns():
     assert m.p_value > 0.01 and m.ci95_lo < 0 < m.ci95_hi
     # four seeds: the bootstrap's few-seed caveat is in the note
     assert t.note.str.contains("under-covers").all()
+    # issue 18: each claim's verdict from Welch's p and the bootstrap interval (CLAIM_RULE)
+    assert k.claimed == "+" and k.verdict == "supported"
+    assert m.claimed == "0" and m.verdict == "consistent (no difference detected)"
+    assert r.claimed == "" and r.verdict == "no claim"
+    assert x.verdict == "supported"
+
+
+def test_claim_verdict_rule():
+    v = stats.claim_verdict
+    assert v("+", 1, 3, float("nan"), float("nan"), float("nan")) == "needs ≥ 2 seeds"
+    assert v("+", 3, 3, 0.01, 0.5, 2.0) == "supported" and v("−", 3, 3, 0.01, 0.5, 2.0) == "contradicted"
+    assert v("−", 3, 3, 0.01, -2.0, -0.5) == "supported" and v("+", 3, 3, 0.2, -0.1, 2.0) == "inconclusive"
+    assert v("0", 3, 3, 0.01, 0.5, 2.0) == "contradicted" and v("0", 3, 3, 0.3, -1, 1).startswith("consistent")
+    assert v("", 3, 3, 0.01, 0.5, 2.0) == "no claim"
+    assert "Welch" in stats.CLAIM_RULE and "bootstrap" in stats.CLAIM_RULE
 
 
 def test_claim_tests_is_reproducible_from_the_seed():
@@ -201,6 +216,7 @@ def test_claim_tests_with_one_seed_reports_nan_and_why():
     assert t[["ci95_lo", "ci95_hi", "welch_t", "df", "p_value"]].isna().all().all()
     assert t.difference.notna().all()
     assert t.note.str.contains("needs ≥ 2 seeds per group").all()
+    assert (t.verdict == "needs ≥ 2 seeds").all()
 
 
 def test_claim_tests_leaves_out_what_is_not_in_the_study():

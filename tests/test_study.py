@@ -110,3 +110,75 @@ def test_every_figure_is_drawn_with_its_source(tmp_path):
         assert (tmp_path / "figures" / "smoke" / f"{n}.png").stat().st_size > 1000
         assert (tmp_path / "figures" / "smoke" / f"{n}.pdf").is_file()
     assert all("procedural" in e["caption"] for e in artifacts.read_index(tmp_path / "figures" / "smoke"))
+
+
+def _texts(fig):
+    out = [t.get_text() for t in fig.texts]
+    if fig._suptitle is not None:
+        out.append(fig._suptitle.get_text())
+    for ax in fig.axes:
+        out += [ax.get_xlabel(), ax.get_ylabel(), ax.get_title()]
+        if ax.get_legend() is not None:
+            out += [t.get_text() for t in ax.get_legend().get_texts()]
+    for leg in fig.legends:
+        out += [t.get_text() for t in leg.get_texts()] + [leg.get_title().get_text()]
+    return out
+
+
+@pytest.mark.parametrize("seeds", [(42,), (42, 43, 44)])
+def test_figures_speak_words_and_show_a_spread_only_at_n_ge_2(tmp_path, seeds):
+    """Issue 18: labels in words (no raw column names), legends outside the panels, "mean ± std" and a band
+    only where there are at least two seeds, captions naming what the figure shows and its runs."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from vaesae import figures as F
+    from vaesae.labels import label
+
+    assert "@" not in label("dead_pct@0.001") and "@" not in label("spec@0.5") and label("dataset_label") == "dataset"
+    make_fake_study(tmp_path, seeds=seeds)
+    s = st.load_study(tmp_path, "smoke")
+    for make in (lambda: F.fig_per_seed(s, "dsprites"), lambda: F.fig_aggregate(s, "dsprites"), lambda: F.fig_cross_dataset(s),
+                 lambda: F.fig_topk_vs_l1(s, "dsprites"), lambda: F.fig_extended(s, "dsprites"), lambda: F.fig_thresholds(s, "dsprites")):
+        fig = make()
+        texts = " | ".join(_texts(fig))
+        assert not any(raw in texts for raw in ("dead_pct@", "spec@", "dataset_label", "| mig |", "| mse |")), texts
+        assert all(ax.get_legend() is None for ax in fig.axes), "legends sit outside the panels"
+        bands = sum(isinstance(c, PolyCollection) for ax in fig.axes for c in ax.collections)
+        if len(seeds) == 1:
+            assert "mean ± std" not in texts and bands == 0
+        plt.close(fig)
+    fig = F.fig_aggregate(s, "dsprites")
+    if len(seeds) > 1:
+        assert "mean ± std over 3 seeds" in fig._suptitle.get_text()
+        assert sum(isinstance(c, PolyCollection) for ax in fig.axes for c in ax.collections) == 2
+    plt.close(fig)
+    write_figures(s, tmp_path / "figures")
+    caps = {e["name"]: e["caption"] for e in artifacts.read_index(tmp_path / "figures" / "smoke")}
+    assert len(set(c.split(" Runs:")[0] for c in caps.values())) >= 6, "one caption per figure, not one boilerplate"
+    assert all("SAE reading literal" in c and f"(n={len(seeds)})" in c for c in caps.values())
+
+
+def test_k500_is_read_at_both_ends_and_mse_stability_uses_the_warm_up(tmp_path):
+    """Issue 18: Table 2 and the stability verdicts name two k = 500 states, the end of stage 2 (SAE not in the
+    path) and the end of stage 3's warm-up (Top-k epoch warm − 1, SAE in the path); MSE stability uses the latter."""
+    make_fake_study(tmp_path, seeds=(42,))
+    for ds in ("dsprites", "shapes3d"):
+        d = tmp_path / "smoke" / ds / "seed42" / "topk"
+        df = pd.read_csv(d / "epochs.csv")
+        df["k"] = [500] * 3 + list(df["k"][3:])
+        df.loc[2, "mse"] = 0.5   # the warm-up's last epoch (warm = 3 -> epoch 2)
+        df.to_csv(d / "epochs.csv", index=False)
+        meta = json.loads((d / "run.json").read_text())
+        meta["params"] = {"derived": {"schedule_split": [3, 5, 2]}}
+        (d / "run.json").write_text(json.dumps(meta))
+    s = st.load_study(tmp_path, "smoke")
+    wu = s.warmup_end("dsprites")
+    assert wu.epoch.tolist() == [2] and wu.mse.tolist() == [0.5]
+    t2 = st.table2(s).set_index(["dataset", "metric"])
+    assert ("dSprites", "MSE at k=500, end of stage-3 warm-up (Top-k epoch 2, SAE in the path)") in t2.index
+    assert ("dSprites", "MSE at k=500, end of stage 2 (SAE not in the forward path)") in t2.index
+    v = st.verdict_table(s)
+    row = v[v.claim.str.startswith("MSE stable") & v.claim.str.contains("dSprites")].iloc[0]
+    assert row.ours.startswith("from end of stage-3 warm-up (Top-k epoch 2") and "0.5000 →" in row.ours
+    assert "end of stage 2" in row.ours and row.verdict == "not reproduced"

@@ -15,7 +15,7 @@ same stage-2 checkpoint, with the same schedule, seeds and per-epoch evaluation,
   one-to-one matching of neurons to factors (Hungarian assignment on the MI matrix);
 * :func:`ceiling_share`: how much of the decline of specialised neurons from k_start to k_end the
   firing-rate ceiling alone predicts (a neuron active on a fraction p of images carries at most
-  h(p) + p·ln 19 nats, SPEC §4);
+  h(p) + p·ln 19 nats up to p = 0.95 and ln 20 beyond, :func:`vaesae.metrics.mi_ceiling`);
 * :func:`intrinsic_verdict`: the verdict on the paper's claim, by the rule :data:`INTRINSIC_RULE`.
 
 Everything here reads saved records (``results/<profile>/<dataset>/seed<seed>/<run>/``); only
@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .labels import label, legend_outside
 from .metrics import DEFAULT_DEAD_THRESHOLD, DEFAULT_SPEC_THRESHOLD, threshold_key
 from .sparsity import REMEDIES
 from .study import DATASET_LABEL, Study, mean_std as _ms
@@ -262,19 +263,18 @@ def alignment_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFram
 
 
 def mi_ceiling(rates: np.ndarray, n_bins: int = 20) -> np.ndarray:
-    """The most MI (nats) a neuron active on a fraction p of images can carry with any factor:
-    h(p) + p·ln(n_bins - 1) (zero is one bin; the active values spread over the others). [M] -> [M]."""
-    p = np.clip(np.asarray(rates, dtype=float), 0.0, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -(np.where(p > 0, p * np.log(p), 0.0) + np.where(p < 1, (1 - p) * np.log(1 - p), 0.0))
-    return h + p * math.log(n_bins - 1)
+    """The firing-rate ceiling, :func:`vaesae.metrics.mi_ceiling` (one formula for the whole project):
+    h(p) + p·ln(n_bins − 1) up to p = (n_bins − 1)/n_bins, ln n_bins beyond. [M] -> [M]."""
+    from .metrics import mi_ceiling as _ceiling
+
+    return _ceiling(rates, n_bins)
 
 
 def ceiling_share(start: Mapping[str, Any], end: Mapping[str, Any], threshold: float = DEFAULT_SPEC_THRESHOLD) -> dict[str, float]:
     """How much of the fall in specialised neurons from ``start`` (k_start) to ``end`` (k_end) the
     firing-rate ceiling alone predicts. Each mapping holds ``mi`` [M, K] (normalised by H(factor)),
     ``activation_rates`` [M] and ``factor_entropy`` [K]. A neuron specialised at the start is *forced*
-    out when its end-of-run ceiling, h(p) + p·ln 19 over H(f), is below ``threshold`` for every factor it
+    out when its end-of-run ceiling (:func:`vaesae.metrics.mi_ceiling`) over H(f) is below ``threshold`` for every factor it
     passed at the start. Returns ``spec_start``, ``spec_end``, ``lost`` (specialised at the start, not at
     the end), ``forced`` (of those, forced out by the ceiling) and ``share`` = forced / lost (nan if none lost)."""
     mi0, mi1 = np.asarray(start["mi"], float), np.asarray(end["mi"], float)
@@ -349,12 +349,14 @@ def fig_dead_vs_k(study: Study, runs: Sequence[str] = COMPARED):
             if "k" in rows and rows["k"].notna().any():
                 axes[i, 0].plot(g["k"], g["dead"], label=LABEL.get(run, run), color=palette[run], marker="o", ms=2)
         axes[i, 0].invert_xaxis()
-        axes[i, 0].set(xlabel="k (active neurons), decreasing", ylabel="dead % (rate < 0.001)", title=f"{DATASET_LABEL[ds]}: Top-k family")
-        axes[i, 1].set(xlabel="stage-3 epoch", ylabel="dead %", title=f"{DATASET_LABEL[ds]}: every sparsifier")
-    handles, labels = axes[0, 1].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.06))
+        axes[i, 0].set(xlabel=label("k") + ", decreasing", ylabel=label(DEAD), title=f"{DATASET_LABEL[ds]}: Top-k family")
+        axes[i, 1].set(xlabel=label("epoch"), ylabel=label(DEAD), title=f"{DATASET_LABEL[ds]}: every sparsifier")
+        for ax in axes[i]:
+            ax.yaxis.label.set_size(8)
+    n = max((study.rows(ds, r).seed.nunique() for ds in datasets for r in runs if not study.rows(ds, r).empty), default=0)
+    fig.suptitle(f"Dead neurons along stage 3, every sparsifier ({'mean of %d seeds' % n if n >= 2 else 'one seed, n = 1'})")
     fig.tight_layout()
+    legend_outside(fig, axes, fontsize=9, title="sparsifier")
     return fig
 
 
@@ -385,7 +387,11 @@ def fig_top_images(study: Study, dataset: str, images_of: Callable[[np.ndarray],
     blocks = [(r, label, study.neurons.get((dataset, seed, r))) for r, label in runs]
     blocks = [(r, label, a) for r, label, a in blocks if a is not None and "top_indices" in a]
     n_rows = sum(max(1, len(most_specialised(a, n_neurons))) for _, _, a in blocks)
-    fig, axes = plt.subplots(n_rows, n_images, figsize=(1.1 * n_images, 1.25 * n_rows), squeeze=False)
+    cell, left = 1.7, 1.3  # inches per image (a sprite is visible), inches for the row labels
+    width = left + cell * n_images
+    fig, axes = plt.subplots(n_rows, n_images, figsize=(width, (cell + 0.12) * n_rows + 0.3), squeeze=False,
+                             gridspec_kw={"wspace": 0.03, "hspace": 0.22})
+    fig.subplots_adjust(left=left / width, right=0.995, top=1 - 0.3 / ((cell + 0.12) * n_rows + 0.3), bottom=0.01)
     row = 0
     for run, label, arrays in blocks:
         names = [str(f) for f in arrays["factor_names"]]
@@ -403,16 +409,17 @@ def fig_top_images(study: Study, dataset: str, images_of: Callable[[np.ndarray],
                     ax.imshow(img if img.ndim == 3 else img * 255, cmap=None if img.ndim == 3 else "gray", vmin=0, vmax=255)
                 else:
                     ax.set_facecolor("0.9")
-            axes[row, 0].set_ylabel(f"#{neuron}\n{names[factor]}\n{value:.2f}", fontsize=6, rotation=0, ha="right", va="center")
+            axes[row, 0].set_ylabel(f"neuron {neuron}\nbest factor: {names[factor]}\nMI/H = {value:.2f}", fontsize=9, rotation=0,
+                                    ha="right", va="center", labelpad=6)
             if j == 0:
-                axes[row, 0].set_title(f"{DATASET_LABEL[dataset]} seed {seed}, {run}: {label}", fontsize=7, loc="left")
+                axes[row, 0].set_title(f"{DATASET_LABEL[dataset]} seed {seed}, {run}: {label} (its {n_images} top-activating "
+                                       "evaluation images per neuron)", fontsize=10, loc="left")
             row += 1
         if not picks:
             axes[row, 0].set_title(f"{run}: no alive neuron", fontsize=7, loc="left")
             for c in range(n_images):
                 axes[row, c].axis("off")
             row += 1
-    fig.tight_layout()
     return fig
 
 

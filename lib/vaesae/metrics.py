@@ -571,14 +571,26 @@ def binary_entropy(p: Any) -> np.ndarray:
 
 
 def mi_ceiling(p: Any, num_bins: int = NUM_BINS) -> np.ndarray:
-    """Most MI (nats) that a non-negative neuron active (> 0) on a fraction p of samples can carry.
+    """Most MI (nats) that a non-negative neuron active (> 0) on a fraction p of samples can carry
+    with any factor under the ``num_bins``-bin plug-in estimator: the one firing-rate ceiling of the
+    project (:mod:`vaesae.intrinsic`, the figures and the notebooks all call this function).
 
-    Its zeros share one bin, so the binned neuron has entropy at most
-    ``h(p) + p ln(num_bins - 1)`` while p <= (B-1)/B, and at most ln B beyond (where that
-    expression peaks); MI with any factor is bounded by that entropy. Elementwise on p.
+    Derivation. MI(a; f) <= H(a_binned). The inactive samples (a fraction 1 - p) are all 0 and
+    share the lowest bin, so that bin holds a mass q >= 1 - p; the active ones occupy at most the
+    other B - 1 bins (B = ``num_bins``). By the grouping (chain) rule and H <= ln|support|
+    (Cover & Thomas, *Elements of Information Theory*, 2nd ed., Thm 2.6.4),
+    H <= h(q) + (1 - q) ln(B - 1), the bound of Fano's inequality (ibid., Thm 2.10.1). As a function
+    of q it peaks at q = 1/B with value ln B and falls for q > 1/B. So:
+
+    * p <= (B-1)/B: q = 1 - p >= 1/B is the best allowed, ceiling ``h(p) + p ln(B - 1)``;
+    * p >= (B-1)/B: q = 1/B is allowed, ceiling ``ln B`` (every bin equally full).
+
+    The two pieces meet at p = (B-1)/B (h(p) + p ln(B-1) = ln B there), so the ceiling is
+    continuous and non-decreasing; p = 0 gives 0, p = 1 gives ln B (not ln(B - 1): a neuron that
+    is never zero can use all B bins). Elementwise on p (clipped to [0, 1]).
     """
-    p = np.asarray(p, dtype=np.float64)
-    b = num_bins
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
+    b = int(num_bins)
     knee = (b - 1) / b
     low = binary_entropy(p) + p * math.log(max(b - 1, 1))
     return np.where(p <= knee, low, math.log(b))

@@ -9,7 +9,7 @@ Beyond the paper it draws two views that explain its specialisation numbers:
 
 * specialised counts under the three normalisations (MI / H(factor), MI / H(neuron), nats);
 * each neuron's MI (nats) against its activation rate p, with the ceiling
-  ``h(p) + p ln 19`` (:func:`vaesae.metrics.mi_ceiling`): a neuron that fires on a fraction p
+  ``h(p) + p ln 19`` up to p = 0.95, ``ln 20`` beyond (:func:`vaesae.metrics.mi_ceiling`): a neuron that fires on a fraction p
   of images cannot carry more, so sparse neurons cannot pass an entropy-scaled threshold.
 
 When no records exist yet, :func:`synthetic_records` makes clearly labelled SYNTHETIC ones
@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import metrics as M  # noqa: E402
+from .labels import legend_outside  # noqa: E402
 from .errors import VaesaeError  # noqa: E402
 from .io import atomic_write_bytes, atomic_write_text, repo_path  # noqa: E402
 from .records import load_neurons  # noqa: E402
@@ -344,7 +345,7 @@ def _panels(records: dict[str, list[NeuronRecord]], width: float = 5.2, height: 
 def _curve(ax, recs: list[NeuronRecord], prefix: str, thresholds: Sequence[float], label: str, color: str | None = None) -> None:
     per_seed = np.stack([_per_seed(recs, prefix, t) for t in thresholds], axis=1)  # [seeds, T]
     mean = per_seed.mean(axis=0)
-    line = ax.plot(thresholds, mean, marker="o", label=f"{label} (mean of {len(recs)} seed{'s' if len(recs) != 1 else ''})", color=color)[0]
+    line = ax.plot(thresholds, mean, marker="o", label=f"{label} (" + (f"mean of {len(recs)} seeds, band: min–max" if len(recs) > 1 else f"seed {recs[0].seed}, n = 1") + ")", color=color)[0]
     if len(recs) > 1:
         ax.fill_between(thresholds, per_seed.min(axis=0), per_seed.max(axis=0), color=line.get_color(), alpha=0.2, lw=0)
 
@@ -359,11 +360,11 @@ def fig_specialised_vs_threshold(records: dict[str, list[NeuronRecord]], profile
             ax.plot(list(pt), list(pt.values()), "kx", ms=8, mew=2, label="paper, Table 4")
         ax.axvline(M.DEFAULT_SPEC_THRESHOLD, color="red", ls="--", lw=1, label="default 0.5")
         ax.set_xlabel("specialisation threshold on MI / H(factor)")
-        ax.set_ylabel("specialised neurons")
+        ax.set_ylabel("specialised neurons (count)")
         ax.set_title(f"{DATASET_LABEL[ds]} [{_title_source(recs)}; profile {profile}]", fontsize=10)
-        ax.legend(fontsize=8)
     fig.suptitle("Specialised neurons vs threshold (paper Figure 10 / Table 4)", fontsize=11)
     fig.tight_layout()
+    legend_outside(fig, axes, fontsize=8)
     return fig
 
 
@@ -377,12 +378,12 @@ def fig_dead_vs_threshold(records: dict[str, list[NeuronRecord]], profile: str):
             ax.plot(list(pt), list(pt.values()), "kx", ms=8, mew=2, label="paper, Table 5")
         ax.axvline(M.DEFAULT_DEAD_THRESHOLD, color="blue", ls="--", lw=1, label="default 0.001")
         ax.set_xscale("log")
-        ax.set_xlabel("dead threshold on activation rate")
-        ax.set_ylabel("dead neurons (%)")
+        ax.set_xlabel("dead threshold on activation rate (log scale)")
+        ax.set_ylabel("dead neurons (% of the dictionary)")
         ax.set_title(f"{DATASET_LABEL[ds]} [{_title_source(recs)}; profile {profile}]", fontsize=10)
-        ax.legend(fontsize=8)
     fig.suptitle("Dead neurons vs threshold (paper Figure 11 / Table 5)", fontsize=11)
     fig.tight_layout()
+    legend_outside(fig, axes, fontsize=8)
     return fig
 
 
@@ -390,16 +391,16 @@ def fig_normalisations(records: dict[str, list[NeuronRecord]], profile: str):
     """Specialised counts under MI / H(factor), MI / H(neuron) and raw nats (same threshold axis)."""
     fig, axes = _panels(records)
     for ax, (ds, recs) in zip(axes, records.items()):
-        _curve(ax, recs, "spec", SPEC_T, "MI / H(factor)  (the paper's)", "tab:red")
+        _curve(ax, recs, "spec", SPEC_T, "MI / H(factor) (SPEC §4's reading; the paper gives no definition)", "tab:red")
         _curve(ax, recs, "spec_neuron", SPEC_T, "MI / H(neuron)", "tab:green")
         _curve(ax, recs, "spec_nats", SPEC_T, "MI in nats", "tab:purple")
         ax.axvline(M.DEFAULT_SPEC_THRESHOLD, color="0.4", ls="--", lw=1)
-        ax.set_xlabel("threshold (ratio, or nats for the raw curve)")
-        ax.set_ylabel("neurons above threshold")
+        ax.set_xlabel("threshold (a ratio; nats for the raw-MI curve)")
+        ax.set_ylabel("neurons above the threshold (count)")
         ax.set_title(f"{DATASET_LABEL[ds]} [{_title_source(recs)}; profile {profile}]", fontsize=10)
-        ax.legend(fontsize=8)
     fig.suptitle("How the normalisation decides who counts as specialised", fontsize=11)
     fig.tight_layout()
+    legend_outside(fig, axes, fontsize=8)
     return fig
 
 
@@ -416,7 +417,7 @@ def _factor_entropies(rec: NeuronRecord) -> np.ndarray:
 
 def fig_mi_vs_rate(records: dict[str, list[NeuronRecord]], profile: str):
     """Each neuron's largest MI (nats) against its activation rate p, first seed of each dataset,
-    with the ceiling h(p) + p ln 19 and the 0.5 H(factor) bars a neuron must clear."""
+    with the ceiling h(p) + p ln 19 (ln 20 beyond p = 0.95) and the 0.5 H(factor) bars a neuron must clear."""
     fig, axes = _panels(records, 6.0, 4.6)
     for ax, (ds, recs) in zip(axes, records.items()):
         rec = recs[0]
@@ -429,7 +430,7 @@ def fig_mi_vs_rate(records: dict[str, list[NeuronRecord]], profile: str):
         ax.scatter(shown[~spec], best[~spec], s=4, alpha=0.35, color="tab:gray", label="not specialised", rasterized=True)
         ax.scatter(shown[spec], best[spec], s=6, alpha=0.6, color="tab:red", label="specialised (MI/H(factor) > 0.5)", rasterized=True)
         grid = np.logspace(np.log10(floor), 0, 300)
-        ax.plot(grid, M.mi_ceiling(grid), color="k", lw=1.5, label="ceiling h(p) + p ln 19")
+        ax.plot(grid, M.mi_ceiling(grid), color="k", lw=1.5, label="ceiling h(p) + p ln 19 (ln 20 for p ≥ 0.95)")
         bars: dict[float, list[str]] = {}  # 0.5 H(factor), factors with the same entropy share one label
         for k, h in enumerate(_factor_entropies(rec)):
             if np.isfinite(h):
@@ -443,9 +444,9 @@ def fig_mi_vs_rate(records: dict[str, list[NeuronRecord]], profile: str):
         ax.set_xlabel(f"activation rate p (rate 0 drawn at {floor:.1g})")
         ax.set_ylabel("largest MI with any factor (nats)")
         ax.set_title(f"{DATASET_LABEL[ds]} seed {rec.seed} [{_title_source([rec])}; profile {profile}]", fontsize=10)
-        ax.legend(fontsize=7, loc="upper left")
     fig.suptitle("MI is capped by sparsity: dotted lines are 0.5·H(factor) per factor", fontsize=11)
     fig.tight_layout()
+    legend_outside(fig, axes, where="top", fontsize=8, ncol=2)
     return fig
 
 

@@ -229,10 +229,36 @@ def _read_table(csv_path: Path) -> dict[str, Any]:
     return {"columns": cols, "rows": rows, "verdict_counts": counts}
 
 
+_EMPTY_CELLS = {"", "nan", "none", "n/a"}
+
+
+def _drop_empty_columns(table: dict[str, Any]) -> dict[str, Any]:
+    """The display without columns that are empty or NaN in every row (the CSV keeps them)."""
+    if not table["rows"]:
+        return table
+    keep = [i for i in range(len(table["columns"])) if any(r[i]["text"].strip().lower() not in _EMPTY_CELLS for r in table["rows"])]
+    return {**table, "columns": [table["columns"][i] for i in keep], "rows": [[r[i] for i in keep] for r in table["rows"]]}
+
+
+def _few_seeds(table: dict[str, Any]) -> bool:
+    """A table of tests across seeds (columns n_a, n_b) in which no row has two seeds in both groups."""
+    cols = table["columns"]
+    if "n_a" not in cols or "n_b" not in cols or not table["rows"]:
+        return False
+    ia, ib = cols.index("n_a"), cols.index("n_b")
+    try:
+        return all(min(float(r[ia]["text"]), float(r[ib]["text"])) < 2 for r in table["rows"])
+    except ValueError:
+        return False
+
+
+_FEW_SEEDS_KEEP = ("comparison", "dataset", "metric", "n_a", "n_b", "mean_a", "mean_b", "difference")
+
+
 def _table_entry(entry: dict[str, Any], tables_dir: Path, report_dir: Path, problems: list[str]) -> dict[str, Any]:
     name = str(entry.get("name", "?"))
     out = {"name": name, "anchor": f"table-{name}", "title": entry.get("title") or name, "caption": entry.get("caption") or "",
-           "downloads": [], "table": None, "markdown": None, "missing": None, "same_as_verdicts": False}
+           "downloads": [], "table": None, "markdown": None, "missing": None, "same_as_verdicts": False, "note": None}
     for ext in ("csv", "md", "tex"):
         p = tables_dir / f"{name}.{ext}"
         if p.exists():
@@ -240,7 +266,21 @@ def _table_entry(entry: dict[str, Any], tables_dir: Path, report_dir: Path, prob
     csv_path, md_path = tables_dir / f"{name}.csv", tables_dir / f"{name}.md"
     if csv_path.exists():
         try:
-            out["table"] = _read_table(csv_path)
+            table = _read_table(csv_path)
+            if _few_seeds(table):   # at n = 1 every statistic is NaN: one line instead of empty columns
+                keep = [i for i, c in enumerate(table["columns"]) if c in _FEW_SEEDS_KEEP]
+                table = {**table, "columns": [table["columns"][i] for i in keep], "rows": [[r[i] for i in keep] for r in table["rows"]]}
+                out["note"] = ("Needs ≥ 2 seeds per group: no group here has two, so no test, interval or verdict is "
+                               "computed; the differences (B − A) are listed. Rerun with more seeds to test them.")
+            elif "verdict" in table["columns"] and name == "claim_tests":
+                try:
+                    from .stats import CLAIM_RULE
+
+                    if CLAIM_RULE not in out["caption"]:
+                        out["caption"] = CLAIM_RULE + " " + out["caption"]
+                except Exception:
+                    pass
+            out["table"] = _drop_empty_columns(table)
         except Exception as exc:  # damaged CSV: say so, keep going
             out["missing"] = f"{csv_path.name} could not be read ({type(exc).__name__})"
             problems.append(f"table {name}: {out['missing']}")
@@ -263,7 +303,7 @@ def _figure_entries(fig_dir: Path, report_dir: Path, problems: list[str]) -> lis
         name = str(entry.get("name", "?"))
         png, pdf = fig_dir / f"{name}.png", fig_dir / f"{name}.pdf"
         item = {"name": name, "anchor": f"figure-{fig_dir.name}-{name}", "title": entry.get("title") or name,
-                "caption": entry.get("caption") or "",
+                "caption": entry.get("caption") or "", "order": entry.get("order", 1e9), "placeholder": None,
                 "png": _url(png, report_dir) if png.exists() else None,
                 "pdf": _url(pdf, report_dir) if pdf.exists() else None}
         if item["png"] is None:
@@ -315,6 +355,63 @@ def _environment(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rows": rows, "commits": commits, "commit_here": git_commit()}
 
 
+READINGS_TABLES = ("readings",)
+READINGS_FIGURES = ("readings_dead_vs_k",)
+
+
+def _provenance_row(r: dict[str, Any], report_dir: Path) -> dict[str, Any]:
+    """One run's provenance, from its own run.json: commit, torch, CUDA, device, python, data source."""
+    env = r.get("environment") if isinstance(r.get("environment"), dict) else {}
+    params = r.get("params") if isinstance(r.get("params"), dict) else {}
+    commit = str(r.get("git_commit") or "not recorded")
+    dirty = commit.endswith("-dirty")
+    return {"dataset": r.get("dataset", "?"), "seed": r.get("seed", "?"), "run": r["_run"],
+            "source": r.get("data_source", "unknown"), "commit": commit.removesuffix("-dirty")[:12] + (" (dirty)" if dirty else ""),
+            "torch": env.get("torch", "not recorded"), "cuda": env.get("cuda", "—"),
+            "device": env.get("device") or r.get("device") or "not recorded", "python": env.get("python", "not recorded"),
+            "reading": str(params.get("reading_sae") or "literal"),
+            "wall": f"{float(r['wall_s']) / 60:.2f}" if isinstance(r.get("wall_s"), (int, float)) else "—",
+            "href": _url(r["_path"], report_dir)}
+
+
+def _with_placeholders(figures: list[dict[str, Any]], fig_dir: Path, profile: str, have_runs: bool) -> list[dict[str, Any]]:
+    """The paper's Figures 1-11 that are not drawn, as placeholders naming the runs each waits for, in order."""
+    try:
+        from .figures import PAPER_FIGURES, WAITS_FOR
+    except Exception:  # matplotlib missing: the page still builds, without placeholders
+        return figures
+    names = {f["name"] for f in figures}
+    out = list(figures)
+    for order, (num, name, ds, run, title, what) in enumerate(PAPER_FIGURES):
+        if name in names:
+            continue
+        where = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}.get(ds or "", "both datasets")
+        waits = f"{WAITS_FOR.get(run, run)} of {where}, profile {profile}"
+        out.append({"name": name, "anchor": f"figure-{fig_dir.name}-{name}", "title": title, "caption": what,
+                    "order": order, "png": None, "pdf": None,
+                    "placeholder": f"Not drawn yet: it waits for {waits}." if have_runs else f"Not drawn yet: no runs of profile {profile}."})
+    return sorted(out, key=lambda f: f.get("order", 1e9))
+
+
+def _readings(tables_dir: Path, fig_dir: Path, report_dir: Path, indexed: list[dict[str, Any]], index: list,
+              problems: list[str]) -> dict[str, Any]:
+    """The section "Which reading of the SAE" (notebook 10's outputs), or its placeholder."""
+    tables = []
+    for name in READINGS_TABLES:
+        if (tables_dir / f"{name}.csv").exists() or (tables_dir / f"{name}.md").exists():
+            entry = next((e for e in index if isinstance(e, dict) and e.get("name") == name),
+                         {"name": name, "title": "The SAE readings compared", "caption": ""})
+            tables.append(_table_entry(entry, tables_dir, report_dir, problems))
+    figures = list(indexed)
+    for name in READINGS_FIGURES:
+        png, pdf = fig_dir / f"{name}.png", fig_dir / f"{name}.pdf"
+        if png.exists() and not any(f["name"] == name for f in figures):
+            figures.append({"name": name, "anchor": f"figure-{fig_dir.name}-{name}", "title": "Dead neurons against k, per SAE reading",
+                            "caption": "", "order": 0, "placeholder": None, "png": _url(png, report_dir),
+                            "pdf": _url(pdf, report_dir) if pdf.exists() else None})
+    return {"tables": tables, "figures": [f for f in figures if f.get("png")]}
+
+
 def collect(results_dir: str | Path, figures_dir: str | Path, profile: str) -> dict[str, Any]:
     """Everything the page shows, as plain data (the template only lays it out)."""
     from .artifacts import read_index
@@ -331,9 +428,7 @@ def collect(results_dir: str | Path, figures_dir: str | Path, profile: str) -> d
     sources = _sources(runs)
     datasets = sorted({str(r.get("dataset")) for r in runs if r.get("dataset")})
     seeds = sorted({r.get("seed") for r in runs if r.get("seed") is not None}, key=_seed_key)
-    run_rows = [{"dataset": r.get("dataset", "?"), "seed": r.get("seed", "?"), "run": r["_run"],
-                 "source": r.get("data_source", "unknown"), "commit": str(r.get("git_commit", "unknown"))[:12],
-                 "href": _url(r["_path"], report_dir)}
+    run_rows = [_provenance_row(r, report_dir)
                 for r in sorted(runs, key=lambda r: (str(r.get("dataset")), _seed_key(r.get("seed", "")), r["_run"]))]
     if not runs:
         missing.append(f"run records: no results/{profile}/**/run.json yet (training has not run for this profile)")
@@ -358,14 +453,18 @@ def collect(results_dir: str | Path, figures_dir: str | Path, profile: str) -> d
     else:
         missing.append(f"verdict table: results/{profile}/tables/verdicts.csv does not exist yet")
     tables = [_table_entry(e, tables_dir, report_dir, problems) if e.get("name") != "verdicts"
-              else {"name": "verdicts", "anchor": "verdicts", "title": verdicts["title"], "same_as_verdicts": True}
-              for e in index if isinstance(e, dict)]
+              else {"name": "verdicts", "anchor": "table-verdicts", "title": verdicts["title"], "same_as_verdicts": True}
+              for e in index if isinstance(e, dict) and e.get("name") not in READINGS_TABLES]
     if not tables:
         missing.append(f"tables: results/{profile}/tables/index.json lists no table yet")
 
-    figures = _figure_entries(figures_dir / profile, report_dir, problems)
+    all_figures = _figure_entries(figures_dir / profile, report_dir, problems)
+    figures = [f for f in all_figures if f["name"] not in READINGS_FIGURES]
     if not figures:
         missing.append(f"figures: figures/{profile}/index.json lists no figure yet")
+    figures = _with_placeholders(figures, figures_dir / profile, profile, bool(runs))
+    readings = _readings(tables_dir, figures_dir / profile, report_dir, [f for f in all_figures if f["name"] in READINGS_FIGURES],
+                         index, problems)
     data_figures = _figure_entries(figures_dir / "data", report_dir, problems) if profile != "data" else []
 
     notebooks = _render_notebooks(root, report_dir, problems)
@@ -376,7 +475,7 @@ def collect(results_dir: str | Path, figures_dir: str | Path, profile: str) -> d
         "profile": profile, "study": STUDY, "paper_url": PAPER_URL,
         "built": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "banner": _banner(sources), "sources": sources, "datasets": datasets, "seeds": seeds, "runs": run_rows,
-        "verdicts": verdicts, "tables": tables, "figures": figures, "data_figures": data_figures,
+        "verdicts": verdicts, "tables": tables, "figures": figures, "data_figures": data_figures, "readings": readings,
         "notebooks": notebooks, "notebook_count": sum(len(g["items"]) for g in notebooks), "failed_notebooks": sum(1 for g in notebooks for e in g["items"] if e["failed"]),
         "environment": _environment(runs), "missing": missing, "problems": problems,
     }
@@ -403,18 +502,27 @@ h3 { margin-bottom: .3em; }
 .banner.bad { background: #fde7e7; border-color: #c62828; } .banner.none { background: #eef1f5; border-color: #78909c; }
 .facts { display: grid; grid-template-columns: max-content 1fr; gap: .15em 1em; margin: .8em 0; }
 .facts dt { font-weight: 600; } .facts dd { margin: 0; }
-table { border-collapse: collapse; margin: .5em 0; font-size: .92em; }
-th, td { border: 1px solid #d0d0d0; padding: .25em .6em; text-align: left; vertical-align: top; }
-th { background: #f2f4f7; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.scroll { overflow-x: auto; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; margin: .5em 0; font-size: .8em; }
+th, td { border: 1px solid #d0d0d0; padding: .2em .45em; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+th { background: #f2f4f7; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.v-ok { background: #d7f0d9; } td.v-dir { background: #fff0c7; } td.v-bad { background: #f9d2d2; } td.v-na { background: #e8e8e8; color: #555; }
-.caption { color: #444; font-size: .92em; max-width: 60em; } .downloads { font-size: .85em; color: #555; }
+.caption { color: #444; font-size: .88em; max-width: 60em; } .downloads { font-size: .85em; color: #555; }
+.note { background: #eef1f5; border-left: 4px solid #78909c; padding: .4em .8em; font-size: .92em; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #e3e3e3; }
-figcaption { font-size: .92em; color: #444; max-width: 60em; }
-.missing { background: #f6f6f6; border: 1px dashed #aaa; padding: .6em 1em; border-radius: 4px; }
+figcaption { font-size: .9em; color: #444; max-width: 60em; }
+.missing, .placeholder { background: #f6f6f6; border: 1px dashed #aaa; padding: .6em 1em; border-radius: 4px; }
 .failed { color: #c62828; font-weight: 600; } .differs { background: #fff4e0; }
-nav ol { columns: 2; font-size: .95em; } code { font-size: .92em; }
+nav ol { font-size: .95em; } nav ol ol { columns: 2; font-size: .92em; margin: .2em 0 .5em; } code { font-size: .92em; }
 .counts span { display: inline-block; margin-right: .8em; }
+@media print {
+  body { max-width: none; padding: 0; font-size: 10pt; }
+  .scroll { overflow: visible; }
+  table { font-size: 7pt; width: 100%; table-layout: auto; } th, td { padding: 1px 3px; }
+  tr, figure, .placeholder { break-inside: avoid; } h2, h3 { break-after: avoid; }
+  nav ol ol { columns: 3; } a { color: inherit; text-decoration: none; }
+  figure img { max-height: 24cm; }
+}
 </style>
 </head>
 <body>
@@ -430,7 +538,7 @@ reproducing <a href="{{ paper_url }}">arXiv 2603.18056</a></p>
   <dt>Datasets</dt><dd>{{ datasets|join(", ") if datasets else "none recorded yet" }}</dd>
   <dt>Seeds</dt><dd>{{ seeds|join(", ") if seeds else "none recorded yet" }}{% if seeds %} (n={{ seeds|length }}){% endif %}</dd>
   <dt>Data source</dt><dd>{% if sources %}{% for d, s in sources.items() %}{{ d }}: <strong>{{ s|join(" + ") }}</strong>{% if not loop.last %}; {% endif %}{% endfor %}{% else %}unknown{% endif %}</dd>
-  <dt>Runs recorded</dt><dd>{{ runs|length }}</dd>
+  <dt>Runs recorded</dt><dd>{{ runs|length }} (the provenance of each: <a href="#runs">Runs</a>)</dd>
   <dt>Executed notebooks</dt><dd>{{ notebook_count }}{% if failed_notebooks %} (<span class="failed">{{ failed_notebooks }} failed</span>){% endif %}</dd>
 </dl>
 
@@ -439,16 +547,27 @@ reproducing <a href="{{ paper_url }}">arXiv 2603.18056</a></p>
 <ul>{% for m in missing %}<li>{{ m }}</li>{% endfor %}{% for p in problems %}<li>{{ p }}</li>{% endfor %}</ul></div>
 {% endif %}
 
-<nav><h2>Contents</h2><ol>
+<nav id="contents"><h2>Contents</h2><ol>
 <li><a href="#verdicts">Verdicts</a></li>
-<li><a href="#tables">Tables</a> ({{ tables|length }})</li>
-<li><a href="#figures">Figures</a> ({{ figures|length }})</li>
-<li><a href="#notebooks">Executed notebooks</a></li>
-<li><a href="#runs">Runs</a></li>
+<li><a href="#readings">Which reading of the SAE</a>{% if readings.tables or readings.figures %}<ol>
+{% for t in readings.tables %}<li><a href="#{{ t.anchor }}">{{ t.title }}</a></li>{% endfor %}
+{% for f in readings.figures %}<li><a href="#{{ f.anchor }}">{{ f.title }}</a></li>{% endfor %}</ol>{% endif %}</li>
+<li><a href="#tables">Tables</a> ({{ tables|length }})<ol>
+{% for t in tables %}<li><a href="#{{ t.anchor }}">{{ t.title }}</a></li>
+{% endfor %}</ol></li>
+<li><a href="#figures">Figures</a> ({{ figures|length }}{% if figures|selectattr("placeholder")|list %}, {{ figures|selectattr("placeholder")|list|length }} not drawn yet{% endif %})<ol>
+{% for f in figures %}<li><a href="#{{ f.anchor }}">{{ f.title }}</a>{% if f.placeholder %} (placeholder){% endif %}</li>
+{% endfor %}{% for f in data_figures %}<li><a href="#{{ f.anchor }}">{{ f.title }}</a></li>
+{% endfor %}</ol></li>
+<li><a href="#notebooks">Executed notebooks</a> ({{ notebook_count }})<ol>
+{% for g in notebooks %}{% for e in g["items"] %}<li><a href="{{ e.href }}">{{ e.name }}</a> ({{ g.label }})</li>
+{% endfor %}{% endfor %}</ol></li>
+<li><a href="#runs">Runs: the provenance of each</a></li>
 <li><a href="#environment">Environment</a></li>
 </ol></nav>
 
 {% macro render_table(t) -%}
+{% if t.note %}<p class="note">{{ t.note }}</p>{% endif %}
 {% if t.table %}<div class="scroll"><table>
 <thead><tr>{% for c in t.table.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>{% for row in t.table.rows %}<tr>{% for c in row %}<td{% if c.cls %} class="{{ c.cls }}"{% endif %}>{{ c.text }}</td>{% endfor %}</tr>
@@ -459,53 +578,75 @@ reproducing <a href="{{ paper_url }}">arXiv 2603.18056</a></p>
 {% if t.downloads %}<p class="downloads">files: {% for d in t.downloads %}<a href="{{ d.href }}">{{ t.name }}.{{ d.ext }}</a>{% if not loop.last %} &middot; {% endif %}{% endfor %}</p>{% endif %}
 {%- endmacro %}
 
-<h2 id="verdicts">Verdicts</h2>
+{% macro render_figure(f) -%}
+<figure id="{{ f.anchor }}"><h3>{{ f.title }}</h3>
+{% if f.placeholder %}<p class="placeholder"><strong>Placeholder.</strong> {{ f.placeholder }}</p>
+{% elif f.png %}<a href="{{ f.png }}"><img src="{{ f.png }}" alt="{{ f.title }}"></a>{% else %}<p class="missing">Image not available ({{ f.name }}.png does not exist).</p>{% endif %}
+<figcaption>{{ f.caption }}{% if f.pdf %} <a href="{{ f.pdf }}">[PDF]</a>{% endif %}</figcaption></figure>
+{%- endmacro %}
+
+<section id="verdicts"><h2>Verdicts</h2>
 {% if verdicts %}
 <h3>{{ verdicts.title }}</h3>
 {% if verdicts.table and verdicts.table.verdict_counts %}<p class="counts">{% for k, n in verdicts.table.verdict_counts|dictsort %}<span><strong>{{ n }}</strong> {{ k }}</span>{% endfor %}</p>{% endif %}
 {{ render_table(verdicts) }}
 {% else %}<p class="missing">No verdict table yet (<code>results/{{ profile }}/tables/verdicts.csv</code> is written by the figures notebook).</p>{% endif %}
+</section>
 
-<h2 id="tables">Tables</h2>
+<section id="readings"><h2>Which reading of the SAE</h2>
+{% if readings.tables or readings.figures %}
+{% for t in readings.tables %}<section id="{{ t.anchor }}"><h3>{{ t.title }}</h3>{{ render_table(t) }}</section>{% endfor %}
+{% for f in readings.figures %}{{ render_figure(f) }}{% endfor %}
+{% else %}<p class="placeholder"><strong>Placeholder.</strong> The comparison of the SAE readings (SPEC §6) is not here yet:
+notebook <code>10_readings</code> writes <code>results/{{ profile }}/tables/readings.{csv,md,tex}</code> and
+<code>figures/{{ profile }}/readings_dead_vs_k.{png,pdf}</code> from the runs of each reading (folders <code>run@reading</code>).</p>{% endif %}
+</section>
+
+<section id="tables"><h2>Tables</h2>
 {% for t in tables %}
 <section id="{{ t.anchor }}">
 {% if t.same_as_verdicts %}<h3>{{ t.title }}</h3><p>Shown <a href="#verdicts">at the top</a>.</p>
 {% else %}<h3>{{ t.title }}</h3>{{ render_table(t) }}{% endif %}
 </section>
 {% else %}<p class="missing">No tables yet: <code>results/{{ profile }}/tables/index.json</code> lists none.</p>{% endfor %}
+</section>
 
-<h2 id="figures">Figures</h2>
-{% macro render_figure(f) -%}
-<figure id="{{ f.anchor }}"><h3>{{ f.title }}</h3>
-{% if f.png %}<a href="{{ f.png }}"><img src="{{ f.png }}" alt="{{ f.title }}"></a>{% else %}<p class="missing">Image not available ({{ f.name }}.png does not exist).</p>{% endif %}
-<figcaption>{{ f.caption }}{% if f.pdf %} <a href="{{ f.pdf }}">[PDF]</a>{% endif %}</figcaption></figure>
-{%- endmacro %}
+<section id="figures"><h2>Figures</h2>
+{% if not figures|rejectattr("placeholder")|list %}<p class="missing">No figures yet: <code>figures/{{ profile }}/index.json</code> lists none.</p>{% endif %}
 {% for f in figures %}{{ render_figure(f) }}
-{% else %}<p class="missing">No figures yet: <code>figures/{{ profile }}/index.json</code> lists none.</p>{% endfor %}
+{% endfor %}
 {% if data_figures %}<h3>The data: procedural stand-ins and real samples</h3>
 {% for f in data_figures %}{{ render_figure(f) }}{% endfor %}{% endif %}
+</section>
 
-<h2 id="notebooks">Executed notebooks</h2>
+<section id="notebooks"><h2>Executed notebooks</h2>
 {% for g in notebooks %}
 <h3>{{ g.label }}</h3><ul>
 {% for e in g["items"] %}<li><a href="{{ e.href }}">{{ e.name }}</a>{% if e.failed %} <span class="failed">FAILED</span> (the executed notebook up to its error){% endif %}{% if e.note %} ({{ e.note }}){% endif %}</li>
 {% endfor %}</ul>
 {% else %}<p class="missing">No executed notebooks yet (run <code>./run_all.sh --profile {{ profile }}</code>).</p>{% endfor %}
+</section>
 
-<h2 id="runs">Runs</h2>
-{% if runs %}<div class="scroll"><table><thead><tr><th>dataset</th><th>seed</th><th>run</th><th>data source</th><th>git commit</th><th>record</th></tr></thead><tbody>
-{% for r in runs %}<tr><td>{{ r.dataset }}</td><td class="num">{{ r.seed }}</td><td>{{ r.run }}</td><td>{{ r.source }}</td><td><code>{{ r.commit }}</code></td><td><a href="{{ r.href }}">run.json</a></td></tr>
+<section id="runs"><h2>Runs: the provenance of each</h2>
+<p>One row per run record (<code>run.json</code>), as the run itself recorded it: the commit it was made from
+("dirty": the checkout had uncommitted changes), the torch and CUDA versions and the device it trained on.</p>
+{% if runs %}<div class="scroll"><table><thead><tr><th>dataset</th><th>seed</th><th>run</th><th>SAE reading</th><th>data source</th><th>git commit</th><th>torch</th><th>CUDA</th><th>device</th><th>python</th><th>wall (min)</th><th>record</th></tr></thead><tbody>
+{% for r in runs %}<tr><td>{{ r.dataset }}</td><td class="num">{{ r.seed }}</td><td>{{ r.run }}</td><td>{{ r.reading }}</td><td>{{ r.source }}</td><td><code>{{ r.commit }}</code></td><td>{{ r.torch }}</td><td>{{ r.cuda }}</td><td>{{ r.device }}</td><td>{{ r.python }}</td><td class="num">{{ r.wall }}</td><td><a href="{{ r.href }}">run.json</a></td></tr>
 {% endfor %}</tbody></table></div>
 {% else %}<p class="missing">No run records yet.</p>{% endif %}
+</section>
 
-<h2 id="environment">Environment</h2>
-<div class="scroll"><table><thead><tr><th></th><th>recorded by the runs</th><th>process that built this report</th></tr></thead><tbody>
+<section id="environment"><h2>Environment</h2>
+<p>The versions the runs recorded (all distinct values, from the table above), beside those of the process that
+built this page; that process read the records and trained nothing, so its versions do not describe the results.</p>
+<div class="scroll"><table><thead><tr><th></th><th>recorded by the runs</th><th>process that built this page (no training)</th></tr></thead><tbody>
 {% for r in environment.rows %}<tr{% if r.differs %} class="differs"{% endif %}><th>{{ r.item }}</th><td>{{ r.runs }}</td><td>{{ r.here }}</td></tr>
 {% endfor %}</tbody></table></div>
 <p>Git commit{{ "s" if environment.commits|length != 1 else "" }} of the runs:
 {% if environment.commits %}{% for c in environment.commits %}<code>{{ c }}</code>{% if not loop.last %}, {% endif %}{% endfor %}{% else %}not recorded{% endif %};
-of the checkout that built this report: <code>{{ environment.commit_here }}</code>.
-{% if environment.commits|length > 1 %}<strong>The runs come from more than one commit.</strong>{% endif %}</p>
+of the checkout that built this page: <code>{{ environment.commit_here }}</code>.
+{% if environment.commits|length > 1 %}<strong>The runs come from {{ environment.commits|length }} commits</strong> (which run from which: <a href="#runs">Runs</a>).{% endif %}</p>
+</section>
 </body>
 </html>
 """
@@ -631,6 +772,46 @@ def dump_dom(page: Path, chromium: str | None = None, timeout: float = 60) -> st
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise VaesaeError(f"Chromium failed on {page} (exit {proc.returncode}): {last}")
     return proc.stdout
+
+
+def page_requests(page: str | Path, chromium: str | None = None, timeout: float = 60) -> list[str]:
+    """The URLs that ``page`` asks for off the machine when headless Chromium loads it (issue 18: the report
+    and every executed notebook's HTML must ask for none).
+
+    Chromium runs with every host name resolving to nothing (so no request can leave even if one is made)
+    and writes a network log (``--log-net-log``); the requests the page started are the URL requests
+    whose network isolation key is the page's ``file://`` origin (Chromium's own background requests
+    carry another). Returns their URLs, sorted, except ``file:``, ``data:`` and ``blob:`` ones."""
+    chromium = chromium or find_chromium()
+    if not chromium:
+        raise VaesaeError("no Chromium found (install the 'chromium' package or set VAESAE_CHROMIUM)")
+    with tempfile.TemporaryDirectory(prefix="vaesae-chromium-") as tmp:
+        log = Path(tmp) / "net.json"
+        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={Path(tmp) / 'profile'}", f"--log-net-log={log}",
+               "--host-resolver-rules=MAP * ~NOTFOUND", Path(page).resolve().as_uri()]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise VaesaeError(f"Chromium did not finish loading {page} within {timeout:.0f} s") from None
+        if proc.returncode != 0 or not log.exists():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise VaesaeError(f"Chromium failed on {page} (exit {proc.returncode}): {last}")
+        text = log.read_text(errors="replace")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:   # a log cut short at exit: close the events list
+            data = json.loads(text.rstrip().rstrip(",") + "]}")
+    start = {v: k for k, v in data.get("constants", {}).get("logEventTypes", {}).items()}
+    urls = set()
+    for event in data.get("events", []):
+        params = event.get("params") or {}
+        if start.get(event.get("type")) != "URL_REQUEST_START_JOB" or "url" not in params:
+            continue
+        if "file://" not in str(params.get("network_isolation_key", "")) + str(params.get("site_for_cookies", "")):
+            continue   # one of Chromium's own requests, not the page's
+        if urlsplit(params["url"]).scheme not in ("file", "data", "blob"):
+            urls.add(params["url"])
+    return sorted(urls)
 
 
 def browser_check(report: str | Path, chromium: str | None = None, timeout: float = 60) -> BrowserCheck:

@@ -46,7 +46,8 @@ from scipy import stats as _sps
 from .sparsity import REMEDIES
 from .study import DATASET_LABEL, Study, dead_col, spec_col
 
-__all__ = ["welch_test", "bootstrap_diff_ci", "claim_tests", "COLUMNS", "TITLE", "CAPTION", "N_RESAMPLES", "FEW_SEEDS"]
+__all__ = ["welch_test", "bootstrap_diff_ci", "claim_tests", "claim_verdict", "COLUMNS", "TITLE", "CAPTION", "CLAIM_RULE",
+           "N_RESAMPLES", "FEW_SEEDS", "ALPHA"]
 
 N_RESAMPLES = 9999
 FEW_SEEDS = 5  # below this many values in a group the bootstrap interval gets a note (it under-covers)
@@ -55,7 +56,16 @@ NOTE_NO_VARIANCE = "zero variance in both groups: t undefined"
 NOTE_FEW = f"fewer than {FEW_SEEDS} seeds in a group: the bootstrap interval under-covers"
 
 COLUMNS = ["comparison", "dataset", "metric", "n_a", "n_b", "mean_a", "mean_b", "difference",
-           "ci95_lo", "ci95_hi", "welch_t", "df", "p_value", "note"]
+           "ci95_lo", "ci95_hi", "welch_t", "df", "p_value", "claimed", "verdict", "note"]
+ALPHA = 0.05
+CLAIM_RULE = (
+    "Verdict per row (vaesae.stats.CLAIM_RULE), only where both groups have at least 2 seeds; 'claimed' is the paper's "
+    "direction of B − A (+: B larger, −: B smaller, 0: no difference, blank: the paper claims none). "
+    f"+ or −: 'supported' when Welch's p < {ALPHA} and the bootstrap 95 % interval excludes 0 on the claimed side; "
+    f"'contradicted' when p < {ALPHA} and the interval excludes 0 on the other side; else 'inconclusive'. "
+    f"0: 'contradicted' when p < {ALPHA} and the interval excludes 0; else 'consistent (no difference detected)'. "
+    "Blank: 'no claim'. With fewer than 2 seeds in a group: 'needs ≥ 2 seeds'."
+)
 TITLE = "Statistical tests of the paper's claimed differences (Welch t-test, bootstrap 95 % CI, across seeds)"
 CAPTION = ("Each row compares two groups of per-seed values, A and B, named in 'comparison' as \"B − A\"; "
            "difference = mean_b − mean_a. welch_t, df (Welch–Satterthwaite) and p_value (two-sided): Welch (1947); "
@@ -157,6 +167,37 @@ def _group(frame: pd.DataFrame, column: str) -> np.ndarray:
     return _values(frame[column])
 
 
+# The paper's claimed direction of B − A per comparison and metric (CLAIM_RULE): collapse (more dead, fewer
+# specialised at k = 50), stable MIG and MSE; L1 kills at least as many and keeps fewer specialised (Table 1);
+# no recovery with extended training; Shapes3D more dead than dSprites. Remedies: the paper claims nothing.
+_CLAIMED = {("k=50", "dead %"): "+", ("k=50", "specialised"): "−", ("k=50", "MIG"): "0", ("k=50", "MSE"): "0",
+            ("L1", "dead %"): "+", ("L1", "specialised"): "−",
+            ("end of extended", "dead %"): "0", ("end of extended", "specialised"): "0",
+            ("Shapes3D", "dead %"): "+"}
+
+
+def _claimed(comparison: str, metric: str) -> str:
+    return next((v for (prefix, m), v in _CLAIMED.items() if comparison.startswith(prefix) and m == metric), "")
+
+
+def claim_verdict(claimed: str, n_a: int, n_b: int, p_value: float, lo: float, hi: float) -> str:
+    """The verdict of one row by :data:`CLAIM_RULE`."""
+    if min(n_a, n_b) < 2:
+        return "needs ≥ 2 seeds"
+    if not claimed:
+        return "no claim"
+    significant = math.isfinite(p_value) and p_value < ALPHA
+    above, below = math.isfinite(lo) and lo > 0, math.isfinite(hi) and hi < 0
+    if claimed == "0":
+        return "contradicted" if significant and (above or below) else "consistent (no difference detected)"
+    right, wrong = (above, below) if claimed == "+" else (below, above)
+    if significant and right:
+        return "supported"
+    if significant and wrong:
+        return "contradicted"
+    return "inconclusive"
+
+
 def _comparisons(study: Study) -> list[tuple[str, str, str, pd.DataFrame, pd.DataFrame, str]]:
     """(comparison "B − A", dataset label, metric label, frame A, frame B, column) for every claim."""
     four = (("dead %", dead_col()), ("specialised", spec_col()), ("MIG", "mig"), ("MSE", "mse"))
@@ -222,5 +263,7 @@ def claim_tests(study: Study, rng: np.random.Generator, n_resamples: int = N_RES
         rows.append({"comparison": comparison, "dataset": dataset, "metric": metric, "n_a": w["n_a"], "n_b": w["n_b"],
                      "mean_a": w["mean_a"], "mean_b": w["mean_b"], "difference": w["difference"],
                      "ci95_lo": lo, "ci95_hi": hi, "welch_t": w["t"], "df": w["df"], "p_value": w["p_value"],
+                     "claimed": _claimed(comparison, metric),
+                     "verdict": claim_verdict(_claimed(comparison, metric), w["n_a"], w["n_b"], w["p_value"], lo, hi),
                      "note": "; ".join(notes)})
     return pd.DataFrame(rows, columns=COLUMNS)

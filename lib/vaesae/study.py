@@ -79,8 +79,32 @@ class Study:
         return r.groupby("seed").tail(1) if not r.empty else r
 
     def k500(self, dataset: str) -> pd.DataFrame:
-        """The evaluation at the end of stage 2 (k = 500 in paper units), one row per seed."""
+        """The evaluation at the end of stage 2 (k = 500 in paper units), one row per seed. The SAE is not in the
+        forward path in stage 2, so its MSE is stage 1's: see :meth:`warmup_end` for k = 500 with the SAE in it."""
         return self.final(dataset, "stage2")
+
+    def warm_epochs(self, dataset: str, seed: int, run: str = "topk") -> int | None:
+        """The stage-3 warm-up length of a run: ``schedule_split[0]`` of its profile (run.json)."""
+        derived = (self.runs.get((dataset, seed, run), {}).get("params") or {}).get("derived") or {}
+        split = derived.get("schedule_split")
+        return int(split[0]) if split else None
+
+    def warmup_end(self, dataset: str, run: str = "topk") -> pd.DataFrame:
+        """The evaluation at the end of stage 3's warm-up, one row per seed: epoch warm − 1 (epochs counted from
+        0; warm = the profile's ``schedule_split[0]``, 5 at the paper profile, so epoch 4), k = k_start with the
+        SAE in the forward path. Records without the split: the last epoch of the run's first k."""
+        r = self.rows(dataset, run)
+        out = []
+        for seed, d in r.groupby("seed") if not r.empty else []:
+            warm = self.warm_epochs(dataset, int(seed), run)
+            if warm is not None:
+                pick = d[d.epoch == warm - 1]
+            elif "k" in d:
+                pick = d[d.k == d.k.iloc[0]].tail(1)
+            else:
+                pick = d.iloc[0:0]
+            out.append(pick.tail(1))
+        return pd.concat(out) if out else r.iloc[0:0]
 
 
 def _seed_of(path: Path) -> int | None:
@@ -175,6 +199,15 @@ def table1(study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+S2_NAME = "end of stage 2 (SAE not in the forward path)"
+
+
+def _warm_name(study: Study, dataset: str) -> str:
+    warms = sorted({study.warm_epochs(dataset, s) for s in study.seeds_for(dataset, "topk")} - {None})
+    ep = f"epoch {warms[0] - 1}" if len(warms) == 1 else "epoch warm − 1"
+    return f"end of stage-3 warm-up (Top-k {ep}, SAE in the path)"
+
+
 def table2(study: Study) -> pd.DataFrame:
     """Table 2: k = 500 (end of stage 2) against k = 50 (end of Top-k stage 3)."""
     rows = []
@@ -186,12 +219,21 @@ def table2(study: Study) -> pd.DataFrame:
         scale = (np.mean(_col(k50, dead_col())) / np.mean(base)) if base and _col(k50, dead_col()) and np.mean(base) > 0 else float("nan")
         p_dead500 = next(c.paper for c in paper.CLAIMS if c.id == f"t2_dead500_{ds}")
         p_spec500 = next(c for c in paper.CLAIMS if c.id == f"t2_spec500_{ds}")
+        wu = study.warmup_end(ds)
+        wu_name = _warm_name(study, ds)
+        mig_change_wu = [b - a for a, b in zip(_col(wu, "mig"), _col(k50, "mig"))]
         rows += [
-            {"dataset": DATASET_LABEL[ds], "metric": "dead % at k=500", "paper": f"{p_dead500}", "ours": mean_std(_col(k5, dead_col()), 1)},
+            {"dataset": DATASET_LABEL[ds], "metric": f"dead % at k=500, {S2_NAME}", "paper": f"{p_dead500}", "ours": mean_std(_col(k5, dead_col()), 1)},
+            {"dataset": DATASET_LABEL[ds], "metric": f"dead % at k=500, {wu_name}", "paper": "—", "ours": mean_std(_col(wu, dead_col()), 1)},
             {"dataset": DATASET_LABEL[ds], "metric": "dead % at k=50", "paper": _paper_ms(*paper.TABLE3[ds]["init"], 1), "ours": mean_std(_col(k50, dead_col()), 1)},
-            {"dataset": DATASET_LABEL[ds], "metric": "specialised at k=500", "paper": _paper_ms(p_spec500.paper, p_spec500.paper_std, 0), "ours": mean_std(_col(k5, spec_col()), 0)},
+            {"dataset": DATASET_LABEL[ds], "metric": f"specialised at k=500, {S2_NAME}", "paper": _paper_ms(p_spec500.paper, p_spec500.paper_std, 0), "ours": mean_std(_col(k5, spec_col()), 0)},
+            {"dataset": DATASET_LABEL[ds], "metric": f"specialised at k=500, {wu_name}", "paper": "—", "ours": mean_std(_col(wu, spec_col()), 0)},
             {"dataset": DATASET_LABEL[ds], "metric": "specialised at k=50", "paper": "328 ± 42", "ours": mean_std(_col(k50, spec_col()), 0)},
-            {"dataset": DATASET_LABEL[ds], "metric": "MIG change (k=50 − k=500)", "paper": "stable" if ds == "dsprites" else "gradual decrease", "ours": mean_std(mig_change, 3)},
+            {"dataset": DATASET_LABEL[ds], "metric": f"MSE at k=500, {S2_NAME}", "paper": "—", "ours": mean_std(_col(k5, "mse"), 4)},
+            {"dataset": DATASET_LABEL[ds], "metric": f"MSE at k=500, {wu_name}", "paper": "—", "ours": mean_std(_col(wu, "mse"), 4)},
+            {"dataset": DATASET_LABEL[ds], "metric": "MSE at k=50", "paper": "—", "ours": mean_std(_col(k50, "mse"), 4)},
+            {"dataset": DATASET_LABEL[ds], "metric": f"MIG change (k=50 − k=500, {S2_NAME})", "paper": "stable" if ds == "dsprites" else "gradual decrease", "ours": mean_std(mig_change, 3)},
+            {"dataset": DATASET_LABEL[ds], "metric": f"MIG change (k=50 − k=500, {wu_name})", "paper": "stable" if ds == "dsprites" else "gradual decrease", "ours": mean_std(mig_change_wu, 3)},
             {"dataset": DATASET_LABEL[ds], "metric": "dead-rate scaling vs dSprites", "paper": "1.0×" if ds == "dsprites" else "1.8×", "ours": f"{scale:.2f}×" if not math.isnan(scale) else "n/a"},
         ]
     return pd.DataFrame(rows)
@@ -323,15 +365,22 @@ def verdict_table(study: Study) -> pd.DataFrame:
                 ours_txt = f"{b:.1f} % → {a:.1f} %"
                 v = paper.verdict(c, None, relation_holds=a > b)
         elif c.kind == "stable":
+            # Both k = 500 states, each named: the end of stage 2 (the SAE is not in the forward path, so the
+            # MSE there is stage 1's) and the end of stage 3's warm-up (k = 500, SAE in the path). The MSE
+            # verdict uses the warm-up one (issue 18); MIG keeps the end of stage 2, the paper's Table 2 state.
             col = metric_col[c.metric]
-            a, b = _means(study.k500(c.dataset), col), _means(study.final(c.dataset, "topk"), col)
+            s2, wu = _means(study.k500(c.dataset), col), _means(study.warmup_end(c.dataset), col)
+            b = _means(study.final(c.dataset, "topk"), col)
+            a = wu if c.metric == "mse" else s2
             if a is not None and b is not None:
                 if c.metric == "mig":
-                    ours_txt = f"{a:.3f} → {b:.3f} (Δ {b - a:+.3f})"
+                    wu_txt = f"; from {_warm_name(study, c.dataset)} {wu:.3f} (Δ {b - wu:+.3f})" if wu is not None else ""
+                    ours_txt = f"from {S2_NAME} {a:.3f} → k=50 {b:.3f} (Δ {b - a:+.3f}){wu_txt}"
                     holds = abs(b - a) <= paper.TOLERANCE["stable_mig"][1]
                 else:
                     rel = b / a - 1 if a else float("inf")
-                    ours_txt = f"{a:.4f} → {b:.4f} ({100 * rel:+.1f} %)"
+                    s2_txt = f"; from {S2_NAME} {s2:.4f} ({100 * (b / s2 - 1):+.1f} %, not used: stage 1's MSE)" if s2 else ""
+                    ours_txt = f"from {_warm_name(study, c.dataset)} {a:.4f} → k=50 {b:.4f} ({100 * rel:+.1f} %){s2_txt}"
                     holds = abs(rel) <= paper.TOLERANCE["stable_mse"][1]
                 v = paper.verdict(c, None, relation_holds=holds)
         elif c.kind == "no_recovery":

@@ -1,0 +1,232 @@
+"""The generated write-up (issue 18): ``results/<profile>/FINDINGS.md`` and the README's generated parts.
+
+Every number comes from the saved records (``vaesae.study``), the tables and the benchmark JSON
+(``results/bench/*.json``); the interpretation is template text around the computed values, and a
+sentence whose meaning depends on a number (rises / falls, how many remedies meet a rule) is chosen by it.
+Templates: ``lib/vaesae/templates/FINDINGS.md.j2`` and ``README_*.md.j2``. In the README, each generated
+part sits between ``<!-- BEGIN GENERATED name -->`` and ``<!-- END GENERATED name -->``, which this step
+rewrites; everything outside the markers is left as it is. Nothing here trains; the same records give
+byte-identical files (no dates, no paths of the machine)::
+
+    python -m vaesae.writeup --profile paper        # or: ./run_all.sh --profile paper --reuse --only 07
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import VaesaeError, cli
+from .io import atomic_write_text
+
+TEMPLATES = Path(__file__).with_name("templates")
+README_PARTS = ("results-summary", "performance")
+_MARK = re.compile(r"(<!-- BEGIN GENERATED (?P<name>[\w-]+) -->\n).*?(<!-- END GENERATED (?P=name) -->)", re.S)
+
+
+def _mean(df: pd.DataFrame, col: str) -> float | None:
+    if df is None or df.empty or col not in df:
+        return None
+    v = df[col].astype(float).dropna()
+    return float(v.mean()) if len(v) else None
+
+
+def _fmt_int(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.0f}"
+
+
+def _bench(bench_dir: Path) -> dict[str, Any] | None:
+    """The training benchmark JSON (``benchmark == "train"``) with the most rows, or None."""
+    best = None
+    for p in sorted(bench_dir.glob("*.json")) if bench_dir.is_dir() else []:
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(d, dict) and d.get("benchmark") == "train":
+            d = dict(d, _file=p.name)
+            if best is None or len(d.get("rows", [])) > len(best.get("rows", [])):
+                best = d
+    return best
+
+
+def _trajectory(study, ds: str, run: str, col: str) -> dict[str, Any] | None:
+    r = study.rows(ds, run)
+    if r.empty or col not in r:
+        return None
+    g = r.groupby("epoch").agg(v=(col, "mean"), k=("k", "mean") if "k" in r else (col, "size")).reset_index()
+    i = int(g.v.idxmin())
+    after = g.v.iloc[i + 1:]
+    return {"first": float(g.v.iloc[0]), "last": float(g.v.iloc[-1]), "min": float(g.v.iloc[i]), "min_epoch": int(g.epoch.iloc[i]),
+            "min_k": int(round(g.k.iloc[i])), "rising_after_min": bool(len(after) and after.iloc[-1] > g.v.iloc[i]),
+            "last_epoch": int(g.epoch.iloc[-1])}
+
+
+def _device_reruns(root: Path, study) -> list[dict[str, Any]]:
+    """Re-runs under ``device_*/<dataset>/<run>/epochs.csv`` against the committed run: dead % moved by how much."""
+    from .study import DATASET_LABEL, dead_col
+
+    out = []
+    for csv in sorted(root.glob("device_*/*/*/epochs.csv")):
+        ds, run = csv.parent.parent.name, csv.parent.name
+        if run in ("stage1", "stage2") or ds not in DATASET_LABEL:
+            continue
+        df = pd.read_csv(csv)
+        ref = _mean(study.final(ds, run), dead_col())
+        if ref is None or dead_col() not in df:
+            continue
+        out.append({"folder": csv.parent.parent.parent.name, "dataset": DATASET_LABEL[ds], "run": run,
+                    "dead": float(df[dead_col()].iloc[-1]), "ref": ref, "delta": float(df[dead_col()].iloc[-1]) - ref})
+    return out
+
+
+def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None = None) -> dict[str, Any]:
+    """Every value the templates use, computed from the records, tables and benchmark."""
+    from . import intrinsic, paper, study as st
+    from .ablation import VARIANTS as ABLATIONS
+
+    results_dir = Path(results_dir)
+    S = st.load_study(results_dir, profile)
+    dead, spec = st.dead_col(), st.spec_col()
+    cells = []
+    for ds in S.datasets:
+        for method in ("topk", "l1"):
+            f = S.final(ds, method)
+            pc = {c.metric: c for c in paper.CLAIMS if c.id.startswith("t1_") and c.dataset == ds and c.method == method}
+            cells.append({"dataset": st.DATASET_LABEL[ds], "ds": ds, "method": st.METHOD_LABEL[method], "key": method,
+                          "paper": {m: (c.paper, c.paper_std) for m, c in pc.items()},
+                          "dead": _mean(f, dead), "mig": _mean(f, "mig"), "mse": _mean(f, "mse"), "spec": _mean(f, spec)})
+    per_ds = {}
+    for ds in S.datasets:
+        s2 = S.rows(ds, "stage2")
+        wu = S.warmup_end(ds)
+        per_ds[ds] = {
+            "label": st.DATASET_LABEL[ds],
+            "k500_dead": _mean(S.k500(ds), dead), "k500_spec": _mean(S.k500(ds), spec), "k500_mig": _mean(S.k500(ds), "mig"),
+            "k500_mse": _mean(S.k500(ds), "mse"),
+            "wu_dead": _mean(wu, dead), "wu_mse": _mean(wu, "mse"), "wu_mig": _mean(wu, "mig"),
+            "wu_epoch": int(wu.epoch.iloc[0]) if not wu.empty else None,
+            "topk_dead": _mean(S.final(ds, "topk"), dead), "l1_dead": _mean(S.final(ds, "l1"), dead),
+            "topk_mse": _mean(S.final(ds, "topk"), "mse"), "topk_mig": _mean(S.final(ds, "topk"), "mig"),
+            "s2_inactive_first": float(s2.groupby("epoch").train_inactive_pct.mean().iloc[0]) if "train_inactive_pct" in s2 and not s2.empty else None,
+            "s2_inactive_last": float(s2.groupby("epoch").train_inactive_pct.mean().iloc[-1]) if "train_inactive_pct" in s2 and not s2.empty else None,
+            "s2_epochs": int(s2.epoch.nunique()) if not s2.empty else 0,
+            "s2_recon_first": float(s2.groupby("epoch").sae_recon.mean().iloc[0]) if "sae_recon" in s2 and not s2.empty else None,
+            "s2_recon_last": float(s2.groupby("epoch").sae_recon.mean().iloc[-1]) if "sae_recon" in s2 and not s2.empty else None,
+            "topk_traj": _trajectory(S, ds, "topk", dead), "init_traj": _trajectory(S, ds, "topk_init", dead),
+            "extended": bool(S.seeds_for(ds, "extended")),
+        }
+    ratios = [c["paper"]["mig"][0] / c["mig"] for c in cells if c.get("mig") and "mig" in c["paper"]]
+    mse_ratios = [c["paper"]["mse"][0] / c["mse"] for c in cells if c.get("mse") and "mse" in c["paper"]]
+    verdict, vt = intrinsic.intrinsic_verdict(S)
+    comp = []
+    if not vt.empty:
+        for _, r in vt.iterrows():
+            comp.append({k: r[k] for k in vt.columns})
+    meets = int(vt["lowers dead % materially"].astype(bool).sum() + vt["avoids collapse"].astype(bool).sum()) if not vt.empty else 0
+    remedies = []
+    for ds in S.datasets:
+        ref = _mean(S.final(ds, "topk"), dead)
+        for run in intrinsic.COMPARED:
+            f = S.final(ds, run)
+            if f.empty:
+                continue
+            meta = S.runs.get((ds, int(f.seed.iloc[0]), run), {})
+            remedies.append({"dataset": st.DATASET_LABEL[ds], "run": run, "label": intrinsic.LABEL.get(run, run),
+                             "dead": _mean(f, dead), "change": (_mean(f, dead) - ref) if run != "topk" and ref is not None else None,
+                             "mse": _mean(f, "mse"), "spec": _mean(f, spec), "img_s": intrinsic.training_throughput(meta)})
+    verdicts = pd.read_csv(results_dir / profile / "tables" / "verdicts.csv", dtype=str, keep_default_na=False) \
+        if (results_dir / profile / "tables" / "verdicts.csv").exists() else pd.DataFrame()
+    t7 = st.table7(S)
+    bench = _bench(Path(bench_dir) if bench_dir is not None else results_dir / "bench")
+    reruns = _device_reruns(results_dir / profile, S)
+    ablation_runs = sorted({r for (_, _, r) in S.runs if r in ABLATIONS})
+    commits = sorted({str(m.get("git_commit", "?"))[:7] for m in S.runs.values()})
+    return {"profile": profile, "S": S, "seeds": S.seeds, "n": len(S.seeds), "datasets": S.datasets, "sources": sorted(S.sources),
+            "cells": cells, "ds": per_ds, "mig_ratio": (min(ratios), max(ratios)) if ratios else None,
+            "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
+            "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
+            "remedies": remedies, "verdicts": verdicts.to_dict("records"), "table7": t7.to_dict("records"), "bench": bench,
+            "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "paper": paper}
+
+
+def _env():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["n0"] = _fmt_int
+    env.filters["f"] = lambda x, d=1: "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
+    env.filters["sf"] = lambda x, d=1: "n/a" if x is None else f"{x:+.{d}f}".replace("-", "−")
+    env.filters["pm"] = lambda p, d=1: "—" if p is None or p[0] is None else (f"{p[0]:,.{d}f}" + (f" ± {p[1]:,.{d}f}" if p[1] is not None else ""))
+    return env
+
+
+def render_findings(ctx: dict[str, Any]) -> str:
+    return _env().get_template("FINDINGS.md.j2").render(**ctx)
+
+
+def render_readme_part(name: str, ctx: dict[str, Any]) -> str:
+    return _env().get_template(f"README_{name}.md.j2").render(**ctx)
+
+
+def rewrite_readme(text: str, parts: dict[str, str]) -> str:
+    """``text`` with the body between each pair of markers replaced by ``parts[name]``; markers missing: error."""
+    found = set()
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in parts:
+            return m.group(0)
+        found.add(name)
+        body = parts[name] if parts[name].endswith("\n") else parts[name] + "\n"
+        return m.group(1) + body + m.group(3)
+
+    out = _MARK.sub(sub, text)
+    missing = set(parts) - found
+    if missing:
+        raise VaesaeError(f"the README has no generated-part markers for {', '.join(sorted(missing))} "
+                          "(<!-- BEGIN GENERATED name --> ... <!-- END GENERATED name -->)")
+    return out
+
+
+def write(results_dir: str | Path, profile: str, *, readme: str | Path | None = None, bench_dir: str | Path | None = None) -> list[Path]:
+    """Write ``results_dir/profile/FINDINGS.md`` and, when ``readme`` is given, its generated parts. Returns the paths."""
+    ctx = context(results_dir, profile, bench_dir)
+    out = [Path(results_dir) / profile / "FINDINGS.md"]
+    atomic_write_text(out[0], render_findings(ctx))
+    if readme is not None:
+        readme = Path(readme)
+        parts = {name: render_readme_part(name, ctx) for name in README_PARTS}
+        new = rewrite_readme(readme.read_text(), parts)
+        if new != readme.read_text():
+            atomic_write_text(readme, new)
+        out.append(readme)
+    return out
+
+
+@cli
+def main(argv: Sequence[str] | None = None) -> int:
+    from .io import REPO_ROOT
+
+    ap = argparse.ArgumentParser(prog="python -m vaesae.writeup", description="Regenerate FINDINGS.md and the README's generated parts from the records (no training).")
+    ap.add_argument("--profile", default="paper")
+    ap.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+    ap.add_argument("--readme", default=None, help="the README to rewrite between its markers (default: the repository's README.md for the paper profile, none otherwise)")
+    args = ap.parse_args(argv)
+    readme = args.readme or (str(REPO_ROOT / "README.md") if args.profile == "paper" else None)
+    for p in write(args.results_dir, args.profile, readme=readme):
+        print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
