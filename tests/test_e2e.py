@@ -6,7 +6,9 @@ directory, so the repository's own results/ are never touched.
 
 import json
 import os
+import shutil
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -146,3 +148,56 @@ def test_second_run_skips_and_a_deleted_output_is_redone_alone(smoke_study):
     ran = {line.split()[2] for line in third.stdout.splitlines() if line.split()[1:2] == ["done"]}
     assert ran == {"05_l1_comparison[shapes3d,seed42]", "07_figures", "08_is_collapse_intrinsic"}, third.stdout
     assert target.is_file()
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_notebooks_run_as_in_jupyter_write_where_the_pipeline_writes(smoke_study, tmp_path, monkeypatch):
+    """Issue 22: run in Jupyter (working directory notebooks/) with its defaults, every notebook reads and writes
+    its relative paths against the repository root, as under the pipeline: nothing may appear under notebooks/
+    or anywhere outside results/ and figures/ (and checkpoints/ beside them, where training keeps checkpoints).
+
+    A copy of the repository's lib/ and notebooks/ gets this module's smoke study as results/, figures/ and
+    checkpoints/ at its root, where ./run_all.sh puts them; each notebook then runs through papermill with the
+    working directory notebooks/ (as Jupyter and nbconvert --execute do) and the copy's package, with one
+    parameter, profile="smoke" (00, 06 and 07 default to quick), and otherwise its defaults (per-dataset notebooks:
+    dsprites). Every run a notebook would train is finished with the same parameters, so nothing retrains."""
+    import papermill
+
+    from vaesae.pipeline import STAGES
+
+    study, _ = smoke_study
+    repo = tmp_path / "repo"
+    for sub in ("lib", "notebooks"):
+        shutil.copytree(REPO / sub, repo / sub, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".ipynb_checkpoints"))
+    for sub in ("results", "figures", "checkpoints"):
+        shutil.copytree(study / sub, repo / sub)
+    # the kernels import the copy's package (its REPO_ROOT is the copy) and leave no bytecode behind
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(repo / "lib"), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    order = [stem for stem, *_ in STAGES]   # the pipeline's order: 07 last, it reads every record
+    stems = sorted((p.stem for p in (repo / "notebooks").glob("[0-9][0-9]_*.ipynb")),
+                   key=lambda s: (order.index(s) if s in order else len(order), s))
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    before = _files(repo)
+    t0 = time.time()
+    for stem in stems:
+        papermill.execute_notebook(str(repo / "notebooks" / f"{stem}.ipynb"), str(executed / f"{stem}.ipynb"),
+                                   parameters={"profile": "smoke"}, cwd=str(repo / "notebooks"), kernel_name="python3",
+                                   progress_bar=False)
+    print(f"{len(stems)} notebooks in {time.time() - t0:.0f} s")
+    after = _files(repo)
+    written = {p for p, st in after.items() if before.get(p) != st}
+    stray = sorted(p for p in written if p.split("/", 1)[0] not in ("results", "figures", "checkpoints"))
+    assert not stray, f"written outside results/ and figures/: {stray}"
+    assert not any(p.startswith("checkpoints/") for p in written), "a notebook retrained a finished run"
+    # what the issue found under notebooks/results/, notebooks/figures/ is rewritten where the pipeline wrote it
+    for path in ("results/smoke/tables/table1.csv", "results/smoke/tables/claim_tests.csv", "results/smoke/report.html",
+                 "figures/smoke/index.json", "figures/smoke/intrinsic_dead_vs_k.png", "figures/smoke/ablation_dead_along_stage3.png",
+                 "results/smoke/tables/intrinsic_comparison.csv", "results/smoke/tables/ablation.csv"):
+        assert path in written, f"{path} was not rewritten (written: {sorted(written)})"
+    assert any(p.startswith("figures/data/") for p in written) and any(p.startswith("figures/smoke/threshold") for p in written)
+    assert not any("_synthetic" in p for p in written), "06 did not find the study's records"

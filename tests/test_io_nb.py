@@ -102,3 +102,28 @@ def test_parameters_rejects_bad_values(mutate, message):
     mutate(g)
     with pytest.raises(VaesaeError, match=message):
         nb.parameters(g, dataset=nb.one_of("dsprites", "shapes3d"), seed=nb.at_least(0))
+
+
+def test_a_relative_path_means_the_repository_for_readers_and_writers_alike(tmp_path, monkeypatch):
+    """Issue 22: one rule (io.repo_path) whatever the working directory (Jupyter: notebooks/); absolute as given."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from vaesae import artifacts, plots, study, train
+
+    repo, elsewhere = tmp_path / "repo", tmp_path / "notebooks"
+    elsewhere.mkdir()
+    monkeypatch.setattr(io, "REPO_ROOT", repo)
+    monkeypatch.chdir(elsewhere)
+    assert io.repo_path("results") == repo / "results" and io.repo_path(tmp_path / "x") == tmp_path / "x"
+    assert train.resolve_results_dir is io.repo_path
+    assert train.run_paths("results", None, "smoke", "dsprites", 42, "topk") == (
+        repo / "results/smoke/dsprites/seed42/topk", repo / "checkpoints/smoke/dsprites/seed42/topk")
+    assert train.run_paths("results", "ckpt", "smoke", "dsprites", 42, "topk")[1] == repo / "ckpt/smoke/dsprites/seed42/topk"
+    artifacts.save_table(pd.DataFrame({"a": [1]}), "results", "smoke", "t", title="t", caption="c")
+    artifacts.save_figure(plt.figure(), "figures", "smoke", "f", title="f", caption="c", formats=("png",))
+    assert (repo / "results/smoke/tables/t.csv").is_file() and (repo / "figures/smoke/f.png").is_file()
+    assert [e["name"] for e in artifacts.read_index("figures/smoke")] == ["f"]
+    assert study.load_study("results", "smoke").profile == "smoke"
+    assert plots.save_figure(plt.figure(), "figures/data/x.png") == repo / "figures/data/x.png"
+    assert list(elsewhere.iterdir()) == []

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .config import get_config
 from .errors import VaesaeError
+from .io import repo_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -154,7 +155,7 @@ def train_ablations(datasets: Sequence[str], seeds: Sequence[int], profile: str,
 
     say = log or (lambda s: None)
     chosen = [variant(n) for n in variants]
-    results_dir = Path(results_dir)
+    results_dir = repo_path(results_dir)
     out: dict[tuple[str, int, str], dict] = {}
     for ds in datasets:
         for seed in seeds:

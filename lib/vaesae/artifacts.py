@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .io import atomic_save_json, atomic_write_bytes, atomic_write_text
+from .io import atomic_save_json, atomic_write_bytes, atomic_write_text, repo_path
 
 _LOCK = threading.Lock()
 
@@ -52,7 +52,7 @@ def save_figure(fig, figures_dir: str | Path, profile: str, name: str, *, title:
 
     The caption (which names the data source and profile) is also stamped into the image.
     """
-    out_dir = Path(figures_dir) / profile
+    out_dir = repo_path(figures_dir) / profile
     # Below the axes (and their x-label); bbox_inches="tight" grows the canvas to include it.
     fig.text(0.01, -0.02, caption, fontsize=7, color="0.35", ha="left", va="top", wrap=True)
     paths = []
@@ -100,7 +100,7 @@ def _markdown(df) -> str:
 def save_table(df, results_dir: str | Path, profile: str, name: str, *, title: str, caption: str,
                order: float | None = None) -> list[Path]:
     """Write a DataFrame as CSV, Markdown and LaTeX (booktabs) and register it in the index."""
-    out_dir = Path(results_dir) / profile / "tables"
+    out_dir = repo_path(results_dir) / profile / "tables"
     df = df.reset_index(drop=True)
     files = {
         "csv": df.to_csv(index=False),
@@ -119,6 +119,6 @@ def save_table(df, results_dir: str | Path, profile: str, name: str, *, title: s
 
 def read_index(directory: str | Path) -> list[dict[str, Any]]:
     try:
-        return json.loads((Path(directory) / "index.json").read_text())
+        return json.loads((repo_path(directory) / "index.json").read_text())
     except (OSError, json.JSONDecodeError):
         return []

@@ -43,7 +43,7 @@ import torch
 
 from . import metrics as M
 from .errors import VaesaeError, cli
-from .io import REPO_ROOT, atomic_save_json, environment_info
+from .io import REPO_ROOT, atomic_save_json, environment_info, repo_path
 
 # Factor sizes of the two datasets (dSprites without colour), as in vaesae.data.
 FACTOR_SIZES = {
@@ -166,7 +166,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         device=args.device, neurons=args.neurons, samples=args.samples, latents=args.latents, k=args.k, repeats=args.repeats, threads=args.threads
     )
     _print_table(result)
-    out = Path(args.out) / f"metrics-{args.device}.json"
+    out = repo_path(args.out) / f"metrics-{args.device}.json"
     atomic_save_json(out, result)
     print(f"wrote {out}")
     return 0 if all(r["within_budget"] for r in result["rows"]) else 1
@@ -520,7 +520,7 @@ def _device(arg: str) -> str:
 def _write_result(result: dict[str, Any], out_dir: str | Path, suffix: str = "") -> Path:
     """``<out_dir>/<device-name><suffix>.json`` (atomic), announced on stdout."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", result["environment"]["device"]).strip("-")
-    out = Path(out_dir) / f"{name}{suffix}.json"
+    out = repo_path(out_dir) / f"{name}{suffix}.json"
     atomic_save_json(out, result)
     print(f"wrote {out}")
     return out

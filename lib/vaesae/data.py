@@ -80,7 +80,7 @@ import numpy as np
 import torch
 
 from .errors import VaesaeError, cli
-from .io import REPO_ROOT, atomic_save_json, atomic_write_text, sha256_file
+from .io import REPO_ROOT, atomic_save_json, atomic_write_text, repo_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -249,9 +249,9 @@ def resolve_name(name: str) -> str:
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
     if root is not None:
-        return Path(root)
+        return repo_path(root)
     env = os.environ.get("VAESAE_DATA")
-    return Path(env) if env else REPO_ROOT / "data"
+    return repo_path(env) if env else REPO_ROOT / "data"
 
 
 def file_path(name: str, root: str | os.PathLike | None = None) -> Path:

@@ -28,6 +28,15 @@ from .errors import VaesaeError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def repo_path(path: str | os.PathLike) -> Path:
+    """The one rule for a path taken from a parameter (a notebook's ``results_dir``/``figures_dir``, a
+    function's argument, a command-line option): relative means relative to the repository root, for
+    reading and writing alike, whatever the working directory (Jupyter runs a notebook in
+    ``notebooks/``, the pipeline in the repository root); an absolute path (or ``~/...``) is taken as it is."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
 def _describe_os_error(path: Path, exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return f"no space left on the device while writing {path}; free some space and run again (earlier results are unchanged)"

@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 from .ablation import RUNS as ABLATION_RUNS, VARIANTS as ABLATION_VARIANTS
 from .config import SAE_READINGS, run_folder, split_run_folder
 from .errors import VaesaeError, cli
-from .io import REPO_ROOT, atomic_save_json, git_commit, sha256_file
+from .io import REPO_ROOT, atomic_save_json, git_commit, repo_path, sha256_file
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 PROFILES = ("smoke", "quick", "paper")
@@ -731,8 +731,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise VaesaeError(f"--jobs must be at least 1, got {args.jobs}")
     datasets = _parse_list(args.datasets, DATASETS, "datasets")
     seeds = _parse_seeds(args.seeds) if args.seeds else list(DEFAULT_SEEDS[args.profile])
-    results_dir = Path(args.results_dir).resolve()
-    figures_dir = Path(args.figures_dir).resolve()
+    results_dir = repo_path(args.results_dir).resolve()
+    figures_dir = repo_path(args.figures_dir).resolve()
     only = _parse_only(args.only) if args.only is not None else None
     jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
                                source=args.source, device=args.device, only=only, remedies=args.remedies,

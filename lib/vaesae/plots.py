@@ -18,7 +18,7 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
 from .data import Dataset  # noqa: E402
-from .io import atomic_write_bytes  # noqa: E402
+from .io import atomic_write_bytes, repo_path  # noqa: E402
 
 DENSITY_SAMPLES = {"smoke": 4096, "quick": 20_000, "paper": None}
 """Images averaged for the pixel-density map per profile (None: the whole dataset)."""
@@ -42,13 +42,14 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+    path = repo_path(path)
     atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    return path
 
 
 def figure_path(figures_dir: str | Path, ds: Dataset, kind: str) -> Path:
     """``<figures_dir>/data/<dataset>_<source>_<kind>.png``."""
-    return Path(figures_dir) / "data" / f"{ds.name}_{ds.source}_{kind}.png"
+    return repo_path(figures_dir) / "data" / f"{ds.name}_{ds.source}_{kind}.png"
 
 
 def sample_grid(ds: Dataset, n: int = 64, seed: int = 0, cols: int = 8):

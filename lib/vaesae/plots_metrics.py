@@ -37,7 +37,7 @@ import pandas as pd  # noqa: E402
 
 from . import metrics as M  # noqa: E402
 from .errors import VaesaeError  # noqa: E402
-from .io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from .io import atomic_write_bytes, atomic_write_text, repo_path  # noqa: E402
 from .records import load_neurons  # noqa: E402
 
 DATASET_FACTORS: dict[str, tuple[tuple[str, int], ...]] = {
@@ -118,7 +118,7 @@ def _check_arrays(arrays: dict[str, np.ndarray], path: Path | str) -> None:
 def find_records(results_dir: str | Path, profile: str, dataset: str, run: str = "topk") -> list[NeuronRecord]:
     """Every ``<results_dir>/<profile>/<dataset>/seed*/<run>/neurons_final.npz``, sorted by seed."""
     out = []
-    base = Path(results_dir) / profile / dataset
+    base = repo_path(results_dir) / profile / dataset
     for npz in sorted(base.glob(f"seed*/{run}/neurons_final.npz")):
         m = re.fullmatch(r"seed(\d+)", npz.parent.parent.name)
         if m is None:
@@ -195,7 +195,7 @@ def load_records(results_dir: str | Path, profile: str, datasets: Sequence[str],
         if not recs:
             if not synthetic_if_missing:
                 raise VaesaeError(
-                    f"no {Path(results_dir) / profile / ds}/seed*/{run}/neurons_final.npz yet; run the training notebooks "
+                    f"no {repo_path(results_dir) / profile / ds}/seed*/{run}/neurons_final.npz yet; run the training notebooks "
                     "first (./run_all.sh) or set synthetic_if_missing=True for a demonstration"
                 )
             recs = synthetic_records(ds, run=run, n_neurons=synthetic_neurons)
@@ -316,7 +316,7 @@ def write_tables(records: dict[str, list[NeuronRecord]], results_dir: str | Path
         df = fn(records)
         out[name] = df
         if synth:
-            base = Path(results_dir) / profile / "tables" / f"{name}_synthetic"
+            base = repo_path(results_dir) / profile / "tables" / f"{name}_synthetic"
             atomic_write_text(base.with_suffix(".csv"), df.to_csv(index=False))
             atomic_write_text(base.with_suffix(".md"), f"**{title} — SYNTHETIC**\n\n{_markdown(df)}\n{cap}{note}\n")
         else:
@@ -484,7 +484,7 @@ def write_figures(records: dict[str, list[NeuronRecord]], figures_dir: str | Pat
         fig = make(records, profile)
         try:
             if synth:
-                paths = _save_unindexed(fig, Path(figures_dir) / profile / f"{name}_synthetic", cap)
+                paths = _save_unindexed(fig, repo_path(figures_dir) / profile / f"{name}_synthetic", cap)
             else:
                 from .artifacts import save_figure
 

@@ -723,11 +723,11 @@ def main(argv: list[str] | None = None) -> None:
                   f"{row['ms_median']:8.2f} ms per {row['batch']} images (median, min {row['ms_min']:.2f} ms; "
                   f"{row['threads']} cpu threads)")
     else:
-        from .io import REPO_ROOT
+        from .io import repo_path
 
-        out = args.out if args.out is not None else REPO_ROOT / "figures" / "data"
+        out = repo_path(args.out if args.out is not None else "figures/data")
         for fn in (compare_dsprites, compare_shapes3d):
-            print(fn(args.reference, out, device=args.device))
+            print(fn(repo_path(args.reference), out, device=args.device))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from typing import Any, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
 from .errors import VaesaeError, cli
-from .io import atomic_write_text
+from .io import atomic_write_text, repo_path
 
 PACKAGES = ("torch", "numpy", "pandas", "scikit-learn", "seaborn", "papermill", "nbconvert", "h5py")
 PAPER_URL = "https://arxiv.org/abs/2603.18056"
@@ -321,7 +321,7 @@ def collect(results_dir: str | Path, figures_dir: str | Path, profile: str) -> d
 
     if not _PROFILE_RE.match(profile):
         raise VaesaeError(f"profile {profile!r} is not a plain name (letters, digits, '_', '-', '.')")
-    results_dir, figures_dir = Path(results_dir), Path(figures_dir)
+    results_dir, figures_dir = repo_path(results_dir), repo_path(figures_dir)
     root = results_dir / profile
     report_dir = root
     problems: list[str] = []
@@ -521,7 +521,7 @@ def render(context: dict[str, Any]) -> str:
 def build_report(results_dir: str | Path, figures_dir: str | Path, profile: str) -> Path:
     """Write ``results_dir/profile/report.html`` (atomically) and return its path."""
     context = collect(results_dir, figures_dir, profile)
-    path = Path(results_dir) / profile / "report.html"
+    path = repo_path(results_dir) / profile / "report.html"
     atomic_write_text(path, render(context))
     return path
 
@@ -639,7 +639,7 @@ def browser_check(report: str | Path, chromium: str | None = None, timeout: floa
     After the window's load event the probe lists the images whose ``naturalWidth`` is 0; the
     dumped DOM's links are resolved against the report's folder and checked to exist.
     """
-    report = Path(report).resolve()
+    report = repo_path(report).resolve()
     text = report.read_text(encoding="utf-8")
     probed = text.replace("</body>", _CHECK_SCRIPT + "\n</body>", 1) if "</body>" in text else text + _CHECK_SCRIPT
     fd, tmp = tempfile.mkstemp(prefix=f".{report.stem}.check-", suffix=".html", dir=report.parent)

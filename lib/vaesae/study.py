@@ -21,6 +21,7 @@ from . import paper
 from .ablation import RUNS as ABLATION_RUNS
 from .sparsity import REMEDIES
 from .errors import VaesaeError
+from .io import repo_path
 from .records import load_neurons, neurons_path
 
 RUNS = ("stage1", "stage2", "topk", "extended", "l1", *REMEDIES,  # REMEDIES: issue 9 (vaesae.intrinsic)
@@ -88,7 +89,7 @@ def _seed_of(path: Path) -> int | None:
 
 
 def load_study(results_dir: str | Path, profile: str) -> Study:
-    root = Path(results_dir) / profile
+    root = repo_path(results_dir) / profile
     frames, runs, neurons, sources = [], {}, {}, set()
     for ds_dir in sorted(p for p in root.glob("*") if p.is_dir() and p.name in DATASET_LABEL):
         for seed_dir in sorted(ds_dir.glob("seed*")):

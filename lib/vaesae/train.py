@@ -56,7 +56,7 @@ import torch
 from . import config as C
 from .config import READINGS, Config, get_config
 from .errors import VaesaeError, cli
-from .io import atomic_save_json, atomic_torch_save, atomic_write_text, provenance, sha256_file, torch_load
+from .io import atomic_save_json, atomic_torch_save, atomic_write_text, provenance, repo_path, sha256_file, torch_load
 from .fast import StepEngine
 from .model import SAE, HybridVAESAE, bernoulli_nll, count_parameters, kl_standard_normal, squared_error
 from .revival import Revival, revival_kinds
@@ -140,8 +140,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def run_paths(results_dir: str | Path, checkpoints_dir: str | Path | None, profile: str, dataset: str, seed: int,
               run: str) -> tuple[Path, Path]:
-    results_dir = Path(results_dir)
-    ckpt_root = Path(checkpoints_dir) if checkpoints_dir is not None else results_dir.parent / "checkpoints"
+    results_dir = repo_path(results_dir)
+    ckpt_root = repo_path(checkpoints_dir) if checkpoints_dir is not None else results_dir.parent / "checkpoints"
     rel = Path(profile) / dataset / f"seed{seed}" / run
     return results_dir / rel, ckpt_root / rel
 
@@ -755,12 +755,8 @@ if __name__ == "__main__":
 # notebook helpers: read a run's records, plot them, the parameter count
 
 
-def resolve_results_dir(path: str | Path) -> Path:
-    """A relative results directory is taken relative to the repository (notebooks run in notebooks/)."""
-    from .io import REPO_ROOT
-
-    p = Path(path)
-    return p if p.is_absolute() else REPO_ROOT / p
+# the notebooks' name for :func:`vaesae.io.repo_path` (the same function: relative to the repository root)
+resolve_results_dir = repo_path
 
 
 def load_records(results_dir: str | Path, profile: str, dataset: str, seed: int, run: str):
