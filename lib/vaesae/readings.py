@@ -110,8 +110,10 @@ def _row(df, mask=None) -> dict[str, Any] | None:
 def load_reading(results_dir: str | Path, profile: str, dataset: str, seed: int, reading: str,
                  warm: int | None = None) -> ReadingRecord:
     """The records of ``reading`` for one dataset and seed: ``stage2`` / ``topk`` run folders of that reading."""
+    from .io import repo_path
+
     warm = warm_epochs(profile) if warm is None else int(warm)
-    seed_dir = Path(results_dir) / profile / dataset / f"seed{seed}"
+    seed_dir = repo_path(results_dir) / profile / dataset / f"seed{seed}"
     rec = ReadingRecord(dataset, int(seed), reading)
     s2, s2_meta = _read_run(seed_dir / C.run_folder("stage2", reading), reading)
     tk, tk_meta = _read_run(seed_dir / C.run_folder("topk", reading), reading)
@@ -143,7 +145,9 @@ def load_readings(results_dir: str | Path, profile: str, datasets: Sequence[str]
                   seeds: Sequence[int] | None = None, readings: Sequence[str] = C.SAE_READINGS,
                   warm: int | None = None) -> dict[tuple[str, int, str], ReadingRecord]:
     """{(dataset, seed, reading): ReadingRecord} for every declared reading (seeds: the seed folders on disk if None)."""
-    results_dir = Path(results_dir)
+    from .io import repo_path
+
+    results_dir = repo_path(results_dir)   # relative: to the repository root (vaesae.io.repo_path)
     seeds = _seeds_on_disk(results_dir, profile, datasets) if seeds is None else [int(s) for s in seeds]
     return {(d, s, r): load_reading(results_dir, profile, d, s, r, warm)
             for d in datasets for s in seeds for r in readings}
@@ -195,7 +199,9 @@ def select_reading(records: Mapping[tuple[str, int, str], ReadingRecord], seed: 
 
 
 def choice_path(results_dir: str | Path, profile: str) -> Path:
-    return Path(results_dir) / profile / CHOICE_FILE
+    from .io import repo_path
+
+    return repo_path(results_dir) / profile / CHOICE_FILE
 
 
 def write_choice(results_dir: str | Path, profile: str, choice: Choice,
