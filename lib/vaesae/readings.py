@@ -419,7 +419,8 @@ def fig_dead_vs_k(records: Mapping[tuple[str, int, str], ReadingRecord], seed: i
         ax.set_title(f"{DATASET_LABEL.get(d, d)}, seed {seed}")
         if k_curve is not None:
             ax2 = ax.twinx()
-            ax2.step(k_curve["epoch"], k_curve["k"], where="mid", color="0.45", lw=1.0, ls="-.", label="k (right axis)")
+            ax2.plot(k_curve["epoch"], k_curve["k"], color="0.45", lw=1.0, ls="-.", marker="x", ms=4,
+                     label="k of the epoch (right axis)")
             ax2.set_ylabel("k, active neurons per image (grey dash-dot)")
             ax2.set_ylim(bottom=0)
             ax2.grid(False)
