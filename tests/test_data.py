@@ -143,6 +143,14 @@ def test_index_to_factor_is_c_order(name, n, sizes, rng):
     np.testing.assert_array_equal(ds.index_of(ds.factors[idx]), idx)
 
 
+def test_describe_names_the_renderer_of_procedural_data():
+    from vaesae.render import RENDERER_VERSION
+
+    for name in ("dsprites", "shapes3d"):
+        d = load_dataset(name, "procedural").describe()
+        assert d["source"] == "procedural" and d["renderer"] == RENDERER_VERSION
+
+
 def test_factor_names_and_official_value_grids():
     d, s = data.SPECS["dsprites"], data.SPECS["shapes3d"]
     assert d.factor_names == ("shape", "scale", "orientation", "posX", "posY")  # colour dropped

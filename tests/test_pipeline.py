@@ -152,6 +152,8 @@ def test_failed_job_blocks_only_its_dependents(fake_notebooks, tmp_path, monkeyp
     (["--datasets", "mnist"], "unknown dataset 'mnist'"),
     (["--seeds", "a"], "is not a whole number"),
     (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--jobs-per-gpu", "0"], "--jobs-per-gpu must be at least 1"),
+    (["--jobs-per-gpu", "two"], "invalid int value"),
     (["--bogus"], "unrecognized arguments"),
 ])
 def test_cli_rejects_bad_input_with_one_line(args, message, capsys):
@@ -259,3 +261,217 @@ def test_the_ablations_flag_reaches_the_notebook(flag, expected, tmp_path, monke
     want = {"": "", "all": ",".join(ablation.VARIANTS), "default": ""}[expected]   # quick: off by default
     assert seen["job"].params["variants"] == want
     assert "09_ablations" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# several jobs per GPU (issue 17): slots, the MPS daemon's lifecycle (a fake nvidia-cuda-mps-control)
+
+
+@pytest.mark.parametrize("gpus, per_gpu, n_jobs, expected", [
+    (2, 2, 4, [0, 1, 0, 1]), (2, 2, 3, [0, 1, 0]), (2, 2, 9, [0, 1, 0, 1]), (1, 3, 3, [0, 0, 0]),
+    (3, 1, 2, [0, 1]), (0, 4, 3, [None, None, None]),
+])
+def test_gpu_slots_deal_jobs_per_gpu_round_robin(gpus, per_gpu, n_jobs, expected):
+    assert pipeline.gpu_slots(gpus, per_gpu, n_jobs) == expected
+
+
+def test_two_gpus_two_jobs_each_never_more_than_two_on_a_gpu(fake_notebooks, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    results = tmp_path / "results"
+    lock = threading.Lock()
+    now: dict[object, int] = {}
+    peak: dict[object, int] = {}
+    peak_total = [0]
+
+    def fake_run(job, *, log_dir, gpu):
+        with lock:
+            now[gpu] = now.get(gpu, 0) + 1
+            peak[gpu] = max(peak.get(gpu, 0), now[gpu])
+            peak_total[0] = max(peak_total[0], sum(now.values()))
+        time.sleep(0.3)
+        with lock:
+            now[gpu] -= 1
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        job.output.write_text("{}")
+        job.state, job.elapsed = "done", 0.0
+
+    monkeypatch.setattr(pipeline, "run_job", fake_run)
+    monkeypatch.setattr(pipeline, "_render_html", lambda p: None)
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42, 43], results_dir=results, figures_dir=tmp_path,
+                                  source="auto", device="cpu", remedies=False, ablations=False)
+    runner = pipeline.Runner(jobs, results_dir=results, profile="smoke", n_jobs=8, force=False, jobs_per_gpu=2, gpus=2)
+    assert sorted(runner.gpu_slots) == [0, 0, 1, 1]
+    assert runner.run() == 0
+    assert all(j.state == "done" for j in jobs)
+    # 2 data jobs and 4 stage-1 jobs are ready at once: both GPUs fill up to 2, never beyond
+    assert peak == {0: 2, 1: 2} and peak_total[0] == 4
+
+
+FAKE_MPS = """#!/bin/sh
+# a stand-in for nvidia-cuda-mps-control: logs each call (its arguments, stdin, the pipe directory)
+if [ "$1" = "-d" ]; then echo "start $CUDA_MPS_PIPE_DIRECTORY" >> "$MPS_LOG"; exit ${MPS_START_RC:-0}; fi
+read cmd; echo "$cmd $CUDA_MPS_PIPE_DIRECTORY" >> "$MPS_LOG"
+"""
+
+
+@pytest.fixture
+def fake_mps(tmp_path, monkeypatch):
+    """A fake nvidia-cuda-mps-control first on PATH, logging to the returned file; the signal handler and the
+    interrupt flag that pipeline.main sets are restored afterwards."""
+    import os
+    import signal
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "nvidia-cuda-mps-control"
+    exe.write_text(FAKE_MPS)
+    exe.chmod(0o755)
+    log = tmp_path / "mps.log"
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("MPS_LOG", str(log))
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    monkeypatch.delenv("CUDA_MPS_LOG_DIRECTORY", raising=False)
+    handler = signal.getsignal(signal.SIGTERM)
+    yield log
+    signal.signal(signal.SIGTERM, handler)
+    pipeline.INTERRUPTED.clear()
+
+
+def _mps_calls(log: Path) -> list[str]:
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _study(tmp_path, monkeypatch, fake_run, *extra, gpus=2):
+    """pipeline.main on the fake notebooks with ``gpus`` fake GPUs and ``fake_run`` for each job."""
+    monkeypatch.setattr(pipeline, "_gpu_count", lambda: gpus)
+    monkeypatch.setattr(pipeline, "run_job", fake_run)
+    monkeypatch.setattr(pipeline, "_render_html", lambda p: None)
+    return pipeline.main(["--profile", "smoke", "--datasets", "dsprites", "--results-dir", str(tmp_path / "results"),
+                          "--figures-dir", str(tmp_path / "figures"), "--no-remedies", "--no-ablations", *extra])
+
+
+def _done(job, *, log_dir, gpu):
+    import os
+
+    assert os.environ.get("CUDA_MPS_PIPE_DIRECTORY")      # exported to the jobs while the daemon runs
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    job.output.write_text("{}")
+    job.state, job.elapsed = "done", 0.0
+
+
+def test_mps_daemon_started_once_and_stopped_once_around_the_study(fake_notebooks, fake_mps, tmp_path, monkeypatch, capsys):
+    import os
+
+    assert _study(tmp_path, monkeypatch, _done, "--jobs-per-gpu", "2") == 0
+    assert _mps_calls(fake_mps) == ["start", "quit"]
+    start, quit_ = (line.split()[1] for line in fake_mps.read_text().splitlines())
+    assert start == quit_ and not Path(start).exists()             # its own directory, removed afterwards
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ              # the environment is restored
+    out = capsys.readouterr().out
+    assert "4 at a time on 2 GPU(s), up to 2 per GPU" in out and "MPS: control daemon stopped" in out
+
+
+@pytest.mark.parametrize("extra", [["--jobs-per-gpu", "2", "--no-mps"], ["--jobs-per-gpu", "1", "--jobs", "2"],
+                                   ["--jobs-per-gpu", "2", "--jobs", "2"]])
+def test_no_mps_without_shared_gpus_or_with_no_mps(extra, fake_notebooks, fake_mps, tmp_path, monkeypatch):
+    def plain(job, *, log_dir, gpu):
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        job.output.write_text("{}")
+        job.state, job.elapsed = "done", 0.0
+
+    assert _study(tmp_path, monkeypatch, plain, *extra) == 0
+    assert _mps_calls(fake_mps) == []
+
+
+def test_no_mps_without_gpus(fake_notebooks, fake_mps, tmp_path, monkeypatch):
+    def plain(job, *, log_dir, gpu):
+        assert gpu is None
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        job.output.write_text("{}")
+        job.state, job.elapsed = "done", 0.0
+
+    assert _study(tmp_path, monkeypatch, plain, "--jobs-per-gpu", "3", gpus=0) == 0
+    assert _mps_calls(fake_mps) == []
+
+
+def test_a_daemon_that_cannot_start_is_one_line_and_the_study_runs_without_it(fake_notebooks, fake_mps, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MPS_START_RC", "1")
+    ran = []
+
+    def plain(job, *, log_dir, gpu):
+        import os
+
+        assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+        ran.append(job.id)
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        job.output.write_text("{}")
+        job.state, job.elapsed = "done", 0.0
+
+    assert _study(tmp_path, monkeypatch, plain, "--jobs-per-gpu", "2") == 0
+    assert _mps_calls(fake_mps) == ["start"] and len(ran) == 10
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("MPS:")]
+    assert lines == ["MPS: the control daemon did not start (exit status 1); running without MPS"]
+
+
+def test_mps_is_stopped_when_a_job_fails_and_when_the_runner_raises(fake_notebooks, fake_mps, tmp_path, monkeypatch):
+    def failing(job, *, log_dir, gpu):
+        if job.id.startswith("02_"):
+            job.state, job.message, job.elapsed = "failed", "boom", 0.0
+            return
+        _done(job, log_dir=log_dir, gpu=gpu)
+
+    assert _study(tmp_path, monkeypatch, failing, "--jobs-per-gpu", "2") == 1
+    assert _mps_calls(fake_mps) == ["start", "quit"]
+
+    def broken_summary(self, wall):
+        raise RuntimeError("a bug in the runner")
+
+    monkeypatch.setattr(pipeline.Runner, "summary", broken_summary)
+    with pytest.raises(RuntimeError):
+        _study(tmp_path, monkeypatch, _done, "--jobs-per-gpu", "2", "--force")
+    assert _mps_calls(fake_mps) == ["start", "quit", "start", "quit"]
+
+
+def test_sigterm_stops_every_job_on_every_gpu_then_the_daemon(fake_notebooks, fake_mps, tmp_path, monkeypatch):
+    """SIGTERM while 4 jobs run on 2 GPUs: every job's process is stopped (stop_children), then MPS quits."""
+    import os
+    import signal
+    import threading
+    import time
+
+    started: list[subprocess.Popen] = []
+    lock = threading.Lock()
+    events: list[str] = []
+
+    def sleeper(job, *, log_dir, gpu):
+        # a real child process per job, registered like run_job's papermill process
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=os.setsid)
+        with pipeline._PROCS_LOCK:
+            pipeline._PROCS[proc.pid] = proc
+        with lock:
+            started.append(proc)
+            if len(started) == 4:      # both data jobs and both stage-1 jobs run, 2 on each GPU: interrupt
+                threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        proc.wait()
+        with pipeline._PROCS_LOCK:
+            pipeline._PROCS.pop(proc.pid, None)
+        job.state, job.message = "failed", "interrupted"
+
+    from vaesae import mps
+
+    real_stop = mps.MPSDaemon.stop
+
+    def stop(self):
+        events.append(("mps stop", all(p.poll() is not None for p in started)))
+        real_stop(self)
+
+    monkeypatch.setattr(mps.MPSDaemon, "stop", stop)
+    t0 = time.time()
+    with pytest.raises(SystemExit) as exc:
+        _study(tmp_path, monkeypatch, sleeper, "--jobs-per-gpu", "2", "--datasets", "dsprites,shapes3d")
+    assert exc.value.code == 130 and time.time() - t0 < 30
+    assert all(p.poll() is not None for p in started) and len(started) == 4
+    assert _mps_calls(fake_mps) == ["start", "quit"]
+    assert events == [("mps stop", True)]         # once, after every job's process had exited

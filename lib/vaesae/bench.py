@@ -21,6 +21,13 @@ the whole suite's wall time. It writes ``results/bench/<device-name>.json``::
 
     python -m vaesae.bench train [--device auto] [--steps 50] [--datasets dsprites,shapes3d]
 
+With ``--concurrent 1,2,3,4`` (issue 17) it first times N concurrent stage-3 runs on one device, each in a
+process of its own, over a common window, without and with the CUDA MPS daemon (:func:`run_concurrent`),
+and projects the whole paper study on 1 and 8 GPUs with the best number of runs per GPU
+(:func:`project_study`); it then writes ``results/bench/<device-name>_concurrent.json``::
+
+    python -m vaesae.bench train --concurrent 1,2,3,4 [--concurrent-window 10] [--no-mps] [--no-reference]
+
 ``verify`` (issue #6) trains a short chain (stages 1, 2 and Top-k stage 3 of the profile on a training
 subset, fewer epochs) once with the profile's speed switches and once with every switch off, for several
 seeds, and prints whether the fast path's dead %, MIG and MSE lie within the reference path's seed-to-seed
@@ -223,10 +230,11 @@ def reference_stage3_loss(model, x: torch.Tensor, k: int, k_latent: int, cfg) ->
 
 
 def _bench_setup(dataset: str, kind: str, device: torch.device, *, fast: bool, n_images: int, seed: int = 0,
-                 overrides: dict[str, Any] | None = None):
+                 overrides: dict[str, Any] | None = None, profile: str = "paper"):
     """Model, optimiser, sparsifiers and revival of one paper-profile run of ``kind`` on ``device``,
     and ``n_images`` procedural training images resident there (uint8). ``overrides``: speed switches
-    changed from the paper profile's (the fast path only)."""
+    changed from the paper profile's (the fast path only). ``profile``: another profile's model (the tests'
+    tiny CPU form of the concurrent benchmark)."""
     from . import train as T
     from .config import get_config
     from .data import load_dataset
@@ -235,7 +243,7 @@ def _bench_setup(dataset: str, kind: str, device: torch.device, *, fast: bool, n
     from .revival import Revival
     from .sparsity import make_sparsifier
 
-    cfg = get_config("paper", **(overrides or {})) if fast else get_config("paper", **REFERENCE_SPEED)
+    cfg = get_config(profile, **(overrides or {})) if fast else get_config(profile, **REFERENCE_SPEED)
     ds = load_dataset(dataset, "procedural")
     idx = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(ds.split()[0], size=n_images, replace=False)))
     images = ds.images_torch(idx, device)
@@ -264,21 +272,30 @@ def _epoch_ctx(kind: str, cfg, sp, lsp, epoch: int) -> tuple[dict, dict, dict]:
     return ctx, state, lstate
 
 
-def time_project_step(dataset: str, kind: str, device: torch.device, *, epoch: int, steps: int, warmup: int,
-                      n_images: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Images/s of the project's own step (vaesae.fast.StepEngine with the paper profile's switches, or
-    with ``overrides`` of them)."""
+def _project_engine(dataset: str, kind: str, device: torch.device, *, epoch: int, n_images: int, n_batches: int,
+                    overrides: dict[str, Any] | None = None, profile: str = "paper"):
+    """(config, vaesae.fast.StepEngine of one run of ``kind`` in its epoch ``epoch``, resident images, ``n_batches``
+    seeded rows of batch indices): the project's own step, as training runs it."""
     from . import train as T
     from .fast import StepEngine
 
     cfg, ds, images, model, params, opt, sp, lsp, revival, lrevival = _bench_setup(dataset, kind, device, fast=True, n_images=n_images,
-                                                                                   overrides=overrides)
+                                                                                   overrides=overrides, profile=profile)
     engine = StepEngine(model, opt, params, T.STEPS[kind], cfg, device, revival=revival, lrevival=lrevival,
                         n_neurons=cfg.n_neurons if sp is not None else None, sparsifier_name="topk" if sp else None)
     ctx, state, lstate = _epoch_ctx(kind, cfg, sp, lsp, epoch)
     engine.begin_epoch(ctx, signature=(tuple(state.items()), tuple(lstate.items()), 1, 1))
     g = torch.Generator(device="cpu").manual_seed(1)
-    order = torch.randint(0, len(images), (warmup + steps, cfg.batch_size), generator=g).to(device)
+    order = torch.randint(0, len(images), (n_batches, cfg.batch_size), generator=g).to(device)
+    return cfg, engine, images, order
+
+
+def time_project_step(dataset: str, kind: str, device: torch.device, *, epoch: int, steps: int, warmup: int,
+                      n_images: int, overrides: dict[str, Any] | None = None, profile: str = "paper") -> dict[str, Any]:
+    """Images/s of the project's own step (vaesae.fast.StepEngine with the paper profile's switches, or
+    with ``overrides`` of them)."""
+    cfg, engine, images, order = _project_engine(dataset, kind, device, epoch=epoch, n_images=n_images,
+                                                 n_batches=warmup + steps, overrides=overrides, profile=profile)
     for i in range(warmup):
         engine.step(images[order[i]])
     _sync(device)
@@ -290,14 +307,16 @@ def time_project_step(dataset: str, kind: str, device: torch.device, *, epoch: i
     wall = time.perf_counter() - t0
     out = {"img_s": steps * cfg.batch_size / wall, "step_ms": 1e3 * wall / steps, "loss": means.get("loss"),
            "cuda_graph": bool(engine.graph is not None), "settings": {k: str(v) for k, v in engine.settings.items()}}
-    del engine, model, opt, images
+    del engine, images
     return out
 
 
-def time_reference_step(dataset: str, device: torch.device, *, epoch: int, steps: int, warmup: int, n_images: int) -> dict[str, Any]:
+def time_reference_step(dataset: str, device: torch.device, *, epoch: int, steps: int, warmup: int, n_images: int,
+                        profile: str = "paper") -> dict[str, Any]:
     """Images/s of :func:`reference_stage3_loss` with zero_grad, backward, clip_grad_norm_ and fused AdamW
     in a plain eager loop (TF32 on, no autocast, no graphs, no compile), revival counters included."""
-    cfg, ds, images, model, params, opt, sp, lsp, revival, lrevival = _bench_setup(dataset, "stage3", device, fast=False, n_images=n_images)
+    cfg, ds, images, model, params, opt, sp, lsp, revival, lrevival = _bench_setup(dataset, "stage3", device, fast=False, n_images=n_images,
+                                                                                   profile=profile)
     from .fast import configure_backends
 
     configure_backends(cfg, device)  # TF32 as the config says; cudnn.benchmark off (REFERENCE_SPEED)
@@ -327,7 +346,7 @@ def time_reference_step(dataset: str, device: torch.device, *, epoch: int, steps
     return {"img_s": steps * cfg.batch_size / wall, "step_ms": 1e3 * wall / steps}
 
 
-def agreement(dataset: str, device: torch.device, *, epoch: int, n_images: int) -> dict[str, Any]:
+def agreement(dataset: str, device: torch.device, *, epoch: int, n_images: int, profile: str = "paper") -> dict[str, Any]:
     """The fast path against the reference on the same weights and batch: the selected top-k indices
     with every speed switch in true fp32 (no autocast, TF32 off on both sides), and the loss of the
     paper profile's switches (bf16) against the reference's (fp32 + TF32). The process's backend flags
@@ -340,7 +359,8 @@ def agreement(dataset: str, device: torch.device, *, epoch: int, n_images: int) 
     from .data import to_float
     from .fast import REFERENCE_SPEED, apply_speed, backend_flags, configure_backends, restore_backend_flags
 
-    cfg, ds, images, model, params, opt, sp, lsp, revival, lrevival = _bench_setup(dataset, "stage3", device, fast=True, n_images=n_images)
+    cfg, ds, images, model, params, opt, sp, lsp, revival, lrevival = _bench_setup(dataset, "stage3", device, fast=True, n_images=n_images,
+                                                                                   profile=profile)
     ctx, state, lstate = _epoch_ctx("stage3", cfg, sp, lsp, epoch)
     x = to_float(images[: cfg.batch_size])
     res: dict[str, Any] = {}
@@ -350,17 +370,17 @@ def agreement(dataset: str, device: torch.device, *, epoch: int, n_images: int) 
             # Both sides of each comparison under the same, explicit backend settings: the indices in true
             # fp32 (TF32 off for both, so a TF32 rounding cannot flip a near-tie on one side only), the loss
             # with the reference's TF32 against the paper profile's switches.
-            configure_backends(get_config("paper", tf32=False, cudnn_benchmark=False), device)
+            configure_backends(get_config(profile, tf32=False, cudnn_benchmark=False), device)
             model.set_speed()        # reference: every switch off
             h_ref = model.encoder_conv(x).flatten(1)
             idx_ref = torch.topk(F.relu(model.sae.pre_activations(h_ref)), int(state["k"]), dim=-1).indices.sort(dim=-1).values
-            fp32 = get_config("paper", amp_bf16=False, sae_bf16=False, tf32=False)
+            fp32 = get_config(profile, amp_bf16=False, sae_bf16=False, tf32=False)
             apply_speed(model, fp32, device)
             out = model(x, sparsify=sp, state=state, sae_in_path=True, sample=False, decode=False)
             idx_fast = torch.topk(out.sae.acts, int(state["k"]), dim=-1).indices.sort(dim=-1).values
             res["topk_fp32_rows_equal"] = float((idx_fast == idx_ref).all(dim=-1).float().mean())
             model.set_speed()
-            configure_backends(get_config("paper", **REFERENCE_SPEED), device)
+            configure_backends(get_config(profile, **REFERENCE_SPEED), device)
             torch.manual_seed(7)
             ref_loss = float(reference_stage3_loss(model, x, int(state["k"]), int(lstate["k_latent"]), cfg))
             apply_speed(model, cfg, device)
@@ -373,12 +393,13 @@ def agreement(dataset: str, device: torch.device, *, epoch: int, n_images: int) 
     return res
 
 
-def time_evaluation(dataset: str, device: torch.device, *, n_eval: int) -> dict[str, Any]:
+def time_evaluation(dataset: str, device: torch.device, *, n_eval: int, profile: str = "paper") -> dict[str, Any]:
     """Seconds of one per-epoch evaluation (forward pass of ``n_eval`` images plus every metric)."""
     from . import train as T
     from .data import eval_indices
 
-    cfg, ds, images, model, params, opt, sp, lsp, revival, lrevival = _bench_setup(dataset, "stage3", device, fast=True, n_images=cfg_batch())
+    cfg, ds, images, model, params, opt, sp, lsp, revival, lrevival = _bench_setup(dataset, "stage3", device, fast=True, n_images=cfg_batch(profile),
+                                                                                   profile=profile)
     from .fast import apply_speed
 
     apply_speed(model, cfg, device)
@@ -397,10 +418,10 @@ def time_evaluation(dataset: str, device: torch.device, *, n_eval: int) -> dict[
     return {"eval_s": statistics.median(walls), "eval_max_s": max(walls), "n_eval": n_eval}
 
 
-def cfg_batch() -> int:
+def cfg_batch(profile: str = "paper") -> int:
     from .config import get_config
 
-    return get_config("paper").batch_size
+    return get_config(profile).batch_size
 
 
 def project_times(tp: dict[str, dict[str, float]], eval_s: float) -> dict[str, float]:
@@ -424,6 +445,337 @@ def project_times(tp: dict[str, dict[str, float]], eval_s: float) -> dict[str, f
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# concurrent stage-3 runs on one device (issue 17): N processes, each the step loop of time_project_step
+
+
+def _concurrent_worker(rank: int, dataset: str, device: str, profile: str, n_images: int, warmup: int, chunk: int,
+                       threads: int | None, commands, results) -> None:
+    """One process of :func:`run_concurrent`: sets up a stage-3 run (:func:`_project_engine`, the step the
+    single-run benchmark times), warms it up (graph capture), reports ``ready``, then for each command
+    ``(n_active, t_start, window_s)`` with ``rank < n_active`` waits until ``t_start`` (wall clock, the same for
+    every process) and steps until ``window_s`` have passed, synchronising every ``chunk`` steps, and reports its
+    images/s over that window; ``None`` ends it."""
+    try:
+        from .config import get_config
+
+        if threads:
+            torch.set_num_threads(threads)
+        dev = torch.device(device)
+        epoch = min(45, get_config(profile).epochs_stage3 - 1)     # the paper's stage 3 at k = 50, as time_project_step
+        n_batches = 64
+        cfg, engine, images, order = _project_engine(dataset, "stage3", dev, epoch=epoch, n_images=n_images,
+                                                     n_batches=n_batches, profile=profile)
+        i = 0
+        for _ in range(warmup):
+            engine.step(images[order[i % n_batches]])
+            i += 1
+        _sync(dev)
+        results.put(("ready", rank, cfg.batch_size))
+        while (cmd := commands.get()) is not None:
+            n_active, t_start, window_s = cmd
+            if rank >= n_active:
+                continue
+            time.sleep(max(0.0, t_start - time.time()))
+            t0, steps = time.time(), 0
+            while True:
+                for _ in range(chunk):
+                    engine.step(images[order[i % n_batches]])
+                    i += 1
+                steps += chunk
+                _sync(dev)
+                t1 = time.time()
+                if t1 - t0 >= window_s:
+                    break
+            results.put(("done", rank, {"img_s": steps * cfg.batch_size / (t1 - t0), "t0": t0, "t1": t1, "steps": steps}))
+        engine.end_epoch()
+    except BaseException as exc:   # the parent reports it in one line
+        results.put(("error", rank, f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+def _receive(results, procs: list, kind: str, deadline: float) -> tuple:
+    """The next message of the workers, which must be of ``kind``; one line if a worker failed, died or hangs."""
+    import queue
+
+    while True:
+        try:
+            msg = results.get(timeout=1.0)
+        except queue.Empty:
+            dead = [i for i, p in enumerate(procs) if p.exitcode is not None]
+            if dead:
+                raise VaesaeError(f"concurrent benchmark: worker {dead[0]} exited (code {procs[dead[0]].exitcode}) "
+                                  "before reporting") from None
+            if time.time() > deadline:
+                raise VaesaeError(f"concurrent benchmark: no '{kind}' from the workers in time") from None
+            continue
+        if msg[0] == "error":
+            raise VaesaeError(f"concurrent benchmark: worker {msg[1]} failed: {msg[2]}")
+        if msg[0] != kind:
+            raise VaesaeError(f"concurrent benchmark: expected '{kind}', got {msg[0]!r}")
+        return msg
+
+
+def run_concurrent(*, device: str, dataset: str, ns: tuple[int, ...], window_s: float, mps_modes: tuple[bool, ...] = (False, True),
+                   profile: str = "paper", n_images: int = 16_384, warmup: int = 5, chunk: int = 20,
+                   threads: int | None = None, timeout_s: float = 900.0) -> dict[str, Any]:
+    """N concurrent stage-3 runs on one device, for each N of ``ns`` and each MPS mode of ``mps_modes``.
+
+    Per mode, ``max(ns)`` processes (multiprocessing, spawn) set up and warm up the same stage-3 run, each in
+    a CUDA context of its own (own graph, own seed stream); for each N the first N of them step for ``window_s``
+    seconds from a common wall-clock start, the others idle. A row holds each process's images/s over its
+    window, their sum (the aggregate), and the aggregate over the N = 1 rate without MPS (``x_single``). The MPS
+    rows run under the pipeline's :class:`vaesae.mps.MPSDaemon`, started before the processes and stopped after
+    them; where it cannot start, the rows are left out and the reason is kept in ``notes``."""
+    import multiprocessing as mp
+
+    from .mps import MPSDaemon
+
+    ns = tuple(sorted(set(ns) | {1}))
+    ctx = mp.get_context("spawn")
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for use_mps in mps_modes:
+        daemon = MPSDaemon() if use_mps else None
+        if daemon is not None:
+            started = daemon.start()
+            print(f"  {daemon.message}", flush=True)
+            if not started:
+                notes.append(daemon.message)
+                continue
+        procs: list = []
+        try:
+            results = ctx.Queue()
+            commands = [ctx.Queue() for _ in range(max(ns))]
+            for rank in range(max(ns)):
+                p = ctx.Process(target=_concurrent_worker, daemon=True,
+                                args=(rank, dataset, device, profile, n_images, warmup, chunk, threads, commands[rank], results))
+                p.start()
+                procs.append(p)
+            deadline = time.time() + timeout_s
+            for _ in procs:
+                _receive(results, procs, "ready", deadline)
+            for n in ns:
+                t_start = time.time() + 1.0          # every command is delivered well before the common start
+                for q in commands:
+                    q.put((n, t_start, window_s))
+                got = sorted((_receive(results, procs, "done", time.time() + timeout_s) for _ in range(n)), key=lambda m: m[1])
+                per = [m[2] for m in got]
+                rates = [r["img_s"] for r in per]
+                row = {"mps": use_mps, "n": n, "per_process_img_s": rates, "aggregate_img_s": float(sum(rates)),
+                       "window_s": [r["t1"] - r["t0"] for r in per], "steps": [r["steps"] for r in per],
+                       "overlap_s": min(r["t1"] for r in per) - max(r["t0"] for r in per)}
+                rows.append(row)
+                print(f"  stage3 x{n} {'MPS' if use_mps else 'no MPS':6s} " + " / ".join(f"{r:,.0f}" for r in rates)
+                      + f" img/s, aggregate {row['aggregate_img_s']:,.0f}", flush=True)
+            for q in commands:
+                q.put(None)
+            for p in procs:
+                p.join(timeout=60)
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+                    p.join(timeout=10)
+            if daemon is not None:
+                daemon.stop()
+                print("  MPS: control daemon stopped", flush=True)
+    single = next((r["aggregate_img_s"] for r in rows if r["n"] == 1 and not r["mps"]),
+                  next((r["aggregate_img_s"] for r in rows if r["n"] == 1), float("nan")))
+    for r in rows:
+        r["x_single"] = r["aggregate_img_s"] / single
+    return {"dataset": dataset, "profile": profile, "device": device, "window_s": window_s, "chunk_steps": chunk,
+            "ns": list(ns), "single_img_s": single, "rows": rows, "notes": notes}
+
+
+def concurrent_aggregates(conc: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{"no_mps" | "mps": {N: aggregate img/s}} of a :func:`run_concurrent` result (the JSON's
+    ``stage3_concurrent_aggregate_img_s``)."""
+    out: dict[str, dict[str, float]] = {}
+    for r in conc["rows"]:
+        out.setdefault("mps" if r["mps"] else "no_mps", {})[str(r["n"])] = r["aggregate_img_s"]
+    return out
+
+
+def _print_concurrent(conc: dict[str, Any]) -> None:
+    print(f"\nconcurrent stage-3 runs on one device ({conc['dataset']}, {conc['profile']} profile, each process's "
+          f"images/s over a common {conc['window_s']:g} s window):")
+    head = f"{'MPS':4s} {'N':>2s}  {'per process img/s':40s} {'aggregate img/s':>15s} {'x single':>8s}"
+    print(head)
+    print("-" * len(head))
+    for r in conc["rows"]:
+        per = " / ".join(f"{v:,.0f}" for v in r["per_process_img_s"])
+        print(f"{'on' if r['mps'] else 'off':4s} {r['n']:2d}  {per:40s} {r['aggregate_img_s']:15,.0f} {r['x_single']:7.2f}x")
+    for note in conc["notes"]:
+        print(f"  ({note})")
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole paper study in wall time, on G GPUs with M runs per GPU (issue 17)
+
+STUDY_READINGS = 2        # SAE readings the paper study runs (each: stages 2-3, extended, L1, remedies, ablations)
+STUDY_REMEDIES = 4        # 08's remedy sparsifiers, each a stage-3-length run from stage 2
+STUDY_GPUS = (1, 8)
+
+
+def study_runs(tp: dict[str, dict[str, float]], eval_s: float, *, readings: int = STUDY_READINGS,
+               seeds: int = SUITE_SEEDS) -> list[dict[str, Any]]:
+    """Every training run of the paper study with its GPU seconds when it runs alone (from the measured
+    single-run images/s, ``tp``, and the per-epoch evaluation, as :func:`project_times` counts them), the runs it
+    trains from, and the pipeline job that trains it (stage 1 is shared by the readings; each reading has its
+    own stage 2, Top-k, extended, L1, the 4 remedies in its 08 job and the ablations in its 09 job: a re-drawn
+    stage 2 and its Top-k, lr x 0.1, lr x 10, Adam). Every stage-3-length run is timed at the Top-k rate. A
+    dataset without measured rates takes the other's."""
+    from .config import get_config
+
+    cfg = get_config("paper")
+    e1, e2, e3, ex = cfg.epochs_stage1, cfg.epochs_stage2, cfg.epochs_stage3, cfg.epochs_extended
+    have = [d for d in N_TRAIN if {"stage1", "stage2", "stage3"} <= set(tp.get(d, {}))]
+    if not have:
+        raise VaesaeError("the study projection needs stage-1, -2 and -3 rates of at least one dataset")
+    runs: list[dict[str, Any]] = []
+
+    def add(rid: str, secs: float, deps: list[str], job: str, after: tuple[str, ...] = ()) -> str:
+        runs.append({"id": rid, "seconds": secs, "deps": deps, "job": job, "after": list(after)})
+        return rid
+
+    for d, n in N_TRAIN.items():
+        t = tp[d] if d in have else tp[have[0]]
+        one3 = lambda epochs: n * epochs / t["stage3"] + epochs * eval_s          # noqa: E731
+        for s in range(seeds):
+            u = f"{d},{s}"
+            s1 = add(f"stage1[{u}]", n * e1 / t["stage1"] + eval_s, [], f"01[{u}]")
+            for r in range(readings):
+                v = f"{u},r{r}"
+                s2 = add(f"stage2[{v}]", n * e2 / t["stage2"] + eval_s, [s1], f"02[{v}]")
+                tk = add(f"topk[{v}]", one3(e3), [s2], f"03[{v}]")
+                add(f"extended[{v}]", one3(ex), [tk], f"04[{v}]")
+                l1 = add(f"l1[{v}]", one3(e3), [s2], f"05[{v}]")
+                for k in range(STUDY_REMEDIES):
+                    add(f"remedy{k}[{v}]", one3(e3), [s2], f"08[r{r}]", after=(tk, l1))
+                a2 = add(f"stage2_init1[{v}]", n * e2 / t["stage2"] + eval_s, [s1], f"09[r{r}]", after=(tk,))
+                add(f"topk_init1[{v}]", one3(e3), [a2], f"09[r{r}]")
+                for name in ("lr_x0.1", "lr_x10", "adam"):
+                    add(f"topk_{name}[{v}]", one3(e3), [s2], f"09[r{r}]", after=(tk,))
+    return runs
+
+
+def study_jobs(runs: list[dict[str, Any]], graph: str) -> list[tuple[str, float, set[str]]]:
+    """(job, GPU seconds alone, jobs it waits for) in the order the pipeline starts them. ``graph="pipeline"``:
+    the jobs of ``./run_all.sh`` (08 and 09 train every dataset's and seed's runs one after the other, after
+    every Top-k and L1 run of their reading); ``"per_run"``: every run a job of its own (a lower bound)."""
+    key = (lambda r: r["job"]) if graph == "pipeline" else (lambda r: r["id"])
+    of = {r["id"]: key(r) for r in runs}
+    jobs: dict[str, list] = {}
+    for r in runs:
+        j = jobs.setdefault(key(r), [0.0, set()])
+        j[0] += r["seconds"]
+        j[1] |= {of[x] for x in r["deps"] + (r["after"] if graph == "pipeline" else [])} - {key(r)}
+    rank = {"01": 0, "02": 1, "03": 2, "04": 3, "05": 4, "08": 5, "09": 6}
+    stage = {r["id"]: r["job"][:2] for r in runs}
+    order = sorted(jobs, key=lambda j: rank[j[:2]] if graph == "pipeline" else rank[stage[j]])
+    return [(j, jobs[j][0], jobs[j][1]) for j in order]
+
+
+def simulate_wall(jobs: list[tuple[str, float, set[str]]], gpus: int, per_gpu: int, factor: Callable[[int], float]) -> float:
+    """Wall seconds of ``jobs`` on ``gpus`` GPUs with at most ``per_gpu`` on each, the pipeline's way: a job
+    starts, in list order, once the jobs it waits for are done, on the least busy GPU; n jobs sharing a GPU
+    together do ``factor(n)`` seconds of single-run work per second (the measured aggregate over the single
+    rate), shared equally."""
+    remaining = {j: secs for j, secs, _ in jobs}
+    deps = {j: d for j, _, d in jobs}
+    done: set[str] = set()
+    running: dict[str, int] = {}
+    load = [0] * gpus
+    t = 0.0
+    while len(done) < len(jobs):
+        for j, _, _ in jobs:
+            if j in done or j in running or not deps[j] <= done:
+                continue
+            g = min(range(gpus), key=lambda i: load[i])
+            if load[g] >= per_gpu:
+                break
+            running[j] = g
+            load[g] += 1
+        if not running:
+            raise VaesaeError("the study's job graph has a cycle")
+        rate = {j: factor(load[g]) / load[g] for j, g in running.items()}
+        dt = min(remaining[j] / rate[j] for j in running)
+        t += dt
+        for j in list(running):
+            remaining[j] -= rate[j] * dt
+            if remaining[j] <= 1e-9 * max(1.0, t):
+                load[running.pop(j)] -= 1
+                done.add(j)
+    return t
+
+
+def _factor(aggregates: dict[int, float], single: float) -> Callable[[int], float]:
+    """n -> aggregate(n) / single, linear between measured n (1 at n = 1 when unmeasured), flat beyond."""
+    pts = sorted({1: single, **aggregates}.items())
+
+    def f(n: int) -> float:
+        for (a, ya), (b, yb) in zip(pts, pts[1:]):
+            if a <= n <= b:
+                return (ya + (yb - ya) * (n - a) / (b - a)) / single
+        return pts[-1][1] / single if n > pts[-1][0] else pts[0][1] / single
+    return f
+
+
+def project_study(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str, Any] | None = None, *,
+                  gpus: tuple[int, ...] = STUDY_GPUS, readings: int = STUDY_READINGS) -> dict[str, Any]:
+    """Projected wall minutes of the whole paper study (:func:`study_runs`) on each GPU count of ``gpus``, for
+    1 run per GPU and, from the concurrent measurement ``conc`` (:func:`run_concurrent`), for every measured N
+    runs per GPU with and without MPS (each rate of a shared GPU scaled by that mode's measured aggregate), for
+    the pipeline's job graph and for every run a job of its own; ``best`` holds the fastest per GPU count."""
+    runs = study_runs(tp, eval_s, readings=readings)
+    modes: dict[str, dict[int, float]] = {"no_mps": {}}
+    single = 1.0
+    if conc and conc["rows"]:
+        single = conc["single_img_s"]
+        for r in conc["rows"]:
+            modes.setdefault("mps" if r["mps"] else "no_mps", {})[r["n"]] = r["aggregate_img_s"]
+    rows = []
+    for graph in ("pipeline", "per_run"):
+        jobs = study_jobs(runs, graph)
+        for g in gpus:
+            for mode, agg in modes.items():
+                for n in sorted(set(agg) | {1}):
+                    if n == 1 and mode == "mps":
+                        continue
+                    f = _factor({k: v for k, v in agg.items() if k <= n}, single if conc else 1.0)
+                    rows.append({"graph": graph, "gpus": g, "jobs_per_gpu": n, "mps": mode == "mps",
+                                 "wall_min": simulate_wall(jobs, g, n, f) / 60})
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        b = best.setdefault(str(r["gpus"]), {})
+        if r["graph"] not in b or r["wall_min"] < b[r["graph"]]["wall_min"]:
+            b[r["graph"]] = r
+    return {"gpu_min_alone": sum(r["seconds"] for r in runs) / 60, "runs": len(runs), "readings": readings,
+            "seeds": SUITE_SEEDS, "datasets": list(N_TRAIN), "rows": rows, "best": best,
+            "assumptions": "every run's single-run time from the measured stage-1/2/3 images/s and per-epoch evaluation; "
+                           "every stage-3-length run (Top-k, extended, L1, remedies, ablations) at the Top-k rate; "
+                           "on a shared GPU every stage scales like the measured concurrent stage 3 (dataset "
+                           f"{conc['dataset'] if conc else '-'}); notebooks' start-up and the untrained jobs (00, 06, 07) not counted"}
+
+
+def _print_study(study: dict[str, Any]) -> None:
+    print(f"\nprojected paper study ({study['readings']} SAE readings x {len(study['datasets'])} datasets x {study['seeds']} seeds, "
+          f"{study['runs']} training runs, {study['gpu_min_alone']:.0f} GPU-minutes when each runs alone), wall minutes:")
+    head = f"{'GPUs':>4s} {'runs/GPU':>8s} {'MPS':>4s} {'pipeline jobs':>14s} {'every run a job':>16s}"
+    print(head)
+    print("-" * len(head))
+    cells: dict[tuple, dict[str, float]] = {}
+    for r in study["rows"]:
+        cells.setdefault((r["gpus"], r["jobs_per_gpu"], r["mps"]), {})[r["graph"]] = r["wall_min"]
+    for (g, n, m), v in cells.items():
+        print(f"{g:4d} {n:8d} {'on' if m else 'off':>4s} {v.get('pipeline', float('nan')):14.1f} {v.get('per_run', float('nan')):16.1f}")
+    for g, b in study["best"].items():
+        p, q = b["pipeline"], b["per_run"]
+        print(f"best on {g} GPU(s): {p['wall_min']:.1f} min with the pipeline's jobs ({p['jobs_per_gpu']} per GPU, MPS "
+              f"{'on' if p['mps'] else 'off'}), {q['wall_min']:.1f} min with every run a job ({q['jobs_per_gpu']} per GPU)")
+
+
 # Stage-3 variants the benchmark can time beside the default path (--variants): switches that are off by
 # default because they were slower or untimed; each computes the same function up to rounding.
 VARIANTS: dict[str, dict[str, bool]] = {
@@ -435,15 +787,31 @@ VARIANTS: dict[str, dict[str, bool]] = {
 
 
 def run_train_bench(*, device: str, steps: int, warmup: int, n_images: int, datasets: tuple[str, ...],
-                    reference: bool, n_eval: int, variants: tuple[str, ...] = ()) -> dict[str, Any]:
+                    reference: bool, n_eval: int, variants: tuple[str, ...] = (), concurrent: tuple[int, ...] = (),
+                    window_s: float = 10.0, mps: bool = True, profile: str = "paper", chunk: int = 20,
+                    threads: int | None = None) -> dict[str, Any]:
+    """The single-run timings, and with ``concurrent`` the concurrent stage-3 runs (:func:`run_concurrent`) first,
+    while this process has no CUDA context yet (every CUDA context of the measurement lives in a worker, so the
+    MPS daemon meets no context made before it), then the study projection (:func:`project_study`).
+    ``profile``: the model and batch of another profile (smoke: the tests' tiny CPU form; its numbers mean
+    nothing); the projections are always of the paper protocol."""
     if device == "cuda" and not torch.cuda.is_available():
         raise VaesaeError("--device cuda asked for, but torch sees no CUDA device")
     dev = torch.device(device)
+    conc = None
+    if concurrent:
+        modes = (False, True) if mps and device == "cuda" else (False,)
+        conc = run_concurrent(device=device, dataset=datasets[0], ns=concurrent, window_s=window_s, mps_modes=modes,
+                              profile=profile, n_images=n_images, warmup=warmup, chunk=chunk, threads=threads)
+        if device != "cuda":
+            conc["notes"].append("MPS rows only with --device cuda")
+        elif not mps:
+            conc["notes"].append("MPS rows left out (--no-mps)")
     rows: list[dict[str, Any]] = []
     tp: dict[str, dict[str, float]] = {}
     for ds in datasets:
         for kind, epoch in (("stage1", 0), ("stage2", 0), ("stage3", 45)):   # stage 3 at k = 50 (epoch 45)
-            r = time_project_step(ds, kind, dev, epoch=epoch, steps=steps, warmup=warmup, n_images=n_images)
+            r = time_project_step(ds, kind, dev, epoch=epoch, steps=steps, warmup=warmup, n_images=n_images, profile=profile)
             rows.append({"dataset": ds, "stage": kind, "path": "project", **r})
             tp.setdefault(ds, {})[kind] = r["img_s"]
             print(f"  {ds:9s} {kind:7s} project   {r['img_s']:12,.0f} img/s  ({r['step_ms']:.2f} ms/step, graph {r['cuda_graph']})", flush=True)
@@ -451,33 +819,39 @@ def run_train_bench(*, device: str, steps: int, warmup: int, n_images: int, data
                 torch.cuda.empty_cache()
         for name in variants:
             r = time_project_step(ds, "stage3", dev, epoch=45, steps=steps, warmup=warmup, n_images=n_images,
-                                  overrides=VARIANTS[name])
+                                  overrides=VARIANTS[name], profile=profile)
             rows.append({"dataset": ds, "stage": "stage3", "path": f"variant:{name}", **r})
             tp[ds][f"stage3_{name}"] = r["img_s"]
             print(f"  {ds:9s} stage3  {name:22s} {r['img_s']:12,.0f} img/s  ({r['step_ms']:.2f} ms/step)", flush=True)
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
         if reference:
-            r = time_reference_step(ds, dev, epoch=45, steps=steps, warmup=warmup, n_images=n_images)
+            r = time_reference_step(ds, dev, epoch=45, steps=steps, warmup=warmup, n_images=n_images, profile=profile)
             rows.append({"dataset": ds, "stage": "stage3", "path": "reference", **r})
             tp[ds]["stage3_reference"] = r["img_s"]
             print(f"  {ds:9s} stage3  reference {r['img_s']:12,.0f} img/s  ({r['step_ms']:.2f} ms/step)", flush=True)
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-    ev = time_evaluation(datasets[0], dev, n_eval=n_eval)
-    agree = agreement(datasets[0], dev, epoch=45, n_images=cfg_batch())
+    ev = time_evaluation(datasets[0], dev, n_eval=n_eval, profile=profile)
+    agree = agreement(datasets[0], dev, epoch=45, n_images=cfg_batch(profile), profile=profile)
     proj = project_times(tp, ev["eval_s"])
-    return {"benchmark": "train", "environment": environment_info(), "torch_threads": torch.get_num_threads(),
-            "params": {"device": device, "steps": steps, "warmup": warmup, "n_images": n_images, "datasets": list(datasets),
-                       "variants": list(variants),
-                       "batch_size": cfg_batch(), "profile": "paper", "stage3_k": 50},
-            "rows": rows, "throughput": tp, "evaluation": ev, "agreement": agree, "projection": proj,
-            "targets": TRAIN_TARGETS}
+    result = {"benchmark": "train", "environment": environment_info(), "torch_threads": torch.get_num_threads(),
+              "params": {"device": device, "steps": steps, "warmup": warmup, "n_images": n_images, "datasets": list(datasets),
+                         "variants": list(variants), "concurrent": list(concurrent), "concurrent_window_s": window_s,
+                         "batch_size": cfg_batch(profile), "profile": profile, "stage3_k": 50},
+              "rows": rows, "throughput": tp, "evaluation": ev, "agreement": agree, "projection": proj,
+              "targets": TRAIN_TARGETS}
+    if conc is not None:
+        result["stage3_concurrent"] = conc
+        result["stage3_concurrent_aggregate_img_s"] = concurrent_aggregates(conc)
+    result["study_projection"] = project_study(tp, ev["eval_s"], conc)
+    return result
 
 
 def _print_train(result: dict[str, Any]) -> None:
     env, tp, proj, ev, ag = result["environment"], result["throughput"], result["projection"], result["evaluation"], result["agreement"]
-    print(f"\ntraining benchmark on {env['device']} (torch {env['torch']}), paper profile, batch {result['params']['batch_size']}")
+    print(f"\ntraining benchmark on {env['device']} (torch {env['torch']}), {result['params']['profile']} profile, "
+          f"batch {result['params']['batch_size']}")
     head = f"{'dataset':9s} {'stage1 img/s':>13s} {'stage2 img/s':>13s} {'stage3 img/s':>13s} {'reference':>11s} {'ratio':>6s}"
     print(head)
     print("-" * len(head))
@@ -508,6 +882,10 @@ def _print_train(result: dict[str, Any]) -> None:
     for name, val, target, op in checks:
         ok = val >= target if op == ">=" else val <= target
         print(f"target {name}: {val:,.1f} {op} {target:,.0f}: {'met' if ok else 'NOT met'}")
+    if "stage3_concurrent" in result:
+        _print_concurrent(result["stage3_concurrent"])
+    if "study_projection" in result:
+        _print_study(result["study_projection"])
 
 
 def _device(arg: str) -> str:
@@ -526,6 +904,18 @@ def _write_result(result: dict[str, Any], out_dir: str | Path, suffix: str = "")
     return out
 
 
+def _parse_concurrent(text: str) -> tuple[int, ...]:
+    if not text.strip():
+        return ()
+    try:
+        ns = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise VaesaeError(f"--concurrent takes comma-separated whole numbers, got {text!r}") from None
+    if not ns or min(ns) < 1:
+        raise VaesaeError(f"--concurrent: every number of concurrent runs must be at least 1, got {text!r}")
+    return ns
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     for name in ("steps", "images", "eval_n"):
         if getattr(args, name) < 1:
@@ -541,10 +931,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     for v in variants:
         if v not in VARIANTS:
             raise VaesaeError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    concurrent = _parse_concurrent(args.concurrent)
+    if not args.concurrent_window > 0:
+        raise VaesaeError("--concurrent-window must be positive")
+    if args.concurrent_chunk < 1:
+        raise VaesaeError("--concurrent-chunk must be at least 1")
+    from .config import PROFILES
+
+    if args.profile not in PROFILES:
+        raise VaesaeError(f"unknown profile {args.profile!r}; choose from {', '.join(PROFILES)}")
     result = run_train_bench(device=args.device, steps=args.steps, warmup=args.warmup, n_images=args.images,
-                             datasets=datasets, reference=not args.no_reference, n_eval=args.eval_n, variants=variants)
+                             datasets=datasets, reference=not args.no_reference, n_eval=args.eval_n, variants=variants,
+                             concurrent=concurrent, window_s=args.concurrent_window, mps=not args.no_mps,
+                             profile=args.profile, chunk=args.concurrent_chunk, threads=args.concurrent_threads)
     _print_train(result)
-    _write_result(result, args.out)
+    _write_result(result, args.out, suffix="_concurrent" if concurrent else "")
     return 0
 
 
@@ -559,7 +960,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-reference", action="store_true", help="skip the eager reference")
     p.add_argument("--variants", default="", help="comma-separated stage-3 variants to time beside the default path: "
                                                   + ", ".join(VARIANTS) + " (default none)")
-    p.add_argument("--out", default=str(REPO_ROOT / "results" / "bench"), help="directory for <device-name>.json")
+    p.add_argument("--concurrent", default="", help="comma-separated numbers N of concurrent stage-3 runs on one device "
+                   "(e.g. 1,2,3,4; default none): N processes, each its own CUDA context, timed over a common window, "
+                   "without and (CUDA, when nvidia-cuda-mps-control is on PATH) with the MPS daemon; feeds the study projection")
+    p.add_argument("--concurrent-window", type=float, default=10.0, help="seconds each concurrent measurement steps (default 10)")
+    p.add_argument("--concurrent-chunk", type=int, default=20, help="steps between the host syncs that end a concurrent "
+                                                                     "window (default 20)")
+    p.add_argument("--concurrent-threads", type=int, default=None, help="torch threads of each concurrent process (default torch's)")
+    p.add_argument("--no-mps", action="store_true", help="--concurrent without the MPS rows")
+    p.add_argument("--profile", default="paper", help="the model and batch timed (default paper; smoke is a tiny form for "
+                                                       "tests, its numbers mean nothing); projections are of the paper protocol")
+    p.add_argument("--out", default=str(REPO_ROOT / "results" / "bench"),
+                   help="directory for <device-name>.json (<device-name>_concurrent.json with --concurrent)")
     p.set_defaults(func=cmd_train)
 
 

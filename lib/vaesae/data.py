@@ -638,13 +638,19 @@ class Dataset:
         return f @ self.strides
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready summary: name, source, size, factor grid, file and checksum."""
-        return {
+        """A JSON-ready summary: name, source, size, factor grid, file and checksum; for procedural
+        data also ``renderer``, the version of :mod:`vaesae.render` that makes the images."""
+        d = {
             "dataset": self.name, "source": self.source, "n": len(self),
             "factor_names": list(self.factor_names), "factor_sizes": list(self.factor_sizes),
             "image_shape": list(self.image_shape), "file": str(self.path) if self.path else None,
             "sha256": self.sha256,
         }
+        if self.source == "procedural":
+            from .render import RENDERER_VERSION
+
+            d["renderer"] = RENDERER_VERSION
+        return d
 
     # -- indices and images
 

@@ -3,7 +3,9 @@
 ``./run_all.sh`` calls :func:`main`. Each job is one numbered notebook for one dataset and
 seed (or for the whole profile). A job runs when every job it depends on has finished, in a
 subprocess of its own (``--jobs N`` runs N side by side; on a machine with GPUs each running
-job gets its own GPU through ``CUDA_VISIBLE_DEVICES``). Papermill writes the executed notebook
+job gets a GPU through ``CUDA_VISIBLE_DEVICES``, and ``--jobs-per-gpu M`` lets up to M jobs share
+one GPU, each in its own process, with the CUDA MPS daemon started for them when the machine has
+it: :func:`gpu_slots`, :mod:`vaesae.mps`). Papermill writes the executed notebook
 to a temporary file that is renamed into place only on success; a failed job leaves
 ``NAME.FAILED.ipynb`` next to where the executed notebook would be, and stops only the jobs
 that depend on it.
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -88,12 +91,15 @@ TRAINS_FROM = {("02_stage2_sae_init", "01_stage1_vae"), ("03_stage3_topk", "02_s
                ("09_ablations", "01_stage1_vae"), ("09_ablations", "02_stage2_sae_init"),
                ("10_readings", "01_stage1_vae")}
 # profile jobs that train only when their notebook parameter lists runs to train ("" compares what is recorded):
-# 08's remedies (--remedies / --no-remedies; on by default: the quick profile was cut to fit them in its 20 minutes
-# on 2 CPU cores, see config.PROFILES) and 09's ablations (--ablations / --no-ablations; the default per profile:
+# 08's remedies (--remedies / --no-remedies; the default per profile: off for quick since notebook 10 joined it, where
+# the 8 remedy runs took 8:05 and 8:36 of a 25-minute study on 2 CPU cores and say nothing the paper profile does
+# not say better: at m = 1,024 and 3,500 images the verdict was "supported" where the paper profile's is "weakened")
+# and 09's ablations (--ablations / --no-ablations; the default per profile:
 # on quick they add 6:46 on 2 CPU cores, measured for the 09 job alone on an idle machine, each stage 3 43-49 s,
 # lr x 10 diverging on dSprites in its 7th epoch)
 TRAIN_SWITCH = {"08_is_collapse_intrinsic": "remedies", "09_ablations": "variants"}
 DEFAULT_ABLATIONS = {"smoke": True, "quick": False, "paper": True}
+DEFAULT_REMEDIES = {"smoke": True, "quick": False, "paper": True}
 
 
 @dataclasses.dataclass
@@ -166,7 +172,7 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
                 # (the GPU that trained the paper profile) verifies in any checkout
                 "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
                 "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
-                "remedies": ",".join(runs) if remedies is None or remedies else "",
+                "remedies": ",".join(runs) if (DEFAULT_REMEDIES.get(profile, False) if remedies is None else remedies) else "",
                 "variants": ",".join(ABLATION_VARIANTS) if (DEFAULT_ABLATIONS.get(profile, False) if ablations is None else ablations) else "",
                 # only the variant jobs get it: the literal jobs' parameters (and so their manifests) stay as they were
                 "reading_sae": variant if variant else None,
@@ -306,6 +312,7 @@ def _error_line(executed: Path) -> str:
 
 
 def _gpu_count() -> int:
+    """GPUs visible to this process (``nvidia-smi -L``; 0 without the tool or with ``CUDA_VISIBLE_DEVICES=""``)."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return 0
     try:
@@ -313,6 +320,25 @@ def _gpu_count() -> int:
     except (OSError, subprocess.TimeoutExpired):
         return 0
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def gpu_slots(gpus: int, jobs_per_gpu: int, n_jobs: int) -> list[int | None]:
+    """The runner's slots: one entry per job that may run at once, the GPU it runs on (None: no GPU).
+
+    ``jobs_per_gpu`` slots per GPU, dealt round-robin (GPU 0, 1, ..., 0, 1, ...) and cut at ``n_jobs``, so
+    that fewer jobs than slots spread over the GPUs first; on a machine without GPUs ``n_jobs`` slots."""
+    if gpus <= 0:
+        return [None] * max(1, n_jobs)
+    return [g for _ in range(max(1, jobs_per_gpu)) for g in range(gpus)][: max(1, n_jobs)]
+
+
+def _take_slot(free: list[int | None]) -> int | None:
+    """The free slot of the least busy GPU (most free slots left; the lowest number on a tie)."""
+    if free[0] is None:
+        return free.pop(0)
+    best = max(set(free), key=lambda g: (free.count(g), -g))  # type: ignore[operator]
+    free.remove(best)
+    return best
 
 
 INTERRUPTED = threading.Event()            # set when the study is being stopped: no job may finish after it
@@ -530,7 +556,8 @@ def _fmt(seconds: float | None) -> str:
 
 
 class Runner:
-    def __init__(self, jobs: list[Job], *, results_dir: Path, profile: str, n_jobs: int, force: bool):
+    def __init__(self, jobs: list[Job], *, results_dir: Path, profile: str, n_jobs: int, force: bool,
+                 jobs_per_gpu: int = 1, gpus: int | None = None):
         self.jobs = {j.id: j for j in jobs}
         self.order = [j.id for j in jobs]
         self.results_dir, self.profile, self.force = results_dir, profile, force
@@ -538,8 +565,9 @@ class Runner:
         self.lock = threading.Lock()
         self.commit = git_commit()
         self.estimates: dict[str, float | None] = {}
-        gpus = _gpu_count()
-        self.gpu_slots: list[int | None] = list(range(gpus))[: self.n_jobs] if gpus else [None] * self.n_jobs
+        self.gpus = _gpu_count() if gpus is None else gpus
+        self.jobs_per_gpu = max(1, jobs_per_gpu)
+        self.gpu_slots = gpu_slots(self.gpus, self.jobs_per_gpu, self.n_jobs)
         self.log_dir = results_dir / profile / "logs"
 
     def say(self, job: Job, note: str = "") -> None:
@@ -616,7 +644,7 @@ class Runner:
                         job.state = "blocked"
                         self.say(job, "a job it needs failed")
                     elif all(s in ("done", "skipped") for s in dep_states) and free:
-                        slot = free.pop(0)
+                        slot = _take_slot(free)
                         job.state = "running"
                         job.started = time.time()
                         self.say(job)
@@ -703,7 +731,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--profile", default="quick", help="smoke (seconds, for tests), quick (default, ~20 min on 2 CPU cores) or paper (SPEC.md exactly, needs a GPU)")
     ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: dsprites,shapes3d")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: 42 for smoke/quick, 42,43,44 for paper)")
-    ap.add_argument("--jobs", type=int, default=1, help="jobs side by side; with N GPUs each job gets its own GPU")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="jobs side by side (default 1, or GPUs x --jobs-per-gpu when that is given); on a machine "
+                         "with GPUs at most --jobs-per-gpu of them share a GPU")
+    ap.add_argument("--jobs-per-gpu", type=int, default=None,
+                    help="jobs that may share one GPU, each in its own process (default 1); above 1 the CUDA MPS "
+                         "control daemon is started for the study when nvidia-cuda-mps-control is on PATH and "
+                         "stopped at its end; no effect without GPUs")
+    ap.add_argument("--no-mps", action="store_true", help="with --jobs-per-gpu above 1: do not start the MPS daemon "
+                                                           "(the GPU time-slices between the jobs' processes)")
     ap.add_argument("--force", action="store_true", help="rerun jobs even when their outputs verify")
     ap.add_argument("--source", default="auto", help="data source: auto (real file if present and verified, else procedural), real, procedural")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -712,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated notebook numbers or names to run (e.g. 01,02,03 or 07; "
                     "03@chosen for the chain under the chosen SAE reading); their dependencies outside the list count as met")
     ap.add_argument("--remedies", dest="remedies", action="store_true", default=None,
-                    help="train the remedy sparsifiers in 08 (default: yes)")
+                    help="train the remedy sparsifiers in 08 (default: yes for smoke and paper, no for quick)")
     ap.add_argument("--no-remedies", dest="remedies", action="store_false", help="08 compares what is recorded, trains nothing")
     ap.add_argument("--ablations", dest="ablations", action="store_true", default=None,
                     help="train the ablations of Top-k stage 3 in 09: init seed, lr x0.1 and x10, Adam "
@@ -727,8 +763,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise VaesaeError(f"unknown source {args.source!r}; choose from auto, real, procedural")
     if args.device not in ("auto", "cpu", "cuda"):
         raise VaesaeError(f"unknown device {args.device!r}; choose from auto, cpu, cuda")
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise VaesaeError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.jobs_per_gpu is not None and args.jobs_per_gpu < 1:
+        raise VaesaeError(f"--jobs-per-gpu must be at least 1, got {args.jobs_per_gpu}")
     datasets = _parse_list(args.datasets, DATASETS, "datasets")
     seeds = _parse_seeds(args.seeds) if args.seeds else list(DEFAULT_SEEDS[args.profile])
     results_dir = repo_path(args.results_dir).resolve()
@@ -737,9 +775,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
                                source=args.source, device=args.device, only=only, remedies=args.remedies,
                                ablations=args.ablations)
-    runner = Runner(jobs, results_dir=results_dir, profile=args.profile, n_jobs=args.jobs, force=args.force)
+    gpus = _gpu_count()
+    per_gpu = args.jobs_per_gpu or 1
+    n_jobs = args.jobs if args.jobs is not None else (gpus * per_gpu if gpus and args.jobs_per_gpu else 1)
+    runner = Runner(jobs, results_dir=results_dir, profile=args.profile, n_jobs=n_jobs, force=args.force,
+                    jobs_per_gpu=per_gpu, gpus=gpus)
+    slots = len(runner.gpu_slots)
+    where = f" on {gpus} GPU(s), up to {per_gpu} per GPU" if gpus else ""
+    capped = f" (--jobs {n_jobs} asks for more than the {slots} slots of {gpus} GPU(s) x {per_gpu})" if slots < n_jobs else ""
     print(f"vaesae study: profile {args.profile}, datasets {', '.join(datasets)}, seeds {', '.join(map(str, seeds))}, "
-          f"{len(jobs)} jobs, {args.jobs} at a time")
+          f"{len(jobs)} jobs, {slots} at a time{where}{capped}")
     if missing:
         print(f"not yet part of the artifact (their notebooks do not exist yet): {', '.join(missing)}")
     if args.list:
@@ -757,13 +802,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         removed = clean_leftovers(results_dir / args.profile, figures_dir / args.profile, ckpt_dir)
         if removed:
             print(f"removed {len(removed)} leftover(s) of an interrupted run (unfinished notebooks, temporary files)")
+        from .mps import MPSDaemon
+
+        # several jobs on one GPU: the MPS daemon lets their kernels share the GPU; it is stopped however the
+        # study ends (finished, a failed job, an error, Ctrl-C / SIGTERM after stop_children has stopped its clients)
+        mps = MPSDaemon() if gpus and per_gpu > 1 and max(Counter(runner.gpu_slots).values()) > 1 and not args.no_mps else None
         try:
-            rc = runner.run()
-        except KeyboardInterrupt:
-            INTERRUPTED.set()
-            stop_children()
-            clean_leftovers(results_dir / args.profile, figures_dir / args.profile, ckpt_dir)
-            raise
+            if mps is not None:
+                mps.start()
+                print(mps.message, flush=True)
+            try:
+                rc = runner.run()
+            except KeyboardInterrupt:
+                INTERRUPTED.set()
+                stop_children()
+                clean_leftovers(results_dir / args.profile, figures_dir / args.profile, ckpt_dir)
+                raise
+        finally:
+            if mps is not None and mps.running:
+                mps.stop()
+                print("MPS: control daemon stopped", flush=True)
         if any(j.state == "done" for j in runner.jobs.values()) and (results_dir / args.profile / "report.html").exists():
             # 07_figures builds the report while its own notebook is still running; rebuild it now so that
             # it links every executed notebook, 07's rendering included (tables and figures are not redone)

@@ -16,10 +16,16 @@ dSprites (``DSpritesRenderer``)
     * sprite centre at ``16 + 32 * pos`` pixels on both axes (continuous coordinates, pixel i
       covers [i, i+1)); posX moves right, posY moves down (the real posY direction cannot be
       told from the symmetric references; down is the image-row convention);
-    * square side ``19.2 * scale``; ellipse semi-axes ``11.6 * scale`` by ``6.5 * scale``, long
-      axis horizontal at orientation 0; heart = two lobe discs and a tangent tip, about 18 px
-      wide and 16 px tall at scale 1, upright at orientation 0, turning about the centre of its
-      bounding box;
+    * square side ``19.2 * scale``; ellipse semi-axes ``12.75 * scale`` by ``7.225 * scale``
+      (area 289.4 px at scale 1), long axis horizontal at orientation 0; heart = two lobe discs
+      of radius 5 and straight sides tangent to them meeting in a pointed tip, 19.6 px wide and
+      18.2 px tall at scale 1 (area 225.0 px), upright at orientation 0, turning about the
+      centre of its bounding box. Ellipse and heart were fitted (pixel-exact pose search over
+      scale, orientation and position) to the 8 ellipses and 8 hearts of the real
+      ``random_samples_grid.png``: 12 and 30 wrong pixels of about 1,150 and 900 (the square,
+      unchanged, 1 of 1,800); their areas per scale follow ``REFERENCE_AREA_SCALE1 * scale**2``
+      (see ``tests/test_render.py``). Renderer version 1 had ellipse and heart about 17 % too
+      small in area (11.6 x 6.5; 17.9 x 16.2 px), see ``RENDERER_VERSION``;
     * orientation turns the sprite counter-clockwise on screen (this matched the real
       orientation-5 density map better than clockwise);
     * a pixel is on when its centre lies inside the shape, evaluated exactly at the sprite's
@@ -64,6 +70,7 @@ import torch
 from .errors import VaesaeError, cli
 
 __all__ = [
+    "RENDERER_VERSION",
     "DSpritesRenderer",
     "Shapes3DRenderer",
     "renderer_for",
@@ -116,18 +123,25 @@ def hsv_hue_to_rgb(hue: torch.Tensor) -> torch.Tensor:
 # dSprites
 # ---------------------------------------------------------------------------------------
 
+# Version of the procedural images: recorded by ``Dataset.describe()`` (every run.json's "data")
+# for procedural data. Bump it whenever any rendered pixel changes.
+#   1: first renderers.
+#   2: dSprites ellipse and heart refitted to the real sprites (areas +22 % and +21 %).
+RENDERER_VERSION = "vaesae-render-2"
+
 # Shape constants in pixels at scale 1 (fitted to the real sprites, see the module docstring).
 SQUARE_HALF = 9.6
-ELLIPSE_A = 11.6
-ELLIPSE_B = 6.5
-# heart: lobe discs at (+-HEART_C, HEART_YL) of radius HEART_R, tip at (0, HEART_YT); y down.
-HEART_C = 4.31
-HEART_R = 4.64
-HEART_YL = -3.64
-HEART_YT = 7.93
+ELLIPSE_A = 12.75
+ELLIPSE_B = 7.225
+# heart: lobe discs at (+-HEART_C, HEART_YL) of radius HEART_R, tip at (0, HEART_YT); y down;
+# the bounding box (y from HEART_YL - HEART_R to HEART_YT) is centred on the sprite centre.
+HEART_C = 4.8
+HEART_R = 5.0
+HEART_YL = -4.1
+HEART_YT = 9.1
 DSPRITES_POS_LO = 16.0  # centre pixel coordinate at pos = 0
 DSPRITES_POS_SPAN = 32.0  # centre moves this many pixels from pos = 0 to pos = 1
-_WIN = 32  # rasterisation window (covers the largest rotated sprite: half-diagonal 13.6 px)
+_WIN = 32  # rasterisation window (covers the largest rotated sprite: square half-diagonal 13.6 px)
 
 
 def _heart_halfplanes() -> list[tuple[float, float, float]]:

@@ -1,0 +1,105 @@
+"""Several runs on one GPU (issue 17): the concurrent stage-3 benchmark in its tiny CPU form, the MPS daemon it
+starts for its MPS rows (a fake nvidia-cuda-mps-control), and the study projection's scheduler."""
+
+import json
+import os
+
+import pytest
+
+from vaesae import bench
+from vaesae.errors import VaesaeError
+
+FAKE_MPS = """#!/bin/sh
+if [ "$1" = "-d" ]; then echo "start $CUDA_MPS_PIPE_DIRECTORY" >> "$MPS_LOG"; exit ${MPS_START_RC:-0}; fi
+read cmd; echo "$cmd $CUDA_MPS_PIPE_DIRECTORY" >> "$MPS_LOG"
+"""
+
+
+@pytest.fixture
+def fake_mps(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "nvidia-cuda-mps-control"
+    exe.write_text(FAKE_MPS)
+    exe.chmod(0o755)
+    log = tmp_path / "mps.log"
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("MPS_LOG", str(log))
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    return log
+
+
+TINY = ["--device", "cpu", "--profile", "smoke", "--datasets", "dsprites", "--steps", "2", "--warmup", "1",
+        "--images", "64", "--eval-n", "200", "--no-reference", "--concurrent-window", "0.3", "--concurrent-chunk", "1",
+        "--concurrent-threads", "1"]
+
+
+def test_concurrent_train_bench_on_cpu_writes_the_table_and_json(tmp_path, capsys):
+    assert bench.main(["train", *TINY, "--concurrent", "2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    res = json.loads(next(tmp_path.glob("*_concurrent.json")).read_text())
+    conc = res["stage3_concurrent"]
+    assert conc["ns"] == [1, 2] and [(r["n"], r["mps"]) for r in conc["rows"]] == [(1, False), (2, False)]
+    for r in conc["rows"]:
+        assert len(r["per_process_img_s"]) == r["n"] and all(v > 0 for v in r["per_process_img_s"])
+        assert r["aggregate_img_s"] == pytest.approx(sum(r["per_process_img_s"]))
+        assert all(w >= 0.3 for w in r["window_s"]) and r["overlap_s"] > 0     # the windows overlap
+        assert r["x_single"] == pytest.approx(r["aggregate_img_s"] / conc["rows"][0]["aggregate_img_s"])
+    assert res["stage3_concurrent_aggregate_img_s"] == {"no_mps": {str(r["n"]): r["aggregate_img_s"] for r in conc["rows"]}}
+    assert conc["notes"] == ["MPS rows only with --device cuda"]
+    study = res["study_projection"]
+    assert set(study["best"]) == {"1", "8"} and set(study["best"]["8"]) == {"pipeline", "per_run"}
+    assert {(r["gpus"], r["jobs_per_gpu"]) for r in study["rows"]} == {(1, 1), (1, 2), (8, 1), (8, 2)}
+    assert "concurrent stage-3 runs on one device" in out and "projected paper study" in out
+    row2 = next(ln for ln in out.splitlines() if ln.startswith("off   2 "))
+    assert " / " in row2 and row2.rstrip().endswith("x")
+
+
+def test_concurrent_mps_rows_start_and_stop_the_daemon_once(fake_mps):
+    conc = bench.run_concurrent(device="cpu", dataset="dsprites", ns=(1,), window_s=0.2, mps_modes=(False, True),
+                                profile="smoke", n_images=64, warmup=1, chunk=1, threads=1)
+    assert [(r["n"], r["mps"]) for r in conc["rows"]] == [(1, False), (1, True)]
+    assert [ln.split()[0] for ln in fake_mps.read_text().splitlines()] == ["start", "quit"]
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+    assert bench.concurrent_aggregates(conc).keys() == {"no_mps", "mps"}
+
+
+def test_concurrent_without_a_daemon_leaves_the_mps_rows_out_with_a_note(fake_mps, monkeypatch):
+    monkeypatch.setenv("MPS_START_RC", "3")
+    conc = bench.run_concurrent(device="cpu", dataset="dsprites", ns=(1,), window_s=0.2, mps_modes=(True,),
+                                profile="smoke", n_images=64, warmup=1, chunk=1, threads=1)
+    assert conc["rows"] == [] and conc["notes"] == ["MPS: the control daemon did not start (exit status 3); running without MPS"]
+
+
+@pytest.mark.parametrize("bad, message", [("0", "at least 1"), ("1,x", "whole numbers")])
+def test_concurrent_rejects_bad_counts(bad, message, tmp_path):
+    with pytest.raises(VaesaeError, match=message):
+        bench.cmd_train(bench.build_parser().parse_args(["train", *TINY, "--concurrent", bad, "--out", str(tmp_path)]))
+
+
+def test_scheduler_shares_a_gpu_by_the_measured_aggregate_and_waits_for_dependencies():
+    two = [("a", 10.0, set()), ("b", 10.0, set())]
+    f = bench._factor({2: 150.0}, 100.0)                       # 2 runs together: 1.5x one run
+    assert f(1) == 1.0 and f(2) == 1.5 and f(3) == 1.5
+    assert bench.simulate_wall(two, 1, 1, f) == pytest.approx(20.0)
+    assert bench.simulate_wall(two, 1, 2, f) == pytest.approx(20.0 / 1.5)
+    assert bench.simulate_wall(two, 2, 1, f) == pytest.approx(10.0)
+    chain = [("a", 10.0, set()), ("b", 5.0, {"a"}), ("c", 10.0, set())]
+    # a and c share the GPU (rate 0.75 each) until both end at 13.33 s, then b runs alone
+    assert bench.simulate_wall(chain, 1, 2, f) == pytest.approx(20.0 / 1.5 + 5.0)
+
+
+def test_study_projection_counts_every_run_and_the_pipelines_serial_jobs():
+    tp = {d: {"stage1": 2e5, "stage2": 2e5, "stage3": 1e5} for d in bench.N_TRAIN}
+    study = bench.project_study(tp, 0.1)
+    # per dataset and seed: stage 1, and per reading 2 stage 2s (one for the init-seed ablation) and 11 runs of stage-3
+    # length or more (Top-k, extended, L1, 4 remedies, 4 ablations)
+    assert study["runs"] == 2 * 3 * (1 + 2 * 13)
+    runs = bench.study_runs(tp, 0.1)
+    assert sum(r["seconds"] for r in runs) / 60 == pytest.approx(study["gpu_min_alone"])
+    alone = {(r["graph"], r["gpus"]): r["wall_min"] for r in study["rows"]}
+    assert alone[("pipeline", 1)] == pytest.approx(study["gpu_min_alone"]) == pytest.approx(alone[("per_run", 1)])
+    # on 8 GPUs the pipeline's 08 job trains a reading's 24 remedy runs one after the other
+    remedies = sum(r["seconds"] for r in runs if r["job"] == "08[r0]") / 60
+    assert alone[("pipeline", 8)] > remedies and alone[("per_run", 8)] < alone[("pipeline", 8)]
+    assert alone[("per_run", 8)] >= study["gpu_min_alone"] / 8
