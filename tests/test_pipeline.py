@@ -410,7 +410,7 @@ def test_a_daemon_that_cannot_start_is_one_line_and_the_study_runs_without_it(fa
         job.state, job.elapsed = "done", 0.0
 
     assert _study(tmp_path, monkeypatch, plain, "--jobs-per-gpu", "2") == 0
-    assert _mps_calls(fake_mps) == ["start"] and len(ran) == 10
+    assert _mps_calls(fake_mps) == ["start"] and len(ran) == 11   # 11: with 10_readings
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("MPS:")]
     assert lines == ["MPS: the control daemon did not start (exit status 1); running without MPS"]
 
