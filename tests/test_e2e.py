@@ -79,7 +79,11 @@ def test_every_figure_exists_with_its_source(smoke_study):
 def test_records_carry_provenance(smoke_study):
     tmp, _ = smoke_study
     runs = list((tmp / "results" / "smoke").rglob("run.json"))
-    assert len(runs) == 2 * 14  # stages 1-2, topk, extended, l1, the four remedies of 08 and the five ablation runs of 09
+    literal = [r for r in runs if "@" not in r.parent.name]
+    assert len(literal) == 2 * 14  # stages 1-2, topk, extended, l1, the four remedies of 08 and the five ablation runs of 09
+    # notebook 10: stage2@r and topk@r of the six non-literal readings; the chosen chain adds extended@ and l1@ of its own
+    chosen = json.loads((tmp / "results" / "smoke" / "readings_choice.json").read_text())["chosen"]
+    assert len(runs) - len(literal) == 2 * (12 + (0 if chosen == "literal" else 2))
     for r in runs:
         meta = json.loads(r.read_text())
         assert meta["data_source"] == "procedural" and meta["profile"] == "smoke"
@@ -107,6 +111,23 @@ def test_the_ablation_table_has_the_baseline_and_every_variant(smoke_study):
     done = abl[abl.note == ""]   # a variant that diverged (lr x 10 may) is named in the note, its numbers n/a
     assert not done["dead %"].str.contains("n/a").any() and (done.run == "topk").sum() == 2
     assert (tmp / "figures" / "smoke" / "ablation_dead_along_stage3.png").stat().st_size > 1000
+
+
+def test_the_readings_choice_table_and_figure(smoke_study):
+    from vaesae.config import SAE_READINGS
+    from vaesae.readings import COLUMNS, RULE
+
+    tmp, _ = smoke_study
+    root = tmp / "results" / "smoke"
+    choice = json.loads((root / "readings_choice.json").read_text())
+    assert choice["chosen"] in SAE_READINGS and choice["rule"] == RULE and choice["seed"] == 42
+    t = pd.read_csv(root / "tables" / "readings.csv")
+    assert list(t.columns) == list(COLUMNS) and len(t) == 7 * 2
+    assert set(t[t.chosen == "chosen"].reading) == {choice["chosen"]}
+    assert not t["dead % end of warm-up (ã)"].isna().any()
+    assert (tmp / "figures" / "smoke" / "readings_dead_vs_k.png").stat().st_size > 1000
+    for d in ("dsprites", "shapes3d"):
+        assert (root / d / "seed42" / "04_extended@chosen.ipynb").is_file()
 
 
 def test_report_exists(smoke_study):

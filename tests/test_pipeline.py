@@ -30,6 +30,8 @@ def fake_notebooks(tmp_path, monkeypatch):
     d.mkdir()
     common = {"dataset": "dsprites", "seed": 42, "profile": "smoke", "results_dir": "results"}
     for stem, scope, _, _ in pipeline.STAGES:
+        if "@" in stem:   # a variant runs its base notebook (these fakes do not declare reading_sae: no variant jobs)
+            continue
         params = dict(common) if scope != "profile" else {"profile": "smoke", "results_dir": "results"}
         if stem == "00_data":
             params = {"dataset": "dsprites", "figures_dir": "figures"}
@@ -43,7 +45,7 @@ def test_job_graph_follows_the_stage_dependencies(fake_notebooks, tmp_path):
                                         figures_dir=tmp_path / "figures", source="auto", device="cpu")
     assert missing == []
     by_id = {j.id: j for j in jobs}
-    assert len(by_id) == 2 + 2 * 2 * 5 + 4
+    assert len(by_id) == 2 + 2 * 2 * 5 + 5
     assert by_id["04_extended[shapes3d,seed43]"].deps == ["03_stage3_topk[shapes3d,seed43]"]
     assert by_id["05_l1_comparison[dsprites,seed42]"].deps == ["02_stage2_sae_init[dsprites,seed42]"]
     assert len(by_id["06_threshold_robustness"].deps) == 4
@@ -109,7 +111,7 @@ def test_runner_skips_verified_jobs_and_reruns_downstream(fake_notebooks, tmp_pa
                                       source="auto", device="cpu")
         return pipeline.Runner(jobs, results_dir=results, profile="smoke", n_jobs=2, force=False).run()
 
-    assert run() == 0 and len(ran) == 10
+    assert run() == 0 and len(ran) == 11
     for r in ("stage1", "stage2", "topk", "extended", "l1"):   # the checkpoints a real run leaves
         ck = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / r / "final.pt"
         ck.parent.mkdir(parents=True)
@@ -119,7 +121,7 @@ def test_runner_skips_verified_jobs_and_reruns_downstream(fake_notebooks, tmp_pa
     (results / "smoke" / "dsprites" / "seed42" / "03_stage3_topk.ipynb").unlink()
     assert run() == 0
     assert sorted(ran) == sorted(["03_stage3_topk[dsprites,seed42]", "04_extended[dsprites,seed42]", "06_threshold_robustness",
-                                  "07_figures", "08_is_collapse_intrinsic", "09_ablations"])
+                                  "07_figures", "08_is_collapse_intrinsic", "09_ablations", "10_readings"])
 
 
 def test_failed_job_blocks_only_its_dependents(fake_notebooks, tmp_path, monkeypatch):
@@ -203,13 +205,13 @@ def test_a_job_whose_checkpoint_is_missing_is_retrained_when_a_later_job_trains_
         assert pipeline.Runner(jobs, results_dir=results, profile="smoke", n_jobs=1, force=False).run() == 0
         return set(ran)
 
-    assert len(run()) == 10
+    assert len(run()) == 11
     extended = results / "smoke" / "dsprites" / "seed42" / "04_extended.ipynb"
     extended.unlink()
     # no checkpoints at all: 04 trains from topk, which trains from stage2, from stage1; l1 and 06-08 follow
     assert run() == {"01_stage1_vae[dsprites,seed42]", "02_stage2_sae_init[dsprites,seed42]", "03_stage3_topk[dsprites,seed42]",
                      "04_extended[dsprites,seed42]", "05_l1_comparison[dsprites,seed42]", "06_threshold_robustness",
-                     "07_figures", "08_is_collapse_intrinsic", "09_ablations"}
+                     "07_figures", "08_is_collapse_intrinsic", "09_ablations", "10_readings"}
     # with the topk checkpoint in place only 04 and what reads it run
     ck = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / "topk" / "final.pt"
     ck.parent.mkdir(parents=True)
@@ -408,7 +410,7 @@ def test_a_daemon_that_cannot_start_is_one_line_and_the_study_runs_without_it(fa
         job.state, job.elapsed = "done", 0.0
 
     assert _study(tmp_path, monkeypatch, plain, "--jobs-per-gpu", "2") == 0
-    assert _mps_calls(fake_mps) == ["start"] and len(ran) == 10
+    assert _mps_calls(fake_mps) == ["start"] and len(ran) == 11   # 11: with 10_readings
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("MPS:")]
     assert lines == ["MPS: the control daemon did not start (exit status 1); running without MPS"]
 

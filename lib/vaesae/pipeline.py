@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .ablation import RUNS as ABLATION_RUNS, VARIANTS as ABLATION_VARIANTS
+from .config import SAE_READINGS, run_folder, split_run_folder
 from .errors import VaesaeError, cli
 from .io import REPO_ROOT, atomic_save_json, git_commit, repo_path, sha256_file
 
@@ -43,8 +44,16 @@ PROFILES = ("smoke", "quick", "paper")
 DATASETS = ("dsprites", "shapes3d")
 DEFAULT_SEEDS = {"smoke": (42,), "quick": (42,), "paper": (42, 43, 44)}
 
+# SPEC §6 (issue 16): notebook 10 trains stage 2 and the Top-k warm-up of every non-literal reading (run@reading folders)
+READING_RUNS = tuple(run_folder(run, r) for r in SAE_READINGS if r != "literal" for run in ("stage2", "topk"))
+CHOSEN = "chosen"   # notebooks 02-05 with reading_sae="chosen": the reading notebook 10 recorded in its choice file
+CHOICE_FILE = "readings_choice.json"   # results/<profile>/readings_choice.json (vaesae.readings.CHOICE_FILE)
+
 # (notebook stem, scope, dependencies by stem, run directories it writes below the seed folder)
 # scope: "dataset" (once per dataset), "seed" (per dataset and seed), "profile" (once).
+# A stem "NN_name@chosen" runs notebook NN_name with reading_sae="chosen" (only when that notebook declares the
+# parameter): the study's second chain, under the reading notebook 10 chose; its run folders "run@chosen" name the
+# real folders (run_folder(run, chosen)) once the choice is recorded (resolve_record_dir).
 STAGES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("00_data", "dataset", (), ()),
     ("01_stage1_vae", "seed", (), ("stage1",)),
@@ -59,17 +68,28 @@ STAGES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     # issue 9: trains the ablations of Top-k stage 3 (init seed, lr x0.1 / x10, Adam) of every dataset and seed (when
     # --ablations), then compares them with topk; the init-seed variant trains its own stage 2 from stage 1's checkpoint
     ("09_ablations", "profile", ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk"), ABLATION_RUNS),
+    # issue 16: the SAE's input readings (SPEC §6): each non-literal reading's stage 2 (from stage 1) and Top-k warm-up,
+    # literal's read from 02/03; the selection rule writes results/<profile>/readings_choice.json
+    ("10_readings", "profile", ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk"), READING_RUNS),
+    # the study again under the chosen reading (nothing to do when it is literal: those runs are complete)
+    ("02_stage2_sae_init@chosen", "seed", ("01_stage1_vae", "10_readings"), ("stage2@chosen",)),
+    ("03_stage3_topk@chosen", "seed", ("02_stage2_sae_init@chosen",), ("topk@chosen",)),
+    ("04_extended@chosen", "seed", ("03_stage3_topk@chosen",), ("extended@chosen",)),
+    ("05_l1_comparison@chosen", "seed", ("02_stage2_sae_init@chosen",), ("l1@chosen",)),
     # last: its tables (claim_tests included) and the report read every record, the remedies' and ablations' too
     ("07_figures", "profile", ("03_stage3_topk", "04_extended", "05_l1_comparison", "06_threshold_robustness",
-                               "08_is_collapse_intrinsic", "09_ablations"), ()),
+                               "08_is_collapse_intrinsic", "09_ablations", "10_readings"), ()),
 )
+# outputs of a profile job that are files of results/<profile>/ rather than run folders (its manifest lists them)
+PROFILE_FILES = {"10_readings": (CHOICE_FILE,)}
 # (job, dependency) pairs, by notebook, where the job trains from the dependency's final checkpoint
 # (checkpoints are not part of a job's verified outputs: a fresh checkout holding the committed records
 # of a finished job has none, so that job is run again when a job that trains from it must run)
 TRAINS_FROM = {("02_stage2_sae_init", "01_stage1_vae"), ("03_stage3_topk", "02_stage2_sae_init"),
                ("04_extended", "03_stage3_topk"), ("05_l1_comparison", "02_stage2_sae_init"),
                ("08_is_collapse_intrinsic", "02_stage2_sae_init"),
-               ("09_ablations", "01_stage1_vae"), ("09_ablations", "02_stage2_sae_init")}
+               ("09_ablations", "01_stage1_vae"), ("09_ablations", "02_stage2_sae_init"),
+               ("10_readings", "01_stage1_vae")}
 # profile jobs that train only when their notebook parameter lists runs to train ("" compares what is recorded):
 # 08's remedies (--remedies / --no-remedies; the default per profile: off for quick since notebook 10 joined it, where
 # the 8 remedy runs took 8:05 and 8:36 of a 25-minute study on 2 CPU cores and say nothing the paper profile does
@@ -124,11 +144,15 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
     by_stem: dict[str, list[str]] = {}
     root = results_dir / profile
     for stem, scope, deps, runs in STAGES:
-        nb_path = NOTEBOOKS / f"{stem}.ipynb"
+        base, _, variant = stem.partition("@")
+        nb_path = NOTEBOOKS / f"{base}.ipynb"
         if not nb_path.exists():
-            missing.append(stem)
+            if not variant:   # a variant's notebook is its base's: reported once
+                missing.append(stem)
             continue
         declared = _declared_parameters(nb_path)
+        if variant and "reading_sae" not in declared:   # a notebook without the parameter has no second chain
+            continue
         if scope == "profile":
             units = [(None, None)]
         elif scope == "dataset":
@@ -150,6 +174,8 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
                 "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
                 "remedies": ",".join(runs) if (DEFAULT_REMEDIES.get(profile, False) if remedies is None else remedies) else "",
                 "variants": ",".join(ABLATION_VARIANTS) if (DEFAULT_ABLATIONS.get(profile, False) if ablations is None else ablations) else "",
+                # only the variant jobs get it: the literal jobs' parameters (and so their manifests) stay as they were
+                "reading_sae": variant if variant else None,
             }
             params = {k: v for k, v in offered.items() if k in declared and v is not None}
             dep_ids: list[str] = []
@@ -157,11 +183,12 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
                 if only is not None and not _selected(dep, only):
                     continue
                 for cand in by_stem.get(dep, []):
-                    # a seed job depends on its own dataset/seed; a profile job on every unit
-                    if scope == "profile" or f"[{dataset}," in cand and f"seed{seed}]" in cand:
+                    # a seed job depends on its own dataset/seed (and on a profile job); a profile job on every unit
+                    if scope == "profile" or "[" not in cand or f"[{dataset}," in cand and f"seed{seed}]" in cand:
                         dep_ids.append(cand)
             if scope == "profile":   # a profile job that trains (08, 09) writes into every dataset's and seed's folder
                 record_dirs = [root / d / f"seed{s}" / r for d in datasets for s in seeds for r in runs]
+                record_dirs += [root / f for f in PROFILE_FILES.get(stem, ())]
             else:
                 record_dirs = [out_dir / r for r in runs]
             if only is not None and not _selected(stem, only):
@@ -176,7 +203,11 @@ def _stem(job: Job) -> str:
 
 
 def _selected(stem: str, only: Sequence[str]) -> bool:
-    return any(stem == o or stem.split("_", 1)[0] == o for o in only)
+    """``only`` names a notebook by stem or number; a variant ("03_stage3_topk@chosen") only by its stem or
+    "03@chosen", so that "03" keeps selecting the literal job alone."""
+    base, at, variant = stem.partition("@")
+    number = base.split("_", 1)[0]
+    return any(stem == o or (not at and number == o) or (at and o == f"{number}@{variant}") for o in only)
 
 
 def _parse_only(text: str) -> list[str]:
@@ -199,11 +230,32 @@ def _manifest_path(results_dir: Path, profile: str, job: Job) -> Path:
     return results_dir / profile / "_manifest" / f"{safe}.json"
 
 
+def resolve_record_dir(d: Path) -> Path | None:
+    """A job's record folder as it is on disk: ``run@chosen`` becomes ``run_folder(run, <the chosen reading>)``, read
+    from ``results/<profile>/readings_choice.json`` (``d`` is ``results/<profile>/<dataset>/seed<s>/run@chosen``);
+    None while no valid choice is recorded. Every other path is returned as it is."""
+    run, reading = split_run_folder(d.name)
+    if reading != CHOSEN:
+        return d
+    try:
+        chosen = json.loads((d.parents[2] / CHOICE_FILE).read_text())["chosen"]
+        return d.with_name(run_folder(run, chosen))
+    except (OSError, IndexError, json.JSONDecodeError, KeyError, TypeError, VaesaeError):
+        return None
+
+
+def record_dirs(job: Job) -> list[Path]:
+    """The job's record folders (and profile files) with ``run@chosen`` resolved (:func:`resolve_record_dir`)."""
+    return [r for r in (resolve_record_dir(d) for d in job.record_dirs) if r is not None]
+
+
 def _job_outputs(job: Job) -> list[Path]:
     files = [job.output] + ([job.output.with_suffix(".html")] if job.output.with_suffix(".html").is_file() else [])
-    for d in job.record_dirs:
+    for d in record_dirs(job):
         if d.is_dir():
             files += sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif d.is_file():   # a profile file such as readings_choice.json
+            files.append(d)
     return files
 
 
@@ -565,7 +617,9 @@ class Runner:
 
     def _checkpoints_missing(self, job: Job) -> bool:
         ckpt_root = self.results_dir.parent / "checkpoints"
-        for d in job.record_dirs:
+        for d in record_dirs(job):
+            if d.suffix == ".json":   # a profile file (readings_choice.json), not a run folder
+                continue
             rel = d.relative_to(self.results_dir)
             if not (ckpt_root / rel / "final.pt").is_file():
                 return True
@@ -691,8 +745,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--results-dir", default="results", help="where records and executed notebooks go")
     ap.add_argument("--figures-dir", default="figures", help="where figures go")
-    ap.add_argument("--only", default=None, help="comma-separated notebook numbers or names to run (e.g. 01,02,03 or 07); "
-                    "their dependencies outside the list count as met")
+    ap.add_argument("--only", default=None, help="comma-separated notebook numbers or names to run (e.g. 01,02,03 or 07; "
+                    "03@chosen for the chain under the chosen SAE reading); their dependencies outside the list count as met")
     ap.add_argument("--remedies", dest="remedies", action="store_true", default=None,
                     help="train the remedy sparsifiers in 08 (default: yes for smoke and paper, no for quick)")
     ap.add_argument("--no-remedies", dest="remedies", action="store_false", help="08 compares what is recorded, trains nothing")

@@ -1,0 +1,159 @@
+"""SPEC §6 in the pipeline: notebook 10 and the second chain of 02-05 under the chosen reading (no notebook runs)."""
+
+import json
+
+import nbformat
+import pytest
+
+from vaesae import config as C, pipeline
+
+CHAIN = ("02_stage2_sae_init", "03_stage3_topk", "04_extended", "05_l1_comparison")
+
+
+def _write_nb(path, params):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("\n".join(f"{k}: {type(v).__name__} = {v!r}  # help: test" for k, v in params.items()))
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def notebooks(tmp_path, monkeypatch):
+    """Fake notebooks whose 02-05 declare reading_sae, like the real ones."""
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    for stem, scope, _, _ in pipeline.STAGES:
+        if "@" in stem:
+            continue
+        params = {"profile": "smoke", "results_dir": "results"}
+        if scope != "profile":
+            params |= {"dataset": "dsprites", "seed": 42}
+        if stem in CHAIN:
+            params["reading_sae"] = "literal"
+        _write_nb(d / f"{stem}.ipynb", params)
+    monkeypatch.setattr(pipeline, "NOTEBOOKS", d)
+    return d
+
+
+def _jobs(tmp_path, **kw):
+    jobs, missing = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42, 43], results_dir=tmp_path / "results",
+                                        figures_dir=tmp_path / "figures", source="auto", device="cpu", **kw)
+    return {j.id: j for j in jobs}, jobs, missing
+
+
+def test_notebook_10_and_the_chosen_chain_join_the_graph(notebooks, tmp_path):
+    by_id, jobs, missing = _jobs(tmp_path)
+    assert missing == []
+    assert len(by_id) == 2 + 2 * 2 * 5 + 5 + 2 * 2 * 4
+    root = tmp_path / "results" / "smoke"
+    j10 = by_id["10_readings"]
+    assert sorted(j10.deps) == sorted(f"{s}[{d},seed{n}]" for s in ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk")
+                                      for d in ("dsprites", "shapes3d") for n in (42, 43))
+    assert ("10_readings", "01_stage1_vae") in pipeline.TRAINS_FROM
+    assert root / "shapes3d" / "seed43" / "topk@centred+revive_stage2" in j10.record_dirs
+    assert root / "dsprites" / "seed42" / "stage2@standardised" in j10.record_dirs
+    assert not any(d.name in ("stage2", "topk") for d in j10.record_dirs)       # literal's are 02's and 03's
+    assert len(j10.record_dirs) == 2 * 2 * 6 * 2 + 1 and j10.record_dirs[-1] == root / "readings_choice.json"
+    assert "10_readings" in by_id["07_figures"].deps
+    # the chain under the chosen reading: its own ids, notebooks, outputs, parameters and dependencies
+    j2 = by_id["02_stage2_sae_init@chosen[dsprites,seed43]"]
+    assert j2.notebook.name == "02_stage2_sae_init.ipynb" and j2.output == root / "dsprites" / "seed43" / "02_stage2_sae_init@chosen.ipynb"
+    assert j2.params["reading_sae"] == "chosen" and j2.params["seed"] == 43
+    assert sorted(j2.deps) == ["01_stage1_vae[dsprites,seed43]", "10_readings"]
+    assert j2.record_dirs == [root / "dsprites" / "seed43" / "stage2@chosen"]
+    assert by_id["03_stage3_topk@chosen[shapes3d,seed42]"].deps == ["02_stage2_sae_init@chosen[shapes3d,seed42]"]
+    assert by_id["04_extended@chosen[shapes3d,seed42]"].deps == ["03_stage3_topk@chosen[shapes3d,seed42]"]
+    assert by_id["05_l1_comparison@chosen[shapes3d,seed42]"].deps == ["02_stage2_sae_init@chosen[shapes3d,seed42]"]
+    # the literal jobs are as they were: no reading_sae parameter (their manifests still verify)
+    assert "reading_sae" not in by_id["03_stage3_topk[dsprites,seed42]"].params
+    seen = set()
+    for j in jobs:
+        assert set(j.deps) <= seen
+        seen.add(j.id)
+
+
+def test_only_by_number_keeps_to_the_literal_job(notebooks, tmp_path):
+    by_id, _, _ = _jobs(tmp_path, only=["00", "01", "02", "03"])
+    assert not any("@" in j or j.startswith("10_") for j in by_id)
+    by_id, _, _ = _jobs(tmp_path, only=["10"])
+    assert list(by_id) == ["10_readings"] and by_id["10_readings"].deps == []
+    by_id, _, _ = _jobs(tmp_path, only=["03@chosen"])
+    assert sorted(by_id) == [f"03_stage3_topk@chosen[{d},seed{s}]" for d in ("dsprites", "shapes3d") for s in (42, 43)]
+    assert pipeline._parse_only("03@chosen,10") == ["03@chosen", "10"]
+
+
+def test_chosen_folders_resolve_from_the_choice_file_in_the_manifest(notebooks, tmp_path):
+    by_id, _, _ = _jobs(tmp_path)
+    results = tmp_path / "results"
+    root = results / "smoke"
+    job = by_id["03_stage3_topk@chosen[dsprites,seed42]"]
+    assert pipeline.record_dirs(job) == []                      # no choice recorded yet: nothing to name
+    (root).mkdir(parents=True)
+    (root / "readings_choice.json").write_text(json.dumps({"chosen": "centred+boost_steps"}))
+    real = root / "dsprites" / "seed42" / "topk@centred+boost_steps"
+    assert pipeline.record_dirs(job) == [real]
+    real.mkdir(parents=True)
+    (real / "epochs.csv").write_text("epoch\n0\n")
+    job.output.write_text("{}")
+    pipeline.write_manifest(results, "smoke", job, "abc")
+    manifest = json.loads(pipeline._manifest_path(results, "smoke", job).read_text())
+    assert "results/smoke/dsprites/seed42/topk@centred+boost_steps/epochs.csv" in manifest["outputs"]
+    assert pipeline.verify_manifest(results, "smoke", job)[0]
+    (real / "epochs.csv").write_text("epoch\n1\n")
+    assert not pipeline.verify_manifest(results, "smoke", job)[0]
+    # chosen = literal: the chain names the literal folders (02-05 find those runs complete and do nothing)
+    (root / "readings_choice.json").write_text(json.dumps({"chosen": "literal"}))
+    assert pipeline.record_dirs(job) == [root / "dsprites" / "seed42" / "topk"]
+    (root / "readings_choice.json").write_text(json.dumps({"chosen": "bogus"}))
+    assert pipeline.record_dirs(job) == []
+    # notebook 10's manifest lists its choice file
+    j10 = by_id["10_readings"]
+    (root / "readings_choice.json").write_text(json.dumps({"chosen": "centred"}))
+    j10.output.write_text("{}")
+    assert root / "readings_choice.json" in pipeline._job_outputs(j10)
+
+
+def test_a_missing_stage2_checkpoint_of_the_chosen_reading_is_retrained(notebooks, tmp_path):
+    by_id, jobs, _ = _jobs(tmp_path)
+    results = tmp_path / "results"
+    (results / "smoke").mkdir(parents=True)
+    (results / "smoke" / "readings_choice.json").write_text(json.dumps({"chosen": "centred"}))
+    runner = pipeline.Runner(jobs, results_dir=results, profile="smoke", n_jobs=1, force=False)
+    j2 = by_id["02_stage2_sae_init@chosen[dsprites,seed42]"]
+    assert runner._checkpoints_missing(j2)
+    ck = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / "stage2@centred" / "final.pt"
+    ck.parent.mkdir(parents=True)
+    ck.write_bytes(b"x")
+    assert not runner._checkpoints_missing(j2)
+
+
+def test_the_real_notebooks_give_the_readings_jobs_on_smoke(tmp_path, capsys):
+    jobs, missing = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42], results_dir=tmp_path / "results",
+                                        figures_dir=tmp_path / "figures", source="procedural", device="cpu")
+    by_id = {j.id: j for j in jobs}
+    assert missing == []
+    j10 = by_id["10_readings"]
+    assert j10.params == {"profile": "smoke", "datasets": "dsprites,shapes3d", "seeds": "42",
+                          "results_dir": str(tmp_path / "results"), "figures_dir": str(tmp_path / "figures"),
+                          "source": "procedural", "device": "cpu"}
+    for stem in CHAIN:
+        for d in ("dsprites", "shapes3d"):
+            job = by_id[f"{stem}@chosen[{d},seed42]"]
+            assert job.params["reading_sae"] == "chosen" and job.output.name == f"{stem}@chosen.ipynb"
+            assert "reading_sae" not in by_id[f"{stem}[{d},seed42]"].params
+    assert "10_readings" in by_id["02_stage2_sae_init@chosen[dsprites,seed42]"].deps
+    assert pipeline.main(["--profile", "smoke", "--results-dir", str(tmp_path / "results"),
+                          "--figures-dir", str(tmp_path / "figures"), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "10_readings  <-" in out and "03_stage3_topk@chosen[shapes3d,seed42]  <- 02_stage2_sae_init@chosen[shapes3d,seed42]" in out
+
+
+def test_run_folders_of_the_chain():
+    """What the chain's notebooks train and from what (run_folder under each reading)."""
+    for r in C.SAE_READINGS:
+        assert C.run_folder("stage1", r) == "stage1"
+        s2, tk = C.run_folder("stage2", r), C.run_folder("topk", r)
+        assert (s2, tk) == (("stage2", "topk") if r == "literal" else (f"stage2@{r}", f"topk@{r}"))
+        assert C.split_run_folder(C.run_folder("extended", r)) == ("extended", r)
