@@ -187,3 +187,26 @@ def test_fraction_of_variance_unexplained():
     assert fraction_of_variance_unexplained(0.0, x.sum(0), float((x ** 2).sum()), 50) == 0.0
     const = np.ones((5, 2))
     assert np.isnan(fraction_of_variance_unexplained(1.0, const.sum(0), float((const ** 2).sum()), 5))
+
+
+@pytest.mark.slow
+def test_chains_side_by_side_give_the_records_of_one_after_the_other(tmp_path):
+    """vaesae.readings trains (dataset, seed) chains in spawned processes on a GPU; each keeps its own seed and
+    records: on the CPU, where a run is bitwise reproducible, two chains side by side equal the same two in turn."""
+    from vaesae import readings
+
+    frames = []
+    for workers, name in ((2, "side_by_side"), (1, "in_turn")):
+        res = tmp_path / name / "results"
+        for seed in (42, 43):
+            train.run_stage("stage1", "dsprites", seed, "smoke", results_dir=res, source="procedural", device="cpu",
+                            progress=False, log=None)
+        runs = readings.train_readings(["dsprites"], [42, 43], "smoke", results_dir=res, readings=("centred",),
+                                       stop_after=1, device="cpu", source="procedural", progress=False, log=None,
+                                       workers=workers)
+        assert sorted(runs) == [("dsprites", s, r) for s in (42, 43) for r in ("stage2@centred", "topk@centred")]
+        frames.append([pd.read_csv(res / "smoke" / "dsprites" / f"seed{s}" / "topk@centred" / "epochs.csv").drop(columns=WALL)
+                       for s in (42, 43)])
+    for a, b in zip(*frames):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert readings.chain_workers(4, "cpu") == 1 and readings.chain_workers(4, "cpu", workers=3) == 3
