@@ -392,3 +392,12 @@ def test_dsprites_ellipse_and_heart_proportions(ds):
     assert 1.6 < w / h < 1.9, (w, h)
     w, h = int(heart.sum(0).gt(0).sum()), int(heart.sum(1).gt(0).sum())
     assert abs(w - 17) <= 1 and abs(h - 17) <= 1, (w, h)
+
+
+def test_renderer_versions_say_which_images_changed():
+    from vaesae.render import RENDERER_VERSION, VERSION_CHANGES, same_images
+
+    assert RENDERER_VERSION == list(VERSION_CHANGES)[-1]
+    assert not same_images("dsprites", None, "vaesae-render-2")        # version 2 refitted the sprites
+    assert same_images("shapes3d", None, "vaesae-render-2")            # ... and left Shapes3D as it was
+    assert same_images("dsprites", "vaesae-render-2", "vaesae-render-2")

@@ -71,6 +71,8 @@ from .errors import VaesaeError, cli
 
 __all__ = [
     "RENDERER_VERSION",
+    "VERSION_CHANGES",
+    "same_images",
     "DSpritesRenderer",
     "Shapes3DRenderer",
     "renderer_for",
@@ -128,6 +130,15 @@ def hsv_hue_to_rgb(hue: torch.Tensor) -> torch.Tensor:
 #   1: first renderers.
 #   2: dSprites ellipse and heart refitted to the real sprites (areas +22 % and +21 %).
 RENDERER_VERSION = "vaesae-render-2"
+# which datasets' images each version changed (a record without a version was made by version 1)
+VERSION_CHANGES: dict[str, tuple[str, ...]] = {"vaesae-render-1": ("dsprites", "shapes3d"), "vaesae-render-2": ("dsprites",)}
+
+
+def same_images(dataset: str, version_a: str | None, version_b: str | None) -> bool:
+    """Whether two renderer versions draw the same images of ``dataset`` (None: version 1, the unrecorded one)."""
+    order = list(VERSION_CHANGES)
+    a, b = sorted(order.index(v or "vaesae-render-1") for v in (version_a, version_b))
+    return not any(dataset in VERSION_CHANGES[v] for v in order[a + 1:b + 1])
 
 # Shape constants in pixels at scale 1 (fitted to the real sprites, see the module docstring).
 SQUARE_HALF = 9.6

@@ -65,8 +65,9 @@ _SOURCE_WORDS = {"real": "real dataset files", "procedural": "procedural stand-i
 
 
 def _visible(path: Path, root: Path) -> bool:
-    """Not inside a hidden or temporary folder (``.running-*``, ``_manifest``)."""
-    return not any(p.startswith((".", "_")) for p in path.relative_to(root).parts)
+    """Not inside a hidden or temporary folder (``.running-*``, ``_manifest``) nor a folder of stale records kept
+    aside until they are re-trained (``stale_*``, e.g. ``stale_renderer-1``)."""
+    return not any(p.startswith((".", "_", "stale_")) for p in path.relative_to(root).parts)
 
 
 def _url(target: Path, base_dir: Path) -> str:

@@ -19,7 +19,7 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,6 +72,7 @@ def _trajectory(study, ds: str, run: str, col: str) -> dict[str, Any] | None:
 
 def _device_reruns(root: Path, study) -> list[dict[str, Any]]:
     """Re-runs under ``device_*/<dataset>/<run>/epochs.csv`` against the committed run: dead % moved by how much."""
+    from .render import same_images
     from .study import DATASET_LABEL, dead_col
 
     out = []
@@ -80,12 +81,70 @@ def _device_reruns(root: Path, study) -> list[dict[str, Any]]:
         if run in ("stage1", "stage2") or ds not in DATASET_LABEL:
             continue
         df = pd.read_csv(csv)
+        meta = json.loads((csv.parent / "run.json").read_text()) if (csv.parent / "run.json").is_file() else {}
+        ref_meta = next((m for (d, _, r), m in study.runs.items() if d == ds and r == run), {})
+        if not same_images(ds, (meta.get("data") or {}).get("renderer"), (ref_meta.get("data") or {}).get("renderer")):
+            continue   # a re-run on other images than the committed run's (another renderer) measures no noise
         ref = _mean(study.final(ds, run), dead_col())
         if ref is None or dead_col() not in df:
             continue
         out.append({"folder": csv.parent.parent.parent.name, "dataset": DATASET_LABEL[ds], "run": run,
                     "dead": float(df[dead_col()].iloc[-1]), "ref": ref, "delta": float(df[dead_col()].iloc[-1]) - ref})
     return out
+
+
+def _stage1(S, ds: str) -> dict[str, Any]:
+    """The VAE at the end of stage 1: its KL and Bernoulli NLL per image and how many optimiser steps it took."""
+    r = S.rows(ds, "stage1")
+    metas = [m for (d, _, run), m in S.runs.items() if d == ds and run == "stage1"]
+    steps = [int(m["batches_per_epoch"]) * int(m["epochs"]) for m in metas if m.get("batches_per_epoch") and m.get("epochs")]
+    last = r[r.epoch == r.epoch.max()] if not r.empty else r
+    return {"s1_kl": _mean(last, "kl"), "s1_nll": _mean(last, "nll"), "s1_steps": steps[0] if steps else None}
+
+
+def _readings(results_dir: Path, profile: str, datasets: Sequence[str]) -> dict[str, Any] | None:
+    """SPEC §6: the choice record and, per dataset, literal's and the chosen reading's dead % at k = 500 (end of
+    stage 2, end of the warm-up) and at the end of stage 3, with the epoch from which the chosen reading's curve
+    climbs (the first epoch 5 points above its warm-up value). None when notebook 10 has not run."""
+    from . import readings as R
+
+    choice_file = R.choice_path(results_dir, profile)
+    if not choice_file.is_file():
+        return None
+    choice = json.loads(choice_file.read_text())
+    chosen, seed = choice["chosen"], int(choice["seed"])
+    recs = R.load_readings(results_dir, profile, datasets, [seed])
+    per: dict[str, Any] = {}
+    for d in datasets:
+        row: dict[str, Any] = {"label": R.DATASET_LABEL.get(d, d), "paper_k500": R.PAPER_K500.get(d),
+                               "paper_k50": R.PAPER_K50.get(d)}
+        for name, r in (("literal", "literal"), ("chosen", chosen)):
+            rec = recs.get((d, seed, r))
+            curve = rec.curve if rec is not None else None
+            item = {"s2": _val(rec.stage2 if rec else None, R.DEAD), "s2_pre": _val(rec.stage2 if rec else None, R.DEAD_PRE),
+                    "wu": _val(rec.warm if rec else None, R.DEAD), "wu_pre": _val(rec.warm if rec else None, R.DEAD_PRE),
+                    "end": None, "end_pre": None, "end_k": None, "climb_epoch": None, "climb_k": None, "peak": None}
+            if curve is not None and len(curve):
+                last = curve.iloc[-1]
+                item.update(end=float(last[R.DEAD]), end_pre=float(last[R.DEAD_PRE]) if R.DEAD_PRE in curve else None,
+                            end_k=int(last["k"]), peak=float(curve[R.DEAD].max()))
+                if item["wu"] is not None:
+                    up = curve[curve[R.DEAD] >= item["wu"] + 5.0]
+                    if len(up):
+                        item.update(climb_epoch=int(up.epoch.iloc[0]), climb_k=int(up.k.iloc[0]))
+            row[name] = item
+        per[d] = row
+    scores = {r: v for r, v in choice["scores"].items() if v is not None}
+    ranked = sorted(scores, key=lambda r: scores[r])
+    return {"chosen": chosen, "seed": seed, "scores": scores, "warm": R.warm_epochs(profile), "ranked": ranked, "rule": choice.get("rule", R.RULE),
+            "per": per, "n_readings": len(choice["scores"]), "runner_up": ranked[1] if len(ranked) > 1 else None}
+
+
+def _val(row: Mapping[str, Any] | None, key: str) -> float | None:
+    if row is None or row.get(key) is None:
+        return None
+    v = float(row[key])
+    return None if v != v else v
 
 
 def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None = None) -> dict[str, Any]:
@@ -122,6 +181,8 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "s2_recon_first": float(s2.groupby("epoch").sae_recon.mean().iloc[0]) if "sae_recon" in s2 and not s2.empty else None,
             "s2_recon_last": float(s2.groupby("epoch").sae_recon.mean().iloc[-1]) if "sae_recon" in s2 and not s2.empty else None,
             "topk_traj": _trajectory(S, ds, "topk", dead), "init_traj": _trajectory(S, ds, "topk_init", dead),
+            "nats_k50": _mean(S.final(ds, "topk"), "spec_nats@0.5"), "nats_k500": _mean(S.k500(ds), "spec_nats@0.5"),
+            **_stage1(S, ds),
             "extended": bool(S.seeds_for(ds, "extended")),
         }
     ratios = [c["paper"]["mig"][0] / c["mig"] for c in cells if c.get("mig") and "mig" in c["paper"]]
@@ -155,7 +216,19 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
             "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
             "remedies": remedies, "verdicts": verdicts.to_dict("records"), "table7": t7.to_dict("records"), "bench": bench,
-            "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "paper": paper}
+            "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "paper": paper,
+            "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S)}
+
+
+def renderers(S) -> dict[str, list[str]]:
+    """Per dataset, the procedural renderer versions its records name (``data.renderer``; records made before the
+    version was recorded are version 1), so the write-up can say when records of two renderers would meet."""
+    out: dict[str, set[str]] = {}
+    for (ds, _, _), meta in S.runs.items():
+        data = meta.get("data") or {}
+        if meta.get("data_source") == "procedural" or data.get("source") == "procedural":
+            out.setdefault(ds, set()).add(str(data.get("renderer", "vaesae-render-1")))
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def _env():
