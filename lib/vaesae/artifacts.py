@@ -58,7 +58,8 @@ def save_figure(fig, figures_dir: str | Path, profile: str, name: str, *, title:
     paths = []
     for fmt in formats:
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=130 if fmt == "png" else None, bbox_inches="tight")
+        fig.savefig(buf, format=fmt, dpi=130 if fmt == "png" else None, bbox_inches="tight",
+                    metadata={"CreationDate": None} if fmt == "pdf" else None)  # no timestamp: regeneration is byte-identical
         path = out_dir / f"{name}.{fmt}"
         atomic_write_bytes(path, buf.getvalue())
         paths.append(path)

@@ -463,7 +463,8 @@ def _save_unindexed(fig, path_base: Path, caption_text: str) -> list[Path]:
     paths = []
     for fmt in ("png", "pdf"):
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=130 if fmt == "png" else None, bbox_inches="tight")
+        fig.savefig(buf, format=fmt, dpi=130 if fmt == "png" else None, bbox_inches="tight",
+                    metadata={"CreationDate": None} if fmt == "pdf" else None)  # no timestamp: regeneration is byte-identical
         path = path_base.with_name(f"{path_base.name}.{fmt}")
         atomic_write_bytes(path, buf.getvalue())
         paths.append(path)

@@ -154,6 +154,12 @@ def load_study(results_dir: str | Path, profile: str) -> Study:
 # formatting
 
 
+def spread_phrase(seeds: Iterable[int]) -> str:
+    """How a caption names the statistic: "mean ± std over N seeds" at n >= 2, "one seed (n = 1), no spread" below."""
+    n = len(set(seeds))
+    return f"mean ± std over {n} seeds" if n >= 2 else "one seed (n = 1), no spread"
+
+
 def mean_std(values: Iterable[float], digits: int = 3, sign: bool = False) -> str:
     """"m ± s (n=N)" over the values that are not None or NaN ("v (n=1)", "n/a" for none); ``sign``: "+m"."""
     x = np.asarray([float(v) for v in values if v is not None], dtype=float)

@@ -58,6 +58,35 @@ def _bench(bench_dir: Path) -> dict[str, Any] | None:
     return best
 
 
+def _variants(bench: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The off-by-default speed switches the benchmark timed (rows ``path == "variant:NAME"``), per dataset beside
+    the default path's stage-3 rate."""
+    if not bench:
+        return []
+    rows = bench.get("rows", [])
+    default = {r["dataset"]: r["img_s"] for r in rows if r.get("path") == "project" and r.get("stage") == "stage3"}
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if str(r.get("path", "")).startswith("variant:") and r.get("stage") == "stage3" and r["dataset"] in default:
+            v = out.setdefault(r["path"].split(":", 1)[1], {"name": r["path"].split(":", 1)[1]})
+            v[r["dataset"]] = {"img_s": r["img_s"], "ratio": r["img_s"] / default[r["dataset"]]}
+    return list(out.values())
+
+
+def _verify(bench_dir: Path) -> dict[str, Any] | None:
+    """``bench verify``'s JSON (the fast path against the reference path over seeds), or None."""
+    for p in sorted(bench_dir.glob("*_verify_*.json")) if bench_dir.is_dir() else []:
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(d, dict) and d.get("benchmark") == "verify":
+            walls = d.get("chain_wall_s", {})
+            later = {k: [v for s, v in sorted(w.items()) if s != sorted(w)[0]] for k, w in walls.items()}
+            return dict(d, _file=p.name, later_wall={k: (min(v), max(v)) if v else None for k, v in later.items()})
+    return None
+
+
 def _trajectory(study, ds: str, run: str, col: str) -> dict[str, Any] | None:
     r = study.rows(ds, run)
     if r.empty or col not in r:
@@ -207,7 +236,8 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     verdicts = pd.read_csv(results_dir / profile / "tables" / "verdicts.csv", dtype=str, keep_default_na=False) \
         if (results_dir / profile / "tables" / "verdicts.csv").exists() else pd.DataFrame()
     t7 = st.table7(S)
-    bench = _bench(Path(bench_dir) if bench_dir is not None else results_dir / "bench")
+    bench_dir = Path(bench_dir) if bench_dir is not None else results_dir / "bench"
+    bench = _bench(bench_dir)
     reruns = _device_reruns(results_dir / profile, S)
     ablation_runs = sorted({r for (_, _, r) in S.runs if r in ABLATIONS})
     commits = sorted({str(m.get("git_commit", "?"))[:7] for m in S.runs.values()})
@@ -217,7 +247,8 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
             "remedies": remedies, "verdicts": verdicts.to_dict("records"), "table7": t7.to_dict("records"), "bench": bench,
             "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "paper": paper,
-            "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S)}
+            "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
+            "variants": _variants(bench), "verify": _verify(bench_dir)}
 
 
 def renderers(S) -> dict[str, list[str]]:
