@@ -222,6 +222,12 @@ def _round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
+def warm_up_epochs(split: tuple[int, int, int] | list[int]) -> int:
+    """Stage 3's warm-up as the k = 500 state is read (SPEC §6, Table 2's second row): ``split[0]`` epochs, at least
+    one (a scaled profile's warm-up can round to 0, e.g. smoke's 0/3/1): its end is epoch ``warm_up_epochs - 1``."""
+    return max(1, int(split[0]))
+
+
 def scaled_split(n_epochs: int) -> tuple[int, int, int]:
     """SPEC's 5/40/5 split of 50 epochs scaled to ``n_epochs`` (exactly 5/40/5 at 50)."""
     total = sum(PAPER_SCHEDULE_SPLIT)

@@ -55,7 +55,7 @@ RULE = (
 
 def warm_epochs(profile: str) -> int:
     """Stage 3's warm-up length used by the rule: ``max(1, schedule_split[0])`` (5 at the paper profile)."""
-    return max(1, int(C.get_config(profile).schedule_split[0]))
+    return C.warm_up_epochs(C.get_config(profile).schedule_split)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -84,10 +84,12 @@ class Study:
         return self.final(dataset, "stage2")
 
     def warm_epochs(self, dataset: str, seed: int, run: str = "topk") -> int | None:
-        """The stage-3 warm-up length of a run: ``schedule_split[0]`` of its profile (run.json)."""
+        """The stage-3 warm-up length of a run (``config.warm_up_epochs`` of its profile's split, from run.json)."""
+        from .config import warm_up_epochs
+
         derived = (self.runs.get((dataset, seed, run), {}).get("params") or {}).get("derived") or {}
         split = derived.get("schedule_split")
-        return int(split[0]) if split else None
+        return warm_up_epochs(split) if split else None
 
     def warmup_end(self, dataset: str, run: str = "topk") -> pd.DataFrame:
         """The evaluation at the end of stage 3's warm-up, one row per seed: epoch warm − 1 (epochs counted from

@@ -180,8 +180,9 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     """Every value the templates use, computed from the records, tables and benchmark."""
     from . import intrinsic, paper, study as st
     from .ablation import VARIANTS as ABLATIONS
+    from .io import repo_path
 
-    results_dir = Path(results_dir)
+    results_dir = repo_path(results_dir)
     S = st.load_study(results_dir, profile)
     dead, spec = st.dead_col(), st.spec_col()
     cells = []
@@ -303,9 +304,15 @@ def rewrite_readme(text: str, parts: dict[str, str]) -> str:
 
 
 def write(results_dir: str | Path, profile: str, *, readme: str | Path | None = None, bench_dir: str | Path | None = None) -> list[Path]:
-    """Write ``results_dir/profile/FINDINGS.md`` and, when ``readme`` is given, its generated parts. Returns the paths."""
+    """Write ``results_dir/profile/FINDINGS.md`` and, when ``readme`` is given, its generated parts. Returns the paths.
+    Relative paths are the repository's (:func:`vaesae.io.repo_path`), whatever the working directory."""
+    from .io import repo_path
+
+    results_dir = repo_path(results_dir)
+    bench_dir = repo_path(bench_dir) if bench_dir is not None else None
+    readme = repo_path(readme) if readme is not None else None
     ctx = context(results_dir, profile, bench_dir)
-    out = [Path(results_dir) / profile / "FINDINGS.md"]
+    out = [results_dir / profile / "FINDINGS.md"]
     atomic_write_text(out[0], render_findings(ctx))
     if readme is not None:
         readme = Path(readme)
