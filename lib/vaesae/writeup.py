@@ -242,12 +242,14 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     reruns = _device_reruns(results_dir / profile, S)
     ablation_runs = sorted({r for (_, _, r) in S.runs if r in ABLATIONS})
     commits = sorted({str(m.get("git_commit", "?"))[:7] for m in S.runs.values()})
+    devices = sorted({str((m.get("environment") or {}).get("device") or m.get("device", "?")) for m in S.runs.values()})
     return {"profile": profile, "S": S, "seeds": S.seeds, "n": len(S.seeds), "datasets": S.datasets, "sources": sorted(S.sources),
             "cells": cells, "ds": per_ds, "mig_ratio": (min(ratios), max(ratios)) if ratios else None,
             "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
             "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
             "remedies": remedies, "verdicts": verdicts.to_dict("records"), "table7": t7.to_dict("records"), "bench": bench,
-            "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "paper": paper,
+            "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "devices": devices, "paper": paper,
+            "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir)}
 
