@@ -529,7 +529,7 @@ nav ol { font-size: .95em; } nav ol ol { columns: 2; font-size: .92em; margin: .
 <body>
 <h1>Interpretability under extreme sparsification &mdash; reproduction report</h1>
 <p class="sub">Profile <strong>{{ profile }}</strong> &middot; built {{ built }} &middot;
-reproducing <a href="{{ paper_url }}">arXiv 2603.18056</a></p>
+reproducing arXiv 2603.18056 (<code>{{ paper_url }}</code>; cited as text, so the page links nothing off the machine)</p>
 
 <div class="banner {{ banner.level }}" id="data-source"><strong>{{ banner.title }}</strong>{{ banner.text }}</div>
 
