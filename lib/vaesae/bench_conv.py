@@ -180,7 +180,7 @@ def run_conv_bench(device: str = "cuda", groups: tuple[int, ...] = (2, 3, 4), re
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    res: dict[str, Any] = {"environment": environment_info(dev), "batch": BATCH, "replays": replays, "datasets": {}}
+    res: dict[str, Any] = {"environment": environment_info(), "batch": BATCH, "replays": replays, "datasets": {}}
     for ds, c in (("dsprites", 1), ("shapes3d", 3)):
         t0 = time.perf_counter()
         rows = []
