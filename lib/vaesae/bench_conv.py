@@ -141,7 +141,8 @@ def time_layers(channels: int, *, device: torch.device, replays: int = 100) -> l
         for i, (layer, t_in) in enumerate(ins):
             needs = not (name == "enc" and i == 0)
             t_in = t_in.detach().clone().requires_grad_(needs)
-            out_shape = layer(t_in).shape
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+                out_shape = layer(t_in).shape
             r = torch.randn(out_shape, device=device)
             ps = list(layer.parameters()) + ([t_in] if needs else [])
 
