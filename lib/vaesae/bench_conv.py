@@ -172,6 +172,55 @@ def time_gemm_first(channels: int, *, device: torch.device, replays: int = 100) 
     return _graph_ms(body, device, replays)
 
 
+def _op_ms(fn: Callable[[torch.Tensor], torch.Tensor], params: list[torch.Tensor], inp: torch.Tensor, needs_input_grad: bool,
+           *, device: torch.device, replays: int, dtype: torch.dtype | None = torch.bfloat16) -> float:
+    """Forward + backward of one layer ``fn(inp)`` (gradient of a random projection of its output)."""
+    inp = inp.detach().clone().requires_grad_(needs_input_grad)
+    with torch.no_grad(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None, cache_enabled=False):
+        r = torch.randn(fn(inp).shape, device=device)
+    ps = params + ([inp] if needs_input_grad else [])
+
+    def body() -> Any:
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None, cache_enabled=False):
+            o = fn(inp)
+        return torch.autograd.grad((o.float() * r).sum(), ps)
+    return _graph_ms(body, device, replays)
+
+
+def time_layer_alternatives(channels: int, *, device: torch.device, replays: int = 100) -> list[dict[str, Any]]:
+    """The costly layers (the encoder's first, the decoder's last two) in other forms that compute the same
+    function: NCHW, fp32, space-to-depth (pixel_unshuffle + 2x2 convolution) for the first, sub-pixel
+    (3x3 convolution to 4x the channels + pixel_shuffle) for the transposed ones."""
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    rows = []
+
+    def add(name: str, ms: float) -> None:
+        rows.append({"form": name, "ms": ms})
+        print(f"    {name:44s} {ms:8.3f} ms", flush=True)
+    x = torch.rand(BATCH, channels, 64, 64, device=device)
+    enc1 = nn.Conv2d(channels, 32, 4, 2, 1).to(device)
+    add("enc1 channels-last bf16", _op_ms(enc1, list(enc1.parameters()), x.contiguous(memory_format=cl), False,
+                                          device=device, replays=replays))
+    add("enc1 NCHW bf16", _op_ms(enc1, list(enc1.parameters()), x, False, device=device, replays=replays))
+    add("enc1 NCHW fp32", _op_ms(enc1, list(enc1.parameters()), x, False, device=device, replays=replays, dtype=None))
+    s2d = nn.Conv2d(4 * channels, 32, 2, 1).to(device, memory_format=cl)
+    add("enc1 pad + pixel_unshuffle + 2x2 conv", _op_ms(
+        lambda t: s2d(F.pixel_unshuffle(F.pad(t, (1, 1, 1, 1)), 2)), list(s2d.parameters()), x, False,
+        device=device, replays=replays))
+    for name, c_in, c_out, side in (("dec3", 32, 32, 16), ("dec4", 32, channels, 32), ("dec2", 64, 32, 8)):
+        t = torch.rand(BATCH, c_in, side, side, device=device)
+        ct = nn.ConvTranspose2d(c_in, c_out, 4, 2, 1).to(device)
+        add(f"{name} channels-last bf16", _op_ms(ct, list(ct.parameters()), t.contiguous(memory_format=cl), True,
+                                               device=device, replays=replays))
+        add(f"{name} NCHW bf16", _op_ms(ct, list(ct.parameters()), t, True, device=device, replays=replays))
+        sub = nn.Conv2d(c_in, 4 * c_out, 3, 1, 1).to(device, memory_format=cl)
+        add(f"{name} 3x3 conv to 4x channels + pixel_shuffle", _op_ms(
+            lambda u, sub=sub: F.pixel_shuffle(sub(u), 2), list(sub.parameters()), t.contiguous(memory_format=cl),
+            True, device=device, replays=replays))
+    return rows
+
+
 def run_conv_bench(device: str = "cuda", groups: tuple[int, ...] = (2, 3, 4), replays: int = 100) -> dict[str, Any]:
     from .errors import VaesaeError
     from .io import environment_info
@@ -200,8 +249,9 @@ def run_conv_bench(device: str = "cuda", groups: tuple[int, ...] = (2, 3, 4), re
         layers = time_layers(c, device=dev, replays=replays)
         for r in layers:
             print(f"  {ds:9s}   {r['layer']:40s} {r['ms']:8.3f} ms", flush=True)
+        alts = time_layer_alternatives(c, device=dev, replays=replays)
         gemm = time_gemm_first(c, device=dev, replays=replays)
         print(f"  {ds:9s}   enc1 as unfold + matmul                  {gemm:8.3f} ms", flush=True)
-        res["datasets"][ds] = {"channels": c, "forms": rows, "layers": layers, "enc1_gemm_ms": gemm,
+        res["datasets"][ds] = {"channels": c, "forms": rows, "layers": layers, "enc1_gemm_ms": gemm, "layer_alternatives": alts,
                                "wall_s": time.perf_counter() - t0}
     return res
