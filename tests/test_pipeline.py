@@ -475,3 +475,22 @@ def test_sigterm_stops_every_job_on_every_gpu_then_the_daemon(fake_notebooks, fa
     assert all(p.poll() is not None for p in started) and len(started) == 4
     assert _mps_calls(fake_mps) == ["start", "quit"]
     assert events == [("mps stop", True)]         # once, after every job's process had exited
+
+
+def test_quick_leaves_out_extended_and_literal_l1_unless_full_or_named(tmp_path):
+    """PROFILE_LEAVES_OUT: quick runs neither 04 (both readings) nor the literal 05, and 07 no longer waits for
+    them; --full and --only bring them back; the other profiles keep every job."""
+    def ids(profile, **kw):
+        jobs, _ = pipeline.build_jobs(profile, ["dsprites"], [42], results_dir=tmp_path / "results",
+                                      figures_dir=tmp_path / "figures", source="procedural", device="cpu", **kw)
+        return {j.id: j for j in jobs}
+
+    quick, full = ids("quick"), ids("quick", full=True)
+    gone = {"04_extended[dsprites,seed42]", "04_extended@chosen[dsprites,seed42]", "05_l1_comparison[dsprites,seed42]"}
+    assert gone <= set(full) and not gone & set(quick)
+    assert set(full) - set(quick) == gone
+    assert "05_l1_comparison@chosen[dsprites,seed42]" in quick
+    assert not gone & set(quick["07_figures"].deps) and gone & set(full["07_figures"].deps)
+    assert not gone & set(quick["08_is_collapse_intrinsic"].deps)
+    assert set(ids("quick", only=["04"])) == {"04_extended[dsprites,seed42]"}
+    assert set(ids("paper")) == set(ids("paper", full=True)) and set(ids("smoke")) == set(ids("smoke", full=True))
