@@ -7,6 +7,8 @@ For every ``neurons_*.npz`` under each results directory:
 * ``neurons_final.npz`` in the old layout (uncompressed, ``mi`` stored) is rewritten compact;
   the rewrite is read back and checked against the original (every array equal, ``mi`` bit for
   bit; ``top_values`` equal in sign and within float16 rounding);
+* a compact ``neurons_final.npz`` that still keeps the top images of every neuron is rewritten with
+  them for ``vaesae.records.top_rows`` only (checked: those rows equal, every other array unchanged);
 * ``neurons_k500.npz`` is deleted when it holds exactly its sibling ``neurons_final.npz`` (stage 2
   wrote the same record twice); otherwise the script stops.
 
@@ -30,7 +32,7 @@ import numpy as np
 
 from vaesae.io import REPO_ROOT, atomic_save_json, load_npz, sha256_file
 from vaesae.nbhtml import render_file
-from vaesae.records import FINAL, LEGACY_K500, expand, load_neurons, save_neurons
+from vaesae.records import FINAL, LEGACY_K500, expand, load_neurons, save_neurons, top_rows
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -64,11 +66,21 @@ def convert(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
             changed[path] = (old, None)
             continue
         stored = load_npz(path)
-        if "mi" not in stored and "latent_mi" not in stored:
-            continue  # already compact
         before = expand(stored)
+        prune = "top_rows" not in stored and "top_indices" in stored and \
+            len(top_rows(before)) < len(np.asarray(stored["top_indices"]))
+        if "mi" not in stored and "latent_mi" not in stored and not prune:
+            continue  # already compact
         save_neurons(path, before)
-        _check(before, load_neurons(path), path)
+        after = load_neurons(path)
+        if "top_rows" in after:   # only the kept rows' top images remain; the others read as -1 / 0
+            rows = after.pop("top_rows")
+            others = np.setdiff1d(np.arange(len(after["top_indices"])), rows)
+            if not ((after["top_indices"][others] == -1).all() and (after["top_values"][others] == 0).all()):
+                raise SystemExit(f"{path}: rows outside top_rows do not read as empty")
+            for k in ("top_indices", "top_values"):
+                after[k][others] = before[k][others]
+        _check(before, after, path)
         changed[path] = (old, sha256_file(path))
     return changed
 

@@ -31,13 +31,15 @@ def test_the_compact_record_reads_back_as_the_evaluation_wrote_it(tmp_path):
         assert z["top_indices"].dtype == np.uint16 and z["top_values"].dtype == np.float16
     assert "mi" not in stored and "latent_mi" not in stored and "mi_nats" in stored
     back = load_neurons(tmp_path / "neurons_final.npz")
-    assert back.keys() == arrays.keys()
+    assert back.keys() - {"top_rows"} == arrays.keys()
+    kept = back.get("top_rows", np.arange(len(arrays["activation_rates"])))
     for k, v in arrays.items():
         assert back[k].dtype == v.dtype, k
+        got, want = (back[k][kept], v[kept]) if k in ("top_indices", "top_values") else (back[k], v)
         if k.endswith("top_values"):
-            assert np.array_equal(back[k] > 0, v > 0) and np.allclose(back[k], v, rtol=1e-3, atol=1e-4)
+            assert np.array_equal(got > 0, want > 0) and np.allclose(got, want, rtol=1e-3, atol=1e-4)
         else:
-            assert np.array_equal(back[k], v), k   # mi derived bit for bit, the rest stored exactly
+            assert np.array_equal(got, want), k   # mi derived bit for bit, the rest stored exactly
     # every count the tables print is that of the evaluation
     assert M.summarize(back["activation_rates"], back["mi"], back["mi_nats"], back["neuron_entropy"]) == \
         M.summarize(arrays["activation_rates"], arrays["mi"], arrays["mi_nats"], arrays["neuron_entropy"])
@@ -67,3 +69,24 @@ def test_the_writer_is_deterministic_and_refuses_objects(tmp_path):
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()   # same record, same hash
     with pytest.raises(TypeError):
         save_neurons(tmp_path / "c.npz", {"x": np.array([{"a": 1}], dtype=object)})
+
+
+def test_top_images_are_kept_for_every_neuron_the_figure_can_pick(tmp_path):
+    """records.top_rows: at every dead threshold the TOP_ROWS_KEEP most specialised alive neurons keep their top
+    images exactly; the other rows read as index -1 / value 0; reading and writing again changes nothing."""
+    from vaesae import intrinsic
+    from vaesae.records import TOP_ROWS_KEEP
+
+    arrays = _record(n_neurons=400, seed=4)
+    save_neurons(tmp_path / "a.npz", arrays)
+    back = load_neurons(tmp_path / "a.npz")
+    rows = set(back["top_rows"].tolist())
+    assert TOP_ROWS_KEEP <= len(rows) < 400
+    for t in M.SPEC_THRESHOLDS["dead"]:
+        for neuron, _, _ in intrinsic.most_specialised(back, TOP_ROWS_KEEP, dead_threshold=t):
+            assert neuron in rows
+            assert np.array_equal(back["top_indices"][neuron], arrays["top_indices"][neuron])
+    others = sorted(set(range(400)) - rows)
+    assert (back["top_indices"][others] == -1).all() and (back["top_values"][others] == 0).all()
+    save_neurons(tmp_path / "b.npz", back)
+    assert (tmp_path / "b.npz").read_bytes() == (tmp_path / "a.npz").read_bytes()

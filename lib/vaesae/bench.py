@@ -901,6 +901,9 @@ def _device(arg: str) -> str:
 
 def _write_result(result: dict[str, Any], out_dir: str | Path, suffix: str = "") -> Path:
     """``<out_dir>/<device-name><suffix>.json`` (atomic), announced on stdout."""
+    from .io import git_commit
+
+    result.setdefault("git_commit", git_commit())   # how it was made: the commit of the code that ran
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", result["environment"]["device"]).strip("-")
     out = repo_path(out_dir) / f"{name}{suffix}.json"
     atomic_save_json(out, result)

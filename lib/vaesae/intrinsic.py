@@ -397,6 +397,9 @@ def fig_top_images(study: Study, dataset: str, images_of: Callable[[np.ndarray],
         names = [str(f) for f in arrays["factor_names"]]
         picks = most_specialised(arrays, n_neurons)
         for j, (neuron, factor, value) in enumerate(picks):
+            if "top_rows" in arrays and neuron not in set(np.asarray(arrays["top_rows"]).tolist()):
+                raise ValueError(f"{dataset} seed {seed} {run}: neuron {neuron}'s top images are not in the record "
+                                 "(vaesae.records keeps them for top_rows only)")
             pos = np.asarray(arrays["top_indices"][neuron][:n_images])
             vals = np.asarray(arrays["top_values"][neuron][:n_images]) if "top_values" in arrays else np.ones(len(pos))
             imgs = images_of(pos)

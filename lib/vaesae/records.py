@@ -16,6 +16,11 @@ The stored layout (:func:`save_neurons`, ``np.savez_compressed``, atomic, ``allo
   IEEE division, so the same bits). Likewise ``latent_mi`` from ``latent_mi_nats``.
 * ``top_indices`` [M, 16] (positions in the evaluation set): uint16 when they fit (lossless),
   returned as int32.
+* ``top_indices`` / ``top_values`` of the conv SAE are kept for ``top_rows`` only: the neurons that
+  :func:`vaesae.intrinsic.most_specialised` can pick (the :data:`TOP_ROWS_KEEP` alive neurons with the
+  largest normalised MI, at every dead threshold of the sweep; at most 5 x 32 of the m = 8,192 rows, which
+  halves a record whose neurons are alive). The other rows read back as index -1 and value 0 (no firing);
+  the top-images figure refuses a neuron outside ``top_rows``. Records written before keep every row.
 * ``top_values`` [M, 16]: float16 (the activations at those positions, about 3 significant digits,
   absolute 6e-8 below 6e-5; nothing reads more than ``> 0``, i.e. whether the slot is a real
   firing, and a positive value is never rounded to 0), returned as float32.
@@ -44,6 +49,24 @@ LEGACY_K500 = "neurons_k500.npz"
 _PREFIXES = ("", "latent_")
 _F16_MAX = float(np.finfo(np.float16).max)
 _F16_TINY = float(np.finfo(np.float16).smallest_subnormal)
+TOP_ROWS_KEEP = 32   # per dead threshold: the most specialised alive neurons whose top images are kept
+
+
+def top_rows(arrays: Mapping[str, np.ndarray], keep: int = TOP_ROWS_KEEP) -> np.ndarray:
+    """The neurons whose top-image rows a record keeps: for every dead threshold t of the sweep, the ``keep``
+    neurons with activation rate >= t and the largest max-over-factors normalised MI (``mi_nats / factor_entropy``,
+    ranked as :func:`vaesae.intrinsic.most_specialised` ranks them). ``arrays``: ``activation_rates`` [M],
+    ``mi_nats`` [M, K], ``factor_entropy`` [K]. Returns sorted neuron indices [r] (int64)."""
+    from .metrics import SPEC_THRESHOLDS
+
+    mi = np.asarray(arrays["mi_nats"], np.float64) / np.asarray(arrays["factor_entropy"], np.float64)[None, :]
+    best_mi = mi.max(axis=1)
+    rates = np.asarray(arrays["activation_rates"], np.float64)
+    rows: set[int] = set()
+    for t in SPEC_THRESHOLDS["dead"]:
+        best = np.where(rates >= t, best_mi, -np.inf)
+        rows.update(int(i) for i in np.argsort(-best, kind="stable")[:keep] if np.isfinite(best[i]))
+    return np.asarray(sorted(rows), dtype=np.int64)
 
 
 def neurons_path(run_dir: str | os.PathLike, which: str = "final") -> Path:
@@ -56,6 +79,15 @@ def neurons_path(run_dir: str | os.PathLike, which: str = "final") -> Path:
 def compact(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays to store: derivable ones dropped, index and top-value arrays narrowed."""
     out = {k: np.asarray(v) for k, v in arrays.items()}
+    if {"top_indices", "top_values", "activation_rates", "mi_nats", "factor_entropy"} <= out.keys():
+        m = len(out["activation_rates"])
+        # a record read back (expand) carries its top_rows; a fresh evaluation gets them computed
+        rows = np.asarray(out["top_rows"]).astype(np.int64) if "top_rows" in out else top_rows(out)
+        if len(out["top_indices"]) == m and len(rows) < m:
+            out["top_rows"] = rows.astype(np.uint16 if rows.size == 0 or rows.max() <= np.iinfo(np.uint16).max else np.int64)
+            out["top_indices"], out["top_values"] = out["top_indices"][rows], out["top_values"][rows]
+        elif len(rows) >= m:
+            out.pop("top_rows", None)
     for p in _PREFIXES:
         if p + "mi_nats" in out and p + "factor_entropy" in out:
             out.pop(p + "mi", None)
@@ -77,6 +109,14 @@ def compact(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def expand(stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The full record from the stored arrays (either layout): ``mi`` derived, dtypes widened back."""
     out = dict(stored)
+    if "top_rows" in out:   # only the kept rows were stored: the others read as index -1, value 0 (no firing)
+        rows = np.asarray(out["top_rows"]).astype(np.int64)
+        m = len(np.asarray(out["activation_rates"]))
+        idx, val = np.asarray(out["top_indices"]), np.asarray(out["top_values"])
+        full_idx = np.full((m, idx.shape[1]), -1, dtype=np.int32)
+        full_val = np.zeros((m, val.shape[1]), dtype=np.float32)
+        full_idx[rows], full_val[rows] = idx, val
+        out["top_indices"], out["top_values"], out["top_rows"] = full_idx, full_val, rows
     for p in _PREFIXES:
         if p + "mi" not in out and p + "mi_nats" in out and p + "factor_entropy" in out:
             nats = np.asarray(out[p + "mi_nats"], dtype=np.float64)

@@ -39,6 +39,10 @@ def _mean(df: pd.DataFrame, col: str) -> float | None:
     return float(v.mean()) if len(v) else None
 
 
+# issue 17: aggregate stage-3 images/s of one H200 with several runs on it (target, stretch)
+CONCURRENT_TARGET_IMG_S, CONCURRENT_STRETCH_IMG_S = 200_000, 300_000
+
+
 def _fmt_int(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.0f}"
 
@@ -56,6 +60,47 @@ def _bench(bench_dir: Path) -> dict[str, Any] | None:
             if best is None or len(d.get("rows", [])) > len(best.get("rows", [])):
                 best = d
     return best
+
+
+def _bench_file(bench_dir: Path, suffix: str) -> dict[str, Any] | None:
+    """The newest-named ``<device><suffix>.json`` of the benchmark (``_concurrent``: N runs on one GPU and the study
+    projection; ``_conv``: the convolution stacks' forms), with its file name, or None."""
+    for p in sorted(bench_dir.glob(f"*{suffix}.json"), reverse=True) if bench_dir.is_dir() else []:
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(d, dict):
+            return dict(d, _file=p.name)
+    return None
+
+
+def _concurrent(bench_dir: Path) -> dict[str, Any] | None:
+    """The concurrent stage-3 benchmark: rows (MPS, N, per-process and aggregate img/s), the best aggregate against
+    issue 17's targets, the study projection's best wall minutes on 1 and 8 GPUs."""
+    d = _bench_file(bench_dir, "_concurrent")
+    if not d or "stage3_concurrent" not in d:
+        return None
+    rows = d["stage3_concurrent"]["rows"]
+    best = max(rows, key=lambda r: r["aggregate_img_s"])
+    return {"_file": d["_file"], "environment": d["environment"], "git_commit": d.get("git_commit", "not recorded"),
+            "dataset": d["stage3_concurrent"]["dataset"], "window_s": d["stage3_concurrent"]["window_s"], "rows": rows,
+            "best": best, "target": CONCURRENT_TARGET_IMG_S, "stretch": CONCURRENT_STRETCH_IMG_S,
+            "study": d.get("study_projection")}
+
+
+def _conv(bench_dir: Path) -> dict[str, Any] | None:
+    """The convolution benchmark (``python -m vaesae.bench conv``): per dataset the forms' ms per run and the layers."""
+    d = _bench_file(bench_dir, "_conv")
+    if not d or "datasets" not in d:
+        return None
+    out = {"_file": d["_file"], "environment": d["environment"], "git_commit": d.get("git_commit", "not recorded"),
+           "batch": d["batch"], "datasets": d["datasets"]}
+    single = {ds: next(f["ms_per_run"] for f in v["forms"] if f["form"] == "single") for ds, v in d["datasets"].items()}
+    out["forms"] = [f["form"] for f in next(iter(d["datasets"].values()))["forms"]]
+    out["ms"] = {ds: {f["form"]: f["ms_per_run"] for f in v["forms"]} for ds, v in d["datasets"].items()}
+    out["single"] = single
+    return out
 
 
 def _variants(bench: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -251,7 +296,8 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "devices": devices, "paper": paper,
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
-            "variants": _variants(bench), "verify": _verify(bench_dir)}
+            "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
+            "conv": _conv(bench_dir)}
 
 
 def renderers(S) -> dict[str, list[str]]:
