@@ -288,7 +288,13 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     ablation_runs = sorted({r for (_, _, r) in S.runs if r in ABLATIONS})
     commits = sorted({str(m.get("git_commit", "?"))[:7] for m in S.runs.values()})
     devices = sorted({str((m.get("environment") or {}).get("device") or m.get("device", "?")) for m in S.runs.values()})
-    return {"profile": profile, "S": S, "seeds": S.seeds, "n": len(S.seeds), "datasets": S.datasets, "sources": sorted(S.sources),
+    # n counts the seeds of the study's core run (Top-k stage 3 under the literal reading); a seed with only some of
+    # its runs so far (e.g. stages 1-2) is listed apart, not counted
+    core = sorted({s for (_, s, r) in S.runs if r == "topk"}) or S.seeds
+    partial = [s for s in S.seeds if s not in core]
+    partial_runs = sorted({r for (_, s, r) in S.runs if s in partial})
+    return {"profile": profile, "S": S, "seeds": core, "n": len(core), "partial_seeds": partial, "partial_runs": partial_runs,
+            "datasets": S.datasets, "sources": sorted(S.sources),
             "cells": cells, "ds": per_ds, "mig_ratio": (min(ratios), max(ratios)) if ratios else None,
             "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
             "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
