@@ -234,7 +234,7 @@ def test_claim_tests_leaves_out_what_is_not_in_the_study():
 
 def _notebook_cell() -> tuple[dict, str]:
     nb = json.loads((REPO / "notebooks" / "07_figures.ipynb").read_text())
-    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and "stats.claim_tests(" in "".join(c["source"])]
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and "stats.save_claim_tests(" in "".join(c["source"])]
     assert len(cells) == 1
     return nb, "".join(cells[0]["source"])
 
@@ -244,16 +244,16 @@ def test_notebook_07_is_committed_without_outputs_and_saves_the_table(tmp_path):
     for c in nb["cells"]:
         if c["cell_type"] == "code":
             assert c.get("outputs") == [] and c.get("execution_count") is None
-    assert "save_table" in src and '"claim_tests"' in src
-    # the cell runs against a study and registers the table in the index the report reads
-    from vaesae.artifacts import caption_suffix, save_table   # what the notebook's import cell provides
-
-    ns = {"S": _study(seeds=(1, 2, 3)), "P": SimpleNamespace(results_dir=str(tmp_path), profile="smoke", stats_seed=0),
-          "display": lambda *a, **k: None, "np": np, "stats": stats, "caption_suffix": caption_suffix,
-          "save_table": save_table}
-    exec(compile(src, "07_figures:claim_tests", "exec"), ns)
+    assert "stats.save_claim_tests(" in src
+    # what the notebook calls registers the table in the index the report reads, per SAE reading
+    title, _ = stats.save_claim_tests(_study(seeds=(1, 2, 3)), str(tmp_path), 0)
     index = artifacts.read_index(tmp_path / "smoke" / "tables")
     entry = next(e for e in index if e["name"] == "claim_tests")
+    assert title == stats.TITLE and "SAE reading: literal" in entry["caption"]
     assert "procedural" in entry["caption"] and "smoke" in entry["caption"] and "Welch" in entry["caption"]
+    chosen = _study(seeds=(1, 2, 3))
+    chosen.reading = "standardised"
+    stats.save_claim_tests(chosen, str(tmp_path), 0)
+    assert (tmp_path / "smoke" / "tables" / "claim_tests@standardised.csv").is_file()
     saved = pd.read_csv(tmp_path / "smoke" / "tables" / "claim_tests.csv")
     assert list(saved.columns) == stats.COLUMNS and len(saved) == 22

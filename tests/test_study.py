@@ -182,3 +182,29 @@ def test_k500_is_read_at_both_ends_and_mse_stability_uses_the_warm_up(tmp_path):
     row = v[v.claim.str.startswith("MSE stable") & v.claim.str.contains("dSprites")].iloc[0]
     assert row.ours.startswith("from end of stage-3 warm-up (Top-k epoch 2") and "0.5000 →" in row.ours
     assert "end of stage 2" in row.ours and row.verdict == "not reproduced"
+
+
+def test_the_chosen_reading_is_a_second_study_beside_the_literal_one(tmp_path):
+    """SPEC §6: runs of a non-literal reading live in run@reading folders (stage 1 shared); load_study(reading=...)
+    reads them under the literal run names, study_readings lists the chosen reading once it has Top-k records, and
+    its tables are written beside the literal ones."""
+    import shutil
+
+    make_fake_study(tmp_path, profile="smoke", seeds=(42, 43))
+    root = tmp_path / "smoke"
+    (root / "readings_choice.json").write_text(json.dumps({"chosen": "centred"}))
+    assert st.study_readings(tmp_path, "smoke") == ["literal"]   # no centred Top-k records yet
+    for ds in ("dsprites", "shapes3d"):
+        for seed in (42, 43):
+            for run in ("stage2", "topk"):
+                shutil.copytree(root / ds / f"seed{seed}" / run, root / ds / f"seed{seed}" / f"{run}@centred")
+    assert st.study_readings(tmp_path, "smoke") == ["literal", "centred"]
+    lit, cen = (st.load_study(tmp_path, "smoke", reading=r) for r in ("literal", "centred"))
+    assert cen.reading == "centred" and {k[2] for k in cen.runs} == {"stage1", "stage2", "topk"}
+    assert {k[2] for k in lit.runs} == {"stage1", "stage2", "topk", "extended", "l1"}
+    st.write_tables(cen, tmp_path)
+    t1 = pd.read_csv(root / "tables" / "table1@centred.csv", dtype=str, keep_default_na=False)
+    assert "(n=2)" in t1.loc[0, "dead % (ours)"]
+    both = st.side_by_side([lit, cen])
+    assert list(both["reading"]) == ["literal"] * 4 + ["centred"] * 4 and both.columns[0] == "reading"
+    assert both.loc[both.reading == "centred", "dead % (ours)"].tolist() == t1["dead % (ours)"].tolist()

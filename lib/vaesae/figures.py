@@ -297,6 +297,8 @@ def write_figures(study: Study, figures_dir: str | Path) -> list[str]:
         if fig is None:
             continue
         caption = figure_caption(study, what, ds, run)
+        if study.reading != "literal":   # the same figure under the chosen reading of SPEC §6, beside the literal one
+            name, title, order = f"{name}@{study.reading}", f"{title}, SAE reading {study.reading}", order + 0.5
         save_figure(fig, figures_dir, study.profile, name, title=title, caption=caption, order=order)
         plt.close(fig)
         saved.append(name)

@@ -267,3 +267,18 @@ def claim_tests(study: Study, rng: np.random.Generator, n_resamples: int = N_RES
                      "verdict": claim_verdict(_claimed(comparison, metric), w["n_a"], w["n_b"], w["p_value"], lo, hi),
                      "note": "; ".join(notes)})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def save_claim_tests(study: Study, results_dir, stats_seed: int = 0) -> tuple[str, pd.DataFrame]:
+    """:func:`claim_tests` of ``study`` with ``numpy.random.default_rng(stats_seed)``, saved as the table
+    ``claim_tests`` (``claim_tests@<reading>`` under a non-literal SAE reading) with its caption; returns
+    (title, table)."""
+    from .artifacts import caption_suffix, save_table
+
+    claims = claim_tests(study, np.random.default_rng(stats_seed))
+    literal = study.reading == "literal"
+    name, title = ("claim_tests", TITLE) if literal else (f"claim_tests@{study.reading}", f"{TITLE}, SAE reading {study.reading}")
+    save_table(claims, results_dir, study.profile, name, title=title, order=10 if literal else 10.5,
+               caption=f"{CAPTION} {CLAIM_RULE} Bootstrap: {N_RESAMPLES} resamples, numpy.random.default_rng({stats_seed}). "
+               f"SAE reading: {study.reading} (SPEC §6). " + caption_suffix(study.profile, study.sources, study.seeds))
+    return title, claims

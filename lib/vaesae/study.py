@@ -48,6 +48,7 @@ class Study:
     runs: dict[tuple[str, int, str], dict]        # (dataset, seed, run) -> run.json
     neurons: dict[tuple[str, int, str], dict]     # (dataset, seed, "k500" | run) -> arrays
     sources: set[str] = field(default_factory=set)
+    reading: str = "literal"                      # the SAE reading of SPEC §6 whose records these are
 
     @property
     def datasets(self) -> list[str]:
@@ -114,7 +115,31 @@ def _seed_of(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def load_study(results_dir: str | Path, profile: str) -> Study:
+def reading_folder(run: str, reading: str) -> str:
+    """The folder of ``run`` under an SAE reading: ``run@reading`` (``config.run_folder``), except the literal
+    reading's plain folders and stage 1, which has no SAE and is shared by every reading."""
+    from .config import run_folder
+
+    return run if reading == "literal" or run == "stage1" else run_folder(run, reading)
+
+
+def study_readings(results_dir: str | Path, profile: str) -> list[str]:
+    """The readings the study is published under (SPEC §6): literal, and the reading notebook 10 chose when one is
+    recorded, is not literal and has Top-k stage-3 records of its own."""
+    from .readings import choice_path, chosen_reading
+
+    out = ["literal"]
+    if choice_path(results_dir, profile).is_file():
+        chosen = chosen_reading(results_dir, profile)
+        root = repo_path(results_dir) / profile
+        if chosen != "literal" and any(root.glob(f"*/seed*/{reading_folder('topk', chosen)}/epochs.csv")):
+            out.append(chosen)
+    return out
+
+
+def load_study(results_dir: str | Path, profile: str, reading: str = "literal") -> Study:
+    """Every record of ``profile`` under one SAE ``reading`` (its runs read from :func:`reading_folder`; a run is
+    named as under the literal reading, so every table and figure works on either)."""
     root = repo_path(results_dir) / profile
     frames, runs, neurons, sources = [], {}, {}, set()
     for ds_dir in sorted(p for p in root.glob("*") if p.is_dir() and p.name in DATASET_LABEL):
@@ -123,7 +148,7 @@ def load_study(results_dir: str | Path, profile: str) -> Study:
             if seed is None:
                 continue
             for run in RUNS:
-                run_dir = seed_dir / run
+                run_dir = seed_dir / reading_folder(run, reading)
                 if not run_dir.is_dir():
                     continue
                 meta = {}
@@ -149,7 +174,7 @@ def load_study(results_dir: str | Path, profile: str) -> Study:
                     if run == "stage2":
                         neurons[(ds_dir.name, seed, "k500")] = neurons[(ds_dir.name, seed, run)]
     epochs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "seed", "run", "epoch"])
-    return Study(profile, epochs, runs, neurons, sources)
+    return Study(profile, epochs, runs, neurons, sources, reading)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -432,15 +457,24 @@ def write_tables(study: Study, results_dir: str | Path) -> dict[str, pd.DataFram
     """Compute and save every table (CSV, Markdown, LaTeX) with captions naming source and profile."""
     from .artifacts import caption_suffix, save_table
 
-    suffix = caption_suffix(study.profile, study.sources, study.seeds)
+    suffix = f"SAE reading: {study.reading} (SPEC §6). " + caption_suffix(study.profile, study.sources, study.seeds)
     out = {}
     for order, (name, fn, title) in enumerate(TABLES):
         df = fn(study)
         caption = suffix
+        if study.reading != "literal":
+            name, title, order = f"{name}@{study.reading}", f"{title}, SAE reading {study.reading}", order + 0.5
         if name == "verdicts":
             caption = paper.VERDICT_RULE + " " + suffix
         elif study.profile != "paper":
             caption += " Scaled-down profile: absolute numbers are not comparable with the paper's; see `python -m vaesae.train --profiles`."
         save_table(df, results_dir, study.profile, name, title=title, caption=caption, order=order)
-        out[name] = df
+        out[name.split("@")[0]] = df
     return out
+
+
+def side_by_side(studies: Sequence[Study]) -> pd.DataFrame:
+    """Table 1 of every reading, one block per reading (first column ``reading``): the paper's numbers beside ours
+    under each reading of SPEC §6."""
+    return pd.concat([table1(s).assign(reading=s.reading)[["reading", *table1(s).columns]] for s in studies],
+                     ignore_index=True)

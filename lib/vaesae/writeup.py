@@ -221,6 +221,24 @@ def _val(row: Mapping[str, Any] | None, key: str) -> float | None:
     return None if v != v else v
 
 
+def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
+    """Per SAE reading the study is published under (``study.study_readings``): its Table 1 rows (k = 50, the
+    paper's numbers beside ours, "mean ± std (n=N)" over seeds) and the verdict counts of its ``verdicts[@reading].csv``."""
+    from . import study as st
+
+    out = []
+    for reading in st.study_readings(results_dir, profile):
+        S = st.load_study(results_dir, profile, reading=reading)
+        # Table 1 itself (study.table1: the paper's numbers and ours, "mean ± std (n=N)"), its Top-k and L1 rows
+        rows = st.table1(S).to_dict("records") if S.datasets else []
+        name = "verdicts.csv" if reading == "literal" else f"verdicts@{reading}.csv"
+        vpath = results_dir / profile / "tables" / name
+        counts = pd.read_csv(vpath, dtype=str, keep_default_na=False)["verdict"].value_counts() if vpath.exists() else pd.Series(dtype=int)
+        counts = dict(sorted(((str(k), int(v)) for k, v in counts.items()), key=lambda kv: (-kv[1], kv[0])))
+        out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name})
+    return out
+
+
 def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None = None) -> dict[str, Any]:
     """Every value the templates use, computed from the records, tables and benchmark."""
     from . import intrinsic, paper, study as st
@@ -303,7 +321,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
-            "conv": _conv(bench_dir)}
+            "conv": _conv(bench_dir), "by_reading": _by_reading(results_dir, profile)}
 
 
 def renderers(S) -> dict[str, list[str]]:
