@@ -22,8 +22,11 @@ Readings this module fixes (the paper and SPEC leave them open) are listed in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any, Mapping
+import types
+import typing
+from typing import Any, Literal, Mapping, Union
 
 from .errors import VaesaeError
 
@@ -53,8 +56,9 @@ SAE_READING_CHANGES: dict[str, str] = {
                    "activation rate x batch size, so the subset rate scaling N/n does not apply)",
     "revive_stage2": "bias boosting and re-initialisation are active in stage 2 as in stage 3",
 }
-SAE_READINGS: tuple[str, ...] = ("literal", "centred", "standardised", "boost_steps", "revive_stage2",
-                                 "centred+boost_steps", "centred+revive_stage2")
+SaeReading = Literal["literal", "centred", "standardised", "boost_steps", "revive_stage2",
+                     "centred+boost_steps", "centred+revive_stage2"]
+SAE_READINGS: tuple[str, ...] = typing.get_args(SaeReading)
 STD_FLOOR = 1e-4   # standardised: a coordinate of h whose std over the sample is below this is divided by this
 
 
@@ -96,9 +100,9 @@ class Config:
     latent_sae_neurons: int = 20    # latent-SAE probe dictionary (10 x 20, 2x overcomplete)
     mlp_hidden: int = 160           # hidden width of the encoder MLP (4096->H->20) and decoder MLP
                                     # (10->H->4096): chosen so the whole model has 68.6 M parameters
-    reading: str = "hybrid"         # "hybrid": from stage 3 on the encoder MLP reads h_hat (SAE in the
-                                    # forward path); "probe": the SAE sits beside the path (ablation)
-    reading_sae: str = "literal"    # SPEC §6: the SAE's input reading, one of SAE_READINGS (literal = Eq. 1 as printed)
+    reading: Literal["hybrid", "probe"] = "hybrid"  # "hybrid": from stage 3 on the encoder MLP reads h_hat (the
+                                                    # SAE in the forward path); "probe": the SAE beside the path (ablation)
+    reading_sae: SaeReading = "literal"  # SPEC §6: the SAE's input reading, one of SAE_READINGS (literal = Eq. 1 as printed)
 
     # ---- optimiser (SPEC §3, every stage)
     lr: float = 1e-5
@@ -159,7 +163,7 @@ class Config:
     checkpoint_every: int = 5        # epochs between last.pt checkpoints (and at every stage end)
 
     # ---- issue #9: remedies for dead latents, ablations, the metric's limits (sparsity.REMEDY_READINGS)
-    optimizer: str = "adamw"         # "adamw" (SPEC) or "adam" (ablation: Adam with weight_decay as a coupled L2 term)
+    optimizer: Literal["adamw", "adam"] = "adamw"  # "adamw" (SPEC) or "adam" (ablation: Adam with weight_decay as a coupled L2 term)
     stage_seed: int | None = None    # ablation: the seed of the run's own randomness (data order, z samples, re-init
                                      # draws); None = the training seed. The input checkpoint still comes from the seed
     aux_coef: float = 1 / 32         # topk_aux: weight of Gao et al.'s auxiliary loss
@@ -171,6 +175,14 @@ class Config:
     elastic_ema: float = 0.99        # elastic: decay per step of the running mean activation
     elastic_w_max: float = 10.0      # elastic: weights clipped to [1/w_max, w_max]
     dead_pass_n: int | None = None   # images of the validation pass for the second dead count; None = the whole split
+
+    def __post_init__(self) -> None:
+        """Every field with fixed choices (a ``Literal`` annotation) holds one of them; the other checks, which
+        relate fields to each other, are :func:`validate`'s."""
+        for name, allowed in field_choices().items():
+            value = getattr(self, name)
+            if not _is_choice(value, allowed):
+                raise VaesaeError(choice_error(name, value, allowed))
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -211,8 +223,10 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """A config from :meth:`to_dict`'s form (a ``run.json``'s ``params``): unknown keys (``derived``, fields of
+        other versions) are left out, missing fields take their defaults, JSON lists become tuple fields' tuples."""
+        hints = field_types()
+        return cls(**{k: _from_json(v, hints[k]) for k, v in d.items() if k in hints})
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -352,29 +366,136 @@ def get_config(profile: str, **overrides: Any) -> Config:
     return cfg
 
 
+# --------------------------------------------------------------------------------------------
+# Typed fields: the annotations of Config as real types (typing.get_type_hints), the choices of its
+# Literal fields, and the conversion of a --set value to its field's type.
+
+_NONE_TYPE = type(None)
+
+
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """Every field of :class:`Config` and its type (real types, not the strings of the annotations)."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType)
+
+
+@functools.cache
+def field_choices() -> dict[str, tuple[Any, ...]]:
+    """The fields with fixed choices (``Literal[...]``, or ``Literal[...] | None``) and their allowed values."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for name, tp in field_types().items():
+        parts = typing.get_args(tp) if _is_union(tp) else (tp,)
+        literals = [p for p in parts if typing.get_origin(p) is Literal]
+        if literals:
+            allowed = tuple(a for lit in literals for a in typing.get_args(lit))
+            out[name] = allowed + ((None,) if _NONE_TYPE in parts else ())
+    return out
+
+
+def _is_choice(value: Any, allowed: tuple[Any, ...]) -> bool:
+    return any(value is a or (type(value) is type(a) and value == a) for a in allowed)
+
+
+def choice_error(name: str, value: Any, allowed: tuple[Any, ...]) -> str:
+    """``reading must be 'hybrid' or 'probe', got 'x'`` (two choices) / ``... must be one of a, b, c, got 'x'``."""
+    if len(allowed) == 2:
+        return f"{name} must be {allowed[0]!r} or {allowed[1]!r}, got {value!r}"
+    return f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}"
+
+
+def type_name(tp: Any) -> str:
+    """A field type as the user reads it: ``int``, ``int | None``, ``tuple[int, ...]``, ``'adamw' or 'adam'``."""
+    if tp is _NONE_TYPE:
+        return "None"
+    if _is_union(tp):
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        inner = f"{type_name(args[0])}, ..." if len(args) == 2 and args[1] is Ellipsis else ", ".join(map(type_name, args))
+        return f"tuple[{inner}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+
+
+def convert(raw: str, tp: Any) -> Any:
+    """``raw`` (command-line text) as a value of type ``tp``: int, float, bool (true/false/1/0), str, None
+    (``none``, any case), ``Literal[...]`` (one of its values, exactly), unions of these (``int | None``) and
+    tuples (comma-separated items: ``tuple[int, ...]`` or ``tuple[int, float]``). ValueError when it is none."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is _NONE_TYPE:
+        if raw.lower() == "none":
+            return None
+        raise ValueError(raw)
+    if _is_union(tp):
+        if _NONE_TYPE in args and raw.lower() == "none":
+            return None
+        for arg in args:
+            if arg is not _NONE_TYPE:
+                try:
+                    return convert(raw, arg)
+                except ValueError:
+                    pass
+        raise ValueError(raw)
+    if origin is Literal:
+        for arg in args:
+            if raw == str(arg):
+                return arg
+        raise ValueError(raw)
+    if tp is bool:
+        if raw.lower() not in _TRUE + _FALSE:
+            raise ValueError(raw)
+        return raw.lower() in _TRUE
+    if tp in (int, float, str):
+        return tp(raw)
+    if origin is tuple:
+        items = [item.strip() for item in raw.split(",")] if raw.strip() else []
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(convert(item, args[0]) for item in items)
+        if len(items) != len(args):
+            raise ValueError(raw)
+        return tuple(convert(item, arg) for item, arg in zip(items, args))
+    raise TypeError(f"Config field type {tp!r} has no command-line form")
+
+
+def _from_json(value: Any, tp: Any) -> Any:
+    """A value read from JSON for a field of type ``tp``: lists become tuples where the field is a tuple."""
+    if isinstance(value, list):
+        parts = typing.get_args(tp) if _is_union(tp) else (tp,)
+        for part in parts:
+            if typing.get_origin(part) is tuple:
+                args = typing.get_args(part)
+                if len(args) == 2 and args[1] is Ellipsis:
+                    return tuple(_from_json(v, args[0]) for v in value)
+                if len(args) == len(value):
+                    return tuple(_from_json(v, a) for v, a in zip(value, args))
+                return tuple(value)
+    return value
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """``name=value`` from the command line, converted to the field's type."""
+    """``name=value`` from the command line, converted to the field's type (:func:`convert`)."""
     if "=" not in text:
         raise VaesaeError(f"--set expects name=value, got {text!r}")
     name, raw = text.split("=", 1)
-    types = {f.name: f.type for f in dataclasses.fields(Config)}
-    if name not in types or name == "profile":
+    hints = field_types()
+    if name not in hints or name == "profile":
         raise VaesaeError(f"unknown parameter {name!r} in --set")
-    t = str(types[name])
+    tp = hints[name]
     try:
-        if raw.lower() == "none" and "None" in t:
-            return name, None
-        if t.startswith("bool"):
-            if raw.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(raw)
-            return name, raw.lower() in ("true", "1")
-        if t.startswith("int"):
-            return name, int(raw)
-        if t.startswith("float"):
-            return name, float(raw)
-    except ValueError:
-        raise VaesaeError(f"--set {name}={raw!r}: expected a value of type {t}") from None
-    return name, raw
+        return name, convert(raw, tp)
+    except (ValueError, OverflowError):
+        if name in field_choices():
+            raise VaesaeError(choice_error(name, raw, field_choices()[name])) from None
+        raise VaesaeError(f"--set {name}={raw!r}: expected a value of type {type_name(tp)}") from None
 
 
 def validate(cfg: Config) -> None:
@@ -390,8 +511,7 @@ def validate(cfg: Config) -> None:
         need(getattr(cfg, name) > 0, f"{name} must be positive, got {getattr(cfg, name)}")
     for name in ("weight_decay", "free_bits", "sae_l1", "l1_start", "l1_end", "b_base", "boost_rate"):
         need(getattr(cfg, name) >= 0, f"{name} must not be negative, got {getattr(cfg, name)}")
-    need(cfg.reading in ("hybrid", "probe"), f"reading must be 'hybrid' or 'probe', got {cfg.reading!r}")
-    need(cfg.reading_sae in SAE_READINGS, f"reading_sae must be one of {', '.join(SAE_READINGS)}, got {cfg.reading_sae!r}")
+    # reading, reading_sae and optimizer: their Literal choices are checked by Config.__post_init__
     need(cfg.train_subset is None or cfg.train_subset > 0, f"train_subset must be positive or None, got {cfg.train_subset}")
     need(cfg.k_start_eff >= 1, f"k_start must be at least 1, got {cfg.k_start_eff}")
     need(cfg.k_end_eff >= 1, f"k_end must be at least 1, got {cfg.k_end_eff}")
@@ -401,7 +521,6 @@ def validate(cfg: Config) -> None:
     need(0 <= cfg.reinit_dead_frac <= 1, f"reinit_dead_frac must lie in [0, 1], got {cfg.reinit_dead_frac}")
     need(cfg.reinit_patience >= 0, f"reinit_patience must not be negative, got {cfg.reinit_patience}")
     need(0 < cfg.adam_beta1 < 1 and 0 < cfg.adam_beta2 < 1, "adam betas must lie in (0, 1)")
-    need(cfg.optimizer in ("adamw", "adam"), f"optimizer must be 'adamw' or 'adam', got {cfg.optimizer!r}")
     need(cfg.stage_seed is None or cfg.stage_seed >= 0, f"stage_seed must be a non-negative integer or None, got {cfg.stage_seed}")
     for name in ("aux_k", "aux_window", "dead_pass_n"):
         need(getattr(cfg, name) is None or getattr(cfg, name) > 0, f"{name} must be positive or None, got {getattr(cfg, name)}")

@@ -14,8 +14,15 @@ names (``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``, ``3dshapes.h5``) and 
 SHA-256 beside it in ``<file>.sha256`` (``sha256sum`` format), written by ``download`` (or by
 ``verify --record`` for a file copied in by hand, after its structure has been validated).
 
+Download. ``download`` fetches the official address with pooch (``pooch.retrieve``, HTTPS only,
+no progress bar unless asked) into a hidden staging folder of the data root, where pooch checks
+the file against its published hash (``DatasetSpec.known_hash``: the MD5 that public loaders of
+these files check) and removes it when it does not match; the file is then validated and renamed
+into place, and the staging folder is removed whatever happens. Nothing touches the network
+unless ``download`` is called: loading never downloads.
+
 Checksum cache. Every load checks the file's SHA-256 against ``<file>.sha256``. Hashing the
-5.9 GB Shapes3D file takes a while, so after a successful check the data root also gets
+Shapes3D file (whose images decode to 5.9 GB) takes a while, so after a successful check the data root also gets
 ``.<file>.verified.json`` holding ``(size, mtime_ns, sha256)``; a later load whose file still
 has that size and mtime_ns and whose record still names that SHA-256 skips re-hashing. Any
 write to the file changes its mtime_ns, so this only misses a deliberate in-place edit that
@@ -47,7 +54,7 @@ the same on every device and training can resume at any epoch boundary.
 
 Command line::
 
-    python -m vaesae.data download NAME [--root DIR] [--force]
+    python -m vaesae.data download NAME [--root DIR] [--force] [--progress]
     python -m vaesae.data verify NAME [--root DIR] [--record]
     python -m vaesae.data info NAME [--root DIR] [--source auto|real|procedural]
 """
@@ -55,10 +62,10 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import errno
-import hashlib
 import http.client
 import ipaddress
 import json
@@ -66,11 +73,10 @@ import logging
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
@@ -143,6 +149,7 @@ class DatasetSpec:
     values: Array                    # float value array (dSprites latents_values, Shapes3D labels)
     image_max: int                   # 1 (binary) or 255
     val_fraction: float
+    known_hash: str | None = None    # the published hash of the official file, "alg:hex" (pooch's form)
 
     @property
     def n(self) -> int:
@@ -172,7 +179,7 @@ class DatasetSpec:
         if len(sizes) != len(self.file_factors):
             raise ValueError(f"need {len(self.file_factors)} sizes")
         factors = tuple(dataclasses.replace(f, size=int(s), high=f.high if s > 1 else f.low) for f, s in zip(self.file_factors, sizes))
-        return dataclasses.replace(self, file_factors=factors)
+        return dataclasses.replace(self, file_factors=factors, known_hash=None)  # not the official file
 
 
 SPECS: dict[str, DatasetSpec] = {
@@ -195,6 +202,7 @@ SPECS: dict[str, DatasetSpec] = {
         values=Array("latents_values", "float64", (6,)),
         image_max=1,
         val_fraction=0.2,
+        known_hash="md5:7da33b31b13a06f4b04a70402ce90c2e",
     ),
     "shapes3d": DatasetSpec(
         name="shapes3d",
@@ -216,6 +224,7 @@ SPECS: dict[str, DatasetSpec] = {
         values=Array("labels", "float64", (6,)),
         image_max=255,
         val_fraction=1 / 6,  # 80,000 of 480,000
+        known_hash="md5:099a2078d58cec4daad0702c55d06868",  # 267,573,662 bytes
     ),
 }
 
@@ -880,10 +889,12 @@ class BatchIterator:
 
 
 # ---------------------------------------------------------------------------------------------
-# download
+# download (pooch)
 
 
 _LOOPBACK = {"localhost"}
+DOWNLOAD_TIMEOUT = 60.0
+"""Seconds the HTTP client waits for the server to answer or send the next block."""
 
 
 def _check_url(url: str) -> None:
@@ -902,48 +913,75 @@ def _check_url(url: str) -> None:
     raise VaesaeError(f"refusing to download from {url}: only HTTPS addresses are used")
 
 
-def _fetch(url: str, dest, *, timeout: float = 60.0, progress: bool = True) -> tuple[str, int]:
-    """Stream ``url`` into the open file ``dest``; returns (sha256, bytes)."""
-    _check_url(url)
-    h = hashlib.sha256()
-    total = 0
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        _check_url(resp.geturl())  # a redirect must stay on HTTPS
-        length = resp.headers.get("Content-Length")
-        expected = int(length) if length and length.isdigit() else None
-        bar = None
-        if progress:
-            try:
-                from tqdm import tqdm
+def _downloader(url: str, progress: bool):
+    """The pooch downloader of ``url`` (tests replace this with a local fake)."""
+    import pooch
 
-                bar = tqdm(total=expected, unit="B", unit_scale=True, desc=Path(urllib.parse.urlparse(url).path).name, file=sys.stderr)
-            except ImportError:  # pragma: no cover
-                bar = None
-        try:
-            while True:
-                block = resp.read(1 << 20)
-                if not block:
-                    break
-                dest.write(block)
-                h.update(block)
-                total += len(block)
-                if bar is not None:
-                    bar.update(len(block))
-        finally:
-            if bar is not None:
-                bar.close()
-    if expected is not None and total != expected:
-        raise OSError(f"connection closed after {total} of {expected} bytes")
-    return h.hexdigest(), total
+    return pooch.HTTPDownloader(progressbar=progress, timeout=DOWNLOAD_TIMEOUT, chunk_size=1 << 20)
+
+
+@contextlib.contextmanager
+def _quiet_pooch():
+    """Pooch logs every download on stderr at INFO; the CLI prints its own single line."""
+    import pooch
+
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
+
+
+def _reason(exc: BaseException) -> str:
+    """One short line saying why a transfer failed (requests' messages nest the cause)."""
+    response = getattr(exc, "response", None)
+    if response is not None and getattr(response, "status_code", None):
+        return f"HTTP {response.status_code} {response.reason or ''}".strip()
+    text = str(exc)
+    found = _ERRNO.findall(text)
+    if found:
+        return found[-1].strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _retrieve(name: str, spec: DatasetSpec, url: str, staging: Path, *, progress: bool, fallback: str) -> Path:
+    """Fetch ``url`` into ``staging`` with pooch, checked against the published hash; one-line errors."""
+    import pooch
+
+    try:
+        with _quiet_pooch():
+            got = pooch.retrieve(url, known_hash=spec.known_hash, fname=spec.filename, path=staging,
+                                 downloader=_downloader(url, progress))
+    except ValueError as exc:  # pooch: the file's hash is not the published one (the partial file is removed)
+        if "hash" not in str(exc).lower():  # requests' InvalidURL and kin are ValueErrors too
+            raise VaesaeError(f"download of {name} from {url} failed ({_reason(exc)}); {fallback}") from None
+        alg, _, want = (spec.known_hash or "").partition(":")
+        got = re.search(r"but got ([0-9a-fA-F]+)", str(exc))
+        detail = f"{alg.upper()} {got.group(1)[:16]}... but {want[:16]}... is published" if got else str(exc).split(". ")[0]
+        raise VaesaeError(f"the downloaded {name} file is not the published one ({detail}); nothing was installed; {fallback}") from None
+    except (OSError, http.client.HTTPException) as exc:  # requests' errors are OSErrors
+        if getattr(exc, "errno", None) == errno.ENOSPC:
+            raise VaesaeError(f"no space left in {staging.parent} while downloading {name}; free some space and run again") from None
+        raise VaesaeError(f"download of {name} from {url} failed ({_reason(exc)}); {fallback}") from None
+    return Path(got)
 
 
 def download(name: str, root: str | os.PathLike | None = None, *, force: bool = False,
-             url: str | None = None, progress: bool = True) -> Path:
-    """Fetch the official file, validate it, rename it into place and record its SHA-256.
+             url: str | None = None, progress: bool = False) -> Path:
+    """Fetch the official file with pooch, check its published hash, validate it, rename it into
+    place and record its SHA-256.
 
     An existing file that verifies is kept; one that does not is left untouched and reported
     (``force=True`` replaces it with a fresh download). ``url`` overrides the official address
-    (HTTPS, or HTTP on a loopback host for tests).
+    (HTTPS, or HTTP on a loopback host for tests). The transfer lands in a hidden staging folder
+    of the data root that is removed whatever happens; only a file that matches the published
+    hash and validates is renamed into place. ``progress`` shows pooch's progress bar.
     """
     name = resolve_name(name)
     spec = SPECS[name]
@@ -962,48 +1000,56 @@ def download(name: str, root: str | os.PathLike | None = None, *, force: bool = 
     _check_url(url)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=root)
+        staging = Path(tempfile.mkdtemp(prefix=f".{spec.filename}.", suffix=".part", dir=root))
     except OSError as exc:
         raise VaesaeError(f"cannot write into the data root {root}: {exc.strerror or exc}") from None
-    tmp = Path(tmp_name)
     try:
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                sha, size = _fetch(url, fh, progress=progress)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except (OSError, http.client.HTTPException) as exc:
-            if getattr(exc, "errno", None) == errno.ENOSPC:
-                raise VaesaeError(f"no space left in {root} while downloading {name}; free some space and run again") from None
-            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
-            raise VaesaeError(f"download of {name} from {url} failed ({reason}); {fallback}") from None
-        except (urllib.error.URLError, ValueError) as exc:  # pragma: no cover - URLError is an OSError
-            raise VaesaeError(f"download of {name} from {url} failed ({exc}); {fallback}") from None
+        tmp = _retrieve(name, spec, url, staging, progress=progress, fallback=fallback)
         try:
             validate_file(name, tmp, full=True)
         except VaesaeError as exc:
             raise VaesaeError(f"the downloaded {name} file is not valid ({exc}); nothing was installed; {fallback}") from None
+        sha = sha256_file(tmp)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; a data file is as readable as any other
+        os.chmod(tmp, 0o666 & ~umask)  # pooch's temporary file is owner-only; a data file is as readable as any other
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise VaesaeError(f"cannot install {target}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     _write_record(target, sha)
     _write_stamp(target, sha)
+    size = target.stat().st_size
     print(f"{name}: saved {target} ({size / 1e6:.1f} MB, SHA-256 {sha})", file=sys.stderr)
     return target
 
 
 def record(name: str, root: str | os.PathLike | None = None) -> str:
-    """Validate a file copied in by hand and record its SHA-256 (if it has no record yet)."""
+    """Validate a file copied in by hand and record its SHA-256 (if it has no record yet).
+
+    Where the dataset's hash is published (``DatasetSpec.known_hash``) the file must match it.
+    """
     name = resolve_name(name)
     path = file_path(name, root)
     if not path.is_file():
         raise VaesaeError(f"{path} does not exist; run `python -m vaesae.data download {name}`")
     if _record_path(path).exists():
         return verify_checksum(path, rehash=True)
+    spec = SPECS[name]
+    if spec.known_hash:
+        import pooch
+
+        alg, _, want = spec.known_hash.partition(":")
+        try:
+            got = pooch.file_hash(str(path), alg=alg)
+        except OSError as exc:
+            raise VaesaeError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if got != want:
+            raise VaesaeError(f"{path} is not the published {name} file ({alg.upper()} {got[:16]}... but the published "
+                              f"one is {want[:16]}...); nothing was recorded: delete it and run `python -m vaesae.data download {name}`")
     validate_file(name, path, full=True)
     sha = sha256_file(path)
     _write_record(path, sha)
@@ -1023,10 +1069,11 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m vaesae.data", description="Download, verify and describe the datasets.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    d = sub.add_parser("download", help="fetch the official file over HTTPS, validate it, record its SHA-256")
+    d = sub.add_parser("download", help="fetch the official file over HTTPS, check its published hash, validate it, record its SHA-256")
     d.add_argument("name", help="dsprites or shapes3d")
     d.add_argument("--root", help="data root (default $VAESAE_DATA or <repo>/data)")
     d.add_argument("--force", action="store_true", help="replace an existing file that fails verification")
+    d.add_argument("--progress", action="store_true", help="show a progress bar while downloading")
     v = sub.add_parser("verify", help="re-hash the file and check it against its .sha256 record and structure")
     v.add_argument("name")
     v.add_argument("--root")
@@ -1043,7 +1090,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     name = resolve_name(args.name)
     if args.command == "download":
-        download(name, args.root, force=args.force)
+        download(name, args.root, force=args.force, progress=args.progress)
     elif args.command == "verify":
         path = file_path(name, args.root)
         if args.record:
