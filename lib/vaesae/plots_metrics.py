@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import metrics as M  # noqa: E402
+from . import runs as R  # noqa: E402
 from .labels import legend_outside  # noqa: E402
 from .errors import VaesaeError  # noqa: E402
 from .io import atomic_write_bytes, atomic_write_text, repo_path  # noqa: E402
@@ -46,7 +47,7 @@ DATASET_FACTORS: dict[str, tuple[tuple[str, int], ...]] = {
     "shapes3d": (("floor_hue", 10), ("wall_hue", 10), ("object_hue", 10), ("scale", 8), ("shape", 4), ("orientation", 15)),
 }
 DATASET_LABEL = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}
-RUNS = ("stage2", "topk", "extended", "l1")
+RUNS = R.neuron_runs()   # the study's runs with neuron arrays (vaesae.runs): stage2, topk, extended, l1
 ARRAY_KEYS = ("activation_rates", "mi", "mi_nats", "neuron_entropy")
 SPEC_T = M.SPEC_THRESHOLDS["specialized"]
 DEAD_T = M.SPEC_THRESHOLDS["dead"]
@@ -188,8 +189,8 @@ def synthetic_records(dataset: str, seeds: Sequence[int] = (0, 1, 2), *, n_neuro
 def load_records(results_dir: str | Path, profile: str, datasets: Sequence[str], run: str = "topk", *,
                  synthetic_if_missing: bool = True, synthetic_neurons: int = 2048) -> dict[str, list[NeuronRecord]]:
     """Records per dataset: the saved ones, else (when allowed) SYNTHETIC stand-ins."""
-    if run not in RUNS:
-        raise VaesaeError(f"run {run!r} has no neuron arrays; choose one of {', '.join(RUNS)}")
+    if run not in R.neuron_runs():
+        raise VaesaeError(f"run {run!r} has no neuron arrays; choose one of {', '.join(R.neuron_runs())}")
     out = {}
     for ds in datasets:
         recs = find_records(results_dir, profile, ds, run)

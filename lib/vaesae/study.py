@@ -17,17 +17,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import paper
-from .ablation import RUNS as ABLATION_RUNS
-from .sparsity import REMEDIES
+from . import paper, runs as R
 from .errors import VaesaeError
 from .io import repo_path
 from .records import load_neurons, neurons_path
 
-RUNS = ("stage1", "stage2", "topk", "extended", "l1", *REMEDIES,  # REMEDIES: issue 9 (vaesae.intrinsic)
-        *ABLATION_RUNS)  # issue 9: the ablations of Top-k stage 3 (vaesae.ablation), stage2_init1 included
+RUNS = R.names()   # every registered run (vaesae.runs): the study's, the remedies' (08) and the ablations' (09)
 DATASET_LABEL = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}
-METHOD_LABEL = {"topk": "Top-k", "l1": "L1", "extended": "Top-k + extended"}
+METHOD_LABEL = {r.name: r.label for r in R.rows(group="study") if r.label}   # topk, extended, l1
 DEAD_DEFAULT, SPEC_DEFAULT = 0.001, 0.5
 
 
@@ -122,7 +119,7 @@ def load_study(results_dir: str | Path, profile: str) -> Study:
             seed = _seed_of(seed_dir)
             if seed is None:
                 continue
-            for run in RUNS:
+            for run in R.names():   # read at call time: a row added to the registry is loaded too
                 run_dir = seed_dir / run
                 if not run_dir.is_dir():
                     continue
@@ -323,8 +320,7 @@ def table7(study: Study) -> pd.DataFrame:
     """Table 7: wall time per stage and seed (minutes), beside the paper's RTX 5090 figures."""
     rows = []
     for ds in study.datasets:
-        for run, label in (("stage1", "stage 1: VAE pre-training"), ("stage2", "stage 2: SAE init"), ("topk", "stage 3: joint Top-k"),
-                           ("extended", "extended training"), ("l1", "L1 comparison")):
+        for run, label in ((r.name, r.stage_label) for r in R.rows(group="study")):
             secs = [stage_wall_seconds(m) for (d, s, r), m in study.runs.items() if d == ds and r == run]
             secs = [x / 60 for x in secs if x is not None]
             devices = sorted({m.get("environment", {}).get("device", "?") for (d, s, r), m in study.runs.items() if d == ds and r == run})
