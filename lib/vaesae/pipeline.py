@@ -179,6 +179,30 @@ def _declared_parameters(notebook: Path) -> set[str]:
     return set()
 
 
+def _units(stem: str, scope: str, datasets: Sequence[str], seeds: Sequence[int], root: Path):
+    """(dataset, seed, job id, folder of the executed notebook) of each job of ``stem``: one per profile, dataset,
+    or dataset and seed (``scope``); dataset and seed are None where the scope has none."""
+    if scope == "profile":
+        return [(None, None, stem, root)]
+    if scope == "dataset":
+        return [(d, None, f"{stem}[{d}]", root / d) for d in datasets]
+    return [(d, s, f"{stem}[{d},seed{s}]", root / d / f"seed{s}") for d in datasets for s in seeds]
+
+
+def _dep_ids(deps: Sequence[str], scope: str, dataset: str | None, seed: int | None, by_stem: dict[str, list[str]],
+             skip) -> list[str]:
+    """The ids of a job's dependencies: a seed job depends on its own dataset/seed (and on a profile job); a profile
+    job on every unit. ``skip(stem)``: a dependency outside the selection (or left out) counts as met."""
+    out: list[str] = []
+    for dep in deps:
+        if skip(dep):
+            continue
+        for cand in by_stem.get(dep, []):
+            if scope == "profile" or "[" not in cand or f"[{dataset}," in cand and f"seed{seed}]" in cand:
+                out.append(cand)
+    return out
+
+
 def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, results_dir: Path,
                figures_dir: Path, source: str, device: str,
                only: Sequence[str] | None = None, remedies: bool | None = None,
@@ -190,6 +214,7 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
     whatever records exist: e.g. ``07`` on a study whose extended runs are missing). Without ``only`` the
     profile's :func:`leaves_out` jobs are left out the same way, unless ``full``."""
     left_out = () if (full or only is not None) else leaves_out(profile)
+    skip = lambda stem: only is not None and not _selected(stem, only) or stem in left_out  # noqa: E731
     jobs: list[Job] = []
     missing: list[str] = []
     by_stem: dict[str, list[str]] = {}
@@ -204,45 +229,27 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
         declared = _declared_parameters(nb_path)
         if variant and "reading_sae" not in declared:   # a notebook without the parameter has no second chain
             continue
-        if scope == "profile":
-            units = [(None, None)]
-        elif scope == "dataset":
-            units = [(d, None) for d in datasets]
-        else:
-            units = [(d, s) for d in datasets for s in seeds]
-        for dataset, seed in units:
-            if scope == "profile":
-                jid, out_dir = stem, root
-            elif scope == "dataset":
-                jid, out_dir = f"{stem}[{dataset}]", root / dataset
-            else:
-                jid, out_dir = f"{stem}[{dataset},seed{seed}]", root / dataset / f"seed{seed}"
-            offered = {
-                "dataset": dataset, "seed": seed if seed is not None else seeds[0], "profile": profile,
-                # relative to the repository when inside it, so that a manifest written on another machine
-                # (the GPU that trained the paper profile) verifies in any checkout
-                "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
-                "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
-                "remedies": train_list(base, profile, remedies) if TRAIN_SWITCH.get(base) == "remedies" else None,
-                "variants": train_list(base, profile, ablations) if TRAIN_SWITCH.get(base) == "variants" else None,
-                # only the variant jobs get it: the literal jobs' parameters (and so their manifests) stay as they were
-                "reading_sae": variant if variant else None,
-            }
-            params = {k: v for k, v in offered.items() if k in declared and v is not None}
-            dep_ids: list[str] = []
-            for dep in deps:
-                if only is not None and not _selected(dep, only) or dep in left_out:
-                    continue
-                for cand in by_stem.get(dep, []):
-                    # a seed job depends on its own dataset/seed (and on a profile job); a profile job on every unit
-                    if scope == "profile" or "[" not in cand or f"[{dataset}," in cand and f"seed{seed}]" in cand:
-                        dep_ids.append(cand)
+        offered = {
+            "profile": profile,
+            # relative to the repository when inside it, so that a manifest written on another machine
+            # (the GPU that trained the paper profile) verifies in any checkout
+            "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
+            "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
+            "remedies": train_list(base, profile, remedies) if TRAIN_SWITCH.get(base) == "remedies" else None,
+            "variants": train_list(base, profile, ablations) if TRAIN_SWITCH.get(base) == "variants" else None,
+            # only the variant jobs get it: the literal jobs' parameters (and so their manifests) stay as they were
+            "reading_sae": variant if variant else None,
+        }
+        for dataset, seed, jid, out_dir in _units(stem, scope, datasets, seeds, root):
+            unit = {"dataset": dataset, "seed": seed if seed is not None else seeds[0], **offered}
+            params = {k: v for k, v in unit.items() if k in declared and v is not None}
+            dep_ids = _dep_ids(deps, scope, dataset, seed, by_stem, skip)
             if scope == "profile":   # a profile job that trains (08, 09) writes into every dataset's and seed's folder
                 record_dirs = [root / d / f"seed{s}" / r for d in datasets for s in seeds for r in runs]
                 record_dirs += [root / f for f in PROFILE_FILES.get(stem, ())]
             else:
                 record_dirs = [out_dir / r for r in runs]
-            if only is not None and not _selected(stem, only) or stem in left_out:
+            if skip(stem):
                 continue
             jobs.append(Job(jid, nb_path, out_dir / f"{stem}.ipynb", params, dep_ids, record_dirs))
             by_stem.setdefault(stem, []).append(jid)
@@ -776,8 +783,8 @@ class _Parser(argparse.ArgumentParser):
         raise VaesaeError(f"{message} (see ./run_all.sh --help)")
 
 
-@cli
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> _Parser:
+    """``./run_all.sh``'s command line."""
     ap = _Parser(prog="run_all.sh", description="Run the study: every numbered notebook for every dataset and seed, in dependency order.")
     ap.add_argument("--profile", default="quick", help="smoke (seconds, for tests), quick (default, ~20 min on 2 CPU cores) or paper (SPEC.md exactly, needs a GPU)")
     ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: dsprites,shapes3d")
@@ -810,7 +817,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "L1, about 13 more minutes on 2 CPU cores)")
     ap.add_argument("--reuse", action="store_true", help="keep finished jobs made by another commit (default: refuse to mix)")
     ap.add_argument("--list", action="store_true", help="print the jobs and their state, run nothing")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse, with one line, the arguments argparse lets through."""
     if args.profile not in PROFILES:
         raise VaesaeError(f"unknown profile {args.profile!r}; choose from {', '.join(PROFILES)}")
     if args.source not in ("auto", "real", "procedural"):
@@ -821,6 +832,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise VaesaeError(f"--jobs must be at least 1, got {args.jobs}")
     if args.jobs_per_gpu is not None and args.jobs_per_gpu < 1:
         raise VaesaeError(f"--jobs-per-gpu must be at least 1, got {args.jobs_per_gpu}")
+
+
+@dataclasses.dataclass
+class _Study:
+    """What ``main`` works on: the parsed arguments resolved, the jobs and their runner."""
+
+    args: argparse.Namespace
+    datasets: list[str]
+    seeds: list[int]
+    results_dir: Path
+    figures_dir: Path
+    only: list[str] | None
+    missing: list[str]
+    runner: "Runner"
+    gpus: int
+    per_gpu: int
+    n_jobs: int
+
+
+def _prepare(args: argparse.Namespace) -> _Study:
+    """Resolve the arguments, build the jobs and their runner (GPU slots from the visible GPUs)."""
     datasets = _parse_list(args.datasets, DATASETS, "datasets")
     seeds = _parse_seeds(args.seeds) if args.seeds else list(DEFAULT_SEEDS[args.profile])
     results_dir = repo_path(args.results_dir).resolve()
@@ -834,58 +866,93 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_jobs = args.jobs if args.jobs is not None else (gpus * per_gpu if gpus and args.jobs_per_gpu else 1)
     runner = Runner(jobs, results_dir=results_dir, profile=args.profile, n_jobs=n_jobs, force=args.force,
                     jobs_per_gpu=per_gpu, gpus=gpus)
-    slots = len(runner.gpu_slots)
-    where = f" on {gpus} GPU(s), up to {per_gpu} per GPU" if gpus else ""
-    capped = f" (--jobs {n_jobs} asks for more than the {slots} slots of {gpus} GPU(s) x {per_gpu})" if slots < n_jobs else ""
-    print(f"vaesae study: profile {args.profile}, datasets {', '.join(datasets)}, seeds {', '.join(map(str, seeds))}, "
-          f"{len(jobs)} jobs, {slots} at a time{where}{capped}")
-    left_out = () if (args.full or only is not None) else leaves_out(args.profile)
+    return _Study(args, datasets, seeds, results_dir, figures_dir, only, missing, runner, gpus, per_gpu, n_jobs)
+
+
+def _announce(st: _Study) -> None:
+    """The study's first lines: profile, datasets, seeds, jobs and slots; what is left out; what does not exist."""
+    args, slots = st.args, len(st.runner.gpu_slots)
+    where = f" on {st.gpus} GPU(s), up to {st.per_gpu} per GPU" if st.gpus else ""
+    capped = (f" (--jobs {st.n_jobs} asks for more than the {slots} slots of {st.gpus} GPU(s) x {st.per_gpu})"
+              if slots < st.n_jobs else "")
+    print(f"vaesae study: profile {args.profile}, datasets {', '.join(st.datasets)}, seeds {', '.join(map(str, st.seeds))}, "
+          f"{len(st.runner.jobs)} jobs, {slots} at a time{where}{capped}")
+    left_out = () if (args.full or st.only is not None) else leaves_out(args.profile)
     if left_out:
         print(f"left out of the {args.profile} profile (--full runs them): {', '.join(left_out)}")
-    if missing:
-        print(f"not yet part of the artifact (their notebooks do not exist yet): {', '.join(missing)}")
-    if args.list:
-        runner.plan()
-        for jid in runner.order:
-            j = runner.jobs[jid]
-            print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {jid}  <- {', '.join(j.deps) or '-'}")
-        return 0
-    # SIGTERM (kill, a scheduler) stops the study like Ctrl-C: running notebooks are stopped, finished
-    # outputs stay, and the same command resumes
-    signal.signal(signal.SIGTERM, _interrupt)
+    if st.missing:
+        print(f"not yet part of the artifact (their notebooks do not exist yet): {', '.join(st.missing)}")
+
+
+def _print_plan(runner: "Runner") -> int:
+    """``--list``: every job and whether its outputs are complete, nothing run."""
+    runner.plan()
+    for jid in runner.order:
+        j = runner.jobs[jid]
+        print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {jid}  <- {', '.join(j.deps) or '-'}")
+    return 0
+
+
+def _run_jobs(st: _Study, ckpt_dir: Path) -> int:
+    """Run the jobs, with the MPS daemon when several share a GPU; an interrupt stops every child and cleans up.
+
+    The daemon is stopped however the study ends (finished, a failed job, an error, Ctrl-C / SIGTERM after
+    stop_children has stopped its clients)."""
+    from .mps import MPSDaemon
+
+    args, runner = st.args, st.runner
+    shared = st.gpus and st.per_gpu > 1 and max(Counter(runner.gpu_slots).values()) > 1
+    mps = MPSDaemon() if shared and not args.no_mps else None
+    try:
+        if mps is not None:
+            mps.start()
+            print(mps.message, flush=True)
+        try:
+            return runner.run()
+        except KeyboardInterrupt:
+            INTERRUPTED.set()
+            stop_children()
+            clean_leftovers(st.results_dir / args.profile, st.figures_dir / args.profile, ckpt_dir)
+            raise
+    finally:
+        if mps is not None and mps.running:
+            mps.stop()
+            print("MPS: control daemon stopped", flush=True)
+
+
+def _execute(st: _Study) -> int:
+    """Under the study's lock: refuse foreign outputs, clean an interrupted run's leftovers, run, rebuild the report."""
+    args, results_dir, figures_dir = st.args, st.results_dir, st.figures_dir
     ckpt_dir = results_dir.parent / "checkpoints" / args.profile
     with StudyLock(results_dir, args.profile):
-        check_foreign_outputs(results_dir, args.profile, runner.commit, reuse=args.reuse, force=args.force)
+        check_foreign_outputs(results_dir, args.profile, st.runner.commit, reuse=args.reuse, force=args.force)
         removed = clean_leftovers(results_dir / args.profile, figures_dir / args.profile, ckpt_dir)
         if removed:
             print(f"removed {len(removed)} leftover(s) of an interrupted run (unfinished notebooks, temporary files)")
-        from .mps import MPSDaemon
-
-        # several jobs on one GPU: the MPS daemon lets their kernels share the GPU; it is stopped however the
-        # study ends (finished, a failed job, an error, Ctrl-C / SIGTERM after stop_children has stopped its clients)
-        mps = MPSDaemon() if gpus and per_gpu > 1 and max(Counter(runner.gpu_slots).values()) > 1 and not args.no_mps else None
-        try:
-            if mps is not None:
-                mps.start()
-                print(mps.message, flush=True)
-            try:
-                rc = runner.run()
-            except KeyboardInterrupt:
-                INTERRUPTED.set()
-                stop_children()
-                clean_leftovers(results_dir / args.profile, figures_dir / args.profile, ckpt_dir)
-                raise
-        finally:
-            if mps is not None and mps.running:
-                mps.stop()
-                print("MPS: control daemon stopped", flush=True)
-        if any(j.state == "done" for j in runner.jobs.values()) and (results_dir / args.profile / "report.html").exists():
+        rc = _run_jobs(st, ckpt_dir)
+        if any(j.state == "done" for j in st.runner.jobs.values()) and (results_dir / args.profile / "report.html").exists():
             # 07_figures builds the report while its own notebook is still running; rebuild it now so that
             # it links every executed notebook, 07's rendering included (tables and figures are not redone)
             from .report import build_report
 
             print(f"report: {_rel(build_report(results_dir, figures_dir, args.profile))}")
     return rc
+
+
+@cli
+def main(argv: Sequence[str] | None = None) -> int:
+    """``./run_all.sh``: parse and check the arguments, build the jobs, print the plan (``--list``) or run them."""
+    args = _parser().parse_args(argv)
+    _check_args(args)
+    st = _prepare(args)
+    _announce(st)
+    if args.list:
+        return _print_plan(st.runner)
+    # SIGTERM (kill, a scheduler) stops the study like Ctrl-C: running notebooks are stopped, finished
+    # outputs stay, and the same command resumes
+    signal.signal(signal.SIGTERM, _interrupt)
+    return _execute(st)
+
 
 if __name__ == "__main__":
     sys.exit(main())
