@@ -34,7 +34,7 @@ run-to-run noise, which the init-seed variant and the spread over training seeds
 :func:`train_ablations` trains (finished runs with the same parameters are skipped, interrupted ones
 resume; :func:`ensure_baseline` trains the baseline chain where it has no record at all);
 :func:`ablation_table` and :func:`fig_dead_along_stage3` read the saved records only. This module
-imports neither torch nor the study loader at import time. The variants themselves are rows of the run
+does not import torch at import time. The variants themselves are rows of the run
 registry (:mod:`vaesae.runs`), where the study loader and the pipeline read them too.
 """
 
@@ -48,6 +48,7 @@ from .config import get_config
 from .errors import VaesaeError
 from .io import repo_path
 from .runs import Run
+from .study import DEAD, SPEC  # noqa: F401 - the default columns (dead rate < 0.001, specialised MI/H > 0.5)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -56,8 +57,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BASELINE = "topk"         # the run every variant changes one thing of
 INIT_SEED_STRIDE = 1000   # the init-seed variant i of training seed s draws from seed INIT_SEED_STRIDE * i + s
-DEAD = "dead_pct@0.001"   # the default columns (vaesae.metrics: dead rate < 0.001, specialised MI/H > 0.5)
-SPEC = "spec@0.5"
 
 
 # The variants are rows of the run registry (vaesae.runs, group "ablation"): name, label, what, lr_factor, overrides,

@@ -46,6 +46,21 @@ def _update_index(directory: Path, entry: dict[str, Any]) -> None:
         atomic_save_json(path, entries)
 
 
+def write_figure(fig, base: Path, formats: tuple[str, ...] = ("png", "pdf"), *, dpi: int = 130) -> list[Path]:
+    """Write ``fig`` atomically as ``<base>.<fmt>`` for each format (PNG at ``dpi``; a PDF without its creation
+    date, so that regeneration is byte-identical), cropped to its content; return the paths. The one figure writer
+    of the analysis (:func:`save_figure`, the unindexed synthetic figures of :mod:`vaesae.plots_metrics`)."""
+    paths = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi if fmt == "png" else None, bbox_inches="tight",
+                    metadata={"CreationDate": None} if fmt == "pdf" else None)
+        path = base.with_name(f"{base.name}.{fmt}")
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    return paths
+
+
 def save_figure(fig, figures_dir: str | Path, profile: str, name: str, *, title: str, caption: str,
                 order: float | None = None, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
     """Write ``fig`` as PNG and PDF under ``figures_dir/profile`` and register it in the index.
@@ -55,14 +70,7 @@ def save_figure(fig, figures_dir: str | Path, profile: str, name: str, *, title:
     out_dir = repo_path(figures_dir) / profile
     # Below the axes (and their x-label); bbox_inches="tight" grows the canvas to include it.
     fig.text(0.01, -0.02, caption, fontsize=7, color="0.35", ha="left", va="top", wrap=True)
-    paths = []
-    for fmt in formats:
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=130 if fmt == "png" else None, bbox_inches="tight",
-                    metadata={"CreationDate": None} if fmt == "pdf" else None)  # no timestamp: regeneration is byte-identical
-        path = out_dir / f"{name}.{fmt}"
-        atomic_write_bytes(path, buf.getvalue())
-        paths.append(path)
+    paths = write_figure(fig, out_dir / name, formats)
     _update_index(out_dir, {"name": name, "title": title, "caption": caption, "order": order if order is not None else 1e9,
                             "files": [p.name for p in paths]})
     return paths

@@ -33,8 +33,8 @@ import pandas as pd
 
 from . import runs as R
 from .labels import label, legend_outside
-from .metrics import DEFAULT_DEAD_THRESHOLD, DEFAULT_SPEC_THRESHOLD, threshold_key
-from .study import DATASET_LABEL, Study, mean_std as _ms
+from .metrics import DEFAULT_DEAD_THRESHOLD, DEFAULT_SPEC_THRESHOLD
+from .study import DATASET_LABEL, DEAD, SPEC, Study, mean_std as _ms
 
 
 def baselines() -> tuple[str, ...]:
@@ -69,8 +69,7 @@ INTRINSIC_RULE = (
     f"remedy has records. Dead: activation rate < {DEFAULT_DEAD_THRESHOLD:g} on the evaluation set."
 )
 
-DEAD = f"dead_pct@{threshold_key(DEFAULT_DEAD_THRESHOLD)}"
-SPEC = f"spec@{threshold_key(DEFAULT_SPEC_THRESHOLD)}"
+
 
 def train_remedies(datasets: Sequence[str], seeds: Sequence[int], profile: str, *, results_dir: str | Path,
                    remedies: Sequence[str] | None = None, device: str = "auto", source: str = "auto", force: bool = False,

@@ -29,11 +29,17 @@ DEAD_DEFAULT, SPEC_DEFAULT = 0.001, 0.5
 
 
 def dead_col(t: float = DEAD_DEFAULT) -> str:
+    """The column of dead % at activation-rate threshold ``t`` (vaesae.metrics.summarize's key): "dead_pct@0.001"."""
     return f"dead_pct@{t:g}"
 
 
 def spec_col(t: float = SPEC_DEFAULT) -> str:
+    """The column of specialised neurons at MI / H(factor) threshold ``t``: "spec@0.5"."""
     return f"spec@{t:g}"
+
+
+# The default columns, named once: every table, figure and verdict of the analysis reads these
+DEAD, SPEC = dead_col(), spec_col()
 
 
 @dataclass
