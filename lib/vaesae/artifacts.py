@@ -87,15 +87,18 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _tex_cell(v) -> str:
+    """A cell or header as :func:`_fmt` writes it, with LaTeX's special characters (\\ & % _ #) escaped."""
+    text = _fmt(v).replace("\\", "\\textbackslash{}")
+    for ch in "&%_#":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
 def _latex(df) -> str:
-    """A booktabs table without relying on jinja2-backed pandas styling."""
-    cols = list(df.columns)
-    esc = lambda s: _fmt(s).replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_").replace("#", "\\#")  # noqa: E731
-    lines = ["\\begin{tabular}{" + "l" * len(cols) + "}", "\\toprule", " & ".join(esc(c) for c in cols) + " \\\\", "\\midrule"]
-    for row in df.itertuples(index=False):
-        lines.append(" & ".join(esc(v) for v in row) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    """A booktabs table (left-aligned columns, no index) through pandas' LaTeX writer, ``Styler.to_latex`` (jinja2)."""
+    styler = df.style.hide(axis="index").format(_tex_cell).format_index(_tex_cell, axis=1)
+    return styler.to_latex(column_format="l" * len(df.columns), hrules=True)
 
 
 def _markdown(df) -> str:
