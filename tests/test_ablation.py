@@ -28,15 +28,15 @@ def test_variants_override_what_they_claim(profile):
     assert ablation.overrides_for(init, profile, 42) == {"stage_seed": 1042}
     assert ablation.overrides_for(init, profile, 44) == {"stage_seed": 1044}   # a new draw per training seed
     assert ablation.init_seed_for(init, 42) == 1042 and ablation.init_seed_for(ablation.variant("topk_adam"), 42) is None
-    assert init.runs == ("stage2_init1", "topk_init1")
+    assert ablation.chain(init) == ("stage2_init1", "topk_init1") and ablation.chain(ablation.variant("topk_adam")) == ("topk_adam",)
     assert ablation.overrides_for(ablation.variant("topk_lr_x0.1"), "smoke", 42)["lr"] == 1e-4   # rounded, not 1.0000000000000002e-4
 
 
 def test_every_run_folder_is_known_to_the_study_loader_and_the_pipeline():
-    assert ablation.RUNS == ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
-    assert set(ablation.RUNS) <= set(study.RUNS)
-    j9 = next(s for s in pipeline.STAGES if s[0] == "09_ablations")
-    assert j9[3] == ablation.RUNS and j9[1] == "profile"
+    folders = ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
+    assert set(folders) <= set(study.RUNS)
+    j9 = next(s for s in pipeline.stages() if s[0] == "09_ablations")
+    assert j9[3] == folders and j9[1] == "profile"
     with pytest.raises(VaesaeError, match="unknown ablation 'topk_sgd'"):
         ablation.variant("topk_sgd")
 
@@ -138,7 +138,10 @@ def test_a_diverged_variant_is_recorded_and_named_in_the_table(smoke, monkeypatc
     res = results.parent / "diverged" / "results"
     shutil.copytree(results, res)
     shutil.copytree(results.parent / "checkpoints", res.parent / "checkpoints")
-    monkeypatch.setitem(ablation.ABLATIONS, "topk_lr_x10", dataclasses.replace(ablation.ABLATIONS["topk_lr_x10"], lr_factor=1e5))
+    from vaesae import runs
+
+    monkeypatch.setattr(runs, "REGISTRY", tuple(dataclasses.replace(r, lr_factor=1e5) if r.name == "topk_lr_x10" else r
+                                                for r in runs.REGISTRY))
     out = ablation.train_ablations(["dsprites"], [42], "smoke", results_dir=res, variants=["topk_lr_x10"], **KW)
     meta = out[("dsprites", 42, "topk_lr_x10")]
     assert meta["complete"] is False and "the loss became nan" in meta["diverged"]

@@ -34,70 +34,56 @@ run-to-run noise, which the init-seed variant and the spread over training seeds
 :func:`train_ablations` trains (finished runs with the same parameters are skipped, interrupted ones
 resume; :func:`ensure_baseline` trains the baseline chain where it has no record at all);
 :func:`ablation_table` and :func:`fig_dead_along_stage3` read the saved records only. This module
-imports neither torch nor the study loader at import time (:mod:`vaesae.study` and
-:mod:`vaesae.pipeline` read :data:`RUNS` and :data:`VARIANTS` from it).
+does not import torch at import time. The variants themselves are rows of the run
+registry (:mod:`vaesae.runs`), where the study loader and the pipeline read them too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from . import runs as R
 from .config import get_config
 from .errors import VaesaeError
 from .io import repo_path
+from .runs import Run
+from .study import DEAD, SPEC  # noqa: F401 - the default columns (dead rate < 0.001, specialised MI/H > 0.5)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from .study import Study
 
-BASELINE = "topk"
+BASELINE = "topk"         # the run every variant changes one thing of
 INIT_SEED_STRIDE = 1000   # the init-seed variant i of training seed s draws from seed INIT_SEED_STRIDE * i + s
-DEAD = "dead_pct@0.001"   # the default columns (vaesae.metrics: dead rate < 0.001, specialised MI/H > 0.5)
-SPEC = "spec@0.5"
 
 
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """One ablation of Top-k stage 3: its run folder and what it changes relative to the profile."""
-
-    name: str                                   # the stage-3 run's folder (beside the baseline "topk")
-    label: str                                  # for tables and figures
-    what: str                                   # one line: what it changes
-    lr_factor: float = 1.0                      # learning rate = the profile's x this
-    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # plain Config overrides
-    init_seed: int | None = None                # re-draw the SAE's initial weights at stage 2 (a chain of two runs)
-
-    @property
-    def stage2_run(self) -> str | None:
-        """The variant's own stage-2 run (init-seed variants only), from which its stage 3 trains."""
-        return f"stage2_init{self.init_seed}" if self.init_seed is not None else None
-
-    @property
-    def runs(self) -> tuple[str, ...]:
-        """Every run folder the variant writes, in training order."""
-        return tuple(r for r in (self.stage2_run, self.name) if r is not None)
+# The variants are rows of the run registry (vaesae.runs, group "ablation"): name, label, what, lr_factor, overrides,
+# init_seed, from_run. A variant as notebook 09 names it is a stage-3 row; the init-seed variant's own stage 2
+# (stage2_init1) is the row it trains from.
+Variant = Run
+ABLATIONS: dict[str, Variant] = {n: R.get(n) for n in R.ablation_variants()}   # as of import (notebook 09)
+VARIANTS: tuple[str, ...] = R.ablation_variants()
+RUNS: tuple[str, ...] = R.ablations()   # every run folder, stage2_init1 included
 
 
-ABLATIONS: dict[str, Variant] = {v.name: v for v in (
-    Variant("topk_init1", "init seed (SAE re-drawn)",
-            "conv SAE's initial weights re-drawn (same law) before its own stage 2 and stage 3; stage_seed 1000 + seed",
-            init_seed=1),
-    Variant("topk_lr_x0.1", "lr × 0.1", "stage-3 learning rate x 0.1 of the profile's", lr_factor=0.1),
-    Variant("topk_lr_x10", "lr × 10", "stage-3 learning rate x 10 of the profile's", lr_factor=10.0),
-    Variant("topk_adam", "Adam (not AdamW)", "stage 3 with Adam: weight decay as a coupled L2 term, not AdamW's decoupled decay",
-            overrides={"optimizer": "adam"}),
-)}
-VARIANTS: tuple[str, ...] = tuple(ABLATIONS)
-RUNS: tuple[str, ...] = tuple(r for v in ABLATIONS.values() for r in v.runs)   # every run folder, for the study loader
+def chain(v: Variant) -> tuple[str, ...]:
+    """Every run folder the variant writes, in training order: its own stage 2 (an ablation row it trains from,
+    init-seed variants only), then its stage 3. E.g. ``("stage2_init1", "topk_init1")``."""
+    return tuple(r for r in R.lineage(v.name) if R.get(r).group == "ablation")
 
 
 def variant(name: str) -> Variant:
-    if name not in ABLATIONS:
-        raise VaesaeError(f"unknown ablation {name!r}; choose one of {', '.join(VARIANTS)}")
-    return ABLATIONS[name]
+    """The registry's row of ablation ``name`` (a stage-3 run of group "ablation")."""
+    if name not in R.ablation_variants():
+        raise VaesaeError(f"unknown ablation {name!r}; choose one of {', '.join(R.ablation_variants())}")
+    return R.get(name)
+
+
+def _variant_or_none(run: str) -> Variant | None:
+    """The registry row of ablation ``run``; None for the baseline (or any run that is not an ablation)."""
+    return R.get(run) if run in R.ablation_variants() else None
 
 
 def init_seed_for(v: Variant, seed: int) -> int | None:
@@ -129,7 +115,7 @@ def ensure_baseline(datasets: Sequence[str], seeds: Sequence[int], profile: str,
     trained = []
     for ds in datasets:
         for seed in seeds:
-            for run in ("stage1", "stage2", BASELINE):
+            for run in R.lineage(BASELINE):   # stage1, stage2, topk
                 meta_path = run_paths(results_dir, None, profile, ds, seed, run)[0] / "run.json"
                 try:
                     complete = bool(json.loads(meta_path.read_text()).get("complete"))
@@ -143,18 +129,18 @@ def ensure_baseline(datasets: Sequence[str], seeds: Sequence[int], profile: str,
 
 
 def train_ablations(datasets: Sequence[str], seeds: Sequence[int], profile: str, *, results_dir: str | Path,
-                    variants: Sequence[str] = VARIANTS, device: str = "auto", source: str = "auto", force: bool = False,
+                    variants: Sequence[str] | None = None, device: str = "auto", source: str = "auto", force: bool = False,
                     progress: bool | str = "epoch", log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
     """Every variant for every dataset and seed (finished runs with the same parameters are skipped; interrupted
     ones resume). The lr and optimiser variants train from that seed's stage-2 checkpoint, the init-seed variant
     from the stage-1 checkpoint through its own stage 2. A run that diverges (NaN loss) is recorded as such and
-    the others go on. Returns {(dataset, seed, run): run.json}."""
+    the others go on. ``variants``: default every one of the registry. Returns {(dataset, seed, run): run.json}."""
     import json
 
     from .train import Diverged, run_paths, run_stage
 
     say = log or (lambda s: None)
-    chosen = [variant(n) for n in variants]
+    chosen = [variant(n) for n in (R.ablation_variants() if variants is None else variants)]
     results_dir = repo_path(results_dir)
     out: dict[tuple[str, int, str], dict] = {}
     for ds in datasets:
@@ -162,8 +148,11 @@ def train_ablations(datasets: Sequence[str], seeds: Sequence[int], profile: str,
             for v in chosen:
                 ov = overrides_for(v, profile, seed)
                 sae_seed = init_seed_for(v, seed)
-                steps = ([("stage2", v.stage2_run, None, sae_seed)] if v.stage2_run else []) + [("topk", v.name, v.stage2_run, None)]
-                for stage, run, from_run, s2 in steps:
+                for run in chain(v):
+                    row = R.get(run)
+                    stage = row.sparsifier if row.kind == "stage3" else row.kind   # run_stage's stage: "stage2", "topk"
+                    from_run = row.from_run if row.from_run in chain(v) else None   # None: the stage's own input (stage2)
+                    s2 = sae_seed if row.kind == "stage2" else None                 # the re-drawn SAE's seed
                     try:
                         out[(ds, seed, run)] = run_stage(stage, ds, seed, profile, results_dir=results_dir, device=device,
                                                          source=source, force=force, overrides=ov, progress=progress, log=log,
@@ -207,11 +196,11 @@ def _diverged_note(study: "Study", dataset: str, run: str) -> str:
 METRICS = (("dead", "dead %", 1), ("spec", "specialised", 0), ("mig", "MIG", 3), ("mse", "MSE", 4))
 
 
-def ablation_table(study: "Study", variants: Sequence[str] = VARIANTS) -> "pd.DataFrame":
+def ablation_table(study: "Study", variants: Sequence[str] | None = None) -> "pd.DataFrame":
     """Per dataset: the Top-k baseline and every variant with records, at the end of stage 3 (k = k_end): dead %
     (rate < 0.001), specialised (MI/H > 0.5), MIG, MSE as mean ± std over seeds, and each one's difference from
     the baseline, paired by training seed (variant minus Top-k of the same seed, mean ± std over the seeds both
-    have). Runs that diverged are left out of the numbers and named in ``note``."""
+    have). Runs that diverged are left out of the numbers and named in ``note``. ``variants``: default every one."""
     import pandas as pd
 
     from .study import DATASET_LABEL, mean_std
@@ -219,12 +208,12 @@ def ablation_table(study: "Study", variants: Sequence[str] = VARIANTS) -> "pd.Da
     rows = []
     for ds in study.datasets:
         base = final_values(study, ds, BASELINE)
-        for run in (BASELINE, *variants):
+        for run in (BASELINE, *(R.ablation_variants() if variants is None else variants)):
             v = final_values(study, ds, run)
             note = _diverged_note(study, ds, run)
             if not v and not note:
                 continue
-            spec = ABLATIONS.get(run)
+            spec = _variant_or_none(run)
             row: dict[str, Any] = {"dataset": DATASET_LABEL[ds], "variant": spec.label if spec else "Top-k (paper's protocol)",
                                    "run": run, "changes": spec.what if spec else "nothing (baseline)"}
             paired = sorted(set(v) & set(base))
@@ -238,7 +227,7 @@ def ablation_table(study: "Study", variants: Sequence[str] = VARIANTS) -> "pd.Da
     return pd.DataFrame(rows)
 
 
-def fig_dead_along_stage3(study: "Study", variants: Sequence[str] = VARIANTS):
+def fig_dead_along_stage3(study: "Study", variants: Sequence[str] | None = None):
     """Dead % (rate < 0.001) at every stage-3 epoch, the baseline and every variant, one panel per dataset
     (mean over seeds; a diverged run's epochs end with a cross). k of the schedule on the right axis."""
     import matplotlib.pyplot as plt
@@ -248,12 +237,12 @@ def fig_dead_along_stage3(study: "Study", variants: Sequence[str] = VARIANTS):
 
     datasets = study.datasets or ["dsprites"]
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.6 * len(datasets), 3.6), squeeze=False)
-    runs = (BASELINE, *variants)
+    runs = (BASELINE, *(R.ablation_variants() if variants is None else variants))
     colours = dict(zip(runs, ["black", *plt.get_cmap("tab10").colors]))
     for ax, ds in zip(axes.flat, datasets):
         for run in runs:
             rows = study.rows(ds, run)
-            spec = ABLATIONS.get(run)
+            spec = _variant_or_none(run)
             diverged = any(m.get("diverged") for (d, s, r), m in study.runs.items() if d == ds and r == run)
             label = (spec.label if spec else "Top-k (baseline)") + (" (diverged)" if diverged else "")
             if rows.empty or DEAD not in rows:

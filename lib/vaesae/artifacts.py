@@ -46,6 +46,21 @@ def _update_index(directory: Path, entry: dict[str, Any]) -> None:
         atomic_save_json(path, entries)
 
 
+def write_figure(fig, base: Path, formats: tuple[str, ...] = ("png", "pdf"), *, dpi: int = 130) -> list[Path]:
+    """Write ``fig`` atomically as ``<base>.<fmt>`` for each format (PNG at ``dpi``; a PDF without its creation
+    date, so that regeneration is byte-identical), cropped to its content; return the paths. The one figure writer
+    of the analysis (:func:`save_figure`, the unindexed synthetic figures of :mod:`vaesae.plots_metrics`)."""
+    paths = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi if fmt == "png" else None, bbox_inches="tight",
+                    metadata={"CreationDate": None} if fmt == "pdf" else None)
+        path = base.with_name(f"{base.name}.{fmt}")
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    return paths
+
+
 def save_figure(fig, figures_dir: str | Path, profile: str, name: str, *, title: str, caption: str,
                 order: float | None = None, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
     """Write ``fig`` as PNG and PDF under ``figures_dir/profile`` and register it in the index.
@@ -55,14 +70,7 @@ def save_figure(fig, figures_dir: str | Path, profile: str, name: str, *, title:
     out_dir = repo_path(figures_dir) / profile
     # Below the axes (and their x-label); bbox_inches="tight" grows the canvas to include it.
     fig.text(0.01, -0.02, caption, fontsize=7, color="0.35", ha="left", va="top", wrap=True)
-    paths = []
-    for fmt in formats:
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=130 if fmt == "png" else None, bbox_inches="tight",
-                    metadata={"CreationDate": None} if fmt == "pdf" else None)  # no timestamp: regeneration is byte-identical
-        path = out_dir / f"{name}.{fmt}"
-        atomic_write_bytes(path, buf.getvalue())
-        paths.append(path)
+    paths = write_figure(fig, out_dir / name, formats)
     _update_index(out_dir, {"name": name, "title": title, "caption": caption, "order": order if order is not None else 1e9,
                             "files": [p.name for p in paths]})
     return paths
@@ -79,15 +87,18 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _tex_cell(v) -> str:
+    """A cell or header as :func:`_fmt` writes it, with LaTeX's special characters (\\ & % _ #) escaped."""
+    text = _fmt(v).replace("\\", "\\textbackslash{}")
+    for ch in "&%_#":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
 def _latex(df) -> str:
-    """A booktabs table without relying on jinja2-backed pandas styling."""
-    cols = list(df.columns)
-    esc = lambda s: _fmt(s).replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_").replace("#", "\\#")  # noqa: E731
-    lines = ["\\begin{tabular}{" + "l" * len(cols) + "}", "\\toprule", " & ".join(esc(c) for c in cols) + " \\\\", "\\midrule"]
-    for row in df.itertuples(index=False):
-        lines.append(" & ".join(esc(v) for v in row) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    """A booktabs table (left-aligned columns, no index) through pandas' LaTeX writer, ``Styler.to_latex`` (jinja2)."""
+    styler = df.style.hide(axis="index").format(_tex_cell).format_index(_tex_cell, axis=1)
+    return styler.to_latex(column_format="l" * len(df.columns), hrules=True)
 
 
 def _markdown(df) -> str:

@@ -28,6 +28,7 @@ import types
 import typing
 from typing import Any, Literal, Mapping, Union
 
+from . import runs as _runs
 from .errors import VaesaeError
 
 # --------------------------------------------------------------------------------------------
@@ -39,7 +40,7 @@ PAPER_SCHEDULE_SPLIT = (5, 40, 5)   # warm-up / cosine annealing / hold epochs o
 PAPER_EXTENDED_RATIO = 2        # extended training = 100 epochs = 2 × stage 3 (SPEC §3.5)
 PAPER_PARAMETERS = 68.6e6       # the paper's parameter count (§3.5)
 
-STAGES = ("stage1", "stage2", "topk", "extended", "l1")
+STAGES = _runs.STUDY   # the paper's five runs in training order (the run registry, vaesae.runs)
 
 # --------------------------------------------------------------------------------------------
 # SPEC §6: the readings of the SAE that the paper leaves open, declared before any was swept. A reading is
@@ -79,7 +80,7 @@ def run_folder(run: str, reading_sae: str = "literal") -> str:
     depend on the reading), else ``run@reading`` (e.g. ``topk@centred+boost_steps``), so that records of
     different readings never share a folder."""
     reading_parts(reading_sae)
-    return run if reading_sae == "literal" or run == "stage1" else f"{run}@{reading_sae}"
+    return run if reading_sae == "literal" or _runs.kind_of(run) == "stage1" else f"{run}@{reading_sae}"
 
 
 def split_run_folder(folder: str) -> tuple[str, str]:
@@ -212,8 +213,9 @@ class Config:
         return scaled_split(self.epochs_stage3)
 
     def epochs_for(self, stage: str) -> int:
-        return {"stage1": self.epochs_stage1, "stage2": self.epochs_stage2, "topk": self.epochs_stage3,
-                "extended": self.epochs_extended, "l1": self.epochs_stage3}.get(stage, self.epochs_stage3)
+        """Epochs of a run of ``stage`` (a registered run or a sparsifier's name), by its kind (vaesae.runs)."""
+        return {"stage1": self.epochs_stage1, "stage2": self.epochs_stage2, "stage3": self.epochs_stage3,
+                "extended": self.epochs_extended}[_runs.kind_of(stage)]
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

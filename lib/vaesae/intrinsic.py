@@ -3,7 +3,7 @@
 The paper (Roy, Misra & Singh, arXiv 2603.18056, abstract and §5) concludes that interpretability
 collapse "is intrinsic to the compression process rather than an artifact of any particular
 algorithm", having tried Top-k and L1 only. This module runs the remedies of
-:mod:`vaesae.sparsity` (``REMEDIES``: Gao et al. 2024's auxiliary loss, the unit-norm / pre-bias
+:mod:`vaesae.sparsity` (the registry's remedies, :func:`vaesae.runs.remedies`: Gao et al. 2024's auxiliary loss, the unit-norm / pre-bias
 initialisation, BatchTopK, the adaptive elastic net) as drop-in replacements of stage 3, from the
 same stage-2 checkpoint, with the same schedule, seeds and per-epoch evaluation, and compares:
 
@@ -31,16 +31,30 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from . import runs as R
 from .labels import label, legend_outside
-from .metrics import DEFAULT_DEAD_THRESHOLD, DEFAULT_SPEC_THRESHOLD, threshold_key
-from .sparsity import REMEDIES
-from .study import DATASET_LABEL, Study, mean_std as _ms
+from .metrics import DEFAULT_DEAD_THRESHOLD, DEFAULT_SPEC_THRESHOLD
+from .study import DATASET_LABEL, DEAD, SPEC, Study, mean_std as _ms
 
-BASELINES = ("topk", "l1")
-COMPARED = (*BASELINES, *REMEDIES)
-LABEL = {"topk": "Top-k (paper)", "l1": "L1 (paper)", "topk_aux": "Top-k + aux loss (Gao et al. 2024)",
-         "topk_init": "Top-k + unit-norm decoder, pre-bias", "batchtopk": "BatchTopK (Bussmann et al. 2024)",
-         "elastic": "adaptive elastic net (Chaudhry et al. 2026)"}
+
+def baselines() -> tuple[str, ...]:
+    """The paper's stage-3 sparsifiers (the registry's study rows of kind stage3): topk, l1."""
+    return tuple(r.name for r in R.rows(group="study", kind="stage3"))
+
+
+def compared() -> tuple[str, ...]:
+    """Every sparsifier this module compares: the paper's two and the remedies (vaesae.runs), read at call time."""
+    return (*baselines(), *R.remedies())
+
+
+def run_label(run: str) -> str:
+    """"Top-k (paper)", "L1 (paper)" for the baselines, the registry's label for a remedy, else the name."""
+    return f"{R.label(run)} (paper)" if run in baselines() else R.label(run)
+
+
+REMEDIES = R.REMEDIES        # as of import
+BASELINES = baselines()
+COMPARED = compared()
 
 # The verdict rule on "collapse is intrinsic", written once (printed under the table).
 AVOIDED_DEAD_PCT = 10.0      # a sparsifier avoids the collapse on a dataset when its dead % ends below this ...
@@ -55,17 +69,17 @@ INTRINSIC_RULE = (
     f"remedy has records. Dead: activation rate < {DEFAULT_DEAD_THRESHOLD:g} on the evaluation set."
 )
 
-DEAD = f"dead_pct@{threshold_key(DEFAULT_DEAD_THRESHOLD)}"
-SPEC = f"spec@{threshold_key(DEFAULT_SPEC_THRESHOLD)}"
 
 
 def train_remedies(datasets: Sequence[str], seeds: Sequence[int], profile: str, *, results_dir: str | Path,
-                   remedies: Sequence[str] = REMEDIES, device: str = "auto", source: str = "auto", force: bool = False,
+                   remedies: Sequence[str] | None = None, device: str = "auto", source: str = "auto", force: bool = False,
                    progress: bool | str = "epoch", log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
     """Stage 3 with every remedy for every dataset and seed, each from that seed's stage-2 checkpoint
-    (finished runs with the same parameters are skipped; interrupted ones resume). {(dataset, seed, run): run.json}."""
+    (finished runs with the same parameters are skipped; interrupted ones resume); ``remedies``: default every one
+    of the registry (vaesae.runs). {(dataset, seed, run): run.json}."""
     from .train import run_stage
 
+    remedies = R.remedies() if remedies is None else remedies
     out = {}
     for ds in datasets:
         for seed in seeds:
@@ -127,15 +141,16 @@ AFTER_REINIT_NOTE = ("†: validation pass measured after the last epoch's re-in
                      "so it is not comparable with the first count")
 
 
-def comparison_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFrame:
+def comparison_table(study: Study, runs: Sequence[str] | None = None) -> pd.DataFrame:
     """Every sparsifier x dataset at the end of stage 3 (k_end for the Top-k family), mean ± std over seeds."""
+    runs = compared() if runs is None else runs
     rows = []
     for ds in study.datasets:
         for run in runs:
             v = final_values(study, ds, run)
             if not v["seeds"]:
                 continue
-            rows.append({"dataset": DATASET_LABEL[ds], "sparsifier": LABEL.get(run, run), "run": run,
+            rows.append({"dataset": DATASET_LABEL[ds], "sparsifier": run_label(run), "run": run,
                          "dead % (eval, rate < 0.001)": _ms(v["dead"], 1),
                          DEAD_VAL: _ms(v["dead_val"], 1)
                          + (AFTER_REINIT_MARK if any(v["val_after_reinit"]) else ""),
@@ -149,8 +164,9 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def intrinsic_verdict(study: Study, remedies: Sequence[str] = REMEDIES) -> tuple[str, pd.DataFrame]:
+def intrinsic_verdict(study: Study, remedies: Sequence[str] | None = None) -> tuple[str, pd.DataFrame]:
     """(verdict, per dataset x remedy evidence) by :data:`INTRINSIC_RULE`."""
+    remedies = R.remedies() if remedies is None else remedies
     rows, any_avoided, any_material, any_measured = [], False, False, False
     for ds in study.datasets:
         base = final_values(study, ds, "topk")
@@ -167,7 +183,7 @@ def intrinsic_verdict(study: Study, remedies: Sequence[str] = REMEDIES) -> tuple
             material = b_dead - dead >= MATERIAL_POINTS
             any_avoided |= avoided
             any_material |= material
-            rows.append({"dataset": DATASET_LABEL[ds], "remedy": LABEL.get(r, r), "Top-k dead %": round(b_dead, 1),
+            rows.append({"dataset": DATASET_LABEL[ds], "remedy": run_label(r), "Top-k dead %": round(b_dead, 1),
                          "remedy dead %": round(dead, 1), "change, points": round(dead - b_dead, 1),
                          "MSE / Top-k MSE": round(mse / b_mse, 2) if mse is not None and b_mse else None,
                          "avoids collapse": bool(avoided), "lowers dead % materially": bool(material),
@@ -183,10 +199,11 @@ def intrinsic_verdict(study: Study, remedies: Sequence[str] = REMEDIES) -> tuple
     return verdict, pd.DataFrame(rows)
 
 
-def verdict_coverage(study: Study, remedies: Sequence[str] = REMEDIES) -> str:
+def verdict_coverage(study: Study, remedies: Sequence[str] | None = None) -> str:
     """Which remedy x dataset runs the verdict rests on: "all 8 remedy x dataset runs" or "3 of 8 remedy x
     dataset runs; not run: dSprites: batchtopk, ..." (datasets with Top-k records only). A verdict on part
     of the grid says so wherever it is printed."""
+    remedies = R.remedies() if remedies is None else remedies
     cells = [(ds, r) for ds in study.datasets if final_values(study, ds, "topk")["seeds"] for r in remedies]
     missing = [(ds, r) for ds, r in cells if not final_values(study, ds, r)["seeds"]]
     n, have = len(cells), len(cells) - len(missing)
@@ -233,9 +250,10 @@ def alignment(mi: np.ndarray, rates: np.ndarray, factor_names: Sequence[str], *,
     return out
 
 
-def alignment_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFrame:
+def alignment_table(study: Study, runs: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per dataset x run x factor: alive neurons whose best factor it is, their median best MI and
     median gap, and the MI of the neuron matched one-to-one to the factor (mean over seeds)."""
+    runs = compared() if runs is None else runs
     rows = []
     for ds in study.datasets:
         for run in runs:
@@ -303,10 +321,11 @@ def starts_from_recorded_stage2(study: Study, dataset: str, seed: int, run: str)
     return ref is None or own is None or own == ref
 
 
-def ceiling_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFrame:
+def ceiling_table(study: Study, runs: Sequence[str] | None = None) -> pd.DataFrame:
     """:func:`ceiling_share` of every run against the stage-2 (k_start) arrays of the same seed; seeds whose
     run trained from another stage-2 checkpoint (:func:`starts_from_recorded_stage2`) are left out and
     counted in the last column."""
+    runs = compared() if runs is None else runs
     rows = []
     for ds in study.datasets:
         for run in runs:
@@ -330,9 +349,10 @@ def ceiling_table(study: Study, runs: Sequence[str] = COMPARED) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def fig_dead_vs_k(study: Study, runs: Sequence[str] = COMPARED):
+def fig_dead_vs_k(study: Study, runs: Sequence[str] | None = None):
     """Dead % along stage 3 for every sparsifier: against k for the Top-k family (left), against the
     epoch for all (right); one row per dataset, mean over seeds."""
+    runs = compared() if runs is None else runs
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -345,9 +365,9 @@ def fig_dead_vs_k(study: Study, runs: Sequence[str] = COMPARED):
             if rows.empty:
                 continue
             g = rows.groupby("epoch").agg(dead=(DEAD, "mean"), k=("k", "mean") if "k" in rows else (DEAD, "size")).reset_index()
-            axes[i, 1].plot(g["epoch"], g["dead"], label=LABEL.get(run, run), color=palette[run], marker="o", ms=2)
+            axes[i, 1].plot(g["epoch"], g["dead"], label=run_label(run), color=palette[run], marker="o", ms=2)
             if "k" in rows and rows["k"].notna().any():
-                axes[i, 0].plot(g["k"], g["dead"], label=LABEL.get(run, run), color=palette[run], marker="o", ms=2)
+                axes[i, 0].plot(g["k"], g["dead"], label=run_label(run), color=palette[run], marker="o", ms=2)
         axes[i, 0].invert_xaxis()
         axes[i, 0].set(xlabel=label("k") + ", decreasing", ylabel=label(DEAD), title=f"{DATASET_LABEL[ds]}: Top-k family")
         axes[i, 1].set(xlabel=label("epoch"), ylabel=label(DEAD), title=f"{DATASET_LABEL[ds]}: every sparsifier")

@@ -34,78 +34,121 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .ablation import RUNS as ABLATION_RUNS, VARIANTS as ABLATION_VARIANTS
-from .config import SAE_READINGS, run_folder, split_run_folder
+from . import runs as R
+from .config import PROFILES, SAE_READINGS, run_folder, split_run_folder
 from .errors import VaesaeError, cli
 from .io import REPO_ROOT, atomic_save_json, git_commit, repo_path, sha256_file
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
-PROFILES = ("smoke", "quick", "paper")
 DATASETS = ("dsprites", "shapes3d")
 DEFAULT_SEEDS = {"smoke": (42,), "quick": (42,), "paper": (42, 43, 44)}
 
-# SPEC §6 (issue 16): notebook 10 trains stage 2 and the Top-k warm-up of every non-literal reading (run@reading folders)
-READING_RUNS = tuple(run_folder(run, r) for r in SAE_READINGS if r != "literal" for run in ("stage2", "topk"))
 CHOSEN = "chosen"   # notebooks 02-05 with reading_sae="chosen": the reading notebook 10 recorded in its choice file
 CHOICE_FILE = "readings_choice.json"   # results/<profile>/readings_choice.json (vaesae.readings.CHOICE_FILE)
+SWEEP_NOTEBOOK = "10_readings"   # trains the registry's sweep runs (stage2, topk) under every non-literal reading
 
-# (notebook stem, scope, dependencies by stem, run directories it writes below the seed folder)
+# The notebooks as a graph: (notebook stem, scope, dependencies by stem). The run folders each one writes below the
+# seed folder come from the run registry (vaesae.runs, :func:`job_runs`).
 # scope: "dataset" (once per dataset), "seed" (per dataset and seed), "profile" (once).
 # A stem "NN_name@chosen" runs notebook NN_name with reading_sae="chosen" (only when that notebook declares the
 # parameter): the study's second chain, under the reading notebook 10 chose; its run folders "run@chosen" name the
 # real folders (run_folder(run, chosen)) once the choice is recorded (resolve_record_dir).
-STAGES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("00_data", "dataset", (), ()),
-    ("01_stage1_vae", "seed", (), ("stage1",)),
-    ("02_stage2_sae_init", "seed", ("01_stage1_vae",), ("stage2",)),
-    ("03_stage3_topk", "seed", ("02_stage2_sae_init",), ("topk",)),
-    ("04_extended", "seed", ("03_stage3_topk",), ("extended",)),
-    ("05_l1_comparison", "seed", ("02_stage2_sae_init",), ("l1",)),
-    ("06_threshold_robustness", "profile", ("03_stage3_topk",), ()),
+NOTEBOOK_GRAPH: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("00_data", "dataset", ()),
+    ("01_stage1_vae", "seed", ()),
+    ("02_stage2_sae_init", "seed", ("01_stage1_vae",)),
+    ("03_stage3_topk", "seed", ("02_stage2_sae_init",)),
+    ("04_extended", "seed", ("03_stage3_topk",)),
+    ("05_l1_comparison", "seed", ("02_stage2_sae_init",)),
+    ("06_threshold_robustness", "profile", ("03_stage3_topk",)),
     # issue 9: trains the remedy sparsifiers of every dataset and seed (when --remedies), then compares
-    ("08_is_collapse_intrinsic", "profile", ("02_stage2_sae_init", "03_stage3_topk", "05_l1_comparison"),
-     ("topk_aux", "topk_init", "batchtopk", "elastic")),
+    ("08_is_collapse_intrinsic", "profile", ("02_stage2_sae_init", "03_stage3_topk", "05_l1_comparison")),
     # issue 9: trains the ablations of Top-k stage 3 (init seed, lr x0.1 / x10, Adam) of every dataset and seed (when
     # --ablations), then compares them with topk; the init-seed variant trains its own stage 2 from stage 1's checkpoint
-    ("09_ablations", "profile", ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk"), ABLATION_RUNS),
+    ("09_ablations", "profile", ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk")),
     # issue 16: the SAE's input readings (SPEC §6): each non-literal reading's stage 2 (from stage 1) and Top-k warm-up,
     # literal's read from 02/03; the selection rule writes results/<profile>/readings_choice.json
-    ("10_readings", "profile", ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk"), READING_RUNS),
+    (SWEEP_NOTEBOOK, "profile", ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk")),
     # the study again under the chosen reading (nothing to do when it is literal: those runs are complete)
-    ("02_stage2_sae_init@chosen", "seed", ("01_stage1_vae", "10_readings"), ("stage2@chosen",)),
-    ("03_stage3_topk@chosen", "seed", ("02_stage2_sae_init@chosen",), ("topk@chosen",)),
-    ("04_extended@chosen", "seed", ("03_stage3_topk@chosen",), ("extended@chosen",)),
-    ("05_l1_comparison@chosen", "seed", ("02_stage2_sae_init@chosen",), ("l1@chosen",)),
+    ("02_stage2_sae_init@chosen", "seed", ("01_stage1_vae", SWEEP_NOTEBOOK)),
+    ("03_stage3_topk@chosen", "seed", ("02_stage2_sae_init@chosen",)),
+    ("04_extended@chosen", "seed", ("03_stage3_topk@chosen",)),
+    ("05_l1_comparison@chosen", "seed", ("02_stage2_sae_init@chosen",)),
     # last: its tables (claim_tests included) and the report read every record, the remedies' and ablations' too
     ("07_figures", "profile", ("03_stage3_topk", "04_extended", "05_l1_comparison", "06_threshold_robustness",
-                               "08_is_collapse_intrinsic", "09_ablations", "10_readings"), ()),
+                               "08_is_collapse_intrinsic", "09_ablations", SWEEP_NOTEBOOK)),
 )
+
+
+def job_runs(stem: str) -> tuple[str, ...]:
+    """The run folders job ``stem`` writes below a seed folder, from the registry: the runs its notebook trains;
+    for "NN@chosen" those of them trained again under the chosen reading ("run@chosen"); for notebook 10 the sweep
+    runs under every non-literal reading (``stage2@centred``, ``topk@centred``, ...)."""
+    base, _, variant = stem.partition("@")
+    if variant:
+        return tuple(f"{r}@{variant}" for r in R.trained_by(base) if R.get(r).chosen)
+    if base == SWEEP_NOTEBOOK:
+        return tuple(run_folder(run, r) for r in SAE_READINGS if r != "literal" for run in R.sweep_runs())
+    return R.trained_by(base)
+
+
+def stages() -> tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...]:
+    """(notebook stem, scope, dependencies, run folders) of every job, the run folders read from the registry now."""
+    return tuple((stem, scope, deps, job_runs(stem)) for stem, scope, deps in NOTEBOOK_GRAPH)
+
+
+def trains_from() -> set[tuple[str, str]]:
+    """(job, dependency) pairs, by notebook, where the job trains from the dependency's final checkpoint: a run of
+    the job's notebook trains from a run the other notebook trains (the registry's from_run).
+    Checkpoints are not part of a job's verified outputs: a fresh checkout holding the committed records of a
+    finished job has none, so that job is run again when a job that trains from it must run."""
+    pairs = {(r.notebook, R.get(r.from_run).notebook) for r in R.REGISTRY if r.from_run}
+    # notebook 10's sweep runs: the first of each reading's chain trains from another notebook's run (stage 1)
+    pairs |= {(SWEEP_NOTEBOOK, R.get(R.get(r).from_run).notebook) for r in R.sweep_runs()
+              if R.get(r).from_run not in R.sweep_runs()}
+    return {(a, b) for a, b in pairs if a != b}
+
+
+def leaves_out(profile: str) -> tuple[str, ...]:
+    """The seed jobs ``profile``'s default study leaves out (unless --full or --only names them): those whose
+    every run the registry leaves out of the profile (``left_out_of``; for "@chosen" ``chosen_left_out_of``).
+    Their dependants read what is recorded (07 lists the runs as not run)."""
+    out = []
+    for stem, scope, _ in NOTEBOOK_GRAPH:
+        base, _, variant = stem.partition("@")
+        names = [r for r in R.trained_by(base) if R.get(r).chosen or not variant]
+        if scope == "seed" and names and not R.default_on(names, profile, chosen=bool(variant)):
+            out.append(stem)
+    return tuple(out)
+
+
+# as of import, for readers and tests; build_jobs and the runner call the functions
+STAGES = stages()
+TRAINS_FROM = trains_from()
+# quick (2026-12-03, a fresh clone of an idle 2-core machine): the whole profile took 29:49 (+1:24 to install), of it
+# extended training 5:09 (literal) and 5:15 (chosen reading) and the literal reading's L1 2:29: at m = 1,024 and a few
+# thousand images "does longer training revive neurons" says little, and under the literal reading the neurons are dead
+# before L1 starts (stage 2), so L1 against Top-k is read under the chosen one (the registry's left_out_of)
+PROFILE_LEAVES_OUT = {p: leaves_out(p) for p in PROFILES if leaves_out(p)}
 # outputs of a profile job that are files of results/<profile>/ rather than run folders (its manifest lists them)
-PROFILE_FILES = {"10_readings": (CHOICE_FILE,)}
-# (job, dependency) pairs, by notebook, where the job trains from the dependency's final checkpoint
-# (checkpoints are not part of a job's verified outputs: a fresh checkout holding the committed records
-# of a finished job has none, so that job is run again when a job that trains from it must run)
-TRAINS_FROM = {("02_stage2_sae_init", "01_stage1_vae"), ("03_stage3_topk", "02_stage2_sae_init"),
-               ("04_extended", "03_stage3_topk"), ("05_l1_comparison", "02_stage2_sae_init"),
-               ("08_is_collapse_intrinsic", "02_stage2_sae_init"),
-               ("09_ablations", "01_stage1_vae"), ("09_ablations", "02_stage2_sae_init"),
-               ("10_readings", "01_stage1_vae")}
+PROFILE_FILES = {SWEEP_NOTEBOOK: (CHOICE_FILE,)}
 # profile jobs that train only when their notebook parameter lists runs to train ("" compares what is recorded):
-# 08's remedies (--remedies / --no-remedies; the default per profile: off for quick since notebook 10 joined it, where
-# the 8 remedy runs took 8:05 and 8:36 of a 25-minute study on 2 CPU cores and say nothing the paper profile does
-# not say better: at m = 1,024 and 3,500 images the verdict was "supported" where the paper profile's is "weakened")
-# and 09's ablations (--ablations / --no-ablations; the default per profile:
-# on quick they add 6:46 on 2 CPU cores, measured for the 09 job alone on an idle machine, each stage 3 43-49 s,
-# lr x 10 diverging on dSprites in its 7th epoch)
+# 08's remedies (--remedies / --no-remedies) and 09's ablations (--ablations / --no-ablations); by default the runs
+# the registry does not leave out of the profile: off for quick since notebook 10 joined it, where the 8 remedy runs
+# took 8:05 and 8:36 of a 25-minute study on 2 CPU cores and say nothing the paper profile does not say better (at
+# m = 1,024 and 3,500 images the verdict was "supported" where the paper profile's is "weakened"), and the ablations
+# added 6:46 on 2 CPU cores (the 09 job alone on an idle machine, each stage 3 43-49 s, lr x 10 diverging on dSprites
+# in its 7th epoch)
 TRAIN_SWITCH = {"08_is_collapse_intrinsic": "remedies", "09_ablations": "variants"}
-DEFAULT_ABLATIONS = {"smoke": True, "quick": False, "paper": True}
-# jobs a profile leaves out unless --full (or --only names them); their dependants read what is recorded (07 lists the
-# runs as not run). quick: on a fresh clone of an idle 2-core machine (2026-12-03) the whole profile took 29:49
-# (+1:24 to install), of it extended training 5:09 (literal) and 5:15 (chosen reading) and the literal reading's L1
-# 2:29: at m = 1,024 and a few thousand images "does longer training revive neurons" says little, and under the
-# literal reading the neurons are dead before L1 starts (stage 2), so L1 against Top-k is read under the chosen one.
-PROFILE_LEAVES_OUT = {"quick": ("04_extended", "04_extended@chosen", "05_l1_comparison")}
-DEFAULT_REMEDIES = {"smoke": True, "quick": False, "paper": True}
+
+
+def train_list(stem: str, profile: str, asked: bool | None) -> str:
+    """The comma-separated runs a switched profile job (:data:`TRAIN_SWITCH`) is told to train: all of them when
+    ``asked``, none when ``asked`` is False, else those the registry does not leave out of ``profile``. 09 names
+    its ablations by their stage-3 runs (the init-seed variant's own stage 2 goes with it)."""
+    names = R.ablation_variants() if TRAIN_SWITCH.get(stem) == "variants" else R.trained_by(stem)
+    chosen = names if asked else () if asked is False else R.default_on(names, profile)
+    return ",".join(chosen)
 
 
 @dataclasses.dataclass
@@ -136,6 +179,30 @@ def _declared_parameters(notebook: Path) -> set[str]:
     return set()
 
 
+def _units(stem: str, scope: str, datasets: Sequence[str], seeds: Sequence[int], root: Path):
+    """(dataset, seed, job id, folder of the executed notebook) of each job of ``stem``: one per profile, dataset,
+    or dataset and seed (``scope``); dataset and seed are None where the scope has none."""
+    if scope == "profile":
+        return [(None, None, stem, root)]
+    if scope == "dataset":
+        return [(d, None, f"{stem}[{d}]", root / d) for d in datasets]
+    return [(d, s, f"{stem}[{d},seed{s}]", root / d / f"seed{s}") for d in datasets for s in seeds]
+
+
+def _dep_ids(deps: Sequence[str], scope: str, dataset: str | None, seed: int | None, by_stem: dict[str, list[str]],
+             skip) -> list[str]:
+    """The ids of a job's dependencies: a seed job depends on its own dataset/seed (and on a profile job); a profile
+    job on every unit. ``skip(stem)``: a dependency outside the selection (or left out) counts as met."""
+    out: list[str] = []
+    for dep in deps:
+        if skip(dep):
+            continue
+        for cand in by_stem.get(dep, []):
+            if scope == "profile" or "[" not in cand or f"[{dataset}," in cand and f"seed{seed}]" in cand:
+                out.append(cand)
+    return out
+
+
 def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, results_dir: Path,
                figures_dir: Path, source: str, device: str,
                only: Sequence[str] | None = None, remedies: bool | None = None,
@@ -145,13 +212,14 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
     ``only``: notebook numbers or stems (``"03"``, ``"07_figures"``) to run; the others are left out
     and a selected job's dependencies outside the selection count as met (its notebook reads
     whatever records exist: e.g. ``07`` on a study whose extended runs are missing). Without ``only`` the
-    profile's :data:`PROFILE_LEAVES_OUT` jobs are left out the same way, unless ``full``."""
-    left_out = () if (full or only is not None) else PROFILE_LEAVES_OUT.get(profile, ())
+    profile's :func:`leaves_out` jobs are left out the same way, unless ``full``."""
+    left_out = () if (full or only is not None) else leaves_out(profile)
+    skip = lambda stem: only is not None and not _selected(stem, only) or stem in left_out  # noqa: E731
     jobs: list[Job] = []
     missing: list[str] = []
     by_stem: dict[str, list[str]] = {}
     root = results_dir / profile
-    for stem, scope, deps, runs in STAGES:
+    for stem, scope, deps, runs in stages():
         base, _, variant = stem.partition("@")
         nb_path = NOTEBOOKS / f"{base}.ipynb"
         if not nb_path.exists():
@@ -161,45 +229,27 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
         declared = _declared_parameters(nb_path)
         if variant and "reading_sae" not in declared:   # a notebook without the parameter has no second chain
             continue
-        if scope == "profile":
-            units = [(None, None)]
-        elif scope == "dataset":
-            units = [(d, None) for d in datasets]
-        else:
-            units = [(d, s) for d in datasets for s in seeds]
-        for dataset, seed in units:
-            if scope == "profile":
-                jid, out_dir = stem, root
-            elif scope == "dataset":
-                jid, out_dir = f"{stem}[{dataset}]", root / dataset
-            else:
-                jid, out_dir = f"{stem}[{dataset},seed{seed}]", root / dataset / f"seed{seed}"
-            offered = {
-                "dataset": dataset, "seed": seed if seed is not None else seeds[0], "profile": profile,
-                # relative to the repository when inside it, so that a manifest written on another machine
-                # (the GPU that trained the paper profile) verifies in any checkout
-                "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
-                "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
-                "remedies": ",".join(runs) if (DEFAULT_REMEDIES.get(profile, False) if remedies is None else remedies) else "",
-                "variants": ",".join(ABLATION_VARIANTS) if (DEFAULT_ABLATIONS.get(profile, False) if ablations is None else ablations) else "",
-                # only the variant jobs get it: the literal jobs' parameters (and so their manifests) stay as they were
-                "reading_sae": variant if variant else None,
-            }
-            params = {k: v for k, v in offered.items() if k in declared and v is not None}
-            dep_ids: list[str] = []
-            for dep in deps:
-                if only is not None and not _selected(dep, only) or dep in left_out:
-                    continue
-                for cand in by_stem.get(dep, []):
-                    # a seed job depends on its own dataset/seed (and on a profile job); a profile job on every unit
-                    if scope == "profile" or "[" not in cand or f"[{dataset}," in cand and f"seed{seed}]" in cand:
-                        dep_ids.append(cand)
+        offered = {
+            "profile": profile,
+            # relative to the repository when inside it, so that a manifest written on another machine
+            # (the GPU that trained the paper profile) verifies in any checkout
+            "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
+            "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
+            "remedies": train_list(base, profile, remedies) if TRAIN_SWITCH.get(base) == "remedies" else None,
+            "variants": train_list(base, profile, ablations) if TRAIN_SWITCH.get(base) == "variants" else None,
+            # only the variant jobs get it: the literal jobs' parameters (and so their manifests) stay as they were
+            "reading_sae": variant if variant else None,
+        }
+        for dataset, seed, jid, out_dir in _units(stem, scope, datasets, seeds, root):
+            unit = {"dataset": dataset, "seed": seed if seed is not None else seeds[0], **offered}
+            params = {k: v for k, v in unit.items() if k in declared and v is not None}
+            dep_ids = _dep_ids(deps, scope, dataset, seed, by_stem, skip)
             if scope == "profile":   # a profile job that trains (08, 09) writes into every dataset's and seed's folder
                 record_dirs = [root / d / f"seed{s}" / r for d in datasets for s in seeds for r in runs]
                 record_dirs += [root / f for f in PROFILE_FILES.get(stem, ())]
             else:
                 record_dirs = [out_dir / r for r in runs]
-            if only is not None and not _selected(stem, only) or stem in left_out:
+            if skip(stem):
                 continue
             jobs.append(Job(jid, nb_path, out_dir / f"{stem}.ipynb", params, dep_ids, record_dirs))
             by_stem.setdefault(stem, []).append(jid)
@@ -219,7 +269,7 @@ def _selected(stem: str, only: Sequence[str]) -> bool:
 
 
 def _parse_only(text: str) -> list[str]:
-    stems = [s for s, *_ in STAGES]
+    stems = [s for s, *_ in NOTEBOOK_GRAPH]
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise VaesaeError("--only is empty")
@@ -608,7 +658,7 @@ class Runner:
                     continue
                 for dep_id in job.deps:
                     dep = self.jobs[dep_id]
-                    if dep.state == "skipped" and (_stem(job), _stem(dep)) in TRAINS_FROM and self._checkpoints_missing(dep):
+                    if dep.state == "skipped" and (_stem(job), _stem(dep)) in trains_from() and self._checkpoints_missing(dep):
                         dep.state = "waiting"
                         dep.message = "its checkpoint is missing and a later job trains from it"
                         changed = True
@@ -733,8 +783,8 @@ class _Parser(argparse.ArgumentParser):
         raise VaesaeError(f"{message} (see ./run_all.sh --help)")
 
 
-@cli
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> _Parser:
+    """``./run_all.sh``'s command line."""
     ap = _Parser(prog="run_all.sh", description="Run the study: every numbered notebook for every dataset and seed, in dependency order.")
     ap.add_argument("--profile", default="quick", help="smoke (seconds, for tests), quick (default, ~20 min on 2 CPU cores) or paper (SPEC.md exactly, needs a GPU)")
     ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: dsprites,shapes3d")
@@ -767,7 +817,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "L1, about 13 more minutes on 2 CPU cores)")
     ap.add_argument("--reuse", action="store_true", help="keep finished jobs made by another commit (default: refuse to mix)")
     ap.add_argument("--list", action="store_true", help="print the jobs and their state, run nothing")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse, with one line, the arguments argparse lets through."""
     if args.profile not in PROFILES:
         raise VaesaeError(f"unknown profile {args.profile!r}; choose from {', '.join(PROFILES)}")
     if args.source not in ("auto", "real", "procedural"):
@@ -778,6 +832,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise VaesaeError(f"--jobs must be at least 1, got {args.jobs}")
     if args.jobs_per_gpu is not None and args.jobs_per_gpu < 1:
         raise VaesaeError(f"--jobs-per-gpu must be at least 1, got {args.jobs_per_gpu}")
+
+
+@dataclasses.dataclass
+class _Study:
+    """What ``main`` works on: the parsed arguments resolved, the jobs and their runner."""
+
+    args: argparse.Namespace
+    datasets: list[str]
+    seeds: list[int]
+    results_dir: Path
+    figures_dir: Path
+    only: list[str] | None
+    missing: list[str]
+    runner: "Runner"
+    gpus: int
+    per_gpu: int
+    n_jobs: int
+
+
+def _prepare(args: argparse.Namespace) -> _Study:
+    """Resolve the arguments, build the jobs and their runner (GPU slots from the visible GPUs)."""
     datasets = _parse_list(args.datasets, DATASETS, "datasets")
     seeds = _parse_seeds(args.seeds) if args.seeds else list(DEFAULT_SEEDS[args.profile])
     results_dir = repo_path(args.results_dir).resolve()
@@ -791,58 +866,93 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_jobs = args.jobs if args.jobs is not None else (gpus * per_gpu if gpus and args.jobs_per_gpu else 1)
     runner = Runner(jobs, results_dir=results_dir, profile=args.profile, n_jobs=n_jobs, force=args.force,
                     jobs_per_gpu=per_gpu, gpus=gpus)
-    slots = len(runner.gpu_slots)
-    where = f" on {gpus} GPU(s), up to {per_gpu} per GPU" if gpus else ""
-    capped = f" (--jobs {n_jobs} asks for more than the {slots} slots of {gpus} GPU(s) x {per_gpu})" if slots < n_jobs else ""
-    print(f"vaesae study: profile {args.profile}, datasets {', '.join(datasets)}, seeds {', '.join(map(str, seeds))}, "
-          f"{len(jobs)} jobs, {slots} at a time{where}{capped}")
-    left_out = () if (args.full or only is not None) else PROFILE_LEAVES_OUT.get(args.profile, ())
+    return _Study(args, datasets, seeds, results_dir, figures_dir, only, missing, runner, gpus, per_gpu, n_jobs)
+
+
+def _announce(st: _Study) -> None:
+    """The study's first lines: profile, datasets, seeds, jobs and slots; what is left out; what does not exist."""
+    args, slots = st.args, len(st.runner.gpu_slots)
+    where = f" on {st.gpus} GPU(s), up to {st.per_gpu} per GPU" if st.gpus else ""
+    capped = (f" (--jobs {st.n_jobs} asks for more than the {slots} slots of {st.gpus} GPU(s) x {st.per_gpu})"
+              if slots < st.n_jobs else "")
+    print(f"vaesae study: profile {args.profile}, datasets {', '.join(st.datasets)}, seeds {', '.join(map(str, st.seeds))}, "
+          f"{len(st.runner.jobs)} jobs, {slots} at a time{where}{capped}")
+    left_out = () if (args.full or st.only is not None) else leaves_out(args.profile)
     if left_out:
         print(f"left out of the {args.profile} profile (--full runs them): {', '.join(left_out)}")
-    if missing:
-        print(f"not yet part of the artifact (their notebooks do not exist yet): {', '.join(missing)}")
-    if args.list:
-        runner.plan()
-        for jid in runner.order:
-            j = runner.jobs[jid]
-            print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {jid}  <- {', '.join(j.deps) or '-'}")
-        return 0
-    # SIGTERM (kill, a scheduler) stops the study like Ctrl-C: running notebooks are stopped, finished
-    # outputs stay, and the same command resumes
-    signal.signal(signal.SIGTERM, _interrupt)
+    if st.missing:
+        print(f"not yet part of the artifact (their notebooks do not exist yet): {', '.join(st.missing)}")
+
+
+def _print_plan(runner: "Runner") -> int:
+    """``--list``: every job and whether its outputs are complete, nothing run."""
+    runner.plan()
+    for jid in runner.order:
+        j = runner.jobs[jid]
+        print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {jid}  <- {', '.join(j.deps) or '-'}")
+    return 0
+
+
+def _run_jobs(st: _Study, ckpt_dir: Path) -> int:
+    """Run the jobs, with the MPS daemon when several share a GPU; an interrupt stops every child and cleans up.
+
+    The daemon is stopped however the study ends (finished, a failed job, an error, Ctrl-C / SIGTERM after
+    stop_children has stopped its clients)."""
+    from .mps import MPSDaemon
+
+    args, runner = st.args, st.runner
+    shared = st.gpus and st.per_gpu > 1 and max(Counter(runner.gpu_slots).values()) > 1
+    mps = MPSDaemon() if shared and not args.no_mps else None
+    try:
+        if mps is not None:
+            mps.start()
+            print(mps.message, flush=True)
+        try:
+            return runner.run()
+        except KeyboardInterrupt:
+            INTERRUPTED.set()
+            stop_children()
+            clean_leftovers(st.results_dir / args.profile, st.figures_dir / args.profile, ckpt_dir)
+            raise
+    finally:
+        if mps is not None and mps.running:
+            mps.stop()
+            print("MPS: control daemon stopped", flush=True)
+
+
+def _execute(st: _Study) -> int:
+    """Under the study's lock: refuse foreign outputs, clean an interrupted run's leftovers, run, rebuild the report."""
+    args, results_dir, figures_dir = st.args, st.results_dir, st.figures_dir
     ckpt_dir = results_dir.parent / "checkpoints" / args.profile
     with StudyLock(results_dir, args.profile):
-        check_foreign_outputs(results_dir, args.profile, runner.commit, reuse=args.reuse, force=args.force)
+        check_foreign_outputs(results_dir, args.profile, st.runner.commit, reuse=args.reuse, force=args.force)
         removed = clean_leftovers(results_dir / args.profile, figures_dir / args.profile, ckpt_dir)
         if removed:
             print(f"removed {len(removed)} leftover(s) of an interrupted run (unfinished notebooks, temporary files)")
-        from .mps import MPSDaemon
-
-        # several jobs on one GPU: the MPS daemon lets their kernels share the GPU; it is stopped however the
-        # study ends (finished, a failed job, an error, Ctrl-C / SIGTERM after stop_children has stopped its clients)
-        mps = MPSDaemon() if gpus and per_gpu > 1 and max(Counter(runner.gpu_slots).values()) > 1 and not args.no_mps else None
-        try:
-            if mps is not None:
-                mps.start()
-                print(mps.message, flush=True)
-            try:
-                rc = runner.run()
-            except KeyboardInterrupt:
-                INTERRUPTED.set()
-                stop_children()
-                clean_leftovers(results_dir / args.profile, figures_dir / args.profile, ckpt_dir)
-                raise
-        finally:
-            if mps is not None and mps.running:
-                mps.stop()
-                print("MPS: control daemon stopped", flush=True)
-        if any(j.state == "done" for j in runner.jobs.values()) and (results_dir / args.profile / "report.html").exists():
+        rc = _run_jobs(st, ckpt_dir)
+        if any(j.state == "done" for j in st.runner.jobs.values()) and (results_dir / args.profile / "report.html").exists():
             # 07_figures builds the report while its own notebook is still running; rebuild it now so that
             # it links every executed notebook, 07's rendering included (tables and figures are not redone)
             from .report import build_report
 
             print(f"report: {_rel(build_report(results_dir, figures_dir, args.profile))}")
     return rc
+
+
+@cli
+def main(argv: Sequence[str] | None = None) -> int:
+    """``./run_all.sh``: parse and check the arguments, build the jobs, print the plan (``--list``) or run them."""
+    args = _parser().parse_args(argv)
+    _check_args(args)
+    st = _prepare(args)
+    _announce(st)
+    if args.list:
+        return _print_plan(st.runner)
+    # SIGTERM (kill, a scheduler) stops the study like Ctrl-C: running notebooks are stopped, finished
+    # outputs stay, and the same command resumes
+    signal.signal(signal.SIGTERM, _interrupt)
+    return _execute(st)
+
 
 if __name__ == "__main__":
     sys.exit(main())

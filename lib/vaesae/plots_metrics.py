@@ -21,7 +21,6 @@ of the report).
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -36,17 +35,19 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import metrics as M  # noqa: E402
+from . import runs as R  # noqa: E402
 from .labels import legend_outside  # noqa: E402
 from .errors import VaesaeError  # noqa: E402
-from .io import atomic_write_bytes, atomic_write_text, repo_path  # noqa: E402
+from .io import atomic_write_text, repo_path  # noqa: E402
 from .records import load_neurons  # noqa: E402
+from .study import DEAD, SPEC  # noqa: E402 - the default columns, named once
 
 DATASET_FACTORS: dict[str, tuple[tuple[str, int], ...]] = {
     "dsprites": (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
     "shapes3d": (("floor_hue", 10), ("wall_hue", 10), ("object_hue", 10), ("scale", 8), ("shape", 4), ("orientation", 15)),
 }
 DATASET_LABEL = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}
-RUNS = ("stage2", "topk", "extended", "l1")
+RUNS = R.neuron_runs()   # the study's runs with neuron arrays (vaesae.runs): stage2, topk, extended, l1
 ARRAY_KEYS = ("activation_rates", "mi", "mi_nats", "neuron_entropy")
 SPEC_T = M.SPEC_THRESHOLDS["specialized"]
 DEAD_T = M.SPEC_THRESHOLDS["dead"]
@@ -188,8 +189,8 @@ def synthetic_records(dataset: str, seeds: Sequence[int] = (0, 1, 2), *, n_neuro
 def load_records(results_dir: str | Path, profile: str, datasets: Sequence[str], run: str = "topk", *,
                  synthetic_if_missing: bool = True, synthetic_neurons: int = 2048) -> dict[str, list[NeuronRecord]]:
     """Records per dataset: the saved ones, else (when allowed) SYNTHETIC stand-ins."""
-    if run not in RUNS:
-        raise VaesaeError(f"run {run!r} has no neuron arrays; choose one of {', '.join(RUNS)}")
+    if run not in R.neuron_runs():
+        raise VaesaeError(f"run {run!r} has no neuron arrays; choose one of {', '.join(R.neuron_runs())}")
     out = {}
     for ds in datasets:
         recs = find_records(results_dir, profile, ds, run)
@@ -218,8 +219,8 @@ def describe(records: dict[str, list[NeuronRecord]]) -> pd.DataFrame:
     for ds, recs in records.items():
         for r in recs:
             rows.append({"dataset": DATASET_LABEL[ds], "seed": r.seed, "run": r.run, "data source": SOURCE_NAMES.get(r.source, r.source),
-                         "neurons": r.summary["n_neurons"], "dead % (< 0.001)": round(r.summary["dead_pct@0.001"], 2),
-                         "specialised (> 0.5)": r.summary["spec@0.5"], "file": str(r.path) if r.path else "(generated)"})
+                         "neurons": r.summary["n_neurons"], "dead % (< 0.001)": round(r.summary[DEAD], 2),
+                         "specialised (> 0.5)": r.summary[SPEC], "file": str(r.path) if r.path else "(generated)"})
     return pd.DataFrame(rows)
 
 
@@ -459,16 +460,11 @@ FIGURE_SPECS = (
 
 
 def _save_unindexed(fig, path_base: Path, caption_text: str) -> list[Path]:
+    """A synthetic figure: PNG + PDF with its caption stamped in, not listed in the index the report reads."""
+    from .artifacts import write_figure
+
     fig.text(0.01, 0.002, caption_text, fontsize=7, color="0.35", ha="left", va="bottom", wrap=True)
-    paths = []
-    for fmt in ("png", "pdf"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=130 if fmt == "png" else None, bbox_inches="tight",
-                    metadata={"CreationDate": None} if fmt == "pdf" else None)  # no timestamp: regeneration is byte-identical
-        path = path_base.with_name(f"{path_base.name}.{fmt}")
-        atomic_write_bytes(path, buf.getvalue())
-        paths.append(path)
-    return paths
+    return write_figure(fig, path_base)
 
 
 def write_figures(records: dict[str, list[NeuronRecord]], figures_dir: str | Path, profile: str) -> list[Path]:

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import config as C
+from . import config as C, runs as R
 from .errors import VaesaeError
 
 DATASETS = ("dsprites", "shapes3d")
@@ -286,8 +286,11 @@ def _train_chain(ds: str, seed: int, *, profile: str, results_dir: str | Path, r
     for r in readings:
         if r == "literal":
             continue
-        s2, tk = C.run_folder("stage2", r), C.run_folder("topk", r)
-        for stage, run, from_run, stop in (("stage2", s2, None, None), ("topk", tk, s2, stop_after)):
+        for name in R.sweep_runs():   # the registry's sweep runs in training order: stage2@r, then topk@r (warm-up)
+            row = R.get(name)
+            stage, run = (row.sparsifier if row.kind == "stage3" else row.kind), C.run_folder(name, r)
+            from_run = C.run_folder(row.from_run, r) if row.from_run in R.sweep_runs() else None   # None: stage 1
+            stop = stop_after if row.kind == "stage3" else None
             try:
                 out[(ds, seed, run)] = run_stage(stage, ds, seed, profile, results_dir=results_dir, device=device,
                                                  source=source, overrides={"reading_sae": r}, progress=progress,

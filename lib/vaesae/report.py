@@ -871,7 +871,7 @@ class _Parser(argparse.ArgumentParser):
 
 @cli
 def main(argv: Sequence[str] | None = None) -> int:
-    from .pipeline import PROFILES
+    from .config import PROFILES
 
     ap = _Parser(prog="python -m vaesae.report", description="Build results/<profile>/report.html from the study's tables, figures, notebooks and run records.")
     ap.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)} (default quick)")

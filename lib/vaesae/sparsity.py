@@ -41,6 +41,7 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
+from . import runs as _runs
 from .config import Config, _round_half_up
 from .errors import VaesaeError
 
@@ -249,6 +250,7 @@ REMEDY_READINGS: dict[str, str] = {
 }
 
 
+@register("topk_aux")
 class TopKAux(TopK):
     """Top-k plus the auxiliary dead-latent loss of Gao et al. (2024), "Scaling and evaluating sparse
     autoencoders" (arXiv:2406.04093, section 2.4 and appendix A.2); see ``REMEDY_READINGS``.
@@ -347,6 +349,7 @@ def geometric_median(x: torch.Tensor, *, n_iter: int = 200, tol: float = 1e-7) -
     return m.to(x.dtype)
 
 
+@register("topk_init")
 class TopKInit(TopK):
     """Top-k with the modern SAE initialisation and decoder constraint: unit-norm decoder columns kept
     unit-norm (Bricken et al. 2023, "Towards Monosemanticity"; Gao et al. 2024, arXiv:2406.04093,
@@ -394,6 +397,7 @@ def remove_parallel_grad(w_d: torch.Tensor) -> None:
     w_d.grad.sub_(u * (w_d.grad * u).sum(dim=0, keepdim=True))
 
 
+@register("batchtopk")
 class BatchTopK(TopK):
     """BatchTopK (Bussmann, Leask & Nanda 2024, "BatchTopK Sparse Autoencoders", arXiv:2412.06410): in
     training the k·B largest activations of the whole batch are kept; at evaluation a fixed threshold θ
@@ -472,6 +476,7 @@ def batch_topk_mask(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return mask, torch.where(torch.isinf(pos_min), torch.full_like(pos_min, float("nan")), pos_min)
 
 
+@register("elastic")
 class AdaptiveElasticNet(Sparsifier):
     """Adaptive elastic-net SAE after Chaudhry, Yano & Monod (2026), "Feature Starvation as Geometric
     Instability in Sparse Autoencoders" (arXiv:2605.05341): no top-k; penalty
@@ -536,10 +541,7 @@ def adaptive_weights(avg: torch.Tensor, gamma: float = 1.0, w_max: float = 10.0)
     return torch.where(mean > 0, w, torch.ones_like(avg))
 
 
-for _name, _cls in (("topk_aux", TopKAux), ("topk_init", TopKInit), ("batchtopk", BatchTopK), ("elastic", AdaptiveElasticNet)):
-    register(_name)(_cls)
-
-REMEDIES = ("topk_aux", "topk_init", "batchtopk", "elastic")
+REMEDIES = _runs.REMEDIES   # the remedies' runs (vaesae.runs): each one's name is its sparsifier's, registered above
 
 
 def make_sparsifier(name: str, cfg: Config, *, stage: str, n_neurons: int) -> Sparsifier:

@@ -17,26 +17,29 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import paper
-from .ablation import RUNS as ABLATION_RUNS
-from .sparsity import REMEDIES
+from . import paper, runs as R
 from .errors import VaesaeError
 from .io import repo_path
 from .records import load_neurons, neurons_path
 
-RUNS = ("stage1", "stage2", "topk", "extended", "l1", *REMEDIES,  # REMEDIES: issue 9 (vaesae.intrinsic)
-        *ABLATION_RUNS)  # issue 9: the ablations of Top-k stage 3 (vaesae.ablation), stage2_init1 included
+RUNS = R.names()   # every registered run (vaesae.runs): the study's, the remedies' (08) and the ablations' (09)
 DATASET_LABEL = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}
-METHOD_LABEL = {"topk": "Top-k", "l1": "L1", "extended": "Top-k + extended"}
+METHOD_LABEL = {r.name: r.label for r in R.rows(group="study") if r.label}   # topk, extended, l1
 DEAD_DEFAULT, SPEC_DEFAULT = 0.001, 0.5
 
 
 def dead_col(t: float = DEAD_DEFAULT) -> str:
+    """The column of dead % at activation-rate threshold ``t`` (vaesae.metrics.summarize's key): "dead_pct@0.001"."""
     return f"dead_pct@{t:g}"
 
 
 def spec_col(t: float = SPEC_DEFAULT) -> str:
+    """The column of specialised neurons at MI / H(factor) threshold ``t``: "spec@0.5"."""
     return f"spec@{t:g}"
+
+
+# The default columns, named once: every table, figure and verdict of the analysis reads these
+DEAD, SPEC = dead_col(), spec_col()
 
 
 @dataclass
@@ -116,11 +119,11 @@ def _seed_of(path: Path) -> int | None:
 
 
 def reading_folder(run: str, reading: str) -> str:
-    """The folder of ``run`` under an SAE reading: ``run@reading`` (``config.run_folder``), except the literal
-    reading's plain folders and stage 1, which has no SAE and is shared by every reading."""
+    """The folder of ``run`` under an SAE reading (``config.run_folder``: ``run@reading``, except the literal
+    reading's plain folders and stage 1, which has no SAE and is shared by every reading)."""
     from .config import run_folder
 
-    return run if reading == "literal" or run == "stage1" else run_folder(run, reading)
+    return run_folder(run, reading)
 
 
 def study_readings(results_dir: str | Path, profile: str) -> list[str]:
@@ -147,7 +150,7 @@ def load_study(results_dir: str | Path, profile: str, reading: str = "literal") 
             seed = _seed_of(seed_dir)
             if seed is None:
                 continue
-            for run in RUNS:
+            for run in R.names():   # read at call time: a row added to the registry is loaded too
                 run_dir = seed_dir / reading_folder(run, reading)
                 if not run_dir.is_dir():
                     continue
@@ -348,8 +351,7 @@ def table7(study: Study) -> pd.DataFrame:
     """Table 7: wall time per stage and seed (minutes), beside the paper's RTX 5090 figures."""
     rows = []
     for ds in study.datasets:
-        for run, label in (("stage1", "stage 1: VAE pre-training"), ("stage2", "stage 2: SAE init"), ("topk", "stage 3: joint Top-k"),
-                           ("extended", "extended training"), ("l1", "L1 comparison")):
+        for run, label in ((r.name, r.stage_label) for r in R.rows(group="study")):
             secs = [stage_wall_seconds(m) for (d, s, r), m in study.runs.items() if d == ds and r == run]
             secs = [x / 60 for x in secs if x is not None]
             devices = sorted({m.get("environment", {}).get("device", "?") for (d, s, r), m in study.runs.items() if d == ds and r == run})
@@ -368,72 +370,83 @@ def _means(df: pd.DataFrame, col: str) -> float | None:
     return float(np.mean(v)) if v else None
 
 
+_METRIC_COL = {"dead_pct": DEAD, "mig": "mig", "mse": "mse", "specialized": SPEC}   # a claim's metric -> its column
+_DIGITS = {"dead_pct": 1, "mig": 3, "mse": 4, "specialized": 0}
+
+
+def _value_verdict(study: Study, c: "paper.Claim") -> tuple[str, str]:
+    """A "value" claim: our mean ± std against the paper's number (a k = 50 dead % must also exceed k = 500's)."""
+    df = study.k500(c.dataset) if c.k == 500 else study.final(c.dataset, c.method)
+    vals = _col(df, _METRIC_COL[c.metric])
+    direction = None
+    if c.metric == "dead_pct" and c.k == 50:  # the claim's direction: collapse, i.e. more dead than at k=500
+        k5 = _means(study.k500(c.dataset), DEAD)
+        direction = (k5 is not None and vals and np.mean(vals) > k5)
+    return mean_std(vals, _DIGITS.get(c.metric, 3)), paper.verdict(c, vals, direction_holds=direction)
+
+
+def _stable_verdict(study: Study, c: "paper.Claim") -> tuple[str, str]:
+    """A "stable" claim. Both k = 500 states, each named: the end of stage 2 (the SAE is not in the forward path, so
+    the MSE there is stage 1's) and the end of stage 3's warm-up (k = 500, SAE in the path). The MSE verdict uses the
+    warm-up one (issue 18); MIG keeps the end of stage 2, the paper's Table 2 state."""
+    col = _METRIC_COL[c.metric]
+    s2, wu = _means(study.k500(c.dataset), col), _means(study.warmup_end(c.dataset), col)
+    b = _means(study.final(c.dataset, "topk"), col)
+    a = wu if c.metric == "mse" else s2
+    if a is None or b is None:
+        return "n/a", "not measured"
+    if c.metric == "mig":
+        wu_txt = f"; from {_warm_name(study, c.dataset)} {wu:.3f} (Δ {b - wu:+.3f})" if wu is not None else ""
+        ours_txt = f"from {S2_NAME} {a:.3f} → k=50 {b:.3f} (Δ {b - a:+.3f}){wu_txt}"
+        holds = abs(b - a) <= paper.TOLERANCE["stable_mig"][1]
+    else:
+        rel = b / a - 1 if a else float("inf")
+        s2_txt = f"; from {S2_NAME} {s2:.4f} ({100 * (b / s2 - 1):+.1f} %, not used: stage 1's MSE)" if s2 else ""
+        ours_txt = f"from {_warm_name(study, c.dataset)} {a:.4f} → k=50 {b:.4f} ({100 * rel:+.1f} %){s2_txt}"
+        holds = abs(rel) <= paper.TOLERANCE["stable_mse"][1]
+    return ours_txt, paper.verdict(c, None, relation_holds=holds)
+
+
+def _relation_verdict(study: Study, c: "paper.Claim") -> tuple[str, str]:
+    """The "ordering", "no_recovery", "ratio" and "robust" claims: a relation between two of our states."""
+    fin = lambda run: _means(study.final(c.dataset, run), DEAD)  # noqa: E731
+    if c.kind == "ordering" and c.id.startswith("l1_ge_topk"):
+        a, b = fin("l1"), fin("topk")
+        if a is not None and b is not None:
+            return f"L1 {a:.1f} % vs Top-k {b:.1f} %", paper.verdict(c, None, relation_holds=a >= b)
+    elif c.kind == "ordering" and c.id.startswith("collapse"):
+        a, b = fin("topk"), _means(study.k500(c.dataset), DEAD)
+        if a is not None and b is not None:
+            return f"{b:.1f} % → {a:.1f} %", paper.verdict(c, None, relation_holds=a > b)
+    elif c.kind == "no_recovery":
+        a, b = fin("topk"), fin("extended")
+        if a is not None and b is not None:
+            return (f"{a:.1f} % → {b:.1f} % ({b - a:+.1f} points)",
+                    paper.verdict(c, None, relation_holds=(a - b) <= paper.TOLERANCE["recovery"][1]))
+    elif c.kind == "ratio":
+        d, s = _col(study.final("dsprites", c.method), DEAD), _col(study.final("shapes3d", c.method), DEAD)
+        if d and s and np.mean(d) > 0:
+            r = float(np.mean(s) / np.mean(d))
+            return f"{r:.2f}× ({np.mean(s):.1f} % / {np.mean(d):.1f} %)", paper.verdict(c, [r])
+    elif c.kind == "robust":
+        f, k5 = study.final(c.dataset, "topk"), study.k500(c.dataset)
+        cols = _threshold_columns(f, "dead_pct")
+        if cols and not k5.empty:
+            holds = [(_means(f, col) or 0) > (_means(k5, col) or 0) for _, col in cols]
+            return f"holds at {sum(holds)}/{len(holds)} thresholds", paper.verdict(c, None, relation_holds=all(holds))
+    return "n/a", "not measured"
+
+
 def verdict_table(study: Study) -> pd.DataFrame:
     """One row per claim of the paper: its number, ours (mean ± std, n seeds) and the verdict."""
-    metric_col = {"dead_pct": dead_col(), "mig": "mig", "mse": "mse", "specialized": spec_col()}
     rows = []
     for c in paper.CLAIMS:
-        ours_txt, v = "n/a", "not measured"
-        digits = {"dead_pct": 1, "mig": 3, "mse": 4, "specialized": 0}.get(c.metric, 3)
         if c.kind == "value":
-            if c.k == 500:
-                df = study.k500(c.dataset)
-            else:
-                df = study.final(c.dataset, c.method)
-            vals = _col(df, metric_col[c.metric])
-            ours_txt = mean_std(vals, digits)
-            direction = None
-            if c.metric == "dead_pct" and c.k == 50:  # the claim's direction: collapse, i.e. more dead than at k=500
-                k5 = _means(study.k500(c.dataset), dead_col())
-                direction = (k5 is not None and vals and np.mean(vals) > k5)
-            v = paper.verdict(c, vals, direction_holds=direction)
-        elif c.kind == "ordering" and c.id.startswith("l1_ge_topk"):
-            a, b = _means(study.final(c.dataset, "l1"), dead_col()), _means(study.final(c.dataset, "topk"), dead_col())
-            if a is not None and b is not None:
-                ours_txt = f"L1 {a:.1f} % vs Top-k {b:.1f} %"
-                v = paper.verdict(c, None, relation_holds=a >= b)
-        elif c.kind == "ordering" and c.id.startswith("collapse"):
-            a, b = _means(study.final(c.dataset, "topk"), dead_col()), _means(study.k500(c.dataset), dead_col())
-            if a is not None and b is not None:
-                ours_txt = f"{b:.1f} % → {a:.1f} %"
-                v = paper.verdict(c, None, relation_holds=a > b)
+            ours_txt, v = _value_verdict(study, c)
         elif c.kind == "stable":
-            # Both k = 500 states, each named: the end of stage 2 (the SAE is not in the forward path, so the
-            # MSE there is stage 1's) and the end of stage 3's warm-up (k = 500, SAE in the path). The MSE
-            # verdict uses the warm-up one (issue 18); MIG keeps the end of stage 2, the paper's Table 2 state.
-            col = metric_col[c.metric]
-            s2, wu = _means(study.k500(c.dataset), col), _means(study.warmup_end(c.dataset), col)
-            b = _means(study.final(c.dataset, "topk"), col)
-            a = wu if c.metric == "mse" else s2
-            if a is not None and b is not None:
-                if c.metric == "mig":
-                    wu_txt = f"; from {_warm_name(study, c.dataset)} {wu:.3f} (Δ {b - wu:+.3f})" if wu is not None else ""
-                    ours_txt = f"from {S2_NAME} {a:.3f} → k=50 {b:.3f} (Δ {b - a:+.3f}){wu_txt}"
-                    holds = abs(b - a) <= paper.TOLERANCE["stable_mig"][1]
-                else:
-                    rel = b / a - 1 if a else float("inf")
-                    s2_txt = f"; from {S2_NAME} {s2:.4f} ({100 * (b / s2 - 1):+.1f} %, not used: stage 1's MSE)" if s2 else ""
-                    ours_txt = f"from {_warm_name(study, c.dataset)} {a:.4f} → k=50 {b:.4f} ({100 * rel:+.1f} %){s2_txt}"
-                    holds = abs(rel) <= paper.TOLERANCE["stable_mse"][1]
-                v = paper.verdict(c, None, relation_holds=holds)
-        elif c.kind == "no_recovery":
-            a, b = _means(study.final(c.dataset, "topk"), dead_col()), _means(study.final(c.dataset, "extended"), dead_col())
-            if a is not None and b is not None:
-                ours_txt = f"{a:.1f} % → {b:.1f} % ({b - a:+.1f} points)"
-                v = paper.verdict(c, None, relation_holds=(a - b) <= paper.TOLERANCE["recovery"][1])
-        elif c.kind == "ratio":
-            d, s = _col(study.final("dsprites", c.method), dead_col()), _col(study.final("shapes3d", c.method), dead_col())
-            if d and s and np.mean(d) > 0:
-                r = float(np.mean(s) / np.mean(d))
-                ours_txt = f"{r:.2f}× ({np.mean(s):.1f} % / {np.mean(d):.1f} %)"
-                v = paper.verdict(c, [r])
-        elif c.kind == "robust":
-            f, k5 = study.final(c.dataset, "topk"), study.k500(c.dataset)
-            cols = _threshold_columns(f, "dead_pct")
-            if cols and not k5.empty:
-                holds = [(_means(f, col) or 0) > (_means(k5, col) or 0) for _, col in cols]
-                ours_txt = f"holds at {sum(holds)}/{len(holds)} thresholds"
-                v = paper.verdict(c, None, relation_holds=all(holds))
+            ours_txt, v = _stable_verdict(study, c)
+        else:
+            ours_txt, v = _relation_verdict(study, c)
         paper_txt = "—" if c.paper is None else (f"{c.paper:g}" + (f" ± {c.paper_std:g}" if c.paper_std is not None else ""))
         rows.append({"claim": c.text, "source": c.source, "paper": paper_txt, "ours": ours_txt, "verdict": v,
                      "note": c.note})

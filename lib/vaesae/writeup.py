@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from . import runs as R
 from .errors import VaesaeError, cli
 from .io import atomic_write_text
 
@@ -152,7 +153,7 @@ def _device_reruns(root: Path, study) -> list[dict[str, Any]]:
     out = []
     for csv in sorted(root.glob("device_*/*/*/epochs.csv")):
         ds, run = csv.parent.parent.name, csv.parent.name
-        if run in ("stage1", "stage2") or ds not in DATASET_LABEL:
+        if R.kind_of(run) in ("stage1", "stage2") or ds not in DATASET_LABEL:   # no k = k_end state to compare
             continue
         df = pd.read_csv(csv)
         meta = json.loads((csv.parent / "run.json").read_text()) if (csv.parent / "run.json").is_file() else {}
@@ -242,7 +243,6 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
 def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None = None) -> dict[str, Any]:
     """Every value the templates use, computed from the records, tables and benchmark."""
     from . import intrinsic, paper, study as st
-    from .ablation import VARIANTS as ABLATIONS
     from .io import repo_path
 
     results_dir = repo_path(results_dir)
@@ -289,12 +289,12 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     remedies = []
     for ds in S.datasets:
         ref = _mean(S.final(ds, "topk"), dead)
-        for run in intrinsic.COMPARED:
+        for run in intrinsic.compared():
             f = S.final(ds, run)
             if f.empty:
                 continue
             meta = S.runs.get((ds, int(f.seed.iloc[0]), run), {})
-            remedies.append({"dataset": st.DATASET_LABEL[ds], "run": run, "label": intrinsic.LABEL.get(run, run),
+            remedies.append({"dataset": st.DATASET_LABEL[ds], "run": run, "label": intrinsic.run_label(run),
                              "dead": _mean(f, dead), "change": (_mean(f, dead) - ref) if run != "topk" and ref is not None else None,
                              "mse": _mean(f, "mse"), "spec": _mean(f, spec), "img_s": intrinsic.training_throughput(meta)})
     verdicts = pd.read_csv(results_dir / profile / "tables" / "verdicts.csv", dtype=str, keep_default_na=False) \
@@ -303,7 +303,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     bench_dir = Path(bench_dir) if bench_dir is not None else results_dir / "bench"
     bench = _bench(bench_dir)
     reruns = _device_reruns(results_dir / profile, S)
-    ablation_runs = sorted({r for (_, _, r) in S.runs if r in ABLATIONS})
+    ablation_runs = sorted({r for (_, _, r) in S.runs if r in R.ablation_variants()})
     commits = sorted({str(m.get("git_commit", "?"))[:7] for m in S.runs.values()})
     devices = sorted({str((m.get("environment") or {}).get("device") or m.get("device", "?")) for m in S.runs.values()})
     # n counts the seeds of the study's core run (Top-k stage 3 under the literal reading); a seed with only some of
