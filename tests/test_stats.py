@@ -3,7 +3,6 @@
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -229,31 +228,38 @@ def test_claim_tests_leaves_out_what_is_not_in_the_study():
 
 
 # ------------------------------------------------------------------------------------------------
-# notebook 07 calls it and saves the table
+# what notebook 07 does with it: stats.claim_tests, then artifacts.save_table (the notebook itself runs in the e2e tier)
 
 
-def _notebook_cell() -> tuple[dict, str]:
-    nb = json.loads((REPO / "notebooks" / "07_figures.ipynb").read_text())
-    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and "stats.claim_tests(" in "".join(c["source"])]
-    assert len(cells) == 1
-    return nb, "".join(cells[0]["source"])
+def test_the_claim_tests_table_is_saved_as_computed_and_registered(tmp_path):
+    from vaesae.artifacts import caption_suffix, save_table
 
-
-def test_notebook_07_is_committed_without_outputs_and_saves_the_table(tmp_path):
-    nb, src = _notebook_cell()
-    for c in nb["cells"]:
-        if c["cell_type"] == "code":
-            assert c.get("outputs") == [] and c.get("execution_count") is None
-    assert "save_table" in src and '"claim_tests"' in src
-    # the cell runs against a study and registers the table in the index the report reads
-    from vaesae.artifacts import caption_suffix, save_table   # what the notebook's import cell provides
-
-    ns = {"S": _study(seeds=(1, 2, 3)), "P": SimpleNamespace(results_dir=str(tmp_path), profile="smoke", stats_seed=0),
-          "display": lambda *a, **k: None, "np": np, "stats": stats, "caption_suffix": caption_suffix,
-          "save_table": save_table}
-    exec(compile(src, "07_figures:claim_tests", "exec"), ns)
-    index = artifacts.read_index(tmp_path / "smoke" / "tables")
-    entry = next(e for e in index if e["name"] == "claim_tests")
+    S = _study(seeds=(1, 2, 3))
+    claims = stats.claim_tests(S, np.random.default_rng(0), n_resamples=199)
+    caption = f"{stats.CAPTION} {stats.CLAIM_RULE} " + caption_suffix(S.profile, S.sources, S.seeds)
+    paths = save_table(claims, tmp_path, "smoke", "claim_tests", title=stats.TITLE, caption=caption, order=10)
+    tables = tmp_path / "smoke" / "tables"
+    assert sorted(p.name for p in paths) == ["claim_tests.csv", "claim_tests.md", "claim_tests.tex"]
+    # the CSV holds the numbers as computed, to the last bit, in the declared column order
+    saved = pd.read_csv(tables / "claim_tests.csv", keep_default_na=False, na_values=[""])
+    assert list(saved.columns) == stats.COLUMNS and len(saved) == len(claims) == 22
+    numeric = [c for c in stats.COLUMNS if pd.api.types.is_numeric_dtype(claims[c])]
+    assert {"difference", "p_value", "ci95_lo", "ci95_hi"} <= set(numeric)
+    np.testing.assert_array_equal(saved[numeric].to_numpy(float), claims[numeric].to_numpy(float))
+    assert saved.comparison.tolist() == claims.comparison.tolist() and saved.verdict.tolist() == claims.verdict.tolist()
+    # the Markdown and LaTeX copies carry every row, the title and the caption
+    md = (tables / "claim_tests.md").read_text()
+    assert stats.TITLE in md and caption in md
+    assert sum(1 for line in md.splitlines() if line.startswith("|")) == 2 + len(claims)   # header, rule, rows
+    assert (tables / "claim_tests.tex").read_text().count("\\\\\n") == 1 + len(claims)      # header + rows
+    # registered in the index the report reads, with the data source and profile in the caption
+    entry = next(e for e in artifacts.read_index(tables) if e["name"] == "claim_tests")
+    assert entry["title"] == stats.TITLE and entry["order"] == 10
     assert "procedural" in entry["caption"] and "smoke" in entry["caption"] and "Welch" in entry["caption"]
-    saved = pd.read_csv(tmp_path / "smoke" / "tables" / "claim_tests.csv")
-    assert list(saved.columns) == stats.COLUMNS and len(saved) == 22
+    assert sorted(entry["files"]) == sorted(p.name for p in paths)
+
+
+def test_notebook_07_is_committed_without_outputs():
+    nb = json.loads((REPO / "notebooks" / "07_figures.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all(c.get("outputs") == [] and c.get("execution_count") is None for c in code)
