@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Run the test suite in the project's own environment (created on first use).
-#   ./run_tests.sh            every tier (unit tests and the smoke end-to-end tier)
-#   ./run_tests.sh -m "not slow"   the fast unit tier only; other arguments go to pytest
+# Run the test suite in the project's own environment (created on first use). Every test is in one tier
+# (tests/conftest.py; measured times in the README's "Tests" section):
+#   ./run_tests.sh                            every tier: what CI runs (.ci/run)
+#   ./run_tests.sh -m unit                    the fast tier, under 3 minutes on 2 cores: no training beyond a few
+#                                             steps, no papermill, no browser, no study in a subprocess
+#   ./run_tests.sh -m "unit or integration"   also the tests that train small models, run a notebook or a CLI
+#   ./run_tests.sh -m e2e                     the smoke study end to end, Chromium, fault injection
+# Other arguments go to pytest as they are (a file, -k NAME, --durations=30, ...).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure_env.sh

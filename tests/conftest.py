@@ -1,6 +1,21 @@
-"""Test configuration shared by every tier."""
+"""Test configuration shared by every tier, and the tiers themselves.
+
+Every test belongs to exactly one tier, given by the tables below (a file's tier, and per-test exceptions) or by
+a marker of its own (``@pytest.mark.unit`` on a test, ``pytestmark = pytest.mark.unit`` in a new file):
+
+* ``unit``: fast. No training beyond a few steps on a tiny model, no papermill, no browser, no study in a
+  subprocess. ``./run_tests.sh -m unit`` runs these in under 3 minutes on 2 cores.
+* ``integration``: trains small models, runs a notebook through papermill, or the pipeline / a CLI in a
+  subprocess on fakes.
+* ``e2e``: the smoke profile end to end (``./run_all.sh`` in a subprocess, every notebook), the report in a real
+  Chromium, fault injection.
+
+Collection fails, naming the tests, when a test has no tier or more than one, or when a per-test row names a
+test that no longer exists; ``-m slow`` (the old name of the end-to-end tier) is refused with the new names.
+"""
 
 import os
+import re
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -8,6 +23,121 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+pytest_plugins = ["pytester"]   # tests/test_tiers.py runs pytest on small test files with this conftest
+
+TIERS = ("unit", "integration", "e2e")   # declared, with what each means, in pyproject.toml
+
+# The tier of every test in a file; a file missing here needs a row (or a ``pytestmark`` of its own).
+FILE_TIERS = {
+    "test_ablation.py": "unit",
+    "test_concurrent.py": "unit",
+    "test_data.py": "unit",
+    "test_e2e.py": "e2e",
+    "test_fast.py": "unit",
+    "test_faults.py": "e2e",
+    "test_intrinsic.py": "unit",
+    "test_io_nb.py": "unit",
+    "test_layout.py": "unit",
+    "test_metrics.py": "unit",
+    "test_model.py": "unit",
+    "test_pipeline.py": "unit",
+    "test_readings.py": "unit",
+    "test_readings_pipeline.py": "unit",
+    "test_readings_train.py": "unit",
+    "test_records.py": "unit",
+    "test_remedies.py": "unit",
+    "test_render.py": "unit",
+    "test_report.py": "unit",
+    "test_stats.py": "unit",
+    "test_study.py": "unit",
+    "test_tiers.py": "integration",   # pytest in-process on small files: 10-25 s each on a loaded machine
+    "test_train.py": "integration",
+    "test_validation.py": "unit",
+    "test_writeup.py": "unit",
+}
+
+# Tests whose tier differs from their file's: "file::test" (parameters left off) -> tier, with the reason.
+TEST_TIERS = {
+    # share a module fixture that trains the smoke chain (stages 1, 2, Top-k and an ablation)
+    "test_ablation.py::test_the_init_seed_chain_trains_from_its_own_stage2": "integration",
+    "test_ablation.py::test_a_finished_ablation_is_skipped": "integration",
+    "test_ablation.py::test_the_table_reads_the_records_and_the_k500_arrays_stay_stage2s": "integration",
+    "test_ablation.py::test_a_diverged_variant_is_recorded_and_named_in_the_table": "integration",
+    # pipeline.build_jobs on the real notebooks (papermill reads each one's parameters): 20 s on a loaded machine
+    "test_ablation.py::test_notebook_09s_job_declares_every_ablation_run_folder": "integration",
+    # the benchmark's processes, training
+    "test_concurrent.py::test_concurrent_train_bench_on_cpu_writes_the_table_and_json": "integration",
+    # a CLI in a subprocess
+    "test_data.py::test_cli_as_a_module_prints_no_traceback": "integration",
+    # trains two short chains (fast and reference paths)
+    "test_fast.py::test_verify_cli_on_the_cpu_finds_both_paths_equal": "integration",
+    # one real papermill run
+    "test_pipeline.py::test_real_notebook_executes_and_failure_names_the_error": "integration",
+    # a module fixture trains stage 1, then stage 2 and the warm-up per reading; chains in spawned processes
+    "test_readings_train.py::test_warm_up_stop_then_resume_equals_an_uninterrupted_run": "integration",
+    "test_readings_train.py::test_bad_stop_after_is_refused": "integration",
+    "test_readings_train.py::test_chains_side_by_side_give_the_records_of_one_after_the_other": "integration",
+    # a real Chromium
+    "test_report.py::test_report_loads_in_a_real_browser": "e2e",
+    "test_report.py::test_browser_check_detects_broken_image_and_missing_link": "e2e",
+    "test_report.py::test_cli_check": "e2e",
+    "test_report.py::test_report_and_notebook_pages_make_no_request_off_the_machine": "e2e",
+    # refused before any training: no module fixture, a few seconds at most
+    "test_train.py::test_cli_rejects_bad_input_with_one_line": "unit",
+    "test_train.py::test_paper_profile_refuses_the_cpu": "unit",
+    # pipeline.main --list on the real notebooks (papermill reads each one's parameters: ~20 s a call when loaded)
+    "test_validation.py::test_run_all_arguments": "integration",
+    "test_readings_pipeline.py::test_the_real_notebooks_give_the_readings_jobs_on_smoke": "integration",
+    # run_all.sh (python -m vaesae.pipeline) in a subprocess
+    "test_validation.py::test_foreign_outputs_are_refused_and_left_alone": "integration",
+    "test_validation.py::test_a_second_pipeline_on_the_same_results_is_refused": "integration",
+}
+
+
+def _key(item: pytest.Item) -> tuple[str, str]:
+    """("test_x.py", "test_x.py::test_name") for an item, parameters left off."""
+    path, _, rest = item.nodeid.partition("::")
+    file = os.path.basename(path)
+    return file, f"{file}::{rest.split('[', 1)[0]}"
+
+
+def tiers_of(item: pytest.Item) -> list[str]:
+    """The tiers a test is given: its own tier markers and its per-test row, else its file's tier."""
+    file, key = _key(item)
+    given = [m.name for m in item.iter_markers() if m.name in TIERS]
+    if key in TEST_TIERS:
+        given.append(TEST_TIERS[key])
+    if not given and file in FILE_TIERS:
+        given.append(FILE_TIERS[file])
+    return given
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if re.search(r"\bslow\b", config.option.markexpr or ""):
+        raise pytest.UsageError("the 'slow' marker is gone: use -m unit (the fast tier), -m integration or -m e2e "
+                                "(see tests/conftest.py)")
+
+
+@pytest.hookimpl(tryfirst=True)   # before -m deselects anything: every collected test is checked
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    problems, seen = [], set()
+    for item in items:
+        file, key = _key(item)
+        seen.add(key)
+        given = tiers_of(item)
+        if len(given) != 1:
+            problems.append(f"{item.nodeid}: {'no tier' if not given else 'tiers ' + ', '.join(given)}")
+        elif given[0] not in [m.name for m in item.iter_markers()]:
+            item.add_marker(getattr(pytest.mark, given[0]))
+    files = {k.split("::")[0] for k in seen}
+    whole_files = not any("::" in str(a) for a in config.args) and not config.getoption("lf", False)
+    if whole_files:
+        problems += [f"{key}: listed in TEST_TIERS but no such test" for key in TEST_TIERS
+                     if key.split("::")[0] in files and key not in seen]
+    if problems:
+        raise pytest.UsageError("every test needs exactly one tier (unit, integration, e2e): add a row to FILE_TIERS "
+                                "or TEST_TIERS in tests/conftest.py, or a marker of its own:\n  " + "\n  ".join(problems))
 
 
 @pytest.fixture

@@ -32,13 +32,34 @@ def test_variants_override_what_they_claim(profile):
     assert ablation.overrides_for(ablation.variant("topk_lr_x0.1"), "smoke", 42)["lr"] == 1e-4   # rounded, not 1.0000000000000002e-4
 
 
-def test_every_run_folder_is_known_to_the_study_loader_and_the_pipeline():
-    folders = ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
-    assert set(folders) <= set(study.RUNS)
-    j9 = next(s for s in pipeline.stages() if s[0] == "09_ablations")
-    assert j9[3] == folders and j9[1] == "profile"
+def test_every_ablation_run_folder_is_read_by_the_study(tmp_path):
+    """The run folders the variants write are read back by the study loader; a folder it does not know is not."""
+    assert ablation.RUNS == ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
+    assert [r for v in ablation.VARIANTS for r in ablation.variant(v).runs] == list(ablation.RUNS)
+    results = tmp_path / "results"
+    seed_dir = results / "smoke" / "dsprites" / "seed42"
+    for i, run in enumerate((*ablation.RUNS, "topk_sgd")):
+        (seed_dir / run).mkdir(parents=True)
+        (seed_dir / run / "run.json").write_text(json.dumps({"data_source": "procedural", "complete": True}))
+        (seed_dir / run / "epochs.csv").write_text(f"epoch,dead_pct@0.001\n0,{10 + i}\n")
+    S = study.load_study(results, "smoke")
+    assert set(S.runs) == {("dsprites", 42, r) for r in ablation.RUNS}
+    for i, run in enumerate(ablation.RUNS):
+        assert S.rows("dsprites", run)["dead_pct@0.001"].tolist() == [10 + i]
     with pytest.raises(VaesaeError, match="unknown ablation 'topk_sgd'"):
         ablation.variant("topk_sgd")
+
+
+def test_notebook_09s_job_declares_every_ablation_run_folder(tmp_path):
+    """The pipeline's 09 job lists the variants' run folders for every dataset and seed (its manifest covers them,
+    a stale one is redone), and the smoke profile trains every variant. Reads the real notebooks' parameters."""
+    results = tmp_path / "results"
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42, 43], results_dir=results,
+                                  figures_dir=tmp_path / "figures", source="procedural", device="cpu")
+    j9 = next(j for j in jobs if j.notebook.stem == "09_ablations")
+    assert sorted(j9.record_dirs) == sorted(results / "smoke" / d / f"seed{s}" / r
+                                            for d in ("dsprites", "shapes3d") for s in (42, 43) for r in ablation.RUNS)
+    assert j9.params["variants"].split(",") == list(ablation.VARIANTS)   # the smoke profile trains them all
 
 
 def test_redraw_sae_draws_other_weights_of_the_same_law():
@@ -85,11 +106,12 @@ def test_the_init_seed_chain_trains_from_its_own_stage2(smoke):
     results, trained, metas = smoke
     assert trained == [("dsprites", 42, "stage1"), ("dsprites", 42, "stage2"), ("dsprites", 42, "topk")]
     assert list(metas) == [("dsprites", 42, "stage2_init1"), ("dsprites", 42, "topk_init1")]
+    seed_dir = results / "smoke" / "dsprites" / "seed42"   # the folders written are the ones the variant declares
+    assert {p.name for p in seed_dir.iterdir() if p.is_dir()} == {"stage1", "stage2", "topk", *ablation.variant("topk_init1").runs}
     s2, s3 = metas[("dsprites", 42, "stage2_init1")], metas[("dsprites", 42, "topk_init1")]
     assert s2["complete"] and s3["complete"]
     assert s2["input_checkpoint"].endswith("seed42/stage1/final.pt")
     assert s3["input_checkpoint"].endswith("seed42/stage2_init1/final.pt") and s3["sparsifier"] == "topk"
-    seed_dir = results / "smoke" / "dsprites" / "seed42"
     base2 = json.loads((seed_dir / "stage2" / "run.json").read_text())
     # every other run's parameters are exactly the profile's (no new Config field, nothing added)
     assert base2["params"] == train._jsonable(config.get_config("smoke").to_dict())

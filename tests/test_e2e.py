@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 
 
 def _run_all(tmp: Path, *extra: str) -> subprocess.CompletedProcess:

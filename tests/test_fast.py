@@ -99,6 +99,11 @@ def test_channels_last_input_has_the_same_values():
     from vaesae.data import to_float
 
     assert torch.equal(to_input(rgb, True), to_float(rgb)) and torch.equal(to_input(bw, True), to_float(bw))
+    # and both are the images themselves: channel c of pixel (y, x) is byte / 255, black-and-white 0/1 as they are
+    by_hand = torch.tensor([[[[rgb[i, y, x, c].item() / 255.0 for x in range(0, 64, 9)] for y in range(0, 64, 7)]
+                             for c in range(3)] for i in range(4)], dtype=torch.float32)
+    assert torch.equal(to_input(rgb, True)[:, :, ::7, ::9], by_hand) and to_input(rgb, True).shape == (4, 3, 64, 64)
+    assert torch.equal(to_input(bw, True)[:, 0], bw.to(torch.float32)) and to_input(bw, True).shape == (4, 1, 64, 64)
 
 
 def test_engine_equals_a_plain_loop_bitwise_on_the_cpu():
@@ -177,15 +182,23 @@ def test_benchmark_reference_is_the_same_function_as_the_training_step():
     assert other != pytest.approx(ours, rel=1e-6)
 
 
-def test_projection_arithmetic():
-    tp = {d: {"stage1": 1e6, "stage2": 1e6, "stage3": 1e6} for d in bench.N_TRAIN}
-    p = bench.project_times(tp, eval_s=0.0)
-    cfg = get_config("paper")
-    assert p["dsprites_seed_stages123_s"] == pytest.approx(589_824 * 90 / 1e6)
-    per_seed = sum(n * (cfg.epochs_stage1 + cfg.epochs_stage2 + 2 * cfg.epochs_stage3 + cfg.epochs_extended) / 1e6
-                   for n in bench.N_TRAIN.values())
-    assert p["suite_s"] == pytest.approx(3 * per_seed)
-    assert "suite_s" not in bench.project_times({"dsprites": tp["dsprites"]}, eval_s=0.0)
+def test_projection_of_a_hand_timed_study():
+    """Throughputs chosen so that each epoch takes a round number of seconds, the times added up by hand.
+    Paper profile: stage 1 30 epochs, stage 2 10, stage 3 (Top-k) 50, extended 100, L1 50; one evaluation at the
+    end of stages 1 and 2 and one per epoch of every later run; 3 seeds."""
+    tp = {"dsprites": {"stage1": 589_824, "stage2": 294_912, "stage3": 1_179_648},   # 1 s, 2 s, 0.5 s an epoch
+          "shapes3d": {"stage1": 400_000, "stage2": 400_000, "stage3": 200_000}}     # 1 s, 1 s, 2 s an epoch
+    p = bench.project_times(tp, eval_s=1.0)
+    # dSprites: 30 + 20 + 25 s of training, 2 + 50 evaluations; extended 50 s + 100 evaluations, L1 25 s + 50
+    assert p["dsprites_seed_stages123_s"] == pytest.approx(30 + 20 + 25 + 52)
+    assert p["dsprites_seed_all_runs_s"] == pytest.approx(127 + 150 + 75)
+    # Shapes3D: 30 + 10 + 100 s, 52 evaluations; extended 200 s + 100, L1 100 s + 50
+    assert p["shapes3d_seed_stages123_s"] == pytest.approx(30 + 10 + 100 + 52)
+    assert p["shapes3d_seed_all_runs_s"] == pytest.approx(192 + 300 + 150)
+    assert p["suite_s"] == pytest.approx(3 * (352 + 642))
+    # a dataset without all three stage timings is left out, and so is the suite
+    partial = bench.project_times({"dsprites": tp["dsprites"], "shapes3d": {"stage1": 1.0}}, eval_s=1.0)
+    assert set(partial) == {"dsprites_seed_stages123_s", "dsprites_seed_all_runs_s"}
 
 
 def test_bench_variants_are_switches_of_the_config_and_a_bad_one_is_refused():

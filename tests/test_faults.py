@@ -22,12 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from vaesae import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 
 FAULT_SEED = 20261201
 KILLS_PER_JOB = 2

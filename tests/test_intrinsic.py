@@ -75,12 +75,44 @@ def test_alignment_of_a_perfect_code_and_the_matching():
         intrinsic.alignment(mi, rates[:3], ["a", "b", "c"])
 
 
-def test_mi_ceiling_is_the_metrics_one_and_bounds_the_estimator():
-    from vaesae import metrics
+def _entropy(masses) -> float:
+    """Entropy (nats) of a distribution over bins, written out: the ceiling is the entropy of the best binning."""
+    return -sum(m * math.log(m) for m in masses if m > 0)
 
-    p = np.array([0.0, 0.01, 0.5, 0.95, 0.99, 1.0])
-    np.testing.assert_array_equal(intrinsic.mi_ceiling(p), metrics.mi_ceiling(p))  # one formula (issue 18)
-    # a sparse neuron's plug-in MI (20 bins) never exceeds its ceiling
+
+@pytest.mark.parametrize("p, n_bins, masses", [
+    (0.5, 4, [1 / 2, 1 / 6, 1 / 6, 1 / 6]),     # zeros fill one bin, the active half spreads over the other 3
+    (0.25, 2, [3 / 4, 1 / 4]),                  # two bins: zeros and the rest
+    (0.1, 20, [0.9] + [0.1 / 19] * 19),
+    (0.95, 20, [0.05] * 20),                    # the knee: every bin equally full
+    (0.99, 20, [0.05] * 20),                    # above the knee the zeros cannot be split: still ln 20 at best
+    (1.0, 4, [0.25] * 4),                       # never zero: all B bins usable, ln B (not ln(B - 1))
+])
+def test_mi_ceiling_is_the_entropy_of_the_best_binning(p, n_bins, masses):
+    """Hand-built cases: the ceiling of a neuron active on a fraction p is the entropy of its most even
+    binning, the zeros sharing one bin (e.g. p = 1/2, 4 bins: (1/2, 1/6, 1/6, 1/6), ln(12)/2 nats)."""
+    assert sum(masses) == pytest.approx(1.0)
+    if (p, n_bins) == (0.5, 4):
+        assert _entropy(masses) == pytest.approx(math.log(12) / 2, rel=1e-12)   # the docstring's example, by hand
+    assert float(intrinsic.mi_ceiling(np.array([p]), n_bins)[0]) == pytest.approx(_entropy(masses), rel=1e-12)
+
+
+def test_mi_ceiling_is_zero_for_a_dead_neuron_rises_with_the_rate_and_stops_at_ln_b():
+    grid = np.linspace(0.0, 1.0, 4001)
+    for n_bins in (2, 4, 20):
+        c = intrinsic.mi_ceiling(grid, n_bins)
+        knee = (n_bins - 1) / n_bins
+        assert c[0] == 0.0                                                # never active: no information
+        assert (np.diff(c) >= -1e-12).all()                               # firing more never lowers the ceiling
+        assert (np.diff(c[grid <= knee]) > 0).all()                       # ... and raises it strictly up to the knee
+        assert c.max() == pytest.approx(math.log(n_bins), rel=1e-12)      # never above ln B
+        assert np.allclose(c[grid >= knee], math.log(n_bins), rtol=1e-12)
+    # the sparse end, where the study's neurons live: a neuron on 0.1 % of images carries under 1 % of ln 20
+    assert float(intrinsic.mi_ceiling(np.array([0.001]))[0]) < 0.01 * math.log(20)
+
+
+def test_mi_ceiling_bounds_the_plug_in_estimator():
+    """A sparse neuron's plug-in MI (20 bins) never exceeds its ceiling, and one that copies a factor reaches it."""
     from vaesae.metrics import mutual_information
 
     rng = np.random.default_rng(0)
@@ -89,6 +121,12 @@ def test_mi_ceiling_is_the_metrics_one_and_bounds_the_estimator():
     mi = np.asarray(mutual_information(acts, f, normalize="none"))[:, 0]
     rates = (acts > 0).mean(axis=0)
     assert (mi <= intrinsic.mi_ceiling(rates) + 1e-9).all()
+    # attained: the factor takes 20 values, the neuron is 0 on value 0 (half the samples) and spreads the other
+    # 19 values evenly over its 19 non-zero bins
+    g = np.repeat(np.arange(20), [190] + [10] * 19)[:, None]
+    copy = np.where(g[:, 0] == 0, 0.0, g[:, 0].astype(float))[:, None]
+    got = float(np.asarray(mutual_information(copy, g, normalize="none"))[0, 0])
+    assert got == pytest.approx(float(intrinsic.mi_ceiling(np.array([0.5]))[0]), rel=1e-9)
 
 
 def test_ceiling_share_counts_neurons_the_firing_rate_forces_out():

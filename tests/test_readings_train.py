@@ -189,7 +189,6 @@ def test_fraction_of_variance_unexplained():
     assert np.isnan(fraction_of_variance_unexplained(1.0, const.sum(0), float((const ** 2).sum()), 5))
 
 
-@pytest.mark.slow
 def test_chains_side_by_side_give_the_records_of_one_after_the_other(tmp_path):
     """vaesae.readings trains (dataset, seed) chains in spawned processes on a GPU; each keeps its own seed and
     records: on the CPU, where a run is bitwise reproducible, two chains side by side equal the same two in turn."""

@@ -3,7 +3,6 @@
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -229,31 +228,43 @@ def test_claim_tests_leaves_out_what_is_not_in_the_study():
 
 
 # ------------------------------------------------------------------------------------------------
-# notebook 07 calls it and saves the table
+# what notebook 07 does with it: stats.claim_tests, then artifacts.save_table (the notebook itself runs in the e2e tier)
 
 
-def _notebook_cell() -> tuple[dict, str]:
-    nb = json.loads((REPO / "notebooks" / "07_figures.ipynb").read_text())
-    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and "stats.save_claim_tests(" in "".join(c["source"])]
-    assert len(cells) == 1
-    return nb, "".join(cells[0]["source"])
-
-
-def test_notebook_07_is_committed_without_outputs_and_saves_the_table(tmp_path):
-    nb, src = _notebook_cell()
-    for c in nb["cells"]:
-        if c["cell_type"] == "code":
-            assert c.get("outputs") == [] and c.get("execution_count") is None
-    assert "stats.save_claim_tests(" in src
-    # what the notebook calls registers the table in the index the report reads, per SAE reading
-    title, _ = stats.save_claim_tests(_study(seeds=(1, 2, 3)), str(tmp_path), 0)
-    index = artifacts.read_index(tmp_path / "smoke" / "tables")
-    entry = next(e for e in index if e["name"] == "claim_tests")
-    assert title == stats.TITLE and "SAE reading: literal" in entry["caption"]
+def test_the_claim_tests_table_is_saved_as_computed_and_registered(tmp_path):
+    S = _study(seeds=(1, 2, 3))
+    claims = stats.claim_tests(S, np.random.default_rng(0), n_resamples=199)
+    title, saved_claims = stats.save_claim_tests(S, tmp_path, 0, n_resamples=199)   # what notebook 07 calls
+    pd.testing.assert_frame_equal(saved_claims, claims)
+    tables = tmp_path / "smoke" / "tables"
+    paths = [tables / f"claim_tests.{e}" for e in ("csv", "md", "tex")]
+    assert all(p.is_file() for p in paths)
+    # the CSV holds the numbers as computed, to the last bit, in the declared column order
+    saved = pd.read_csv(tables / "claim_tests.csv", keep_default_na=False, na_values=[""])
+    assert list(saved.columns) == stats.COLUMNS and len(saved) == len(claims) == 22
+    numeric = [c for c in stats.COLUMNS if pd.api.types.is_numeric_dtype(claims[c])]
+    assert {"difference", "p_value", "ci95_lo", "ci95_hi"} <= set(numeric)
+    np.testing.assert_array_equal(saved[numeric].to_numpy(float), claims[numeric].to_numpy(float))
+    assert saved.comparison.tolist() == claims.comparison.tolist() and saved.verdict.tolist() == claims.verdict.tolist()
+    # the Markdown and LaTeX copies carry every row, the title and the caption
+    md = (tables / "claim_tests.md").read_text()
+    assert stats.TITLE in md and "SAE reading: literal" in md
+    assert sum(1 for line in md.splitlines() if line.startswith("|")) == 2 + len(claims)   # header, rule, rows
+    assert (tables / "claim_tests.tex").read_text().count("\\\\\n") == 1 + len(claims)      # header + rows
+    # registered in the index the report reads, with the reading, data source and profile in the caption
+    entry = next(e for e in artifacts.read_index(tables) if e["name"] == "claim_tests")
+    assert entry["title"] == title == stats.TITLE and entry["order"] == 10
     assert "procedural" in entry["caption"] and "smoke" in entry["caption"] and "Welch" in entry["caption"]
-    chosen = _study(seeds=(1, 2, 3))
-    chosen.reading = "standardised"
-    stats.save_claim_tests(chosen, str(tmp_path), 0)
-    assert (tmp_path / "smoke" / "tables" / "claim_tests@standardised.csv").is_file()
-    saved = pd.read_csv(tmp_path / "smoke" / "tables" / "claim_tests.csv")
-    assert list(saved.columns) == stats.COLUMNS and len(saved) == 22
+    assert sorted(entry["files"]) == sorted(p.name for p in paths)
+    # under a non-literal SAE reading (SPEC §6) the same table is saved beside it, named and captioned for the reading
+    S.reading = "standardised"
+    stats.save_claim_tests(S, tmp_path, 0, n_resamples=199)
+    entry = next(e for e in artifacts.read_index(tables) if e["name"] == "claim_tests@standardised")
+    assert "SAE reading: standardised" in entry["caption"] and (tables / "claim_tests@standardised.csv").is_file()
+
+
+def test_notebook_07_is_committed_without_outputs_and_saves_the_claim_tests_per_reading():
+    nb = json.loads((REPO / "notebooks" / "07_figures.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all(c.get("outputs") == [] and c.get("execution_count") is None for c in code)
+    assert any("stats.save_claim_tests(" in "".join(c["source"]) for c in code)

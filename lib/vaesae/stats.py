@@ -269,16 +269,16 @@ def claim_tests(study: Study, rng: np.random.Generator, n_resamples: int = N_RES
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def save_claim_tests(study: Study, results_dir, stats_seed: int = 0) -> tuple[str, pd.DataFrame]:
+def save_claim_tests(study: Study, results_dir, stats_seed: int = 0, n_resamples: int = N_RESAMPLES) -> tuple[str, pd.DataFrame]:
     """:func:`claim_tests` of ``study`` with ``numpy.random.default_rng(stats_seed)``, saved as the table
     ``claim_tests`` (``claim_tests@<reading>`` under a non-literal SAE reading) with its caption; returns
     (title, table)."""
     from .artifacts import caption_suffix, save_table
 
-    claims = claim_tests(study, np.random.default_rng(stats_seed))
+    claims = claim_tests(study, np.random.default_rng(stats_seed), n_resamples=n_resamples)
     literal = study.reading == "literal"
     name, title = ("claim_tests", TITLE) if literal else (f"claim_tests@{study.reading}", f"{TITLE}, SAE reading {study.reading}")
     save_table(claims, results_dir, study.profile, name, title=title, order=10 if literal else 10.5,
-               caption=f"{CAPTION} {CLAIM_RULE} Bootstrap: {N_RESAMPLES} resamples, numpy.random.default_rng({stats_seed}). "
+               caption=f"{CAPTION} {CLAIM_RULE} Bootstrap: {n_resamples} resamples, numpy.random.default_rng({stats_seed}). "
                f"SAE reading: {study.reading} (SPEC §6). " + caption_suffix(study.profile, study.sources, study.seeds))
     return title, claims
