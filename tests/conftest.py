@@ -31,6 +31,10 @@ TIERS = ("unit", "integration", "e2e")   # declared, with what each means, in py
 # The tier of every test in a file; a file missing here needs a row (or a ``pytestmark`` of its own).
 FILE_TIERS = {
     "test_ablation.py": "unit",
+    "test_artifacts.py": "unit",
+    "test_config_types.py": "unit",
+    "test_dependencies.py": "unit",
+    "test_download.py": "unit",
     "test_concurrent.py": "unit",
     "test_data.py": "unit",
     "test_e2e.py": "e2e",
@@ -48,6 +52,7 @@ FILE_TIERS = {
     "test_records.py": "unit",
     "test_remedies.py": "unit",
     "test_render.py": "unit",
+    "test_runs.py": "unit",
     "test_report.py": "unit",
     "test_stats.py": "unit",
     "test_study.py": "unit",

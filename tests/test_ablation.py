@@ -35,7 +35,7 @@ def test_variants_override_what_they_claim(profile):
 def test_every_ablation_run_folder_is_read_by_the_study(tmp_path):
     """The run folders the variants write are read back by the study loader; a folder it does not know is not."""
     assert ablation.RUNS == ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
-    assert [r for v in ablation.VARIANTS for r in ablation.variant(v).runs] == list(ablation.RUNS)
+    assert [r for v in ablation.VARIANTS for r in ablation.chain(ablation.variant(v))] == list(ablation.RUNS)
     results = tmp_path / "results"
     seed_dir = results / "smoke" / "dsprites" / "seed42"
     for i, run in enumerate((*ablation.RUNS, "topk_sgd")):
@@ -107,7 +107,7 @@ def test_the_init_seed_chain_trains_from_its_own_stage2(smoke):
     assert trained == [("dsprites", 42, "stage1"), ("dsprites", 42, "stage2"), ("dsprites", 42, "topk")]
     assert list(metas) == [("dsprites", 42, "stage2_init1"), ("dsprites", 42, "topk_init1")]
     seed_dir = results / "smoke" / "dsprites" / "seed42"   # the folders written are the ones the variant declares
-    assert {p.name for p in seed_dir.iterdir() if p.is_dir()} == {"stage1", "stage2", "topk", *ablation.variant("topk_init1").runs}
+    assert {p.name for p in seed_dir.iterdir() if p.is_dir()} == {"stage1", "stage2", "topk", *ablation.chain(ablation.variant("topk_init1"))}
     s2, s3 = metas[("dsprites", 42, "stage2_init1")], metas[("dsprites", 42, "topk_init1")]
     assert s2["complete"] and s3["complete"]
     assert s2["input_checkpoint"].endswith("seed42/stage1/final.pt")
