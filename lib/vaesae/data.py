@@ -73,12 +73,14 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from .cliargs import Parser
 from .errors import VaesaeError, cli
 from .io import REPO_ROOT, atomic_save_json, atomic_write_text, repo_path, sha256_file
 
@@ -1019,9 +1021,7 @@ def record(name: str, root: str | os.PathLike | None = None) -> str:
 # command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line through vaesae.errors.cli, exit 2
-        raise VaesaeError(f"{message} (see `python -m vaesae.data --help`)")
+_Parser = partial(Parser, see="`python -m vaesae.data --help`")  # one line through vaesae.errors.cli, exit 2
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from . import config as C
+from .cliargs import Parser
 from .config import READINGS, Config, get_config
 from .errors import VaesaeError, cli
 from .io import atomic_save_json, atomic_torch_save, atomic_write_text, provenance, repo_path, sha256_file, torch_load
@@ -697,13 +698,9 @@ def run_all(dataset: str, seed: int, profile: str = "quick", *, stages: Sequence
 # command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line through vaesae.errors.cli
-        raise VaesaeError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m vaesae.train", description="Train one run of the hybrid VAE-SAE study (SPEC §3).")
+    ap = Parser(prog="python -m vaesae.train", description="Train one run of the hybrid VAE-SAE study (SPEC §3).",
+                see="python -m vaesae.train --help")
     ap.add_argument("--stage", default=None, help=f"one of {', '.join(known_stages())}, or all")
     ap.add_argument("--dataset", default="dsprites", help="dsprites or shapes3d")
     ap.add_argument("--seed", type=int, default=42)
