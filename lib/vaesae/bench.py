@@ -201,7 +201,6 @@ def _add_metrics(sub: argparse._SubParsersAction) -> None:
 
 # Protocol sizes for the projections (SPEC §1, §3): training images and epochs of every run.
 N_TRAIN = {"dsprites": 589_824, "shapes3d": 400_000}
-CHANNELS = {"dsprites": 1, "shapes3d": 3}
 SUITE_SEEDS = 3
 # Targets of issue #6 (one H100, paper profile).
 TRAIN_TARGETS = {"stage3_img_s": 300_000, "stage1_img_s": 500_000, "seed_s": 180.0, "suite_s": 3600.0, "eval_s": 2.0}

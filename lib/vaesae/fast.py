@@ -170,10 +170,6 @@ class StepEngine:
         v = int(self.bad_step)
         return v or None
 
-    def epoch_sums(self) -> dict[str, float]:
-        """The running sums (not means) of the epoch so far (a host sync)."""
-        return dict(zip(self.names or [], self.sums.tolist() if self.sums is not None else []))
-
     # ---------------------------------------------------------------- per step
     def step(self, x_u8: torch.Tensor) -> None:
         self.nb += 1

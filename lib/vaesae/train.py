@@ -43,10 +43,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -64,9 +62,6 @@ from .revival import Revival, revival_kinds
 from .records import neurons_path, save_neurons
 from . import sparsity as S
 from .sparsity import make_sparsifier
-
-FIXED_RUNS = ("stage1", "stage2", "extended")
-
 
 class Diverged(VaesaeError):
     """The training loss became NaN or infinite (an ablation at a high learning rate may). The records so far stay,
