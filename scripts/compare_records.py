@@ -11,11 +11,11 @@ Every file under either is compared by kind:
 * ``.json``  equal after dropping provenance that must differ (:data:`VOLATILE_KEYS` at any depth: git commit,
              dirty flag, environment, wall and CPU times, timestamps);
 * ``.csv``   equal cell by cell after dropping the time columns (:data:`VOLATILE_COLUMNS`);
-* ``.md``, ``.tex``, ``.txt``  equal text.
+* ``.md``, ``.tex``, ``.txt``  equal text (a table's ``.md`` / ``.tex`` beside its ``.csv``: through the ``.csv``).
 
 Paths inside the records (checkpoints, inputs) are compared with each tree's root (the results directory's
-parent) replaced by ``<ROOT>``. Executed notebooks, HTML and logs (``.ipynb``, ``.html``, ``.log``) carry
-timings and are skipped. Prints one line per differing or missing file and a summary; exit code 1 on any
+parent) replaced by ``<ROOT>``. Executed notebooks, HTML, logs and the pipeline's manifests (``.ipynb``,
+``.html``, ``.log``, ``_manifest/``) carry timings and are skipped. Prints one line per differing or missing file and a summary; exit code 1 on any
 difference, 0 when every record is the same.
 """
 
@@ -38,8 +38,11 @@ VOLATILE_KEYS = frozenset({
     # hashes of checkpoints, whose saved epoch rows carry the wall times
     "checkpoint_sha256", "input_sha256",
 })
-VOLATILE_COLUMNS = frozenset({"train_s", "eval_s", "wall_s", "cpu_s"})
-SKIPPED = frozenset({".ipynb", ".html", ".log"})
+# time columns of epochs.csv, and the throughput column of the intrinsic comparison table (images per wall second)
+VOLATILE_COLUMNS = frozenset({"train_s", "eval_s", "wall_s", "cpu_s", "training img/s"})
+SKIPPED = frozenset({".ipynb", ".html", ".log", ".lock"})
+# the pipeline's bookkeeping: hashes of every output (executed notebooks and records with their timings included)
+SKIPPED_DIRS = frozenset({"_manifest"})
 
 
 def _normalise(obj: Any, root: str) -> Any:
@@ -105,8 +108,11 @@ def compare(a_dir: Path, b_dir: Path, root_a: Path | None = None, root_b: Path |
     files |= {p.relative_to(b_dir) for p in b_dir.rglob("*") if p.is_file()}
     problems, n = [], 0
     for rel in sorted(files):
-        if rel.suffix in SKIPPED:
+        if rel.suffix in SKIPPED or rel.name in SKIPPED or SKIPPED_DIRS & set(rel.parts):
             continue
+        if rel.suffix in (".md", ".tex") and ((a_dir / rel).with_suffix(".csv").is_file()
+                                             or (b_dir / rel).with_suffix(".csv").is_file()):
+            continue   # a table's rendering: compared through its .csv
         a, b = a_dir / rel, b_dir / rel
         if not (a.is_file() and b.is_file()):
             problems.append(f"{rel}: only in {'A' if a.is_file() else 'B'}")
