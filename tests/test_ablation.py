@@ -85,7 +85,7 @@ def test_redraw_sae_draws_other_weights_of_the_same_law():
 
 def test_init_seed_and_from_run_are_refused_where_they_do_not_apply(tmp_path):
     with pytest.raises(VaesaeError, match="sae_init_seed applies to stage 2 only"):
-        train.run_stage("topk", "dsprites", 42, "smoke", results_dir=tmp_path, sae_init_seed=1, **KW)
+        train.run_stage("topk", "dsprites", 42, "smoke", results_dir=tmp_path, overrides={"sae_init_seed": 1}, **KW)
     with pytest.raises(VaesaeError, match="trains from scratch"):
         train.run_stage("stage1", "dsprites", 42, "smoke", results_dir=tmp_path, from_run="stage2_init1", **KW)
 

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from vaesae import bench, train
 from vaesae.config import SAE_READINGS, get_config
+from vaesae.data import to_float
 from vaesae.errors import VaesaeError
-from vaesae.fast import REFERENCE_SPEED, StepEngine, speed_settings, to_input
+from vaesae.fast import REFERENCE_SPEED, StepEngine, speed_settings
 from vaesae.model import HybridVAESAE, sparse_decode
 from vaesae.revival import Revival, revival_kinds
 from vaesae.sparsity import REMEDIES, SPARSIFIERS, make_sparsifier
@@ -35,7 +36,7 @@ def _setup(device, seed=0, spname="topk", **over):
     rev.begin_stage(model.sae)
     g = torch.Generator().manual_seed(seed + 1)
     data = (torch.rand(6, cfg.batch_size, 64, 64, generator=g) > 0.8).to(torch.uint8).to(device)
-    sp.init(model.sae, lambda: model.encode_h(to_input(data[0])).detach(), resumed=False)
+    sp.init(model.sae, lambda: model.encode_h(to_float(data[0])).detach(), resumed=False)
     return cfg, model, sp, lsp, params, opt, rev, data
 
 
@@ -72,7 +73,7 @@ def test_sparse_decoder_equals_dense_decode_values_and_gradients():
 
 def test_sparse_decoder_model_forward_matches_the_dense_one():
     cfg, model, sp, lsp, *_ , data = _setup("cpu")
-    x = to_input(data[0])
+    x = to_float(data[0])
     _, state, _ = _ctx(sp, lsp)
     dense = model.sae(model.encode_h(x), sp, state)
     model.set_speed(sparse_decoder=True)
@@ -96,14 +97,14 @@ def test_channels_last_input_has_the_same_values():
     g = torch.Generator().manual_seed(0)
     rgb = torch.randint(0, 256, (4, 64, 64, 3), generator=g, dtype=torch.uint8)
     bw = torch.randint(0, 2, (4, 64, 64), generator=g, dtype=torch.uint8)
-    from vaesae.data import to_float
-
-    assert torch.equal(to_input(rgb, True), to_float(rgb)) and torch.equal(to_input(bw, True), to_float(bw))
+    assert torch.equal(to_float(rgb, True), to_float(rgb)) and torch.equal(to_float(bw, True), to_float(bw))
+    assert to_float(rgb, True).is_contiguous(memory_format=torch.channels_last)   # NHWC kept: no copy
+    assert to_float(rgb).is_contiguous()
     # and both are the images themselves: channel c of pixel (y, x) is byte / 255, black-and-white 0/1 as they are
     by_hand = torch.tensor([[[[rgb[i, y, x, c].item() / 255.0 for x in range(0, 64, 9)] for y in range(0, 64, 7)]
                              for c in range(3)] for i in range(4)], dtype=torch.float32)
-    assert torch.equal(to_input(rgb, True)[:, :, ::7, ::9], by_hand) and to_input(rgb, True).shape == (4, 3, 64, 64)
-    assert torch.equal(to_input(bw, True)[:, 0], bw.to(torch.float32)) and to_input(bw, True).shape == (4, 1, 64, 64)
+    assert torch.equal(to_float(rgb, True)[:, :, ::7, ::9], by_hand) and to_float(rgb, True).shape == (4, 3, 64, 64)
+    assert torch.equal(to_float(bw, True)[:, 0], bw.to(torch.float32)) and to_float(bw, True).shape == (4, 1, 64, 64)
 
 
 def test_engine_equals_a_plain_loop_bitwise_on_the_cpu():
@@ -125,7 +126,7 @@ def test_engine_equals_a_plain_loop_bitwise_on_the_cpu():
         else:
             total, seen = 0.0, torch.zeros(cfg.n_neurons, dtype=torch.bool)
             for x in data:
-                loss, terms, acts, _ = train.step_stage3(model, to_input(x), cfg, ctx)
+                loss, terms, acts, _ = train.step_stage3(model, to_float(x), cfg, ctx)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -168,7 +169,7 @@ def test_benchmark_reference_is_the_same_function_as_the_training_step():
     """The benchmark's hand-written reference loss equals vaesae.train.step_stage3 on the same weights."""
     cfg, model, sp, lsp, params, opt, rev, data = _setup("cpu")
     ctx, state, lstate = _ctx(sp, lsp)
-    x = to_input(data[0])
+    x = to_float(data[0])
     with torch.no_grad():
         torch.manual_seed(5)
         ours = float(train.step_stage3(model, x, cfg, ctx)[0])
@@ -284,7 +285,7 @@ def test_cuda_graph_path_matches_eager_for_every_reading(reading, kind):
     for graphs in (True, False):
         cfg, model, sp, lsp, params, opt, rev, data = _setup(dev, cuda_graphs=graphs, amp_bf16=False, tf32=False,
                                                              reading_sae=reading)
-        model.sae.fit_input(lambda: model.encode_h(to_input(data[1])).detach())
+        model.sae.fit_input(lambda: model.encode_h(to_float(data[1])).detach())
         if kind == "stage2":
             params = train._stage_params(model, "stage2")
             opt = train._optimizer(params, cfg)

@@ -116,7 +116,6 @@ def test_a_relative_path_means_the_repository_for_readers_and_writers_alike(tmp_
     monkeypatch.setattr(io, "REPO_ROOT", repo)
     monkeypatch.chdir(elsewhere)
     assert io.repo_path("results") == repo / "results" and io.repo_path(tmp_path / "x") == tmp_path / "x"
-    assert train.resolve_results_dir is io.repo_path
     assert train.run_paths("results", None, "smoke", "dsprites", 42, "topk") == (
         repo / "results/smoke/dsprites/seed42/topk", repo / "checkpoints/smoke/dsprites/seed42/topk")
     assert train.run_paths("results", "ckpt", "smoke", "dsprites", 42, "topk")[1] == repo / "ckpt/smoke/dsprites/seed42/topk"

@@ -85,7 +85,15 @@ def test_a_finished_run_is_skipped(tree, capsys):
     assert again == io.load_json(root / "results" / "smoke" / "dsprites" / "seed42" / "topk" / "run.json")
 
 
-def test_resume_equals_uninterrupted(tree, tmp_path):
+def _interrupt_after(epoch: int):
+    """A stand-in for train._after_epoch that stops the run after ``epoch`` as a Ctrl-C would."""
+    def hook(stage: str, e: int) -> None:
+        if e == epoch:
+            raise KeyboardInterrupt
+    return hook
+
+
+def test_resume_equals_uninterrupted(tree, tmp_path, monkeypatch):
     root, _ = tree
     src = root / "checkpoints" / "smoke" / "dsprites" / "seed42"
     dst = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42"
@@ -93,8 +101,9 @@ def test_resume_equals_uninterrupted(tree, tmp_path):
         shutil.copytree(src / run, dst / run)
     results = tmp_path / "results"
     # killed after epoch 2: the checkpoint of epoch 2 (every 2 epochs) is there, epoch 2's row too
-    with pytest.raises(KeyboardInterrupt):
-        train.run_stage("topk", "dsprites", 42, "smoke", results_dir=results, _interrupt_after_epoch=2, **KW)
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(train, "_after_epoch", _interrupt_after(2))
+        train.run_stage("topk", "dsprites", 42, "smoke", results_dir=results, **KW)
     assert (dst / "topk" / "last.pt").is_file() and not (dst / "topk" / "final.pt").exists()
     train.run_stage("topk", "dsprites", 42, "smoke", results_dir=results, **KW)
     a = io.torch_load(src / "topk" / "final.pt")

@@ -155,8 +155,9 @@ def train_ablations(datasets: Sequence[str], seeds: Sequence[int], profile: str,
                     s2 = sae_seed if row.kind == "stage2" else None                 # the re-drawn SAE's seed
                     try:
                         out[(ds, seed, run)] = run_stage(stage, ds, seed, profile, results_dir=results_dir, device=device,
-                                                         source=source, force=force, overrides=ov, progress=progress, log=log,
-                                                         run=run, from_run=from_run, sae_init_seed=s2)
+                                                         source=source, force=force, progress=progress, log=log,
+                                                         overrides=ov if s2 is None else {**ov, "sae_init_seed": s2},
+                                                         run=run, from_run=from_run)
                     except Diverged as exc:   # run_stage recorded it (run.json, complete: false)
                         say(f"{run} on {ds}, seed {seed}: diverged ({exc})")
                         out[(ds, seed, run)] = json.loads((run_paths(results_dir, None, profile, ds, seed, run)[0]

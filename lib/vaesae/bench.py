@@ -201,7 +201,6 @@ def _add_metrics(sub: argparse._SubParsersAction) -> None:
 
 # Protocol sizes for the projections (SPEC §1, §3): training images and epochs of every run.
 N_TRAIN = {"dsprites": 589_824, "shapes3d": 400_000}
-CHANNELS = {"dsprites": 1, "shapes3d": 3}
 SUITE_SEEDS = 3
 # Targets of issue #6 (one H100, paper profile).
 TRAIN_TARGETS = {"stage3_img_s": 300_000, "stage1_img_s": 500_000, "seed_s": 180.0, "suite_s": 3600.0, "eval_s": 2.0}
@@ -235,17 +234,16 @@ def reference_stage3_loss(model, x: torch.Tensor, k: int, k_latent: int, cfg) ->
 
 def _bench_setup(dataset: str, kind: str, device: torch.device, *, fast: bool, n_images: int, seed: int = 0,
                  overrides: dict[str, Any] | None = None, profile: str = "paper"):
-    """Model, optimiser, sparsifiers and revival of one paper-profile run of ``kind`` on ``device``,
-    and ``n_images`` procedural training images resident there (uint8). ``overrides``: speed switches
-    changed from the paper profile's (the fast path only). ``profile``: another profile's model (the tests'
-    tiny CPU form of the concurrent benchmark)."""
+    """(config, dataset, images, parts) of one paper-profile run of ``kind`` ("stage1", "stage2", "stage3") on
+    ``device``, as training builds them (:func:`vaesae.train.build_parts`: model, optimiser, Top-k sparsifiers,
+    revival where the config has it, begun), and ``n_images`` procedural training images resident there (uint8).
+    ``overrides``: speed switches changed from the paper profile's (the fast path only). ``profile``: another
+    profile's model (the tests' tiny CPU form of the concurrent benchmark)."""
     from . import train as T
     from .config import get_config
     from .data import load_dataset
     from .fast import REFERENCE_SPEED
     from .model import HybridVAESAE
-    from .revival import Revival
-    from .sparsity import make_sparsifier
 
     cfg = get_config(profile, **(overrides or {})) if fast else get_config(profile, **REFERENCE_SPEED)
     ds = load_dataset(dataset, "procedural")
@@ -253,26 +251,18 @@ def _bench_setup(dataset: str, kind: str, device: torch.device, *, fast: bool, n
     images = ds.images_torch(idx, device)
     torch.manual_seed(seed)
     model = HybridVAESAE.from_config(cfg, ds.channels).to(device)
-    params = T._stage_params(model, kind)
-    opt = T._optimizer(params, cfg)
-    sp = lsp = revival = lrevival = None
-    if kind != "stage1":
-        stage = "stage2" if kind == "stage2" else "stage3"
-        sp = make_sparsifier("topk", cfg, stage=stage, n_neurons=cfg.n_neurons)
-        lsp = make_sparsifier("topk", cfg, stage=stage, n_neurons=cfg.latent_sae_neurons)
-    if kind == "stage3":
-        revival = Revival.from_config(cfg, cfg.n_neurons, device)
-        lrevival = Revival.from_config(cfg, cfg.latent_sae_neurons, device)
-        revival.begin_stage(model.sae)
-        lrevival.begin_stage(model.latent_sae)
-    return cfg, ds, images, model, params, opt, sp, lsp, revival, lrevival
+    parts = T.build_parts(model, cfg, kind, "topk" if kind != "stage1" else None, device)
+    parts.begin_stage()
+    return cfg, ds, images, parts
 
 
-def _epoch_ctx(kind: str, cfg, sp, lsp, epoch: int) -> tuple[dict, dict, dict]:
+def _epoch_ctx(cfg, parts, epoch: int) -> tuple[dict, dict, dict]:
+    """(the step's context, the conv SAE's schedule state, the latent probe's) in ``epoch`` (stage 1: beta 0.5)."""
+    sp, lsp = parts.sp, parts.lsp
     state = sp.schedule(epoch) if sp is not None else {}
     lstate = lsp.schedule(epoch) if lsp is not None else {}
     ctx = {"sparsify": sp, "state": state, "latent_sparsify": lsp, "latent_state": lstate,
-           "beta": 0.5 if kind == "stage1" else cfg.beta_end}
+           "beta": 0.5 if parts.kind == "stage1" else cfg.beta_end}
     return ctx, state, lstate
 
 
@@ -280,14 +270,10 @@ def _project_engine(dataset: str, kind: str, device: torch.device, *, epoch: int
                     overrides: dict[str, Any] | None = None, profile: str = "paper"):
     """(config, vaesae.fast.StepEngine of one run of ``kind`` in its epoch ``epoch``, resident images, ``n_batches``
     seeded rows of batch indices): the project's own step, as training runs it."""
-    from . import train as T
-    from .fast import StepEngine
-
-    cfg, ds, images, model, params, opt, sp, lsp, revival, lrevival = _bench_setup(dataset, kind, device, fast=True, n_images=n_images,
-                                                                                   overrides=overrides, profile=profile)
-    engine = StepEngine(model, opt, params, T.STEPS[kind], cfg, device, revival=revival, lrevival=lrevival,
-                        n_neurons=cfg.n_neurons if sp is not None else None, sparsifier_name="topk" if sp else None)
-    ctx, state, lstate = _epoch_ctx(kind, cfg, sp, lsp, epoch)
+    cfg, ds, images, parts = _bench_setup(dataset, kind, device, fast=True, n_images=n_images, overrides=overrides,
+                                          profile=profile)
+    engine = parts.engine(cfg, device)
+    ctx, state, lstate = _epoch_ctx(cfg, parts, epoch)
     engine.begin_epoch(ctx, signature=(tuple(state.items()), tuple(lstate.items()), 1, 1))
     g = torch.Generator(device="cpu").manual_seed(1)
     order = torch.randint(0, len(images), (n_batches, cfg.batch_size), generator=g).to(device)
@@ -319,12 +305,12 @@ def time_reference_step(dataset: str, device: torch.device, *, epoch: int, steps
                         profile: str = "paper") -> dict[str, Any]:
     """Images/s of :func:`reference_stage3_loss` with zero_grad, backward, clip_grad_norm_ and fused AdamW
     in a plain eager loop (TF32 on, no autocast, no graphs, no compile), revival counters included."""
-    cfg, ds, images, model, params, opt, sp, lsp, revival, lrevival = _bench_setup(dataset, "stage3", device, fast=False, n_images=n_images,
-                                                                                   profile=profile)
+    cfg, ds, images, parts = _bench_setup(dataset, "stage3", device, fast=False, n_images=n_images, profile=profile)
+    model, opt, params = parts.model, parts.opt, parts.params
     from .fast import configure_backends
 
     configure_backends(cfg, device)  # TF32 as the config says; cudnn.benchmark off (REFERENCE_SPEED)
-    _, state, lstate = _epoch_ctx("stage3", cfg, sp, lsp, epoch)
+    _, state, lstate = _epoch_ctx(cfg, parts, epoch)
     k, kl = int(state["k"]), int(lstate["k_latent"])
     g = torch.Generator(device="cpu").manual_seed(1)
     order = torch.randint(0, len(images), (warmup + steps, cfg.batch_size), generator=g).to(device)
@@ -363,9 +349,9 @@ def agreement(dataset: str, device: torch.device, *, epoch: int, n_images: int, 
     from .data import to_float
     from .fast import REFERENCE_SPEED, apply_speed, backend_flags, configure_backends, restore_backend_flags
 
-    cfg, ds, images, model, params, opt, sp, lsp, revival, lrevival = _bench_setup(dataset, "stage3", device, fast=True, n_images=n_images,
-                                                                                   profile=profile)
-    ctx, state, lstate = _epoch_ctx("stage3", cfg, sp, lsp, epoch)
+    cfg, ds, images, parts = _bench_setup(dataset, "stage3", device, fast=True, n_images=n_images, profile=profile)
+    model, sp = parts.model, parts.sp
+    ctx, state, lstate = _epoch_ctx(cfg, parts, epoch)
     x = to_float(images[: cfg.batch_size])
     res: dict[str, Any] = {}
     saved = backend_flags()
@@ -402,15 +388,15 @@ def time_evaluation(dataset: str, device: torch.device, *, n_eval: int, profile:
     from . import train as T
     from .data import eval_indices
 
-    cfg, ds, images, model, params, opt, sp, lsp, revival, lrevival = _bench_setup(dataset, "stage3", device, fast=True, n_images=cfg_batch(profile),
-                                                                                   profile=profile)
+    cfg, ds, images, parts = _bench_setup(dataset, "stage3", device, fast=True, n_images=cfg_batch(profile), profile=profile)
+    model, sp, lsp = parts.model, parts.sp, parts.lsp
     from .fast import apply_speed
 
     apply_speed(model, cfg, device)
     ev = eval_indices(ds, n=n_eval)
     ev_images = ds.images_torch(ev, device)
     factors = np.asarray(ds.factors[ev])
-    _, state, lstate = _epoch_ctx("stage3", cfg, sp, lsp, 45)
+    _, state, lstate = _epoch_ctx(cfg, parts, 45)
     T.evaluate_model(model, "stage3", sp, state, lsp, lstate, ev_images, factors, cfg, device)  # warm-up
     walls = []
     for _ in range(3):

@@ -79,12 +79,14 @@ import tempfile
 import urllib.parse
 import zipfile
 import zlib
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from .cliargs import Parser
 from .errors import VaesaeError, cli
 from .io import REPO_ROOT, atomic_save_json, atomic_write_text, repo_path, sha256_file
 
@@ -788,10 +790,12 @@ def eval_indices(ds: Dataset, n: int = 10_000, seed: int = EVAL_SEED) -> np.ndar
     return np.sort(val[pick]).astype(np.int64)
 
 
-def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 images to float32 [n, C, 64, 64] in [0, 1], channels first.
+def to_float(x_uint8: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 images to float32 [n, C, 64, 64] in [0, 1], channels first (the project's one conversion).
 
-    [n, H, W] is binary dSprites (0/1 kept as 0.0/1.0); [n, H, W, 3] is RGB (divided by 255).
+    [n, H, W] is binary dSprites (0/1 kept as 0.0/1.0); [n, H, W, 3] is RGB (divided by 255). With
+    ``channels_last`` an RGB batch keeps its NHWC memory (no copy; the same values, for the convolutions'
+    channels-last path of :mod:`vaesae.fast`).
     """
     x = x_uint8
     if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8:
@@ -799,6 +803,8 @@ def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
     if x.ndim == 3:
         return x.unsqueeze(1).to(torch.float32)
     if x.ndim == 4 and x.shape[-1] == 3:
+        if channels_last:
+            return x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
         return x.permute(0, 3, 1, 2).contiguous().to(torch.float32).div_(255.0)
     raise ValueError(f"to_float expects [n,H,W] or [n,H,W,3], got {tuple(x.shape)}")
 
@@ -1061,9 +1067,7 @@ def record(name: str, root: str | os.PathLike | None = None) -> str:
 # command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line through vaesae.errors.cli, exit 2
-        raise VaesaeError(f"{message} (see `python -m vaesae.data --help`)")
+_Parser = partial(Parser, see="`python -m vaesae.data --help`")  # one line through vaesae.errors.cli, exit 2
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from .config import Config
+from .data import to_float
 from .sparsity import SPARSIFIERS
 
 # Every speed switch off: the plain eager reference path (fp32 + TF32, dense top-k scatter).
@@ -91,15 +92,6 @@ def apply_speed(model: torch.nn.Module, cfg: Config, device: torch.device) -> di
                     sparse_decoder=s["sparse_decoder"])
     configure_backends(cfg, device)
     return s
-
-
-def to_input(x_u8: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """``vaesae.data.to_float``; with ``channels_last`` an RGB batch keeps its NHWC memory (no copy)."""
-    from .data import to_float
-
-    if channels_last and x_u8.ndim == 4 and x_u8.shape[-1] == 3 and x_u8.dtype == torch.uint8:
-        return x_u8.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)   # same values as to_float
-    return to_float(x_u8)
 
 
 class StepEngine:
@@ -178,10 +170,6 @@ class StepEngine:
         v = int(self.bad_step)
         return v or None
 
-    def epoch_sums(self) -> dict[str, float]:
-        """The running sums (not means) of the epoch so far (a host sync)."""
-        return dict(zip(self.names or [], self.sums.tolist() if self.sums is not None else []))
-
     # ---------------------------------------------------------------- per step
     def step(self, x_u8: torch.Tensor) -> None:
         self.nb += 1
@@ -242,7 +230,7 @@ class StepEngine:
 
     def _body(self, x_u8: torch.Tensor) -> None:
         """The whole step; device work only (it may be captured)."""
-        x = to_input(x_u8, self.settings["channels_last"])
+        x = to_float(x_u8, self.settings["channels_last"])   # channels-last: the RGB batch keeps NHWC memory
         loss, terms, acts, lacts = self.step_fn(self.model, x, self.cfg, self.ctx)
         self.step_t += 1
         bad = (~torch.isfinite(loss.detach())) & (self.bad_step == 0)

@@ -714,17 +714,101 @@ def compute_metrics(
     return out
 
 
-def _to_float_images(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [n,64,64] (0/1) -> float [n,1,64,64]; uint8 [n,64,64,3] (0..255) -> [n,3,64,64] / 255."""
-    try:
-        from .data import to_float  # the project's one conversion, when present
-    except ImportError:
-        to_float = None
-    if to_float is not None:
-        return to_float(x)
-    if x.ndim == 3:
-        return x.unsqueeze(1).to(torch.float32)
-    return x.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+def _check_images(images_uint8: Any, batch_size: Any) -> torch.Tensor:
+    """``images_uint8`` as a uint8 tensor [N, H, W] or [N, H, W, 3] (N > 0), ``batch_size`` a positive int."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise VaesaeError(f"batch_size must be a positive integer, got {batch_size!r}")
+    imgs = _as_tensor(images_uint8, "images_uint8")
+    if imgs.dtype != torch.uint8:
+        raise VaesaeError(f"images must be uint8, got {imgs.dtype}")
+    if imgs.ndim not in (3, 4) or (imgs.ndim == 4 and imgs.shape[-1] not in (1, 3)):
+        raise VaesaeError(f"images must be [N, H, W] or [N, H, W, 3], got shape {tuple(imgs.shape)}")
+    if imgs.shape[0] == 0:
+        raise VaesaeError("no evaluation images given")
+    return imgs
+
+
+def _check_outputs(out: Mapping[str, torch.Tensor], xb: torch.Tensor) -> None:
+    """``forward``'s outputs for the batch ``xb`` [b, C, H, W]: mu [b, D], acts [b, M], logits shaped like xb."""
+    for key in ("mu", "acts", "logits"):
+        if key not in out:
+            raise VaesaeError(f"forward() returned no {key!r}; it must return mu, acts and logits")
+    b = xb.shape[0]
+    if tuple(out["logits"].shape) != tuple(xb.shape):
+        raise VaesaeError(f"forward() returned logits of shape {tuple(out['logits'].shape)} for images {tuple(xb.shape)}")
+    for key in ("mu", "acts"):
+        t = out[key]
+        if t.ndim != 2 or t.shape[0] != b:
+            raise VaesaeError(f"forward() returned {key} of shape {tuple(t.shape)}; expected [{b}, ...]")
+
+
+class _Collected:
+    """The evaluation pass's outputs over N images, filled batch by batch (:meth:`add`): ``mu`` [N, D],
+    ``acts`` [N, M], ``latent`` [N, L] or None, the reconstruction's squared error ``sq_sum`` over ``numel``
+    pixels, and when ``forward`` gives them the pre-sparsity firing counts ``pre_count`` [M] and h's sums
+    (``h_sse`` = Σ‖h − ĥ‖², ``h_sumsq`` = Σ‖h‖², ``h_sum`` [d] = Σ h, in float64)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.mu = self.acts = self.latent = None
+        self.sq_sum, self.numel = 0.0, 0
+        self.pre_count = self.h_sum = None
+        self.h_sse = self.h_sumsq = 0.0
+
+    def _rows(self, t: torch.Tensor) -> torch.Tensor:
+        """An empty [N, t.shape[1]] buffer like ``t`` (the first batch's)."""
+        return torch.empty((self.n, t.shape[1]), dtype=t.dtype, device=t.device)
+
+    def add(self, s: int, xb: torch.Tensor, out: Mapping[str, torch.Tensor]) -> None:
+        """The batch of images ``s`` .. ``s + b`` (``xb`` [b, C, H, W] float) and ``forward(xb)``."""
+        _check_outputs(out, xb)
+        b = xb.shape[0]
+        if self.mu is None:
+            self.mu, self.acts = self._rows(out["mu"]), self._rows(out["acts"])
+        self.mu[s : s + b] = out["mu"]
+        self.acts[s : s + b] = out["acts"]
+        self._add_latent(s, b, out.get("latent_acts"))
+        if out.get("pre_acts") is not None:
+            c = (out["pre_acts"] > 0).sum(dim=0)
+            self.pre_count = c if self.pre_count is None else self.pre_count + c
+        if out.get("h") is not None and out.get("h_hat") is not None:
+            hb = out["h"].to(torch.float64)
+            self.h_sse += float((hb - out["h_hat"].to(torch.float64)).square().sum())
+            self.h_sumsq += float(hb.square().sum())
+            self.h_sum = hb.sum(dim=0) if self.h_sum is None else self.h_sum + hb.sum(dim=0)
+        d = xb.to(torch.float32) - torch.sigmoid(out["logits"].to(torch.float32))
+        self.sq_sum += float(d.square().sum(dtype=torch.float64).item())
+        self.numel += d.numel()
+
+    def _add_latent(self, s: int, b: int, la: torch.Tensor | None) -> None:
+        """The latent probe's activations [b, L] of the batch: every batch or none."""
+        if la is None:
+            if self.latent is not None:
+                raise VaesaeError("forward() returned latent_acts for some batches only")
+            return
+        if self.latent is None:
+            if s != 0:
+                raise VaesaeError("forward() returned latent_acts for some batches only")
+            self.latent = self._rows(la)
+        if la.ndim != 2 or la.shape[0] != b:
+            raise VaesaeError(f"forward() returned latent_acts of shape {tuple(la.shape)}; expected [{b}, ...]")
+        self.latent[s : s + b] = la
+
+
+def _collect(forward: Callable[[torch.Tensor], Mapping[str, torch.Tensor]], imgs: torch.Tensor, batch_size: int,
+             dev: torch.device) -> _Collected:
+    """``forward`` over ``imgs`` (uint8 [N, ...]) in batches of ``batch_size`` on ``dev``, under no_grad."""
+    from .data import to_float  # the project's one conversion (uint8 -> float [b, C, 64, 64])
+
+    n = imgs.shape[0]
+    got = _Collected(n)
+    with torch.no_grad():
+        for s in range(0, n, batch_size):
+            xb = to_float(imgs[s : s + batch_size].to(dev))
+            got.add(s, xb, forward(xb))
+    if not math.isfinite(got.sq_sum):
+        raise VaesaeError("the reconstructions contain NaN or infinite values; the model diverged")
+    return got
 
 
 def evaluate(
@@ -756,75 +840,19 @@ def evaluate(
     When it returns ``h`` and ``h_hat`` [n, d] (the SAE's input and its reconstruction in the same space):
     ``sae_mse_h`` (mean over images of ‖h − ĥ‖²) and ``sae_fvu`` (:func:`fraction_of_variance_unexplained`).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise VaesaeError(f"batch_size must be a positive integer, got {batch_size!r}")
-    imgs = _as_tensor(images_uint8, "images_uint8")
-    if imgs.dtype != torch.uint8:
-        raise VaesaeError(f"images must be uint8, got {imgs.dtype}")
-    if imgs.ndim not in (3, 4) or (imgs.ndim == 4 and imgs.shape[-1] not in (1, 3)):
-        raise VaesaeError(f"images must be [N, H, W] or [N, H, W, 3], got shape {tuple(imgs.shape)}")
+    imgs = _check_images(images_uint8, batch_size)
     n = imgs.shape[0]
-    if n == 0:
-        raise VaesaeError("no evaluation images given")
     f_np = _check_factors_np(factors, n, factor_names)
     dev = torch.device(device) if device is not None else imgs.device
-
-    mu = acts = latent = None
-    sq_sum = 0.0
-    numel = 0
-    pre_count = h_sum = None
-    h_sse = h_sumsq = 0.0
-    with torch.no_grad():
-        for s in range(0, n, batch_size):
-            xb = _to_float_images(imgs[s : s + batch_size].to(dev))
-            out = forward(xb)
-            for key in ("mu", "acts", "logits"):
-                if key not in out:
-                    raise VaesaeError(f"forward() returned no {key!r}; it must return mu, acts and logits")
-            b = xb.shape[0]
-            mu_b, acts_b, logits_b = out["mu"], out["acts"], out["logits"]
-            if tuple(logits_b.shape) != tuple(xb.shape):
-                raise VaesaeError(f"forward() returned logits of shape {tuple(logits_b.shape)} for images {tuple(xb.shape)}")
-            for key, t in (("mu", mu_b), ("acts", acts_b)):
-                if t.ndim != 2 or t.shape[0] != b:
-                    raise VaesaeError(f"forward() returned {key} of shape {tuple(t.shape)}; expected [{b}, ...]")
-            if mu is None:
-                mu = torch.empty((n, mu_b.shape[1]), dtype=mu_b.dtype, device=mu_b.device)
-                acts = torch.empty((n, acts_b.shape[1]), dtype=acts_b.dtype, device=acts_b.device)
-            mu[s : s + b] = mu_b
-            acts[s : s + b] = acts_b
-            if "latent_acts" in out and out["latent_acts"] is not None:
-                la = out["latent_acts"]
-                if latent is None:
-                    if s != 0:
-                        raise VaesaeError("forward() returned latent_acts for some batches only")
-                    latent = torch.empty((n, la.shape[1]), dtype=la.dtype, device=la.device)
-                if la.ndim != 2 or la.shape[0] != b:
-                    raise VaesaeError(f"forward() returned latent_acts of shape {tuple(la.shape)}; expected [{b}, ...]")
-                latent[s : s + b] = la
-            elif latent is not None:
-                raise VaesaeError("forward() returned latent_acts for some batches only")
-            if out.get("pre_acts") is not None:
-                c = (out["pre_acts"] > 0).sum(dim=0)
-                pre_count = c if pre_count is None else pre_count + c
-            if out.get("h") is not None and out.get("h_hat") is not None:
-                hb = out["h"].to(torch.float64)
-                h_sse += float((hb - out["h_hat"].to(torch.float64)).square().sum())
-                h_sumsq += float(hb.square().sum())
-                h_sum = hb.sum(dim=0) if h_sum is None else h_sum + hb.sum(dim=0)
-            d = xb.to(torch.float32) - torch.sigmoid(logits_b.to(torch.float32))
-            sq_sum += float(d.square().sum(dtype=torch.float64).item())
-            numel += d.numel()
-    if not math.isfinite(sq_sum):
-        raise VaesaeError("the reconstructions contain NaN or infinite values; the model diverged")
-    result = compute_metrics(mu, acts, f_np, latent_acts=latent, num_bins=num_bins, factor_names=factor_names)
-    result["mse"] = sq_sum / numel
-    if pre_count is not None:
-        rates = (pre_count.to(torch.float64) / n).cpu().numpy()
+    got = _collect(forward, imgs, batch_size, dev)
+    result = compute_metrics(got.mu, got.acts, f_np, latent_acts=got.latent, num_bins=num_bins, factor_names=factor_names)
+    result["mse"] = got.sq_sum / got.numel
+    if got.pre_count is not None:
+        rates = (got.pre_count.to(torch.float64) / n).cpu().numpy()
         result["pre_activation_rates"] = rates
         for t in SPEC_THRESHOLDS["dead"]:
             result[f"dead_pre_pct@{threshold_key(t)}"] = 100.0 * dead_fraction(rates, t)
-    if h_sum is not None:
-        result["sae_mse_h"] = h_sse / n
-        result["sae_fvu"] = fraction_of_variance_unexplained(h_sse, h_sum.cpu().numpy(), h_sumsq, n)
+    if got.h_sum is not None:
+        result["sae_mse_h"] = got.h_sse / n
+        result["sae_fvu"] = fraction_of_variance_unexplained(got.h_sse, got.h_sum.cpu().numpy(), got.h_sumsq, n)
     return result

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import PAPER_PARAMETERS, Config
+from .config import Config
 from .sparsity import TopK, l1_penalty
 
 H_CHANNELS, H_SIDE = 64, 8
@@ -269,11 +269,6 @@ class HybridVAESAE(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def parameter_report(model: nn.Module) -> str:
-    n = count_parameters(model)
-    return f"{n:,} parameters ({n / 1e6:.2f} M; the paper reports {PAPER_PARAMETERS / 1e6:.1f} M)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -78,14 +78,6 @@ def positive() -> Check:
     return check
 
 
-def in_range(low: float, high: float) -> Check:
-    def check(name: str, value: Any) -> None:
-        if not (low <= value <= high):
-            raise VaesaeError(f"parameter {name}={value!r} must lie in [{low}, {high}]")
-
-    return check
-
-
 def _type_ok(value: Any, annotation: Any) -> bool:
     if annotation is Any:
         return True

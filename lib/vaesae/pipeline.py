@@ -18,7 +18,6 @@ and so is everything downstream of it.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import fcntl
 import json
@@ -31,11 +30,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from . import runs as R
 from .config import PROFILES, SAE_READINGS, run_folder, split_run_folder
+from .cliargs import Parser
 from .errors import VaesaeError, cli
 from .io import REPO_ROOT, atomic_save_json, git_commit, repo_path, sha256_file
 
@@ -778,9 +779,7 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        raise VaesaeError(f"{message} (see ./run_all.sh --help)")
+_Parser = partial(Parser, see="./run_all.sh --help")  # one line, exit 2
 
 
 def _parser() -> _Parser:

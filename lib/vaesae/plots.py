@@ -1,6 +1,7 @@
-"""Dataset figures: random samples, one traversal per factor, the pixel-density map.
+"""Dataset figures (random samples, one traversal per factor, the pixel-density map) and the training
+notebooks' helpers (a run's records, their per-epoch panels, the parameter count).
 
-Every title names the dataset and its source ("real" or "procedural"). Figures are saved as
+Every dataset figure's title names the dataset and its source ("real" or "procedural"). Figures are saved as
 PNG through :func:`save_figure` (rendered into memory, then written atomically).
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -18,7 +20,8 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
 from .data import Dataset  # noqa: E402
-from .io import atomic_write_bytes, repo_path  # noqa: E402
+from .errors import VaesaeError  # noqa: E402
+from .io import atomic_write_bytes, load_json, repo_path  # noqa: E402
 
 DENSITY_SAMPLES = {"smoke": 4096, "quick": 20_000, "paper": None}
 """Images averaged for the pixel-density map per profile (None: the whole dataset)."""
@@ -130,3 +133,48 @@ def density_map(ds: Dataset, mean_image: np.ndarray, n: int):
         axes[1].set_title("mean intensity per pixel")
         fig.suptitle(f"{_label(ds)}: pixel density over {what}")
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# the training notebooks (01-05): a run's records, their per-epoch panels, the parameter count
+
+
+def load_records(results_dir: str | Path, profile: str, dataset: str, seed: int, run: str):
+    """(epochs.csv as a DataFrame, run.json as a dict) of one run."""
+    import pandas as pd
+
+    from .train import run_paths
+
+    run_dir = run_paths(results_dir, None, profile, dataset, seed, run)[0]
+    if not (run_dir / "epochs.csv").is_file():
+        raise VaesaeError(f"{run_dir / 'epochs.csv'} does not exist; run {run} first")
+    return pd.read_csv(run_dir / "epochs.csv"), load_json(run_dir / "run.json")
+
+
+def plot_records(df, columns: Sequence[str], title: str, *, x: str = "epoch", marks: Sequence[tuple[float, str]] = ()):
+    """One small panel per column of ``df`` against ``x``; returns the figure."""
+    cols = [c for c in columns if c in df.columns and df[c].notna().any()]
+    fig, axes = plt.subplots(1, max(1, len(cols)), figsize=(3.2 * max(1, len(cols)), 2.8), squeeze=False)
+    for ax, c in zip(axes.flat, cols):
+        d = df[[x, c]].dropna()
+        ax.plot(d[x], d[c], marker="o", ms=3)
+        ax.set_title(c, fontsize=10)
+        ax.set_xlabel(x)
+        for pos, label in marks:
+            ax.axvline(pos, color="grey", ls="--", lw=0.8)
+            ax.text(pos, ax.get_ylim()[1], f" {label}", fontsize=7, va="top", color="grey")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def parameter_summary(profile: str, channels: int, overrides: Mapping[str, Any] | None = None) -> str:
+    """This profile's parameter count, and the paper-sized model's (m = 8192) beside the paper's 68.6 M."""
+    from .config import PAPER_PARAMETERS, get_config
+    from .model import HybridVAESAE, count_parameters
+
+    cfg = get_config(profile, **dict(overrides or {}))
+    n = count_parameters(HybridVAESAE.from_config(cfg, channels))
+    n_paper = n if profile == "paper" else count_parameters(HybridVAESAE.from_config(get_config("paper"), channels))
+    return (f"parameters: {n:,} ({n / 1e6:.2f} M) in profile {profile!r} (m = {cfg.n_neurons}); "
+            f"at the paper's m = 8192: {n_paper:,} ({n_paper / 1e6:.2f} M) vs the paper's {PAPER_PARAMETERS / 1e6:.1f} M")

@@ -24,7 +24,6 @@ and links whose target does not exist (the tests use it; ``--check`` on the comm
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as _dt
 import importlib.metadata
@@ -36,11 +35,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
+from .cliargs import Parser
 from .errors import VaesaeError, cli
 from .io import atomic_write_text, repo_path
 
@@ -864,9 +865,7 @@ def browser_check(report: str | Path, chromium: str | None = None, timeout: floa
 # ---------------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise VaesaeError(f"{message} (see python -m vaesae.report --help)")
+_Parser = partial(Parser, see="python -m vaesae.report --help")  # one line, exit 2
 
 
 @cli

@@ -87,9 +87,6 @@ class Revival:
         self.epoch_counts += active
         self.apply_boost(sae)
 
-    def inactive_fraction(self) -> float:
-        return float((self.epoch_counts == 0).double().mean())
-
     def end_epoch(self, sae: SAE, optimizer: torch.optim.Optimizer | None, generator: torch.Generator | None = None) -> int:
         """Close the epoch: update streaks, re-initialise if due. Returns how many neurons were re-initialised."""
         inactive = self.epoch_counts == 0
