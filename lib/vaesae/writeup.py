@@ -240,22 +240,11 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
     return out
 
 
-def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None = None) -> dict[str, Any]:
-    """Every value the templates use, computed from the records, tables and benchmark."""
-    from . import intrinsic, paper, study as st
-    from .io import repo_path
+def _per_dataset(S, dead: str, spec: str) -> dict[str, dict[str, Any]]:
+    """Per dataset of study ``S``: the end-of-stage values the templates quote (k = 500, warm-up end, k = 50, stage 2's
+    first and last epoch, stage 1), each a mean over seeds."""
+    from . import study as st
 
-    results_dir = repo_path(results_dir)
-    S = st.load_study(results_dir, profile)
-    dead, spec = st.dead_col(), st.spec_col()
-    cells = []
-    for ds in S.datasets:
-        for method in ("topk", "l1"):
-            f = S.final(ds, method)
-            pc = {c.metric: c for c in paper.CLAIMS if c.id.startswith("t1_") and c.dataset == ds and c.method == method}
-            cells.append({"dataset": st.DATASET_LABEL[ds], "ds": ds, "method": st.METHOD_LABEL[method], "key": method,
-                          "paper": {m: (c.paper, c.paper_std) for m, c in pc.items()},
-                          "dead": _mean(f, dead), "mig": _mean(f, "mig"), "mse": _mean(f, "mse"), "spec": _mean(f, spec)})
     per_ds = {}
     for ds in S.datasets:
         s2 = S.rows(ds, "stage2")
@@ -278,6 +267,26 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             **_stage1(S, ds),
             "extended": bool(S.seeds_for(ds, "extended")),
         }
+    return per_ds
+
+
+def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None = None) -> dict[str, Any]:
+    """Every value the templates use, computed from the records, tables and benchmark."""
+    from . import intrinsic, paper, study as st
+    from .io import repo_path
+
+    results_dir = repo_path(results_dir)
+    S = st.load_study(results_dir, profile)
+    dead, spec = st.dead_col(), st.spec_col()
+    cells = []
+    for ds in S.datasets:
+        for method in ("topk", "l1"):
+            f = S.final(ds, method)
+            pc = {c.metric: c for c in paper.CLAIMS if c.id.startswith("t1_") and c.dataset == ds and c.method == method}
+            cells.append({"dataset": st.DATASET_LABEL[ds], "ds": ds, "method": st.METHOD_LABEL[method], "key": method,
+                          "paper": {m: (c.paper, c.paper_std) for m, c in pc.items()},
+                          "dead": _mean(f, dead), "mig": _mean(f, "mig"), "mse": _mean(f, "mse"), "spec": _mean(f, spec)})
+    per_ds = _per_dataset(S, dead, spec)
     ratios = [c["paper"]["mig"][0] / c["mig"] for c in cells if c.get("mig") and "mig" in c["paper"]]
     mse_ratios = [c["paper"]["mse"][0] / c["mse"] for c in cells if c.get("mse") and "mse" in c["paper"]]
     verdict, vt = intrinsic.intrinsic_verdict(S)
