@@ -1,0 +1,584 @@
+"""The study as a graph of notebook jobs, read from the run registry (:mod:`vaesae.runs`).
+
+Each job is one numbered notebook for one dataset and seed (or for the dataset, or the whole profile).
+:func:`build_jobs` lists them in dependency order with the parameters papermill passes and the run folders
+each one writes; Snakemake runs them (``workflow/Snakefile``, one rule per kind of job, driven by
+:mod:`vaesae.workflow.run`), and :mod:`vaesae.workflow.step` executes one.
+
+What Snakemake does not do stays here, as small steps of the rules: a finished job writes a manifest
+(``results/<profile>/_manifest/<job>.json``) with the SHA-256 of each of its outputs, its parameters, its
+notebook's SHA-256 and the git commit. Before Snakemake starts, :func:`plan` verifies every manifest; a job
+whose manifest is missing or does not verify (an output missing or altered, other parameters, another
+notebook) is run again, and Snakemake runs everything downstream of it. The committed records of the paper
+profile carry these manifests, so a checkout verifies them without Snakemake's own metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .. import runs as R
+from ..config import PROFILES, SAE_READINGS, run_folder, split_run_folder
+from ..errors import VaesaeError
+from ..io import REPO_ROOT, atomic_save_json, sha256_file
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+DATASETS = ("dsprites", "shapes3d")
+DEFAULT_SEEDS = {"smoke": (42,), "quick": (42,), "paper": (42, 43, 44)}
+
+CHOSEN = "chosen"   # notebooks 02-05 with reading_sae="chosen": the reading notebook 10 recorded in its choice file
+CHOICE_FILE = "readings_choice.json"   # results/<profile>/readings_choice.json (vaesae.readings.CHOICE_FILE)
+SWEEP_NOTEBOOK = "10_readings"   # trains the registry's sweep runs (stage2, topk) under every non-literal reading
+
+# The notebooks as a graph: (notebook stem, scope, dependencies by stem). The run folders each one writes below the
+# seed folder come from the run registry (vaesae.runs, :func:`job_runs`).
+# scope: "dataset" (once per dataset), "seed" (per dataset and seed), "profile" (once).
+# A stem "NN_name@chosen" runs notebook NN_name with reading_sae="chosen" (only when that notebook declares the
+# parameter): the study's second chain, under the reading notebook 10 chose; its run folders "run@chosen" name the
+# real folders (run_folder(run, chosen)) once the choice is recorded (resolve_record_dir).
+NOTEBOOK_GRAPH: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("00_data", "dataset", ()),
+    ("01_stage1_vae", "seed", ()),
+    ("02_stage2_sae_init", "seed", ("01_stage1_vae",)),
+    ("03_stage3_topk", "seed", ("02_stage2_sae_init",)),
+    ("04_extended", "seed", ("03_stage3_topk",)),
+    ("05_l1_comparison", "seed", ("02_stage2_sae_init",)),
+    ("06_threshold_robustness", "profile", ("03_stage3_topk",)),
+    # issue 9: trains the remedy sparsifiers of every dataset and seed (when --remedies), then compares
+    ("08_is_collapse_intrinsic", "profile", ("02_stage2_sae_init", "03_stage3_topk", "05_l1_comparison")),
+    # issue 9: trains the ablations of Top-k stage 3 (init seed, lr x0.1 / x10, Adam) of every dataset and seed (when
+    # --ablations), then compares them with topk; the init-seed variant trains its own stage 2 from stage 1's checkpoint
+    ("09_ablations", "profile", ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk")),
+    # issue 16: the SAE's input readings (SPEC §6): each non-literal reading's stage 2 (from stage 1) and Top-k warm-up,
+    # literal's read from 02/03; the selection rule writes results/<profile>/readings_choice.json
+    (SWEEP_NOTEBOOK, "profile", ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk")),
+    # the study again under the chosen reading (nothing to do when it is literal: those runs are complete)
+    ("02_stage2_sae_init@chosen", "seed", ("01_stage1_vae", SWEEP_NOTEBOOK)),
+    ("03_stage3_topk@chosen", "seed", ("02_stage2_sae_init@chosen",)),
+    ("04_extended@chosen", "seed", ("03_stage3_topk@chosen",)),
+    ("05_l1_comparison@chosen", "seed", ("02_stage2_sae_init@chosen",)),
+    # last: its tables (claim_tests included) and the report read every record, the remedies' and ablations' too
+    ("07_figures", "profile", ("03_stage3_topk", "04_extended", "05_l1_comparison", "06_threshold_robustness",
+                               "08_is_collapse_intrinsic", "09_ablations", SWEEP_NOTEBOOK)),
+)
+
+
+def job_runs(stem: str) -> tuple[str, ...]:
+    """The run folders job ``stem`` writes below a seed folder, from the registry: the runs its notebook trains;
+    for "NN@chosen" those of them trained again under the chosen reading ("run@chosen"); for notebook 10 the sweep
+    runs under every non-literal reading (``stage2@centred``, ``topk@centred``, ...)."""
+    base, _, variant = stem.partition("@")
+    if variant:
+        return tuple(f"{r}@{variant}" for r in R.trained_by(base) if R.get(r).chosen)
+    if base == SWEEP_NOTEBOOK:
+        return tuple(run_folder(run, r) for r in SAE_READINGS if r != "literal" for run in R.sweep_runs())
+    return R.trained_by(base)
+
+
+def stages() -> tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...]:
+    """(notebook stem, scope, dependencies, run folders) of every job, the run folders read from the registry now."""
+    return tuple((stem, scope, deps, job_runs(stem)) for stem, scope, deps in NOTEBOOK_GRAPH)
+
+
+def trains_from() -> set[tuple[str, str]]:
+    """(job, dependency) pairs, by notebook, where the job trains from the dependency's final checkpoint: a run of
+    the job's notebook trains from a run the other notebook trains (the registry's from_run).
+    Checkpoints are not part of a job's verified outputs: a fresh checkout holding the committed records of a
+    finished job has none, so that job is run again when a job that trains from it must run."""
+    pairs = {(r.notebook, R.get(r.from_run).notebook) for r in R.REGISTRY if r.from_run}
+    # notebook 10's sweep runs: the first of each reading's chain trains from another notebook's run (stage 1)
+    pairs |= {(SWEEP_NOTEBOOK, R.get(R.get(r).from_run).notebook) for r in R.sweep_runs()
+              if R.get(r).from_run not in R.sweep_runs()}
+    return {(a, b) for a, b in pairs if a != b}
+
+
+def leaves_out(profile: str) -> tuple[str, ...]:
+    """The seed jobs ``profile``'s default study leaves out (unless --full or --only names them): those whose
+    every run the registry leaves out of the profile (``left_out_of``; for "@chosen" ``chosen_left_out_of``).
+    Their dependants read what is recorded (07 lists the runs as not run)."""
+    out = []
+    for stem, scope, _ in NOTEBOOK_GRAPH:
+        base, _, variant = stem.partition("@")
+        names = [r for r in R.trained_by(base) if R.get(r).chosen or not variant]
+        if scope == "seed" and names and not R.default_on(names, profile, chosen=bool(variant)):
+            out.append(stem)
+    return tuple(out)
+
+
+# as of import, for readers and tests; build_jobs and the runner call the functions
+STAGES = stages()
+TRAINS_FROM = trains_from()
+# quick (2026-12-03, a fresh clone of an idle 2-core machine): the whole profile took 29:49 (+1:24 to install), of it
+# extended training 5:09 (literal) and 5:15 (chosen reading) and the literal reading's L1 2:29: at m = 1,024 and a few
+# thousand images "does longer training revive neurons" says little, and under the literal reading the neurons are dead
+# before L1 starts (stage 2), so L1 against Top-k is read under the chosen one (the registry's left_out_of)
+PROFILE_LEAVES_OUT = {p: leaves_out(p) for p in PROFILES if leaves_out(p)}
+# outputs of a profile job that are files of results/<profile>/ rather than run folders (its manifest lists them)
+PROFILE_FILES = {SWEEP_NOTEBOOK: (CHOICE_FILE,)}
+# profile jobs that train only when their notebook parameter lists runs to train ("" compares what is recorded):
+# 08's remedies (--remedies / --no-remedies) and 09's ablations (--ablations / --no-ablations); by default the runs
+# the registry does not leave out of the profile: off for quick since notebook 10 joined it, where the 8 remedy runs
+# took 8:05 and 8:36 of a 25-minute study on 2 CPU cores and say nothing the paper profile does not say better (at
+# m = 1,024 and 3,500 images the verdict was "supported" where the paper profile's is "weakened"), and the ablations
+# added 6:46 on 2 CPU cores (the 09 job alone on an idle machine, each stage 3 43-49 s, lr x 10 diverging on dSprites
+# in its 7th epoch)
+TRAIN_SWITCH = {"08_is_collapse_intrinsic": "remedies", "09_ablations": "variants"}
+
+
+def train_list(stem: str, profile: str, asked: bool | None) -> str:
+    """The comma-separated runs a switched profile job (:data:`TRAIN_SWITCH`) is told to train: all of them when
+    ``asked``, none when ``asked`` is False, else those the registry does not leave out of ``profile``. 09 names
+    its ablations by their stage-3 runs (the init-seed variant's own stage 2 goes with it)."""
+    names = R.ablation_variants() if TRAIN_SWITCH.get(stem) == "variants" else R.trained_by(stem)
+    chosen = names if asked else () if asked is False else R.default_on(names, profile)
+    return ",".join(chosen)
+
+
+@dataclasses.dataclass
+class Job:
+    id: str
+    notebook: Path
+    output: Path  # where the executed notebook lands
+    params: dict
+    deps: list[str]
+    record_dirs: list[Path]
+    dataset: str | None = None   # None for a profile job
+    seed: int | None = None      # None for a profile or dataset job
+    state: str = "waiting"  # waiting (to run), skipped (outputs verify), done, failed, blocked
+    elapsed: float | None = None
+    message: str = ""
+
+    @property
+    def stem(self) -> str:
+        """The job's kind: its notebook's stem, "@chosen" included (``03_stage3_topk@chosen``)."""
+        return self.id.split("[", 1)[0]
+
+    @property
+    def failed_output(self) -> Path:
+        return self.output.with_name(self.output.stem + ".FAILED.ipynb")
+
+    @property
+    def manifest_name(self) -> str:
+        """The manifest's path below ``results/<profile>/`` (Snakemake's output of the job)."""
+        return f"{MANIFEST_DIR}/{self.id.replace('[', '__').replace(']', '').replace(',', '_')}.json"
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "notebook": str(self.notebook), "output": str(self.output), "params": self.params,
+                "deps": self.deps, "record_dirs": [str(d) for d in self.record_dirs], "dataset": self.dataset,
+                "seed": self.seed}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Job":
+        return cls(d["id"], Path(d["notebook"]), Path(d["output"]), d["params"], list(d["deps"]),
+                   [Path(r) for r in d["record_dirs"]], d.get("dataset"), d.get("seed"))
+
+
+def _declared_parameters(notebook: Path) -> set[str]:
+    nb = json.loads(notebook.read_text())
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            import papermill
+
+            return set(papermill.inspect_notebook(str(notebook)).keys())
+    return set()
+
+
+def _units(stem: str, scope: str, datasets: Sequence[str], seeds: Sequence[int], root: Path):
+    """(dataset, seed, job id, folder of the executed notebook) of each job of ``stem``: one per profile, dataset,
+    or dataset and seed (``scope``); dataset and seed are None where the scope has none."""
+    if scope == "profile":
+        return [(None, None, stem, root)]
+    if scope == "dataset":
+        return [(d, None, f"{stem}[{d}]", root / d) for d in datasets]
+    return [(d, s, f"{stem}[{d},seed{s}]", root / d / f"seed{s}") for d in datasets for s in seeds]
+
+
+def _dep_ids(deps: Sequence[str], scope: str, dataset: str | None, seed: int | None, by_stem: dict[str, list[str]],
+             skip) -> list[str]:
+    """The ids of a job's dependencies: a seed job depends on its own dataset/seed (and on a profile job); a profile
+    job on every unit. ``skip(stem)``: a dependency outside the selection (or left out) counts as met."""
+    out: list[str] = []
+    for dep in deps:
+        if skip(dep):
+            continue
+        for cand in by_stem.get(dep, []):
+            if scope == "profile" or "[" not in cand or f"[{dataset}," in cand and f"seed{seed}]" in cand:
+                out.append(cand)
+    return out
+
+
+def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, results_dir: Path,
+               figures_dir: Path, source: str, device: str,
+               only: Sequence[str] | None = None, remedies: bool | None = None,
+               ablations: bool | None = None, full: bool = False) -> tuple[list[Job], list[str]]:
+    """The job list in dependency order, and the notebooks of the study that do not exist yet.
+
+    ``only``: notebook numbers or stems (``"03"``, ``"07_figures"``) to run; the others are left out
+    and a selected job's dependencies outside the selection count as met (its notebook reads
+    whatever records exist: e.g. ``07`` on a study whose extended runs are missing). Without ``only`` the
+    profile's :func:`leaves_out` jobs are left out the same way, unless ``full``."""
+    left_out = () if (full or only is not None) else leaves_out(profile)
+    skip = lambda stem: only is not None and not _selected(stem, only) or stem in left_out  # noqa: E731
+    jobs: list[Job] = []
+    missing: list[str] = []
+    by_stem: dict[str, list[str]] = {}
+    root = results_dir / profile
+    for stem, scope, deps, runs in stages():
+        base, _, variant = stem.partition("@")
+        nb_path = NOTEBOOKS / f"{base}.ipynb"
+        if not nb_path.exists():
+            if not variant:   # a variant's notebook is its base's: reported once
+                missing.append(stem)
+            continue
+        declared = _declared_parameters(nb_path)
+        if variant and "reading_sae" not in declared:   # a notebook without the parameter has no second chain
+            continue
+        offered = {
+            "profile": profile,
+            # relative to the repository when inside it, so that a manifest written on another machine
+            # (the GPU that trained the paper profile) verifies in any checkout
+            "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
+            "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
+            "remedies": train_list(base, profile, remedies) if TRAIN_SWITCH.get(base) == "remedies" else None,
+            "variants": train_list(base, profile, ablations) if TRAIN_SWITCH.get(base) == "variants" else None,
+            # only the variant jobs get it: the literal jobs' parameters (and so their manifests) stay as they were
+            "reading_sae": variant if variant else None,
+        }
+        for dataset, seed, jid, out_dir in _units(stem, scope, datasets, seeds, root):
+            unit = {"dataset": dataset, "seed": seed if seed is not None else seeds[0], **offered}
+            params = {k: v for k, v in unit.items() if k in declared and v is not None}
+            dep_ids = _dep_ids(deps, scope, dataset, seed, by_stem, skip)
+            if scope == "profile":   # a profile job that trains (08, 09) writes into every dataset's and seed's folder
+                record_dirs = [root / d / f"seed{s}" / r for d in datasets for s in seeds for r in runs]
+                record_dirs += [root / f for f in PROFILE_FILES.get(stem, ())]
+            else:
+                record_dirs = [out_dir / r for r in runs]
+            if skip(stem):
+                continue
+            jobs.append(Job(jid, nb_path, out_dir / f"{stem}.ipynb", params, dep_ids, record_dirs, dataset, seed))
+            by_stem.setdefault(stem, []).append(jid)
+    return jobs, missing
+
+
+def _stem(job: Job) -> str:
+    return job.notebook.stem
+
+
+def _selected(stem: str, only: Sequence[str]) -> bool:
+    """``only`` names a notebook by stem or number; a variant ("03_stage3_topk@chosen") only by its stem or
+    "03@chosen", so that "03" keeps selecting the literal job alone."""
+    base, at, variant = stem.partition("@")
+    number = base.split("_", 1)[0]
+    return any(stem == o or (not at and number == o) or (at and o == f"{number}@{variant}") for o in only)
+
+
+def _parse_only(text: str) -> list[str]:
+    stems = [s for s, *_ in NOTEBOOK_GRAPH]
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise VaesaeError("--only is empty")
+    for it in items:
+        if not any(_selected(s, [it]) for s in stems):
+            raise VaesaeError(f"--only: no notebook {it!r}; choose from {', '.join(stems)} (or their numbers)")
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+# manifests
+
+
+MANIFEST_DIR = "_manifest"
+
+
+def _manifest_path(results_dir: Path, profile: str, job: Job) -> Path:
+    return results_dir / profile / job.manifest_name
+
+
+def resolve_record_dir(d: Path) -> Path | None:
+    """A job's record folder as it is on disk: ``run@chosen`` becomes ``run_folder(run, <the chosen reading>)``, read
+    from ``results/<profile>/readings_choice.json`` (``d`` is ``results/<profile>/<dataset>/seed<s>/run@chosen``);
+    None while no valid choice is recorded. Every other path is returned as it is."""
+    run, reading = split_run_folder(d.name)
+    if reading != CHOSEN:
+        return d
+    try:
+        chosen = json.loads((d.parents[2] / CHOICE_FILE).read_text())["chosen"]
+        return d.with_name(run_folder(run, chosen))
+    except (OSError, IndexError, json.JSONDecodeError, KeyError, TypeError, VaesaeError):
+        return None
+
+
+def record_dirs(job: Job) -> list[Path]:
+    """The job's record folders (and profile files) with ``run@chosen`` resolved (:func:`resolve_record_dir`)."""
+    return [r for r in (resolve_record_dir(d) for d in job.record_dirs) if r is not None]
+
+
+def _job_outputs(job: Job) -> list[Path]:
+    files = [job.output] + ([job.output.with_suffix(".html")] if job.output.with_suffix(".html").is_file() else [])
+    for d in record_dirs(job):
+        if d.is_dir():
+            files += sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif d.is_file():   # a profile file such as readings_choice.json
+            files.append(d)
+    return files
+
+
+def _rel(path: Path, base: Path = REPO_ROOT) -> str:
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+
+def write_manifest(results_dir: Path, profile: str, job: Job, commit: str) -> None:
+    outputs = {_rel(p, results_dir.parent): sha256_file(p) for p in _job_outputs(job)}
+    atomic_save_json(_manifest_path(results_dir, profile, job), {
+        "job": job.id, "notebook": _rel(job.notebook), "notebook_sha256": sha256_file(job.notebook),
+        "params": job.params, "git_commit": commit, "elapsed_s": job.elapsed, "outputs": outputs,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+
+
+def verify_manifest(results_dir: Path, profile: str, job: Job) -> tuple[bool, float | None]:
+    """Whether the job's recorded outputs all exist with their recorded SHA-256, made with the same parameters from
+    the same notebook (manifests written before the notebook's SHA-256 was recorded are checked without it)."""
+    path = _manifest_path(results_dir, profile, job)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False, None
+    if manifest.get("params") != job.params or not manifest.get("outputs"):
+        return False, manifest.get("elapsed_s")
+    if "notebook_sha256" in manifest and manifest["notebook_sha256"] != sha256_file(job.notebook):
+        return False, manifest.get("elapsed_s")
+    base = results_dir.parent
+    for rel, digest in manifest["outputs"].items():
+        p = Path(rel)
+        p = p if p.is_absolute() else base / p
+        if not p.is_file() or sha256_file(p) != digest:
+            return False, manifest.get("elapsed_s")
+    return True, manifest.get("elapsed_s")
+
+
+def _gpu_count() -> int:
+    """GPUs visible to this process (``nvidia-smi -L``; 0 without the tool or with ``CUDA_VISIBLE_DEVICES=""``)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def gpu_slots(gpus: int, jobs_per_gpu: int, n_jobs: int) -> list[int | None]:
+    """The runner's slots: one entry per job that may run at once, the GPU it runs on (None: no GPU).
+
+    ``jobs_per_gpu`` slots per GPU, dealt round-robin (GPU 0, 1, ..., 0, 1, ...) and cut at ``n_jobs``, so
+    that fewer jobs than slots spread over the GPUs first; on a machine without GPUs ``n_jobs`` slots."""
+    if gpus <= 0:
+        return [None] * max(1, n_jobs)
+    return [g for _ in range(max(1, jobs_per_gpu)) for g in range(gpus)][: max(1, n_jobs)]
+
+
+def _take_slot(free: list[int | None]) -> int | None:
+    """The free slot of the least busy GPU (most free slots left; the lowest number on a tie)."""
+    if free[0] is None:
+        return free.pop(0)
+    best = max(set(free), key=lambda g: (free.count(g), -g))  # type: ignore[operator]
+    free.remove(best)
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# one pipeline per results directory; what an interrupted run leaves behind; foreign outputs
+
+
+class StudyLock:
+    """An exclusive lock on ``results/<profile>/.lock`` (fcntl; released when the process dies, even by
+    SIGKILL): a second ``run_all.sh`` on the same results directory stops with one line."""
+
+    def __init__(self, results_dir: Path, profile: str):
+        self.path = results_dir / profile / ".lock"
+        self.fh = None
+
+    def __enter__(self) -> "StudyLock":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(self.path, "a+")
+        except OSError as exc:
+            raise VaesaeError(f"cannot write to {self.path.parent}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.seek(0)
+            other = self.fh.read().strip() or "another process"
+            self.fh.close()
+            raise VaesaeError(f"another run_all.sh is already working on {_rel(self.path.parent)} ({other}); "
+                              "wait for it or stop it first") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"pid {os.getpid()}")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fh is not None:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+
+
+def clean_leftovers(*roots: Path) -> list[Path]:
+    """Remove what an interrupted run can leave: papermill's ``.running-*`` folders and the hidden
+    ``.NAME.*.tmp`` files of atomic writes (never renamed into place). Call it under :class:`StudyLock`."""
+    removed: list[Path] = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for p in sorted(root.rglob(".running-*"), reverse=True):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+        for p in root.rglob(".*.tmp"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def _commit_base(commit: str | None) -> str:
+    return (commit or "unknown").removesuffix("-dirty")
+
+
+def foreign_outputs(results_dir: Path, profile: str, commit: str) -> tuple[list[str], dict[str, list[str]]]:
+    """(run records under ``results/<profile>`` made for another profile, {other commit: [job, ...]}
+    from the manifests of jobs finished by another commit)."""
+    root = results_dir / profile
+    wrong_profile = []
+    for run_json in sorted(root.glob("*/seed*/*/run.json")):
+        try:
+            made_for = json.loads(run_json.read_text()).get("profile")
+        except (OSError, json.JSONDecodeError):
+            continue   # unreadable: its job fails verification and reruns
+        if made_for not in (None, profile):
+            wrong_profile.append(f"{_rel(run_json, results_dir.parent)} (profile {made_for})")
+    commits: dict[str, list[str]] = {}
+    for man in sorted((root / "_manifest").glob("*.json")):
+        try:
+            m = json.loads(man.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if m.get("params", {}).get("profile", profile) != profile:
+            wrong_profile.append(f"{_rel(man, results_dir.parent)} (profile {m['params']['profile']})")
+        if _commit_base(m.get("git_commit")) != _commit_base(commit):
+            commits.setdefault(str(m.get("git_commit")), []).append(str(m.get("job")))
+    return wrong_profile, commits
+
+
+def check_foreign_outputs(results_dir: Path, profile: str, commit: str, *, reuse: bool, force: bool) -> None:
+    """Refuse, with one line, to mix this checkout's outputs with another profile's or another commit's
+    (unless ``reuse``: keep the other commit's verified jobs, or ``force``: redo every job)."""
+    wrong_profile, commits = foreign_outputs(results_dir, profile, commit)
+    if wrong_profile:
+        raise VaesaeError(f"{_rel(results_dir / profile)} holds outputs of another profile: {wrong_profile[0]}"
+                          f"{f' and {len(wrong_profile) - 1} more' if len(wrong_profile) > 1 else ''}; "
+                          "use another --results-dir or move them away")
+    if commits and not (reuse or force):
+        n = sum(len(v) for v in commits.values())
+        raise VaesaeError(f"{_rel(results_dir / profile)} holds {n} finished job(s) of commit "
+                          f"{', '.join(sorted(commits))} (this checkout: {commit}); pass --reuse to keep them "
+                          "(each record names the commit that made it) or --force to redo them")
+
+
+def _fmt(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# what is to run: the manifests, and the checkpoints a job that runs trains from
+
+
+def trains(job: Job) -> bool:
+    """Whether the job trains anything (08 and 09 only when their switch lists runs to train)."""
+    switch = TRAIN_SWITCH.get(_stem(job))
+    return switch is None or bool(job.params.get(switch))
+
+
+def checkpoints_missing(job: Job, results_dir: Path) -> bool:
+    """Whether a final checkpoint of one of the job's runs is missing (``checkpoints/`` beside ``results_dir``)."""
+    ckpt_root = results_dir.parent / "checkpoints"
+    for d in record_dirs(job):
+        if d.suffix == ".json":   # a profile file (readings_choice.json), not a run folder
+            continue
+        if not (ckpt_root / d.relative_to(results_dir) / "final.pt").is_file():
+            return True
+    return False
+
+
+def plan(jobs: list[Job], results_dir: Path, profile: str, *, force: bool = False) -> dict[str, float | None]:
+    """Mark each job "skipped" (its manifest verifies and nothing it needs runs again) or "waiting" (to run), and
+    return the job's last recorded duration by id (None where none is recorded).
+
+    A skipped job is run again after all when a job that must run trains from its final checkpoint and that
+    checkpoint is missing (records committed without checkpoints, another machine), and so on upstream: the chain
+    is retrained from the last checkpoint that exists. Snakemake is then told to rerun every "waiting" job whose
+    manifest exists (``--forcerun``); it runs everything downstream of a job it runs."""
+    by_id = {j.id: j for j in jobs}
+    estimates: dict[str, float | None] = {}
+    rerun: set[str] = set()
+    for job in jobs:
+        ok, estimates[job.id] = verify_manifest(results_dir, profile, job)
+        if ok and not force and not any(d in rerun for d in job.deps):
+            job.state = "skipped"
+        else:
+            job.state = "waiting"
+            rerun.add(job.id)
+    changed = True
+    while changed:
+        changed = False
+        for job in reversed(jobs):
+            if job.state == "skipped" or not trains(job):
+                continue
+            for dep in (by_id[d] for d in job.deps):
+                if (dep.state == "skipped" and (_stem(job), _stem(dep)) in trains_from()
+                        and checkpoints_missing(dep, results_dir)):
+                    dep.state, dep.message = "waiting", "its checkpoint is missing and a later job trains from it"
+                    changed = True
+    # anything downstream of a job run again is run again too (its inputs change)
+    for job in jobs:
+        if job.state == "skipped" and any(by_id[d].state != "skipped" for d in job.deps):
+            job.state = "waiting"
+    return estimates
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """m:ss ("?" for None)."""
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the job table: what the Snakefile and each job's step read (written by vaesae.workflow.run)
+
+
+def write_table(path: Path, jobs: list[Job], **study) -> None:
+    """The study's jobs and settings as JSON (``study``: profile, results_dir, commit, gpu, slots, ...)."""
+    atomic_save_json(path, {**study, "jobs": [j.to_json() for j in jobs]})
+
+
+def read_table(path: str | os.PathLike) -> tuple[dict, dict[str, Job]]:
+    """(settings, {job id: Job}) of a job table."""
+    t = json.loads(Path(path).read_text())
+    return t, {d["id"]: Job.from_json(d) for d in t["jobs"]}

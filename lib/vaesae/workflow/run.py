@@ -1,0 +1,368 @@
+"""``./run_all.sh``: the study through Snakemake (``python -m vaesae.workflow``, the same options).
+
+The runner checks the arguments (a bad value is one line), builds the jobs from the run registry
+(:mod:`vaesae.workflow.jobs`), and, under the study's lock (``results/<profile>/.lock``), refuses another profile's
+or commit's outputs, removes what an interrupted run left, verifies the finished jobs' manifests and writes the job
+table. Snakemake then runs ``workflow/Snakefile`` in the study's folder: the jobs whose manifests are missing or do
+not verify, and everything downstream of them (``--forcerun``), ``--jobs`` at a time on this machine, or through
+a cluster profile (``--cluster slurm``: ``profiles/slurm``). A failed job stops only the jobs that need it.
+
+On a machine with GPUs each job takes one unit of Snakemake's ``gpu`` resource; there are GPUs x ``--jobs-per-gpu``
+units (cut at ``--jobs``), and a job's step takes the free slot of the least busy GPU. When a GPU is shared, the
+CUDA MPS control daemon runs for the study (:mod:`vaesae.mps`). Ctrl-C, SIGTERM or a crash stops the jobs; the
+same command resumes. The report is rebuilt at the end, so that it links every executed notebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..cliargs import Parser
+from ..config import PROFILES
+from ..errors import VaesaeError, cli
+from ..io import REPO_ROOT, git_commit, repo_path
+from . import external
+from .jobs import (DATASETS, DEFAULT_SEEDS, Job, StudyLock, _gpu_count, _parse_only, _rel, build_jobs,
+                   check_foreign_outputs, clean_leftovers, fmt_seconds, gpu_slots, leaves_out, plan, write_table)
+
+SNAKEFILE = REPO_ROOT / "workflow" / "Snakefile"
+CLUSTER_PROFILES = REPO_ROOT / "profiles"
+TABLE = ".snakemake/vaesae/jobs.json"   # below results/<profile>/, with Snakemake's own state
+
+
+def _parse_list(text: str, allowed: Iterable[str] | None, what: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise VaesaeError(f"--{what} is empty")
+    if allowed is not None:
+        allowed = list(allowed)
+        for it in items:
+            if it not in allowed:
+                raise VaesaeError(f"unknown {what[:-1]} {it!r}; choose from {', '.join(allowed)}")
+    return items
+
+
+def _parse_seeds(text: str) -> list[int]:
+    seeds = []
+    for t in _parse_list(text, None, "seeds"):
+        try:
+            s = int(t)
+        except ValueError:
+            raise VaesaeError(f"seed {t!r} is not a whole number") from None
+        if s < 0:
+            raise VaesaeError(f"seed {s} is negative")
+        seeds.append(s)
+    return seeds
+
+
+_Parser = partial(Parser, see="./run_all.sh --help")  # one line, exit 2
+
+
+def _parser() -> _Parser:
+    """``./run_all.sh``'s command line."""
+    ap = _Parser(prog="run_all.sh", description="Run the study: every numbered notebook for every dataset and seed, in dependency order.")
+    ap.add_argument("--profile", default="quick", help="smoke (seconds, for tests), quick (default, ~20 min on 2 CPU cores) or paper (SPEC.md exactly, needs a GPU)")
+    ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: dsprites,shapes3d")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: 42 for smoke/quick, 42,43,44 for paper)")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="jobs side by side (default 1, or GPUs x --jobs-per-gpu when that is given); on a machine "
+                         "with GPUs at most --jobs-per-gpu of them share a GPU")
+    ap.add_argument("--jobs-per-gpu", type=int, default=None,
+                    help="jobs that may share one GPU, each in its own process (default 1); above 1 the CUDA MPS "
+                         "control daemon is started for the study when nvidia-cuda-mps-control is on PATH and "
+                         "stopped at its end; no effect without GPUs")
+    ap.add_argument("--no-mps", action="store_true", help="with --jobs-per-gpu above 1: do not start the MPS daemon "
+                                                           "(the GPU time-slices between the jobs' processes)")
+    ap.add_argument("--force", action="store_true", help="rerun jobs even when their outputs verify")
+    ap.add_argument("--source", default="auto", help="data source: auto (real file if present and verified, else procedural), real, procedural")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--results-dir", default="results", help="where records and executed notebooks go")
+    ap.add_argument("--figures-dir", default="figures", help="where figures go")
+    ap.add_argument("--only", default=None, help="comma-separated notebook numbers or names to run (e.g. 01,02,03 or 07; "
+                    "03@chosen for the chain under the chosen SAE reading); their dependencies outside the list count as met")
+    ap.add_argument("--remedies", dest="remedies", action="store_true", default=None,
+                    help="train the remedy sparsifiers in 08 (default: yes for smoke and paper, no for quick)")
+    ap.add_argument("--no-remedies", dest="remedies", action="store_false", help="08 compares what is recorded, trains nothing")
+    ap.add_argument("--ablations", dest="ablations", action="store_true", default=None,
+                    help="train the ablations of Top-k stage 3 in 09: init seed, lr x0.1 and x10, Adam "
+                         "(default: yes for smoke and paper, no for quick)")
+    ap.add_argument("--no-ablations", dest="ablations", action="store_false", help="09 compares what is recorded, trains nothing")
+    ap.add_argument("--full", action="store_true",
+                    help="also run the jobs the profile leaves out (quick: extended training and the literal reading's "
+                         "L1, about 13 more minutes on 2 CPU cores)")
+    ap.add_argument("--reuse", action="store_true", help="keep finished jobs made by another commit (default: refuse to mix)")
+    ap.add_argument("--list", action="store_true", help="print the jobs and their state, run nothing")
+    ap.add_argument("--cluster", default=None,
+                    help="run the jobs through a Snakemake profile: a folder of profiles/ (slurm: SLURM's sbatch, one "
+                         "GPU per job when --device cuda or the paper profile) or a path to one")
+    return ap
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse, with one line, the arguments argparse lets through."""
+    if args.profile not in PROFILES:
+        raise VaesaeError(f"unknown profile {args.profile!r}; choose from {', '.join(PROFILES)}")
+    if args.source not in ("auto", "real", "procedural"):
+        raise VaesaeError(f"unknown source {args.source!r}; choose from auto, real, procedural")
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise VaesaeError(f"unknown device {args.device!r}; choose from auto, cpu, cuda")
+    if args.jobs is not None and args.jobs < 1:
+        raise VaesaeError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.jobs_per_gpu is not None and args.jobs_per_gpu < 1:
+        raise VaesaeError(f"--jobs-per-gpu must be at least 1, got {args.jobs_per_gpu}")
+    if args.cluster is not None and not (_cluster_profile(args.cluster) / "config.yaml").is_file():
+        names = sorted(c.parent.name for c in CLUSTER_PROFILES.glob("*/config.yaml"))
+        raise VaesaeError(f"--cluster: no Snakemake profile {args.cluster!r} (a config.yaml in it); choose from "
+                          f"{', '.join(names) or 'none'} or give a folder")
+
+
+def _cluster_profile(name: str) -> Path:
+    """A folder of profiles/ by name, or a path."""
+    return CLUSTER_PROFILES / name if "/" not in name else repo_path(name)
+
+
+@dataclasses.dataclass
+class _Study:
+    """What ``main`` works on: the parsed arguments resolved, the jobs, the GPU slots."""
+
+    args: argparse.Namespace
+    datasets: list[str]
+    seeds: list[int]
+    results_dir: Path
+    figures_dir: Path
+    only: list[str] | None
+    jobs: list[Job]
+    missing: list[str]
+    gpus: int
+    per_gpu: int
+    n_jobs: int
+    slots: list[int | None]
+
+    @property
+    def root(self) -> Path:
+        return self.results_dir / self.args.profile
+
+    @property
+    def gpu_jobs(self) -> bool:
+        """Whether each job takes a GPU: this machine's, or under a cluster profile the scheduler's (--device cuda,
+        or auto for the paper profile, which needs one)."""
+        if self.args.cluster:
+            return self.args.device == "cuda" or (self.args.device == "auto" and self.args.profile == "paper")
+        return self.gpus > 0 and self.args.device != "cpu"
+
+
+def _prepare(args: argparse.Namespace) -> _Study:
+    """Resolve the arguments, build the jobs, count the GPUs and deal their slots."""
+    datasets = _parse_list(args.datasets, DATASETS, "datasets")
+    seeds = _parse_seeds(args.seeds) if args.seeds else list(DEFAULT_SEEDS[args.profile])
+    results_dir = repo_path(args.results_dir).resolve()
+    figures_dir = repo_path(args.figures_dir).resolve()
+    only = _parse_only(args.only) if args.only is not None else None
+    jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
+                               source=args.source, device=args.device, only=only, remedies=args.remedies,
+                               ablations=args.ablations, full=args.full)
+    gpus = 0 if args.cluster else _gpu_count()
+    per_gpu = args.jobs_per_gpu or 1
+    n_jobs = args.jobs if args.jobs is not None else (gpus * per_gpu if gpus and args.jobs_per_gpu else 1)
+    slots = gpu_slots(gpus, per_gpu, n_jobs)
+    return _Study(args, datasets, seeds, results_dir, figures_dir, only, jobs, missing, gpus, per_gpu, n_jobs, slots)
+
+
+def _announce(st: _Study) -> None:
+    """The study's first lines: profile, datasets, seeds, jobs and slots; what is left out; what does not exist."""
+    args, slots = st.args, len(st.slots)
+    where = f" on {st.gpus} GPU(s), up to {st.per_gpu} per GPU" if st.gpus else ""
+    capped = (f" (--jobs {st.n_jobs} asks for more than the {slots} slots of {st.gpus} GPU(s) x {st.per_gpu})"
+              if slots < st.n_jobs else "")
+    at_once = f"through the Snakemake profile {args.cluster}" if args.cluster else f"{slots} at a time{where}{capped}"
+    print(f"vaesae study: profile {args.profile}, datasets {', '.join(st.datasets)}, seeds {', '.join(map(str, st.seeds))}, "
+          f"{len(st.jobs)} jobs, {at_once}", flush=True)
+    left_out = () if (args.full or st.only is not None) else leaves_out(args.profile)
+    if left_out:
+        print(f"left out of the {args.profile} profile (--full runs them): {', '.join(left_out)}")
+    if st.missing:
+        print(f"not yet part of the artifact (their notebooks do not exist yet): {', '.join(st.missing)}")
+
+
+def _print_plan(st: _Study) -> int:
+    """``--list``: every job and whether its outputs are complete, nothing run."""
+    plan(st.jobs, st.results_dir, st.args.profile, force=st.args.force)
+    for j in st.jobs:
+        print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {j.id}  <- {', '.join(j.deps) or '-'}")
+    return 0
+
+
+def snakemake_command(st: _Study, table: Path, forcerun: Sequence[str]) -> list[str]:
+    """Snakemake's command line: the Snakefile in the study's folder, ``--jobs`` at a time (or the cluster profile's),
+    the GPU units, what to rerun. Whether a finished job is current is decided by its manifest (:func:`plan`), so
+    Snakemake reruns only what is missing or named (``--rerun-triggers mtime`` on ``ancient`` inputs)."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(st.root),
+           "--config", f"table={table}", "--rerun-triggers", "mtime", "--rerun-incomplete", "--keep-going",
+           "--nolock", "--quiet", "rules", "host", "--nocolor"]
+    if st.args.cluster:
+        cmd += ["--profile", str(_cluster_profile(st.args.cluster))]
+        if st.args.jobs is not None:
+            cmd += ["--jobs", str(st.args.jobs)]
+    else:
+        cmd += ["--cores", str(len(st.slots))]
+        if st.gpu_jobs:
+            cmd += ["--resources", f"gpu={len(st.slots)}"]
+    if forcerun:
+        cmd += ["--forcerun", *forcerun]
+    return cmd
+
+
+def _descendants(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop Snakemake and every job step it started (each step stops its notebook and removes its temporary files):
+    SIGTERM to Snakemake (it starts nothing more) and to each step."""
+    import psutil
+
+    for p in _descendants(proc.pid):
+        try:
+            if any("vaesae.workflow.step" in part for part in p.cmdline()):
+                p.terminate()
+        except psutil.Error:
+            pass
+    try:
+        proc.terminate()
+    except ProcessLookupError:
+        pass
+
+
+def _snakemake(st: _Study, cmd: list[str]) -> tuple[int, bool]:
+    """Run Snakemake (the MPS daemon around it when jobs share a GPU); (its exit status, whether it was interrupted).
+
+    Ctrl-C reaches every process of the group (Snakemake and the steps stop themselves); SIGTERM or SIGINT sent to
+    this process alone are passed on (:func:`_stop`). Either way the jobs are stopped before this returns."""
+    from ..mps import MPSDaemon
+
+    shared = st.gpu_jobs and st.per_gpu > 1 and max(Counter(st.slots).values()) > 1
+    mps = MPSDaemon() if shared and not st.args.no_mps else None
+    interrupted = []
+    proc: subprocess.Popen | None = None
+
+    def on_signal(signum, frame):
+        interrupted.append(signum)
+        if proc is not None:
+            _stop(proc)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if mps is not None:
+            mps.start()
+            print(mps.message, flush=True)
+        if not interrupted:
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg"))
+            while True:
+                try:
+                    rc = proc.wait()
+                    break
+                except InterruptedError:   # pragma: no cover - PEP 475 retries the wait itself
+                    continue
+        else:
+            rc = 130
+        return rc, bool(interrupted)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if mps is not None and mps.running:
+            mps.stop()
+            print("MPS: control daemon stopped", flush=True)
+
+
+def _summary(st: _Study, wall: float, started: float, rc: int) -> int:
+    """One line of counts; each failed job with its error and where to look; the jobs a failure kept from running."""
+    from .jobs import verify_manifest
+    from .step import error_line
+
+    counts: Counter = Counter()
+    failed, blocked = [], []
+    for j in st.jobs:
+        if j.state == "skipped":
+            counts["skipped"] += 1
+            continue
+        man = st.root / j.manifest_name
+        if man.is_file() and man.stat().st_mtime >= started and verify_manifest(st.results_dir, st.args.profile, j)[0]:
+            counts["done"] += 1
+        elif j.failed_output.is_file() and j.failed_output.stat().st_mtime >= started:
+            counts["failed"] += 1
+            failed.append(j)
+        else:
+            counts["not run"] += 1
+            blocked.append(j)
+    print(f"\nsummary ({st.args.profile} profile, wall time {fmt_seconds(wall)}): "
+          + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), flush=True)
+    for j in failed:
+        print(f"  FAILED {j.id}: {error_line(j.failed_output)}\n         see {_rel(j.failed_output)}")
+    for j in blocked:
+        print(f"  not run {j.id}: needs a failed job" if failed else f"  not run {j.id}")
+    if rc and not failed and not blocked:
+        print(f"  Snakemake ended with exit status {rc}; its log is under {_rel(st.root / '.snakemake' / 'log')}")
+    return 1 if (failed or blocked or rc) else 0
+
+
+def _execute(st: _Study) -> int:
+    """Under the study's lock: refuse foreign outputs, clean an interrupted run's leftovers, plan, run Snakemake,
+    rebuild the report."""
+    args, root = st.args, st.root
+    ckpt_dir = st.results_dir.parent / "checkpoints" / args.profile
+    commit = git_commit()
+    with StudyLock(st.results_dir, args.profile):
+        check_foreign_outputs(st.results_dir, args.profile, commit, reuse=args.reuse, force=args.force)
+        removed = clean_leftovers(root, st.figures_dir / args.profile, ckpt_dir)
+        if removed:
+            print(f"removed {len(removed)} leftover(s) of an interrupted run (unfinished notebooks, temporary files)")
+        estimates = plan(st.jobs, st.results_dir, args.profile, force=args.force)
+        for j in st.jobs:
+            if j.state == "skipped":
+                print(f"[{time.strftime('%H:%M:%S')}]  skipped  {j.id} - outputs complete and verified")
+        t0 = time.time()
+        to_run = [j for j in st.jobs if j.state != "skipped"]
+        rc, interrupted = 0, False
+        if to_run:
+            table = root / TABLE
+            write_table(table, st.jobs, profile=args.profile, results_dir=str(st.results_dir), commit=commit,
+                        gpu=st.gpu_jobs, slots=[s for s in st.slots if s is not None] if st.gpu_jobs else [],
+                        estimates={k: v for k, v in estimates.items() if v is not None})
+            forcerun = [j.manifest_name for j in to_run if (root / j.manifest_name).exists()]
+            rc, interrupted = _snakemake(st, snakemake_command(st, table, forcerun))
+        if interrupted:
+            clean_leftovers(root, st.figures_dir / args.profile, ckpt_dir)
+            raise KeyboardInterrupt
+        status = _summary(st, time.time() - t0, t0, rc)
+        if to_run and (root / "report.html").exists():
+            # 07_figures builds the report while its own notebook is still running; rebuild it now so that
+            # it links every executed notebook, 07's rendering included (tables and figures are not redone)
+            print(f"report: {_rel(external.build_report(st.results_dir, st.figures_dir, args.profile))}")
+    return status
+
+
+@cli
+def main(argv: Sequence[str] | None = None) -> int:
+    """``./run_all.sh``: parse and check the arguments, build the jobs, print the plan (``--list``) or run them."""
+    args = _parser().parse_args(argv)
+    _check_args(args)
+    st = _prepare(args)
+    _announce(st)
+    if args.list:
+        return _print_plan(st)
+    return _execute(st)

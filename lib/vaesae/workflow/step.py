@@ -1,0 +1,195 @@
+"""One job of the study, as a step of its Snakemake rule: ``python -m vaesae.workflow.step TABLE JOB``.
+
+Papermill executes the job's notebook with its parameters into a temporary folder beside the executed notebook's
+place (``.running-*``); only on success is the notebook renamed into place, rendered to HTML and the job's
+manifest written (the rule's output, :func:`vaesae.workflow.jobs.write_manifest`), in that order. A failed notebook
+is kept as ``NAME.FAILED.ipynb`` and its one-line error printed. SIGINT or SIGTERM stop the notebook (papermill and
+its kernel, which runs in a session of its own) and remove the temporary folder: nothing half-written is left; if
+this process is killed outright, papermill gets SIGTERM (Linux PR_SET_PDEATHSIG) and the kernel exits with it.
+
+On a machine with GPUs (the table's ``slots``: one entry per job that may run at once, its GPU) the step takes the
+free slot of the least busy GPU under a file lock and runs the notebook with ``CUDA_VISIBLE_DEVICES`` set to it;
+Snakemake's ``gpu`` resource keeps at most that many GPU jobs running. Under SLURM the GPU is the one the
+scheduler gave the job. Prints ``[HH:MM:SS]  running  JOB`` and ``done JOB in m:ss`` / ``failed JOB - why``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..io import REPO_ROOT
+from . import external
+from .jobs import Job, fmt_seconds, read_table, write_manifest
+
+
+def say(state: str, job_id: str, note: str = "") -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {state:>8}  {job_id}{note}", flush=True)
+
+
+def error_line(executed: Path) -> str:
+    """The one line that explains a failed notebook: its ``error:`` output or the exception."""
+    try:
+        nb = json.loads(executed.read_text())
+    except (OSError, json.JSONDecodeError):
+        return "the notebook failed before it could be saved"
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return f"{out.get('ename')}: {out.get('evalue')}".strip()
+            text = "".join(out.get("text", [])) if isinstance(out.get("text"), list) else out.get("text", "")
+            for line in text.splitlines():
+                if line.startswith("error: "):
+                    return line[len("error: "):]
+    return "see the executed notebook"
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Papermill gets SIGTERM when this step dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def stop_family(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM papermill and every descendant (the kernel runs in a session of its own), wait until all have exited,
+    SIGKILL what is left after ``grace`` seconds: nothing may still be writing when the temporary folder goes."""
+    import psutil
+
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        family = []
+    for p in [proc, *family]:
+        with contextlib.suppress(psutil.Error, ProcessLookupError, OSError):
+            p.terminate()
+    deadline = time.time() + grace
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    _, alive = psutil.wait_procs(family, timeout=max(0.0, deadline - time.time()))
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+@contextlib.contextmanager
+def gpu_slot(slots: list, lock_dir: Path):
+    """The free slot of the least busy GPU (most free slots left; the lowest number on a tie), held until the job
+    ends; None without GPUs or under SLURM (the scheduler's GPU is the job's)."""
+    if not slots or os.environ.get("SLURM_JOB_ID"):
+        yield None
+        return
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    held = None
+    with open(lock_dir / "assign.lock", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        free: dict[int, list] = {}
+        for i, gpu in enumerate(slots):
+            fh = open(lock_dir / f"slot{i}.lock", "a")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                free.setdefault(gpu, []).append(fh)
+            except OSError:
+                fh.close()
+        if free:
+            best = max(free, key=lambda g: (len(free[g]), -g))
+            held = (best, free[best].pop(0))
+        for fhs in free.values():
+            for fh in fhs:
+                fh.close()
+    try:
+        yield None if held is None else held[0]
+    finally:
+        if held is not None:
+            held[1].close()
+
+
+def run(table_path: str, job_id: str) -> int:
+    settings, jobs = read_table(table_path)
+    job: Job = jobs[job_id]
+    results_dir, profile = Path(settings["results_dir"]), settings["profile"]
+    est = settings.get("estimates", {}).get(job_id)
+    say("running", job.id, f" (estimate {fmt_seconds(est)})" if est else "")
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    log_dir = results_dir / profile / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / (Path(job.manifest_name).stem + ".log")
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".running-", dir=job.output.parent))
+    tmp_out = tmp_dir / job.output.name
+    cmd = [sys.executable, "-m", "papermill", str(job.notebook), str(tmp_out), "--cwd", str(REPO_ROOT),
+           "--no-progress-bar", "-k", "python3"]
+    for k, v in job.params.items():
+        cmd += ["-p", k, str(v)] if not isinstance(v, str) else ["-r", k, v]
+    t0 = time.time()
+    proc = None
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        with gpu_slot(settings.get("slots") or [], results_dir / profile / ".gpu-slots") as gpu:
+            env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+            with open(log_path, "w") as log:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
+                                        preexec_fn=_child_setup)
+                returncode = proc.wait()
+        job.elapsed = time.time() - t0
+        if returncode == 0 and tmp_out.exists():
+            os.replace(tmp_out, job.output)
+            job.failed_output.unlink(missing_ok=True)
+            # the HTML first: a job counts as finished (has a manifest) only with its rendering
+            external.render_html(job.output)
+            write_manifest(results_dir, profile, job, settings["commit"])
+            say("done", job.id, f" in {fmt_seconds(job.elapsed)}")
+            return 0
+        if tmp_out.exists():
+            os.replace(tmp_out, job.failed_output)
+            message = error_line(job.failed_output)
+            where = job.failed_output
+        else:
+            tail = log_path.read_text().strip().splitlines()[-1:] or ["no output"]
+            message, where = f"papermill did not start the notebook: {tail[0]}", log_path
+        say("failed", job.id, f" in {fmt_seconds(job.elapsed)} - {message}")
+        print(f"         see {where}", flush=True)
+        return 1
+    except KeyboardInterrupt:   # Ctrl-C, or SIGTERM (kill, Snakemake, the runner): no FAILED notebook, nothing kept
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if proc is not None:
+            stop_family(proc)
+        say("stopped", job.id)
+        return 130
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m vaesae.workflow.step TABLE JOB_ID", file=sys.stderr)
+        return 2
+    return run(*argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
