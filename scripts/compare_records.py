@@ -14,8 +14,8 @@ Every file under either is compared by kind:
 * ``.md``, ``.tex``, ``.txt``  equal text (a table's ``.md`` / ``.tex`` beside its ``.csv``: through the ``.csv``).
 
 Paths inside the records (checkpoints, inputs) are compared with each tree's root (the results directory's
-parent) replaced by ``<ROOT>``. Executed notebooks, HTML, logs and the pipeline's manifests (``.ipynb``,
-``.html``, ``.log``, ``_manifest/``) carry timings and are skipped. Prints one line per differing or missing file and a summary; exit code 1 on any
+parent) replaced by ``<ROOT>``. Executed notebooks, HTML, logs, the runner's manifests and Snakemake's own state (``.ipynb``,
+``.html``, ``.log``, ``_manifest/``, ``.snakemake/``) carry timings and are skipped. Prints one line per differing or missing file and a summary; exit code 1 on any
 difference, 0 when every record is the same.
 """
 
@@ -41,8 +41,9 @@ VOLATILE_KEYS = frozenset({
 # time columns of epochs.csv, and the throughput column of the intrinsic comparison table (images per wall second)
 VOLATILE_COLUMNS = frozenset({"train_s", "eval_s", "wall_s", "cpu_s", "training img/s"})
 SKIPPED = frozenset({".ipynb", ".html", ".log", ".lock"})
-# the pipeline's bookkeeping: hashes of every output (executed notebooks and records with their timings included)
-SKIPPED_DIRS = frozenset({"_manifest"})
+# the runner's bookkeeping: hashes of every output (executed notebooks and records with their timings included) and
+# Snakemake's state (metadata, logs, the job table)
+SKIPPED_DIRS = frozenset({"_manifest", ".snakemake"})
 
 
 def _normalise(obj: Any, root: str) -> Any:

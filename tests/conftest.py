@@ -9,6 +9,9 @@ a marker of its own (``@pytest.mark.unit`` on a test, ``pytestmark = pytest.mark
   subprocess on fakes.
 * ``e2e``: the smoke profile end to end (``./run_all.sh`` in a subprocess, every notebook), the report in a real
   Chromium, fault injection.
+* ``slurm``: the smoke profile through Snakemake's SLURM executor on a single-node SLURM cluster on this machine
+  (``scripts/slurm_local.sh``: Debian's slurmctld, slurmd and munge), to the records of a local run; skipped, with
+  the reason, only where those packages cannot be installed.
 
 Collection fails, naming the tests, when a test has no tier or more than one, or when a per-test row names a
 test that no longer exists; ``-m slow`` (the old name of the end-to-end tier) is refused with the new names.
@@ -16,6 +19,8 @@ test that no longer exists; ``-m slow`` (the old name of the end-to-end tier) is
 
 import os
 import re
+import subprocess
+from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -26,7 +31,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 pytest_plugins = ["pytester"]   # tests/test_tiers.py runs pytest on small test files with this conftest
 
-TIERS = ("unit", "integration", "e2e")   # declared, with what each means, in pyproject.toml
+TIERS = ("unit", "integration", "e2e", "slurm")   # declared, with what each means, in pyproject.toml
 
 # The tier of every test in a file; a file missing here needs a row (or a ``pytestmark`` of its own).
 FILE_TIERS = {
@@ -45,7 +50,6 @@ FILE_TIERS = {
     "test_layout.py": "unit",
     "test_metrics.py": "unit",
     "test_model.py": "unit",
-    "test_pipeline.py": "unit",
     "test_readings.py": "unit",
     "test_readings_pipeline.py": "unit",
     "test_readings_train.py": "unit",
@@ -53,12 +57,14 @@ FILE_TIERS = {
     "test_remedies.py": "unit",
     "test_render.py": "unit",
     "test_runs.py": "unit",
+    "test_slurm.py": "slurm",
     "test_report.py": "unit",
     "test_stats.py": "unit",
     "test_study.py": "unit",
     "test_tiers.py": "integration",   # pytest in-process on small files: 10-25 s each on a loaded machine
     "test_train.py": "integration",
     "test_validation.py": "unit",
+    "test_workflow.py": "unit",
     "test_writeup.py": "unit",
 }
 
@@ -69,7 +75,7 @@ TEST_TIERS = {
     "test_ablation.py::test_a_finished_ablation_is_skipped": "integration",
     "test_ablation.py::test_the_table_reads_the_records_and_the_k500_arrays_stay_stage2s": "integration",
     "test_ablation.py::test_a_diverged_variant_is_recorded_and_named_in_the_table": "integration",
-    # pipeline.build_jobs on the real notebooks (papermill reads each one's parameters): 20 s on a loaded machine
+    # workflow.jobs.build_jobs on the real notebooks (papermill reads each one's parameters): 20 s on a loaded machine
     "test_ablation.py::test_notebook_09s_job_declares_every_ablation_run_folder": "integration",
     # the benchmark's processes, training
     "test_concurrent.py::test_concurrent_train_bench_on_cpu_writes_the_table_and_json": "integration",
@@ -77,8 +83,10 @@ TEST_TIERS = {
     "test_data.py::test_cli_as_a_module_prints_no_traceback": "integration",
     # trains two short chains (fast and reference paths)
     "test_fast.py::test_verify_cli_on_the_cpu_finds_both_paths_equal": "integration",
-    # one real papermill run
-    "test_pipeline.py::test_real_notebook_executes_and_failure_names_the_error": "integration",
+    # one real papermill run through the rule's step; Snakemake on fake notebooks (papermill, 3 runs)
+    "test_workflow.py::test_real_notebook_executes_and_failure_names_the_error": "integration",
+    "test_workflow.py::test_snakemake_runs_the_jobs_a_failure_stops_only_its_dependents_and_a_rerun_redoes_only_the_rest":
+        "integration",
     # a module fixture trains stage 1, then stage 2 and the warm-up per reading; chains in spawned processes
     "test_readings_train.py::test_warm_up_stop_then_resume_equals_an_uninterrupted_run": "integration",
     "test_readings_train.py::test_bad_stop_after_is_refused": "integration",
@@ -91,10 +99,10 @@ TEST_TIERS = {
     # refused before any training: no module fixture, a few seconds at most
     "test_train.py::test_cli_rejects_bad_input_with_one_line": "unit",
     "test_train.py::test_paper_profile_refuses_the_cpu": "unit",
-    # pipeline.main --list on the real notebooks (papermill reads each one's parameters: ~20 s a call when loaded)
+    # workflow.run.main --list on the real notebooks (papermill reads each one's parameters: ~20 s a call when loaded)
     "test_validation.py::test_run_all_arguments": "integration",
     "test_readings_pipeline.py::test_the_real_notebooks_give_the_readings_jobs_on_smoke": "integration",
-    # run_all.sh (python -m vaesae.pipeline) in a subprocess
+    # run_all.sh (python -m vaesae.workflow) in a subprocess
     "test_validation.py::test_foreign_outputs_are_refused_and_left_alone": "integration",
     "test_validation.py::test_a_second_pipeline_on_the_same_results_is_refused": "integration",
 }
@@ -141,7 +149,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         problems += [f"{key}: listed in TEST_TIERS but no such test" for key in TEST_TIERS
                      if key.split("::")[0] in files and key not in seen]
     if problems:
-        raise pytest.UsageError("every test needs exactly one tier (unit, integration, e2e): add a row to FILE_TIERS "
+        raise pytest.UsageError("every test needs exactly one tier (unit, integration, e2e, slurm): add a row to FILE_TIERS "
                                 "or TEST_TIERS in tests/conftest.py, or a marker of its own:\n  " + "\n  ".join(problems))
 
 
@@ -151,3 +159,23 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(12345)
+
+
+REPO = Path(__file__).resolve().parents[1]
+# the smoke study on dSprites as the fault tests run it: --no-ablations keeps 09 (comparing what is recorded) and
+# the suite within its budget; 08 still trains its remedies
+SMOKE_DSPRITES = ("--profile", "smoke", "--source", "procedural", "--device", "cpu", "--datasets", "dsprites",
+                  "--no-ablations")
+
+
+@pytest.fixture(scope="session")
+def smoke_reference(tmp_path_factory):
+    """An uninterrupted local ``./run_all.sh`` of :data:`SMOKE_DSPRITES`, shared by the fault tests (the records every
+    killed run must end with) and the SLURM tier (the records the cluster must give): (its folder, its output lines)."""
+    tmp = tmp_path_factory.mktemp("smoke_reference")
+    proc = subprocess.run([str(REPO / "run_all.sh"), *SMOKE_DSPRITES, "--results-dir", str(tmp / "results"),
+                           "--figures-dir", str(tmp / "figures")], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=1200,
+                          env=dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1"))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return tmp, proc.stdout.splitlines(keepends=True)

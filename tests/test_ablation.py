@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from vaesae import ablation, config, pipeline, study, train
+from vaesae import ablation, config, study, train
+from vaesae.workflow import jobs as pipeline
 from vaesae.errors import VaesaeError
 from vaesae.records import load_neurons, load_run_neurons
 from vaesae.model import SAE

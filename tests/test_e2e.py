@@ -165,7 +165,7 @@ def test_notebooks_run_as_in_jupyter_write_where_the_pipeline_writes(smoke_study
     dsprites). Every run a notebook would train is finished with the same parameters, so nothing retrains."""
     import papermill
 
-    from vaesae.pipeline import STAGES
+    from vaesae.workflow.jobs import STAGES
 
     study, _ = smoke_study
     repo = tmp_path / "repo"

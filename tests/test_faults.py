@@ -1,13 +1,15 @@
-"""Slow tier: nothing is lost when ./run_all.sh is killed (issue 7).
+"""End-to-end tier: nothing is lost when ./run_all.sh is killed (issues 7 and 21).
 
-A seeded schedule kills the smoke study (dSprites) three times in every notebook job (27 points:
-data preparation, every training stage with its evaluation, the threshold notebook and figure
-making, the remedies of 08), each time at a random point of the job, with SIGINT (Ctrl-C), SIGTERM (kill) or SIGKILL
-(a crash: the whole process group at once); after every kill the same command runs again. After
+A seeded schedule kills the smoke study (dSprites) twice in every notebook job (30 points: data preparation, every
+training stage with its evaluation under both readings, the threshold notebook and figure making, the remedies of
+08, the readings of 10), each time at a random point of the job, with SIGINT (Ctrl-C: the whole process group, the
+runner, Snakemake, the job's step and papermill), SIGTERM (``kill PID``: the runner alone, which stops Snakemake and
+the steps) or SIGKILL (a crash: the whole process group at once); after every kill the same command runs again. After
 every kill each visible file is whole (JSON, CSV, NPZ and notebooks parse); after SIGINT and
 SIGTERM, and after the final run, no hidden temporary is left either (after SIGKILL the next start
 removes them). The final records must equal those of an uninterrupted run exactly (CPU, same
-seed), except wall times. Replay a failure with the same ``FAULT_SEED``.
+seed), except wall times: the uninterrupted run is the session's :func:`conftest.smoke_reference`, which the SLURM
+tier compares with too. Replay a failure with the same ``FAULT_SEED``.
 """
 
 import json
@@ -22,24 +24,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from conftest import SMOKE_DSPRITES
 
-from vaesae import pipeline
+from vaesae.workflow import jobs as pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
 FAULT_SEED = 20261201
 KILLS_PER_JOB = 2
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
-# every notebook of the study, in the order the pipeline runs them (07 last: it reads every record)
+# every notebook of the study, in the job graph's order (07 last: it reads every record)
 STEMS = tuple(stem for stem, *_ in pipeline.STAGES)
 
 
 def _cmd(tmp: Path) -> list[str]:
-    # --no-ablations: 09 still runs (and is killed), comparing what is recorded; its training is the same
-    # run_stage as every other stage's, and 08's remedy training keeps a notebook that trains several runs
+    # --no-ablations (SMOKE_DSPRITES): 09 still runs (and is killed), comparing what is recorded; its training is the
+    # same run_stage as every other stage's, and 08's remedy training keeps a notebook that trains several runs
     # under the kills. It keeps this test within the CI budget.
-    return [str(REPO / "run_all.sh"), "--profile", "smoke", "--source", "procedural", "--device", "cpu",
-            "--datasets", "dsprites", "--no-ablations", "--results-dir", str(tmp / "results"),
+    return [str(REPO / "run_all.sh"), *SMOKE_DSPRITES, "--results-dir", str(tmp / "results"),
             "--figures-dir", str(tmp / "figures")]
 
 
@@ -89,7 +91,7 @@ class Study:
 
     def kill(self, sig: int) -> None:
         if sig == signal.SIGTERM:
-            os.kill(self.proc.pid, sig)          # `kill PID`: the pipeline alone
+            os.kill(self.proc.pid, sig)          # `kill PID`: the runner alone
         else:
             os.killpg(self.proc.pid, sig)        # Ctrl-C, or a crash of the whole group
 
@@ -105,7 +107,7 @@ class Study:
 
 
 def _children_gone(tmp: Path, timeout: float = 60) -> None:
-    """Wait until no process of this study is left (papermill and its kernel die with the pipeline)."""
+    """Wait until no process of this study is left (Snakemake, the steps, papermill and its kernel die with the runner)."""
     needle = str(tmp).encode()
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -192,11 +194,9 @@ def _visible_files_are_whole(tmp: Path) -> None:
                 assert p.read_bytes()[-8:] == b"IEND\xaeB`\x82", f"truncated {p}"
 
 
-def test_killed_anywhere_and_rerun_gives_the_uninterrupted_records(tmp_path):
-    ref_dir, kill_dir = tmp_path / "uninterrupted", tmp_path / "killed"
-    ref = Study(ref_dir)
-    assert ref.finish() == 0, "".join(ref.log[-30:])
-    dur = _durations(ref.log)
+def test_killed_anywhere_and_rerun_gives_the_uninterrupted_records(tmp_path, smoke_reference):
+    (ref_dir, ref_log), kill_dir = smoke_reference, tmp_path / "killed"
+    dur = _durations(ref_log)
     assert set(dur) == set(STEMS), dur
 
     rng = random.Random(FAULT_SEED)

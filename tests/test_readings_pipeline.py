@@ -5,7 +5,9 @@ import json
 import nbformat
 import pytest
 
-from vaesae import config as C, pipeline
+from vaesae import config as C
+from vaesae.workflow import jobs as pipeline
+from vaesae.workflow import run as runner
 
 CHAIN = ("02_stage2_sae_init", "03_stage3_topk", "04_extended", "05_l1_comparison")
 
@@ -120,13 +122,13 @@ def test_a_missing_stage2_checkpoint_of_the_chosen_reading_is_retrained(notebook
     results = tmp_path / "results"
     (results / "smoke").mkdir(parents=True)
     (results / "smoke" / "readings_choice.json").write_text(json.dumps({"chosen": "centred"}))
-    runner = pipeline.Runner(jobs, results_dir=results, profile="smoke", n_jobs=1, force=False)
+    
     j2 = by_id["02_stage2_sae_init@chosen[dsprites,seed42]"]
-    assert runner._checkpoints_missing(j2)
+    assert pipeline.checkpoints_missing(j2, results)
     ck = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / "stage2@centred" / "final.pt"
     ck.parent.mkdir(parents=True)
     ck.write_bytes(b"x")
-    assert not runner._checkpoints_missing(j2)
+    assert not pipeline.checkpoints_missing(j2, results)
 
 
 def test_the_real_notebooks_give_the_readings_jobs_on_smoke(tmp_path, capsys):
@@ -144,7 +146,7 @@ def test_the_real_notebooks_give_the_readings_jobs_on_smoke(tmp_path, capsys):
             assert job.params["reading_sae"] == "chosen" and job.output.name == f"{stem}@chosen.ipynb"
             assert "reading_sae" not in by_id[f"{stem}[{d},seed42]"].params
     assert "10_readings" in by_id["02_stage2_sae_init@chosen[dsprites,seed42]"].deps
-    assert pipeline.main(["--profile", "smoke", "--results-dir", str(tmp_path / "results"),
+    assert runner.main(["--profile", "smoke", "--results-dir", str(tmp_path / "results"),
                           "--figures-dir", str(tmp_path / "figures"), "--list"]) == 0
     out = capsys.readouterr().out
     assert "10_readings  <-" in out and "03_stage3_topk@chosen[shapes3d,seed42]  <- 02_stage2_sae_init@chosen[shapes3d,seed42]" in out

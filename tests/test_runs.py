@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vaesae import config, intrinsic, pipeline, plots_metrics, runs, study
+from vaesae import config, intrinsic, plots_metrics, runs, study
+from vaesae.workflow import jobs as pipeline
 
 LIB = Path(__file__).resolve().parents[1] / "lib" / "vaesae"
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"

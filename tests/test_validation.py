@@ -12,7 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaesae import nb, pipeline
+from vaesae import nb
+from vaesae.workflow import jobs as pipeline
+from vaesae.workflow import run as runner
 from vaesae.config import Config, get_config, parse_override
 from vaesae.errors import VaesaeError
 
@@ -188,10 +190,10 @@ def test_run_all_arguments(seeds, datasets):
     bad = any(s < 0 for s in seeds) or any(d not in ("dsprites", "shapes3d") for d in datasets if d) or not any(datasets)
     if bad:
         with pytest.raises(SystemExit) as exc:
-            pipeline.main(argv)
+            runner.main(argv)
         assert exc.value.code == 2
     else:
-        assert pipeline.main(argv) == 0
+        assert runner.main(argv) == 0
 
 
 # --------------------------------------------------------------------------- bad inputs keep earlier outputs
@@ -215,7 +217,7 @@ def _fake_finished_job(results: Path, profile: str, commit: str, run_profile: st
 
 
 def _run_all(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vaesae.pipeline", *argv], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vaesae.workflow", *argv], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
 
 

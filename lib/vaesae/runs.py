@@ -37,7 +37,7 @@ from typing import Any, Mapping
 
 from .errors import VaesaeError
 
-QUICK = ("quick",)   # left out of the quick profile's default study (measured costs: vaesae.pipeline.PROFILE_LEAVES_OUT)
+QUICK = ("quick",)   # left out of the quick profile's default study (measured costs: vaesae.workflow.jobs.PROFILE_LEAVES_OUT)
 KINDS = ("stage1", "stage2", "stage3", "extended")
 GROUPS = ("study", "remedy", "ablation")
 

@@ -231,21 +231,37 @@ def _descendants(pid: int) -> list:
         return []
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen) -> list:
     """Stop Snakemake and every job step it started (each step stops its notebook and removes its temporary files):
-    SIGTERM to Snakemake (it starts nothing more) and to each step."""
+    SIGTERM to each step and to Snakemake (it starts nothing more). The steps, to wait for."""
     import psutil
 
+    steps = []
     for p in _descendants(proc.pid):
         try:
             if any("vaesae.workflow.step" in part for part in p.cmdline()):
                 p.terminate()
+                steps.append(p)
         except psutil.Error:
             pass
     try:
         proc.terminate()
     except ProcessLookupError:
         pass
+    return steps
+
+
+def _wait_gone(procs: list, grace: float = 30.0) -> None:
+    """Wait until ``procs`` have exited; SIGKILL what is left after ``grace`` seconds."""
+    import psutil
+
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
 
 
 def _snakemake(st: _Study, cmd: list[str]) -> tuple[int, bool]:
@@ -257,13 +273,14 @@ def _snakemake(st: _Study, cmd: list[str]) -> tuple[int, bool]:
 
     shared = st.gpu_jobs and st.per_gpu > 1 and max(Counter(st.slots).values()) > 1
     mps = MPSDaemon() if shared and not st.args.no_mps else None
-    interrupted = []
+    interrupted: list[int] = []
+    stopping: list = []
     proc: subprocess.Popen | None = None
 
     def on_signal(signum, frame):
         interrupted.append(signum)
         if proc is not None:
-            _stop(proc)
+            stopping.extend(_stop(proc))
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -278,6 +295,7 @@ def _snakemake(st: _Study, cmd: list[str]) -> tuple[int, bool]:
                     break
                 except InterruptedError:   # pragma: no cover - PEP 475 retries the wait itself
                     continue
+            _wait_gone(stopping)   # nothing of the study may still be writing when this returns
         else:
             rc = 130
         return rc, bool(interrupted)

@@ -1,0 +1,66 @@
+"""SLURM tier: the smoke study through Snakemake's SLURM executor gives the records of a local run (issue 21).
+
+A single-node SLURM cluster runs on this machine (``scripts/slurm_local.sh``: Debian's slurmctld, slurmd and munge on
+localhost, no cgroups, no accounting). ``./run_all.sh --cluster`` runs the study with the repository's SLURM profile
+(``profiles/slurm/config.yaml``), to which this test adds only what the local cluster needs: job status from squeue
+(it keeps no accounting for sacct) and short polling. Every notebook job is one sbatch job; the records must equal
+those of the local run of the same study (:func:`conftest.smoke_reference`) by ``scripts/compare_records.py``.
+The tier is skipped, with the reason, only where the packages cannot be installed (``.ci/run`` installs them).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SMOKE_DSPRITES
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "slurm_local.sh"
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """The local cluster's SLURM_CONF: started here unless already running (then left running)."""
+    if not all(shutil.which(b) for b in ("slurmctld", "slurmd", "munged", "sbatch")):
+        inst = subprocess.run([str(SCRIPT), "install"], capture_output=True, text=True, timeout=900)
+        if inst.returncode != 0:
+            why = (inst.stderr.strip().splitlines() or [f"exit status {inst.returncode}"])[-1]
+            pytest.skip(f"the SLURM tier needs Debian's slurmctld, slurmd and munge, which cannot be installed here: {why}")
+    state = Path(os.environ.get("SLURM_LOCAL_DIR", "/tmp/vaesae-slurm"))
+    was_running = subprocess.run(["bash", "-c", f'kill -0 "$(cat {state}/slurmctld.pid)"'], capture_output=True).returncode == 0
+    start = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, timeout=300)
+    assert start.returncode == 0, start.stdout + start.stderr
+    conf = start.stdout.strip().splitlines()[-1].split("SLURM_CONF=", 1)[1]
+    yield conf
+    if not was_running:
+        subprocess.run([str(SCRIPT), "stop"], capture_output=True, timeout=60)
+
+
+def test_the_smoke_study_through_slurm_gives_the_local_records(slurm_cluster, smoke_reference, tmp_path):
+    ref, _ = smoke_reference
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    (profile / "config.yaml").write_text((REPO / "profiles" / "slurm" / "config.yaml").read_text() + (
+        "\n# the local single-node cluster (tests/test_slurm.py): no accounting, so no sacct; short polling\n"
+        "slurm-status-command: squeue\nslurm-init-seconds-before-status-checks: 1\nseconds-between-status-checks: 2\n"))
+    env = dict(os.environ, SLURM_CONF=slurm_cluster, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    cmd = [str(REPO / "run_all.sh"), *SMOKE_DSPRITES, "--results-dir", str(tmp_path / "results"),
+           "--figures-dir", str(tmp_path / "figures"), "--cluster", str(profile)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    assert "through the Snakemake profile" in proc.stdout and "summary (smoke profile" in proc.stdout
+    # every notebook job was an sbatch job: its SLURM log names the rule
+    logs = list((tmp_path / "results" / "smoke" / ".snakemake" / "slurm_logs").rglob("*.log"))
+    ran = {p.parent.name for p in logs if "rule_" in str(p)} | {p.parts[-3] for p in logs}
+    assert any("nb07_figures" in r for r in ran), sorted(ran)
+    n_jobs = len(list((ref / "results" / "smoke" / "_manifest").glob("*.json")))
+    assert len(list((tmp_path / "results" / "smoke" / "_manifest").glob("*.json"))) == n_jobs
+    same = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_records.py"), str(ref / "results"),
+                           str(tmp_path / "results")], capture_output=True, text=True, timeout=600)
+    assert same.returncode == 0, same.stdout[-4000:] + same.stderr[-2000:]
+    # a second run through the cluster redoes nothing
+    again = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert again.returncode == 0 and " running " not in again.stdout and f"{n_jobs} skipped" in again.stdout, again.stdout[-3000:]

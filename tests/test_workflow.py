@@ -1,0 +1,524 @@
+"""The job graph, manifests, plan and runner behind ./run_all.sh (vaesae.workflow; Snakemake runs the jobs).
+
+Unit tests build the jobs on fake notebooks and check what is to run (:func:`vaesae.workflow.jobs.plan`), the
+Snakemake command line, the GPU slots and the MPS daemon's lifecycle around a stand-in for Snakemake; the
+integration tests run Snakemake for real on fake notebooks and one real papermill step."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from vaesae.errors import VaesaeError
+from vaesae.workflow import jobs as pipeline
+from vaesae.workflow import run as runner
+from vaesae.workflow import step
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write_nb(path: Path, params: dict[str, object]) -> None:
+    nb = nbformat.v4.new_notebook()
+    lines = [f"{k}: {type(v).__name__} = {v!r}  # help: test" for k, v in params.items()]
+    cell = nbformat.v4.new_code_cell("\n".join(lines))
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("print(dataset)" if "dataset" in params else "pass")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def fake_notebooks(tmp_path, monkeypatch):
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    common = {"dataset": "dsprites", "seed": 42, "profile": "smoke", "results_dir": "results"}
+    for stem, scope, _, _ in pipeline.STAGES:
+        if "@" in stem:   # a variant runs its base notebook (these fakes do not declare reading_sae: no variant jobs)
+            continue
+        params = dict(common) if scope != "profile" else {"profile": "smoke", "results_dir": "results"}
+        if stem == "00_data":
+            params = {"dataset": "dsprites", "figures_dir": "figures"}
+        _write_nb(d / f"{stem}.ipynb", params)
+    monkeypatch.setattr(pipeline, "NOTEBOOKS", d)
+    return d
+
+
+def test_job_graph_follows_the_stage_dependencies(fake_notebooks, tmp_path):
+    jobs, missing = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42, 43], results_dir=tmp_path / "results",
+                                        figures_dir=tmp_path / "figures", source="auto", device="cpu")
+    assert missing == []
+    by_id = {j.id: j for j in jobs}
+    assert len(by_id) == 2 + 2 * 2 * 5 + 5
+    assert by_id["04_extended[shapes3d,seed43]"].deps == ["03_stage3_topk[shapes3d,seed43]"]
+    assert by_id["05_l1_comparison[dsprites,seed42]"].deps == ["02_stage2_sae_init[dsprites,seed42]"]
+    assert len(by_id["06_threshold_robustness"].deps) == 4
+    # 08 trains the remedies of every dataset and seed: its records are in every seed folder
+    j8 = by_id["08_is_collapse_intrinsic"]
+    assert len(j8.deps) == 3 * 4 and len(j8.record_dirs) == 2 * 2 * 4
+    assert tmp_path / "results" / "smoke" / "shapes3d" / "seed43" / "batchtopk" in j8.record_dirs
+    # 09 trains the ablations of every dataset and seed from the stage-1 and stage-2 checkpoints, compares with topk
+    j9 = by_id["09_ablations"]
+    assert len(j9.deps) == 3 * 4 and len(j9.record_dirs) == 2 * 2 * 5
+    assert "01_stage1_vae[dsprites,seed43]" in j9.deps and "03_stage3_topk[shapes3d,seed42]" in j9.deps
+    assert tmp_path / "results" / "smoke" / "dsprites" / "seed42" / "stage2_init1" in j9.record_dirs
+    # only the parameters a notebook declares are passed
+    assert set(by_id["00_data[shapes3d]"].params) == {"dataset", "figures_dir"}
+    assert by_id["01_stage1_vae[shapes3d,seed43]"].params["seed"] == 43
+    # dependency order: every job comes after the jobs it needs
+    seen = set()
+    for j in jobs:
+        assert set(j.deps) <= seen
+        seen.add(j.id)
+
+
+def test_missing_notebooks_are_reported(fake_notebooks, tmp_path):
+    (fake_notebooks / "07_figures.ipynb").unlink()
+    jobs, missing = pipeline.build_jobs("smoke", ["dsprites"], [42], results_dir=tmp_path, figures_dir=tmp_path,
+                                        source="auto", device="cpu")
+    assert missing == ["07_figures"] and all("07_figures" not in j.id for j in jobs)
+
+
+def test_manifest_verifies_and_detects_changes(fake_notebooks, tmp_path):
+    results = tmp_path / "results"
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites"], [42], results_dir=results, figures_dir=tmp_path,
+                                  source="auto", device="cpu")
+    job = next(j for j in jobs if j.id.startswith("03_"))
+    job.output.parent.mkdir(parents=True)
+    job.output.write_text("{}")
+    (job.record_dirs[0]).mkdir()
+    (job.record_dirs[0] / "epochs.csv").write_text("epoch\n0\n")
+    pipeline.write_manifest(results, "smoke", job, "abc")
+    assert pipeline.verify_manifest(results, "smoke", job)[0]
+    (job.record_dirs[0] / "epochs.csv").write_text("epoch\n1\n")
+    assert not pipeline.verify_manifest(results, "smoke", job)[0]
+    pipeline.write_manifest(results, "smoke", job, "abc")
+    (job.record_dirs[0] / "epochs.csv").unlink()
+    assert not pipeline.verify_manifest(results, "smoke", job)[0]
+
+
+
+
+def _finish(jobs, results, ran=None):
+    """What a run of ``jobs`` leaves (their executed notebooks, records and manifests), without executing anything."""
+    for job in jobs:
+        if job.state == "skipped":
+            continue
+        if ran is not None:
+            ran.append(job.id)
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        job.output.write_text(json.dumps({"cells": []}))
+        for d in pipeline.record_dirs(job):
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "epochs.csv").write_text(f"epoch\n{job.id}\n")
+        pipeline.write_manifest(results, "smoke", job, "abc")
+
+
+def _plan(results, **kw):
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites"], [42], results_dir=results, figures_dir=results.parent,
+                                  source="auto", device="cpu", **kw)
+    pipeline.plan(jobs, results, "smoke")
+    return jobs, {j.id for j in jobs if j.state == "waiting"}
+
+
+def test_plan_skips_verified_jobs_and_reruns_downstream(fake_notebooks, tmp_path):
+    results = tmp_path / "results"
+    jobs, todo = _plan(results)
+    assert len(todo) == 11
+    _finish(jobs, results)
+    for r in ("stage1", "stage2", "topk", "extended", "l1"):   # the checkpoints a real run leaves
+        ck = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / r / "final.pt"
+        ck.parent.mkdir(parents=True)
+        ck.write_bytes(b"x")
+    assert _plan(results)[1] == set()
+    (results / "smoke" / "dsprites" / "seed42" / "03_stage3_topk.ipynb").unlink()
+    assert _plan(results)[1] == {"03_stage3_topk[dsprites,seed42]", "04_extended[dsprites,seed42]", "06_threshold_robustness",
+                                 "07_figures", "08_is_collapse_intrinsic", "09_ablations", "10_readings"}
+
+
+def test_a_changed_notebook_or_parameter_reruns_what_it_affects(fake_notebooks, tmp_path):
+    results = tmp_path / "results"
+    jobs, _ = _plan(results, remedies=False, ablations=False)
+    _finish(jobs, results)
+    for r in ("stage1", "stage2", "topk", "extended", "l1"):   # the checkpoints a real run leaves
+        ck = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / r / "final.pt"
+        ck.parent.mkdir(parents=True)
+        ck.write_bytes(b"x")
+    nb = fake_notebooks / "05_l1_comparison.ipynb"
+    edited = nbformat.read(str(nb), as_version=4)
+    edited.cells.append(nbformat.v4.new_code_cell("print('changed')"))
+    nbformat.write(edited, str(nb))
+    assert _plan(results, remedies=False, ablations=False)[1] == {"05_l1_comparison[dsprites,seed42]", "07_figures",
+                                                                  "08_is_collapse_intrinsic"}
+    _finish(_plan(results, remedies=False, ablations=False)[0], results)
+    assert _plan(results, remedies=False, ablations=False)[1] == set()
+    # a manifest made with other parameters (another --source, --remedies, ...) does not verify
+    man = results / "smoke" / "_manifest" / "02_stage2_sae_init__dsprites_seed42.json"
+    m = json.loads(man.read_text())
+    man.write_text(json.dumps(m | {"params": m["params"] | {"profile": "quick"}}))
+    assert _plan(results, remedies=False, ablations=False)[1] == {
+        "02_stage2_sae_init[dsprites,seed42]", "03_stage3_topk[dsprites,seed42]", "04_extended[dsprites,seed42]",
+        "05_l1_comparison[dsprites,seed42]", "06_threshold_robustness", "07_figures", "08_is_collapse_intrinsic",
+        "09_ablations", "10_readings"}
+
+
+def test_a_job_whose_checkpoint_is_missing_is_retrained_when_a_later_job_trains_from_it(fake_notebooks, tmp_path):
+    """Committed records come without checkpoints: running the extended stage from them retrains its chain."""
+    results = tmp_path / "results"
+    jobs, todo = _plan(results, remedies=False, ablations=False)
+    assert len(todo) == 11
+    _finish(jobs, results)
+    extended = results / "smoke" / "dsprites" / "seed42" / "04_extended.ipynb"
+    extended.unlink()
+    # no checkpoints at all: 04 trains from topk, which trains from stage2, from stage1; l1 and 06-10 follow
+    assert _plan(results, remedies=False, ablations=False)[1] == {
+        "01_stage1_vae[dsprites,seed42]", "02_stage2_sae_init[dsprites,seed42]", "03_stage3_topk[dsprites,seed42]",
+        "04_extended[dsprites,seed42]", "05_l1_comparison[dsprites,seed42]", "06_threshold_robustness",
+        "07_figures", "08_is_collapse_intrinsic", "09_ablations", "10_readings"}
+    # with the topk checkpoint in place only 04 and what reads it run
+    ck = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / "topk" / "final.pt"
+    ck.parent.mkdir(parents=True)
+    ck.write_bytes(b"x")
+    assert _plan(results, remedies=False, ablations=False)[1] == {"04_extended[dsprites,seed42]", "07_figures"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--profile", "huge"], "unknown profile 'huge'"),
+    (["--datasets", "mnist"], "unknown dataset 'mnist'"),
+    (["--seeds", "a"], "is not a whole number"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--jobs-per-gpu", "0"], "--jobs-per-gpu must be at least 1"),
+    (["--jobs-per-gpu", "two"], "invalid int value"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--source", "web"], "unknown source 'web'"),
+    (["--only", "99"], "--only: no notebook '99'"),
+    (["--cluster", "pbs"], "--cluster: no Snakemake profile 'pbs'"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_cli_rejects_bad_input_with_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        runner.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def _table(tmp_path, jobs, **settings):
+    table = tmp_path / "results" / "smoke" / runner.TABLE
+    pipeline.write_table(table, jobs, **{"profile": "smoke", "results_dir": str(tmp_path / "results"), "commit": "abc",
+                                         "gpu": False, "slots": [], **settings})
+    return table
+
+
+def test_real_notebook_executes_and_failure_names_the_error(tmp_path, capsys):
+    """One real papermill run through the rule's step: a failing parameter check yields a FAILED notebook and its
+    one-line error; a notebook that runs gets its HTML and its manifest."""
+    nbp = tmp_path / "nb.ipynb"
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('seed: int = 1  # help: x')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_code_cell("import vaesae.nb as nb\nnb.begin(globals())"), cell,
+                nbformat.v4.new_code_cell("P = nb.parameters(globals(), seed=nb.at_least(0))")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(nbp))
+    out = tmp_path / "results" / "smoke"
+    ok = pipeline.Job("ok", nbp, out / "ok.ipynb", {"seed": 3}, [], [])
+    bad = pipeline.Job("bad", nbp, out / "bad.ipynb", {"seed": -2}, [], [])
+    table = _table(tmp_path, [ok, bad])
+    assert step.run(str(table), "ok") == 0
+    assert ok.output.exists() and ok.output.with_suffix(".html").exists() and (out / ok.manifest_name).exists()
+    assert pipeline.verify_manifest(tmp_path / "results", "smoke", ok)[0]
+    assert step.run(str(table), "bad") == 1
+    assert not bad.output.exists() and bad.failed_output.exists() and not (out / bad.manifest_name).exists()
+    assert "failed  bad in" in capsys.readouterr().out and step.error_line(bad.failed_output) == "parameter seed=-2 must be at least 0"
+    assert not [p for p in out.iterdir() if p.name.startswith(".running")]
+
+
+FAIL_03 = "raise RuntimeError('boom in 03')"
+
+
+@pytest.fixture
+def study_env(fake_notebooks, monkeypatch):
+    """run_all.sh's runner in-process on the fake notebooks, on a machine without GPUs."""
+    monkeypatch.setattr(runner, "_gpu_count", lambda: 0)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield fake_notebooks
+    for s, h in handlers.items():
+        signal.signal(s, h)
+
+
+def _run_study(tmp_path, *extra):
+    return runner.main(["--profile", "smoke", "--datasets", "dsprites", "--results-dir", str(tmp_path / "results"),
+                        "--figures-dir", str(tmp_path / "figures"), "--device", "cpu", *extra])
+
+
+def _ran(out: str) -> set[str]:
+    return {line.split()[2] for line in out.splitlines() if line.split()[1:2] == ["done"]}
+
+
+def test_snakemake_runs_the_jobs_a_failure_stops_only_its_dependents_and_a_rerun_redoes_only_the_rest(
+        study_env, tmp_path, capsys):
+    """Snakemake for real on fake notebooks (papermill, 5 jobs): 03 fails, so 04 does not run while 05 does; the
+    same command after the fix runs 03 and 04 alone; a third run starts nothing."""
+    nb03 = study_env / "03_stage3_topk.ipynb"
+    good = nb03.read_text()
+    nb = nbformat.read(str(nb03), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(FAIL_03))
+    nbformat.write(nb, str(nb03))
+    only = ("--only", "01,02,03,04,05", "--jobs", "2")
+    assert _run_study(tmp_path, *only) == 1
+    out = capsys.readouterr().out
+    assert _ran(out) == {"01_stage1_vae[dsprites,seed42]", "02_stage2_sae_init[dsprites,seed42]",
+                         "05_l1_comparison[dsprites,seed42]"}, out
+    assert "FAILED 03_stage3_topk[dsprites,seed42]: RuntimeError: boom in 03" in out
+    assert "not run 04_extended[dsprites,seed42]: needs a failed job" in out
+    nb03.write_text(good)
+    assert _run_study(tmp_path, *only) == 0
+    out = capsys.readouterr().out
+    assert _ran(out) == {"03_stage3_topk[dsprites,seed42]", "04_extended[dsprites,seed42]"}, out
+    assert "summary (smoke profile" in out and "2 done, 3 skipped" in out
+    assert not list((tmp_path / "results").rglob("*.FAILED.ipynb"))
+    assert _run_study(tmp_path, *only) == 0
+    out = capsys.readouterr().out
+    assert "running" not in out and "5 skipped" in out
+
+
+def test_snakemake_command_carries_jobs_gpus_and_what_to_rerun(fake_notebooks, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "_gpu_count", lambda: 2)
+    base = ["--profile", "smoke", "--results-dir", str(tmp_path / "results"), "--figures-dir", str(tmp_path / "f")]
+    st = runner._prepare(runner._parser().parse_args(base + ["--jobs-per-gpu", "2"]))
+    assert st.slots == [0, 1, 0, 1] and st.gpu_jobs
+    cmd = runner.snakemake_command(st, tmp_path / "t.json", ["_manifest/07_figures.json"])
+    assert cmd[cmd.index("--cores") + 1] == "4" and cmd[cmd.index("--resources") + 1] == "gpu=4"
+    assert cmd[cmd.index("--directory") + 1] == str(tmp_path / "results" / "smoke")
+    assert cmd[-2:] == ["--forcerun", "_manifest/07_figures.json"] and "--profile" not in cmd
+    st = runner._prepare(runner._parser().parse_args(base + ["--device", "cpu", "--jobs", "3"]))
+    cmd = runner.snakemake_command(st, tmp_path / "t.json", [])
+    assert not st.gpu_jobs and "--resources" not in cmd and "--forcerun" not in cmd
+    st = runner._prepare(runner._parser().parse_args(base + ["--cluster", "slurm", "--device", "cuda"]))
+    cmd = runner.snakemake_command(st, tmp_path / "t.json", [])
+    assert cmd[cmd.index("--profile") + 1] == str(runner.CLUSTER_PROFILES / "slurm") and "--cores" not in cmd
+    assert st.gpu_jobs and st.gpus == 0   # the cluster's GPUs, not this machine's
+
+
+def test_the_snakefile_has_one_rule_per_kind_of_job(fake_notebooks, tmp_path):
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42, 43], results_dir=tmp_path / "results",
+                                  figures_dir=tmp_path, source="auto", device="cpu")
+    from vaesae.workflow import snake
+
+    study = snake.Study(_table(tmp_path, jobs, gpu=True))
+    kinds = {k.rule: k for k in study.kinds()}
+    assert len(kinds) == len({j.stem for j in jobs}) == 11
+    k3 = kinds["nb03_stage3_topk"]
+    assert k3.pattern == "_manifest/03_stage3_topk__{dataset}_seed{seed}.json" and k3.gpu == 1
+
+    class W:
+        dataset, seed = "shapes3d", "43"
+
+    assert k3.job_id(W) == "03_stage3_topk[shapes3d,seed43]"
+    assert [str(f) for f in k3.inputs(W)] == ["_manifest/02_stage2_sae_init__shapes3d_seed43.json"]
+    assert set(study.targets()) == {j.manifest_name for j in jobs}
+
+
+# ---------------------------------------------------------------------------------------------
+# several jobs per GPU (issue 17): slots, the step's choice of GPU, the MPS daemon around Snakemake
+
+
+@pytest.mark.parametrize("gpus, per_gpu, n_jobs, expected", [
+    (2, 2, 4, [0, 1, 0, 1]), (2, 2, 3, [0, 1, 0]), (2, 2, 9, [0, 1, 0, 1]), (1, 3, 3, [0, 0, 0]),
+    (3, 1, 2, [0, 1]), (0, 4, 3, [None, None, None]),
+])
+def test_gpu_slots_deal_jobs_per_gpu_round_robin(gpus, per_gpu, n_jobs, expected):
+    assert pipeline.gpu_slots(gpus, per_gpu, n_jobs) == expected
+
+
+def test_each_step_takes_a_slot_of_the_least_busy_gpu(tmp_path, monkeypatch):
+    """Two GPUs, two jobs each: the steps spread over the GPUs first; a freed slot is taken again."""
+    import contextlib
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    with contextlib.ExitStack() as stack:
+        got = [stack.enter_context(step.gpu_slot([0, 1, 0, 1], tmp_path)) for _ in range(4)]
+        assert got == [0, 1, 0, 1]
+    with step.gpu_slot([0, 1, 0, 1], tmp_path) as a, step.gpu_slot([0, 1, 0, 1], tmp_path) as b:
+        assert (a, b) == (0, 1)
+    with step.gpu_slot([], tmp_path) as none:
+        assert none is None
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    with step.gpu_slot([0, 1], tmp_path) as slurm:
+        assert slurm is None   # SLURM's GPU (CUDA_VISIBLE_DEVICES as the scheduler set it)
+
+
+FAKE_MPS = """#!/bin/sh
+# a stand-in for nvidia-cuda-mps-control: logs each call (its arguments, stdin, the pipe directory)
+if [ "$1" = "-d" ]; then echo "start $CUDA_MPS_PIPE_DIRECTORY" >> "$MPS_LOG"; exit ${MPS_START_RC:-0}; fi
+read cmd; echo "$cmd $CUDA_MPS_PIPE_DIRECTORY" >> "$MPS_LOG"
+"""
+
+
+@pytest.fixture
+def fake_mps(tmp_path, monkeypatch):
+    """A fake nvidia-cuda-mps-control first on PATH, logging to the returned file; signal handlers restored."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "nvidia-cuda-mps-control"
+    exe.write_text(FAKE_MPS)
+    exe.chmod(0o755)
+    log = tmp_path / "mps.log"
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("MPS_LOG", str(log))
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    monkeypatch.delenv("CUDA_MPS_LOG_DIRECTORY", raising=False)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield log
+    for s, h in handlers.items():
+        signal.signal(s, h)
+
+
+def _mps_calls(log: Path) -> list[str]:
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _fake_snakemake(tmp_path, monkeypatch, *extra, gpus=2, code="import os, sys; sys.exit(0)"):
+    """runner._snakemake around a stand-in for Snakemake (``code``), on ``gpus`` fake GPUs."""
+    monkeypatch.setattr(runner, "_gpu_count", lambda: gpus)
+    st = runner._prepare(runner._parser().parse_args(["--profile", "smoke", "--results-dir", str(tmp_path / "results"),
+                                                      "--figures-dir", str(tmp_path / "f"), *extra]))
+    return runner._snakemake(st, [sys.executable, "-c", code])
+
+
+SEES_MPS = "import os, sys; sys.exit(0 if os.environ.get('CUDA_MPS_PIPE_DIRECTORY') else 3)"
+
+
+def test_mps_daemon_started_once_and_stopped_once_around_snakemake(fake_notebooks, fake_mps, tmp_path, monkeypatch, capsys):
+    assert _fake_snakemake(tmp_path, monkeypatch, "--jobs-per-gpu", "2", code=SEES_MPS) == (0, False)
+    assert _mps_calls(fake_mps) == ["start", "quit"]
+    start, quit_ = (line.split()[1] for line in fake_mps.read_text().splitlines())
+    assert start == quit_ and not Path(start).exists()             # its own directory, removed afterwards
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ              # the environment is restored
+    assert "MPS: control daemon stopped" in capsys.readouterr().out
+    # and when Snakemake fails
+    assert _fake_snakemake(tmp_path, monkeypatch, "--jobs-per-gpu", "2", code="import sys; sys.exit(1)") == (1, False)
+    assert _mps_calls(fake_mps) == ["start", "quit", "start", "quit"]
+
+
+@pytest.mark.parametrize("extra, gpus", [(["--jobs-per-gpu", "2", "--no-mps"], 2), (["--jobs-per-gpu", "1", "--jobs", "2"], 2),
+                                         (["--jobs-per-gpu", "2", "--jobs", "2"], 2), (["--jobs-per-gpu", "3"], 0),
+                                         (["--jobs-per-gpu", "2", "--device", "cpu"], 2)])
+def test_no_mps_without_shared_gpus_or_with_no_mps(extra, gpus, fake_notebooks, fake_mps, tmp_path, monkeypatch):
+    assert _fake_snakemake(tmp_path, monkeypatch, *extra, gpus=gpus) == (0, False)
+    assert _mps_calls(fake_mps) == []
+
+
+def test_a_daemon_that_cannot_start_is_one_line_and_the_study_runs_without_it(fake_notebooks, fake_mps, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MPS_START_RC", "1")
+    code = "import os, sys; sys.exit(3 if os.environ.get('CUDA_MPS_PIPE_DIRECTORY') else 0)"
+    assert _fake_snakemake(tmp_path, monkeypatch, "--jobs-per-gpu", "2", code=code) == (0, False)
+    assert _mps_calls(fake_mps) == ["start"]
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("MPS:")]
+    assert lines == ["MPS: the control daemon did not start (exit status 1); running without MPS"]
+
+
+# a stand-in for Snakemake with four running job steps (their command lines name vaesae.workflow.step)
+FOUR_STEPS = """
+import subprocess, sys, time
+steps = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "vaesae.workflow.step"]) for _ in range(4)]
+open(sys.argv[1], "w").write(" ".join(str(p.pid) for p in steps))
+for p in steps:
+    p.wait()
+"""
+
+
+def test_sigterm_stops_every_job_step_then_the_daemon(fake_notebooks, fake_mps, tmp_path, monkeypatch):
+    """SIGTERM to the runner while 4 steps run on 2 GPUs: every step is stopped, Snakemake ends, then MPS quits."""
+    import threading
+
+    import psutil
+    from vaesae import mps
+
+    pids = tmp_path / "pids"
+    events = []
+    real_stop = mps.MPSDaemon.stop
+
+    def stop(self):
+        events.append(("mps stop", all(not psutil.pid_exists(int(p)) or psutil.Process(int(p)).status() == "zombie"
+                                       for p in pids.read_text().split())))
+        real_stop(self)
+
+    monkeypatch.setattr(mps.MPSDaemon, "stop", stop)
+
+    def kill_when_started():
+        while not pids.exists() or len(pids.read_text().split()) < 4:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=kill_when_started, daemon=True).start()
+    monkeypatch.setattr(runner, "_gpu_count", lambda: 2)
+    st = runner._prepare(runner._parser().parse_args(["--profile", "smoke", "--results-dir", str(tmp_path / "results"),
+                                                      "--figures-dir", str(tmp_path / "f"), "--jobs-per-gpu", "2"]))
+    t0 = time.time()
+    rc, interrupted = runner._snakemake(st, [sys.executable, "-c", FOUR_STEPS, str(pids)])
+    assert interrupted and rc != 0 and time.time() - t0 < 30
+    assert _mps_calls(fake_mps) == ["start", "quit"] and events == [("mps stop", True)]
+
+def test_the_ablation_job_gets_its_variants_and_trains_from_stages_1_and_2(tmp_path):
+    """The real 09 notebook: the parameters it is offered, --ablations / --no-ablations, what it trains from."""
+    from vaesae import ablation
+
+    def j9(profile, ablations=None):
+        jobs, _ = pipeline.build_jobs(profile, ["dsprites", "shapes3d"], [42], results_dir=tmp_path / "results",
+                                      figures_dir=tmp_path / "figures", source="procedural", device="cpu", ablations=ablations)
+        return next(j for j in jobs if j.id == "09_ablations")
+
+    job = j9("smoke")
+    assert job.params == {"profile": "smoke", "datasets": "dsprites,shapes3d", "seeds": "42",
+                          "variants": ",".join(ablation.VARIANTS), "results_dir": str(tmp_path / "results"),
+                          "figures_dir": str(tmp_path / "figures"), "source": "procedural", "device": "cpu"}
+    assert sorted(job.deps) == sorted(f"{s}[{d},seed42]" for s in ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk")
+                                      for d in ("dsprites", "shapes3d"))
+    assert j9("quick").params["variants"] == "" and j9("paper").params["variants"] == ",".join(ablation.VARIANTS)
+    assert j9("quick", ablations=True).params["variants"] == ",".join(ablation.VARIANTS)
+    assert j9("smoke", ablations=False).params["variants"] == ""
+    assert {("09_ablations", "01_stage1_vae"), ("09_ablations", "02_stage2_sae_init")} <= pipeline.TRAINS_FROM
+    assert pipeline.trains(job) and not pipeline.trains(j9("smoke", ablations=False))
+
+
+
+@pytest.mark.parametrize("flag, expected", [("--no-ablations", ""), ("--ablations", "all"), (None, "default")])
+def test_the_ablations_flag_reaches_the_notebook(flag, expected, tmp_path, monkeypatch, capsys):
+    from vaesae import ablation
+
+    seen = {}
+    real = pipeline.build_jobs
+
+    def spy(*args, **kw):
+        jobs, missing = real(*args, **kw)
+        seen["job"] = next(j for j in jobs if j.id == "09_ablations")
+        return jobs, missing
+
+    monkeypatch.setattr(runner, "build_jobs", spy)
+    argv = ["--profile", "quick", "--datasets", "dsprites", "--results-dir", str(tmp_path / "results"),
+            "--figures-dir", str(tmp_path / "figures"), "--list"] + ([flag] if flag else [])
+    assert runner.main(argv) == 0
+    want = {"": "", "all": ",".join(ablation.VARIANTS), "default": ""}[expected]   # quick: off by default
+    assert seen["job"].params["variants"] == want
+    assert "09_ablations" in capsys.readouterr().out
+
+
+def test_quick_leaves_out_extended_and_literal_l1_unless_full_or_named(tmp_path):
+    """PROFILE_LEAVES_OUT: quick runs neither 04 (both readings) nor the literal 05, and 07 no longer waits for
+    them; --full and --only bring them back; the other profiles keep every job."""
+    def ids(profile, **kw):
+        jobs, _ = pipeline.build_jobs(profile, ["dsprites"], [42], results_dir=tmp_path / "results",
+                                      figures_dir=tmp_path / "figures", source="procedural", device="cpu", **kw)
+        return {j.id: j for j in jobs}
+
+    quick, full = ids("quick"), ids("quick", full=True)
+    gone = {"04_extended[dsprites,seed42]", "04_extended@chosen[dsprites,seed42]", "05_l1_comparison[dsprites,seed42]"}
+    assert gone <= set(full) and not gone & set(quick)
+    assert set(full) - set(quick) == gone
