@@ -5,7 +5,8 @@
 #                                    daemons; prints the SLURM_CONF line to export; a second start reuses them
 #   scripts/slurm_local.sh stop      stop the daemons this script started
 # No cgroups, no accounting (the status of jobs comes from squeue: MinJobAge keeps finished jobs listed), one
-# partition "local" of one node with this machine's CPUs and most of its memory.
+# partition "local" of one node with this machine's CPUs and most of its memory. /etc/slurm/slurm.conf becomes a
+# link to the config (srun in a job reads it there) unless a real file is there already.
 set -euo pipefail
 dir="${SLURM_LOCAL_DIR:-/tmp/vaesae-slurm}"
 conf="$dir/slurm.conf"
@@ -57,6 +58,9 @@ MpiDefault=none
 NodeName=localhost NodeHostname=$(hostname) CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=local Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOT
+    # the job steps' srun reads the default place (sbatch does not pass SLURM_CONF on): point it at ours unless a
+    # real configuration lives there
+    if [ ! -e /etc/slurm/slurm.conf ] || [ -L /etc/slurm/slurm.conf ]; then mkdir -p /etc/slurm && ln -sfn "$conf" /etc/slurm/slurm.conf; fi
     slurmctld -f "$conf"
     slurmd -f "$conf"
   fi

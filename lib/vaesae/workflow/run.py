@@ -32,6 +32,7 @@ from ..config import PROFILES
 from ..errors import VaesaeError, cli
 from ..io import REPO_ROOT, git_commit, repo_path
 from . import external
+from .step import SNAKEMAKE_SETS
 from .jobs import (DATASETS, DEFAULT_SEEDS, Job, StudyLock, _gpu_count, _parse_only, _rel, build_jobs,
                    check_foreign_outputs, clean_leftovers, fmt_seconds, gpu_slots, leaves_out, plan, write_table)
 
@@ -360,7 +361,8 @@ def _execute(st: _Study) -> int:
             table = root / TABLE
             write_table(table, st.jobs, profile=args.profile, results_dir=str(st.results_dir), commit=commit,
                         gpu=st.gpu_jobs, slots=[s for s in st.slots if s is not None] if st.gpu_jobs else [],
-                        estimates={k: v for k, v in estimates.items() if v is not None})
+                        estimates={k: v for k, v in estimates.items() if v is not None},
+                        environment={v: os.environ.get(v) for v in SNAKEMAKE_SETS})
             forcerun = [j.manifest_name for j in to_run if (root / j.manifest_name).exists()]
             rc, interrupted = _snakemake(st, snakemake_command(st, table, forcerun))
         if interrupted:

@@ -32,6 +32,23 @@ from . import external
 from .jobs import Job, fmt_seconds, read_table, write_manifest
 
 
+# set by Snakemake for every job it starts (its threads, its tmpdir resource); the notebook gets them as they were where
+# ./run_all.sh started (the table's "environment"), so that a job's records do not depend on how it was run
+SNAKEMAKE_SETS = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                  "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "TMPDIR", "TMP", "TEMPDIR", "TEMP")
+
+
+def environment_of(settings: dict) -> dict[str, str]:
+    """This process's environment with :data:`SNAKEMAKE_SETS` as the runner saw them."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    for var, value in settings.get("environment", {}).items():
+        if value is None:
+            env.pop(var, None)
+        else:
+            env[var] = value
+    return env
+
+
 def say(state: str, job_id: str, note: str = "") -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {state:>8}  {job_id}{note}", flush=True)
 
@@ -146,7 +163,7 @@ def run(table_path: str, job_id: str) -> int:
     signal.signal(signal.SIGINT, _stop)
     try:
         with gpu_slot(settings.get("slots") or [], results_dir / profile / ".gpu-slots") as gpu:
-            env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+            env = environment_of(settings)
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = str(gpu)
             with open(log_path, "w") as log:
