@@ -262,7 +262,7 @@ def _ran(out: str) -> set[str]:
 
 
 def test_snakemake_runs_the_jobs_a_failure_stops_only_its_dependents_and_a_rerun_redoes_only_the_rest(
-        study_env, tmp_path, capsys):
+        study_env, tmp_path, capfd):
     """Snakemake for real on fake notebooks (papermill, 5 jobs): 03 fails, so 04 does not run while 05 does; the
     same command after the fix runs 03 and 04 alone; a third run starts nothing."""
     nb03 = study_env / "03_stage3_topk.ipynb"
@@ -272,19 +272,23 @@ def test_snakemake_runs_the_jobs_a_failure_stops_only_its_dependents_and_a_rerun
     nbformat.write(nb, str(nb03))
     only = ("--only", "01,02,03,04,05", "--jobs", "2")
     assert _run_study(tmp_path, *only) == 1
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert _ran(out) == {"01_stage1_vae[dsprites,seed42]", "02_stage2_sae_init[dsprites,seed42]",
                          "05_l1_comparison[dsprites,seed42]"}, out
     assert "FAILED 03_stage3_topk[dsprites,seed42]: RuntimeError: boom in 03" in out
     assert "not run 04_extended[dsprites,seed42]: needs a failed job" in out
     nb03.write_text(good)
+    for r in ("stage1", "stage2", "l1"):   # the checkpoints real notebooks leave (else 03 retrains its chain)
+        ck = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / r / "final.pt"
+        ck.parent.mkdir(parents=True)
+        ck.write_bytes(b"x")
     assert _run_study(tmp_path, *only) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert _ran(out) == {"03_stage3_topk[dsprites,seed42]", "04_extended[dsprites,seed42]"}, out
     assert "summary (smoke profile" in out and "2 done, 3 skipped" in out
     assert not list((tmp_path / "results").rglob("*.FAILED.ipynb"))
     assert _run_study(tmp_path, *only) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "running" not in out and "5 skipped" in out
 
 
@@ -293,15 +297,15 @@ def test_snakemake_command_carries_jobs_gpus_and_what_to_rerun(fake_notebooks, t
     base = ["--profile", "smoke", "--results-dir", str(tmp_path / "results"), "--figures-dir", str(tmp_path / "f")]
     st = runner._prepare(runner._parser().parse_args(base + ["--jobs-per-gpu", "2"]))
     assert st.slots == [0, 1, 0, 1] and st.gpu_jobs
-    cmd = runner.snakemake_command(st, tmp_path / "t.json", ["_manifest/07_figures.json"])
+    cmd = runner.snakemake_command(st, tmp_path / "t.json")
     assert cmd[cmd.index("--cores") + 1] == "4" and cmd[cmd.index("--resources") + 1] == "gpu=4"
     assert cmd[cmd.index("--directory") + 1] == str(tmp_path / "results" / "smoke")
-    assert cmd[-2:] == ["--forcerun", "_manifest/07_figures.json"] and "--profile" not in cmd
+    assert "--profile" not in cmd and cmd[cmd.index("--rerun-triggers") + 1] == "mtime"
     st = runner._prepare(runner._parser().parse_args(base + ["--device", "cpu", "--jobs", "3"]))
-    cmd = runner.snakemake_command(st, tmp_path / "t.json", [])
-    assert not st.gpu_jobs and "--resources" not in cmd and "--forcerun" not in cmd
+    cmd = runner.snakemake_command(st, tmp_path / "t.json")
+    assert not st.gpu_jobs and "--resources" not in cmd and cmd[cmd.index("--cores") + 1] == "3"
     st = runner._prepare(runner._parser().parse_args(base + ["--cluster", "slurm", "--device", "cuda"]))
-    cmd = runner.snakemake_command(st, tmp_path / "t.json", [])
+    cmd = runner.snakemake_command(st, tmp_path / "t.json")
     assert cmd[cmd.index("--profile") + 1] == str(runner.CLUSTER_PROFILES / "slurm") and "--cores" not in cmd
     assert st.gpu_jobs and st.gpus == 0   # the cluster's GPUs, not this machine's
 

@@ -9,7 +9,8 @@ What Snakemake does not do stays here, as small steps of the rules: a finished j
 (``results/<profile>/_manifest/<job>.json``) with the SHA-256 of each of its outputs, its parameters, its
 notebook's SHA-256 and the git commit. Before Snakemake starts, :func:`plan` verifies every manifest; a job
 whose manifest is missing or does not verify (an output missing or altered, other parameters, another
-notebook) is run again, and Snakemake runs everything downstream of it. The committed records of the paper
+notebook) is run again with everything downstream of it: its manifest is removed, and Snakemake runs the jobs whose
+manifests are missing. The committed records of the paper
 profile carry these manifests, so a checkout verifies them without Snakemake's own metadata.
 """
 
@@ -531,8 +532,8 @@ def plan(jobs: list[Job], results_dir: Path, profile: str, *, force: bool = Fals
 
     A skipped job is run again after all when a job that must run trains from its final checkpoint and that
     checkpoint is missing (records committed without checkpoints, another machine), and so on upstream: the chain
-    is retrained from the last checkpoint that exists. Snakemake is then told to rerun every "waiting" job whose
-    manifest exists (``--forcerun``); it runs everything downstream of a job it runs."""
+    is retrained from the last checkpoint that exists. The runner removes the manifest of every "waiting" job; Snakemake
+    then runs exactly those (:func:`vaesae.workflow.run.snakemake_command`)."""
     by_id = {j.id: j for j in jobs}
     estimates: dict[str, float | None] = {}
     rerun: set[str] = set()

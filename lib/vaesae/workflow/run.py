@@ -4,7 +4,7 @@ The runner checks the arguments (a bad value is one line), builds the jobs from 
 (:mod:`vaesae.workflow.jobs`), and, under the study's lock (``results/<profile>/.lock``), refuses another profile's
 or commit's outputs, removes what an interrupted run left, verifies the finished jobs' manifests and writes the job
 table. Snakemake then runs ``workflow/Snakefile`` in the study's folder: the jobs whose manifests are missing or do
-not verify, and everything downstream of them (``--forcerun``), ``--jobs`` at a time on this machine, or through
+not verify, and everything downstream of them (their manifests removed first), ``--jobs`` at a time on this machine, or through
 a cluster profile (``--cluster slurm``: ``profiles/slurm``). A failed job stops only the jobs that need it.
 
 On a machine with GPUs each job takes one unit of Snakemake's ``gpu`` resource; there are GPUs x ``--jobs-per-gpu``
@@ -159,7 +159,7 @@ class _Study:
         or auto for the paper profile, which needs one)."""
         if self.args.cluster:
             return self.args.device == "cuda" or (self.args.device == "auto" and self.args.profile == "paper")
-        return self.gpus > 0 and self.args.device != "cpu"
+        return self.gpus > 0
 
 
 def _prepare(args: argparse.Namespace) -> _Study:
@@ -172,7 +172,8 @@ def _prepare(args: argparse.Namespace) -> _Study:
     jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
                                source=args.source, device=args.device, only=only, remedies=args.remedies,
                                ablations=args.ablations, full=args.full)
-    gpus = 0 if args.cluster else _gpu_count()
+    gpus = 0 if args.cluster or args.device == "cpu" else _gpu_count()   # --device cpu: no job uses a GPU
+
     per_gpu = args.jobs_per_gpu or 1
     n_jobs = args.jobs if args.jobs is not None else (gpus * per_gpu if gpus and args.jobs_per_gpu else 1)
     slots = gpu_slots(gpus, per_gpu, n_jobs)
@@ -203,10 +204,11 @@ def _print_plan(st: _Study) -> int:
     return 0
 
 
-def snakemake_command(st: _Study, table: Path, forcerun: Sequence[str]) -> list[str]:
+def snakemake_command(st: _Study, table: Path) -> list[str]:
     """Snakemake's command line: the Snakefile in the study's folder, ``--jobs`` at a time (or the cluster profile's),
-    the GPU units, what to rerun. Whether a finished job is current is decided by its manifest (:func:`plan`), so
-    Snakemake reruns only what is missing or named (``--rerun-triggers mtime`` on ``ancient`` inputs)."""
+    the GPU units. Whether a finished job is current is decided by its manifest (:func:`plan`; the manifest of a job
+    to run is removed first), so Snakemake runs exactly the jobs whose manifests are missing (``--rerun-triggers
+    mtime`` on ``ancient`` inputs: no file time, parameter or code of Snakemake's own metadata decides)."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(st.root),
            "--config", f"table={table}", "--rerun-triggers", "mtime", "--rerun-incomplete", "--keep-going",
            "--nolock", "--quiet", "rules", "host", "--nocolor"]
@@ -218,8 +220,6 @@ def snakemake_command(st: _Study, table: Path, forcerun: Sequence[str]) -> list[
         cmd += ["--cores", str(len(st.slots))]
         if st.gpu_jobs:
             cmd += ["--resources", f"gpu={len(st.slots)}"]
-    if forcerun:
-        cmd += ["--forcerun", *forcerun]
     return cmd
 
 
@@ -363,8 +363,11 @@ def _execute(st: _Study) -> int:
                         gpu=st.gpu_jobs, slots=[s for s in st.slots if s is not None] if st.gpu_jobs else [],
                         estimates={k: v for k, v in estimates.items() if v is not None},
                         environment={v: os.environ.get(v) for v in SNAKEMAKE_SETS})
-            forcerun = [j.manifest_name for j in to_run if (root / j.manifest_name).exists()]
-            rc, interrupted = _snakemake(st, snakemake_command(st, table, forcerun))
+            # a job to run loses its manifest first: Snakemake runs what is missing (and, its inputs being ancient,
+            # nothing else), and a run stopped before the job finishes leaves it to run again
+            for j in to_run:
+                (root / j.manifest_name).unlink(missing_ok=True)
+            rc, interrupted = _snakemake(st, snakemake_command(st, table))
         if interrupted:
             clean_leftovers(root, st.figures_dir / args.profile, ckpt_dir)
             raise KeyboardInterrupt
