@@ -234,21 +234,22 @@ def _descendants(pid: int) -> list:
 
 def _stop(proc: subprocess.Popen) -> list:
     """Stop Snakemake and every job step it started (each step stops its notebook and removes its temporary files):
-    SIGTERM to each step and to Snakemake (it starts nothing more). The steps, to wait for."""
+    SIGTERM to Snakemake (it starts nothing more) and to each step. The steps, to wait for."""
     import psutil
 
+    family = _descendants(proc.pid)
+    try:
+        proc.terminate()   # Snakemake: it starts no job after this (and waits for those that run)
+    except ProcessLookupError:
+        pass
     steps = []
-    for p in _descendants(proc.pid):
+    for p in {*family, *_descendants(proc.pid)}:   # a step started just before Snakemake got the signal too
         try:
             if any("vaesae.workflow.step" in part for part in p.cmdline()):
                 p.terminate()
                 steps.append(p)
         except psutil.Error:
             pass
-    try:
-        proc.terminate()
-    except ProcessLookupError:
-        pass
     return steps
 
 
