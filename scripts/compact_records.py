@@ -9,6 +9,8 @@ For every ``neurons_*.npz`` under each results directory:
   bit; ``top_values`` equal in sign and within float16 rounding);
 * a compact ``neurons_final.npz`` that still keeps the top images of every neuron is rewritten with
   them for ``vaesae.records.top_rows`` only (checked: those rows equal, every other array unchanged);
+* the stage-2 neuron records of notebook 10's readings other than literal and the chosen one are deleted
+  (``vaesae.readings.prune_sweep_records``; nothing reads them);
 * ``neurons_k500.npz`` is deleted when it holds exactly its sibling ``neurons_final.npz`` (stage 2
   wrote the same record twice); otherwise the script stops.
 
@@ -101,6 +103,20 @@ def rerender_html(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
     return changed
 
 
+def prune_sweeps(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
+    """Notebook 10's stage-2 neuron records of readings other than literal and the chosen one, deleted
+    (:func:`vaesae.readings.prune_sweep_records`) in every profile that has recorded a choice."""
+    from vaesae.readings import CHOICE_FILE, chosen_reading, prune_sweep_records
+
+    changed: dict[Path, tuple[str, str | None]] = {}
+    for choice in sorted(results_dir.glob(f"*/{CHOICE_FILE}")):
+        profile = choice.parent.name
+        digests = {p.resolve(): sha256_file(p) for p in (results_dir / profile).glob("*/seed*/*@*/" + FINAL)}
+        for path in prune_sweep_records(results_dir, profile, chosen_reading(results_dir, profile)):
+            changed[path] = (digests[path.resolve()], None)
+    return changed
+
+
 def update_manifests(results_dir: Path, changed: dict[Path, tuple[str, str | None]]) -> list[Path]:
     by_path = {p.resolve(): v for p, v in changed.items()}
     touched = []
@@ -128,11 +144,12 @@ def main(argv: list[str]) -> int:
     dirs = [Path(a) for a in argv] or [REPO_ROOT / "results"]
     for d in dirs:
         changed = convert(d)
+        changed.update(prune_sweeps(d))
         pages = rerender_html(d)
         changed.update(pages)
         touched = update_manifests(d, changed)
         n_del = sum(1 for v in changed.values() if v[1] is None)
-        print(f"{d}: {len(changed) - n_del - len(pages)} records rewritten, {n_del} duplicate k500 records deleted, "
+        print(f"{d}: {len(changed) - n_del - len(pages)} records rewritten, {n_del} records deleted (duplicate k500 records, unpublished readings' stage 2), "
               f"{len(pages)} notebook pages rendered compact, "
               f"{len(touched)} manifests updated")
     return 0

@@ -246,6 +246,24 @@ def resolve_reading(reading_sae: str, results_dir: str | Path, profile: str) -> 
 # training (notebook 10)
 
 
+def prune_sweep_records(results_dir: str | Path, profile: str, chosen: str) -> list[Path]:
+    """Delete the per-neuron records (``neurons_final.npz``) of the sweep's stage-2 runs under every reading other
+    than literal and ``chosen``, in every dataset and seed folder of ``profile``: the readings table and figure read
+    only ``epochs.csv`` and ``run.json``, and only the two published readings' neuron arrays reach a table (issue 17's
+    size budget; about 0.3-0.9 MB each). Their checkpoints, ``epochs.csv`` and ``run.json`` stay. Returns the files deleted."""
+    from .io import repo_path
+    from .records import FINAL
+
+    keep = {"literal", chosen}
+    gone = []
+    for path in sorted((repo_path(results_dir) / profile).glob(f"*/seed*/*@*/{FINAL}")):
+        _, reading = C.split_run_folder(path.parent.name)
+        if reading in C.SAE_READINGS and reading not in keep:
+            path.unlink()
+            gone.append(path)
+    return gone
+
+
 def chain_workers(n_chains: int, device: str = "auto", workers: int = 0) -> int:
     """How many (dataset, seed) chains train side by side: ``workers`` if given (> 0), else one process per chain
     on a GPU (they share it; under the CUDA MPS daemon that ``--jobs-per-gpu`` starts, 1.3x the throughput of one
