@@ -14,6 +14,8 @@ For every ``neurons_*.npz`` under each results directory:
 * ``neurons_k500.npz`` is deleted when it holds exactly its sibling ``neurons_final.npz`` (stage 2
   wrote the same record twice); otherwise the script stops.
 
+Every executed notebook with a page loses its large images to the page (``vaesae.nbhtml.strip_images``).
+
 Every executed notebook's page (``NN_*.html`` beside its ``.ipynb``) is rendered again from the
 notebook by :mod:`vaesae.nbhtml` (the same cells, outputs and embedded images, without nbconvert's
 265 KB JupyterLab stylesheet).
@@ -117,6 +119,21 @@ def prune_sweeps(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
     return changed
 
 
+def strip_notebooks(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
+    """Every executed notebook whose page exists loses its large images to the page
+    (:func:`vaesae.nbhtml.strip_images`); notebooks already stripped are left alone."""
+    from vaesae.nbhtml import strip_images
+
+    changed: dict[Path, tuple[str, str | None]] = {}
+    for nb in sorted(results_dir.rglob("[0-9][0-9]_*.ipynb")):
+        if nb.name.endswith(".FAILED.ipynb") or not nb.with_suffix(".html").is_file():
+            continue
+        old = sha256_file(nb)
+        if strip_images(nb):
+            changed[nb] = (old, sha256_file(nb))
+    return changed
+
+
 def update_manifests(results_dir: Path, changed: dict[Path, tuple[str, str | None]]) -> list[Path]:
     by_path = {p.resolve(): v for p, v in changed.items()}
     touched = []
@@ -147,10 +164,12 @@ def main(argv: list[str]) -> int:
         changed.update(prune_sweeps(d))
         pages = rerender_html(d)
         changed.update(pages)
+        stripped = strip_notebooks(d)
+        changed.update(stripped)
         touched = update_manifests(d, changed)
         n_del = sum(1 for v in changed.values() if v[1] is None)
-        print(f"{d}: {len(changed) - n_del - len(pages)} records rewritten, {n_del} records deleted (duplicate k500 records, unpublished readings' stage 2), "
-              f"{len(pages)} notebook pages rendered compact, "
+        print(f"{d}: {len(changed) - n_del - len(pages) - len(stripped)} records rewritten, {n_del} records deleted (duplicate k500 records, unpublished readings' stage 2), "
+              f"{len(pages)} notebook pages rendered compact, {len(stripped)} notebooks' images left to their pages, "
               f"{len(touched)} manifests updated")
     return 0
 

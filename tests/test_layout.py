@@ -62,3 +62,31 @@ def test_a_notebook_page_is_self_contained_and_small(tmp_path):
     page = render_file(tmp_path / "01_stage1_vae.ipynb").read_text()
     assert "Stage one" in page and "dead % 80.3" in page and f"data:image/png;base64,{png}" in page
     assert "<link" not in page and "<script src=" not in page and len(page.encode()) < 30_000
+
+
+def test_a_notebooks_large_images_live_in_its_page_only(tmp_path):
+    """nbhtml.strip_images: after the page is written the notebook keeps a pointer instead of each large image (small
+    ones stay), stays a valid notebook, and its page is never rendered again from it (the images would be lost)."""
+    import base64
+
+    import nbformat
+
+    from vaesae.nbhtml import IMAGE_MIN_BYTES, render_file, strip_images
+
+    big = base64.b64encode(bytes(range(256)) * (IMAGE_MIN_BYTES // 128)).decode()
+    small = base64.b64encode(b"\x89PNG" + b"\0" * 16).decode()
+    path = tmp_path / "07_figures.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig()", outputs=[
+        nbformat.v4.new_output("display_data", data={"image/png": big, "text/plain": "<Figure>"}),
+        nbformat.v4.new_output("display_data", data={"image/png": small, "text/plain": "<Icon>"})])]), str(path))
+    page = render_file(path)
+    assert strip_images(path) == 1 and strip_images(path) == 0   # a second pass finds nothing
+    nb = nbformat.read(str(path), as_version=4)
+    nbformat.validate(nb)
+    outs = nb.cells[0].outputs
+    assert "image/png" not in outs[0].data and "07_figures.html" in outs[0].data["text/plain"]
+    assert outs[1].data["image/png"] == small and nb.metadata["vaesae"]["images_in"] == "07_figures.html"
+    before = page.read_bytes()
+    assert f"data:image/png;base64,{big}" in before.decode()
+    render_file(path)
+    assert page.read_bytes() == before   # not overwritten from the stripped notebook

@@ -4,6 +4,11 @@ nbconvert's default (``lab``) template embeds JupyterLab's whole stylesheet (abo
 every page, ten times the size of a per-seed notebook's own content. This renders the notebook's
 cells and outputs with nbconvert's ``basic`` template (images stay embedded as data: URIs, so the
 page opens offline on its own) and adds a short stylesheet of our own plus the syntax colours.
+
+:func:`strip_images` then takes the large images out of the executed ``.ipynb`` (the page keeps them, and the
+figures are also saved as files under ``figures/``): each becomes a one-line pointer to the page, and the notebook's
+metadata ``vaesae.images_in`` names the page, which :func:`render_file` then never overwrites (issue 17's size
+budget: 06-08's notebooks stored every figure three times).
 """
 
 from __future__ import annotations
@@ -53,5 +58,37 @@ def render_file(executed: str | Path, out: str | Path | None = None) -> Path:
 
     executed = Path(executed)
     out = Path(out) if out is not None else executed.with_suffix(".html")
-    atomic_write_text(out, notebook_html(nbformat.read(str(executed), as_version=4), title=executed.stem))
+    nb = nbformat.read(str(executed), as_version=4)
+    if nb.metadata.get("vaesae", {}).get("images_in") and out.exists():
+        return out   # the page holds the images the notebook no longer does: keep it
+    atomic_write_text(out, notebook_html(nb, title=executed.stem))
     return out
+
+
+IMAGE_MIN_BYTES = 8_000   # smaller images (icons, tiny plots) stay in the notebook
+
+
+def strip_images(executed: str | Path, min_bytes: int = IMAGE_MIN_BYTES) -> int:
+    """Replace every image output of ``executed`` (an ``.ipynb`` whose page :func:`render_file` wrote) of at least
+    ``min_bytes`` (base64) with a pointer to the page, atomically; returns how many outputs changed (0: untouched)."""
+    import nbformat
+
+    from .io import atomic_write_text
+
+    executed = Path(executed)
+    page = executed.with_suffix(".html").name
+    nb = nbformat.read(str(executed), as_version=4)
+    n = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data") or {}
+            big = [k for k in data if k.startswith("image/") and len(data[k]) >= min_bytes]
+            for k in big:
+                del data[k]
+            if big:
+                data["text/plain"] = f"[figure: embedded in {page}, beside this notebook]"
+                n += 1
+    if n:
+        nb.metadata.setdefault("vaesae", {})["images_in"] = page
+        atomic_write_text(executed, nbformat.writes(nb) + "\n")
+    return n

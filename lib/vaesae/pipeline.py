@@ -748,10 +748,12 @@ class Runner:
 
 
 def _render_html(executed: Path) -> None:
-    """Render an executed notebook to HTML beside it (atomically; compact, see :mod:`vaesae.nbhtml`)."""
-    from .nbhtml import render_file
+    """Render an executed notebook to HTML beside it (atomically; compact, see :mod:`vaesae.nbhtml`), then take its
+    large images out of the notebook (they stay in the page)."""
+    from .nbhtml import render_file, strip_images
 
     render_file(executed)
+    strip_images(executed)   # the page keeps the images; the notebook points to it (the tree's size budget)
 
 
 def _parse_list(text: str, allowed: Iterable[str] | None, what: str) -> list[str]:
