@@ -1,5 +1,6 @@
 """The test tiers (tests/conftest.py): every test gets exactly one, collection refuses a test with none or two,
-and -m picks a tier. Runs pytest in-process (pytester) on small files with the project's conftest."""
+and -m picks a tier. Runs pytest in a subprocess (pytester) on small files with the project's conftest (in-process, their
+names, which are those of the real suite so that its table applies, would clash with the suite's own modules)."""
 
 from pathlib import Path
 
@@ -20,22 +21,22 @@ def test_the_tables_give_each_test_one_tier_and_m_selects_it(suite):
     suite.makepyfile(test_records="def test_a():\n    pass\n\ndef test_b():\n    pass\n",
                      test_faults="import pytest\n\ndef test_c():\n    pass\n\n@pytest.mark.integration\ndef test_d():\n    pass\n",
                      test_brand_new="import pytest\n\npytestmark = pytest.mark.integration\n\ndef test_x():\n    pass\n")
-    suite.runpytest("-m", "unit").assert_outcomes(passed=2, deselected=3)
-    result = suite.runpytest("-m", "integration", "-v")
+    suite.runpytest_subprocess("-m", "unit").assert_outcomes(passed=2, deselected=3)
+    result = suite.runpytest_subprocess("-m", "integration", "-v")
     result.assert_outcomes(passed=2, deselected=3)
     result.stdout.fnmatch_lines_random(["*test_faults.py::test_d PASSED*", "*test_brand_new.py::test_x PASSED*"])
 
 
 def test_a_test_without_a_tier_fails_collection(suite):
     suite.makepyfile(test_untiered="def test_orphan():\n    pass\n")
-    result = suite.runpytest("-m", "unit")
+    result = suite.runpytest_subprocess("-m", "unit")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*exactly one tier*", "*test_untiered.py::test_orphan: no tier*"])
 
 
 def test_a_test_with_two_tiers_fails_collection(suite):
     suite.makepyfile(test_records="import pytest\n\n@pytest.mark.unit\n@pytest.mark.e2e\ndef test_both():\n    pass\n")
-    result = suite.runpytest()
+    result = suite.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     line = next(x for x in result.stderr.lines if "test_records.py::test_both" in x)
     assert "tiers" in line and "unit" in line and "e2e" in line
@@ -43,6 +44,6 @@ def test_a_test_with_two_tiers_fails_collection(suite):
 
 def test_the_old_slow_marker_is_refused_with_the_new_names(suite):
     suite.makepyfile(test_records="def test_a():\n    pass\n")
-    result = suite.runpytest("-m", "not slow")
+    result = suite.runpytest_subprocess("-m", "not slow")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*'slow' marker is gone: use -m unit*"])

@@ -118,31 +118,26 @@ def _seed_of(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def reading_folder(run: str, reading: str) -> str:
-    """The folder of ``run`` under an SAE reading (``config.run_folder``: ``run@reading``, except the literal
-    reading's plain folders and stage 1, which has no SAE and is shared by every reading)."""
-    from .config import run_folder
-
-    return run_folder(run, reading)
-
-
 def study_readings(results_dir: str | Path, profile: str) -> list[str]:
     """The readings the study is published under (SPEC §6): literal, and the reading notebook 10 chose when one is
     recorded, is not literal and has Top-k stage-3 records of its own."""
+    from .config import run_folder
     from .readings import choice_path, chosen_reading
 
     out = ["literal"]
     if choice_path(results_dir, profile).is_file():
         chosen = chosen_reading(results_dir, profile)
         root = repo_path(results_dir) / profile
-        if chosen != "literal" and any(root.glob(f"*/seed*/{reading_folder('topk', chosen)}/epochs.csv")):
+        if chosen != "literal" and any(root.glob(f"*/seed*/{run_folder('topk', chosen)}/epochs.csv")):
             out.append(chosen)
     return out
 
 
 def load_study(results_dir: str | Path, profile: str, reading: str = "literal") -> Study:
-    """Every record of ``profile`` under one SAE ``reading`` (its runs read from :func:`reading_folder`; a run is
+    """Every record of ``profile`` under one SAE ``reading`` (its runs read from ``config.run_folder``; a run is
     named as under the literal reading, so every table and figure works on either)."""
+    from .config import run_folder
+
     root = repo_path(results_dir) / profile
     frames, runs, neurons, sources = [], {}, {}, set()
     for ds_dir in sorted(p for p in root.glob("*") if p.is_dir() and p.name in DATASET_LABEL):
@@ -151,7 +146,7 @@ def load_study(results_dir: str | Path, profile: str, reading: str = "literal") 
             if seed is None:
                 continue
             for run in R.names():   # read at call time: a row added to the registry is loaded too
-                run_dir = seed_dir / reading_folder(run, reading)
+                run_dir = seed_dir / run_folder(run, reading)
                 if not run_dir.is_dir():
                     continue
                 meta = {}
@@ -489,5 +484,5 @@ def write_tables(study: Study, results_dir: str | Path) -> dict[str, pd.DataFram
 def side_by_side(studies: Sequence[Study]) -> pd.DataFrame:
     """Table 1 of every reading, one block per reading (first column ``reading``): the paper's numbers beside ours
     under each reading of SPEC §6."""
-    return pd.concat([table1(s).assign(reading=s.reading)[["reading", *table1(s).columns]] for s in studies],
-                     ignore_index=True)
+    blocks = [table1(s) for s in studies]
+    return pd.concat([t.assign(reading=s.reading)[["reading", *t.columns]] for s, t in zip(studies, blocks)], ignore_index=True)
