@@ -9,6 +9,9 @@ For every ``neurons_*.npz`` under each results directory:
   bit; ``top_values`` equal in sign and within float16 rounding);
 * a compact ``neurons_final.npz`` that still keeps the top images of every neuron is rewritten with
   them for ``vaesae.records.top_rows`` only (checked: those rows equal, every other array unchanged);
+* a record whose ``mi_nats`` / ``neuron_entropy`` are float64 and can be float32 (``vaesae.records.narrowing_keeps``:
+  every thresholded count and the top rows unchanged) is rewritten with them float32 (checked: read back, they
+  are the float64 values rounded to float32, and every thresholded count in ``run.json`` still follows);
 * the stage-2 neuron records of notebook 10's readings other than literal and the chosen one are deleted
   (``vaesae.readings.prune_sweep_records``; nothing reads them);
 * ``neurons_k500.npz`` is deleted when it holds exactly its sibling ``neurons_final.npz`` (stage 2
@@ -36,7 +39,8 @@ import numpy as np
 
 from vaesae.io import REPO_ROOT, atomic_save_json, load_npz, sha256_file
 from vaesae.nbhtml import render_file
-from vaesae.records import FINAL, LEGACY_K500, expand, load_neurons, save_neurons, top_rows
+from vaesae.metrics import summarize
+from vaesae.records import FINAL, LEGACY_K500, NARROWED, expand, load_neurons, narrowing_keeps, save_neurons, top_rows
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -50,6 +54,9 @@ def _check(before: dict, after: dict, path: Path) -> None:
         w = after[k]
         if k.endswith("top_values"):
             ok = w.dtype == v.dtype and np.array_equal(np.sign(v), np.sign(w)) and np.allclose(w, v, rtol=1e-3, atol=0)
+        elif k.endswith(NARROWED) or k in ("mi", "latent_mi"):   # float32-rounded (mi follows from mi_nats)
+            ok = w.dtype == v.dtype and np.allclose(w, v, rtol=1e-6, atol=0) and (
+                not k.endswith(NARROWED) or np.array_equal(w, v.astype(np.float32).astype(np.float64)))
         else:
             ok = w.dtype == v.dtype and np.array_equal(v, w)
         if not ok:
@@ -73,18 +80,26 @@ def convert(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
         before = expand(stored)
         prune = "top_rows" not in stored and "top_indices" in stored and \
             len(top_rows(before)) < len(np.asarray(stored["top_indices"]))
-        if "mi" not in stored and "latent_mi" not in stored and not prune:
+        narrow = any(np.asarray(stored.get(p + "mi_nats", np.zeros(0, np.float32))).dtype == np.float64
+                     and narrowing_keeps(before, p) for p in ("", "latent_"))
+        if "mi" not in stored and "latent_mi" not in stored and not prune and not narrow:
             continue  # already compact
         save_neurons(path, before)
         after = load_neurons(path)
         if "top_rows" in after:   # only the kept rows' top images remain; the others read as -1 / 0
             rows = after.pop("top_rows")
+            if "top_rows" in before and not np.array_equal(before.pop("top_rows"), rows):
+                raise SystemExit(f"{path}: top_rows changed after the rewrite")
             others = np.setdiff1d(np.arange(len(after["top_indices"])), rows)
             if not ((after["top_indices"][others] == -1).all() and (after["top_values"][others] == 0).all()):
                 raise SystemExit(f"{path}: rows outside top_rows do not read as empty")
             for k in ("top_indices", "top_values"):
                 after[k][others] = before[k][others]
         _check(before, after, path)
+        for p in ("", "latent_"):
+            if p + "mi" in after and summarize(after[p + "activation_rates"], after[p + "mi"], after[p + "mi_nats"], after[p + "neuron_entropy"]) != \
+                    summarize(before[p + "activation_rates"], before[p + "mi"], before[p + "mi_nats"], before[p + "neuron_entropy"]):
+                raise SystemExit(f"{path}: a thresholded count changed after the rewrite")
         changed[path] = (old, sha256_file(path))
     return changed
 

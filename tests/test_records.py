@@ -7,7 +7,7 @@ from vaesae import metrics as M
 from vaesae import plots_metrics as pm
 from vaesae.errors import VaesaeError
 from vaesae.io import atomic_save_npz
-from vaesae.records import load_neurons, load_run_neurons, neurons_path, save_neurons
+from vaesae.records import load_neurons, load_run_neurons, narrowing_keeps, neurons_path, save_neurons
 
 
 def _record(n_neurons=64, n_samples=2000, seed=0):
@@ -29,6 +29,8 @@ def test_the_compact_record_reads_back_as_the_evaluation_wrote_it(tmp_path):
     with np.load(tmp_path / "neurons_final.npz", allow_pickle=False) as z:
         stored = set(z.files)
         assert z["top_indices"].dtype == np.uint16 and z["top_values"].dtype == np.float16
+        assert z["mi_nats"].dtype == z["neuron_entropy"].dtype == z["latent_mi_nats"].dtype == np.float32
+        assert z["activation_rates"].dtype == np.float64   # k / n_eval: float32 could flip a dead threshold
     assert "mi" not in stored and "latent_mi" not in stored and "mi_nats" in stored
     back = load_neurons(tmp_path / "neurons_final.npz")
     assert back.keys() - {"top_rows"} == arrays.keys()
@@ -38,9 +40,38 @@ def test_the_compact_record_reads_back_as_the_evaluation_wrote_it(tmp_path):
         got, want = (back[k][kept], v[kept]) if k in ("top_indices", "top_values") else (back[k], v)
         if k.endswith("top_values"):
             assert np.array_equal(got > 0, want > 0) and np.allclose(got, want, rtol=1e-3, atol=1e-4)
+        elif k.endswith(("mi_nats", "neuron_entropy")):   # stored float32, read back widened
+            assert np.array_equal(got, want.astype(np.float32).astype(np.float64)), k
+        elif k.endswith("mi"):   # derived from the float32-rounded mi_nats
+            assert np.allclose(got, want, rtol=1e-6, atol=0), k
         else:
-            assert np.array_equal(got, want), k   # mi derived bit for bit, the rest stored exactly
+            assert np.array_equal(got, want), k   # stored exactly
     # every count the tables print is that of the evaluation
+    assert M.summarize(back["activation_rates"], back["mi"], back["mi_nats"], back["neuron_entropy"]) == \
+        M.summarize(arrays["activation_rates"], arrays["mi"], arrays["mi_nats"], arrays["neuron_entropy"])
+
+
+@pytest.mark.parametrize("array", ["mi_nats", "neuron_entropy"])
+def test_mi_stays_float64_when_float32_would_move_a_neuron_across_a_threshold(array, tmp_path):
+    arrays = _record(seed=2)
+    fe = arrays["factor_entropy"]
+    if array == "mi_nats":   # MI/H(factor) a hair above 0.5: float32 rounds it to exactly 0.5, not > 0.5
+        fe[0] = 1.0
+        arrays["mi_nats"][3, 0] = 0.5 * (1 + 1e-12)
+        arrays["mi"] = arrays["mi_nats"] / fe[None, :]
+        assert arrays["mi"][3, 0] > 0.5 and np.float32(arrays["mi_nats"][3, 0]) / fe[0] <= 0.5
+    else:   # MI/H(neuron) a hair above 0.5: the neuron's entropy, rounded up in float32, takes it to <= 0.5
+        arrays["mi_nats"][5, 1] = 0.25
+        arrays["mi"] = arrays["mi_nats"] / fe[None, :]
+        arrays["neuron_entropy"][5] = 0.5 * (1 - 1e-12)
+        assert 0.25 / arrays["neuron_entropy"][5] > 0.5 and 0.25 / float(np.float32(arrays["neuron_entropy"][5])) <= 0.5
+    assert not narrowing_keeps(arrays)
+    save_neurons(tmp_path / "neurons_final.npz", arrays)
+    with np.load(tmp_path / "neurons_final.npz", allow_pickle=False) as z:
+        assert z["mi_nats"].dtype == z["neuron_entropy"].dtype == np.float64   # kept as computed
+        assert z["latent_mi_nats"].dtype == np.float32                            # the probe's narrowing is its own
+    back = load_neurons(tmp_path / "neurons_final.npz")
+    assert np.array_equal(back[array], arrays[array])
     assert M.summarize(back["activation_rates"], back["mi"], back["mi_nats"], back["neuron_entropy"]) == \
         M.summarize(arrays["activation_rates"], arrays["mi"], arrays["mi_nats"], arrays["neuron_entropy"])
 

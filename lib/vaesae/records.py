@@ -7,10 +7,14 @@ carry an identical ``neurons_k500.npz``; it is never needed).
 
 The stored layout (:func:`save_neurons`, ``np.savez_compressed``, atomic, ``allow_pickle=False``):
 
-* ``activation_rates`` [M], ``mi_nats`` [M, K], ``neuron_entropy`` [M], ``factor_entropy`` [K],
-  ``mig_per_factor`` [K]: float64 as computed. The rates are k / n_eval (float32 cannot hold them:
-  a threshold at such a fraction could flip), and the thresholded counts (MI/H > 0.5 and the
-  others of the threshold sweep) are then bit-for-bit those of the evaluation.
+* ``activation_rates`` [M], ``factor_entropy`` [K], ``mig_per_factor`` [K]: float64 as computed. The
+  rates are k / n_eval (float32 cannot hold them: a threshold at such a fraction could flip).
+* ``mi_nats`` [M, K] and ``neuron_entropy`` [M]: float32 (half the bytes of the largest array; the values
+  keep about 7 significant digits), **when nothing read from them changes** (:func:`narrowing_keeps`): every
+  thresholded count of the sweep (``vaesae.metrics.summarize``: MI/H(factor), MI in nats and MI/H(neuron) at
+  every specialisation threshold) and the kept ``top_rows`` are computed from the float32 values and must equal
+  those of the float64 ones; otherwise the record keeps float64. Read back, they are widened to float64, so
+  the thresholded counts are bit-for-bit those of the evaluation either way.
 * ``mi`` (MI normalised by the factor's entropy) is **not stored**: it is ``mi_nats / factor_entropy``
   and :func:`load_neurons` derives it exactly as :func:`vaesae.metrics.normalize_mi` does (the same
   IEEE division, so the same bits). Likewise ``latent_mi`` from ``latent_mi_nats``.
@@ -76,9 +80,45 @@ def neurons_path(run_dir: str | os.PathLike, which: str = "final") -> Path:
     return Path(run_dir) / FINAL
 
 
+NARROWED = ("mi_nats", "neuron_entropy")   # stored as float32 when :func:`narrowing_keeps` says so
+
+
+def _narrowed(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """``arrays`` with ``prefix + NARROWED`` rounded to float32 and widened back to float64 (what a reader gets)."""
+    out = dict(arrays)
+    for k in NARROWED:
+        out[prefix + k] = np.asarray(arrays[prefix + k]).astype(np.float32).astype(np.float64)
+    return out
+
+
+def narrowing_keeps(arrays: Mapping[str, np.ndarray], prefix: str = "") -> bool:
+    """Whether storing ``{prefix}mi_nats`` [M, K] and ``{prefix}neuron_entropy`` [M] as float32 leaves every thresholded
+    count of :func:`vaesae.metrics.summarize` (``{prefix}activation_rates`` [M], MI/H(factor) with ``factor_entropy``
+    [K], MI in nats, MI/H(neuron)) and, for the SAE, :func:`top_rows` exactly as the float64 arrays give them."""
+    from .metrics import summarize
+
+    needed = [prefix + k for k in ("activation_rates", "factor_entropy", *NARROWED)]
+    if not all(k in arrays for k in needed) or any(np.asarray(arrays[prefix + k]).dtype != np.float64 for k in NARROWED):
+        return False
+    rounded = _narrowed(arrays, prefix)
+
+    def counts(a: Mapping[str, np.ndarray]) -> dict:
+        nats, fe = np.asarray(a[prefix + "mi_nats"], np.float64), np.asarray(a[prefix + "factor_entropy"], np.float64)
+        return summarize(a[prefix + "activation_rates"], nats / fe[None, :], nats, a[prefix + "neuron_entropy"])
+
+    if counts(arrays) != counts(rounded):
+        return False
+    return prefix != "" or np.array_equal(top_rows(arrays), top_rows(rounded))
+
+
 def compact(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The arrays to store: derivable ones dropped, index and top-value arrays narrowed."""
+    """The arrays to store: derivable ones dropped, index and top-value arrays narrowed, MI and neuron
+    entropy float32 where :func:`narrowing_keeps`."""
     out = {k: np.asarray(v) for k, v in arrays.items()}
+    for p in _PREFIXES:
+        if narrowing_keeps(out, p):
+            for k in NARROWED:
+                out[p + k] = out[p + k].astype(np.float32)
     if {"top_indices", "top_values", "activation_rates", "mi_nats", "factor_entropy"} <= out.keys():
         m = len(out["activation_rates"])
         # a record read back (expand) carries its top_rows; a fresh evaluation gets them computed
@@ -118,6 +158,9 @@ def expand(stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         full_idx[rows], full_val[rows] = idx, val
         out["top_indices"], out["top_values"], out["top_rows"] = full_idx, full_val, rows
     for p in _PREFIXES:
+        for k in NARROWED:
+            if p + k in out and np.asarray(out[p + k]).dtype == np.float32:
+                out[p + k] = np.asarray(out[p + k]).astype(np.float64)
         if p + "mi" not in out and p + "mi_nats" in out and p + "factor_entropy" in out:
             nats = np.asarray(out[p + "mi_nats"], dtype=np.float64)
             out[p + "mi"] = nats / np.asarray(out[p + "factor_entropy"], dtype=np.float64)[None, :]
