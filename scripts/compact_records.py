@@ -63,9 +63,10 @@ def _check(before: dict, after: dict, path: Path) -> None:
             raise SystemExit(f"{path}: array {k} differs after the rewrite")
 
 
-def convert(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
-    """{path: (old sha256, new sha256 or None when deleted)} for every file changed."""
-    changed: dict[Path, tuple[str, str | None]] = {}
+def convert(results_dir: Path, changed: dict[Path, tuple[str, str | None]] | None = None) -> dict[Path, tuple[str, str | None]]:
+    """{path: (old sha256, new sha256 or None when deleted)} for every file changed, added to ``changed``
+    file by file (so that a check that stops the script leaves it complete up to that file)."""
+    changed = {} if changed is None else changed
     # the duplicates first, while both copies are still in the layout they were written in
     for path in sorted(results_dir.rglob("neurons_*.npz"), key=lambda p: (p.name != LEGACY_K500, p)):
         old = sha256_file(path)
@@ -85,6 +86,7 @@ def convert(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
         if "mi" not in stored and "latent_mi" not in stored and not prune and not narrow:
             continue  # already compact
         save_neurons(path, before)
+        changed[path] = (old, sha256_file(path))
         after = load_neurons(path)
         if "top_rows" in after:   # only the kept rows' top images remain; the others read as -1 / 0
             rows = after.pop("top_rows")
@@ -100,7 +102,6 @@ def convert(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
             if p + "mi" in after and summarize(after[p + "activation_rates"], after[p + "mi"], after[p + "mi_nats"], after[p + "neuron_entropy"]) != \
                     summarize(before[p + "activation_rates"], before[p + "mi"], before[p + "mi_nats"], before[p + "neuron_entropy"]):
                 raise SystemExit(f"{path}: a thresholded count changed after the rewrite")
-        changed[path] = (old, sha256_file(path))
     return changed
 
 
@@ -175,13 +176,18 @@ def update_manifests(results_dir: Path, changed: dict[Path, tuple[str, str | Non
 def main(argv: list[str]) -> int:
     dirs = [Path(a) for a in argv] or [REPO_ROOT / "results"]
     for d in dirs:
-        changed = convert(d)
-        changed.update(prune_sweeps(d))
-        pages = rerender_html(d)
-        changed.update(pages)
-        stripped = strip_notebooks(d)
-        changed.update(stripped)
-        touched = update_manifests(d, changed)
+        # every step adds what it changed as it goes, and the manifests follow even when a later step stops
+        # the script: a rerun finds those files already compact and would not know their old digests
+        changed: dict[Path, tuple[str, str | None]] = {}
+        try:
+            convert(d, changed)
+            changed.update(prune_sweeps(d))
+            pages = rerender_html(d)
+            changed.update(pages)
+            stripped = strip_notebooks(d)
+            changed.update(stripped)
+        finally:
+            touched = update_manifests(d, changed)
         n_del = sum(1 for v in changed.values() if v[1] is None)
         print(f"{d}: {len(changed) - n_del - len(pages) - len(stripped)} records rewritten, {n_del} records deleted (duplicate k500 records, unpublished readings' stage 2), "
               f"{len(pages)} notebook pages rendered compact, {len(stripped)} notebooks' images left to their pages, "

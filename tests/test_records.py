@@ -121,3 +121,39 @@ def test_top_images_are_kept_for_every_neuron_the_figure_can_pick(tmp_path):
     assert (back["top_indices"][others] == -1).all() and (back["top_values"][others] == 0).all()
     save_neurons(tmp_path / "b.npz", back)
     assert (tmp_path / "b.npz").read_bytes() == (tmp_path / "a.npz").read_bytes()
+
+
+def _compact_records():
+    import importlib.util
+    from vaesae.io import REPO_ROOT
+    spec = importlib.util.spec_from_file_location("compact_records", REPO_ROOT / "scripts" / "compact_records.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_compact_records_narrows_old_records_and_keeps_manifests_true_even_when_it_stops(tmp_path):
+    import json
+    from vaesae.io import sha256_file
+
+    cr = _compact_records()
+    res = tmp_path / "results"
+    a = res / "p/dsprites/seed1/topk"
+    a.mkdir(parents=True)
+    atomic_save_npz(a / "neurons_final.npz", **_record(seed=3))   # the old layout: float64, mi stored
+    # an executed notebook that cannot be read: the script stops at it, after the records were converted
+    (res / "p/01_x.ipynb").write_text("not a notebook")
+    (res / "p/01_x.html").write_text("<html></html>")
+    (res / "p/_manifest").mkdir(parents=True)
+    key = str((a / "neurons_final.npz").relative_to(tmp_path))
+    man = res / "p/_manifest/job.json"
+    man.write_text(json.dumps({"outputs": {key: sha256_file(a / "neurons_final.npz")}}))
+    with pytest.raises(Exception):
+        cr.main([str(res)])
+    with np.load(a / "neurons_final.npz", allow_pickle=False) as z:
+        assert z["mi_nats"].dtype == np.float32 and "mi" not in z.files
+    assert json.loads(man.read_text())["outputs"][key] == sha256_file(a / "neurons_final.npz")   # the manifest followed
+    (res / "p/01_x.ipynb").unlink()
+    before = sha256_file(a / "neurons_final.npz")
+    assert cr.main([str(res)]) == 0 and sha256_file(a / "neurons_final.npz") == before   # a second run changes nothing
+    assert json.loads(man.read_text())["outputs"][key] == before
