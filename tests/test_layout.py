@@ -1,28 +1,28 @@
 """The tracked tree's budget: the GPU machine copies the working tree and refuses one over 64 MiB,
 so the whole tracked tree (the paper study's records included) must stay under 40 MiB."""
 
-import os
-import subprocess
 import zipfile
 
 import pytest
 
+from vaesae.errors import VaesaeError
 from vaesae.io import REPO_ROOT
+from vaesae.treesize import BUDGET_MIB, tracked_sizes
 
-BUDGET_MIB = 40
+
+def _sizes() -> dict[str, int]:
+    try:
+        return tracked_sizes(REPO_ROOT)
+    except VaesaeError:
+        pytest.skip("not a git checkout (a copy of the tree): nothing tracked to measure")
 
 
 def _tracked() -> list[str]:
-    try:
-        out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True,
-                             env=dict(os.environ, GIT_OPTIONAL_LOCKS="0")).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout (a copy of the tree): nothing tracked to measure")
-    return [p for p in out.decode().split("\0") if p]
+    return list(_sizes())
 
 
 def test_the_tracked_tree_stays_under_its_budget():
-    sizes = {p: os.path.getsize(REPO_ROOT / p) for p in _tracked() if (REPO_ROOT / p).is_file()}
+    sizes = _sizes()
     total = sum(sizes.values())
     biggest = ", ".join(f"{p} {s / 2**20:.1f} MiB" for p, s in sorted(sizes.items(), key=lambda kv: -kv[1])[:8])
     assert total <= BUDGET_MIB * 2**20, (
@@ -90,3 +90,45 @@ def test_a_notebooks_large_images_live_in_its_page_only(tmp_path):
     assert f"data:image/png;base64,{big}" in before.decode()
     render_file(path)
     assert page.read_bytes() == before   # not overwritten from the stripped notebook
+
+
+def test_the_projection_counts_every_missing_run_and_page_at_its_committed_mean(tmp_path):
+    """vaesae.treesize: on a small checkout with two topk folders (sizes 100 and 300 bytes) and one page, every expected
+    folder and page not tracked is added at the mean of its own run (topk: 200) or, failing that, its kind or the
+    largest run's mean, and the sums are today's bytes plus those."""
+    import json
+    import subprocess
+
+    from vaesae import runs as R
+    from vaesae import treesize as T
+
+    base = tmp_path / "results/paper"
+    (base / "dsprites/seed42/topk").mkdir(parents=True)
+    (base / "dsprites/seed43/topk").mkdir(parents=True)
+    (base / "dsprites/seed42/topk/run.json").write_bytes(b"x" * 100)
+    (base / "dsprites/seed43/topk/run.json").write_bytes(b"x" * 300)
+    (base / "dsprites/seed42/03_stage3_topk.ipynb").write_bytes(b"x" * 50)
+    (base / "readings_choice.json").write_text(json.dumps({"chosen": "centred"}))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    m = T.measure(tmp_path, "paper")
+    want = T.expected("centred")
+    assert m["chosen_reading"] == "centred" and m["runs_committed"] == 2 and m["pages_committed"] == 1
+    assert m["runs_expected"] == len(want["runs"]) and "shapes3d/seed44/topk@centred" in want["runs"]
+    assert "dsprites/seed42/topk_lr_x10@centred" in want["runs"] and "dsprites/seed43/topk_lr_x10@centred" not in want["runs"]
+    assert "dsprites/seed43/stage2@standardised" in want["runs"] and "dsprites/seed43/stage2@centred" in want["runs"]
+    today = 100 + 300 + 50 + len((base / "readings_choice.json").read_bytes())
+    assert m["tracked_bytes"] == today
+    # every missing folder here costs 200 (topk's mean, the only run, kind and largest mean there is); every page 50
+    missing = (len(want["runs"]) - 2) * 200 + (len(want["pages"]) - 1) * 50
+    assert m["projected_add_bytes"] == missing and m["projected_bytes"] == today + missing
+    n_study = len(R.rows(group="study"))
+    assert len(want["runs"]) == 2 * 3 * (n_study + sum(r.chosen for r in R.rows(group="study"))
+                                         + sum(r.sweep for r in R.REGISTRY) * (len(T.SAE_READINGS) - 2) + len(R.rows(group="remedy"))) \
+        + 2 * len(R.rows(group="ablation"))
+
+
+def test_the_projection_outside_a_checkout_is_one_line(tmp_path):
+    from vaesae import treesize as T
+    with pytest.raises(VaesaeError, match="not a git checkout"):
+        T.tracked_sizes(tmp_path)

@@ -29,7 +29,7 @@ from .errors import VaesaeError, cli
 from .io import atomic_write_text
 
 TEMPLATES = Path(__file__).with_name("templates")
-README_PARTS = ("results-summary", "performance")
+README_PARTS = ("results-summary", "performance", "size")
 _MARK = re.compile(r"(<!-- BEGIN GENERATED (?P<name>[\w-]+) -->\n).*?(<!-- END GENERATED (?P=name) -->)", re.S)
 
 
@@ -311,6 +311,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     t7 = st.table7(S)
     bench_dir = Path(bench_dir) if bench_dir is not None else results_dir / "bench"
     bench = _bench(bench_dir)
+    tree_size = _bench_file(bench_dir, "tree_size")   # python -m vaesae.treesize
     reruns = _device_reruns(results_dir / profile, S)
     ablation_runs = sorted({r for (_, _, r) in S.runs if r in R.ablation_variants()})
     commits = sorted({str(m.get("git_commit", "?"))[:7] for m in S.runs.values()})
@@ -330,7 +331,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
-            "conv": _conv(bench_dir), "by_reading": _by_reading(results_dir, profile)}
+            "conv": _conv(bench_dir), "by_reading": _by_reading(results_dir, profile), "tree_size": tree_size}
 
 
 def renderers(S) -> dict[str, list[str]]:
