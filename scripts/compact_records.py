@@ -8,12 +8,12 @@ For every ``neurons_*.npz`` under each results directory:
   the rewrite is read back and checked against the original (every array equal, ``mi`` bit for
   bit; ``top_values`` equal in sign and within float16 rounding);
 * a compact ``neurons_final.npz`` that still keeps the top images of every neuron is rewritten with
-  them for ``vaesae.records.top_rows`` only (checked: those rows equal, every other array unchanged);
+  them for ``vaesae.metrics.records.top_rows`` only (checked: those rows equal, every other array unchanged);
 * ``neurons_k500.npz`` is deleted when it holds exactly its sibling ``neurons_final.npz`` (stage 2
   wrote the same record twice); otherwise the script stops.
 
 Every executed notebook's page (``NN_*.html`` beside its ``.ipynb``) is rendered again from the
-notebook by :mod:`vaesae.nbhtml` (the same cells, outputs and embedded images, without nbconvert's
+notebook by :mod:`vaesae.report.nbhtml` (the same cells, outputs and embedded images, without nbconvert's
 265 KB JupyterLab stylesheet).
 
 Then every ``<results>/<profile>/_manifest/*.json`` is updated: an output whose recorded SHA-256
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from vaesae.io import REPO_ROOT, atomic_save_json, load_npz, sha256_file
-from vaesae.nbhtml import render_file
-from vaesae.records import FINAL, LEGACY_K500, expand, load_neurons, save_neurons, top_rows
+from vaesae.report.nbhtml import render_file
+from vaesae.metrics.records import FINAL, LEGACY_K500, expand, load_neurons, save_neurons, top_rows
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -87,7 +87,7 @@ def convert(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
 
 def rerender_html(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
     """Every executed notebook's HTML (``NN_*.html`` beside its ``.ipynb``) rendered again by
-    :func:`vaesae.nbhtml.render_file` (the compact page); pages already compact are left alone."""
+    :func:`vaesae.report.nbhtml.render_file` (the compact page); pages already compact are left alone."""
     changed: dict[Path, tuple[str, str | None]] = {}
     for page in sorted(results_dir.rglob("[0-9][0-9]_*.html")):
         nb = page.with_suffix(".ipynb")

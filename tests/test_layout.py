@@ -31,7 +31,7 @@ def test_the_tracked_tree_stays_under_its_budget():
 
 
 def test_committed_neuron_records_are_compact():
-    """Every tracked neuron record is in the compact layout of vaesae.records: compressed, no ``mi``
+    """Every tracked neuron record is in the compact layout of vaesae.metrics.records: compressed, no ``mi``
     (derived on reading), and stage 2's k = 500 record is not stored a second time."""
     records = [p for p in _tracked() if p.endswith(".npz") and "/neurons_" in p]
     assert not [p for p in records if p.endswith("neurons_k500.npz")]
@@ -44,12 +44,12 @@ def test_committed_neuron_records_are_compact():
 
 def test_a_notebook_page_is_self_contained_and_small(tmp_path):
     """The executed notebook's HTML keeps its outputs and embedded images, links nothing, and carries
-    no 265 KB stylesheet (vaesae.nbhtml)."""
+    no 265 KB stylesheet (vaesae.report.nbhtml)."""
     import base64
 
     import nbformat
 
-    from vaesae.nbhtml import render_file
+    from vaesae.report.nbhtml import render_file
 
     png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
     nb = nbformat.v4.new_notebook(cells=[
