@@ -76,3 +76,19 @@ def test_a_forbidden_import_in_a_copy_of_the_package_is_caught(tmp_path):
     assert "Contracts: 1 kept, 2 broken." in out, out
     assert "vaesae.data.specs -> vaesae.analysis.study" in out, out
     assert "vaesae.sparsity.elastic -> vaesae.sparsity.batch_topk" in out, out
+
+
+MAX_FUNCTION_LINES = 80   # issue 20: small functions; the run is resolve -> build -> fit -> record
+
+
+def test_no_function_of_the_package_is_over_80_lines():
+    import ast
+
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(REPO)}::{node.name} ({n} lines)")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"

@@ -81,7 +81,7 @@ def study(tmp_path):
 def test_report_contents(study):
     results, figures = study
     path = report_page.build_report(results, figures, PROFILE)
-    assert path == results / PROFILE / "report_page.html"
+    assert path == results / PROFILE / "report.html"
     page = path.read_text()
     # data source stated prominently, before the verdicts
     assert "procedural stand-ins were used, not the real datasets" in page
@@ -174,7 +174,7 @@ def test_data_source_banner():
 def test_cli(study, capsys):
     results, figures = study
     assert report_cli.main(["--profile", PROFILE, "--results-dir", str(results), "--figures-dir", str(figures)]) == 0
-    assert (results / PROFILE / "report_page.html").exists()
+    assert (results / PROFILE / "report.html").exists()
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
         report_cli.main(["--profile", "nope", "--results-dir", str(results)])

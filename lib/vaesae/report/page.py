@@ -124,7 +124,7 @@ def _banner(sources: dict[str, list[str]]) -> dict[str, str]:
         return {"level": "warn", "title": "Data source: procedural stand-ins were used, not the real datasets",
                 "text": f"The results for {', '.join(proc)} come from the deterministic procedural stand-ins "
                         "(same factor grid, ordering and image format as the official files, rendered by "
-                        "lib/vaesae/render.py), not from the real dSprites / Shapes3D files. Numbers are "
+                        "lib/vaesae/data/render.py), not from the real dSprites / Shapes3D files. Numbers are "
                         f"therefore not directly comparable with the paper's. Per dataset \u2014 {per}."}
     return {"level": "ok", "title": "Data source: the real datasets",
             "text": f"Every run used the real, checksum-verified dataset files. Per dataset \u2014 {per}."}
