@@ -8,19 +8,19 @@ For every ``neurons_*.npz`` under each results directory:
   the rewrite is read back and checked against the original (every array equal, ``mi`` bit for
   bit; ``top_values`` equal in sign and within float16 rounding);
 * a compact ``neurons_final.npz`` that still keeps the top images of every neuron is rewritten with
-  them for ``vaesae.records.top_rows`` only (checked: those rows equal, every other array unchanged);
-* a record whose ``mi_nats`` / ``neuron_entropy`` are float64 and can be float32 (``vaesae.records.narrowing_keeps``:
+  them for ``vaesae.metrics.records.top_rows`` only (checked: those rows equal, every other array unchanged);
+* a record whose ``mi_nats`` / ``neuron_entropy`` are float64 and can be float32 (``vaesae.metrics.records.narrowing_keeps``:
   every thresholded count and the top rows unchanged) is rewritten with them float32 (checked: read back, they
-  are the float64 values rounded to float32, and every thresholded count in ``run.json`` still follows);
+  are the float64 values rounded to float32, and every thresholded count still follows);
 * the stage-2 neuron records of notebook 10's readings other than literal and the chosen one are deleted
-  (``vaesae.readings.prune_sweep_records``; nothing reads them);
+  (``vaesae.analysis.readings.prune_sweep_records``; nothing reads them);
 * ``neurons_k500.npz`` is deleted when it holds exactly its sibling ``neurons_final.npz`` (stage 2
   wrote the same record twice); otherwise the script stops.
 
-Every executed notebook with a page loses its large images to the page (``vaesae.nbhtml.strip_images``).
+Every executed notebook with a page loses its large images to the page (``vaesae.report.nbhtml.strip_images``).
 
 Every executed notebook's page (``NN_*.html`` beside its ``.ipynb``) is rendered again from the
-notebook by :mod:`vaesae.nbhtml` (the same cells, outputs and embedded images, without nbconvert's
+notebook by :mod:`vaesae.report.nbhtml` (the same cells, outputs and embedded images, without nbconvert's
 265 KB JupyterLab stylesheet).
 
 Then every ``<results>/<profile>/_manifest/*.json`` is updated: an output whose recorded SHA-256
@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from vaesae.io import REPO_ROOT, atomic_save_json, load_npz, sha256_file
-from vaesae.nbhtml import render_file
-from vaesae.metrics import summarize
-from vaesae.records import FINAL, LEGACY_K500, NARROWED, expand, load_neurons, narrowing_keeps, save_neurons, top_rows
+from vaesae.metrics.evaluate import summarize
+from vaesae.metrics.records import FINAL, LEGACY_K500, NARROWED, expand, load_neurons, narrowing_keeps, save_neurons, top_rows
+from vaesae.report.nbhtml import render_file
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -107,7 +107,7 @@ def convert(results_dir: Path, changed: dict[Path, tuple[str, str | None]] | Non
 
 def rerender_html(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
     """Every executed notebook's HTML (``NN_*.html`` beside its ``.ipynb``) rendered again by
-    :func:`vaesae.nbhtml.render_file` (the compact page); pages already compact are left alone."""
+    :func:`vaesae.report.nbhtml.render_file` (the compact page); pages already compact are left alone."""
     changed: dict[Path, tuple[str, str | None]] = {}
     for page in sorted(results_dir.rglob("[0-9][0-9]_*.html")):
         nb = page.with_suffix(".ipynb")
@@ -123,8 +123,8 @@ def rerender_html(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
 
 def prune_sweeps(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
     """Notebook 10's stage-2 neuron records of readings other than literal and the chosen one, deleted
-    (:func:`vaesae.readings.prune_sweep_records`) in every profile that has recorded a choice."""
-    from vaesae.readings import CHOICE_FILE, chosen_reading, prune_sweep_records
+    (:func:`vaesae.analysis.readings.prune_sweep_records`) in every profile that has recorded a choice."""
+    from vaesae.analysis.readings import CHOICE_FILE, chosen_reading, prune_sweep_records
 
     changed: dict[Path, tuple[str, str | None]] = {}
     for choice in sorted(results_dir.glob(f"*/{CHOICE_FILE}")):
@@ -137,8 +137,8 @@ def prune_sweeps(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
 
 def strip_notebooks(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
     """Every executed notebook whose page exists loses its large images to the page
-    (:func:`vaesae.nbhtml.strip_images`); notebooks already stripped are left alone."""
-    from vaesae.nbhtml import strip_images
+    (:func:`vaesae.report.nbhtml.strip_images`); notebooks already stripped are left alone."""
+    from vaesae.report.nbhtml import strip_images
 
     changed: dict[Path, tuple[str, str | None]] = {}
     for nb in sorted(results_dir.rglob("[0-9][0-9]_*.ipynb")):

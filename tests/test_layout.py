@@ -7,7 +7,7 @@ import pytest
 
 from vaesae.errors import VaesaeError
 from vaesae.io import REPO_ROOT
-from vaesae.treesize import BUDGET_MIB, tracked_sizes
+from vaesae.report.treesize import BUDGET_MIB, tracked_sizes
 
 
 def _sizes() -> dict[str, int]:
@@ -31,7 +31,7 @@ def test_the_tracked_tree_stays_under_its_budget():
 
 
 def test_committed_neuron_records_are_compact():
-    """Every tracked neuron record is in the compact layout of vaesae.records: compressed, no ``mi``
+    """Every tracked neuron record is in the compact layout of vaesae.metrics.records: compressed, no ``mi``
     (derived on reading), and stage 2's k = 500 record is not stored a second time."""
     records = [p for p in _tracked() if p.endswith(".npz") and "/neurons_" in p]
     assert not [p for p in records if p.endswith("neurons_k500.npz")]
@@ -44,12 +44,12 @@ def test_committed_neuron_records_are_compact():
 
 def test_a_notebook_page_is_self_contained_and_small(tmp_path):
     """The executed notebook's HTML keeps its outputs and embedded images, links nothing, and carries
-    no 265 KB stylesheet (vaesae.nbhtml)."""
+    no 265 KB stylesheet (vaesae.report.nbhtml)."""
     import base64
 
     import nbformat
 
-    from vaesae.nbhtml import render_file
+    from vaesae.report.nbhtml import render_file
 
     png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
     nb = nbformat.v4.new_notebook(cells=[
@@ -71,7 +71,7 @@ def test_a_notebooks_large_images_live_in_its_page_only(tmp_path):
 
     import nbformat
 
-    from vaesae.nbhtml import IMAGE_MIN_BYTES, render_file, strip_images
+    from vaesae.report.nbhtml import IMAGE_MIN_BYTES, render_file, strip_images
 
     big = base64.b64encode(bytes(range(256)) * (IMAGE_MIN_BYTES // 128)).decode()
     small = base64.b64encode(b"\x89PNG" + b"\0" * 16).decode()
@@ -93,14 +93,16 @@ def test_a_notebooks_large_images_live_in_its_page_only(tmp_path):
 
 
 def test_the_projection_counts_every_missing_run_and_page_at_its_committed_mean(tmp_path):
-    """vaesae.treesize: on a small checkout with two topk folders (sizes 100 and 300 bytes) and one page, every expected
+    """vaesae.report.treesize: on a small checkout with two topk folders (sizes 100 and 300 bytes) and one page, every expected
     folder and page not tracked is added at the mean of its own run (topk: 200) or, failing that, its kind or the
     largest run's mean, and the sums are today's bytes plus those."""
     import json
     import subprocess
 
     from vaesae import runs as R
-    from vaesae import treesize as T
+    from vaesae.config import SAE_READINGS
+    from vaesae.analysis import coverage
+    from vaesae.report import treesize as T
 
     base = tmp_path / "results/paper"
     (base / "dsprites/seed42/topk").mkdir(parents=True)
@@ -112,7 +114,7 @@ def test_the_projection_counts_every_missing_run_and_page_at_its_committed_mean(
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
     m = T.measure(tmp_path, "paper")
-    want = T.expected("centred")
+    want = coverage.expected("centred")
     assert m["chosen_reading"] == "centred" and m["runs_committed"] == 2 and m["pages_committed"] == 1
     assert m["runs_expected"] == len(want["runs"]) and "shapes3d/seed44/topk@centred" in want["runs"]
     assert "dsprites/seed42/topk_lr_x10@centred" in want["runs"] and "dsprites/seed43/topk_lr_x10@centred" not in want["runs"]
@@ -124,11 +126,11 @@ def test_the_projection_counts_every_missing_run_and_page_at_its_committed_mean(
     assert m["projected_add_bytes"] == missing and m["projected_bytes"] == today + missing
     n_study = len(R.rows(group="study"))
     assert len(want["runs"]) == 2 * 3 * (n_study + sum(r.chosen for r in R.rows(group="study"))
-                                         + sum(r.sweep for r in R.REGISTRY) * (len(T.SAE_READINGS) - 2) + len(R.rows(group="remedy"))) \
+                                         + sum(r.sweep for r in R.REGISTRY) * (len(SAE_READINGS) - 2) + len(R.rows(group="remedy"))) \
         + 2 * len(R.rows(group="ablation"))
 
 
 def test_the_projection_outside_a_checkout_is_one_line(tmp_path):
-    from vaesae import treesize as T
+    from vaesae.report import treesize as T
     with pytest.raises(VaesaeError, match="not a git checkout"):
         T.tracked_sizes(tmp_path)

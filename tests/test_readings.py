@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from vaesae import config as C, readings as R, study as st
+from vaesae import config as C
+from vaesae.analysis import readings as R, study as st
 from vaesae.errors import VaesaeError
 
 PROFILE = "smoke"

@@ -1,20 +1,20 @@
-"""The compact neuron records (vaesae.records): what is stored, what the one reader gives back."""
+"""The compact neuron records (vaesae.metrics.records): what is stored, what the one reader gives back."""
 
 import numpy as np
 import pytest
 
-from vaesae import metrics as M
-from vaesae import plots_metrics as pm
+from vaesae.metrics import common as M_common, evaluate as M_evaluate
+from vaesae.analysis import thresholds as pm
 from vaesae.errors import VaesaeError
 from vaesae.io import atomic_save_npz
-from vaesae.records import load_neurons, load_run_neurons, narrowing_keeps, neurons_path, save_neurons
+from vaesae.metrics.records import load_neurons, load_run_neurons, narrowing_keeps, neurons_path, save_neurons
 
 
 def _record(n_neurons=64, n_samples=2000, seed=0):
     rng = np.random.default_rng(seed)
     acts, f = pm.synthetic_activations("dsprites", rng, n_neurons=n_neurons, n_samples=n_samples)
     lat = np.maximum(rng.standard_normal((n_samples, 20)), 0).astype(np.float32)
-    res = M.compute_metrics(rng.standard_normal((n_samples, 10)), acts, f, latent_acts=lat,
+    res = M_evaluate.compute_metrics(rng.standard_normal((n_samples, 10)), acts, f, latent_acts=lat,
                             factor_names=[n for n, _ in pm.DATASET_FACTORS["dsprites"]])
     arrays = {k: v for k, v in res.items() if isinstance(v, np.ndarray)}
     arrays["val_active_count"] = rng.integers(0, 5, n_neurons).astype(np.int64)
@@ -47,8 +47,8 @@ def test_the_compact_record_reads_back_as_the_evaluation_wrote_it(tmp_path):
         else:
             assert np.array_equal(got, want), k   # stored exactly
     # every count the tables print is that of the evaluation
-    assert M.summarize(back["activation_rates"], back["mi"], back["mi_nats"], back["neuron_entropy"]) == \
-        M.summarize(arrays["activation_rates"], arrays["mi"], arrays["mi_nats"], arrays["neuron_entropy"])
+    assert M_evaluate.summarize(back["activation_rates"], back["mi"], back["mi_nats"], back["neuron_entropy"]) == \
+        M_evaluate.summarize(arrays["activation_rates"], arrays["mi"], arrays["mi_nats"], arrays["neuron_entropy"])
 
 
 @pytest.mark.parametrize("array", ["mi_nats", "neuron_entropy"])
@@ -72,8 +72,8 @@ def test_mi_stays_float64_when_float32_would_move_a_neuron_across_a_threshold(ar
         assert z["latent_mi_nats"].dtype == np.float32                            # the probe's narrowing is its own
     back = load_neurons(tmp_path / "neurons_final.npz")
     assert np.array_equal(back[array], arrays[array])
-    assert M.summarize(back["activation_rates"], back["mi"], back["mi_nats"], back["neuron_entropy"]) == \
-        M.summarize(arrays["activation_rates"], arrays["mi"], arrays["mi_nats"], arrays["neuron_entropy"])
+    assert M_evaluate.summarize(back["activation_rates"], back["mi"], back["mi_nats"], back["neuron_entropy"]) == \
+        M_evaluate.summarize(arrays["activation_rates"], arrays["mi"], arrays["mi_nats"], arrays["neuron_entropy"])
 
 
 def test_the_old_uncompressed_layout_still_reads(tmp_path):
@@ -105,16 +105,16 @@ def test_the_writer_is_deterministic_and_refuses_objects(tmp_path):
 def test_top_images_are_kept_for_every_neuron_the_figure_can_pick(tmp_path):
     """records.top_rows: at every dead threshold the TOP_ROWS_KEEP most specialised alive neurons keep their top
     images exactly; the other rows read as index -1 / value 0; reading and writing again changes nothing."""
-    from vaesae import intrinsic
-    from vaesae.records import TOP_ROWS_KEEP
+    from vaesae.metrics import alignment
+    from vaesae.metrics.records import TOP_ROWS_KEEP
 
     arrays = _record(n_neurons=400, seed=4)
     save_neurons(tmp_path / "a.npz", arrays)
     back = load_neurons(tmp_path / "a.npz")
     rows = set(back["top_rows"].tolist())
     assert TOP_ROWS_KEEP <= len(rows) < 400
-    for t in M.SPEC_THRESHOLDS["dead"]:
-        for neuron, _, _ in intrinsic.most_specialised(back, TOP_ROWS_KEEP, dead_threshold=t):
+    for t in M_common.SPEC_THRESHOLDS["dead"]:
+        for neuron, _, _ in alignment.most_specialised(back, TOP_ROWS_KEEP, dead_threshold=t):
             assert neuron in rows
             assert np.array_equal(back["top_indices"][neuron], arrays["top_indices"][neuron])
     others = sorted(set(range(400)) - rows)

@@ -45,7 +45,7 @@ DATASETS = ("dsprites", "shapes3d")
 DEFAULT_SEEDS = {"smoke": (42,), "quick": (42,), "paper": (42, 43, 44)}
 
 CHOSEN = "chosen"   # notebooks 02-05 with reading_sae="chosen": the reading notebook 10 recorded in its choice file
-CHOICE_FILE = "readings_choice.json"   # results/<profile>/readings_choice.json (vaesae.readings.CHOICE_FILE)
+CHOICE_FILE = "readings_choice.json"   # results/<profile>/readings_choice.json (vaesae.analysis.readings.CHOICE_FILE)
 SWEEP_NOTEBOOK = "10_readings"   # trains the registry's sweep runs (stage2, topk) under every non-literal reading
 
 # The notebooks as a graph: (notebook stem, scope, dependencies by stem). The run folders each one writes below the
@@ -748,9 +748,9 @@ class Runner:
 
 
 def _render_html(executed: Path) -> None:
-    """Render an executed notebook to HTML beside it (atomically; compact, see :mod:`vaesae.nbhtml`), then take its
-    large images out of the notebook (they stay in the page)."""
-    from .nbhtml import render_file, strip_images
+    """Render an executed notebook to HTML beside it (atomically; compact, see :mod:`vaesae.report.nbhtml`), then take
+    its large images out of the notebook (they stay in the page)."""
+    from .report.nbhtml import render_file, strip_images
 
     render_file(executed)
     strip_images(executed)   # the page keeps the images; the notebook points to it (the tree's size budget)
@@ -934,7 +934,7 @@ def _execute(st: _Study) -> int:
         if any(j.state == "done" for j in st.runner.jobs.values()) and (results_dir / args.profile / "report.html").exists():
             # 07_figures builds the report while its own notebook is still running; rebuild it now so that
             # it links every executed notebook, 07's rendering included (tables and figures are not redone)
-            from .report import build_report
+            from .report.page import build_report
 
             print(f"report: {_rel(build_report(results_dir, figures_dir, args.profile))}")
     return rc
