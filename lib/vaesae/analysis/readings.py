@@ -24,12 +24,13 @@ from typing import Any, Mapping, Sequence
 
 from .. import config as C
 from ..errors import VaesaeError
+from ..metrics.evaluate import dead_col, dead_pre_col
 
 
 DATASETS = ("dsprites", "shapes3d")
 DATASET_LABEL = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}
-DEAD = "dead_pct@0.001"          # dead on ã (post-top-k), activation rate < 0.001: the column the rule reads
-DEAD_PRE = "dead_pre_pct@0.001"  # dead on a = ReLU(pre) before top-k (SPEC §6's second count, reported, not selected)
+DEAD = dead_col()                # dead on ã (post-top-k), activation rate < 0.001: the column the rule reads
+DEAD_PRE = dead_pre_col()        # dead on a = ReLU(pre) before top-k (SPEC §6's second count, reported, not selected)
 CHOICE_FILE = "readings_choice.json"
 
 

@@ -21,24 +21,12 @@ from . import paper
 from .. import runs as R
 from ..errors import VaesaeError
 from ..io import repo_path
+from ..metrics.evaluate import dead_col, spec_col
 from ..metrics.records import load_neurons, neurons_path
 
 RUNS = R.names()   # every registered run (vaesae.runs): the study's, the remedies' (08) and the ablations' (09)
 DATASET_LABEL = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}
 METHOD_LABEL = {r.name: r.label for r in R.rows(group="study") if r.label}   # topk, extended, l1
-DEAD_DEFAULT, SPEC_DEFAULT = 0.001, 0.5
-
-
-def dead_col(t: float = DEAD_DEFAULT) -> str:
-    """The column of dead % at activation-rate threshold ``t`` (vaesae.metrics.evaluate.summarize's key): "dead_pct@0.001"."""
-    return f"dead_pct@{t:g}"
-
-
-def spec_col(t: float = SPEC_DEFAULT) -> str:
-    """The column of specialised neurons at MI / H(factor) threshold ``t``: "spec@0.5"."""
-    return f"spec@{t:g}"
-
-
 # The default columns, named once: every table, figure and verdict of the analysis reads these
 DEAD, SPEC = dead_col(), spec_col()
 

@@ -36,6 +36,7 @@ import pandas as pd  # noqa: E402
 
 from ..metrics import common, activity, mutual_info, evaluate  # noqa: E402
 from .. import runs as R  # noqa: E402
+from . import paper  # noqa: E402
 from .labels import legend_outside  # noqa: E402
 from ..errors import VaesaeError  # noqa: E402
 from ..io import atomic_write_text, repo_path  # noqa: E402
@@ -53,14 +54,8 @@ SPEC_T = common.SPEC_THRESHOLDS["specialized"]
 DEAD_T = common.SPEC_THRESHOLDS["dead"]
 SOURCE_NAMES = {"real": "real files", "procedural": "procedural stand-in", "synthetic": "SYNTHETIC demo records", "unknown": "unknown source"}
 
-# The paper's Table 4 (specialised, mean of 3 seeds) and Table 5 (dead %), as printed.
-try:
-    from .paper import TABLE4 as PAPER_TABLE4, TABLE5 as PAPER_TABLE5  # noqa: E402
-except ImportError:  # pragma: no cover - paper.py is part of the package
-    PAPER_TABLE4 = {"dsprites": {0.2: 2536, 0.3: 2124, 0.5: 555, 0.7: 29, 0.8: 4},
-                    "shapes3d": {0.2: 1313, 0.3: 1165, 0.5: 592, 0.7: 145, 0.8: 50}}
-    PAPER_TABLE5 = {"dsprites": {0.0005: 33.7, 0.001: 34.3, 0.002: 35.2, 0.005: 38.7, 0.01: 47.6},
-                    "shapes3d": {0.0005: 59.0, 0.001: 59.8, 0.002: 62.0, 0.005: 64.8, 0.01: 68.8}}
+# The paper's Table 4 (specialised, mean of 3 seeds) and Table 5 (dead %), as printed: vaesae.analysis.paper
+PAPER_TABLE4, PAPER_TABLE5 = paper.TABLE4, paper.TABLE5
 
 
 @dataclass

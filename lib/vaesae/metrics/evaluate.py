@@ -14,7 +14,7 @@ import torch
 
 from ..errors import VaesaeError
 from .activity import dead_fraction
-from .common import NUM_BINS, SPEC_THRESHOLDS, TOP_IMAGES, _as_tensor, _check_acts_torch, _check_codes_np, _check_factors_np, _check_factors_torch, _to_numpy
+from .common import DEFAULT_DEAD_THRESHOLD, DEFAULT_SPEC_THRESHOLD, NUM_BINS, SPEC_THRESHOLDS, TOP_IMAGES, _as_tensor, _check_acts_torch, _check_codes_np, _check_factors_np, _check_factors_torch, _to_numpy
 from .mig import mig_per_factor
 from .mutual_info import _neuron_stats, normalize_mi, specialized_count
 from .reconstruction import fraction_of_variance_unexplained
@@ -23,6 +23,21 @@ from .reconstruction import fraction_of_variance_unexplained
 def threshold_key(t: float) -> str:
     """How a threshold appears in column names: 0.001 -> "0.001", 0.5 -> "0.5"."""
     return f"{float(t):g}"
+
+
+def dead_col(t: float = DEFAULT_DEAD_THRESHOLD) -> str:
+    """The column of dead % at activation-rate threshold ``t`` (:func:`summarize`'s key): "dead_pct@0.001"."""
+    return f"dead_pct@{threshold_key(t)}"
+
+
+def dead_pre_col(t: float = DEFAULT_DEAD_THRESHOLD) -> str:
+    """The column of dead % on the activations before the sparsifier (SPEC §6's second count): "dead_pre_pct@0.001"."""
+    return f"dead_pre_pct@{threshold_key(t)}"
+
+
+def spec_col(t: float = DEFAULT_SPEC_THRESHOLD) -> str:
+    """The column of specialised neurons at MI / H(factor) threshold ``t`` (:func:`summarize`'s key): "spec@0.5"."""
+    return f"spec@{threshold_key(t)}"
 
 
 def summarize(
@@ -49,9 +64,9 @@ def summarize(
         raise VaesaeError(f"rates [M] and mi [M, K] do not match: shapes {tuple(r.shape)} and {tuple(a.shape)}")
     out: dict[str, float | int] = {f"{prefix}n_neurons": int(r.shape[0])}
     for t in dead_thresholds:
-        out[f"{prefix}dead_pct@{threshold_key(t)}"] = 100.0 * dead_fraction(r, t)
+        out[prefix + dead_col(t)] = 100.0 * dead_fraction(r, t)
     for t in spec_thresholds:
-        out[f"{prefix}spec@{threshold_key(t)}"] = specialized_count(a, t)
+        out[prefix + spec_col(t)] = specialized_count(a, t)
     if mi_nats is not None:
         nats = _to_numpy(mi_nats, "mi_nats").astype(np.float64)
         if nats.shape != a.shape:
@@ -262,7 +277,7 @@ def evaluate(
         rates = (got.pre_count.to(torch.float64) / n).cpu().numpy()
         result["pre_activation_rates"] = rates
         for t in SPEC_THRESHOLDS["dead"]:
-            result[f"dead_pre_pct@{threshold_key(t)}"] = 100.0 * dead_fraction(rates, t)
+            result[dead_pre_col(t)] = 100.0 * dead_fraction(rates, t)
     if got.h_sum is not None:
         result["sae_mse_h"] = got.h_sse / n
         result["sae_fvu"] = fraction_of_variance_unexplained(got.h_sse, got.h_sum.cpu().numpy(), got.h_sumsq, n)

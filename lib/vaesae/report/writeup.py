@@ -47,32 +47,30 @@ def _fmt_int(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.0f}"
 
 
-def _bench(bench_dir: Path) -> dict[str, Any] | None:
-    """The training benchmark JSON (``benchmark == "train"``) with the most rows, or None."""
-    best = None
-    for p in sorted(bench_dir.glob("*.json")) if bench_dir.is_dir() else []:
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(d, dict) and d.get("benchmark") == "train":
-            d = dict(d, _file=p.name)
-            if best is None or len(d.get("rows", [])) > len(best.get("rows", [])):
-                best = d
-    return best
-
-
-def _bench_file(bench_dir: Path, suffix: str) -> dict[str, Any] | None:
-    """The newest-named ``<device><suffix>.json`` of the benchmark (``_concurrent``: N runs on one GPU and the study
-    projection; ``_conv``: the convolution stacks' forms), with its file name, or None."""
-    for p in sorted(bench_dir.glob(f"*{suffix}.json"), reverse=True) if bench_dir.is_dir() else []:
+def _bench_jsons(bench_dir: Path, pattern: str = "*.json", *, newest_first: bool = False) -> list[dict[str, Any]]:
+    """Every readable JSON object under ``bench_dir`` matching ``pattern``, by file name (the newest-named first when
+    asked), each with its ``_file`` name; unreadable files are skipped."""
+    out = []
+    for p in sorted(bench_dir.glob(pattern), reverse=newest_first) if bench_dir.is_dir() else []:
         try:
             d = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         if isinstance(d, dict):
-            return dict(d, _file=p.name)
-    return None
+            out.append(dict(d, _file=p.name))
+    return out
+
+
+def _bench(bench_dir: Path) -> dict[str, Any] | None:
+    """The training benchmark JSON (``benchmark == "train"``) with the most rows (the first such by name), or None."""
+    train = [d for d in _bench_jsons(bench_dir) if d.get("benchmark") == "train"]
+    return max(train, key=lambda d: len(d.get("rows", [])), default=None)
+
+
+def _bench_file(bench_dir: Path, suffix: str) -> dict[str, Any] | None:
+    """The newest-named ``<device><suffix>.json`` of the benchmark (``_concurrent``: N runs on one GPU and the study
+    projection; ``_conv``: the convolution stacks' forms; ``tree_size``), with its file name, or None."""
+    return next(iter(_bench_jsons(bench_dir, f"*{suffix}.json", newest_first=True)), None)
 
 
 def _concurrent(bench_dir: Path) -> dict[str, Any] | None:
@@ -120,16 +118,12 @@ def _variants(bench: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 def _verify(bench_dir: Path) -> dict[str, Any] | None:
     """``bench verify``'s JSON (the fast path against the reference path over seeds), or None."""
-    for p in sorted(bench_dir.glob("*_verify_*.json")) if bench_dir.is_dir() else []:
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(d, dict) and d.get("benchmark") == "verify":
-            walls = d.get("chain_wall_s", {})
-            later = {k: [v for s, v in sorted(w.items()) if s != sorted(w)[0]] for k, w in walls.items()}
-            return dict(d, _file=p.name, later_wall={k: (min(v), max(v)) if v else None for k, v in later.items()})
-    return None
+    d = next((d for d in _bench_jsons(bench_dir, "*_verify_*.json") if d.get("benchmark") == "verify"), None)
+    if d is None:
+        return None
+    walls = d.get("chain_wall_s", {})
+    later = {k: [v for s, v in sorted(w.items()) if s != sorted(w)[0]] for k, w in walls.items()}
+    return dict(d, later_wall={k: (min(v), max(v)) if v else None for k, v in later.items()})
 
 
 def _trajectory(study, ds: str, run: str, col: str) -> dict[str, Any] | None:

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from .. import config as C
+from .. import runs as R
 from ..cliargs import Parser
 from ..config import READINGS, Config, get_config
 from ..errors import VaesaeError, cli
@@ -66,6 +67,7 @@ from ..io import atomic_save_json, atomic_torch_save, atomic_write_text, provena
 from .engine import StepEngine
 from ..model.hybrid import SAE, HybridVAESAE, bernoulli_nll, count_parameters, kl_standard_normal, squared_error
 from ..model.revival import Revival, revival_kinds
+from ..metrics.evaluate import dead_col
 from ..metrics.records import neurons_path, save_neurons
 from ..sparsity import base as S
 from ..sparsity.base import make_sparsifier
@@ -100,20 +102,24 @@ def stage_kind(stage: str) -> str:
 
 
 def input_run(stage: str) -> str | None:
-    kind = stage_kind(stage)
-    return {"stage1": None, "stage2": "stage1", "stage3": "stage2", "extended": "topk"}[kind]
+    """The run whose checkpoint ``stage`` trains from (the registry's ``from_run``; a sparsifier that is no registered
+    run is a stage 3 from stage 2)."""
+    stage_kind(stage)   # one-line error for an unknown stage
+    return R.get(stage).from_run if stage in R.names() else "stage2"
 
 
 def sparsifier_name(stage: str) -> str | None:
-    kind = stage_kind(stage)
-    return {"stage1": None, "stage2": "topk", "stage3": stage, "extended": "topk"}[kind]
+    """The sparsifier of ``stage``'s SAE (the registry's; an unregistered sparsifier name is its own)."""
+    stage_kind(stage)
+    return R.get(stage).sparsifier if stage in R.names() else stage
 
 
 def epoch_offset(stage: str, cfg: Config) -> int:
-    """Epochs before this run's first one in the pipeline (the 'global' epoch of its epoch 0)."""
-    kind = stage_kind(stage)
-    return {"stage1": 0, "stage2": cfg.epochs_stage1, "stage3": cfg.epochs_stage1 + cfg.epochs_stage2,
-            "extended": cfg.epochs_stage1 + cfg.epochs_stage2 + cfg.epochs_stage3}[kind]
+    """Epochs before this run's first one in the pipeline (the 'global' epoch of its epoch 0): the epochs of the runs
+    it trains from (:func:`vaesae.runs.lineage`)."""
+    chain = R.lineage(stage) if stage in R.names() else (*R.lineage("stage2"), stage)
+    stage_kind(stage)
+    return sum(cfg.epochs_for(r) for r in chain[:-1])
 
 
 def derive_seed(*parts: int) -> int:
@@ -677,7 +683,7 @@ def build_parts(model: HybridVAESAE, cfg: Config, kind: str, sp_name: str | None
     Without revival the boosts are zeroed."""
     params = _stage_params(model, kind)
     opt = _optimizer(params, cfg)
-    sp_stage = {"stage2": "stage2", "stage3": "stage3", "extended": "extended"}.get(kind)
+    sp_stage = None if kind == "stage1" else kind   # the sparsifier's schedule follows the kind of run
     sp = make_sparsifier(sp_name, cfg, stage=sp_stage, n_neurons=cfg.n_neurons) if sp_name else None
     lsp = make_sparsifier(sp_name, cfg, stage=sp_stage, n_neurons=cfg.latent_sae_neurons) if sp_name else None
     revival = Revival.from_config(cfg, cfg.n_neurons, device, rate_scale) if kind in revival_kinds(cfg) else None
@@ -756,8 +762,8 @@ def _postfix(state: Mapping[str, Any], last_eval: Mapping[str, float], loss: flo
     """The progress bars' postfix: the loss, the schedule and the last evaluation's dead %."""
     post = {"loss": f"{loss:.4g}"} if loss is not None else {}
     post.update({k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in state.items()})
-    if "dead_pct@0.001" in last_eval:
-        post["dead%"] = f"{last_eval['dead_pct@0.001']:.1f}"
+    if dead_col() in last_eval:
+        post["dead%"] = f"{last_eval[dead_col()]:.1f}"
     return post
 
 
