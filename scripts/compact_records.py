@@ -8,12 +8,19 @@ For every ``neurons_*.npz`` under each results directory:
   the rewrite is read back and checked against the original (every array equal, ``mi`` bit for
   bit; ``top_values`` equal in sign and within float16 rounding);
 * a compact ``neurons_final.npz`` that still keeps the top images of every neuron is rewritten with
-  them for ``vaesae.records.top_rows`` only (checked: those rows equal, every other array unchanged);
+  them for ``vaesae.metrics.records.top_rows`` only (checked: those rows equal, every other array unchanged);
+* a record whose ``mi_nats`` / ``neuron_entropy`` are float64 and can be float32 (``vaesae.metrics.records.narrowing_keeps``:
+  every thresholded count and the top rows unchanged) is rewritten with them float32 (checked: read back, they
+  are the float64 values rounded to float32, and every thresholded count still follows);
+* the stage-2 neuron records of notebook 10's readings other than literal and the chosen one are deleted
+  (``vaesae.analysis.readings.prune_sweep_records``; nothing reads them);
 * ``neurons_k500.npz`` is deleted when it holds exactly its sibling ``neurons_final.npz`` (stage 2
   wrote the same record twice); otherwise the script stops.
 
+Every executed notebook with a page loses its large images to the page (``vaesae.report.nbhtml.strip_images``).
+
 Every executed notebook's page (``NN_*.html`` beside its ``.ipynb``) is rendered again from the
-notebook by :mod:`vaesae.nbhtml` (the same cells, outputs and embedded images, without nbconvert's
+notebook by :mod:`vaesae.report.nbhtml` (the same cells, outputs and embedded images, without nbconvert's
 265 KB JupyterLab stylesheet).
 
 Then every ``<results>/<profile>/_manifest/*.json`` is updated: an output whose recorded SHA-256
@@ -31,8 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from vaesae.io import REPO_ROOT, atomic_save_json, load_npz, sha256_file
-from vaesae.nbhtml import render_file
-from vaesae.records import FINAL, LEGACY_K500, expand, load_neurons, save_neurons, top_rows
+from vaesae.metrics.evaluate import summarize
+from vaesae.metrics.records import FINAL, LEGACY_K500, NARROWED, expand, load_neurons, narrowing_keeps, save_neurons, top_rows
+from vaesae.report.nbhtml import render_file
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -46,15 +54,19 @@ def _check(before: dict, after: dict, path: Path) -> None:
         w = after[k]
         if k.endswith("top_values"):
             ok = w.dtype == v.dtype and np.array_equal(np.sign(v), np.sign(w)) and np.allclose(w, v, rtol=1e-3, atol=0)
+        elif k.endswith(NARROWED) or k in ("mi", "latent_mi"):   # float32-rounded (mi follows from mi_nats)
+            ok = w.dtype == v.dtype and np.allclose(w, v, rtol=1e-6, atol=0) and (
+                not k.endswith(NARROWED) or np.array_equal(w, v.astype(np.float32).astype(np.float64)))
         else:
             ok = w.dtype == v.dtype and np.array_equal(v, w)
         if not ok:
             raise SystemExit(f"{path}: array {k} differs after the rewrite")
 
 
-def convert(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
-    """{path: (old sha256, new sha256 or None when deleted)} for every file changed."""
-    changed: dict[Path, tuple[str, str | None]] = {}
+def convert(results_dir: Path, changed: dict[Path, tuple[str, str | None]] | None = None) -> dict[Path, tuple[str, str | None]]:
+    """{path: (old sha256, new sha256 or None when deleted)} for every file changed, added to ``changed``
+    file by file (so that a check that stops the script leaves it complete up to that file)."""
+    changed = {} if changed is None else changed
     # the duplicates first, while both copies are still in the layout they were written in
     for path in sorted(results_dir.rglob("neurons_*.npz"), key=lambda p: (p.name != LEGACY_K500, p)):
         old = sha256_file(path)
@@ -69,25 +81,33 @@ def convert(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
         before = expand(stored)
         prune = "top_rows" not in stored and "top_indices" in stored and \
             len(top_rows(before)) < len(np.asarray(stored["top_indices"]))
-        if "mi" not in stored and "latent_mi" not in stored and not prune:
+        narrow = any(np.asarray(stored.get(p + "mi_nats", np.zeros(0, np.float32))).dtype == np.float64
+                     and narrowing_keeps(before, p) for p in ("", "latent_"))
+        if "mi" not in stored and "latent_mi" not in stored and not prune and not narrow:
             continue  # already compact
         save_neurons(path, before)
+        changed[path] = (old, sha256_file(path))
         after = load_neurons(path)
         if "top_rows" in after:   # only the kept rows' top images remain; the others read as -1 / 0
             rows = after.pop("top_rows")
+            if "top_rows" in before and not np.array_equal(before.pop("top_rows"), rows):
+                raise SystemExit(f"{path}: top_rows changed after the rewrite")
             others = np.setdiff1d(np.arange(len(after["top_indices"])), rows)
             if not ((after["top_indices"][others] == -1).all() and (after["top_values"][others] == 0).all()):
                 raise SystemExit(f"{path}: rows outside top_rows do not read as empty")
             for k in ("top_indices", "top_values"):
                 after[k][others] = before[k][others]
         _check(before, after, path)
-        changed[path] = (old, sha256_file(path))
+        for p in ("", "latent_"):
+            if p + "mi" in after and summarize(after[p + "activation_rates"], after[p + "mi"], after[p + "mi_nats"], after[p + "neuron_entropy"]) != \
+                    summarize(before[p + "activation_rates"], before[p + "mi"], before[p + "mi_nats"], before[p + "neuron_entropy"]):
+                raise SystemExit(f"{path}: a thresholded count changed after the rewrite")
     return changed
 
 
 def rerender_html(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
     """Every executed notebook's HTML (``NN_*.html`` beside its ``.ipynb``) rendered again by
-    :func:`vaesae.nbhtml.render_file` (the compact page); pages already compact are left alone."""
+    :func:`vaesae.report.nbhtml.render_file` (the compact page); pages already compact are left alone."""
     changed: dict[Path, tuple[str, str | None]] = {}
     for page in sorted(results_dir.rglob("[0-9][0-9]_*.html")):
         nb = page.with_suffix(".ipynb")
@@ -98,6 +118,35 @@ def rerender_html(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
         new = sha256_file(page)
         if new != old:
             changed[page] = (old, new)
+    return changed
+
+
+def prune_sweeps(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
+    """Notebook 10's stage-2 neuron records of readings other than literal and the chosen one, deleted
+    (:func:`vaesae.analysis.readings.prune_sweep_records`) in every profile that has recorded a choice."""
+    from vaesae.analysis.readings import CHOICE_FILE, chosen_reading, prune_sweep_records
+
+    changed: dict[Path, tuple[str, str | None]] = {}
+    for choice in sorted(results_dir.glob(f"*/{CHOICE_FILE}")):
+        profile = choice.parent.name
+        digests = {p.resolve(): sha256_file(p) for p in (results_dir / profile).glob("*/seed*/*@*/" + FINAL)}
+        for path in prune_sweep_records(results_dir, profile, chosen_reading(results_dir, profile)):
+            changed[path] = (digests[path.resolve()], None)
+    return changed
+
+
+def strip_notebooks(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
+    """Every executed notebook whose page exists loses its large images to the page
+    (:func:`vaesae.report.nbhtml.strip_images`); notebooks already stripped are left alone."""
+    from vaesae.report.nbhtml import strip_images
+
+    changed: dict[Path, tuple[str, str | None]] = {}
+    for nb in sorted(results_dir.rglob("[0-9][0-9]_*.ipynb")):
+        if nb.name.endswith(".FAILED.ipynb") or not nb.with_suffix(".html").is_file():
+            continue
+        old = sha256_file(nb)
+        if strip_images(nb):
+            changed[nb] = (old, sha256_file(nb))
     return changed
 
 
@@ -127,13 +176,21 @@ def update_manifests(results_dir: Path, changed: dict[Path, tuple[str, str | Non
 def main(argv: list[str]) -> int:
     dirs = [Path(a) for a in argv] or [REPO_ROOT / "results"]
     for d in dirs:
-        changed = convert(d)
-        pages = rerender_html(d)
-        changed.update(pages)
-        touched = update_manifests(d, changed)
+        # every step adds what it changed as it goes, and the manifests follow even when a later step stops
+        # the script: a rerun finds those files already compact and would not know their old digests
+        changed: dict[Path, tuple[str, str | None]] = {}
+        try:
+            convert(d, changed)
+            changed.update(prune_sweeps(d))
+            pages = rerender_html(d)
+            changed.update(pages)
+            stripped = strip_notebooks(d)
+            changed.update(stripped)
+        finally:
+            touched = update_manifests(d, changed)
         n_del = sum(1 for v in changed.values() if v[1] is None)
-        print(f"{d}: {len(changed) - n_del - len(pages)} records rewritten, {n_del} duplicate k500 records deleted, "
-              f"{len(pages)} notebook pages rendered compact, "
+        print(f"{d}: {len(changed) - n_del - len(pages) - len(stripped)} records rewritten, {n_del} records deleted (duplicate k500 records, unpublished readings' stage 2), "
+              f"{len(pages)} notebook pages rendered compact, {len(stripped)} notebooks' images left to their pages, "
               f"{len(touched)} manifests updated")
     return 0
 

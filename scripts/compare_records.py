@@ -39,8 +39,10 @@ VOLATILE_KEYS = frozenset({
     "checkpoint_sha256", "input_sha256",
 })
 # time columns of epochs.csv, and the throughput column of the intrinsic comparison table (images per wall second)
-VOLATILE_COLUMNS = frozenset({"train_s", "eval_s", "wall_s", "cpu_s", "training img/s"})
-SKIPPED = frozenset({".ipynb", ".html", ".log", ".lock"})
+VOLATILE_COLUMNS = frozenset({"train_s", "eval_s", "wall_s", "cpu_s", "training img/s", "ours (min)"})   # + Table 7's minutes
+SKIPPED = frozenset({".ipynb", ".html", ".log", ".lock",
+                     # generated from the records compared here; what else they hold is wall time, img/s and commit names
+                     "FINDINGS.md", "index.json"})
 # the runner's bookkeeping: hashes of every output (executed notebooks and records with their timings included) and
 # Snakemake's state (metadata, logs, the job table)
 SKIPPED_DIRS = frozenset({"_manifest", ".snakemake"})

@@ -38,6 +38,7 @@ FILE_TIERS = {
     "test_ablation.py": "unit",
     "test_artifacts.py": "unit",
     "test_config_types.py": "unit",
+    "test_coverage.py": "unit",
     "test_dependencies.py": "unit",
     "test_download.py": "unit",
     "test_concurrent.py": "unit",
@@ -47,6 +48,7 @@ FILE_TIERS = {
     "test_faults.py": "e2e",
     "test_intrinsic.py": "unit",
     "test_io_nb.py": "unit",
+    "test_layers.py": "unit",   # lint-imports on the package and on a copy with a forbidden import: ~2 s
     "test_layout.py": "unit",
     "test_metrics.py": "unit",
     "test_model.py": "unit",

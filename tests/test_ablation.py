@@ -1,4 +1,4 @@
-"""vaesae.ablation: the ablations of Top-k stage 3 (initialisation seed, learning rate, optimiser; issue 9)."""
+"""vaesae.analysis.ablation: the ablations of Top-k stage 3 (initialisation seed, learning rate, optimiser; issue 9)."""
 
 import json
 
@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from vaesae import ablation, config, study, train
+from vaesae.training import ablations, train
+from vaesae.analysis import ablation, study
+from vaesae import config
 from vaesae.workflow import jobs as pipeline
 from vaesae.errors import VaesaeError
-from vaesae.records import load_neurons, load_run_neurons
-from vaesae.model import SAE
+from vaesae.metrics.records import load_neurons, load_run_neurons
+from vaesae.model.hybrid import SAE
 
 KW = dict(source="procedural", device="cpu", progress=False, log=None)
 
@@ -22,33 +24,33 @@ KW = dict(source="procedural", device="cpu", progress=False, log=None)
 @pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
 def test_variants_override_what_they_claim(profile):
     lr = config.get_config(profile).lr
-    assert ablation.overrides_for(ablation.variant("topk_lr_x0.1"), profile, 42) == {"lr": pytest.approx(lr * 0.1, rel=1e-12)}
-    assert ablation.overrides_for(ablation.variant("topk_lr_x10"), profile, 42) == {"lr": pytest.approx(lr * 10, rel=1e-12)}
-    assert ablation.overrides_for(ablation.variant("topk_adam"), profile, 43) == {"optimizer": "adam"}
-    init = ablation.variant("topk_init1")
-    assert ablation.overrides_for(init, profile, 42) == {"stage_seed": 1042}
-    assert ablation.overrides_for(init, profile, 44) == {"stage_seed": 1044}   # a new draw per training seed
-    assert ablation.init_seed_for(init, 42) == 1042 and ablation.init_seed_for(ablation.variant("topk_adam"), 42) is None
-    assert ablation.chain(init) == ("stage2_init1", "topk_init1") and ablation.chain(ablation.variant("topk_adam")) == ("topk_adam",)
-    assert ablation.overrides_for(ablation.variant("topk_lr_x0.1"), "smoke", 42)["lr"] == 1e-4   # rounded, not 1.0000000000000002e-4
+    assert ablations.overrides_for(ablations.variant("topk_lr_x0.1"), profile, 42) == {"lr": pytest.approx(lr * 0.1, rel=1e-12)}
+    assert ablations.overrides_for(ablations.variant("topk_lr_x10"), profile, 42) == {"lr": pytest.approx(lr * 10, rel=1e-12)}
+    assert ablations.overrides_for(ablations.variant("topk_adam"), profile, 43) == {"optimizer": "adam"}
+    init = ablations.variant("topk_init1")
+    assert ablations.overrides_for(init, profile, 42) == {"stage_seed": 1042}
+    assert ablations.overrides_for(init, profile, 44) == {"stage_seed": 1044}   # a new draw per training seed
+    assert ablations.init_seed_for(init, 42) == 1042 and ablations.init_seed_for(ablations.variant("topk_adam"), 42) is None
+    assert ablations.chain(init) == ("stage2_init1", "topk_init1") and ablations.chain(ablations.variant("topk_adam")) == ("topk_adam",)
+    assert ablations.overrides_for(ablations.variant("topk_lr_x0.1"), "smoke", 42)["lr"] == 1e-4   # rounded, not 1.0000000000000002e-4
 
 
 def test_every_ablation_run_folder_is_read_by_the_study(tmp_path):
     """The run folders the variants write are read back by the study loader; a folder it does not know is not."""
-    assert ablation.RUNS == ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
-    assert [r for v in ablation.VARIANTS for r in ablation.chain(ablation.variant(v))] == list(ablation.RUNS)
+    assert ablations.RUNS == ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
+    assert [r for v in ablations.VARIANTS for r in ablations.chain(ablations.variant(v))] == list(ablations.RUNS)
     results = tmp_path / "results"
     seed_dir = results / "smoke" / "dsprites" / "seed42"
-    for i, run in enumerate((*ablation.RUNS, "topk_sgd")):
+    for i, run in enumerate((*ablations.RUNS, "topk_sgd")):
         (seed_dir / run).mkdir(parents=True)
         (seed_dir / run / "run.json").write_text(json.dumps({"data_source": "procedural", "complete": True}))
         (seed_dir / run / "epochs.csv").write_text(f"epoch,dead_pct@0.001\n0,{10 + i}\n")
     S = study.load_study(results, "smoke")
-    assert set(S.runs) == {("dsprites", 42, r) for r in ablation.RUNS}
-    for i, run in enumerate(ablation.RUNS):
+    assert set(S.runs) == {("dsprites", 42, r) for r in ablations.RUNS}
+    for i, run in enumerate(ablations.RUNS):
         assert S.rows("dsprites", run)["dead_pct@0.001"].tolist() == [10 + i]
     with pytest.raises(VaesaeError, match="unknown ablation 'topk_sgd'"):
-        ablation.variant("topk_sgd")
+        ablations.variant("topk_sgd")
 
 
 def test_notebook_09s_job_declares_every_ablation_run_folder(tmp_path):
@@ -59,8 +61,8 @@ def test_notebook_09s_job_declares_every_ablation_run_folder(tmp_path):
                                   figures_dir=tmp_path / "figures", source="procedural", device="cpu")
     j9 = next(j for j in jobs if j.notebook.stem == "09_ablations")
     assert sorted(j9.record_dirs) == sorted(results / "smoke" / d / f"seed{s}" / r
-                                            for d in ("dsprites", "shapes3d") for s in (42, 43) for r in ablation.RUNS)
-    assert j9.params["variants"].split(",") == list(ablation.VARIANTS)   # the smoke profile trains them all
+                                            for d in ("dsprites", "shapes3d") for s in (42, 43) for r in ablations.RUNS)
+    assert j9.params["variants"].split(",") == list(ablations.VARIANTS)   # the smoke profile trains them all
 
 
 def test_redraw_sae_draws_other_weights_of_the_same_law():
@@ -98,8 +100,8 @@ def test_init_seed_and_from_run_are_refused_where_they_do_not_apply(tmp_path):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     results = tmp_path_factory.mktemp("ablation") / "results"
-    trained = ablation.ensure_baseline(["dsprites"], [42], "smoke", results_dir=results, **KW)
-    metas = ablation.train_ablations(["dsprites"], [42], "smoke", results_dir=results, variants=["topk_init1"], **KW)
+    trained = ablations.ensure_baseline(["dsprites"], [42], "smoke", results_dir=results, **KW)
+    metas = ablations.train_ablations(["dsprites"], [42], "smoke", results_dir=results, variants=["topk_init1"], **KW)
     return results, trained, metas
 
 
@@ -108,7 +110,7 @@ def test_the_init_seed_chain_trains_from_its_own_stage2(smoke):
     assert trained == [("dsprites", 42, "stage1"), ("dsprites", 42, "stage2"), ("dsprites", 42, "topk")]
     assert list(metas) == [("dsprites", 42, "stage2_init1"), ("dsprites", 42, "topk_init1")]
     seed_dir = results / "smoke" / "dsprites" / "seed42"   # the folders written are the ones the variant declares
-    assert {p.name for p in seed_dir.iterdir() if p.is_dir()} == {"stage1", "stage2", "topk", *ablation.chain(ablation.variant("topk_init1"))}
+    assert {p.name for p in seed_dir.iterdir() if p.is_dir()} == {"stage1", "stage2", "topk", *ablations.chain(ablations.variant("topk_init1"))}
     s2, s3 = metas[("dsprites", 42, "stage2_init1")], metas[("dsprites", 42, "topk_init1")]
     assert s2["complete"] and s3["complete"]
     assert s2["input_checkpoint"].endswith("seed42/stage1/final.pt")
@@ -126,7 +128,7 @@ def test_the_init_seed_chain_trains_from_its_own_stage2(smoke):
 
 def test_a_finished_ablation_is_skipped(smoke, capsys):
     results, _, metas = smoke
-    again = ablation.train_ablations(["dsprites"], [42], "smoke", results_dir=results, variants=["topk_init1"],
+    again = ablations.train_ablations(["dsprites"], [42], "smoke", results_dir=results, variants=["topk_init1"],
                                      **{**KW, "log": print})
     assert "already complete" in capsys.readouterr().out
     assert again == metas   # the records as they were written
@@ -165,7 +167,7 @@ def test_a_diverged_variant_is_recorded_and_named_in_the_table(smoke, monkeypatc
 
     monkeypatch.setattr(runs, "REGISTRY", tuple(dataclasses.replace(r, lr_factor=1e5) if r.name == "topk_lr_x10" else r
                                                 for r in runs.REGISTRY))
-    out = ablation.train_ablations(["dsprites"], [42], "smoke", results_dir=res, variants=["topk_lr_x10"], **KW)
+    out = ablations.train_ablations(["dsprites"], [42], "smoke", results_dir=res, variants=["topk_lr_x10"], **KW)
     meta = out[("dsprites", 42, "topk_lr_x10")]
     assert meta["complete"] is False and "the loss became nan" in meta["diverged"]
     on_disk = json.loads((res / "smoke" / "dsprites" / "seed42" / "topk_lr_x10" / "run.json").read_text())

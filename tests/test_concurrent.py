@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from vaesae import bench
+from vaesae.bench import (
+    steps as bench_steps, project as bench_project, cli as bench_cli, train as bench_train, concurrent as
+    bench_concurrent)
 from vaesae.errors import VaesaeError
 
 FAKE_MPS = """#!/bin/sh
@@ -35,7 +37,7 @@ TINY = ["--device", "cpu", "--profile", "smoke", "--datasets", "dsprites", "--st
 
 
 def test_concurrent_train_bench_on_cpu_writes_the_table_and_json(tmp_path, capsys):
-    assert bench.main(["train", *TINY, "--concurrent", "2", "--out", str(tmp_path)]) == 0
+    assert bench_cli.main(["train", *TINY, "--concurrent", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     res = json.loads(next(tmp_path.glob("*_concurrent.json")).read_text())
     conc = res["stage3_concurrent"]
@@ -56,17 +58,17 @@ def test_concurrent_train_bench_on_cpu_writes_the_table_and_json(tmp_path, capsy
 
 
 def test_concurrent_mps_rows_start_and_stop_the_daemon_once(fake_mps):
-    conc = bench.run_concurrent(device="cpu", dataset="dsprites", ns=(1,), window_s=0.2, mps_modes=(False, True),
+    conc = bench_concurrent.run_concurrent(device="cpu", dataset="dsprites", ns=(1,), window_s=0.2, mps_modes=(False, True),
                                 profile="smoke", n_images=64, warmup=1, chunk=1, threads=1)
     assert [(r["n"], r["mps"]) for r in conc["rows"]] == [(1, False), (1, True)]
     assert [ln.split()[0] for ln in fake_mps.read_text().splitlines()] == ["start", "quit"]
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
-    assert bench.concurrent_aggregates(conc).keys() == {"no_mps", "mps"}
+    assert bench_concurrent.concurrent_aggregates(conc).keys() == {"no_mps", "mps"}
 
 
 def test_concurrent_without_a_daemon_leaves_the_mps_rows_out_with_a_note(fake_mps, monkeypatch):
     monkeypatch.setenv("MPS_START_RC", "3")
-    conc = bench.run_concurrent(device="cpu", dataset="dsprites", ns=(1,), window_s=0.2, mps_modes=(True,),
+    conc = bench_concurrent.run_concurrent(device="cpu", dataset="dsprites", ns=(1,), window_s=0.2, mps_modes=(True,),
                                 profile="smoke", n_images=64, warmup=1, chunk=1, threads=1)
     assert conc["rows"] == [] and conc["notes"] == ["MPS: the control daemon did not start (exit status 3); running without MPS"]
 
@@ -74,28 +76,28 @@ def test_concurrent_without_a_daemon_leaves_the_mps_rows_out_with_a_note(fake_mp
 @pytest.mark.parametrize("bad, message", [("0", "at least 1"), ("1,x", "whole numbers")])
 def test_concurrent_rejects_bad_counts(bad, message, tmp_path):
     with pytest.raises(VaesaeError, match=message):
-        bench.cmd_train(bench.build_parser().parse_args(["train", *TINY, "--concurrent", bad, "--out", str(tmp_path)]))
+        bench_train.cmd_train(bench_cli.build_parser().parse_args(["train", *TINY, "--concurrent", bad, "--out", str(tmp_path)]))
 
 
 def test_scheduler_shares_a_gpu_by_the_measured_aggregate_and_waits_for_dependencies():
     two = [("a", 10.0, set()), ("b", 10.0, set())]
-    f = bench._factor({2: 150.0}, 100.0)                       # 2 runs together: 1.5x one run
+    f = bench_project._factor({2: 150.0}, 100.0)                       # 2 runs together: 1.5x one run
     assert f(1) == 1.0 and f(2) == 1.5 and f(3) == 1.5
-    assert bench.simulate_wall(two, 1, 1, f) == pytest.approx(20.0)
-    assert bench.simulate_wall(two, 1, 2, f) == pytest.approx(20.0 / 1.5)
-    assert bench.simulate_wall(two, 2, 1, f) == pytest.approx(10.0)
+    assert bench_project.simulate_wall(two, 1, 1, f) == pytest.approx(20.0)
+    assert bench_project.simulate_wall(two, 1, 2, f) == pytest.approx(20.0 / 1.5)
+    assert bench_project.simulate_wall(two, 2, 1, f) == pytest.approx(10.0)
     chain = [("a", 10.0, set()), ("b", 5.0, {"a"}), ("c", 10.0, set())]
     # a and c share the GPU (rate 0.75 each) until both end at 13.33 s, then b runs alone
-    assert bench.simulate_wall(chain, 1, 2, f) == pytest.approx(20.0 / 1.5 + 5.0)
+    assert bench_project.simulate_wall(chain, 1, 2, f) == pytest.approx(20.0 / 1.5 + 5.0)
 
 
 def test_study_projection_counts_every_run_and_the_pipelines_serial_jobs():
-    tp = {d: {"stage1": 2e5, "stage2": 2e5, "stage3": 1e5} for d in bench.N_TRAIN}
-    study = bench.project_study(tp, 0.1)
+    tp = {d: {"stage1": 2e5, "stage2": 2e5, "stage3": 1e5} for d in bench_steps.N_TRAIN}
+    study = bench_project.project_study(tp, 0.1)
     # per dataset and seed: stage 1, and per reading 2 stage 2s (one for the init-seed ablation) and 11 runs of stage-3
     # length or more (Top-k, extended, L1, 4 remedies, 4 ablations)
     assert study["runs"] == 2 * 3 * (1 + 2 * 13)
-    runs = bench.study_runs(tp, 0.1)
+    runs = bench_project.study_runs(tp, 0.1)
     assert sum(r["seconds"] for r in runs) / 60 == pytest.approx(study["gpu_min_alone"])
     alone = {(r["graph"], r["gpus"]): r["wall_min"] for r in study["rows"]}
     assert alone[("pipeline", 1)] == pytest.approx(study["gpu_min_alone"]) == pytest.approx(alone[("per_run", 1)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import os
@@ -16,8 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from vaesae import data
-from vaesae.data import BatchIterator, eval_indices, factor_grid, load_dataset, to_float
+from vaesae.data import (
+    loader as data_loader, specs as data_specs, files as data_files, download as data_download, cli as data_cli)
+from vaesae.data.loader import BatchIterator, eval_indices, load_dataset, to_float
+from vaesae.data.specs import factor_grid
 from vaesae.errors import VaesaeError
 from vaesae.io import sha256_file
 
@@ -32,7 +35,7 @@ SHAPES_SIZES = (2, 2, 3, 2, 4, 3)     # 288 images
 # writing small files in the official formats
 
 
-def _marked_images(spec: data.DatasetSpec) -> np.ndarray:
+def _marked_images(spec: data_specs.DatasetSpec) -> np.ndarray:
     """Images that carry their own index, so reads can be checked."""
     n = spec.n
     idx = np.arange(n)
@@ -54,12 +57,12 @@ def _decode_marks(name: str, imgs: np.ndarray) -> np.ndarray:
     return imgs[:, 0, 0, 0].astype(np.int64) + 256 * imgs[:, 0, 0, 1].astype(np.int64)
 
 
-def _grid_values(spec: data.DatasetSpec) -> np.ndarray:
+def _grid_values(spec: data_specs.DatasetSpec) -> np.ndarray:
     classes = factor_grid([f.size for f in spec.file_factors])
     return np.stack([f.values[classes[:, j]] for j, f in enumerate(spec.file_factors)], axis=1)
 
 
-def write_dsprites(path: Path, spec: data.DatasetSpec, *, compressed: bool = True, metadata=None, **override) -> Path:
+def write_dsprites(path: Path, spec: data_specs.DatasetSpec, *, compressed: bool = True, metadata=None, **override) -> Path:
     arrays = {
         "imgs": _marked_images(spec),
         "latents_classes": factor_grid([f.size for f in spec.file_factors]).astype(np.int64),
@@ -75,7 +78,7 @@ def write_dsprites(path: Path, spec: data.DatasetSpec, *, compressed: bool = Tru
     return path
 
 
-def write_shapes(path: Path, spec: data.DatasetSpec, **override) -> Path:
+def write_shapes(path: Path, spec: data_specs.DatasetSpec, **override) -> Path:
     arrays = {"images": _marked_images(spec), "labels": _grid_values(spec)}
     for key, value in override.items():
         if value is None:
@@ -90,15 +93,15 @@ def write_shapes(path: Path, spec: data.DatasetSpec, **override) -> Path:
 
 def record(path: Path) -> None:
     """Record the file's SHA-256 as a download would (so structural checks are reached)."""
-    data._write_record(path, sha256_file(path))
+    data_files._write_record(path, sha256_file(path))
 
 
 @pytest.fixture
 def small(monkeypatch):
     """Replace both specs with reduced grids; returns them."""
-    specs = {"dsprites": data.SPECS["dsprites"].reduced(DSPRITES_SIZES), "shapes3d": data.SPECS["shapes3d"].reduced(SHAPES_SIZES)}
+    specs = {"dsprites": data_specs.SPECS["dsprites"].reduced(DSPRITES_SIZES), "shapes3d": data_specs.SPECS["shapes3d"].reduced(SHAPES_SIZES)}
     for name, spec in specs.items():
-        monkeypatch.setitem(data.SPECS, name, spec)
+        monkeypatch.setitem(data_specs.SPECS, name, spec)
     return specs
 
 
@@ -144,7 +147,7 @@ def test_index_to_factor_is_c_order(name, n, sizes, rng):
 
 
 def test_describe_names_the_renderer_of_procedural_data():
-    from vaesae.render import RENDERER_VERSION
+    from vaesae.data.render import RENDERER_VERSION
 
     for name in ("dsprites", "shapes3d"):
         d = load_dataset(name, "procedural").describe()
@@ -152,7 +155,7 @@ def test_describe_names_the_renderer_of_procedural_data():
 
 
 def test_factor_names_and_official_value_grids():
-    d, s = data.SPECS["dsprites"], data.SPECS["shapes3d"]
+    d, s = data_specs.SPECS["dsprites"], data_specs.SPECS["shapes3d"]
     assert d.factor_names == ("shape", "scale", "orientation", "posX", "posY")  # colour dropped
     assert s.factor_names == ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
     np.testing.assert_allclose(s.file_factors[0].values, np.arange(10) / 10)
@@ -185,7 +188,7 @@ def test_eval_indices_are_fixed_validation_images():
     assert len(ev) == 10_000 and np.all(np.diff(ev) > 0)
     assert np.all(np.isin(ev, ds.split()[1]))
     np.testing.assert_array_equal(ev, eval_indices(load_dataset("shapes3d", "procedural")))
-    assert not np.array_equal(ev, eval_indices(ds, seed=data.EVAL_SEED + 1))
+    assert not np.array_equal(ev, eval_indices(ds, seed=data_specs.EVAL_SEED + 1))
     with pytest.raises(VaesaeError):
         eval_indices(ds, n=10**6)
 
@@ -210,7 +213,7 @@ def test_real_dsprites_round_trip(tmp_path, small, compressed):
 
 
 def test_real_shapes3d_round_trip_dense_and_sparse_reads(real_shapes, small, monkeypatch):
-    monkeypatch.setattr(data._Shapes3DFile, "BLOCK", 32)  # both the slab and the point-read paths
+    monkeypatch.setattr(data_files._Shapes3DFile, "BLOCK", 32)  # both the slab and the point-read paths
     ds = load_dataset("shapes3d", "auto", root=real_shapes.parent)
     assert ds.source == "real" and ds.factors.shape == (288, 6)
     np.testing.assert_array_equal(ds.factors, factor_grid(SHAPES_SIZES))
@@ -218,7 +221,7 @@ def test_real_shapes3d_round_trip_dense_and_sparse_reads(real_shapes, small, mon
     imgs = ds.images(idx)
     assert imgs.shape == (len(idx), 64, 64, 3) and imgs.dtype == np.uint8
     np.testing.assert_array_equal(_decode_marks("shapes3d", imgs), idx)
-    monkeypatch.setattr(data.Dataset, "READ_CHUNK", 7)
+    monkeypatch.setattr(data_loader.Dataset, "READ_CHUNK", 7)
     np.testing.assert_array_equal(ds.images_torch(idx, "cpu").numpy(), imgs)
 
 
@@ -232,7 +235,7 @@ def test_dsprites_metadata_pickle_is_never_unpickled(tmp_path, small):
     record(path)
     ds = load_dataset("dsprites", "real", root=tmp_path)
     ds.images(np.arange(len(ds)))
-    data.validate_file("dsprites", path, full=True)
+    data_files.validate_file("dsprites", path, full=True)
     assert not (tmp_path / "UNPICKLED").exists()
 
 
@@ -301,7 +304,7 @@ def test_damaged_dsprites_file_is_one_line_error(tmp_path, small, case, match):
         ds.images([0])  # image bytes are decoded on first use
     _one_line(exc)
     with pytest.raises(VaesaeError, match=match):
-        data.validate_file("dsprites", path, full=True)
+        data_files.validate_file("dsprites", path, full=True)
 
 
 @pytest.mark.parametrize("case, match", [
@@ -349,26 +352,26 @@ def test_checksum_mismatch_is_one_line_and_leaves_the_file(real_dsprites):
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 1
     path.write_bytes(bytes(raw))
-    rec = data._record_path(path).read_text()
+    rec = data_files._record_path(path).read_text()
     for source in ("auto", "real"):
         with pytest.raises(VaesaeError, match="fails its checksum") as exc:
             load_dataset("dsprites", source, root=path.parent)
         _one_line(exc)
     assert path.read_bytes() == bytes(raw)  # left as it was
-    assert data._record_path(path).read_text() == rec
+    assert data_files._record_path(path).read_text() == rec
 
 
 def test_verified_stamp_skips_rehash_of_an_unchanged_file(real_shapes, monkeypatch):
     load_dataset("shapes3d", "real", root=real_shapes.parent)
-    assert data._stamp_path(real_shapes).exists()
+    assert data_files._stamp_path(real_shapes).exists()
 
     def no_hash(path, *a, **k):
         raise AssertionError("re-hashed an unchanged file")
 
-    monkeypatch.setattr(data, "sha256_file", no_hash)
+    monkeypatch.setattr(data_files, "sha256_file", no_hash)
     assert load_dataset("shapes3d", "real", root=real_shapes.parent).source == "real"
     with pytest.raises(AssertionError):  # verify always re-hashes
-        data.verify_checksum(real_shapes, rehash=True)
+        data_files.verify_checksum(real_shapes, rehash=True)
 
 
 def test_file_without_record_is_refused_until_recorded(tmp_path, small):
@@ -377,8 +380,8 @@ def test_file_without_record_is_refused_until_recorded(tmp_path, small):
     with pytest.raises(VaesaeError, match="verify dsprites --record") as exc:
         load_dataset("dsprites", "auto", root=tmp_path)
     _one_line(exc)
-    sha = data.record("dsprites", tmp_path)
-    assert data.read_record(path) == sha == sha256_file(path)
+    sha = data_download.record("dsprites", tmp_path)
+    assert data_files.read_record(path) == sha == sha256_file(path)
     assert load_dataset("dsprites", "auto", root=tmp_path).source == "real"
 
 
@@ -526,13 +529,13 @@ def test_download_validates_renames_and_records(tmp_path, small, server, monkeyp
     spec = small["dsprites"]
     write_dsprites(www / spec.filename, spec)
     root = tmp_path / "data"
-    monkeypatch.setitem(data.SPECS, "dsprites", data.dataclasses.replace(spec, url=f"{base}/{spec.filename}"))
-    path = data.download("dsprites", root, progress=False)
+    monkeypatch.setitem(data_specs.SPECS, "dsprites", dataclasses.replace(spec, url=f"{base}/{spec.filename}"))
+    path = data_download.download("dsprites", root, progress=False)
     assert path == root / spec.filename and path.read_bytes() == (www / spec.filename).read_bytes()
-    assert data.read_record(path) == sha256_file(path)
+    assert data_files.read_record(path) == sha256_file(path)
     assert sorted(p.name for p in root.iterdir() if p.name.endswith(".part")) == []
     assert load_dataset("dsprites", "auto", root=root).source == "real"
-    data.download("dsprites", root, progress=False)  # already there: verified, kept
+    data_download.download("dsprites", root, progress=False)  # already there: verified, kept
 
 
 def test_download_of_a_bad_file_installs_nothing(tmp_path, small, server, monkeypatch):
@@ -540,9 +543,9 @@ def test_download_of_a_bad_file_installs_nothing(tmp_path, small, server, monkey
     spec = small["shapes3d"]
     (www / spec.filename).write_bytes(b"not an hdf5 file")
     root = tmp_path / "data"
-    monkeypatch.setitem(data.SPECS, "shapes3d", data.dataclasses.replace(spec, url=f"{base}/{spec.filename}"))
+    monkeypatch.setitem(data_specs.SPECS, "shapes3d", dataclasses.replace(spec, url=f"{base}/{spec.filename}"))
     with pytest.raises(VaesaeError, match="not valid.*procedural stand-in") as exc:
-        data.download("shapes3d", root, progress=False)
+        data_download.download("shapes3d", root, progress=False)
     _one_line(exc)
     assert list(root.iterdir()) == []
 
@@ -552,21 +555,21 @@ def test_download_refuses_to_touch_a_file_that_fails_verification(real_dsprites)
     real_dsprites.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
     before = real_dsprites.read_bytes()
     with pytest.raises(VaesaeError, match="fails its checksum.*--force"):
-        data.download("dsprites", real_dsprites.parent, progress=False)
+        data_download.download("dsprites", real_dsprites.parent, progress=False)
     assert real_dsprites.read_bytes() == before
 
 
 @pytest.mark.parametrize("url", ["http://example.org/x.npz", "ftp://example.org/x.npz", "file:///etc/passwd"])
 def test_only_https_addresses_are_used(url):
     with pytest.raises(VaesaeError, match="only HTTPS"):
-        data._check_url(url)
-    data._check_url("https://example.org/x.npz")
-    data._check_url("http://127.0.0.1:8000/x.npz")
+        data_download._check_url(url)
+    data_download._check_url("https://example.org/x.npz")
+    data_download._check_url("http://127.0.0.1:8000/x.npz")
 
 
 def _cli(capsys, *argv) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exc:
-        data.main(list(argv))
+        data_cli.main(list(argv))
     out, err = capsys.readouterr()
     return exc.value.code, out, err
 
@@ -587,7 +590,7 @@ def test_cli_bad_input_exits_2_with_one_line(capsys, tmp_path, monkeypatch, argv
 
 def test_cli_download_without_network_names_the_fallback(capsys, tmp_path, small, monkeypatch):
     spec = small["dsprites"]
-    monkeypatch.setitem(data.SPECS, "dsprites", data.dataclasses.replace(spec, url=f"http://127.0.0.1:{_free_port()}/x.npz"))
+    monkeypatch.setitem(data_specs.SPECS, "dsprites", dataclasses.replace(spec, url=f"http://127.0.0.1:{_free_port()}/x.npz"))
     code, _, err = _cli(capsys, "download", "dsprites", "--root", str(tmp_path))
     assert code == 2 and err.count("\n") == 1
     assert "download of dsprites" in err and "failed" in err and "procedural stand-in" in err
@@ -595,10 +598,10 @@ def test_cli_download_without_network_names_the_fallback(capsys, tmp_path, small
 
 
 def test_cli_info_and_verify(capsys, real_shapes):
-    data.main(["info", "shapes3d", "--root", str(real_shapes.parent)])
+    data_cli.main(["info", "shapes3d", "--root", str(real_shapes.parent)])
     out = capsys.readouterr().out
     assert "source:  real" in out and "orientation" in out and "288 images" in out
-    data.main(["verify", "shapes3d", "--root", str(real_shapes.parent)])
+    data_cli.main(["verify", "shapes3d", "--root", str(real_shapes.parent)])
     assert "verified" in capsys.readouterr().out
 
 
@@ -614,7 +617,7 @@ def test_cli_as_a_module_prints_no_traceback(tmp_path):
 
 
 def test_data_figures_are_written_with_the_source_in_the_name(real_dsprites, tmp_path):
-    from vaesae import plots
+    from vaesae.analysis import plots
 
     ds = load_dataset("dsprites", "real", root=real_dsprites.parent)
     mean, n = plots.pixel_density(ds, None, batch=50)

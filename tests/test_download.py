@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaesae import data
-from vaesae.data import factor_grid, load_dataset
+from vaesae.data import specs as data_specs, files as data_files, download as data_download, cli as data_cli
+from vaesae.data.specs import factor_grid
+from vaesae.data.loader import load_dataset
 from vaesae.errors import VaesaeError
 from vaesae.io import sha256_file
 
 SIZES = (1, 3, 2, 4, 3, 2)   # a reduced dSprites grid over every file column: 144 images
 
 
-def _write_small_dsprites(path: Path, spec: data.DatasetSpec) -> Path:
+def _write_small_dsprites(path: Path, spec: data_specs.DatasetSpec) -> Path:
     classes = factor_grid([f.size for f in spec.file_factors])
     values = np.stack([f.values[classes[:, j]] for j, f in enumerate(spec.file_factors)], axis=1)
     imgs = np.zeros((spec.n, 64, 64), np.uint8)
@@ -41,10 +42,10 @@ def _md5(path: Path) -> str:
 @pytest.fixture
 def small(tmp_path, monkeypatch):
     """A reduced dSprites spec whose official address is unreachable, and the file a fake server holds."""
-    spec = data.SPECS["dsprites"].reduced(SIZES)
+    spec = data_specs.SPECS["dsprites"].reduced(SIZES)
     src = _write_small_dsprites(tmp_path / "www" / spec.filename, spec)
     spec = dataclasses.replace(spec, url=f"https://example.invalid/{spec.filename}")
-    monkeypatch.setitem(data.SPECS, "dsprites", spec)
+    monkeypatch.setitem(data_specs.SPECS, "dsprites", spec)
     return spec, src
 
 
@@ -64,13 +65,13 @@ def _serve(monkeypatch, src: Path, *, fail: BaseException | None = None, partial
 
         return fake
 
-    monkeypatch.setattr(data, "_downloader", factory)
+    monkeypatch.setattr(data_download, "_downloader", factory)
     return calls
 
 
-def _with_hash(monkeypatch, spec: data.DatasetSpec, known_hash: str | None) -> data.DatasetSpec:
+def _with_hash(monkeypatch, spec: data_specs.DatasetSpec, known_hash: str | None) -> data_specs.DatasetSpec:
     spec = dataclasses.replace(spec, known_hash=known_hash)
-    monkeypatch.setitem(data.SPECS, "dsprites", spec)
+    monkeypatch.setitem(data_specs.SPECS, "dsprites", spec)
     return spec
 
 
@@ -81,7 +82,7 @@ def _one_line(exc_info) -> str:
 
 
 def test_official_specs_carry_a_published_hash_in_poochs_form():
-    for spec in data.SPECS.values():
+    for spec in data_specs.SPECS.values():
         alg, _, digest = spec.known_hash.partition(":")
         assert alg in ("md5", "sha256") and re.fullmatch(r"[0-9a-f]+", digest)
         assert len(digest) == {"md5": 32, "sha256": 64}[alg]
@@ -95,10 +96,10 @@ def test_download_checks_the_published_hash_and_installs_atomically(tmp_path, sm
     _with_hash(monkeypatch, spec, f"{alg}:{digest}")
     calls = _serve(monkeypatch, src)
     root = tmp_path / "data"
-    path = data.download("dsprites", root)
+    path = data_download.download("dsprites", root)
     assert calls == [(spec.url, False)]            # pooch's progress bar is off unless asked
     assert path == root / spec.filename and path.read_bytes() == src.read_bytes()
-    assert data.read_record(path) == sha256_file(path)
+    assert data_files.read_record(path) == sha256_file(path)
     assert sorted(p.name for p in root.iterdir()) == sorted([spec.filename, f"{spec.filename}.sha256",
                                                             f".{spec.filename}.verified.json"])
     assert path.stat().st_mode & 0o044  # readable like any other data file, not pooch's owner-only temporary
@@ -112,7 +113,7 @@ def test_a_hash_mismatch_is_one_line_and_leaves_no_partial_file(tmp_path, small,
     _serve(monkeypatch, src)
     root = tmp_path / "data"
     with pytest.raises(VaesaeError, match="not the published one.*nothing was installed.*procedural stand-in") as exc:
-        data.download("dsprites", root)
+        data_download.download("dsprites", root)
     _one_line(exc)
     assert list(root.iterdir()) == []              # neither the file, nor pooch's temporary, nor the staging folder
     assert load_dataset("dsprites", "auto", root=root).source == "procedural"
@@ -127,7 +128,7 @@ def test_a_broken_transfer_is_one_line_and_leaves_nothing(tmp_path, small, monke
     _serve(monkeypatch, src, fail=fail, partial=True)
     root = tmp_path / "data"
     with pytest.raises(VaesaeError, match=match) as exc:
-        data.download("dsprites", root)
+        data_download.download("dsprites", root)
     _one_line(exc)
     assert list(root.iterdir()) == []
 
@@ -136,13 +137,13 @@ def test_a_present_file_needs_no_network(tmp_path, small, monkeypatch):
     spec, src = small
     _serve(monkeypatch, src)
     root = tmp_path / "data"
-    data.download("dsprites", root)
+    data_download.download("dsprites", root)
 
     def no_network(url, progress):
         raise AssertionError("the network was used")
 
-    monkeypatch.setattr(data, "_downloader", no_network)
-    assert data.download("dsprites", root) == root / spec.filename   # verified and kept
+    monkeypatch.setattr(data_download, "_downloader", no_network)
+    assert data_download.download("dsprites", root) == root / spec.filename   # verified and kept
     for source in ("auto", "real", "procedural"):
         load_dataset("dsprites", source, root=root)
     load_dataset("dsprites", "auto", root=tmp_path / "empty")           # absent: the stand-in, no download
@@ -153,19 +154,19 @@ def test_force_replaces_a_damaged_file_only_after_the_new_one_verifies(tmp_path,
     _with_hash(monkeypatch, spec, "md5:" + _md5(src))
     _serve(monkeypatch, src)
     root = tmp_path / "data"
-    path = data.download("dsprites", root)
+    path = data_download.download("dsprites", root)
     raw = path.read_bytes()
     path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
     damaged = path.read_bytes()
     with pytest.raises(VaesaeError, match="fails its checksum.*--force"):
-        data.download("dsprites", root)
+        data_download.download("dsprites", root)
     _with_hash(monkeypatch, spec, "md5:" + "0" * 32)
     with pytest.raises(VaesaeError, match="not the published one"):
-        data.download("dsprites", root, force=True)
+        data_download.download("dsprites", root, force=True)
     assert path.read_bytes() == damaged             # a failed forced download leaves the old file as it was
     _with_hash(monkeypatch, spec, "md5:" + _md5(src))
-    data.download("dsprites", root, force=True)
-    assert path.read_bytes() == src.read_bytes() and data.read_record(path) == sha256_file(path)
+    data_download.download("dsprites", root, force=True)
+    assert path.read_bytes() == src.read_bytes() and data_files.read_record(path) == sha256_file(path)
 
 
 def test_cli_download_prints_one_line_and_takes_progress(tmp_path, small, monkeypatch, capsys):
@@ -173,7 +174,7 @@ def test_cli_download_prints_one_line_and_takes_progress(tmp_path, small, monkey
     calls = _serve(monkeypatch, src)
     pooch_logger = logging.getLogger("pooch")
     level = pooch_logger.level
-    assert data.main(["download", "dsprites", "--root", str(tmp_path / "a"), "--progress"]) == 0
+    assert data_cli.main(["download", "dsprites", "--root", str(tmp_path / "a"), "--progress"]) == 0
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and err.startswith("dsprites: saved ")   # pooch's own log is quiet
     assert calls == [(spec.url, True)] and pooch_logger.level == level
@@ -187,8 +188,8 @@ def test_record_of_a_copied_file_checks_the_published_hash(tmp_path, small, monk
     shutil.copyfile(src, path)
     _with_hash(monkeypatch, spec, "md5:" + "0" * 32)
     with pytest.raises(VaesaeError, match="is not the published dsprites file.*nothing was recorded") as exc:
-        data.record("dsprites", root)
+        data_download.record("dsprites", root)
     _one_line(exc)
-    assert not data._record_path(path).exists()
+    assert not data_files._record_path(path).exists()
     _with_hash(monkeypatch, spec, "md5:" + _md5(src))
-    assert data.record("dsprites", root) == sha256_file(path)
+    assert data_download.record("dsprites", root) == sha256_file(path)

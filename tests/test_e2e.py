@@ -101,7 +101,7 @@ def test_the_intrinsic_comparison_has_every_sparsifier_and_a_verdict(smoke_study
 
 
 def test_the_ablation_table_has_the_baseline_and_every_variant(smoke_study):
-    from vaesae.ablation import VARIANTS
+    from vaesae.training.ablations import VARIANTS
 
     tmp, _ = smoke_study
     abl = pd.read_csv(tmp / "results" / "smoke" / "tables" / "ablation.csv", keep_default_na=False)
@@ -114,7 +114,7 @@ def test_the_ablation_table_has_the_baseline_and_every_variant(smoke_study):
 
 def test_the_readings_choice_table_and_figure(smoke_study):
     from vaesae.config import SAE_READINGS
-    from vaesae.readings import COLUMNS, RULE
+    from vaesae.analysis.readings import COLUMNS, RULE
 
     tmp, _ = smoke_study
     root = tmp / "results" / "smoke"

@@ -1,4 +1,4 @@
-"""The speed paths of vaesae.fast compute the same function as the plain reference (issue #6).
+"""The speed paths of vaesae.training.engine compute the same function as the plain reference (issue #6).
 
 CPU tests run everywhere; the CUDA ones (bf16 autocast, CUDA graphs, fused clipping) run where a
 GPU is present (the device machine) and are skipped elsewhere.
@@ -10,14 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaesae import bench, train
+from vaesae.bench import (
+    project as bench_project, steps as bench_steps, cli as bench_cli, train as bench_train, verify as bench_verify)
+from vaesae.training import train
 from vaesae.config import SAE_READINGS, get_config
-from vaesae.data import to_float
+from vaesae.data.loader import to_float
 from vaesae.errors import VaesaeError
-from vaesae.fast import REFERENCE_SPEED, StepEngine, speed_settings
-from vaesae.model import HybridVAESAE, sparse_decode
-from vaesae.revival import Revival, revival_kinds
-from vaesae.sparsity import REMEDIES, SPARSIFIERS, make_sparsifier
+from vaesae.training.engine import REFERENCE_SPEED, StepEngine, speed_settings
+from vaesae.model.hybrid import HybridVAESAE, sparse_decode
+from vaesae.model.revival import Revival, revival_kinds
+from vaesae.sparsity.base import REMEDIES, SPARSIFIERS, make_sparsifier
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
@@ -166,7 +168,7 @@ def test_remedies_are_capturable_and_update_their_state_in_place(name):
 
 
 def test_benchmark_reference_is_the_same_function_as_the_training_step():
-    """The benchmark's hand-written reference loss equals vaesae.train.step_stage3 on the same weights."""
+    """The benchmark's hand-written reference loss equals vaesae.training.train.step_stage3 on the same weights."""
     cfg, model, sp, lsp, params, opt, rev, data = _setup("cpu")
     ctx, state, lstate = _ctx(sp, lsp)
     x = to_float(data[0])
@@ -174,12 +176,12 @@ def test_benchmark_reference_is_the_same_function_as_the_training_step():
         torch.manual_seed(5)
         ours = float(train.step_stage3(model, x, cfg, ctx)[0])
         torch.manual_seed(5)
-        ref = float(bench.reference_stage3_loss(model, x, int(state["k"]), int(lstate["k_latent"]), cfg))
+        ref = float(bench_steps.reference_stage3_loss(model, x, int(state["k"]), int(lstate["k_latent"]), cfg))
     assert ref == pytest.approx(ours, rel=1e-6)
     # and it is not trivially so: another k gives another loss
     with torch.no_grad():
         torch.manual_seed(5)
-        other = float(bench.reference_stage3_loss(model, x, 1, int(lstate["k_latent"]), cfg))
+        other = float(bench_steps.reference_stage3_loss(model, x, 1, int(lstate["k_latent"]), cfg))
     assert other != pytest.approx(ours, rel=1e-6)
 
 
@@ -189,7 +191,7 @@ def test_projection_of_a_hand_timed_study():
     end of stages 1 and 2 and one per epoch of every later run; 3 seeds."""
     tp = {"dsprites": {"stage1": 589_824, "stage2": 294_912, "stage3": 1_179_648},   # 1 s, 2 s, 0.5 s an epoch
           "shapes3d": {"stage1": 400_000, "stage2": 400_000, "stage3": 200_000}}     # 1 s, 1 s, 2 s an epoch
-    p = bench.project_times(tp, eval_s=1.0)
+    p = bench_steps.project_times(tp, eval_s=1.0)
     # dSprites: 30 + 20 + 25 s of training, 2 + 50 evaluations; extended 50 s + 100 evaluations, L1 25 s + 50
     assert p["dsprites_seed_stages123_s"] == pytest.approx(30 + 20 + 25 + 52)
     assert p["dsprites_seed_all_runs_s"] == pytest.approx(127 + 150 + 75)
@@ -198,16 +200,16 @@ def test_projection_of_a_hand_timed_study():
     assert p["shapes3d_seed_all_runs_s"] == pytest.approx(192 + 300 + 150)
     assert p["suite_s"] == pytest.approx(3 * (352 + 642))
     # a dataset without all three stage timings is left out, and so is the suite
-    partial = bench.project_times({"dsprites": tp["dsprites"], "shapes3d": {"stage1": 1.0}}, eval_s=1.0)
+    partial = bench_steps.project_times({"dsprites": tp["dsprites"], "shapes3d": {"stage1": 1.0}}, eval_s=1.0)
     assert set(partial) == {"dsprites_seed_stages123_s", "dsprites_seed_all_runs_s"}
 
 
 def test_bench_variants_are_switches_of_the_config_and_a_bad_one_is_refused():
-    for name, over in bench.VARIANTS.items():
+    for name, over in bench_project.VARIANTS.items():
         cfg = get_config("paper", **over)
         assert all(getattr(cfg, k) == v != getattr(get_config("paper"), k) for k, v in over.items()), name
     with pytest.raises(VaesaeError, match="unknown variant 'fp8'"):
-        bench.cmd_train(bench.build_parser().parse_args(["train", "--device", "cpu", "--variants", "sae_bf16,fp8"]))
+        bench_train.cmd_train(bench_cli.build_parser().parse_args(["train", "--device", "cpu", "--variants", "sae_bf16,fp8"]))
 
 
 def test_verify_summary_compares_the_mean_difference_with_the_seed_spread():
@@ -215,17 +217,17 @@ def test_verify_summary_compares_the_mean_difference_with_the_seed_spread():
                        1: {"dead_pct@0.001": 82.0, "mig": 0.12, "mse": 0.011}},
               "reference": {0: {"dead_pct@0.001": 79.0, "mig": 0.30, "mse": 0.010},
                             1: {"dead_pct@0.001": 82.0, "mig": 0.32, "mse": 0.011}}}
-    rows = {r["metric"]: r for r in bench.verify_summary(finals)}
+    rows = {r["metric"]: r for r in bench_verify.verify_summary(finals)}
     assert rows["dead_pct@0.001"]["mean_diff"] == pytest.approx(0.5) and rows["dead_pct@0.001"]["reference_range"] == 3.0
     assert rows["dead_pct@0.001"]["paired_diffs"] == [1.0, 0.0] and rows["dead_pct@0.001"]["within_noise"]
     assert not rows["mig"]["within_noise"]           # 0.2 apart, seeds 0.02 apart
     with pytest.raises(VaesaeError, match="at least 2 seeds"):
-        bench.verify_summary({"fast": {0: finals["fast"][0]}, "reference": {0: finals["reference"][0]}})
+        bench_verify.verify_summary({"fast": {0: finals["fast"][0]}, "reference": {0: finals["reference"][0]}})
 
 
 def test_verify_cli_on_the_cpu_finds_both_paths_equal(tmp_path, capsys):
     """On the CPU every speed switch is off, so the two chains are the same computation: equal to the bit."""
-    rc = bench.main(["verify", "--device", "cpu", "--profile", "smoke", "--seeds", "0,1", "--train-subset", "64",
+    rc = bench_cli.main(["verify", "--device", "cpu", "--profile", "smoke", "--seeds", "0,1", "--train-subset", "64",
                      "--epochs", "1,1,2", "--out", str(tmp_path)])
     assert rc == 0
     data = json.loads(next(tmp_path.glob("*_verify_smoke.json")).read_text())
@@ -235,7 +237,7 @@ def test_verify_cli_on_the_cpu_finds_both_paths_equal(tmp_path, capsys):
     assert "within seed noise" in capsys.readouterr().out
     for bad in (["--seeds", "3"], ["--epochs", "1,1"], ["--dataset", "mnist"]):
         with pytest.raises(VaesaeError):
-            bench.cmd_verify(bench.build_parser().parse_args(["verify", "--device", "cpu", *bad]))
+            bench_verify.cmd_verify(bench_cli.build_parser().parse_args(["verify", "--device", "cpu", *bad]))
 
 
 # ------------------------------------------------------------------ CUDA (device machine only)
@@ -343,11 +345,11 @@ def test_cuda_agreement_of_the_benchmark(tf32_before):
     """Whatever backend flags an earlier caller left (the failure seen on the H200 on 2026-12-02: the
     reference ran with TF32 off, the fast side with it on, 96.7 % of rows equal), the comparison sets its
     own and restores the caller's."""
-    from vaesae.fast import backend_flags
+    from vaesae.training.engine import backend_flags
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32_before
     before = backend_flags()
-    ag = bench.agreement("dsprites", torch.device("cuda"), epoch=45, n_images=512)
+    ag = bench_steps.agreement("dsprites", torch.device("cuda"), epoch=45, n_images=512)
     assert backend_flags() == before
     assert ag["topk_fp32_rows_equal"] >= 0.99
     assert ag["loss_rel_diff"] <= 1e-2

@@ -1,4 +1,4 @@
-"""vaesae.intrinsic: the comparison, the verdict rule, alignment and the firing-rate ceiling (issue 9)."""
+"""vaesae.analysis.intrinsic: the comparison, the verdict rule, alignment and the firing-rate ceiling (issue 9)."""
 
 import math
 
@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vaesae import intrinsic
-from vaesae.study import Study
+from vaesae.analysis import intrinsic
+from vaesae.metrics import alignment as intrinsic_alignment
+from vaesae.analysis.study import Study
 
 
 def _study(final_dead: dict[tuple[str, str], float], mse: float = 0.01, remedy_mse: float | None = None) -> Study:
@@ -66,13 +67,13 @@ def test_alignment_of_a_perfect_code_and_the_matching():
     mi[3, 0] = 0.5
     mi[4, :] = 0.95                                   # dead: ignored despite its MI
     rates = np.array([0.1, 0.2, 0.3, 0.1, 0.0, 0.05, 0.05, 0.05])
-    al = intrinsic.alignment(mi, rates, ["a", "b", "c"])
+    al = intrinsic_alignment.alignment(mi, rates, ["a", "b", "c"])
     assert al["alive"].sum() == 7
     assert al["best_factor"][:4].tolist() == [0, 1, 2, 0]
     assert al["gap"][0] == pytest.approx(0.9)
     assert sorted(al["matching"]) == [("a", 0, 0.9), ("b", 1, 0.8), ("c", 2, 0.7)]
     with pytest.raises(ValueError):
-        intrinsic.alignment(mi, rates[:3], ["a", "b", "c"])
+        intrinsic_alignment.alignment(mi, rates[:3], ["a", "b", "c"])
 
 
 def _entropy(masses) -> float:
@@ -94,13 +95,13 @@ def test_mi_ceiling_is_the_entropy_of_the_best_binning(p, n_bins, masses):
     assert sum(masses) == pytest.approx(1.0)
     if (p, n_bins) == (0.5, 4):
         assert _entropy(masses) == pytest.approx(math.log(12) / 2, rel=1e-12)   # the docstring's example, by hand
-    assert float(intrinsic.mi_ceiling(np.array([p]), n_bins)[0]) == pytest.approx(_entropy(masses), rel=1e-12)
+    assert float(intrinsic_alignment.mi_ceiling(np.array([p]), n_bins)[0]) == pytest.approx(_entropy(masses), rel=1e-12)
 
 
 def test_mi_ceiling_is_zero_for_a_dead_neuron_rises_with_the_rate_and_stops_at_ln_b():
     grid = np.linspace(0.0, 1.0, 4001)
     for n_bins in (2, 4, 20):
-        c = intrinsic.mi_ceiling(grid, n_bins)
+        c = intrinsic_alignment.mi_ceiling(grid, n_bins)
         knee = (n_bins - 1) / n_bins
         assert c[0] == 0.0                                                # never active: no information
         assert (np.diff(c) >= -1e-12).all()                               # firing more never lowers the ceiling
@@ -108,25 +109,25 @@ def test_mi_ceiling_is_zero_for_a_dead_neuron_rises_with_the_rate_and_stops_at_l
         assert c.max() == pytest.approx(math.log(n_bins), rel=1e-12)      # never above ln B
         assert np.allclose(c[grid >= knee], math.log(n_bins), rtol=1e-12)
     # the sparse end, where the study's neurons live: a neuron on 0.1 % of images carries under 1 % of ln 20
-    assert float(intrinsic.mi_ceiling(np.array([0.001]))[0]) < 0.01 * math.log(20)
+    assert float(intrinsic_alignment.mi_ceiling(np.array([0.001]))[0]) < 0.01 * math.log(20)
 
 
 def test_mi_ceiling_bounds_the_plug_in_estimator():
     """A sparse neuron's plug-in MI (20 bins) never exceeds its ceiling, and one that copies a factor reaches it."""
-    from vaesae.metrics import mutual_information
+    from vaesae.metrics.mutual_info import mutual_information
 
     rng = np.random.default_rng(0)
     f = rng.integers(0, 40, size=(4000, 1))
     acts = np.where(rng.random((4000, 5)) < 0.02, rng.random((4000, 5)) + f / 40, 0.0)
     mi = np.asarray(mutual_information(acts, f, normalize="none"))[:, 0]
     rates = (acts > 0).mean(axis=0)
-    assert (mi <= intrinsic.mi_ceiling(rates) + 1e-9).all()
+    assert (mi <= intrinsic_alignment.mi_ceiling(rates) + 1e-9).all()
     # attained: the factor takes 20 values, the neuron is 0 on value 0 (half the samples) and spreads the other
     # 19 values evenly over its 19 non-zero bins
     g = np.repeat(np.arange(20), [190] + [10] * 19)[:, None]
     copy = np.where(g[:, 0] == 0, 0.0, g[:, 0].astype(float))[:, None]
     got = float(np.asarray(mutual_information(copy, g, normalize="none"))[0, 0])
-    assert got == pytest.approx(float(intrinsic.mi_ceiling(np.array([0.5]))[0]), rel=1e-9)
+    assert got == pytest.approx(float(intrinsic_alignment.mi_ceiling(np.array([0.5]))[0]), rel=1e-9)
 
 
 def test_ceiling_share_counts_neurons_the_firing_rate_forces_out():
@@ -137,7 +138,7 @@ def test_ceiling_share_counts_neurons_the_firing_rate_forces_out():
     # neuron 2 stays specialised
     end = {"mi": np.array([[0.0, 0.0], [0.0, 0.2], [0.6, 0.0], [0.1, 0.1]]),
            "activation_rates": np.array([0.001, 0.5, 0.5, 0.5]), "factor_entropy": hf}
-    r = intrinsic.ceiling_share(start, end)
+    r = intrinsic_alignment.ceiling_share(start, end)
     assert r == {"spec_start": 3, "spec_end": 1, "lost": 2, "forced": 1, "share": 0.5}
 
 
@@ -175,7 +176,7 @@ def test_top_image_grid_shows_the_most_specialised_alive_neurons():
     rates[5] = 0.0
     arrays = {"mi": mi, "activation_rates": rates, "factor_names": np.array(["a", "b"]),
               "top_indices": rng.integers(0, 50, size=(m, 16)).astype(np.int32), "top_values": np.ones((m, 16))}
-    assert [n for n, _, _ in intrinsic.most_specialised(arrays, 2)] == [3, 7]
+    assert [n for n, _, _ in intrinsic_alignment.most_specialised(arrays, 2)] == [3, 7]
     s = Study("smoke", pd.DataFrame(columns=["dataset", "seed", "run", "epoch"]), {("dsprites", 42, "topk"): {}},
               {("dsprites", 42, "k500"): arrays, ("dsprites", 42, "topk"): arrays}, {"procedural"})
     asked = []

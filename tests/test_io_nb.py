@@ -109,7 +109,9 @@ def test_a_relative_path_means_the_repository_for_readers_and_writers_alike(tmp_
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from vaesae import artifacts, plots, study, train
+    from vaesae import artifacts
+    from vaesae.analysis import plots, study
+    from vaesae.training import train
 
     repo, elsewhere = tmp_path / "repo", tmp_path / "notebooks"
     elsewhere.mkdir()

@@ -1,28 +1,28 @@
 """The tracked tree's budget: the GPU machine copies the working tree and refuses one over 64 MiB,
 so the whole tracked tree (the paper study's records included) must stay under 40 MiB."""
 
-import os
-import subprocess
 import zipfile
 
 import pytest
 
+from vaesae.errors import VaesaeError
 from vaesae.io import REPO_ROOT
+from vaesae.report.treesize import BUDGET_MIB, tracked_sizes
 
-BUDGET_MIB = 40
+
+def _sizes() -> dict[str, int]:
+    try:
+        return tracked_sizes(REPO_ROOT)
+    except VaesaeError:
+        pytest.skip("not a git checkout (a copy of the tree): nothing tracked to measure")
 
 
 def _tracked() -> list[str]:
-    try:
-        out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True,
-                             env=dict(os.environ, GIT_OPTIONAL_LOCKS="0")).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout (a copy of the tree): nothing tracked to measure")
-    return [p for p in out.decode().split("\0") if p]
+    return list(_sizes())
 
 
 def test_the_tracked_tree_stays_under_its_budget():
-    sizes = {p: os.path.getsize(REPO_ROOT / p) for p in _tracked() if (REPO_ROOT / p).is_file()}
+    sizes = _sizes()
     total = sum(sizes.values())
     biggest = ", ".join(f"{p} {s / 2**20:.1f} MiB" for p, s in sorted(sizes.items(), key=lambda kv: -kv[1])[:8])
     assert total <= BUDGET_MIB * 2**20, (
@@ -31,7 +31,7 @@ def test_the_tracked_tree_stays_under_its_budget():
 
 
 def test_committed_neuron_records_are_compact():
-    """Every tracked neuron record is in the compact layout of vaesae.records: compressed, no ``mi``
+    """Every tracked neuron record is in the compact layout of vaesae.metrics.records: compressed, no ``mi``
     (derived on reading), and stage 2's k = 500 record is not stored a second time."""
     records = [p for p in _tracked() if p.endswith(".npz") and "/neurons_" in p]
     assert not [p for p in records if p.endswith("neurons_k500.npz")]
@@ -44,12 +44,12 @@ def test_committed_neuron_records_are_compact():
 
 def test_a_notebook_page_is_self_contained_and_small(tmp_path):
     """The executed notebook's HTML keeps its outputs and embedded images, links nothing, and carries
-    no 265 KB stylesheet (vaesae.nbhtml)."""
+    no 265 KB stylesheet (vaesae.report.nbhtml)."""
     import base64
 
     import nbformat
 
-    from vaesae.nbhtml import render_file
+    from vaesae.report.nbhtml import render_file
 
     png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
     nb = nbformat.v4.new_notebook(cells=[
@@ -62,3 +62,75 @@ def test_a_notebook_page_is_self_contained_and_small(tmp_path):
     page = render_file(tmp_path / "01_stage1_vae.ipynb").read_text()
     assert "Stage one" in page and "dead % 80.3" in page and f"data:image/png;base64,{png}" in page
     assert "<link" not in page and "<script src=" not in page and len(page.encode()) < 30_000
+
+
+def test_a_notebooks_large_images_live_in_its_page_only(tmp_path):
+    """nbhtml.strip_images: after the page is written the notebook keeps a pointer instead of each large image (small
+    ones stay), stays a valid notebook, and its page is never rendered again from it (the images would be lost)."""
+    import base64
+
+    import nbformat
+
+    from vaesae.report.nbhtml import IMAGE_MIN_BYTES, render_file, strip_images
+
+    big = base64.b64encode(bytes(range(256)) * (IMAGE_MIN_BYTES // 128)).decode()
+    small = base64.b64encode(b"\x89PNG" + b"\0" * 16).decode()
+    path = tmp_path / "07_figures.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig()", outputs=[
+        nbformat.v4.new_output("display_data", data={"image/png": big, "text/plain": "<Figure>"}),
+        nbformat.v4.new_output("display_data", data={"image/png": small, "text/plain": "<Icon>"})])]), str(path))
+    page = render_file(path)
+    assert strip_images(path) == 1 and strip_images(path) == 0   # a second pass finds nothing
+    nb = nbformat.read(str(path), as_version=4)
+    nbformat.validate(nb)
+    outs = nb.cells[0].outputs
+    assert "image/png" not in outs[0].data and "07_figures.html" in outs[0].data["text/plain"]
+    assert outs[1].data["image/png"] == small and nb.metadata["vaesae"]["images_in"] == "07_figures.html"
+    before = page.read_bytes()
+    assert f"data:image/png;base64,{big}" in before.decode()
+    render_file(path)
+    assert page.read_bytes() == before   # not overwritten from the stripped notebook
+
+
+def test_the_projection_counts_every_missing_run_and_page_at_its_committed_mean(tmp_path):
+    """vaesae.report.treesize: on a small checkout with two topk folders (sizes 100 and 300 bytes) and one page, every expected
+    folder and page not tracked is added at the mean of its own run (topk: 200) or, failing that, its kind or the
+    largest run's mean, and the sums are today's bytes plus those."""
+    import json
+    import subprocess
+
+    from vaesae import runs as R
+    from vaesae.config import SAE_READINGS
+    from vaesae.analysis import coverage
+    from vaesae.report import treesize as T
+
+    base = tmp_path / "results/paper"
+    (base / "dsprites/seed42/topk").mkdir(parents=True)
+    (base / "dsprites/seed43/topk").mkdir(parents=True)
+    (base / "dsprites/seed42/topk/run.json").write_bytes(b"x" * 100)
+    (base / "dsprites/seed43/topk/run.json").write_bytes(b"x" * 300)
+    (base / "dsprites/seed42/03_stage3_topk.ipynb").write_bytes(b"x" * 50)
+    (base / "readings_choice.json").write_text(json.dumps({"chosen": "centred"}))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    m = T.measure(tmp_path, "paper")
+    want = coverage.expected("centred")
+    assert m["chosen_reading"] == "centred" and m["runs_committed"] == 2 and m["pages_committed"] == 1
+    assert m["runs_expected"] == len(want["runs"]) and "shapes3d/seed44/topk@centred" in want["runs"]
+    assert "dsprites/seed42/topk_lr_x10@centred" in want["runs"] and "dsprites/seed43/topk_lr_x10@centred" not in want["runs"]
+    assert "dsprites/seed43/stage2@standardised" in want["runs"] and "dsprites/seed43/stage2@centred" in want["runs"]
+    today = 100 + 300 + 50 + len((base / "readings_choice.json").read_bytes())
+    assert m["tracked_bytes"] == today
+    # every missing folder here costs 200 (topk's mean, the only run, kind and largest mean there is); every page 50
+    missing = (len(want["runs"]) - 2) * 200 + (len(want["pages"]) - 1) * 50
+    assert m["projected_add_bytes"] == missing and m["projected_bytes"] == today + missing
+    n_study = len(R.rows(group="study"))
+    assert len(want["runs"]) == 2 * 3 * (n_study + sum(r.chosen for r in R.rows(group="study"))
+                                         + sum(r.sweep for r in R.REGISTRY) * (len(SAE_READINGS) - 2) + len(R.rows(group="remedy"))) \
+        + 2 * len(R.rows(group="ablation"))
+
+
+def test_the_projection_outside_a_checkout_is_one_line(tmp_path):
+    from vaesae.report import treesize as T
+    with pytest.raises(VaesaeError, match="not a git checkout"):
+        T.tracked_sizes(tmp_path)

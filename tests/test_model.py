@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from vaesae import config as C
-from vaesae import sparsity
+from vaesae.sparsity import base as sparsity_base, topk as sparsity_topk
 from vaesae.errors import VaesaeError
-from vaesae.model import SAE, HybridVAESAE, bernoulli_nll, count_parameters, kl_standard_normal, squared_error
-from vaesae.revival import Revival
+from vaesae.model.hybrid import SAE, HybridVAESAE, bernoulli_nll, count_parameters, kl_standard_normal, squared_error
+from vaesae.model.revival import Revival
 
 PAPER = C.get_config("paper")
 
@@ -28,7 +28,7 @@ def _spec_k(t: int) -> int:
 
 
 def test_k_schedule_matches_spec_for_every_epoch():
-    sp = sparsity.make_sparsifier("topk", PAPER, stage="stage3", n_neurons=8192)
+    sp = sparsity_base.make_sparsifier("topk", PAPER, stage="stage3", n_neurons=8192)
     ks = [sp.schedule(t)["k"] for t in range(50)]
     assert ks == [_spec_k(t) for t in range(50)]
     assert ks[:6] == [500] * 6            # warm-up, and tau = 0 at t = 5
@@ -47,7 +47,7 @@ def test_scaled_profiles_keep_the_ratios(m, epochs):
     w, a, h = cfg.schedule_split
     assert w + a + h == epochs and w == math.floor(epochs / 10 + 0.5) and a == math.floor(0.8 * epochs + 0.5)
     assert cfg.epochs_extended == 2 * epochs
-    sp = sparsity.make_sparsifier("topk", cfg, stage="stage3", n_neurons=m)
+    sp = sparsity_base.make_sparsifier("topk", cfg, stage="stage3", n_neurons=m)
     ks = [sp.schedule(t)["k"] for t in range(epochs)]
     assert ks[0] == cfg.k_start_eff and ks[-1] == cfg.k_end_eff
     assert all(k == cfg.k_start_eff for k in ks[:w]) and all(k == cfg.k_end_eff for k in ks[w + a:])
@@ -56,15 +56,15 @@ def test_scaled_profiles_keep_the_ratios(m, epochs):
         tau = (t - w) / a
         assert ks[t] == round(cfg.k_end_eff + (cfg.k_start_eff - cfg.k_end_eff) * (1 + math.cos(math.pi * tau)) / 2)
     # stage 2 holds k_start, extended training holds k_end
-    assert sparsity.make_sparsifier("topk", cfg, stage="stage2", n_neurons=m).schedule(0)["k"] == cfg.k_start_eff
-    assert sparsity.make_sparsifier("topk", cfg, stage="extended", n_neurons=m).schedule(7)["k"] == cfg.k_end_eff
+    assert sparsity_base.make_sparsifier("topk", cfg, stage="stage2", n_neurons=m).schedule(0)["k"] == cfg.k_start_eff
+    assert sparsity_base.make_sparsifier("topk", cfg, stage="extended", n_neurons=m).schedule(7)["k"] == cfg.k_end_eff
 
 
 def test_latent_probe_k_is_scaled_and_at_least_one():
-    lat = sparsity.make_sparsifier("topk", PAPER, stage="stage3", n_neurons=20)
+    lat = sparsity_base.make_sparsifier("topk", PAPER, stage="stage3", n_neurons=20)
     assert [lat.schedule(t)["k_latent"] for t in (0, 25, 49)] == [1, 1, 1]  # 500*20/8192 = 1.2, 50*20/8192 = 0.12
     cfg = C.Config(profile="x", n_neurons=64, k_start=40, k_end=8)
-    assert sparsity.scale_k(40, 20, cfg) == 13 and sparsity.scale_k(8, 20, cfg) == 3
+    assert sparsity_base.scale_k(40, 20, cfg) == 13 and sparsity_base.scale_k(8, 20, cfg) == 3
 
 
 # ---------------------------------------------------------------- sparsifiers
@@ -72,7 +72,7 @@ def test_latent_probe_k_is_scaled_and_at_least_one():
 def test_topk_keeps_exactly_k_per_sample():
     torch.manual_seed(0)
     a = torch.rand(64, 300) + 0.01           # all positive: exactly k survive
-    sp = sparsity.make_sparsifier("topk", PAPER.replace(n_neurons=300, k_start=37, k_end=5), stage="stage2", n_neurons=300)
+    sp = sparsity_base.make_sparsifier("topk", PAPER.replace(n_neurons=300, k_start=37, k_end=5), stage="stage2", n_neurons=300)
     acts, pen = sp(a, {"k": 37})
     assert ((acts > 0).sum(dim=1) == 37).all()
     kept = acts > 0
@@ -81,26 +81,26 @@ def test_topk_keeps_exactly_k_per_sample():
     assert (a.masked_fill(~kept, 9).min(dim=1).values >= a.masked_fill(kept, -9).max(dim=1).values).all()
     assert torch.isclose(pen, 0.01 * acts.sum(dim=1).mean())
     # after ReLU fewer than k may be positive: the mask still has exactly k ones
-    assert (sparsity.topk_mask(torch.relu(torch.randn(8, 50)), 20).sum(dim=1) == 20).all()
+    assert (sparsity_base.topk_mask(torch.relu(torch.randn(8, 50)), 20).sum(dim=1) == 20).all()
 
 
 def test_l1_schedule_and_penalty():
-    sp = sparsity.make_sparsifier("l1", PAPER, stage="stage3", n_neurons=8192)
+    sp = sparsity_base.make_sparsifier("l1", PAPER, stage="stage3", n_neurons=8192)
     coefs = np.array([sp.schedule(t)["l1_coef"] for t in range(50)])
     assert coefs[0] == pytest.approx(0.001) and coefs[-1] == pytest.approx(0.1)
     assert np.allclose(np.diff(coefs), (0.1 - 0.001) / 49)
     a = torch.rand(4, 8192)
     acts, pen = sp(a, sp.schedule(10))
     assert acts is a and torch.isclose(pen, coefs[10] * a.sum(dim=1).mean())
-    assert sparsity.make_sparsifier("l1", PAPER, stage="extended", n_neurons=8192).schedule(3)["l1_coef"] == 0.1
-    assert isinstance(sparsity.make_sparsifier("l1", PAPER, stage="stage2", n_neurons=8192), sparsity.TopK)
+    assert sparsity_base.make_sparsifier("l1", PAPER, stage="extended", n_neurons=8192).schedule(3)["l1_coef"] == 0.1
+    assert isinstance(sparsity_base.make_sparsifier("l1", PAPER, stage="stage2", n_neurons=8192), sparsity_topk.TopK)
 
 
 def test_a_new_sparsifier_is_one_registered_class(monkeypatch):
-    monkeypatch.setattr(sparsity, "SPARSIFIERS", dict(sparsity.SPARSIFIERS))  # registration undone afterwards
+    monkeypatch.setattr(sparsity_base, "SPARSIFIERS", dict(sparsity_base.SPARSIFIERS))  # registration undone afterwards
 
-    @sparsity.register("halve")
-    class Halve(sparsity.Sparsifier):
+    @sparsity_base.register("halve")
+    class Halve(sparsity_base.Sparsifier):
         @classmethod
         def from_config(cls, cfg, *, stage, n_neurons):
             return cls()
@@ -111,13 +111,13 @@ def test_a_new_sparsifier_is_one_registered_class(monkeypatch):
         def __call__(self, a, state):
             return a * state["scale"], a.sum() * 0
 
-    from vaesae import train
+    from vaesae.training import train
     assert "halve" in train.known_stages() and train.stage_kind("halve") == "stage3"
     assert train.input_run("halve") == "stage2"
-    sp = sparsity.make_sparsifier("halve", PAPER, stage="stage3", n_neurons=4)
+    sp = sparsity_base.make_sparsifier("halve", PAPER, stage="stage3", n_neurons=4)
     assert sp(torch.ones(1, 4), sp.schedule(0))[0].tolist() == [[0.5] * 4]
     with pytest.raises(VaesaeError, match="unknown sparsifier 'nope'"):
-        sparsity.make_sparsifier("nope", PAPER, stage="stage3", n_neurons=4)
+        sparsity_base.make_sparsifier("nope", PAPER, stage="stage3", n_neurons=4)
 
 
 # ---------------------------------------------------------------- model
@@ -129,8 +129,8 @@ def _small(reading="hybrid", m=64):
 
 def test_shapes_and_evaluation_forward():
     model = _small()
-    sp = sparsity.make_sparsifier("topk", PAPER.replace(n_neurons=64, k_start=8, k_end=2), stage="stage2", n_neurons=64)
-    lsp = sparsity.make_sparsifier("topk", PAPER.replace(n_neurons=64, k_start=8, k_end=2), stage="stage2", n_neurons=20)
+    sp = sparsity_base.make_sparsifier("topk", PAPER.replace(n_neurons=64, k_start=8, k_end=2), stage="stage2", n_neurons=64)
+    lsp = sparsity_base.make_sparsifier("topk", PAPER.replace(n_neurons=64, k_start=8, k_end=2), stage="stage2", n_neurons=20)
     x = torch.rand(3, 1, 64, 64)
     out = model(x, sparsify=sp, state=sp.schedule(0), latent_sparsify=lsp, latent_state=lsp.schedule(0))
     assert out.h.shape == (3, 4096) and out.sae.acts.shape == (3, 64) and out.mu.shape == (3, 10)
@@ -163,7 +163,7 @@ def _grads(model, loss):
 
 def test_gradients_reach_the_encoder_through_the_sae_only_in_the_hybrid_reading():
     cfg = PAPER.replace(n_neurons=64, k_start=16, k_end=2)
-    sp = sparsity.make_sparsifier("topk", cfg, stage="stage2", n_neurons=64)
+    sp = sparsity_base.make_sparsifier("topk", cfg, stage="stage2", n_neurons=64)
     x = (torch.rand(4, 1, 64, 64) > 0.5).float()
     for reading in ("hybrid", "probe"):
         model = _small(reading)

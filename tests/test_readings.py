@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from vaesae import config as C, readings as R, study as st
+from vaesae import config as C
+from vaesae.analysis import readings as R, study as st
 from vaesae.errors import VaesaeError
 
 PROFILE = "smoke"
@@ -192,3 +193,24 @@ def test_the_study_loader_leaves_reading_folders_out(tmp_path):
     assert {r for (_, _, r) in s.runs} == {"stage2", "topk"}
     assert set(s.epochs.run) == {"stage2", "topk"}
     assert s.final("dsprites", "topk")["dead_pct@0.001"].iloc[0] == 95.0     # literal's, not centred's
+
+
+def test_only_the_published_readings_keep_their_neuron_records(tmp_path):
+    """prune_sweep_records: stage 2's per-neuron arrays stay for literal and the chosen reading only; every run's
+    epochs.csv and run.json stay, and the readings table reads the same before and after."""
+    make_readings(tmp_path, {r: {"dsprites": 10.0 + i, "shapes3d": 20.0 + i} for i, r in enumerate(C.SAE_READINGS)})
+    seed_dir = tmp_path / PROFILE / "dsprites" / "seed42"
+    for folder in [p for p in seed_dir.iterdir() if p.is_dir()]:
+        (folder / "neurons_final.npz").write_bytes(b"x")
+    (tmp_path / PROFILE / "dsprites" / "seed42" / "stage1").mkdir()
+    (seed_dir / "stage1" / "neurons_final.npz").write_bytes(b"x")   # not a reading's folder: untouched
+    before = R.readings_table(R.load_readings(tmp_path, PROFILE, ["dsprites", "shapes3d"], [42], warm=WARM), None)
+    gone = R.prune_sweep_records(tmp_path, PROFILE, "centred")
+    kept = sorted(p.parent.name for p in seed_dir.glob("*/neurons_final.npz"))
+    assert kept == ["stage1", "stage2", "stage2@centred", "topk", "topk@centred"]
+    assert {p.parent.name for p in gone} == {C.run_folder(run, r) for r in C.SAE_READINGS if r not in ("literal", "centred")
+                                             for run in ("stage2", "topk")}
+    assert all((p.parent / "epochs.csv").is_file() and (p.parent / "run.json").is_file() for p in gone)
+    after = R.readings_table(R.load_readings(tmp_path, PROFILE, ["dsprites", "shapes3d"], [42], warm=WARM), None)
+    pd.testing.assert_frame_equal(before, after)
+    assert R.prune_sweep_records(tmp_path, PROFILE, "centred") == []   # a second call finds nothing

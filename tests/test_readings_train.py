@@ -8,12 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from vaesae import config as C, io, train
+from vaesae import config as C, io
+from vaesae.training import train
 from vaesae.errors import VaesaeError
-from vaesae.metrics import fraction_of_variance_unexplained
-from vaesae.model import SAE, HybridVAESAE
-from vaesae.revival import Revival, revival_kinds
-from vaesae.sparsity import TopK, geometric_median
+from vaesae.metrics.reconstruction import fraction_of_variance_unexplained
+from vaesae.model.hybrid import SAE, HybridVAESAE
+from vaesae.model.revival import Revival, revival_kinds
+from vaesae.sparsity.topk import TopK
+from vaesae.sparsity.topk_init import geometric_median
 
 TINY = dict(train_subset=192, batch_size=32, eval_n=100, eval_batch=100, epochs_stage1=2, epochs_stage2=2,
             epochs_stage3=4, checkpoint_every=2, n_neurons=128, mlp_hidden=16, pre_bias_n=64)
@@ -190,9 +192,9 @@ def test_fraction_of_variance_unexplained():
 
 
 def test_chains_side_by_side_give_the_records_of_one_after_the_other(tmp_path):
-    """vaesae.readings trains (dataset, seed) chains in spawned processes on a GPU; each keeps its own seed and
+    """vaesae.analysis.readings trains (dataset, seed) chains in spawned processes on a GPU; each keeps its own seed and
     records: on the CPU, where a run is bitwise reproducible, two chains side by side equal the same two in turn."""
-    from vaesae import readings
+    from vaesae.training import readings
 
     frames = []
     for workers, name in ((2, "side_by_side"), (1, "in_turn")):

@@ -5,9 +5,12 @@ import torch
 
 from vaesae.config import get_config
 from vaesae.errors import VaesaeError
-from vaesae.model import SAE
-from vaesae.sparsity import (REMEDIES, SPARSIFIERS, AdaptiveElasticNet, BatchTopK, TopKAux, TopKInit, adaptive_weights,
-                             aux_loss, batch_topk_mask, geometric_median, make_sparsifier, remove_parallel_grad)
+from vaesae.model.hybrid import SAE
+from vaesae.sparsity.base import REMEDIES, SPARSIFIERS, make_sparsifier
+from vaesae.sparsity.elastic import AdaptiveElasticNet, adaptive_weights
+from vaesae.sparsity.batch_topk import BatchTopK, batch_topk_mask
+from vaesae.sparsity.topk_aux import TopKAux, aux_loss
+from vaesae.sparsity.topk_init import TopKInit, geometric_median, remove_parallel_grad
 
 
 def _sae(d=12, m=30, seed=0):

@@ -1,4 +1,4 @@
-"""Unit tests for the procedural dSprites and Shapes3D renderers (vaesae.render)."""
+"""Unit tests for the procedural dSprites and Shapes3D renderers (vaesae.data.render)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ import pytest
 import torch
 
 from vaesae.errors import VaesaeError
-from vaesae.render import (
-    DSPRITES_FACTOR_SIZES,
-    SHAPES3D_FACTOR_SIZES,
-    DSpritesRenderer,
-    Shapes3DRenderer,
-    hsv_hue_to_rgb,
-    renderer_for,
-)
+from vaesae.data.render import (
+    DSPRITES_FACTOR_SIZES, SHAPES3D_FACTOR_SIZES, DSpritesRenderer, Shapes3DRenderer, hsv_hue_to_rgb, renderer_for)
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +236,7 @@ def test_hsv_hue_to_rgb():
 
 
 def test_internal_chunking_matches_one_pass(ds, s3, monkeypatch):
-    import vaesae.render as render
+    from vaesae.data import render
 
     fd = _random_factors(DSPRITES_FACTOR_SIZES, 50, 7)
     fs = _random_factors(SHAPES3D_FACTOR_SIZES, 20, 8)
@@ -395,7 +389,7 @@ def test_dsprites_ellipse_and_heart_proportions(ds):
 
 
 def test_renderer_versions_say_which_images_changed():
-    from vaesae.render import RENDERER_VERSION, VERSION_CHANGES, same_images
+    from vaesae.data.render import RENDERER_VERSION, VERSION_CHANGES, same_images
 
     assert RENDERER_VERSION == list(VERSION_CHANGES)[-1]
     assert not same_images("dsprites", None, "vaesae-render-2")        # version 2 refitted the sprites

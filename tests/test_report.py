@@ -12,7 +12,7 @@ import nbformat  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from vaesae import report  # noqa: E402
+from vaesae.report import page as report_page, browser as report_browser, cli as report_cli  # noqa: E402
 from vaesae.artifacts import save_figure, save_table  # noqa: E402
 from vaesae.errors import VaesaeError  # noqa: E402
 from vaesae.io import atomic_save_json, atomic_write_text  # noqa: E402
@@ -22,7 +22,7 @@ PROFILE = "quick"
 
 def _chromium() -> str:
     """The browser, or skip (outside CI only: in CI a missing Chromium fails the test)."""
-    found = report.find_chromium()
+    found = report_browser.find_chromium()
     if found:
         return found
     if os.environ.get("CI"):
@@ -80,7 +80,7 @@ def study(tmp_path):
 
 def test_report_contents(study):
     results, figures = study
-    path = report.build_report(results, figures, PROFILE)
+    path = report_page.build_report(results, figures, PROFILE)
     assert path == results / PROFILE / "report.html"
     page = path.read_text()
     # data source stated prominently, before the verdicts
@@ -105,7 +105,7 @@ def test_report_contents(study):
     assert "dsprites, seed 42" in page and "whole profile" in page
     # environment and provenance
     assert "abc123def4567890" in page and "2.13.0" in page
-    for pkg in report.PACKAGES:
+    for pkg in report_page.PACKAGES:
         assert f"<th>{pkg}</th>" in page
     assert "Missing or incomplete" not in page
     # no absolute paths leak into the page
@@ -115,26 +115,26 @@ def test_report_contents(study):
 def test_report_loads_in_a_real_browser(study):
     chromium = _chromium()
     results, figures = study
-    path = report.build_report(results, figures, PROFILE)
-    check = report.browser_check(path, chromium=chromium)
+    path = report_page.build_report(results, figures, PROFILE)
+    check = report_browser.browser_check(path, chromium=chromium)
     assert check.ok, check.summary()
     assert check.images == 2 and check.broken_images == []
     # figures (img + link + pdf), table files, notebooks and run records were all resolved
     assert check.links >= 2 * 3 + 3 * 3 + 4 + 2
     assert check.external == []   # the paper is cited as text: the page links and loads nothing off the machine
-    assert report.PAPER_URL in path.read_text()
+    assert report_page.PAPER_URL in path.read_text()
     assert not list(path.parent.glob(".report.check-*")), "the probe copy is cleaned up"
 
 
 def test_browser_check_detects_broken_image_and_missing_link(study):
     chromium = _chromium()
     results, figures = study
-    path = report.build_report(results, figures, PROFILE)
+    path = report_page.build_report(results, figures, PROFILE)
     (figures / PROFILE / "mig_vs_k.png").unlink()          # the page still points at it
     (results / PROFILE / "dsprites" / "00_data.html").unlink()
     page = path.read_text().replace("</body>", '<a href="#no-such-anchor">x</a></body>')
     atomic_write_text(path, page)
-    check = report.browser_check(path, chromium=chromium)
+    check = report_browser.browser_check(path, chromium=chromium)
     assert not check.ok
     assert check.broken_images == ["../../figures/quick/mig_vs_k.png"]
     assert "../../figures/quick/mig_vs_k.png" in check.missing_targets
@@ -145,7 +145,7 @@ def test_browser_check_detects_broken_image_and_missing_link(study):
 
 def test_missing_pieces_do_not_crash(tmp_path):
     results, figures = tmp_path / "results", tmp_path / "figures"
-    path = report.build_report(results, figures, "smoke")
+    path = report_page.build_report(results, figures, "smoke")
     page = path.read_text()
     assert "Missing or incomplete" in page
     for what in ("No verdict table yet", "No tables yet", "No figures yet", "No executed notebooks yet", "Data source: unknown"):
@@ -156,7 +156,7 @@ def test_missing_pieces_do_not_crash(tmp_path):
     atomic_write_text(tables / "verdicts.md", "| claim | verdict |\n|---|---|\n| C1 | reproduced |\n")
     atomic_save_json(figures / "smoke" / "index.json", [{"name": "gone_fig", "title": "Gone figure", "caption": "c", "order": 1}])
     atomic_write_text(results / "smoke" / "dsprites" / "seed1" / "stage1" / "run.json", "{not json")
-    page = report.build_report(results, figures, "smoke").read_text()
+    page = report_page.build_report(results, figures, "smoke").read_text()
     assert "gone.csv does not exist" in page and "gone_fig.png does not exist" in page
     assert "could not be read" in page
     assert "<td>reproduced</td>" in page  # markdown rendered through nbconvert's mistune filter
@@ -164,30 +164,30 @@ def test_missing_pieces_do_not_crash(tmp_path):
 
 
 def test_data_source_banner():
-    assert report._banner({"dsprites": ["real"], "shapes3d": ["real"]})["level"] == "ok"
-    b = report._banner({"dsprites": ["real"], "shapes3d": ["procedural"]})
+    assert report_page._banner({"dsprites": ["real"], "shapes3d": ["real"]})["level"] == "ok"
+    b = report_page._banner({"dsprites": ["real"], "shapes3d": ["procedural"]})
     assert b["level"] == "warn" and "shapes3d" in b["text"] and "dsprites" not in b["text"].split("Per dataset")[0]
-    assert report._banner({"dsprites": ["synthetic"]})["level"] == "bad"
-    assert report._banner({})["level"] == "none"
+    assert report_page._banner({"dsprites": ["synthetic"]})["level"] == "bad"
+    assert report_page._banner({})["level"] == "none"
 
 
 def test_cli(study, capsys):
     results, figures = study
-    assert report.main(["--profile", PROFILE, "--results-dir", str(results), "--figures-dir", str(figures)]) == 0
+    assert report_cli.main(["--profile", PROFILE, "--results-dir", str(results), "--figures-dir", str(figures)]) == 0
     assert (results / PROFILE / "report.html").exists()
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
-        report.main(["--profile", "nope", "--results-dir", str(results)])
+        report_cli.main(["--profile", "nope", "--results-dir", str(results)])
     assert exc.value.code == 2
     assert "unknown profile 'nope'" in capsys.readouterr().err
     with pytest.raises(VaesaeError):
-        report.build_report(results, figures, "../escape")
+        report_page.build_report(results, figures, "../escape")
 
 
 def test_cli_check(study, capsys, monkeypatch):
     monkeypatch.setenv("VAESAE_CHROMIUM", _chromium())
     results, figures = study
-    assert report.main(["--profile", PROFILE, "--results-dir", str(results), "--figures-dir", str(figures), "--check"]) == 0
+    assert report_cli.main(["--profile", PROFILE, "--results-dir", str(results), "--figures-dir", str(figures), "--check"]) == 0
     assert re.search(r"browser check passed: 2 images loaded", capsys.readouterr().out)
 
 
@@ -208,28 +208,28 @@ def test_report_and_notebook_pages_make_no_request_off_the_machine(study, tmp_pa
     renderer) with name resolution blocked and a network log; neither asks for anything but file:// URLs.
     A page that loads a script from a CDN is caught (the check can fail)."""
     chromium = _chromium()
-    from vaesae.nbhtml import render_file
+    from vaesae.report.nbhtml import render_file
 
     results, figures = study
-    path = report.build_report(results, figures, PROFILE)
-    assert report.page_requests(path, chromium=chromium) == []
+    path = report_page.build_report(results, figures, PROFILE)
+    assert report_browser.page_requests(path, chromium=chromium) == []
     nb = results / PROFILE / "dsprites" / "seed42" / "03_stage3_topk.ipynb"
     md = nbformat.read(str(nb), as_version=4)
     md.cells.insert(0, nbformat.v4.new_markdown_cell("Maths: $h(p) + p \\ln 19$"))  # the lab template would fetch MathJax
     nbformat.write(md, str(nb))
     html = render_file(nb, tmp_path / "nb.html")
     assert "mathjax" not in html.read_text().lower() and "require.js" not in html.read_text()
-    assert report.page_requests(html, chromium=chromium) == []
+    assert report_browser.page_requests(html, chromium=chromium) == []
     bad = tmp_path / "bad.html"
     bad.write_text('<html><head><script src="https://cdn.example.org/x.js"></script></head><body>x</body></html>')
-    assert report.page_requests(bad, chromium=chromium) == ["https://cdn.example.org/x.js"]
+    assert report_browser.page_requests(bad, chromium=chromium) == ["https://cdn.example.org/x.js"]
 
 
 def test_report_page_structure(study):
     """Issue 18: unique ids, a contents list linking every table, figure and notebook, placeholders for the
     paper's figures not drawn, per-run provenance, the readings section's placeholder, print styles."""
     results, figures = study
-    page = report.build_report(results, figures, PROFILE).read_text()
+    page = report_page.build_report(results, figures, PROFILE).read_text()
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
     nav = page[page.index('<nav id="contents">'):page.index("</nav>")]
@@ -252,7 +252,7 @@ def test_claim_tests_at_one_seed_is_one_line(study):
                        "welch_t": [float("nan")], "df": [float("nan")], "p_value": [float("nan")], "claimed": ["+"],
                        "verdict": ["needs ≥ 2 seeds"], "note": ["needs ≥ 2 seeds per group (n_a=1, n_b=1)"]})
     save_table(df, results, PROFILE, "claim_tests", title="Claim tests", caption="c", order=5)
-    page = report.build_report(results, figures, PROFILE).read_text()
+    page = report_page.build_report(results, figures, PROFILE).read_text()
     sec = page[page.index('id="table-claim_tests"'):]
     sec = sec[:sec.index("</section>")]
     assert "Needs ≥ 2 seeds per group" in sec and "<th>p_value</th>" not in sec and "<th>ci95_lo</th>" not in sec

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vaesae import config, intrinsic, plots_metrics, runs, study
+from vaesae import config, runs
+from vaesae.analysis import intrinsic, thresholds, study
 from vaesae.workflow import jobs as pipeline
 
 LIB = Path(__file__).resolve().parents[1] / "lib" / "vaesae"
@@ -21,13 +22,13 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def test_every_row_is_consistent():
-    from vaesae import sparsity
+    from vaesae.sparsity import base as sparsity_base
 
     names = runs.names()
     assert len(set(names)) == len(names)
     for r in runs.REGISTRY:
         assert r.kind in runs.KINDS and r.group in runs.GROUPS, r
-        assert (r.sparsifier is None) == (r.kind == "stage1") and (r.sparsifier is None or r.sparsifier in sparsity.SPARSIFIERS), r
+        assert (r.sparsifier is None) == (r.kind == "stage1") and (r.sparsifier is None or r.sparsifier in sparsity_base.SPARSIFIERS), r
         assert (r.from_run is None) == (r.kind == "stage1"), r
         assert r.from_run is None or names.index(r.from_run) < names.index(r.name), r   # trained before, in table order
         assert (NOTEBOOKS / f"{r.notebook}.ipynb").is_file(), r
@@ -42,7 +43,7 @@ def test_the_registry_reproduces_the_lists_it_replaced():
     assert config.STAGES == ("stage1", "stage2", "topk", "extended", "l1")
     assert study.RUNS == ("stage1", "stage2", "topk", "extended", "l1", "topk_aux", "topk_init", "batchtopk", "elastic",
                           "stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
-    assert plots_metrics.RUNS == ("stage2", "topk", "extended", "l1")
+    assert thresholds.RUNS == ("stage2", "topk", "extended", "l1")
     assert intrinsic.compared() == ("topk", "l1", "topk_aux", "topk_init", "batchtopk", "elastic")
     assert runs.ablation_variants() == ("topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
     readings = [r for r in config.SAE_READINGS if r != "literal"]
@@ -73,11 +74,11 @@ def test_the_registry_reproduces_the_lists_it_replaced():
 @pytest.fixture
 def new_remedy(monkeypatch):
     """A fifth remedy, added as one registry row (its sparsifier: an existing class registered under the new name)."""
-    from vaesae import sparsity
+    from vaesae.sparsity import base as sparsity_base
 
     row = dataclasses.replace(runs.get("topk_aux"), name="topk_new", sparsifier="topk_new", label="Top-k, new remedy")
     monkeypatch.setattr(runs, "REGISTRY", runs.REGISTRY + (row,))
-    monkeypatch.setitem(sparsity.SPARSIFIERS, "topk_new", sparsity.SPARSIFIERS["topk"])
+    monkeypatch.setitem(sparsity_base.SPARSIFIERS, "topk_new", sparsity_base.SPARSIFIERS["topk"])
     return row
 
 
@@ -113,15 +114,15 @@ def test_a_new_remedy_row_reaches_the_jobs_the_tables_and_notebook_08(new_remedy
 
 
 def test_a_new_ablation_row_reaches_notebook_09s_job_and_the_ablation_module(monkeypatch, tmp_path):
-    from vaesae import ablation
+    from vaesae.training import ablations as training_ablations
 
     row = dataclasses.replace(runs.get("topk_adam"), name="topk_lr_x2", lr_factor=2.0, overrides={}, label="lr × 2")
     monkeypatch.setattr(runs, "REGISTRY", runs.REGISTRY + (row,))
     jobs = {j.id: j for j in pipeline.build_jobs("paper", ["dsprites"], [42], results_dir=tmp_path / "results",
                                                   figures_dir=tmp_path / "figures", source="procedural", device="cpu")[0]}
     assert jobs["09_ablations"].params["variants"].split(",")[-1] == "topk_lr_x2"
-    assert ablation.variant("topk_lr_x2").lr_factor == 2.0 and ablation.chain(row) == ("topk_lr_x2",)
-    assert ablation.overrides_for(row, "smoke", 42) == {"lr": 2e-3}
+    assert training_ablations.variant("topk_lr_x2").lr_factor == 2.0 and training_ablations.chain(row) == ("topk_lr_x2",)
+    assert training_ablations.overrides_for(row, "smoke", 42) == {"lr": 2e-3}
 
 
 def test_no_module_types_a_list_of_remedies_or_ablations():
@@ -177,7 +178,7 @@ def _module_graph() -> dict[str, set[str]]:
 
 def test_the_package_has_no_import_cycle():
     graph = _module_graph()
-    assert "vaesae.runs" in graph and "vaesae.study" in graph["vaesae.figures"]    # the walk sees the imports
+    assert "vaesae.runs" in graph and "vaesae.analysis.study" in graph["vaesae.analysis.figures"]    # the walk sees the imports
     state: dict[str, int] = {}    # 1: on the current path, 2: done
     cycles = []
 

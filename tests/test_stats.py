@@ -1,4 +1,4 @@
-"""vaesae.stats: Welch's t-test, the percentile bootstrap and the table of claimed differences (issue 9)."""
+"""vaesae.analysis.stats: Welch's t-test, the percentile bootstrap and the table of claimed differences (issue 9)."""
 
 import json
 import math
@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vaesae import artifacts, stats
-from vaesae.study import Study
+from vaesae import artifacts
+from vaesae.analysis import stats
+from vaesae.analysis.study import Study
 
 REPO = Path(__file__).resolve().parents[1]
 

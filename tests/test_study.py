@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vaesae import artifacts, paper, study as st
-from vaesae.figures import write_figures
+from vaesae import artifacts
+from vaesae.analysis import paper, study as st
+from vaesae.analysis.figures import write_figures
 
 DEAD_T = (0.0005, 0.001, 0.002, 0.005, 0.01)
 SPEC_T = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -132,8 +133,8 @@ def test_figures_speak_words_and_show_a_spread_only_at_n_ge_2(tmp_path, seeds):
     import matplotlib.pyplot as plt
     from matplotlib.collections import PolyCollection
 
-    from vaesae import figures as F
-    from vaesae.labels import label
+    from vaesae.analysis import figures as F
+    from vaesae.analysis.labels import label
 
     assert "@" not in label("dead_pct@0.001") and "@" not in label("spec@0.5") and label("dataset_label") == "dataset"
     make_fake_study(tmp_path, seeds=seeds)

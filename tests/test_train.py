@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from vaesae import io, train
+from vaesae import io
+from vaesae.training import train
 from vaesae.errors import VaesaeError
-from vaesae.records import load_neurons, neurons_path
+from vaesae.metrics.records import load_neurons, neurons_path
 
 # the smoke profile made smaller still: every stage in a few seconds on 2 CPU cores
 TINY = dict(train_subset=192, batch_size=32, eval_n=100, eval_batch=100, epochs_stage1=3, epochs_stage2=2,
@@ -201,12 +202,12 @@ def test_out_of_gpu_memory_names_the_batch_size(tree, tmp_path, monkeypatch):
     root, _ = tree
     shutil.copytree(root / "checkpoints" / "smoke" / "dsprites" / "seed42" / "stage2",
                     tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42" / "stage2")
-    from vaesae import fast
+    from vaesae.training import engine
 
     def oom(self, x):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(fast.StepEngine, "step", oom)
+    monkeypatch.setattr(engine.StepEngine, "step", oom)
     with pytest.raises(VaesaeError, match=r"out of GPU memory on cpu with batch_size=32 .*--set batch_size=16"):
         train.run_stage("topk", "dsprites", 42, "smoke", results_dir=tmp_path / "results", **KW)
 
@@ -225,7 +226,7 @@ def test_every_remedy_runs_stage3_from_the_same_stage2_checkpoint(tree, remedy):
 def test_the_validation_pass_sees_the_evaluated_model_not_the_reinitialised_one(tree, tmp_path, monkeypatch):
     """The second dead count (never active over the validation pass) is taken on the model the evaluation saw:
     before the last epoch's re-initialisation, which hands dead neurons fresh weights and the maximal boost."""
-    from vaesae.revival import Revival
+    from vaesae.model.revival import Revival
 
     root, _ = tree
     shutil.copytree(root / "checkpoints" / "smoke" / "dsprites" / "seed42" / "stage2",

@@ -60,7 +60,7 @@ def test_learning_rate_must_be_positive(lr):
             get_config("smoke", lr=lr)
 
 
-# --set NAME=VALUE (python -m vaesae.train): the fields below are typed here by hand, from the Config docs, not
+# --set NAME=VALUE (python -m vaesae.training.train): the fields below are typed here by hand, from the Config docs, not
 # read from the code's annotations, so a parser that mistypes a field fails
 SET_INTS = ("n_neurons", "batch_size", "epochs_stage1", "epochs_stage3", "eval_n", "checkpoint_every",
             "reinit_patience", "pre_bias_n")

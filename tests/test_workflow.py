@@ -472,7 +472,7 @@ def test_sigterm_stops_every_job_step_then_the_daemon(fake_notebooks, fake_mps, 
 
 def test_the_ablation_job_gets_its_variants_and_trains_from_stages_1_and_2(tmp_path):
     """The real 09 notebook: the parameters it is offered, --ablations / --no-ablations, what it trains from."""
-    from vaesae import ablation
+    from vaesae.training import ablations as training_ablations
 
     def j9(profile, ablations=None):
         jobs, _ = pipeline.build_jobs(profile, ["dsprites", "shapes3d"], [42], results_dir=tmp_path / "results",
@@ -481,12 +481,12 @@ def test_the_ablation_job_gets_its_variants_and_trains_from_stages_1_and_2(tmp_p
 
     job = j9("smoke")
     assert job.params == {"profile": "smoke", "datasets": "dsprites,shapes3d", "seeds": "42",
-                          "variants": ",".join(ablation.VARIANTS), "results_dir": str(tmp_path / "results"),
+                          "variants": ",".join(training_ablations.VARIANTS), "results_dir": str(tmp_path / "results"),
                           "figures_dir": str(tmp_path / "figures"), "source": "procedural", "device": "cpu"}
     assert sorted(job.deps) == sorted(f"{s}[{d},seed42]" for s in ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk")
                                       for d in ("dsprites", "shapes3d"))
-    assert j9("quick").params["variants"] == "" and j9("paper").params["variants"] == ",".join(ablation.VARIANTS)
-    assert j9("quick", ablations=True).params["variants"] == ",".join(ablation.VARIANTS)
+    assert j9("quick").params["variants"] == "" and j9("paper").params["variants"] == ",".join(training_ablations.VARIANTS)
+    assert j9("quick", ablations=True).params["variants"] == ",".join(training_ablations.VARIANTS)
     assert j9("smoke", ablations=False).params["variants"] == ""
     assert {("09_ablations", "01_stage1_vae"), ("09_ablations", "02_stage2_sae_init")} <= pipeline.TRAINS_FROM
     assert pipeline.trains(job) and not pipeline.trains(j9("smoke", ablations=False))
@@ -495,7 +495,7 @@ def test_the_ablation_job_gets_its_variants_and_trains_from_stages_1_and_2(tmp_p
 
 @pytest.mark.parametrize("flag, expected", [("--no-ablations", ""), ("--ablations", "all"), (None, "default")])
 def test_the_ablations_flag_reaches_the_notebook(flag, expected, tmp_path, monkeypatch, capsys):
-    from vaesae import ablation
+    from vaesae.training import ablations as training_ablations
 
     seen = {}
     real = pipeline.build_jobs
@@ -509,7 +509,7 @@ def test_the_ablations_flag_reaches_the_notebook(flag, expected, tmp_path, monke
     argv = ["--profile", "quick", "--datasets", "dsprites", "--results-dir", str(tmp_path / "results"),
             "--figures-dir", str(tmp_path / "figures"), "--list"] + ([flag] if flag else [])
     assert runner.main(argv) == 0
-    want = {"": "", "all": ",".join(ablation.VARIANTS), "default": ""}[expected]   # quick: off by default
+    want = {"": "", "all": ",".join(training_ablations.VARIANTS), "default": ""}[expected]   # quick: off by default
     assert seen["job"].params["variants"] == want
     assert "09_ablations" in capsys.readouterr().out
 

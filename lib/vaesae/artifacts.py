@@ -49,7 +49,7 @@ def _update_index(directory: Path, entry: dict[str, Any]) -> None:
 def write_figure(fig, base: Path, formats: tuple[str, ...] = ("png", "pdf"), *, dpi: int = 130) -> list[Path]:
     """Write ``fig`` atomically as ``<base>.<fmt>`` for each format (PNG at ``dpi``; a PDF without its creation
     date, so that regeneration is byte-identical), cropped to its content; return the paths. The one figure writer
-    of the analysis (:func:`save_figure`, the unindexed synthetic figures of :mod:`vaesae.plots_metrics`)."""
+    of the analysis (:func:`save_figure`, the unindexed synthetic figures of :mod:`vaesae.analysis.thresholds`)."""
     paths = []
     for fmt in formats:
         buf = io.BytesIO()

@@ -45,8 +45,8 @@ STAGES = _runs.STUDY   # the paper's five runs in training order (the run regist
 # --------------------------------------------------------------------------------------------
 # SPEC §6: the readings of the SAE that the paper leaves open, declared before any was swept. A reading is
 # "literal" or a "+"-joined set of changes; each change lives where its concern lives: the input transform in
-# vaesae.model.SAE.set_input_reading, the boost's time base in vaesae.revival.Revival, revival in stage 2 in
-# vaesae.revival.revival_kinds. Stage 1 does not depend on the reading.
+# vaesae.model.hybrid.SAE.set_input_reading, the boost's time base in vaesae.model.revival.Revival, revival in stage 2 in
+# vaesae.model.revival.revival_kinds. Stage 1 does not depend on the reading.
 SAE_READING_CHANGES: dict[str, str] = {
     "centred": "the encoder reads h - b_d; at the start of stage 2 b_d is set to the geometric median of h over "
                "pre_bias_n (4,096) training images, then learned",
@@ -114,7 +114,7 @@ class Config:
     grad_clip: float = 1.0          # max global gradient norm
     tf32: bool = True               # TF32 matmuls/convolutions on CUDA (ignored on the CPU)
 
-    # ---- speed paths (issue #6, vaesae.fast). Each is a switch so that the plain eager reference
+    # ---- speed paths (issue #6, vaesae.training.engine). Each is a switch so that the plain eager reference
     # (all off: fast.REFERENCE_SPEED) stays available; none changes the function beyond rounding
     # (tests/test_fast.py). The CUDA-only ones are ignored on the CPU, whose path stays bitwise resumable.
     amp_bf16: bool = True           # CUDA: both convolution stacks under bf16 autocast (MLPs, SAE, losses stay fp32/TF32)

@@ -9,7 +9,7 @@ name           its folder name
 kind           the training step it is: ``stage1`` (VAE), ``stage2`` (SAE init), ``stage3`` (joint
                sparsification) or ``extended`` (more epochs at k_end, continuing stage 3's optimiser)
 group          ``study`` (the paper's five runs), ``remedy`` (notebook 08), ``ablation`` (notebook 09)
-sparsifier     the registered sparsifier of its SAE (:data:`vaesae.sparsity.SPARSIFIERS`); None: stage 1
+sparsifier     the registered sparsifier of its SAE (:data:`vaesae.sparsity.base.SPARSIFIERS`); None: stage 1
 from_run       the run whose final checkpoint it trains from (None: from scratch)
 notebook       the notebook that trains it under the literal reading
 left_out_of    the profiles whose default study does not train it (every other profile does; asked for, they
@@ -67,11 +67,11 @@ class Run:
 def _remedy(name: str, label: str) -> Run:
     """A remedy of notebook 08: its sparsifier replaces Top-k in stage 3, from the same stage-2 checkpoint."""
     return Run(name, "stage3", "remedy", name, "stage2", "08_is_collapse_intrinsic", QUICK, label=label,
-               what=f"stage 3 with the {name} sparsifier (vaesae.sparsity.REMEDY_READINGS)")
+               what=f"stage 3 with the {name} sparsifier (vaesae.sparsity.base.REMEDY_READINGS)")
 
 
 def _ablation(name: str, label: str, what: str, **kw: Any) -> Run:
-    """An ablation of notebook 09: Top-k stage 3 with one thing changed (vaesae.ablation)."""
+    """An ablation of notebook 09: Top-k stage 3 with one thing changed (vaesae.analysis.ablation)."""
     kw.setdefault("from_run", "stage2")
     kw.setdefault("kind", "stage3")
     kw.setdefault("sparsifier", "topk")
@@ -79,7 +79,7 @@ def _ablation(name: str, label: str, what: str, **kw: Any) -> Run:
 
 
 REGISTRY: tuple[Run, ...] = (
-    # ---- the paper's study (SPEC §3); the order is the loader's and ``python -m vaesae.train --stage all``'s
+    # ---- the paper's study (SPEC §3); the order is the loader's and ``python -m vaesae.training.train --stage all``'s
     Run("stage1", "stage1", "study", None, None, "01_stage1_vae", stage_label="stage 1: VAE pre-training"),
     Run("stage2", "stage2", "study", "topk", "stage1", "02_stage2_sae_init", chosen=True, sweep=True,
         stage_label="stage 2: SAE init"),
@@ -89,12 +89,12 @@ REGISTRY: tuple[Run, ...] = (
         label="Top-k + extended", stage_label="extended training"),
     Run("l1", "stage3", "study", "l1", "stage2", "05_l1_comparison", QUICK, chosen=True, label="L1",
         stage_label="L1 comparison"),
-    # ---- issue 9: remedies for dead latents (notebook 08, vaesae.intrinsic)
+    # ---- issue 9: remedies for dead latents (notebook 08, vaesae.analysis.intrinsic)
     _remedy("topk_aux", "Top-k + aux loss (Gao et al. 2024)"),
     _remedy("topk_init", "Top-k + unit-norm decoder, pre-bias"),
     _remedy("batchtopk", "BatchTopK (Bussmann et al. 2024)"),
     _remedy("elastic", "adaptive elastic net (Chaudhry et al. 2026)"),
-    # ---- issue 9: ablations of Top-k stage 3 (notebook 09, vaesae.ablation); the init-seed variant trains its own
+    # ---- issue 9: ablations of Top-k stage 3 (notebook 09, vaesae.analysis.ablation); the init-seed variant trains its own
     # stage 2 (stage2_init1) from stage 1's checkpoint
     _ablation("stage2_init1", "init seed (SAE re-drawn), stage 2", "stage 2 from a re-drawn conv SAE (topk_init1's input)",
               kind="stage2", from_run="stage1", init_seed=1),

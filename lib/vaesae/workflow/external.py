@@ -8,14 +8,16 @@ from pathlib import Path
 
 
 def render_html(executed: Path) -> None:
-    """Render an executed notebook to HTML beside it (atomically; compact, see :mod:`vaesae.nbhtml`)."""
-    from ..nbhtml import render_file
+    """Render an executed notebook to HTML beside it (atomically; compact, see :mod:`vaesae.report.nbhtml`), then take
+    its large images out of the notebook (they stay in the page)."""
+    from ..report.nbhtml import render_file, strip_images
 
     render_file(executed)
+    strip_images(executed)   # the page keeps the images; the notebook points to it (the tree's size budget)
 
 
 def build_report(results_dir: Path, figures_dir: Path, profile: str) -> Path:
-    """Rebuild ``results/<profile>/report.html`` from what is recorded (:mod:`vaesae.report`)."""
-    from ..report import build_report as build
+    """Rebuild ``results/<profile>/report.html`` from what is recorded (:mod:`vaesae.report.page`)."""
+    from ..report.page import build_report as build
 
     return build(results_dir, figures_dir, profile)

@@ -36,7 +36,7 @@ DATASETS = ("dsprites", "shapes3d")
 DEFAULT_SEEDS = {"smoke": (42,), "quick": (42,), "paper": (42, 43, 44)}
 
 CHOSEN = "chosen"   # notebooks 02-05 with reading_sae="chosen": the reading notebook 10 recorded in its choice file
-CHOICE_FILE = "readings_choice.json"   # results/<profile>/readings_choice.json (vaesae.readings.CHOICE_FILE)
+CHOICE_FILE = "readings_choice.json"   # results/<profile>/readings_choice.json (vaesae.analysis.readings.CHOICE_FILE)
 SWEEP_NOTEBOOK = "10_readings"   # trains the registry's sweep runs (stage2, topk) under every non-literal reading
 
 # The notebooks as a graph: (notebook stem, scope, dependencies by stem). The run folders each one writes below the

@@ -1,0 +1,305 @@
+"""The paper's Figures 1-11, redrawn from saved records with seaborn.
+
+Each function takes a :class:`vaesae.analysis.study.Study` and returns a matplotlib figure (or None when
+the runs it needs are missing); :func:`write_figures` saves them all with captions that name the
+data source, the profile, the SAE reading and the seeds. A ± std band is drawn only where there are two
+or more seeds; axis labels come from :mod:`vaesae.analysis.labels`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .labels import label, legend_outside, short, spread_words  # noqa: E402
+from .study import DATASET_LABEL, METHOD_LABEL, Study, _threshold_columns, dead_col, spec_col  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def _n(df: pd.DataFrame) -> int:
+    return int(df.seed.nunique()) if not df.empty and "seed" in df else 0
+
+
+def _band(ax, df: pd.DataFrame, y: str, label: str | None = None, color=None, x: str = "epoch", **kw) -> None:
+    """The mean over seeds against ``x``; a ± std band only where there are at least two seeds."""
+    if df.empty or y not in df:
+        return
+    g = df.groupby(x)[y]
+    m = g.mean()
+    xs = m.index.to_numpy()
+    line = ax.plot(xs, m.to_numpy(), label=label, color=color, **kw)[0]
+    if _n(df) >= 2:
+        s = g.std(ddof=1).fillna(0.0)
+        ax.fill_between(xs, (m - s).to_numpy(), (m + s).to_numpy(), alpha=0.25, color=line.get_color(), lw=0)
+
+
+def _legend_outside(fig, axes, **kw) -> None:
+    legend_outside(fig, axes, **kw)
+
+
+def _seeds_words(df: pd.DataFrame) -> str:
+    seeds = sorted(int(s) for s in df.seed.unique()) if not df.empty else []
+    return (f"seed {seeds[0]} (n = 1)" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (n = {len(seeds)})")
+
+
+def fig_per_seed(study: Study, dataset: str):
+    """Figures 1 and 3: per-seed trajectories of stage 3 (specialised, dead %, k; MIG, MSE)."""
+    df = study.rows(dataset, "topk")
+    if df.empty:
+        return None
+    cols = [spec_col(), dead_col(), "k", "mig", "mse"]
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    for seed, d in df.groupby("seed"):
+        for ax, c in zip(axes.flat, cols):
+            if c in d:
+                ax.plot(d.epoch, d[c], marker="o", ms=2.5, label=f"seed {seed}")
+    for ax, c in zip(axes.flat, cols):
+        ax.set_title(short(c))
+        ax.set_ylabel(label(c), fontsize=8)
+        ax.set_xlabel(label("epoch"))
+    axes[1, 2].axis("off")
+    _legend_outside(fig, axes, title="Top-k run")
+    fig.suptitle(f"{DATASET_LABEL[dataset]}: interpretability collapse per seed (Top-k, stage 3; {_seeds_words(df)})")
+    fig.tight_layout()
+    return fig
+
+
+def fig_aggregate(study: Study, dataset: str):
+    """Figures 2 and 4: dead % and MIG, mean ± std over seeds (a band only at n >= 2)."""
+    df = study.rows(dataset, "topk")
+    if df.empty:
+        return None
+    n = _n(df)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    what = f"mean of {n} seeds" if n >= 2 else f"seed {int(df.seed.iloc[0])}"
+    _band(axes[0], df, dead_col(), what, marker="o", ms=2.5)
+    _band(axes[1], df, "mig", what, marker="o", ms=2.5)
+    for ax, c in zip(axes, (dead_col(), "mig")):
+        ax.set_title(short(c))
+        ax.set_ylabel(label(c), fontsize=8)
+        ax.set_xlabel(label("epoch"))
+    _legend_outside(fig, axes)
+    fig.suptitle(f"{DATASET_LABEL[dataset]}, Top-k stage 3: {spread_words(n)}")
+    fig.tight_layout()
+    return fig
+
+
+def fig_cross_dataset(study: Study):
+    """Figure 5: both datasets against k (dead %, specialised, MIG)."""
+    parts = {ds: study.rows(ds, "topk") for ds in study.datasets}
+    parts = {ds: p for ds, p in parts.items() if not p.empty and "k" in p}
+    if not parts:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    n = max(_n(p) for p in parts.values())
+    for ax, y in zip(axes, (dead_col(), spec_col(), "mig")):
+        for ds, p in parts.items():
+            _band(ax, p, y, DATASET_LABEL[ds], x="k", marker="o", ms=3)
+        ax.invert_xaxis()
+        ax.set_title(short(y))
+        ax.set_ylabel(label(y), fontsize=8)
+        ax.set_xlabel(label("k") + ", decreasing →")
+    _legend_outside(fig, axes, title="dataset")
+    fig.suptitle(f"Cross-dataset comparison along the sparsity schedule (Top-k stage 3; {spread_words(n)})")
+    fig.tight_layout()
+    return fig
+
+
+def _visible_bars(ax) -> None:
+    """Write each bar's value on it and draw a zero-height bar as a thick tick, so a 0 is seen as a 0."""
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.1f", fontsize=8, padding=2)
+        for bar in container:
+            if bar.get_height() == 0:
+                ax.plot([bar.get_x(), bar.get_x() + bar.get_width()], [0, 0], color=bar.get_facecolor(), lw=4,
+                        solid_capstyle="butt", zorder=5, clip_on=False)
+
+
+def fig_topk_vs_l1(study: Study, dataset: str, seed: int | None = None):
+    """Figures 6 and 7: Top-k against L1 for one seed (the first available, 42 in the paper)."""
+    seeds = sorted(set(study.seeds_for(dataset, "topk")) & set(study.seeds_for(dataset, "l1")))
+    if not seeds:
+        return None
+    seed = seed if seed in seeds else seeds[0]
+    t, l = study.rows(dataset, "topk", seed), study.rows(dataset, "l1", seed)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    styles = {"L1": dict(color="tab:orange", ls="--", lw=1.6, marker="x", ms=4, zorder=2),
+              "Top-k": dict(color="tab:blue", ls="-", lw=2.6, marker="o", ms=3, zorder=3, alpha=0.85)}
+    for d, name in ((l, "L1"), (t, "Top-k")):   # L1 first, dashed; Top-k drawn over it, thicker: both visible
+        for ax, c in zip(axes.flat, ("mig", spec_col(), dead_col())):
+            ax.plot(d.epoch, d[c], label=name, **styles[name])
+    for ax, c in zip(axes.flat, ("mig", spec_col(), dead_col())):
+        ax.set_title(short(c))
+        ax.set_ylabel(label(c), fontsize=8)
+        ax.set_xlabel(label("epoch"))
+    m = _n_neurons(study, dataset, seed)
+    final = pd.DataFrame({
+        "method": ["Top-k", "L1"] * 2,
+        "metric": ["specialised\n(% of neurons)"] * 2 + ["alive\n(% of neurons)"] * 2,
+        "value": [100 * t[spec_col()].iloc[-1] / m, 100 * l[spec_col()].iloc[-1] / m,
+                  100 - t[dead_col()].iloc[-1], 100 - l[dead_col()].iloc[-1]],
+    })
+    sns.barplot(data=final, x="metric", y="value", hue="method", hue_order=["Top-k", "L1"],
+                palette={"Top-k": "tab:blue", "L1": "tab:orange"}, ax=axes[1, 1])
+    _visible_bars(axes[1, 1])
+    axes[1, 1].set_title("final state, end of stage 3")
+    axes[1, 1].set_xlabel("")
+    axes[1, 1].set_ylabel("% of the dictionary's neurons")
+    _legend_outside(fig, axes, title="method")
+    fig.suptitle(f"{DATASET_LABEL[dataset]}: Top-k vs L1 (seed {seed}, n = 1)")
+    fig.tight_layout()
+    return fig
+
+
+def _n_neurons(study: Study, dataset: str, seed: int) -> int:
+    for run in ("topk", "l1", "stage2"):
+        meta = study.runs.get((dataset, seed, run), {})
+        for key in ("n_neurons", "m"):
+            v = meta.get("config", {}).get(key) or meta.get("params", {}).get(key) or meta.get(key)
+            if v:
+                return int(v)
+        arr = study.neurons.get((dataset, seed, run))
+        if arr is not None and "activation_rates" in arr:
+            return int(arr["activation_rates"].shape[0])
+    return 8192
+
+
+def fig_extended(study: Study, dataset: str, seed: int | None = None):
+    """Figures 8 and 9: stage 3 followed by extended training at k = 50 (one seed)."""
+    seeds = sorted(set(study.seeds_for(dataset, "topk")) & set(study.seeds_for(dataset, "extended")))
+    if not seeds:
+        return None
+    seed = seed if seed in seeds else seeds[0]
+    t, e = study.rows(dataset, "topk", seed), study.rows(dataset, "extended", seed)
+    end = int(t.epoch.max()) + 1
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, y in zip(axes, ("mig", spec_col(), dead_col())):
+        ax.plot(t.epoch, t[y], color="tab:blue", marker="o", ms=2, label="stage 3 (k 500 → 50)")
+        ax.plot(e.epoch + end, e[y], color="tab:green", marker="o", ms=2, label="extended training (k = 50)")
+        ax.axvline(end - 0.5, color="red", ls="--", lw=1, label="end of stage 3")
+        ax.set_title(short(y))
+        ax.set_ylabel(label(y), fontsize=8)
+        ax.set_xlabel("epoch of stage 3, then of the extended run (counted from 0)")
+    _legend_outside(fig, axes)
+    fig.suptitle(f"{DATASET_LABEL[dataset]}: extended training at k = 50 (seed {seed}, n = 1)")
+    fig.tight_layout()
+    return fig
+
+
+def fig_thresholds(study: Study, dataset: str, seed: int | None = None):
+    """Figures 10 and 11: specialised count and dead % against their thresholds (one seed, k = 50)."""
+    f = study.final(dataset, "topk")
+    if f.empty:
+        return None
+    seed = seed if seed in set(f.seed) else int(f.seed.iloc[0])
+    row = f[f.seed == seed].iloc[0]
+    sc, dc = _threshold_columns(f, "spec"), _threshold_columns(f, "dead_pct")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].plot([t for t, _ in sc], [row[c] for _, c in sc], marker="o", label=f"ours, seed {seed}")
+    axes[0].axvline(0.5, color="red", ls="--", lw=1, label="default threshold")
+    axes[0].set_xlabel("specialisation threshold (MI / H(factor))")
+    axes[0].set_ylabel("specialised neurons (count)")
+    axes[0].set_title("specialised neurons")
+    axes[1].plot([t for t, _ in dc], [row[c] for _, c in dc], marker="o", color="tab:orange", label=f"ours, seed {seed}")
+    axes[1].axvline(0.001, color="blue", ls="--", lw=1, label="default threshold")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("dead threshold (activation rate, log scale)")
+    axes[1].set_ylabel("dead neurons (% of the dictionary)")
+    axes[1].set_title("dead neurons (%)")
+    _legend_outside(fig, axes)
+    fig.suptitle(f"{DATASET_LABEL[dataset]}: threshold sensitivity at k = 50 (Top-k, seed {seed}, n = 1)")
+    fig.tight_layout()
+    return fig
+
+
+# The paper's figures: (number, name, dataset, run the figure reads, title, what it shows). The report shows
+# each one or a placeholder that names the runs it waits for.
+PAPER_FIGURES: tuple[tuple[int, str, str | None, str, str, str], ...] = (
+    (1, "fig1_dsprites_per_seed", "dsprites", "topk", "Figure 1: dSprites per-seed trajectories",
+     "Specialised neurons, dead %, k, MIG and MSE at the end of every stage-3 epoch, one line per seed."),
+    (2, "fig2_dsprites_aggregate", "dsprites", "topk", "Figure 2: dSprites aggregated over seeds",
+     "Dead % and MIG along stage 3, the mean over seeds (a ± std band where there are two or more)."),
+    (3, "fig3_shapes3d_per_seed", "shapes3d", "topk", "Figure 3: Shapes3D per-seed trajectories",
+     "Specialised neurons, dead %, k, MIG and MSE at the end of every stage-3 epoch, one line per seed."),
+    (4, "fig4_shapes3d_aggregate", "shapes3d", "topk", "Figure 4: Shapes3D aggregated over seeds",
+     "Dead % and MIG along stage 3, the mean over seeds (a ± std band where there are two or more)."),
+    (5, "fig5_cross_dataset", None, "topk", "Figure 5: cross-dataset comparison",
+     "Dead %, specialised neurons and MIG against k as it falls from 500 to 50, both datasets."),
+    (6, "fig6_dsprites_topk_vs_l1", "dsprites", "l1", "Figure 6: dSprites Top-k vs L1",
+     "MIG, specialised neurons and dead % along stage 3 for Top-k and for L1, and the final share of specialised and alive neurons."),
+    (7, "fig7_shapes3d_topk_vs_l1", "shapes3d", "l1", "Figure 7: Shapes3D Top-k vs L1",
+     "MIG, specialised neurons and dead % along stage 3 for Top-k and for L1, and the final share of specialised and alive neurons."),
+    (8, "fig8_dsprites_extended", "dsprites", "extended", "Figure 8: dSprites extended training",
+     "Stage 3 followed by 100 more epochs at k = 50: MIG, specialised neurons and dead %."),
+    (9, "fig9_shapes3d_extended", "shapes3d", "extended", "Figure 9: Shapes3D extended training",
+     "Stage 3 followed by 100 more epochs at k = 50: MIG, specialised neurons and dead %."),
+    (10, "fig10_dsprites_thresholds", "dsprites", "topk", "Figure 10: dSprites threshold sensitivity",
+     "Specialised count against the specialisation threshold and dead % against the dead threshold, at k = 50."),
+    (11, "fig11_shapes3d_thresholds", "shapes3d", "topk", "Figure 11: Shapes3D threshold sensitivity",
+     "Specialised count against the specialisation threshold and dead % against the dead threshold, at k = 50."),
+)
+WAITS_FOR = {"topk": "the Top-k stage-3 runs (notebook 03)", "l1": "the L1 runs (notebook 05) beside the Top-k runs",
+             "extended": "the extended runs (notebook 04, 100 epochs at k = 50 after stage 3)"}
+
+
+def reading_of(meta: dict) -> str:
+    """The SAE reading a run was trained under (``params.reading_sae``; records older than the field: literal)."""
+    params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
+    return str(params.get("reading_sae") or meta.get("reading_sae") or "literal")
+
+
+def figure_caption(study: Study, what: str, dataset: str | None, run: str) -> str:
+    """What the figure shows, then the runs it was drawn from: profile, SAE reading, seeds, n, data source."""
+    from ..artifacts import caption_suffix
+
+    dss = [dataset] if dataset else study.datasets
+    runs = ("topk", run) if run != "topk" else ("topk",)
+    seeds = sorted(set().union(*[set(study.seeds_for(d, r)) for d in dss for r in runs])) if dss else []
+    readings = sorted({reading_of(m) for (d, s, r), m in study.runs.items() if d in dss and r in runs})
+    names = ", ".join(f"{DATASET_LABEL[d]} {METHOD_LABEL.get(r, r)}" for d in dss for r in runs)
+    return (f"{what} Runs: {names}; SAE reading {' + '.join(readings) or 'literal'}; "
+            + caption_suffix(study.profile, study.sources or {"unknown"}, seeds))
+
+
+def missing_figures(study: Study, figures_dir: str | Path) -> list[dict]:
+    """The paper's figures that are not drawn, each with the runs it waits for (the report's placeholders)."""
+    out = []
+    for num, name, ds, run, title, _what in PAPER_FIGURES:
+        if (Path(figures_dir) / study.profile / f"{name}.png").exists():
+            continue
+        where = DATASET_LABEL.get(ds, "both datasets") if ds else "both datasets"
+        out.append({"number": num, "name": name, "title": title,
+                    "waits_for": f"{WAITS_FOR.get(run, run)} of {where}, profile {study.profile}"})
+    return out
+
+
+def write_figures(study: Study, figures_dir: str | Path) -> list[str]:
+    """Draw and save every figure that the available records allow; return the names saved."""
+    from ..artifacts import save_figure
+
+    makers = {1: lambda: fig_per_seed(study, "dsprites"), 2: lambda: fig_aggregate(study, "dsprites"),
+              3: lambda: fig_per_seed(study, "shapes3d"), 4: lambda: fig_aggregate(study, "shapes3d"),
+              5: lambda: fig_cross_dataset(study),
+              6: lambda: fig_topk_vs_l1(study, "dsprites"), 7: lambda: fig_topk_vs_l1(study, "shapes3d"),
+              8: lambda: fig_extended(study, "dsprites"), 9: lambda: fig_extended(study, "shapes3d"),
+              10: lambda: fig_thresholds(study, "dsprites"), 11: lambda: fig_thresholds(study, "shapes3d")}
+    saved = []
+    for order, (num, name, ds, run, title, what) in enumerate(PAPER_FIGURES):
+        fig = makers[num]()
+        if fig is None:
+            continue
+        caption = figure_caption(study, what, ds, run)
+        if study.reading != "literal":   # the same figure under the chosen reading of SPEC §6, beside the literal one
+            name, title, order = f"{name}@{study.reading}", f"{title}, SAE reading {study.reading}", order + 0.5
+        save_figure(fig, figures_dir, study.profile, name, title=title, caption=caption, order=order)
+        plt.close(fig)
+        saved.append(name)
+    return saved

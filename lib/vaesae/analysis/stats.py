@@ -1,0 +1,284 @@
+"""Statistical tests for the differences the paper claims, across seeds.
+
+Every difference the paper states in words ("collapse": more dead neurons at k = 50 than at
+k = 500; "L1 ≥ Top-k"; "MIG and MSE stay stable"; "no recovery with extended training";
+"Shapes3D has 1.8× the dead rate of dSprites") is a difference of two means over seeds. This
+module tests each one two ways:
+
+* **Welch's t-test** (unequal variances), from B. L. Welch (1947), "The generalization of
+  'Student's' problem when several different population variances are involved",
+  *Biometrika* 34 (1/2), 28–35: the statistic ``t = (mean_b − mean_a) / sqrt(s_a²/n_a + s_b²/n_b)``
+  with the Welch–Satterthwaite degrees of freedom, and a two-sided p-value
+  (through :func:`scipy.stats.ttest_ind` with ``equal_var=False``).
+* **A percentile bootstrap 95 % interval** of the difference of means, B. Efron and
+  R. J. Tibshirani (1993), *An Introduction to the Bootstrap*, Chapman & Hall, ch. 13: each group is
+  resampled independently with replacement (through :func:`scipy.stats.bootstrap` with
+  ``paired=False, method="percentile"``).
+
+Conventions, everywhere in this module:
+
+* **difference = mean_b − mean_a**; a positive difference means group *b* is larger. The
+  ``comparison`` column of :func:`claim_tests` spells it "B − A".
+* Non-finite values (NaN, ±inf) are dropped before anything is computed; ``n_a``, ``n_b`` count
+  what is left.
+* Randomness is passed in explicitly as a :class:`numpy.random.Generator`; nothing here reads or
+  sets a global seed. The same generator state gives the same intervals.
+* Nothing raises on too little data: with fewer than 2 values in a group (the committed paper-profile
+  records hold seed 42 only) the statistics are NaN and ``note`` says why.
+
+Caveat, stated in the table's caption: the runs being compared share seeds (the k = 50 model is
+trained on from the k = 500 one), so the groups are not independent and a paired test would have
+more power; Welch's test ignores the pairing and is the conservative choice. With 3 seeds per group
+(the paper's design) a percentile bootstrap resamples from only 10 distinct means per group and
+under-covers: its interval is narrower than a 95 % interval should be, and ``note`` says so.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as _sps
+
+from ..sparsity.base import REMEDIES
+from .study import DATASET_LABEL, Study, dead_col, spec_col
+
+__all__ = ["welch_test", "bootstrap_diff_ci", "claim_tests", "claim_verdict", "COLUMNS", "TITLE", "CAPTION", "CLAIM_RULE",
+           "N_RESAMPLES", "FEW_SEEDS", "ALPHA"]
+
+N_RESAMPLES = 9999
+FEW_SEEDS = 5  # below this many values in a group the bootstrap interval gets a note (it under-covers)
+NOTE_TOO_FEW = "needs ≥ 2 seeds per group"
+NOTE_NO_VARIANCE = "zero variance in both groups: t undefined"
+NOTE_FEW = f"fewer than {FEW_SEEDS} seeds in a group: the bootstrap interval under-covers"
+
+COLUMNS = ["comparison", "dataset", "metric", "n_a", "n_b", "mean_a", "mean_b", "difference",
+           "ci95_lo", "ci95_hi", "welch_t", "df", "p_value", "claimed", "verdict", "note"]
+ALPHA = 0.05
+CLAIM_RULE = (
+    "Verdict per row (vaesae.analysis.stats.CLAIM_RULE), only where both groups have at least 2 seeds; 'claimed' is the paper's "
+    "direction of B − A (+: B larger, −: B smaller, 0: no difference, blank: the paper claims none). "
+    f"+ or −: 'supported' when Welch's p < {ALPHA} and the bootstrap 95 % interval excludes 0 on the claimed side; "
+    f"'contradicted' when p < {ALPHA} and the interval excludes 0 on the other side; else 'inconclusive'. "
+    f"0: 'contradicted' when p < {ALPHA} and the interval excludes 0; else 'consistent (no difference detected)'. "
+    "Blank: 'no claim'. With fewer than 2 seeds in a group: 'needs ≥ 2 seeds'."
+)
+TITLE = "Statistical tests of the paper's claimed differences (Welch t-test, bootstrap 95 % CI, across seeds)"
+CAPTION = ("Each row compares two groups of per-seed values, A and B, named in 'comparison' as \"B − A\"; "
+           "difference = mean_b − mean_a. welch_t, df (Welch–Satterthwaite) and p_value (two-sided): Welch (1947); "
+           "ci95_lo/hi: percentile bootstrap of the difference of means, groups resampled independently "
+           "(Efron & Tibshirani 1993). The groups share seeds, so the unpaired test is conservative. "
+           "NaN with a note where a group has fewer than 2 seeds. Rows whose runs are not in the study are left out.")
+
+
+def _values(x: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
+    """``x`` as a 1-D float array with non-finite values dropped."""
+    arr = np.asarray(x, dtype=float).ravel()
+    return arr[np.isfinite(arr)]
+
+
+def welch_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> dict:
+    """Welch's unequal-variance t-test of ``mean_b − mean_a``.
+
+    Parameters
+    ----------
+    a, b : array-like of float, shape (n_a,) and (n_b,)
+        Per-seed values of the two groups; non-finite values are dropped.
+
+    Returns
+    -------
+    dict with keys
+        ``n_a``, ``n_b`` (int), ``mean_a``, ``mean_b`` (float, NaN for an empty group),
+        ``difference`` (float, ``mean_b − mean_a``), ``t`` (float, positive when b is larger),
+        ``df`` (float, Welch–Satterthwaite degrees of freedom), ``p_value`` (float, two-sided),
+        ``note`` (str, empty when the test ran).
+
+    Never raises on too little data: with fewer than 2 values in either group, or zero variance in
+    both groups, ``t``, ``df`` and ``p_value`` are NaN and ``note`` says why.
+    """
+    a, b = _values(a), _values(b)
+    mean_a = float(a.mean()) if a.size else math.nan
+    mean_b = float(b.mean()) if b.size else math.nan
+    out = {"n_a": int(a.size), "n_b": int(b.size), "mean_a": mean_a, "mean_b": mean_b,
+           "difference": mean_b - mean_a, "t": math.nan, "df": math.nan, "p_value": math.nan, "note": ""}
+    if a.size < 2 or b.size < 2:
+        out["note"] = f"{NOTE_TOO_FEW} (n_a={a.size}, n_b={b.size})"
+        return out
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        out["note"] = NOTE_NO_VARIANCE
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = _sps.ttest_ind(b, a, equal_var=False)
+    out.update(t=float(res.statistic), df=float(res.df), p_value=float(res.pvalue))
+    return out
+
+
+def bootstrap_diff_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, rng: np.random.Generator,
+                      n_resamples: int = N_RESAMPLES, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean_b − mean_a``, each group resampled independently.
+
+    Parameters
+    ----------
+    a, b : array-like of float, shape (n_a,) and (n_b,)
+        Per-seed values; non-finite values are dropped.
+    rng : numpy.random.Generator
+        The only source of randomness; the same generator state gives the same interval.
+    n_resamples : int
+        Bootstrap resamples (default 9999).
+    level : float in (0, 1)
+        Confidence level (default 0.95: the 2.5th and 97.5th percentiles).
+
+    Returns
+    -------
+    (lo, hi) : tuple of float
+        NaN, NaN when either group has fewer than 2 values.
+
+    Raises
+    ------
+    TypeError
+        When ``rng`` is not a :class:`numpy.random.Generator` (no hidden global or fresh seed).
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0)), not {type(rng).__name__}")
+    a, b = _values(a), _values(b)
+    if a.size < 2 or b.size < 2:
+        return (math.nan, math.nan)
+
+    def diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean(y, axis=axis) - np.mean(x, axis=axis)
+
+    res = _sps.bootstrap((a, b), diff, n_resamples=int(n_resamples), paired=False, vectorized=True,
+                         confidence_level=level, method="percentile", rng=rng)
+    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+# ------------------------------------------------------------------------------------------------
+# the paper's claims
+
+
+def _group(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """One value per seed of ``column`` in ``frame`` (a ``Study.final``/``Study.k500`` frame)."""
+    if frame is None or frame.empty or column not in frame:
+        return np.empty(0)
+    return _values(frame[column])
+
+
+# The paper's claimed direction of B − A per comparison and metric (CLAIM_RULE): collapse (more dead, fewer
+# specialised at k = 50), stable MIG and MSE; L1 kills at least as many and keeps fewer specialised (Table 1);
+# no recovery with extended training; Shapes3D more dead than dSprites. Remedies: the paper claims nothing.
+_CLAIMED = {("k=50", "dead %"): "+", ("k=50", "specialised"): "−", ("k=50", "MIG"): "0", ("k=50", "MSE"): "0",
+            ("L1", "dead %"): "+", ("L1", "specialised"): "−",
+            ("end of extended", "dead %"): "0", ("end of extended", "specialised"): "0",
+            ("Shapes3D", "dead %"): "+"}
+
+
+def _claimed(comparison: str, metric: str) -> str:
+    return next((v for (prefix, m), v in _CLAIMED.items() if comparison.startswith(prefix) and m == metric), "")
+
+
+def claim_verdict(claimed: str, n_a: int, n_b: int, p_value: float, lo: float, hi: float) -> str:
+    """The verdict of one row by :data:`CLAIM_RULE`."""
+    if min(n_a, n_b) < 2:
+        return "needs ≥ 2 seeds"
+    if not claimed:
+        return "no claim"
+    significant = math.isfinite(p_value) and p_value < ALPHA
+    above, below = math.isfinite(lo) and lo > 0, math.isfinite(hi) and hi < 0
+    if claimed == "0":
+        return "contradicted" if significant and (above or below) else "consistent (no difference detected)"
+    right, wrong = (above, below) if claimed == "+" else (below, above)
+    if significant and right:
+        return "supported"
+    if significant and wrong:
+        return "contradicted"
+    return "inconclusive"
+
+
+def _comparisons(study: Study) -> list[tuple[str, str, str, pd.DataFrame, pd.DataFrame, str]]:
+    """(comparison "B − A", dataset label, metric label, frame A, frame B, column) for every claim."""
+    four = (("dead %", dead_col()), ("specialised", spec_col()), ("MIG", "mig"), ("MSE", "mse"))
+    out = []
+    for ds in study.datasets:
+        lab = DATASET_LABEL[ds]
+        k500, topk = study.k500(ds), study.final(ds, "topk")
+        for metric, col in four:   # collapse (dead, specialised) and stability (MIG, MSE): Table 2, §4.2
+            out.append(("k=50 (Top-k, end of stage 3) − k=500 (end of stage 2)", lab, metric, k500, topk, col))
+        l1 = study.final(ds, "l1")
+        for metric, col in four:   # Table 1: L1 against Top-k
+            out.append(("L1 − Top-k (end of stage 3)", lab, metric, topk, l1, col))
+        ext = study.final(ds, "extended")
+        for metric, col in four[:2]:   # Table 3: no recovery
+            out.append(("end of extended training − end of stage 3 (Top-k, k=50)", lab, metric, topk, ext, col))
+        for remedy in REMEDIES:    # issue 9: does any remedy avoid the collapse (and at what MSE)?
+            if any(d == ds and r == remedy for (d, _, r) in study.runs):
+                rem = study.final(ds, remedy)
+                for metric, col in (four[0], four[3]):
+                    out.append((f"{remedy} − Top-k (end of stage 3)", lab, metric, topk, rem, col))
+    if {"dsprites", "shapes3d"} <= set(study.datasets):
+        for method, mlab in (("topk", "Top-k"), ("l1", "L1")):   # dataset scaling: 1.8× and 2.2×
+            out.append((f"Shapes3D − dSprites ({mlab}, end of stage 3)", "both", "dead %",
+                        study.final("dsprites", method), study.final("shapes3d", method), dead_col()))
+    return out
+
+
+def claim_tests(study: Study, rng: np.random.Generator, n_resamples: int = N_RESAMPLES, level: float = 0.95) -> pd.DataFrame:
+    """One row per difference the paper claims, with Welch's test and a bootstrap interval.
+
+    Parameters
+    ----------
+    study : vaesae.analysis.study.Study
+        The records of one profile; each group is one value per seed, the last evaluated epoch of
+        a run (``study.final``) or the end of stage 2 (``study.k500``).
+    rng : numpy.random.Generator
+        Drives every bootstrap, row by row in table order.
+    n_resamples, level : int, float
+        Passed to :func:`bootstrap_diff_ci` (the columns keep the names ``ci95_lo``/``ci95_hi``
+        whatever ``level`` is).
+
+    Returns
+    -------
+    pandas.DataFrame with columns :data:`COLUMNS`
+        ``comparison`` names the groups as "B − A" and ``difference = mean_b − mean_a``. Per dataset:
+        k=50 (Top-k) vs k=500 and L1 vs Top-k for dead %, specialised, MIG and MSE; extended vs end of
+        stage 3 for dead % and specialised; each remedy run in the study vs Top-k for dead % and MSE;
+        then Shapes3D vs dSprites dead % (Top-k, L1). A row is **left out** when either of its groups
+        has no value (the run, or the metric column, is not in the study): the table lists what can
+        be tested, and the verdict table already says which claims were not measured. A group with
+        one seed gives NaN statistics and a note.
+    """
+    rows = []
+    for comparison, dataset, metric, fa, fb, col in _comparisons(study):
+        a, b = _group(fa, col), _group(fb, col)
+        if a.size == 0 or b.size == 0:
+            continue
+        w = welch_test(a, b)
+        lo, hi = bootstrap_diff_ci(a, b, rng, n_resamples=n_resamples, level=level)
+        notes = [w["note"]] if w["note"] else []
+        if min(a.size, b.size) >= 2 and min(a.size, b.size) < FEW_SEEDS:
+            notes.append(NOTE_FEW)
+        rows.append({"comparison": comparison, "dataset": dataset, "metric": metric, "n_a": w["n_a"], "n_b": w["n_b"],
+                     "mean_a": w["mean_a"], "mean_b": w["mean_b"], "difference": w["difference"],
+                     "ci95_lo": lo, "ci95_hi": hi, "welch_t": w["t"], "df": w["df"], "p_value": w["p_value"],
+                     "claimed": _claimed(comparison, metric),
+                     "verdict": claim_verdict(_claimed(comparison, metric), w["n_a"], w["n_b"], w["p_value"], lo, hi),
+                     "note": "; ".join(notes)})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def save_claim_tests(study: Study, results_dir, stats_seed: int = 0, n_resamples: int = N_RESAMPLES) -> tuple[str, pd.DataFrame]:
+    """:func:`claim_tests` of ``study`` with ``numpy.random.default_rng(stats_seed)``, saved as the table
+    ``claim_tests`` (``claim_tests@<reading>`` under a non-literal SAE reading) with its caption; returns
+    (title, table)."""
+    from ..artifacts import caption_suffix, save_table
+
+    claims = claim_tests(study, np.random.default_rng(stats_seed), n_resamples=n_resamples)
+    literal = study.reading == "literal"
+    name, title = ("claim_tests", TITLE) if literal else (f"claim_tests@{study.reading}", f"{TITLE}, SAE reading {study.reading}")
+    save_table(claims, results_dir, study.profile, name, title=title, order=10 if literal else 10.5,
+               caption=f"{CAPTION} {CLAIM_RULE} Bootstrap: {n_resamples} resamples, numpy.random.default_rng({stats_seed}). "
+               f"SAE reading: {study.reading} (SPEC §6). " + caption_suffix(study.profile, study.sources, study.seeds))
+    return title, claims

@@ -1,0 +1,51 @@
+"""``python -m vaesae.bench {metrics,train,verify,conv}``: the command line (this package's ``__main__``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import VaesaeError, cli
+from ..io import REPO_ROOT
+from .metrics import _add_metrics
+from .train import _add_train, _device, _write_result
+from .verify import _add_verify
+
+
+def cmd_conv(args: argparse.Namespace) -> int:
+    from .conv import run_conv_bench
+
+    try:
+        groups = tuple(int(x) for x in args.groups.split(",") if x.strip())
+    except ValueError:
+        raise VaesaeError("--groups takes comma-separated integers, e.g. 2,3,4") from None
+    if not groups or min(groups) < 2:
+        raise VaesaeError("--groups needs run counts of at least 2")
+    result = run_conv_bench(device=_device(args.device), groups=groups, replays=args.replays)
+    _write_result(result, args.out, suffix="_conv")
+    return 0
+
+
+def _add_conv(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("conv", help="the convolution stacks alone, forward + backward, in several forms (CUDA): "
+                                    "where the step's time goes and what grouped runs would gain")
+    p.add_argument("--device", choices=("auto", "cuda"), default="auto")
+    p.add_argument("--groups", default="2,3,4", help="run counts for the grouped and multi-stream forms (default 2,3,4)")
+    p.add_argument("--replays", type=int, default=100, help="graph replays timed per form (default 100)")
+    p.add_argument("--out", default=str(REPO_ROOT / "results" / "bench"), help="directory for <device-name>_conv.json")
+    p.set_defaults(func=cmd_conv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vaesae.bench", description="Benchmarks that print timings.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_metrics(sub)
+    _add_train(sub)
+    _add_verify(sub)
+    _add_conv(sub)
+    return parser
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

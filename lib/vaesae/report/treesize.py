@@ -1,0 +1,120 @@
+"""The tracked tree against its budget (issue 17): what git tracks today, and what the whole paper study adds.
+
+The GPU machine copies the working tree and refuses one over 64 MiB, so the tracked tree must stay under
+:data:`BUDGET_MIB` with the full paper study committed. :func:`measure` gives today's size and a projection:
+every run folder and every per-seed notebook page the full study (:func:`vaesae.analysis.coverage.expected`) will commit that is not there
+yet, counted at the mean size of the committed ones of the same run (or, for a run with none yet, of the same
+kind of training, else of the largest run's mean; a page at the mean of the same notebook's pages, else of every
+per-seed page).
+
+    python -m vaesae.report.treesize            # prints the table and writes results/bench/tree_size.json
+
+The README's size paragraph is generated from that JSON (:mod:`vaesae.report.writeup`), and ``tests/test_layout.py``
+fails when the tree itself is over the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .. import runs as R
+from ..analysis import coverage
+from ..errors import VaesaeError
+from ..io import REPO_ROOT, atomic_save_json, git_commit
+
+BUDGET_MIB = 40
+MIB = 2 ** 20
+PER_SEED_NOTEBOOKS = coverage.PER_SEED_NOTEBOOKS
+
+
+def tracked_sizes(root: Path = REPO_ROOT) -> dict[str, int]:
+    """{path: bytes} of every file git tracks under ``root`` (``git ls-files``); a one-line error outside a checkout."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True,
+                             env=dict(os.environ, GIT_OPTIONAL_LOCKS="0")).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise VaesaeError(f"{root} is not a git checkout: nothing tracked to measure ({e})") from None
+    return {p: os.path.getsize(root / p) for p in out.decode().split("\0") if p and (root / p).is_file()}
+
+
+def _mean(values: Iterable[int]) -> float | None:
+    values = list(values)
+    return statistics.fmean(values) if values else None
+
+
+def measure(root: Path = REPO_ROOT, profile: str = "paper", chosen: str | None = None) -> dict:
+    """Today's tracked bytes and the projection for the full study (module docstring); plain JSON values."""
+    from ..analysis.readings import chosen_reading
+
+    sizes = tracked_sizes(root)
+    prefix = f"results/{profile}/"
+    chosen = chosen or chosen_reading(root / "results", profile)
+    want = coverage.expected(chosen)
+    folder_bytes: dict[str, int] = {}
+    page_bytes: dict[str, int] = {}
+    for path, n in sizes.items():
+        if not path.startswith(prefix):
+            continue
+        rel = path[len(prefix):]
+        parts = rel.split("/")
+        if len(parts) == 4 and parts[1].startswith("seed"):             # <ds>/seed<s>/<run folder>/<file>
+            folder_bytes["/".join(parts[:3])] = folder_bytes.get("/".join(parts[:3]), 0) + n
+        elif len(parts) == 3 and parts[1].startswith("seed") and parts[2][:2] in PER_SEED_NOTEBOOKS:
+            stem = "/".join(parts[:2]) + "/" + parts[2].rsplit(".", 1)[0]
+            page_bytes[stem] = page_bytes.get(stem, 0) + n
+    run_of = lambda folder: folder.split("/")[2].partition("@")[0]
+    nb_of = lambda page: page.split("/")[2]
+    by_run = {r: _mean(b for f, b in folder_bytes.items() if run_of(f) == r) for r in {run_of(f) for f in want["runs"]}}
+    by_kind = {k: _mean(b for f, b in folder_bytes.items() if R.kind_of(run_of(f)) == k) for k in R.KINDS}
+    by_nb = {p: _mean(b for q, b in page_bytes.items() if nb_of(q) == p) for p in {nb_of(q) for q in want["pages"]}}
+    any_page = _mean(page_bytes.values()) or 0.0
+    missing_runs = sorted(want["runs"] - folder_bytes.keys())
+    missing_pages = sorted(want["pages"] - page_bytes.keys())
+    largest = max((v for v in by_run.values() if v), default=0.0)   # a kind with no folder yet: the largest run's mean
+    add_runs = sum(by_run.get(run_of(f)) or by_kind.get(R.kind_of(run_of(f))) or largest for f in missing_runs)
+    add_pages = sum(by_nb.get(nb_of(p)) or any_page for p in missing_pages)
+    total = sum(sizes.values())
+    return {
+        "benchmark": "tree_size", "budget_mib": BUDGET_MIB, "git_commit": git_commit(), "profile": profile, "chosen_reading": chosen,
+        "tracked_bytes": total, "tracked_files": len(sizes),
+        "results_bytes": sum(n for p, n in sizes.items() if p.startswith(prefix)),
+        "npz_bytes": sum(n for p, n in sizes.items() if p.startswith(prefix) and p.endswith(".npz")),
+        "runs_committed": len(want["runs"] & folder_bytes.keys()), "runs_expected": len(want["runs"]),
+        "pages_committed": len(want["pages"] & page_bytes.keys()), "pages_expected": len(want["pages"]),
+        "projected_add_bytes": round(add_runs + add_pages), "projected_bytes": round(total + add_runs + add_pages),
+        "method": "every expected run folder or per-seed page not yet tracked, at the mean size of the tracked ones "
+                  "of the same run (else the same kind of training, else the largest run's mean) or notebook (else every per-seed page)",
+    }
+
+
+def summary(m: dict) -> str:
+    """The printed table of :func:`measure`."""
+    rows = [("tracked tree today", m["tracked_bytes"]), (f"of which results/{m['profile']}", m["results_bytes"]),
+            ("of which neuron records (.npz)", m["npz_bytes"]), ("the full study adds (projected)", m["projected_add_bytes"]),
+            ("the full study's tree (projected)", m["projected_bytes"]), ("budget", m["budget_mib"] * MIB)]
+    lines = [f"{name:<36} {n / MIB:7.1f} MiB" for name, n in rows]
+    lines.append(f"run folders committed {m['runs_committed']} of {m['runs_expected']}, per-seed pages "
+                 f"{m['pages_committed']} of {m['pages_expected']} (chosen reading: {m['chosen_reading']})")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vaesae.report.treesize", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(REPO_ROOT / "results" / "bench" / "tree_size.json"),
+                    help="where the JSON goes ('-': nowhere)")
+    args = ap.parse_args(argv)
+    m = measure()
+    print(summary(m))
+    if args.out != "-":
+        atomic_save_json(Path(args.out), m)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,428 @@
+"""The generated write-up (issue 18): ``results/<profile>/FINDINGS.md`` and the README's generated parts.
+
+Every number comes from the saved records (``vaesae.analysis.study``), the tables and the benchmark JSON
+(``results/bench/*.json``); the interpretation is template text around the computed values, and a
+sentence whose meaning depends on a number (rises / falls, how many remedies meet a rule) is chosen by it.
+Templates: ``lib/vaesae/templates/FINDINGS.md.j2`` and ``README_*.md.j2``. In the README, each generated
+part sits between ``<!-- BEGIN GENERATED name -->`` and ``<!-- END GENERATED name -->``, which this step
+rewrites; everything outside the markers is left as it is. Nothing here trains; the same records give
+byte-identical files (no dates, no paths of the machine)::
+
+    python -m vaesae.report.writeup --profile paper        # or: ./run_all.sh --profile paper --reuse --only 07
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from .. import runs as R
+from ..errors import VaesaeError, cli
+from ..io import atomic_write_text
+
+TEMPLATES = Path(__file__).with_name("templates")
+README_PARTS = ("results-summary", "performance", "size")
+_MARK = re.compile(r"(<!-- BEGIN GENERATED (?P<name>[\w-]+) -->\n).*?(<!-- END GENERATED (?P=name) -->)", re.S)
+
+
+def _mean(df: pd.DataFrame, col: str) -> float | None:
+    if df is None or df.empty or col not in df:
+        return None
+    v = df[col].astype(float).dropna()
+    return float(v.mean()) if len(v) else None
+
+
+# issue 17: aggregate stage-3 images/s of one H200 with several runs on it (target, stretch)
+CONCURRENT_TARGET_IMG_S, CONCURRENT_STRETCH_IMG_S = 200_000, 300_000
+
+
+def _fmt_int(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.0f}"
+
+
+def _bench_jsons(bench_dir: Path, pattern: str = "*.json", *, newest_first: bool = False) -> list[dict[str, Any]]:
+    """Every readable JSON object under ``bench_dir`` matching ``pattern``, by file name (the newest-named first when
+    asked), each with its ``_file`` name; unreadable files are skipped."""
+    out = []
+    for p in sorted(bench_dir.glob(pattern), reverse=newest_first) if bench_dir.is_dir() else []:
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(d, dict):
+            out.append(dict(d, _file=p.name))
+    return out
+
+
+def _bench(bench_dir: Path) -> dict[str, Any] | None:
+    """The training benchmark JSON (``benchmark == "train"``) with the most rows (the first such by name), or None."""
+    train = [d for d in _bench_jsons(bench_dir) if d.get("benchmark") == "train"]
+    return max(train, key=lambda d: len(d.get("rows", [])), default=None)
+
+
+def _bench_file(bench_dir: Path, suffix: str) -> dict[str, Any] | None:
+    """The newest-named ``<device><suffix>.json`` of the benchmark (``_concurrent``: N runs on one GPU and the study
+    projection; ``_conv``: the convolution stacks' forms; ``tree_size``), with its file name, or None."""
+    return next(iter(_bench_jsons(bench_dir, f"*{suffix}.json", newest_first=True)), None)
+
+
+def _concurrent(bench_dir: Path) -> dict[str, Any] | None:
+    """The concurrent stage-3 benchmark: rows (MPS, N, per-process and aggregate img/s), the best aggregate against
+    issue 17's targets, the study projection's best wall minutes on 1 and 8 GPUs."""
+    d = _bench_file(bench_dir, "_concurrent")
+    if not d or "stage3_concurrent" not in d:
+        return None
+    rows = d["stage3_concurrent"]["rows"]
+    best = max(rows, key=lambda r: r["aggregate_img_s"])
+    return {"_file": d["_file"], "environment": d["environment"], "git_commit": d.get("git_commit", "not recorded"),
+            "dataset": d["stage3_concurrent"]["dataset"], "window_s": d["stage3_concurrent"]["window_s"], "rows": rows,
+            "best": best, "target": CONCURRENT_TARGET_IMG_S, "stretch": CONCURRENT_STRETCH_IMG_S,
+            "study": d.get("study_projection")}
+
+
+def _conv(bench_dir: Path) -> dict[str, Any] | None:
+    """The convolution benchmark (``python -m vaesae.bench conv``): per dataset the forms' ms per run and the layers."""
+    d = _bench_file(bench_dir, "_conv")
+    if not d or "datasets" not in d:
+        return None
+    out = {"_file": d["_file"], "environment": d["environment"], "git_commit": d.get("git_commit", "not recorded"),
+           "batch": d["batch"], "datasets": d["datasets"]}
+    single = {ds: next(f["ms_per_run"] for f in v["forms"] if f["form"] == "single") for ds, v in d["datasets"].items()}
+    out["forms"] = [f["form"] for f in next(iter(d["datasets"].values()))["forms"]]
+    out["ms"] = {ds: {f["form"]: f["ms_per_run"] for f in v["forms"]} for ds, v in d["datasets"].items()}
+    out["single"] = single
+    return out
+
+
+def _variants(bench: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The off-by-default speed switches the benchmark timed (rows ``path == "variant:NAME"``), per dataset beside
+    the default path's stage-3 rate."""
+    if not bench:
+        return []
+    rows = bench.get("rows", [])
+    default = {r["dataset"]: r["img_s"] for r in rows if r.get("path") == "project" and r.get("stage") == "stage3"}
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if str(r.get("path", "")).startswith("variant:") and r.get("stage") == "stage3" and r["dataset"] in default:
+            v = out.setdefault(r["path"].split(":", 1)[1], {"name": r["path"].split(":", 1)[1]})
+            v[r["dataset"]] = {"img_s": r["img_s"], "ratio": r["img_s"] / default[r["dataset"]]}
+    return list(out.values())
+
+
+def _verify(bench_dir: Path) -> dict[str, Any] | None:
+    """``bench verify``'s JSON (the fast path against the reference path over seeds), or None."""
+    d = next((d for d in _bench_jsons(bench_dir, "*_verify_*.json") if d.get("benchmark") == "verify"), None)
+    if d is None:
+        return None
+    walls = d.get("chain_wall_s", {})
+    later = {k: [v for s, v in sorted(w.items()) if s != sorted(w)[0]] for k, w in walls.items()}
+    return dict(d, later_wall={k: (min(v), max(v)) if v else None for k, v in later.items()})
+
+
+def _trajectory(study, ds: str, run: str, col: str) -> dict[str, Any] | None:
+    r = study.rows(ds, run)
+    if r.empty or col not in r:
+        return None
+    g = r.groupby("epoch").agg(v=(col, "mean"), k=("k", "mean") if "k" in r else (col, "size")).reset_index()
+    i = int(g.v.idxmin())
+    after = g.v.iloc[i + 1:]
+    return {"first": float(g.v.iloc[0]), "last": float(g.v.iloc[-1]), "min": float(g.v.iloc[i]), "min_epoch": int(g.epoch.iloc[i]),
+            "min_k": int(round(g.k.iloc[i])), "rising_after_min": bool(len(after) and after.iloc[-1] > g.v.iloc[i]),
+            "last_epoch": int(g.epoch.iloc[-1])}
+
+
+def _device_reruns(root: Path, study) -> list[dict[str, Any]]:
+    """Re-runs under ``device_*/<dataset>/<run>/epochs.csv`` against the committed run: dead % moved by how much."""
+    from ..data.render import same_images
+    from ..analysis.study import DATASET_LABEL, dead_col
+
+    out = []
+    for csv in sorted(root.glob("device_*/*/*/epochs.csv")):
+        ds, run = csv.parent.parent.name, csv.parent.name
+        if R.kind_of(run) in ("stage1", "stage2") or ds not in DATASET_LABEL:   # no k = k_end state to compare
+            continue
+        df = pd.read_csv(csv)
+        meta = json.loads((csv.parent / "run.json").read_text()) if (csv.parent / "run.json").is_file() else {}
+        ref_meta = next((m for (d, _, r), m in study.runs.items() if d == ds and r == run), {})
+        if not same_images(ds, (meta.get("data") or {}).get("renderer"), (ref_meta.get("data") or {}).get("renderer")):
+            continue   # a re-run on other images than the committed run's (another renderer) measures no noise
+        ref = _mean(study.final(ds, run), dead_col())
+        if ref is None or dead_col() not in df:
+            continue
+        out.append({"folder": csv.parent.parent.parent.name, "dataset": DATASET_LABEL[ds], "run": run,
+                    "dead": float(df[dead_col()].iloc[-1]), "ref": ref, "delta": float(df[dead_col()].iloc[-1]) - ref})
+    return out
+
+
+def _stage1(S, ds: str) -> dict[str, Any]:
+    """The VAE at the end of stage 1: its KL and Bernoulli NLL per image and how many optimiser steps it took."""
+    r = S.rows(ds, "stage1")
+    metas = [m for (d, _, run), m in S.runs.items() if d == ds and run == "stage1"]
+    steps = [int(m["batches_per_epoch"]) * int(m["epochs"]) for m in metas if m.get("batches_per_epoch") and m.get("epochs")]
+    last = r[r.epoch == r.epoch.max()] if not r.empty else r
+    return {"s1_kl": _mean(last, "kl"), "s1_nll": _mean(last, "nll"), "s1_steps": steps[0] if steps else None}
+
+
+def _readings(results_dir: Path, profile: str, datasets: Sequence[str]) -> dict[str, Any] | None:
+    """SPEC §6: the choice record and, per dataset, literal's and the chosen reading's dead % at k = 500 (end of
+    stage 2, end of the warm-up) and at the end of stage 3, with the epoch from which the chosen reading's curve
+    climbs (the first epoch 5 points above its warm-up value). None when notebook 10 has not run."""
+    from ..analysis import readings as R
+
+    choice_file = R.choice_path(results_dir, profile)
+    if not choice_file.is_file():
+        return None
+    choice = json.loads(choice_file.read_text())
+    chosen, seed = choice["chosen"], int(choice["seed"])
+    recs = R.load_readings(results_dir, profile, datasets, [seed])
+    per: dict[str, Any] = {}
+    for d in datasets:
+        row: dict[str, Any] = {"label": R.DATASET_LABEL.get(d, d), "paper_k500": R.PAPER_K500.get(d),
+                               "paper_k50": R.PAPER_K50.get(d)}
+        for name, r in (("literal", "literal"), ("chosen", chosen)):
+            rec = recs.get((d, seed, r))
+            curve = rec.curve if rec is not None else None
+            item = {"s2": _val(rec.stage2 if rec else None, R.DEAD), "s2_pre": _val(rec.stage2 if rec else None, R.DEAD_PRE),
+                    "wu": _val(rec.warm if rec else None, R.DEAD), "wu_pre": _val(rec.warm if rec else None, R.DEAD_PRE),
+                    "end": None, "end_pre": None, "end_k": None, "climb_epoch": None, "climb_k": None, "peak": None}
+            if curve is not None and len(curve):
+                last = curve.iloc[-1]
+                item.update(end=float(last[R.DEAD]), end_pre=float(last[R.DEAD_PRE]) if R.DEAD_PRE in curve else None,
+                            end_k=int(last["k"]), peak=float(curve[R.DEAD].max()))
+                if item["wu"] is not None:
+                    up = curve[curve[R.DEAD] >= item["wu"] + 5.0]
+                    if len(up):
+                        item.update(climb_epoch=int(up.epoch.iloc[0]), climb_k=int(up.k.iloc[0]))
+            row[name] = item
+        per[d] = row
+    scores = {r: v for r, v in choice["scores"].items() if v is not None}
+    ranked = sorted(scores, key=lambda r: scores[r])
+    return {"chosen": chosen, "seed": seed, "scores": scores, "warm": R.warm_epochs(profile), "ranked": ranked, "rule": choice.get("rule", R.RULE),
+            "per": per, "n_readings": len(choice["scores"]), "runner_up": ranked[1] if len(ranked) > 1 else None}
+
+
+def _val(row: Mapping[str, Any] | None, key: str) -> float | None:
+    if row is None or row.get(key) is None:
+        return None
+    v = float(row[key])
+    return None if v != v else v
+
+
+def _not_run(results_dir: Path, profile: str) -> list[str]:
+    """The full study's runs not recorded yet (:func:`vaesae.analysis.coverage.not_run`), under the recorded choice."""
+    from ..analysis import coverage
+    from ..analysis import readings as R
+
+    chosen = R.chosen_reading(results_dir, profile) if R.choice_path(results_dir, profile).is_file() else None
+    return coverage.not_run(results_dir, profile, chosen)
+
+
+def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
+    """Per SAE reading the study is published under (``study.study_readings``): its Table 1 rows (k = 50, the
+    paper's numbers beside ours, "mean ± std (n=N)" over seeds) and the verdict counts of its ``verdicts[@reading].csv``."""
+    from ..analysis import study as st
+
+    out = []
+    for reading in st.study_readings(results_dir, profile):
+        S = st.load_study(results_dir, profile, reading=reading)
+        # Table 1 itself (study.table1: the paper's numbers and ours, "mean ± std (n=N)"), its Top-k and L1 rows
+        rows = st.table1(S).to_dict("records") if S.datasets else []
+        name = "verdicts.csv" if reading == "literal" else f"verdicts@{reading}.csv"
+        vpath = results_dir / profile / "tables" / name
+        counts = pd.read_csv(vpath, dtype=str, keep_default_na=False)["verdict"].value_counts() if vpath.exists() else pd.Series(dtype=int)
+        counts = dict(sorted(((str(k), int(v)) for k, v in counts.items()), key=lambda kv: (-kv[1], kv[0])))
+        out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name})
+    return out
+
+
+def _per_dataset(S, dead: str, spec: str) -> dict[str, dict[str, Any]]:
+    """Per dataset of study ``S``: the end-of-stage values the templates quote (k = 500, warm-up end, k = 50, stage 2's
+    first and last epoch, stage 1), each a mean over seeds."""
+    from ..analysis import study as st
+
+    per_ds = {}
+    for ds in S.datasets:
+        s2 = S.rows(ds, "stage2")
+        wu = S.warmup_end(ds)
+        per_ds[ds] = {
+            "label": st.DATASET_LABEL[ds],
+            "k500_dead": _mean(S.k500(ds), dead), "k500_spec": _mean(S.k500(ds), spec), "k500_mig": _mean(S.k500(ds), "mig"),
+            "k500_mse": _mean(S.k500(ds), "mse"),
+            "wu_dead": _mean(wu, dead), "wu_mse": _mean(wu, "mse"), "wu_mig": _mean(wu, "mig"),
+            "wu_epoch": int(wu.epoch.iloc[0]) if not wu.empty else None,
+            "topk_dead": _mean(S.final(ds, "topk"), dead), "l1_dead": _mean(S.final(ds, "l1"), dead),
+            "topk_mse": _mean(S.final(ds, "topk"), "mse"), "topk_mig": _mean(S.final(ds, "topk"), "mig"),
+            "s2_inactive_first": float(s2.groupby("epoch").train_inactive_pct.mean().iloc[0]) if "train_inactive_pct" in s2 and not s2.empty else None,
+            "s2_inactive_last": float(s2.groupby("epoch").train_inactive_pct.mean().iloc[-1]) if "train_inactive_pct" in s2 and not s2.empty else None,
+            "s2_epochs": int(s2.epoch.nunique()) if not s2.empty else 0,
+            "s2_recon_first": float(s2.groupby("epoch").sae_recon.mean().iloc[0]) if "sae_recon" in s2 and not s2.empty else None,
+            "s2_recon_last": float(s2.groupby("epoch").sae_recon.mean().iloc[-1]) if "sae_recon" in s2 and not s2.empty else None,
+            "topk_traj": _trajectory(S, ds, "topk", dead), "init_traj": _trajectory(S, ds, "topk_init", dead),
+            "nats_k50": _mean(S.final(ds, "topk"), "spec_nats@0.5"), "nats_k500": _mean(S.k500(ds), "spec_nats@0.5"),
+            **_stage1(S, ds),
+            "extended": bool(S.seeds_for(ds, "extended")),
+        }
+    return per_ds
+
+
+def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None = None) -> dict[str, Any]:
+    """Every value the templates use, computed from the records, tables and benchmark."""
+    from ..analysis import intrinsic, paper, study as st
+    from ..io import repo_path
+
+    results_dir = repo_path(results_dir)
+    S = st.load_study(results_dir, profile)
+    dead, spec = st.dead_col(), st.spec_col()
+    cells = []
+    for ds in S.datasets:
+        for method in ("topk", "l1"):
+            f = S.final(ds, method)
+            pc = {c.metric: c for c in paper.CLAIMS if c.id.startswith("t1_") and c.dataset == ds and c.method == method}
+            cells.append({"dataset": st.DATASET_LABEL[ds], "ds": ds, "method": st.METHOD_LABEL[method], "key": method,
+                          "paper": {m: (c.paper, c.paper_std) for m, c in pc.items()},
+                          "dead": _mean(f, dead), "mig": _mean(f, "mig"), "mse": _mean(f, "mse"), "spec": _mean(f, spec)})
+    per_ds = _per_dataset(S, dead, spec)
+    ratios = [c["paper"]["mig"][0] / c["mig"] for c in cells if c.get("mig") and "mig" in c["paper"]]
+    mse_ratios = [c["paper"]["mse"][0] / c["mse"] for c in cells if c.get("mse") and "mse" in c["paper"]]
+    verdict, vt = intrinsic.intrinsic_verdict(S)
+    comp = []
+    if not vt.empty:
+        for _, r in vt.iterrows():
+            comp.append({k: r[k] for k in vt.columns})
+    meets = int(vt["lowers dead % materially"].astype(bool).sum() + vt["avoids collapse"].astype(bool).sum()) if not vt.empty else 0
+    remedies = []
+    for ds in S.datasets:
+        ref = _mean(S.final(ds, "topk"), dead)
+        for run in intrinsic.compared():
+            f = S.final(ds, run)
+            if f.empty:
+                continue
+            meta = S.runs.get((ds, int(f.seed.iloc[0]), run), {})
+            remedies.append({"dataset": st.DATASET_LABEL[ds], "run": run, "label": intrinsic.run_label(run),
+                             "dead": _mean(f, dead), "change": (_mean(f, dead) - ref) if run != "topk" and ref is not None else None,
+                             "mse": _mean(f, "mse"), "spec": _mean(f, spec), "img_s": intrinsic.training_throughput(meta)})
+    verdicts = pd.read_csv(results_dir / profile / "tables" / "verdicts.csv", dtype=str, keep_default_na=False) \
+        if (results_dir / profile / "tables" / "verdicts.csv").exists() else pd.DataFrame()
+    t7 = st.table7(S)
+    bench_dir = Path(bench_dir) if bench_dir is not None else results_dir / "bench"
+    bench = _bench(bench_dir)
+    tree_size = _bench_file(bench_dir, "tree_size")   # python -m vaesae.report.treesize
+    reruns = _device_reruns(results_dir / profile, S)
+    ablation_runs = sorted({r for (_, _, r) in S.runs if r in R.ablation_variants()})
+    commits = sorted({str(m.get("git_commit", "?"))[:7] for m in S.runs.values()})
+    devices = sorted({str((m.get("environment") or {}).get("device") or m.get("device", "?")) for m in S.runs.values()})
+    # n counts the seeds of the study's core run (Top-k stage 3 under the literal reading); a seed with only some of
+    # its runs so far (e.g. stages 1-2) is listed apart, not counted
+    core = sorted({s for (_, s, r) in S.runs if r == "topk"}) or S.seeds
+    partial = [s for s in S.seeds if s not in core]
+    partial_runs = sorted({r for (_, s, r) in S.runs if s in partial})
+    return {"profile": profile, "S": S, "seeds": core, "n": len(core), "partial_seeds": partial, "partial_runs": partial_runs,
+            "datasets": S.datasets, "sources": sorted(S.sources),
+            "cells": cells, "ds": per_ds, "mig_ratio": (min(ratios), max(ratios)) if ratios else None,
+            "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
+            "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
+            "remedies": remedies, "verdicts": verdicts.to_dict("records"), "table7": t7.to_dict("records"), "bench": bench,
+            "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "devices": devices, "paper": paper,
+            "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
+            "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
+            "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
+            "conv": _conv(bench_dir), "by_reading": _by_reading(results_dir, profile), "tree_size": tree_size,
+            "not_run": _not_run(results_dir, profile)}
+
+
+def renderers(S) -> dict[str, list[str]]:
+    """Per dataset, the procedural renderer versions its records name (``data.renderer``; records made before the
+    version was recorded are version 1), so the write-up can say when records of two renderers would meet."""
+    out: dict[str, set[str]] = {}
+    for (ds, _, _), meta in S.runs.items():
+        data = meta.get("data") or {}
+        if meta.get("data_source") == "procedural" or data.get("source") == "procedural":
+            out.setdefault(ds, set()).add(str(data.get("renderer", "vaesae-render-1")))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _env():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["n0"] = _fmt_int
+    env.filters["f"] = lambda x, d=1: "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
+    env.filters["sf"] = lambda x, d=1: "n/a" if x is None else f"{x:+.{d}f}".replace("-", "−")
+    env.filters["pm"] = lambda p, d=1: "—" if p is None or p[0] is None else (f"{p[0]:,.{d}f}" + (f" ± {p[1]:,.{d}f}" if p[1] is not None else ""))
+    return env
+
+
+def render_findings(ctx: dict[str, Any]) -> str:
+    return _env().get_template("FINDINGS.md.j2").render(**ctx)
+
+
+def render_readme_part(name: str, ctx: dict[str, Any]) -> str:
+    return _env().get_template(f"README_{name}.md.j2").render(**ctx)
+
+
+def rewrite_readme(text: str, parts: dict[str, str]) -> str:
+    """``text`` with the body between each pair of markers replaced by ``parts[name]``; markers missing: error."""
+    found = set()
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in parts:
+            return m.group(0)
+        found.add(name)
+        body = parts[name] if parts[name].endswith("\n") else parts[name] + "\n"
+        return m.group(1) + body + m.group(3)
+
+    out = _MARK.sub(sub, text)
+    missing = set(parts) - found
+    if missing:
+        raise VaesaeError(f"the README has no generated-part markers for {', '.join(sorted(missing))} "
+                          "(<!-- BEGIN GENERATED name --> ... <!-- END GENERATED name -->)")
+    return out
+
+
+def write(results_dir: str | Path, profile: str, *, readme: str | Path | None = None, bench_dir: str | Path | None = None) -> list[Path]:
+    """Write ``results_dir/profile/FINDINGS.md`` and, when ``readme`` is given, its generated parts. Returns the paths.
+    Relative paths are the repository's (:func:`vaesae.io.repo_path`), whatever the working directory."""
+    from ..io import repo_path
+
+    results_dir = repo_path(results_dir)
+    bench_dir = repo_path(bench_dir) if bench_dir is not None else None
+    readme = repo_path(readme) if readme is not None else None
+    ctx = context(results_dir, profile, bench_dir)
+    out = [results_dir / profile / "FINDINGS.md"]
+    atomic_write_text(out[0], render_findings(ctx))
+    if readme is not None:
+        readme = Path(readme)
+        parts = {name: render_readme_part(name, ctx) for name in README_PARTS}
+        new = rewrite_readme(readme.read_text(), parts)
+        if new != readme.read_text():
+            atomic_write_text(readme, new)
+        out.append(readme)
+    return out
+
+
+@cli
+def main(argv: Sequence[str] | None = None) -> int:
+    from ..io import REPO_ROOT
+
+    ap = argparse.ArgumentParser(prog="python -m vaesae.report.writeup", description="Regenerate FINDINGS.md and the README's generated parts from the records (no training).")
+    ap.add_argument("--profile", default="paper")
+    ap.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+    ap.add_argument("--readme", default=None, help="the README to rewrite between its markers (default: the repository's README.md for the paper profile, none otherwise)")
+    args = ap.parse_args(argv)
+    readme = args.readme or (str(REPO_ROOT / "README.md") if args.profile == "paper" else None)
+    for p in write(args.results_dir, args.profile, readme=readme):
+        print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""SPEC §6's training side (notebook 10): stage 2 and stage 3's warm-up under every non-literal SAE reading, and
+the whole Top-k curve of chosen readings; (dataset, seed) chains side by side on a GPU. The records, the rule,
+the table and the figure: :mod:`vaesae.analysis.readings`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .. import config as C, runs as R
+from ..errors import VaesaeError
+
+
+# ------------------------------------------------------------------------------------------------
+# training (notebook 10)
+
+
+def chain_workers(n_chains: int, device: str = "auto", workers: int = 0) -> int:
+    """How many (dataset, seed) chains train side by side: ``workers`` if given (> 0), else one process per chain
+    on a GPU (they share it; under the CUDA MPS daemon that ``--jobs-per-gpu`` starts, 1.3x the throughput of one
+    run in the 2026-12-02 measurement) and 1 on the CPU, whose cores one run already uses."""
+    if workers > 0:
+        return min(workers, max(1, n_chains))
+    import torch
+
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return max(1, n_chains) if cuda else 1
+
+
+def _map_chains(fn: Callable[..., dict], chains: Sequence[tuple[str, int]], workers: int, **kw: Any) -> dict:
+    """``fn(dataset, seed, **kw)`` for every chain: in this process when ``workers`` is 1, else in that many spawned
+    processes (each its own CUDA context, seed and graph). The results merged in chain order."""
+    out: dict = {}
+    if workers <= 1 or len(chains) <= 1:
+        for ds, seed in chains:
+            out.update(fn(ds, seed, **kw))
+        return out
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(fn, ds, seed, **kw) for ds, seed in chains]
+        for f in futures:
+            out.update(f.result())
+    return out
+
+
+def _train_chain(ds: str, seed: int, *, profile: str, results_dir: str | Path, readings: Sequence[str],
+                 stop_after: int | None, device: str, source: str, progress: bool | str,
+                 log: Callable[[str], None] | None) -> dict[tuple[str, int, str], dict]:
+    from .train import Diverged, run_paths, run_stage
+
+    say = log or (lambda s: None)
+    out: dict[tuple[str, int, str], dict] = {}
+    for r in readings:
+        if r == "literal":
+            continue
+        for name in R.sweep_runs():   # the registry's sweep runs in training order: stage2@r, then topk@r (warm-up)
+            row = R.get(name)
+            stage, run = (row.sparsifier if row.kind == "stage3" else row.kind), C.run_folder(name, r)
+            from_run = C.run_folder(row.from_run, r) if row.from_run in R.sweep_runs() else None   # None: stage 1
+            stop = stop_after if row.kind == "stage3" else None
+            try:
+                out[(ds, seed, run)] = run_stage(stage, ds, seed, profile, results_dir=results_dir, device=device,
+                                                 source=source, overrides={"reading_sae": r}, progress=progress,
+                                                 log=log, run=run, from_run=from_run, stop_after=stop)
+            except Diverged as exc:   # run_stage recorded it (run.json, complete: false)
+                say(f"{run} on {ds}, seed {seed}: diverged ({exc})")
+                out[(ds, seed, run)] = json.loads((run_paths(results_dir, None, profile, ds, seed, run)[0]
+                                                   / "run.json").read_text())
+                break   # a diverged stage 2 leaves its stage 3 nothing to train from
+    return out
+
+
+def train_readings(datasets: Sequence[str], seeds: Sequence[int], profile: str, *, results_dir: str | Path,
+                   readings: Sequence[str] = C.SAE_READINGS, stop_after: int | None = None, device: str = "auto",
+                   source: str = "auto", progress: bool | str = "epoch", workers: int = 0,
+                   log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
+    """For every dataset, seed and non-literal reading: stage 2 (``stage2@r``, from stage 1), then Top-k stage 3
+    (``topk@r``) up to ``stop_after`` epochs (the warm-up; None: to the end, resuming a warm-up run). Literal is
+    left to notebooks 02/03 (its folders are theirs). Finished runs with the same parameters are skipped. A run
+    that diverges is recorded as such and the others go on. Each (dataset, seed) is one chain; chains train side
+    by side on a GPU (:func:`chain_workers`). Returns {(dataset, seed, run folder): run.json}."""
+    chains = [(ds, seed) for ds in datasets for seed in seeds]
+    return _map_chains(_train_chain, chains, chain_workers(len(chains), device, workers), profile=profile,
+                       results_dir=results_dir, readings=tuple(readings), stop_after=stop_after, device=device,
+                       source=source, progress=progress, log=log)
+
+
+def _curve_chain(ds: str, seed: int, *, profile: str, results_dir: str | Path, readings: Sequence[str], device: str,
+                 source: str, progress: bool | str, log: Callable[[str], None] | None) -> dict[tuple[str, int, str], dict]:
+    from .train import Diverged, run_stage
+
+    say = log or (lambda s: None)
+    out: dict[tuple[str, int, str], dict] = {}
+    for r in readings:
+        tk = C.run_folder("topk", r)
+        try:
+            out[(ds, seed, tk)] = run_stage("topk", ds, seed, profile, results_dir=results_dir, device=device,
+                                            source=source, overrides={"reading_sae": r}, progress=progress,
+                                            log=log, run=tk, from_run=C.run_folder("stage2", r))
+        except Diverged as exc:
+            say(f"{tk} on {ds}, seed {seed}: diverged ({exc})")
+        except VaesaeError as exc:   # e.g. its stage 2 diverged: nothing to train from
+            say(f"{tk} on {ds}, seed {seed}: not trained ({exc})")
+    return out
+
+
+def complete_curves(datasets: Sequence[str], seeds: Sequence[int], profile: str, readings: Sequence[str], *,
+                    results_dir: str | Path, device: str = "auto", source: str = "auto", progress: bool | str = "epoch",
+                    workers: int = 0, log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
+    """The whole Top-k stage 3 of ``readings`` (resuming their warm-up runs); literal's ``topk`` is notebook 03's and
+    is trained here only if it is missing (then from ``stage2``, as 03 would). Chains side by side as in
+    :func:`train_readings`."""
+    chains = [(ds, seed) for ds in datasets for seed in seeds]
+    return _map_chains(_curve_chain, chains, chain_workers(len(chains), device, workers), profile=profile,
+                       results_dir=results_dir, readings=tuple(readings), device=device, source=source,
+                       progress=progress, log=log)
