@@ -234,12 +234,14 @@ def _descendants(pid: int) -> list:
 
 def _stop(proc: subprocess.Popen) -> list:
     """Stop Snakemake and every job step it started (each step stops its notebook and removes its temporary files):
-    SIGTERM to Snakemake (it starts nothing more) and to each step. The steps, to wait for."""
+    SIGINT to Snakemake, SIGTERM to each step. The steps, to wait for."""
     import psutil
 
     family = _descendants(proc.pid)
     try:
-        proc.terminate()   # Snakemake: it starts no job after this (and waits for those that run)
+        # SIGINT, as Ctrl-C: Snakemake starts nothing more and cancels what runs (scancel on a cluster; SIGTERM would
+        # have it wait for the running jobs to finish)
+        proc.send_signal(signal.SIGINT)
     except ProcessLookupError:
         pass
     steps = []
