@@ -59,6 +59,8 @@ def test_notebook_10_and_the_chosen_chain_join_the_graph(notebooks, tmp_path):
     assert not any(d.name in ("stage2", "topk") for d in j10.record_dirs)       # literal's are 02's and 03's
     assert len(j10.record_dirs) == 2 * 2 * 6 * 2 + 1 and j10.record_dirs[-1] == root / "readings_choice.json"
     assert "10_readings" in by_id["07_figures"].deps
+    # 07 reads the chosen chain's records too: it waits for every job of it
+    assert {f"{s}@chosen[{d},seed{n}]" for s in CHAIN[1:] for d in ("dsprites", "shapes3d") for n in (42, 43)} <= set(by_id["07_figures"].deps)
     # the chain under the chosen reading: its own ids, notebooks, outputs, parameters and dependencies
     j2 = by_id["02_stage2_sae_init@chosen[dsprites,seed43]"]
     assert j2.notebook.name == "02_stage2_sae_init.ipynb" and j2.output == root / "dsprites" / "seed43" / "02_stage2_sae_init@chosen.ipynb"

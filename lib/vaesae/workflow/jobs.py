@@ -66,9 +66,12 @@ NOTEBOOK_GRAPH: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("03_stage3_topk@chosen", "seed", ("02_stage2_sae_init@chosen",)),
     ("04_extended@chosen", "seed", ("03_stage3_topk@chosen",)),
     ("05_l1_comparison@chosen", "seed", ("02_stage2_sae_init@chosen",)),
-    # last: its tables (claim_tests included) and the report read every record, the remedies' and ablations' too
+    # last: its tables (claim_tests included) and the report read every record, the remedies' and ablations' too, and
+    # those of the chain under the chosen reading (its tables "@<reading>"): with jobs side by side (a cluster) 07 must
+    # not start before that chain has finished
     ("07_figures", "profile", ("03_stage3_topk", "04_extended", "05_l1_comparison", "06_threshold_robustness",
-                               "08_is_collapse_intrinsic", "09_ablations", SWEEP_NOTEBOOK)),
+                               "08_is_collapse_intrinsic", "09_ablations", SWEEP_NOTEBOOK, "03_stage3_topk@chosen",
+                               "04_extended@chosen", "05_l1_comparison@chosen")),
 )
 
 
