@@ -64,6 +64,14 @@ def _what(run: str, reading: str, chosen: str) -> str:
     return f"{label} ({where + ', ' if where else ''}`{reading}`)" if row.kind != "stage1" else label
 
 
+def recorded_not_run(results_dir: str | Path, profile: str) -> list[str]:
+    """:func:`not_run` under the reading notebook 10 recorded (``readings_choice.json``; None before it ran)."""
+    from .readings import choice_path, chosen_reading
+
+    chosen = chosen_reading(results_dir, profile) if choice_path(results_dir, profile).is_file() else None
+    return not_run(results_dir, profile, chosen)
+
+
 def not_run(results_dir: str | Path, profile: str, chosen: str | None) -> list[str]:
     """The full study's runs with no ``run.json`` under ``results_dir/profile`` yet, one line per kind of run:
     ``"<what>: dSprites seeds 43, 44; Shapes3D all seeds"``. Only the paper profile has a full study; other profiles

@@ -54,10 +54,6 @@ SPEC_T = common.SPEC_THRESHOLDS["specialized"]
 DEAD_T = common.SPEC_THRESHOLDS["dead"]
 SOURCE_NAMES = {"real": "real files", "procedural": "procedural stand-in", "synthetic": "SYNTHETIC demo records", "unknown": "unknown source"}
 
-# The paper's Table 4 (specialised, mean of 3 seeds) and Table 5 (dead %), as printed: vaesae.analysis.paper
-PAPER_TABLE4, PAPER_TABLE5 = paper.TABLE4, paper.TABLE5
-
-
 @dataclass
 class NeuronRecord:
     """One run's per-neuron arrays and where they came from."""
@@ -245,12 +241,12 @@ def _threshold_table(records: dict[str, list[NeuronRecord]], prefix: str, thresh
 
 def table4(records: dict[str, list[NeuronRecord]]) -> pd.DataFrame:
     """Table 4: specialised neurons (MI / H(factor) > t) at t = 0.2 ... 0.8, mean (std) over seeds."""
-    return _threshold_table(records, "spec", SPEC_T, PAPER_TABLE4, 1)
+    return _threshold_table(records, "spec", SPEC_T, paper.TABLE4, 1)
 
 
 def table5(records: dict[str, list[NeuronRecord]]) -> pd.DataFrame:
     """Table 5: dead % (activation rate < t) at t = 0.0005 ... 0.01, mean (std) over seeds."""
-    return _threshold_table(records, "dead_pct", DEAD_T, PAPER_TABLE5, 2)
+    return _threshold_table(records, "dead_pct", DEAD_T, paper.TABLE5, 2)
 
 
 def table_normalisations(records: dict[str, list[NeuronRecord]]) -> pd.DataFrame:
@@ -351,7 +347,7 @@ def fig_specialised_vs_threshold(records: dict[str, list[NeuronRecord]], profile
     fig, axes = _panels(records)
     for ax, (ds, recs) in zip(axes, records.items()):
         _curve(ax, recs, "spec", SPEC_T, "ours", "tab:red")
-        pt = PAPER_TABLE4.get(ds, {})
+        pt = paper.TABLE4.get(ds, {})
         if pt:
             ax.plot(list(pt), list(pt.values()), "kx", ms=8, mew=2, label="paper, Table 4")
         ax.axvline(common.DEFAULT_SPEC_THRESHOLD, color="red", ls="--", lw=1, label="default 0.5")
@@ -369,7 +365,7 @@ def fig_dead_vs_threshold(records: dict[str, list[NeuronRecord]], profile: str):
     fig, axes = _panels(records)
     for ax, (ds, recs) in zip(axes, records.items()):
         _curve(ax, recs, "dead_pct", DEAD_T, "ours", "tab:blue")
-        pt = PAPER_TABLE5.get(ds, {})
+        pt = paper.TABLE5.get(ds, {})
         if pt:
             ax.plot(list(pt), list(pt.values()), "kx", ms=8, mew=2, label="paper, Table 5")
         ax.axvline(common.DEFAULT_DEAD_THRESHOLD, color="blue", ls="--", lw=1, label="default 0.001")

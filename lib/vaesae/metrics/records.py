@@ -11,7 +11,7 @@ The stored layout (:func:`save_neurons`, ``np.savez_compressed``, atomic, ``allo
   rates are k / n_eval (float32 cannot hold them: a threshold at such a fraction could flip).
 * ``mi_nats`` [M, K] and ``neuron_entropy`` [M]: float32 (half the bytes of the largest array; the values
   keep about 7 significant digits), **when nothing read from them changes** (:func:`narrowing_keeps`): every
-  thresholded count of the sweep (``vaesae.metrics.summarize``: MI/H(factor), MI in nats and MI/H(neuron) at
+  thresholded count of the sweep (``vaesae.metrics.evaluate.summarize``: MI/H(factor), MI in nats and MI/H(neuron) at
   every specialisation threshold) and the kept ``top_rows`` are computed from the float32 values and must equal
   those of the float64 ones; otherwise the record keeps float64. Read back, they are widened to float64, so
   the thresholded counts are bit-for-bit those of the evaluation either way.
@@ -93,7 +93,7 @@ def _narrowed(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.nda
 
 def narrowing_keeps(arrays: Mapping[str, np.ndarray], prefix: str = "") -> bool:
     """Whether storing ``{prefix}mi_nats`` [M, K] and ``{prefix}neuron_entropy`` [M] as float32 leaves every thresholded
-    count of :func:`vaesae.metrics.summarize` (``{prefix}activation_rates`` [M], MI/H(factor) with ``factor_entropy``
+    count of :func:`vaesae.metrics.evaluate.summarize` (``{prefix}activation_rates`` [M], MI/H(factor) with ``factor_entropy``
     [K], MI in nats, MI/H(neuron)) and, for the SAE, :func:`top_rows` exactly as the float64 arrays give them."""
     from .evaluate import summarize
 

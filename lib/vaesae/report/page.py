@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..analysis import coverage
 from ..errors import VaesaeError
 from ..io import atomic_write_text, repo_path
 
@@ -465,7 +466,7 @@ def collect(results_dir: str | Path, figures_dir: str | Path, profile: str) -> d
     notebooks = _render_notebooks(root, report_dir, problems)
     if not notebooks:
         missing.append(f"executed notebooks: no results/{profile}/**/NN_*.ipynb or .html yet")
-    missing.extend(f"not run yet: {line}" for line in _not_run(results_dir, profile))
+    missing.extend(f"not run yet: {line}" for line in coverage.recorded_not_run(results_dir, profile))
 
     return {
         "profile": profile, "study": STUDY, "paper_url": PAPER_URL,
@@ -663,10 +664,3 @@ def build_report(results_dir: str | Path, figures_dir: str | Path, profile: str)
     return path
 
 
-def _not_run(results_dir: Path, profile: str) -> list[str]:
-    """The full study's runs with no record yet (:func:`vaesae.analysis.coverage.not_run`; the paper profile only)."""
-    from ..analysis import coverage
-    from ..analysis import readings as R
-
-    chosen = R.chosen_reading(results_dir, profile) if R.choice_path(results_dir, profile).is_file() else None
-    return coverage.not_run(results_dir, profile, chosen)

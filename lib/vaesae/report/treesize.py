@@ -29,9 +29,6 @@ from ..io import REPO_ROOT, atomic_save_json, git_commit
 
 BUDGET_MIB = 40
 MIB = 2 ** 20
-PER_SEED_NOTEBOOKS = coverage.PER_SEED_NOTEBOOKS
-
-
 def tracked_sizes(root: Path = REPO_ROOT) -> dict[str, int]:
     """{path: bytes} of every file git tracks under ``root`` (``git ls-files``); a one-line error outside a checkout."""
     try:
@@ -64,7 +61,7 @@ def measure(root: Path = REPO_ROOT, profile: str = "paper", chosen: str | None =
         parts = rel.split("/")
         if len(parts) == 4 and parts[1].startswith("seed"):             # <ds>/seed<s>/<run folder>/<file>
             folder_bytes["/".join(parts[:3])] = folder_bytes.get("/".join(parts[:3]), 0) + n
-        elif len(parts) == 3 and parts[1].startswith("seed") and parts[2][:2] in PER_SEED_NOTEBOOKS:
+        elif len(parts) == 3 and parts[1].startswith("seed") and parts[2][:2] in coverage.PER_SEED_NOTEBOOKS:
             stem = "/".join(parts[:2]) + "/" + parts[2].rsplit(".", 1)[0]
             page_bytes[stem] = page_bytes.get(stem, 0) + n
     run_of = lambda folder: folder.split("/")[2].partition("@")[0]

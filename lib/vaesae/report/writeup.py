@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .. import runs as R
+from ..analysis import coverage
 from ..errors import VaesaeError, cli
 from ..io import atomic_write_text
 
@@ -215,14 +216,6 @@ def _val(row: Mapping[str, Any] | None, key: str) -> float | None:
     return None if v != v else v
 
 
-def _not_run(results_dir: Path, profile: str) -> list[str]:
-    """The full study's runs not recorded yet (:func:`vaesae.analysis.coverage.not_run`), under the recorded choice."""
-    from ..analysis import coverage
-    from ..analysis import readings as R
-
-    chosen = R.chosen_reading(results_dir, profile) if R.choice_path(results_dir, profile).is_file() else None
-    return coverage.not_run(results_dir, profile, chosen)
-
 
 def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
     """Per SAE reading the study is published under (``study.study_readings``): its Table 1 rows (k = 50, the
@@ -334,7 +327,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
             "conv": _conv(bench_dir), "by_reading": _by_reading(results_dir, profile), "tree_size": tree_size,
-            "not_run": _not_run(results_dir, profile)}
+            "not_run": coverage.recorded_not_run(results_dir, profile)}
 
 
 def renderers(S) -> dict[str, list[str]]:
