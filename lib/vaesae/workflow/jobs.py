@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import runs as R
+from ..analysis import coverage
 from ..config import PROFILES, SAE_READINGS, run_folder, split_run_folder
 from ..errors import VaesaeError
 from ..io import REPO_ROOT, atomic_save_json, sha256_file
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
-DATASETS = ("dsprites", "shapes3d")
-DEFAULT_SEEDS = {"smoke": (42,), "quick": (42,), "paper": (42, 43, 44)}
+DATASETS = coverage.DATASETS
+DEFAULT_SEEDS = {"smoke": (42,), "quick": (42,), "paper": coverage.FULL_STUDY_SEEDS}
 
 CHOSEN = "chosen"   # notebooks 02-05 with reading_sae="chosen": the reading notebook 10 recorded in its choice file
 CHOICE_FILE = "readings_choice.json"   # results/<profile>/readings_choice.json (vaesae.analysis.readings.CHOICE_FILE)
