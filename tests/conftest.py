@@ -70,6 +70,10 @@ FILE_TIERS = {
     "test_writeup.py": "unit",
 }
 
+# The files that take longest, longest first (measured with --durations on 2 cores); every other file follows, in
+# pytest's order. test_faults.py and test_slurm.py share the session's smoke reference (one of them makes it).
+LONGEST_FIRST = ("test_faults.py", "test_e2e.py", "test_slurm.py")
+
 # Tests whose tier differs from their file's: "file::test" (parameters left off) -> tier, with the reason.
 TEST_TIERS = {
     # share a module fixture that trains the smoke chain (stages 1, 2, Top-k and an ablation)
@@ -153,6 +157,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if problems:
         raise pytest.UsageError("every test needs exactly one tier (unit, integration, e2e, slurm): add a row to FILE_TIERS "
                                 "or TEST_TIERS in tests/conftest.py, or a marker of its own:\n  " + "\n  ".join(problems))
+    # longest first: pytest-xdist (--dist loadfile --no-loadscope-reorder, pyproject.toml) hands the files to its
+    # workers in this order, so the long end-to-end files start at once, side by side, and the short ones fill in
+    items.sort(key=lambda item: LONGEST_FIRST.index(_key(item)[0]) if _key(item)[0] in LONGEST_FIRST else len(LONGEST_FIRST))
 
 
 @pytest.fixture
@@ -171,13 +178,24 @@ SMOKE_DSPRITES = ("--profile", "smoke", "--source", "procedural", "--device", "c
 
 
 @pytest.fixture(scope="session")
-def smoke_reference(tmp_path_factory):
+def smoke_reference(tmp_path_factory, worker_id):
     """An uninterrupted local ``./run_all.sh`` of :data:`SMOKE_DSPRITES`, shared by the fault tests (the records every
-    killed run must end with) and the SLURM tier (the records the cluster must give): (its folder, its output lines)."""
-    tmp = tmp_path_factory.mktemp("smoke_reference")
-    proc = subprocess.run([str(REPO / "run_all.sh"), *SMOKE_DSPRITES, "--results-dir", str(tmp / "results"),
-                           "--figures-dir", str(tmp / "figures")], cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=1200,
-                          env=dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1"))
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    return tmp, proc.stdout.splitlines(keepends=True)
+    killed run must end with) and the SLURM tier (the records the cluster must give): (its folder, its output lines).
+
+    Made once per test session: under pytest-xdist the first worker to need it runs it (under a file lock, in the
+    session's common temporary folder) and the others read it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if worker_id != "master" else base
+    tmp, log = shared / "smoke_reference", shared / "smoke_reference.log"
+    with FileLock(str(shared / "smoke_reference.lock")):
+        if not log.is_file():
+            # two jobs at a time (the killed studies run one): the records do not depend on it, as the tests show
+            proc = subprocess.run([str(REPO / "run_all.sh"), *SMOKE_DSPRITES, "--jobs", "2", "--results-dir", str(tmp / "results"),
+                                   "--figures-dir", str(tmp / "figures")], cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, timeout=3600,
+                                  env=dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1"))
+            assert proc.returncode == 0, proc.stdout[-4000:]
+            log.write_text(proc.stdout)   # written last: its presence says the reference is complete
+    return tmp, log.read_text().splitlines(keepends=True)

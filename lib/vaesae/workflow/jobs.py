@@ -391,15 +391,6 @@ def gpu_slots(gpus: int, jobs_per_gpu: int, n_jobs: int) -> list[int | None]:
     return [g for _ in range(max(1, jobs_per_gpu)) for g in range(gpus)][: max(1, n_jobs)]
 
 
-def _take_slot(free: list[int | None]) -> int | None:
-    """The free slot of the least busy GPU (most free slots left; the lowest number on a tie)."""
-    if free[0] is None:
-        return free.pop(0)
-    best = max(set(free), key=lambda g: (free.count(g), -g))  # type: ignore[operator]
-    free.remove(best)
-    return best
-
-
 # ---------------------------------------------------------------------------------------------
 # one pipeline per results directory; what an interrupted run leaves behind; foreign outputs
 
@@ -498,15 +489,6 @@ def check_foreign_outputs(results_dir: Path, profile: str, commit: str, *, reuse
         raise VaesaeError(f"{_rel(results_dir / profile)} holds {n} finished job(s) of commit "
                           f"{', '.join(sorted(commits))} (this checkout: {commit}); pass --reuse to keep them "
                           "(each record names the commit that made it) or --force to redo them")
-
-
-def _fmt(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
 
 
 # ---------------------------------------------------------------------------------------------
