@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# On the GPU machine: packs what the study start.sh started has written so far (results/ and figures/ files newer than
+# its start, the logs and the GPU's utilisation; never checkpoints or data) into $OUT/results.tgz, split into 15 MiB
+# parts results.tgz.00, .01, ... when larger (the device returns 8 files of 16 MiB at most). Here:
+#   cat <files_at>/results.tgz* | tar -xzf - -C <folder>
+set -euo pipefail
+[[ -e /root/run/t0 ]] || { echo "BARE MACHINE: nothing to collect (/root/run/t0 missing)"; exit 4; }
+cd /root/run
+{ find results figures -type f -newer t0 -not -path '*/.snakemake/*' -not -name '.*'; ls pipeline.log gpu_utilisation.csv rc 2>/dev/null; } > collect.list
+tar -czf - -T collect.list | split -b 15M -d - "$OUT/results.tgz."
+parts=("$OUT"/results.tgz.*)
+[[ ${#parts[@]} -eq 1 ]] && mv "${parts[0]}" "$OUT/results.tgz"
+echo "collected $(wc -l < collect.list) files: $(du -ch "$OUT"/results.tgz* | tail -1 | cut -f1)"
+(( ${#parts[@]} <= 8 )) || echo "collect.sh: ${#parts[@]} parts, more than the 8 files that come back" >&2

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# On the GPU machine (the device tool's `run`, carrying .whl from wheels.sh): starts the study in the background, in its
+# own process session, so that it outlives this 10-minute command and runs on while the machine stays warm; wait.sh
+# and collect.sh, in the next commands, follow it and bring its records back.
+#   bash scripts/device/start.sh <commit> [python -m vaesae.workflow options...]
+# <commit>: the full SHA-1 of the committed, clean HEAD the tree was sent from (the copy there has no .git); every
+# record names it. The study runs in a copy of the tree at /root/run (results, figures, data and checkpoints there),
+# so the next command's fresh copy of the working tree cannot touch it.
+# A warm machine goes back 30 s after a command ends, with every checkpoint on its disk: issue the next command
+# (wait.sh) at once, and let only the last one bring files back (collect.sh), since a larger reply takes longer.
+# Typical chain: start.sh ... && wait.sh 560;  wait.sh 580;  ...;  wait.sh N; collect.sh
+set -euo pipefail
+commit=${1:?usage: start.sh <40-hex commit> [workflow options]}; shift
+[[ $commit =~ ^[0-9a-f]{40}$ ]] || { echo "start.sh: '$commit' is not a full commit SHA-1" >&2; exit 2; }
+[[ -e /root/run/t0 ]] && { echo "start.sh: a study was already started on this machine (/root/run); wait.sh follows it" >&2; exit 2; }
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+mkdir -p /root/run
+tar --exclude=./.whl --exclude=./.git -cf - . | tar -xf - -C /root/run
+cd /root/run
+date +%s > t0
+export PYTHONPATH=/tmp/site:/root/run/lib PYTHONUNBUFFERED=1 MPLBACKEND=Agg VAESAE_GIT_COMMIT=$commit
+setsid nohup nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used --format=csv -l 10 \
+  > gpu_utilisation.csv 2>&1 < /dev/null &
+setsid nohup bash -c 'python3 -m vaesae.workflow "$@"; echo $? > rc' study "$@" > pipeline.log 2>&1 < /dev/null &
+sleep 20
+cat pipeline.log

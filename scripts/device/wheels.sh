@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Downloads into .whl/ (git-ignored) the pinned wheels that the GPU machine's image lacks, for its Python 3.12:
+# papermill, nbconvert, ipykernel, Snakemake and what they need (requirements.txt's versions). The image already holds
+# torch, numpy, pandas, scipy, matplotlib, seaborn, scikit-learn, h5py and the rest (run them at its versions).
+# Run once here (it needs the package registry); every device command then carries .whl (see start.sh).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# in requirements.txt but already on the image, or only for Jupyter's servers, the tests and the import linter;
+# PuLP (16 MB: Snakemake imports it only for its ILP scheduler and falls back to the greedy one without it)
+skip='^(annotated-types|anyio|attrs|certifi|charset-normalizer|click|cloudpickle|contourpy|cycler|execnet|filelock|fonttools|fsspec|h11|h5py|httpcore|httpx|hypothesis|idna|iniconfig|jinja2|joblib|kiwisolver|markdown-it-py|markupsafe|matplotlib|mdurl|mpmath|narwhals|networkx|numpy|packaging|pandas|pillow|pluggy|psutil|pygments|pyparsing|pytest|pytest-xdist|python-dateutil|pyyaml|requests|rich|scikit-learn|scipy|seaborn|six|sortedcontainers|sympy|tabulate|threadpoolctl|torch|tqdm|typing-extensions|urllib3|wrapt|argon2-cffi|argon2-cffi-bindings|arrow|async-lru|babel|cffi|pycparser|fqdn|grimp|import-linter|ipywidgets|isoduration|json5|jupyter|jupyter-console|jupyter-events|jupyter-lsp|jupyter-builder|jupyter-server|jupyter-server-terminals|jupyterlab|jupyterlab-server|jupyterlab-widgets|lark|notebook|notebook-shim|overrides|python-json-logger|rfc3339-validator|rfc3986-validator|rfc3987-syntax|send2trash|terminado|uri-template|webcolors|websocket-client|widgetsnbextension|pulp)$'
+mapfile -t pins < <(grep -E '^[A-Za-z0-9_.-]+==' requirements.txt | while IFS='==' read -r name _; do
+  norm=$(echo "$name" | tr 'A-Z_.' 'a-z--'); [[ $norm =~ $skip ]] || grep -E "^$name==" requirements.txt; done)
+rm -rf .whl && mkdir .whl
+grep -qx '/.whl/' .git/info/exclude 2>/dev/null || grep -qx '/.whl/' .gitignore || echo /.whl/ >> .git/info/exclude
+for pin in "${pins[@]}"; do
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "$pin" 2>/dev/null ||
+  python3 -m pip wheel -q --no-deps -w .whl "$pin"   # a pure-Python package published as source only
+done
+echo "$(ls .whl | wc -l) wheels, $(du -sh .whl | cut -f1) in .whl/"
