@@ -70,9 +70,13 @@ FILE_TIERS = {
     "test_writeup.py": "unit",
 }
 
-# The files that take longest, longest first (measured with --durations on 2 cores); every other file follows, in
-# pytest's order. test_faults.py and test_slurm.py share the session's smoke reference (one of them makes it).
-LONGEST_FIRST = ("test_faults.py", "test_e2e.py", "test_slurm.py")
+# The files that lead, in this order; every other file follows, in pytest's order. pytest-xdist (--dist loadfile) gives
+# each worker a file, then at once another to a worker whose file has at most two tests left, and later the next file
+# to the first worker down to two: on 2 cores the fault test (one test, which makes the session's smoke reference
+# first) and then test_tiers.py go to one worker, the end-to-end study (ten tests) and then the SLURM tier,
+# which compares with that reference, to the other. Measured with --durations on 2 cores: fault test > end-to-end >
+# SLURM tier > the rest.
+LONGEST_FIRST = ("test_faults.py", "test_e2e.py", "test_tiers.py", "test_slurm.py")
 
 # Tests whose tier differs from their file's: "file::test" (parameters left off) -> tier, with the reason.
 TEST_TIERS = {
@@ -171,6 +175,17 @@ def rng():
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def study_env(**extra: str) -> dict[str, str]:
+    """The environment of every study a test starts (``./run_all.sh`` in a subprocess): its notebooks run on one thread
+    each (OpenMP's and MKL's, where torch takes its CPU threads). Under pytest-xdist two workers, each with up to two
+    jobs at a time, would otherwise run eight spinning threads on two cores: the smoke study on dSprites took 248 s
+    alone with two threads a job and 152 s with one (--jobs 2, 2 idle cores). The records depend on the thread count
+    (the order of floating-point sums), so every study compared with another runs so."""
+    return dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
+
+
 # the smoke study on dSprites as the fault tests run it: --no-ablations keeps 09 (comparing what is recorded) and
 # the suite within its budget; 08 still trains its remedies
 SMOKE_DSPRITES = ("--profile", "smoke", "--source", "procedural", "--device", "cpu", "--datasets", "dsprites",
@@ -195,7 +210,7 @@ def smoke_reference(tmp_path_factory, worker_id):
             proc = subprocess.run([str(REPO / "run_all.sh"), *SMOKE_DSPRITES, "--jobs", "2", "--results-dir", str(tmp / "results"),
                                    "--figures-dir", str(tmp / "figures")], cwd=REPO, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, timeout=3600,
-                                  env=dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1"))
+                                  env=study_env())
             assert proc.returncode == 0, proc.stdout[-4000:]
             log.write_text(proc.stdout)   # written last: its presence says the reference is complete
     return tmp, log.read_text().splitlines(keepends=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import study_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,8 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _run_all(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [str(REPO / "run_all.sh"), "--profile", "smoke", "--source", "procedural", "--device", "cpu",
            "--results-dir", str(tmp / "results"), "--figures-dir", str(tmp / "figures"), *extra]
-    env = dict(os.environ, MPLBACKEND="Agg")
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=2400)   # a safety net: 14 min measured beside the fault test
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=study_env(), timeout=2400)   # a safety net
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from conftest import SMOKE_DSPRITES
+from conftest import SMOKE_DSPRITES, study_env
 
 from vaesae.workflow import jobs as pipeline
 
@@ -46,7 +46,7 @@ def _cmd(tmp: Path) -> list[str]:
 
 
 def _env() -> dict:
-    return dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    return study_env()
 
 
 class Study:

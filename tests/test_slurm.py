@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SMOKE_DSPRITES
+from conftest import SMOKE_DSPRITES, study_env
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm_local.sh"
@@ -51,7 +51,7 @@ def test_the_smoke_study_through_slurm_gives_the_local_records(slurm_cluster, sm
                "seconds-between-status-checks": 2, "jobs": 2}
     config["default-resources"] |= {"cpus_per_task": 1}
     (profile / "config.yaml").write_text(yaml.safe_dump(config))
-    env = dict(os.environ, SLURM_CONF=slurm_cluster, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    env = study_env(SLURM_CONF=slurm_cluster)
     cmd = [str(REPO / "run_all.sh"), *SMOKE_DSPRITES, "--results-dir", str(tmp_path / "results"),
            "--figures-dir", str(tmp_path / "figures"), "--cluster", str(profile)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1500)

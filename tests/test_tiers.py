@@ -53,7 +53,8 @@ def test_the_longest_files_are_collected_first(suite):
     # pytest-xdist hands files out in collection order (--no-loadscope-reorder): the long end-to-end files must lead,
     # in conftest.LONGEST_FIRST's order, whatever their names' order
     suite.makepyfile(test_records="def test_a():\n    pass\n", test_slurm="def test_s():\n    pass\n",
-                     test_e2e="def test_e():\n    pass\n", test_faults="def test_f():\n    pass\n")
+                     test_e2e="def test_e():\n    pass\n", test_faults="def test_f():\n    pass\n",
+                     test_tiers="def test_t():\n    pass\n")
     result = suite.runpytest_subprocess("--collect-only", "-q")
     got = [line.split("::")[0] for line in result.stdout.lines if "::" in line]
-    assert got == ["test_faults.py", "test_e2e.py", "test_slurm.py", "test_records.py"], result.stdout.lines
+    assert got == ["test_faults.py", "test_e2e.py", "test_tiers.py", "test_slurm.py", "test_records.py"], result.stdout.lines
