@@ -1,6 +1,6 @@
 """End-to-end tier: nothing is lost when ./run_all.sh is killed (issues 7 and 21).
 
-A seeded schedule kills the smoke study (dSprites) twice in every notebook job (30 points: data preparation, every
+A seeded plan kills the smoke study (dSprites) twice in every notebook job (30 points: data preparation, every
 training stage with its evaluation under both readings, the threshold notebook and figure making, the remedies of
 08, the readings of 10), each time at a random point of the job, with SIGINT (Ctrl-C: the whole process group, the
 runner, Snakemake, the job's step and papermill), SIGTERM (``kill PID``: the runner alone, which stops Snakemake and
@@ -68,10 +68,9 @@ class Study:
             self.lines.put(line)
         self.lines.put(None)
 
-    def wait_running(self, at_or_after: str, timeout: float = 300) -> str | None:
-        """Block until a job at or after ``at_or_after`` (in STEMS order) is running; its stem, or None
-        when the study ended first."""
-        start = STEMS.index(at_or_after)
+    def wait_running(self, wanted: "set[str]", timeout: float = 900) -> str | None:
+        """Block until a job whose stem is in ``wanted`` is running (the others run on); its stem, or None when the
+        study ended first."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
@@ -83,11 +82,9 @@ class Study:
                 return None
             self.log.append(line)
             parts = line.split()
-            if len(parts) >= 3 and parts[1] == "running":
-                stem = parts[2].split("[")[0]
-                if stem in STEMS and STEMS.index(stem) >= start:
-                    return stem
-        raise AssertionError(f"no job at or after {at_or_after} started within {timeout} s:\n{''.join(self.log[-20:])}")
+            if len(parts) >= 3 and parts[1] == "running" and parts[2].split("[")[0] in wanted:
+                return parts[2].split("[")[0]
+        raise AssertionError(f"none of {sorted(wanted)} started within {timeout} s:\n{''.join(self.log[-20:])}")
 
     def kill(self, sig: int) -> None:
         if sig == signal.SIGTERM:
@@ -199,18 +196,25 @@ def test_killed_anywhere_and_rerun_gives_the_uninterrupted_records(tmp_path, smo
     dur = _durations(ref_log)
     assert set(dur) == set(STEMS), dur
 
+    # every job's kills, drawn in advance: (fraction of its reference duration, signal) for its first and second kill
     rng = random.Random(FAULT_SEED)
-    schedule = [(stem, rng.uniform(0.1, 0.85), rng.choice(SIGNALS)) for stem in STEMS for _ in range(KILLS_PER_JOB)]
+    plan = {stem: [(rng.uniform(0.1, 0.85), rng.choice(SIGNALS)) for _ in range(KILLS_PER_JOB)] for stem in STEMS}
     hit: list[tuple[str, str]] = []
 
-    def attempt(target: str, frac: float, sig: int, *extra: str) -> bool:
-        """Start the study and send ``sig`` ``frac`` of the way (by the reference's durations) into the first job at or
-        after ``target``; whether the signal reached the study while it ran (a kill point)."""
+    def kills(stem: str) -> int:
+        return sum(s == stem for s, _ in hit)
+
+    def attempt(wanted: "set[str]", *extra: str, frac: float | None = None, sig: int | None = None) -> bool | None:
+        """Start the study and kill it in the first job of ``wanted`` that starts, at its planned point and signal (or
+        ``frac`` and ``sig``); whether the signal reached the study while it ran (a kill point), None when the study
+        ended before any job of ``wanted`` started."""
         st = Study(kill_dir, *extra)
-        stem = st.wait_running(target)
-        if stem is None:                 # the study completed before reaching the target
+        stem = st.wait_running(wanted)
+        if stem is None:
             assert st.finish() == 0, "".join(st.log[-30:])
-            return False
+            return None
+        if frac is None:
+            frac, sig = plan[stem][kills(stem)]
         # papermill needs a few seconds to start the kernel: aim into the notebook's own work
         time.sleep(frac * max(dur[stem], 1.0))
         # the study may have ended meanwhile (the reference's durations were measured on a busier machine): not a
@@ -234,17 +238,18 @@ def test_killed_anywhere_and_rerun_gives_the_uninterrupted_records(tmp_path, smo
             assert not _leftovers(kill_dir), _leftovers(kill_dir)
         return True
 
-    for target, frac, sig in schedule:
-        attempt(target, frac, sig)
-    # A stage every scheduled kill missed gets its own. A kill misses when the stage ends before it (for one, when it
-    # resumes work an earlier kill left, or runs alone faster than in the reference, which ran beside other studies)
-    # and the study ends first; then no later stage runs again, so the stage is forced to rerun (a forced rerun must
-    # give the same records too), killed ever earlier until a kill lands: at 0 it lands as the job starts.
+    # the same command again and again, each time killed in the first job that starts with a kill still to come (the
+    # study resumes the killed job and runs the ones already killed twice), until the study ends without one
+    while attempt({stem for stem in STEMS if kills(stem) < KILLS_PER_JOB}) is not None:
+        pass
+    # A job every kill missed gets its own. A kill misses when the job ends before it (for one, when it resumes work an
+    # earlier kill left, or runs alone faster than in the reference, which ran beside other studies); once the study
+    # has ended it does not run again, so it is forced to rerun (a forced rerun must give the same records too), killed
+    # ever earlier until a kill lands: at 0 it lands as the job starts.
     for stem in STEMS:
-        if not any(s == stem for s, _ in hit):
-            for frac in (0.3, 0.1, 0.0):
-                if attempt(stem, frac, signal.SIGKILL, "--force", "--only", stem):
-                    break
+        for frac in (0.3, 0.1, 0.0):
+            if kills(stem) or attempt({stem}, "--force", "--only", stem, frac=frac, sig=signal.SIGKILL):
+                break
     (tmp_path / "kill_points.json").write_text(json.dumps(hit, indent=1))   # kept by pytest for a look afterwards
     print(f"kill points survived: {len(hit)}: " + ", ".join(f"{s}/{g}" for s, g in hit))
     assert {s for s, _ in hit} == set(STEMS), f"stages never interrupted: {set(STEMS) - {s for s, _ in hit}}"

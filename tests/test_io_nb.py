@@ -71,6 +71,19 @@ def test_provenance_has_every_field():
     assert p["data_source"] == "procedural" and p["params"] == {"m": 8}
 
 
+def test_the_environment_names_torchs_thread_count():
+    # CPU results depend on the thread count: the record says what it was
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert io.environment_info()["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+    assert io.environment_info()["torch_threads"] == before
+
+
 def _ns(**values):
     g = {"__annotations__": {}}
     nb.begin(g)

@@ -197,6 +197,8 @@ def environment_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "cuda": torch.version.cuda,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+        # CPU results depend on it (the order of floating-point sums): OMP_NUM_THREADS, or torch's choice (every core)
+        "torch_threads": torch.get_num_threads(),
     }
     return info
 
