@@ -74,9 +74,8 @@ FILE_TIERS = {
 # each worker a file, then at once another to a worker whose file has at most two tests left, and later the next file
 # to the first worker down to two: on 2 cores the fault test (one test, which makes the session's smoke reference
 # first) and then test_tiers.py go to one worker, the end-to-end study (ten tests) and then the SLURM tier,
-# which compares with that reference, to the other. Measured with --durations on 2 cores: fault test > end-to-end >
-# SLURM tier > the rest.
-LONGEST_FIRST = ("test_faults.py", "test_e2e.py", "test_tiers.py", "test_slurm.py")
+# which compares with that reference, to the other (the suite's three longest files, the fault test the longest).
+LEADING_FILES = ("test_faults.py", "test_e2e.py", "test_tiers.py", "test_slurm.py")
 
 # Tests whose tier differs from their file's: "file::test" (parameters left off) -> tier, with the reason.
 TEST_TIERS = {
@@ -161,9 +160,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if problems:
         raise pytest.UsageError("every test needs exactly one tier (unit, integration, e2e, slurm): add a row to FILE_TIERS "
                                 "or TEST_TIERS in tests/conftest.py, or a marker of its own:\n  " + "\n  ".join(problems))
-    # longest first: pytest-xdist (--dist loadfile --no-loadscope-reorder, pyproject.toml) hands the files to its
-    # workers in this order, so the long end-to-end files start at once, side by side, and the short ones fill in
-    items.sort(key=lambda item: LONGEST_FIRST.index(_key(item)[0]) if _key(item)[0] in LONGEST_FIRST else len(LONGEST_FIRST))
+    # LEADING_FILES first: pytest-xdist (--dist loadfile --no-loadscope-reorder, pyproject.toml) hands the files to its
+    # workers in collection order
+    items.sort(key=lambda item: LEADING_FILES.index(_key(item)[0]) if _key(item)[0] in LEADING_FILES else len(LEADING_FILES))
 
 
 @pytest.fixture

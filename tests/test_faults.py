@@ -45,17 +45,13 @@ def _cmd(tmp: Path) -> list[str]:
             "--figures-dir", str(tmp / "figures")]
 
 
-def _env() -> dict:
-    return study_env()
-
-
 class Study:
     """One ``run_all.sh`` in its own process group, its output lines read by a thread."""
 
     def __init__(self, tmp: Path, *extra: str):
         # Ctrl-C in a terminal reaches a process whose SIGINT is at its default; a test run started in the
         # background of a non-interactive shell (`nohup ... &`) inherits SIGINT ignored, so restore the default
-        self.proc = subprocess.Popen(_cmd(tmp) + list(extra), cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(_cmd(tmp) + list(extra), cwd=REPO, env=study_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, start_new_session=True,
                                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.lines: "queue.Queue[str | None]" = queue.Queue()
@@ -260,5 +256,5 @@ def test_killed_anywhere_and_rerun_gives_the_uninterrupted_records(tmp_path, smo
     assert not _leftovers(kill_dir), _leftovers(kill_dir)
     _assert_same(_records(kill_dir), _records(ref_dir))
     # and every job now verifies: a further run does nothing
-    again = subprocess.run(_cmd(kill_dir) + ["--list"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    again = subprocess.run(_cmd(kill_dir) + ["--list"], cwd=REPO, env=study_env(), capture_output=True, text=True, timeout=120)
     assert "to run" not in again.stdout, again.stdout

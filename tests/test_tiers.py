@@ -49,9 +49,9 @@ def test_the_old_slow_marker_is_refused_with_the_new_names(suite):
     result.stderr.fnmatch_lines(["*'slow' marker is gone: use -m unit*"])
 
 
-def test_the_longest_files_are_collected_first(suite):
+def test_the_leading_files_are_collected_first(suite):
     # pytest-xdist hands files out in collection order (--no-loadscope-reorder): the long end-to-end files must lead,
-    # in conftest.LONGEST_FIRST's order, whatever their names' order
+    # in conftest.LEADING_FILES's order, whatever their names' order
     suite.makepyfile(test_records="def test_a():\n    pass\n", test_slurm="def test_s():\n    pass\n",
                      test_e2e="def test_e():\n    pass\n", test_faults="def test_f():\n    pass\n",
                      test_tiers="def test_t():\n    pass\n")

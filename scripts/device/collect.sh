@@ -6,7 +6,7 @@
 set -euo pipefail
 [[ -e /root/run/t0 ]] || { echo "BARE MACHINE: nothing to collect (/root/run/t0 missing)"; exit 4; }
 cd /root/run
-{ find results figures -type f -newer t0 -not -path '*/.snakemake/*' -not -name '.*'; ls pipeline.log gpu_utilisation.csv rc 2>/dev/null; } > collect.list
+{ find results figures -type f -newer t0 -not -path '*/.snakemake/*' -not -name '.*'; ls pipeline.log gpu_utilisation.csv rc 2>/dev/null || true; } > collect.list   # rc: once the study has ended
 tar -czf - -T collect.list | split -b 15M -d - "$OUT/results.tgz."
 parts=("$OUT"/results.tgz.*)
 [[ ${#parts[@]} -eq 1 ]] && mv "${parts[0]}" "$OUT/results.tgz"

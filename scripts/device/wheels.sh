@@ -8,10 +8,11 @@ cd "$(dirname "$0")/../.."
 # in requirements.txt but already on the image, or only for Jupyter's servers, the tests and the import linter;
 # PuLP (16 MB: Snakemake imports it only for its ILP scheduler and falls back to the greedy one without it)
 skip='^(annotated-types|anyio|attrs|certifi|charset-normalizer|click|cloudpickle|contourpy|cycler|execnet|filelock|fonttools|fsspec|h11|h5py|httpcore|httpx|hypothesis|idna|iniconfig|jinja2|joblib|kiwisolver|markdown-it-py|markupsafe|matplotlib|mdurl|mpmath|narwhals|networkx|numpy|packaging|pandas|pillow|pluggy|psutil|pygments|pyparsing|pytest|pytest-xdist|python-dateutil|pyyaml|requests|rich|scikit-learn|scipy|seaborn|six|sortedcontainers|sympy|tabulate|threadpoolctl|torch|tqdm|typing-extensions|urllib3|wrapt|argon2-cffi|argon2-cffi-bindings|arrow|async-lru|babel|cffi|pycparser|fqdn|grimp|import-linter|ipywidgets|isoduration|json5|jupyter|jupyter-console|jupyter-events|jupyter-lsp|jupyter-builder|jupyter-server|jupyter-server-terminals|jupyterlab|jupyterlab-server|jupyterlab-widgets|lark|notebook|notebook-shim|overrides|python-json-logger|rfc3339-validator|rfc3986-validator|rfc3987-syntax|send2trash|terminado|uri-template|webcolors|websocket-client|widgetsnbextension|pulp)$'
-mapfile -t pins < <(grep -E '^[A-Za-z0-9_.-]+==' requirements.txt | while IFS='==' read -r name _; do
-  norm=$(echo "$name" | tr 'A-Z_.' 'a-z--'); [[ $norm =~ $skip ]] || grep -E "^$name==" requirements.txt; done)
-rm -rf .whl && mkdir .whl
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || grep -qx '/.whl/' .gitignore || echo /.whl/ >> .git/info/exclude
+pins=()
+while IFS= read -r pin; do
+  [[ $(tr 'A-Z_.' 'a-z--' <<< "${pin%%==*}") =~ $skip ]] || pins+=("$pin")
+done < <(grep -E '^[A-Za-z0-9_.-]+==' requirements.txt)
+rm -rf .whl && mkdir .whl   # .gitignore keeps it out of git
 for pin in "${pins[@]}"; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
