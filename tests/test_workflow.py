@@ -526,3 +526,14 @@ def test_quick_leaves_out_extended_and_literal_l1_unless_full_or_named(tmp_path)
     gone = {"04_extended[dsprites,seed42]", "04_extended@chosen[dsprites,seed42]", "05_l1_comparison[dsprites,seed42]"}
     assert gone <= set(full) and not gone & set(quick)
     assert set(full) - set(quick) == gone
+
+
+def test_a_kernel_that_lost_its_port_is_told_from_a_failed_notebook():
+    # the papermill log of 09_ablations in the suite of 2026-12-03, two kernels started in the same second
+    from vaesae.workflow.step import kernel_lost_its_port
+
+    race = ("zmq.error.ZMQError: Address already in use (addr='tcp://127.0.0.1:59443')\n...\n"
+            "RuntimeError: Kernel died before replying to kernel_info\n")
+    assert kernel_lost_its_port(race)
+    assert not kernel_lost_its_port("papermill.exceptions.PapermillExecutionError: ValueError: bad k\n")
+    assert not kernel_lost_its_port("RuntimeError: Kernel died before replying to kernel_info\n")   # another cause

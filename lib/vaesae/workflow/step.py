@@ -49,6 +49,16 @@ def environment_of(settings: dict) -> dict[str, str]:
     return env
 
 
+# jupyter_client picks a kernel's TCP ports free, then the kernel binds them: two kernels starting at once (jobs side by
+# side) can pick the same port, and the later one dies before running a cell. The notebook never ran, so it is run again.
+KERNEL_START_ATTEMPTS = 3
+
+
+def kernel_lost_its_port(log: str) -> bool:
+    """Whether a papermill log shows that race: the kernel's bind failed and it died before its first reply."""
+    return "Address already in use" in log and "Kernel died before replying to kernel_info" in log
+
+
 def say(state: str, job_id: str, note: str = "") -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {state:>8}  {job_id}{note}", flush=True)
 
@@ -166,10 +176,14 @@ def run(table_path: str, job_id: str) -> int:
             env = environment_of(settings)
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-            with open(log_path, "w") as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
-                                        preexec_fn=_child_setup)
-                returncode = proc.wait()
+            for attempt in range(KERNEL_START_ATTEMPTS):
+                with open(log_path, "w") as log:
+                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
+                                            preexec_fn=_child_setup)
+                    returncode = proc.wait()
+                if returncode == 0 or not kernel_lost_its_port(log_path.read_text(errors="replace")):
+                    break
+                say("retrying", job.id, " (its kernel found its port taken by another job's kernel)")
         job.elapsed = time.time() - t0
         if returncode == 0 and tmp_out.exists():
             os.replace(tmp_out, job.output)
