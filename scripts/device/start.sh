@@ -19,6 +19,10 @@ tar --exclude=./.whl --exclude=./.git -cf - . | tar -xf - -C /root/run
 cd /root/run
 date +%s > t0
 export PYTHONPATH=/tmp/site:/root/run/lib PYTHONUNBUFFERED=1 MPLBACKEND=Agg VAESAE_GIT_COMMIT=$commit
+# what the study imports, before anything starts (a missing wheel otherwise ends it in its first second)
+python3 -c 'import snakemake.cli, snakemake_executor_plugin_slurm, papermill, nbconvert, ipykernel, pooch, vaesae.workflow.run' ||
+  { echo "start.sh: an import failed on this image: a wheel is missing from .whl (scripts/device/wheels.sh's skip list)" >&2
+    rm -rf /root/run; exit 2; }
 setsid nohup nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used --format=csv -l 10 \
   > gpu_utilisation.csv 2>&1 < /dev/null &
 setsid nohup bash -c 'python3 -m vaesae.workflow "$@"; echo $? > rc' study "$@" > pipeline.log 2>&1 < /dev/null &
