@@ -18,10 +18,12 @@ mkdir -p /root/run
 tar --exclude=./.whl --exclude=./.git -cf - . | tar -xf - -C /root/run
 cd /root/run
 date +%s > t0
-export PYTHONPATH=/tmp/site:/root/run/lib PYTHONUNBUFFERED=1 MPLBACKEND=Agg VAESAE_GIT_COMMIT=$commit
+# JUPYTER_PATH: the wheels' data files (nbconvert's templates, ipykernel's kernel spec) lie in /tmp/site/share/jupyter
+export JUPYTER_PATH=/tmp/site/share/jupyter PYTHONPATH=/tmp/site:/root/run/lib PYTHONUNBUFFERED=1 MPLBACKEND=Agg VAESAE_GIT_COMMIT=$commit
 # what the study imports, before anything starts (a missing wheel otherwise ends it in its first second)
-python3 -c 'import snakemake.cli, snakemake_executor_plugin_slurm, papermill, nbconvert, ipykernel, pooch, vaesae.workflow.run' ||
-  { echo "start.sh: an import failed on this image: a wheel is missing from .whl (scripts/device/wheels.sh's skip list)" >&2
+python3 -c 'import snakemake.cli, snakemake_executor_plugin_slurm, papermill, ipykernel, pooch, vaesae.workflow.run, nbformat
+from nbconvert import HTMLExporter; HTMLExporter(template_name="basic").from_notebook_node(nbformat.v4.new_notebook())' ||
+  { echo "start.sh: an import failed on this image: a wheel or its data files are missing from .whl (scripts/device/wheels.sh)" >&2
     rm -rf /root/run; exit 2; }
 setsid nohup nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used --format=csv -l 10 \
   > gpu_utilisation.csv 2>&1 < /dev/null &
