@@ -46,6 +46,7 @@ FILE_TIERS = {
     "test_e2e.py": "e2e",
     "test_fast.py": "unit",
     "test_faults.py": "e2e",
+    "test_imports.py": "unit",
     "test_intrinsic.py": "unit",
     "test_io_nb.py": "unit",
     "test_layers.py": "unit",   # lint-imports on the package and on a copy with a forbidden import: ~2 s

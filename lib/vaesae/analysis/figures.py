@@ -174,15 +174,19 @@ def _n_neurons(study: Study, dataset: str, seed: int) -> int:
 
 def fig_extended(study: Study, dataset: str, seed: int | None = None):
     """Figures 8 and 9: stage 3 followed by extended training at k = 50 (one seed)."""
-    seeds = sorted(set(study.seeds_for(dataset, "topk")) & set(study.seeds_for(dataset, "extended")))
+    # the stage 3 each extended run continued: the committed one, or the one kept in its lineage (Study.predecessor)
+    starts = {s: study.predecessor(dataset, s, "extended") for s in study.seeds_for(dataset, "extended")}
+    seeds = sorted(s for s, found in starts.items() if found is not None)
     if not seeds:
         return None
     seed = seed if seed in seeds else seeds[0]
-    t, e = study.rows(dataset, "topk", seed), study.rows(dataset, "extended", seed)
+    where, t = starts[seed]
+    e = study.rows(dataset, "extended", seed)
     end = int(t.epoch.max()) + 1
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, y in zip(axes, ("mig", spec_col(), dead_col())):
-        ax.plot(t.epoch, t[y], color="tab:blue", marker="o", ms=2, label="stage 3 (k 500 → 50)")
+        ax.plot(t.epoch, t[y], color="tab:blue", marker="o", ms=2,
+                label="stage 3 (k 500 → 50)" + (", retrained with it (lineage/)" if where == "lineage" else ""))
         ax.plot(e.epoch + end, e[y], color="tab:green", marker="o", ms=2, label="extended training (k = 50)")
         ax.axvline(end - 0.5, color="red", ls="--", lw=1, label="end of stage 3")
         ax.set_title(short(y))

@@ -210,9 +210,9 @@ def _comparisons(study: Study) -> list[tuple[str, str, str, pd.DataFrame, pd.Dat
         l1 = study.final(ds, "l1")
         for metric, col in four:   # Table 1: L1 against Top-k
             out.append(("L1 − Top-k (end of stage 3)", lab, metric, topk, l1, col))
-        ext = study.final(ds, "extended")
+        ext, start = study.final(ds, "extended"), study.start(ds, "extended")   # the stage 3 each one continued
         for metric, col in four[:2]:   # Table 3: no recovery
-            out.append(("end of extended training − end of stage 3 (Top-k, k=50)", lab, metric, topk, ext, col))
+            out.append(("end of extended training − end of stage 3 (Top-k, k=50)", lab, metric, start, ext, col))
         for remedy in REMEDIES:    # issue 9: does any remedy avoid the collapse (and at what MSE)?
             if any(d == ds and r == remedy for (d, _, r) in study.runs):
                 rem = study.final(ds, remedy)

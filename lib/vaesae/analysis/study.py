@@ -24,6 +24,11 @@ from ..io import repo_path
 from ..metrics.evaluate import dead_col, spec_col
 from ..metrics.records import load_neurons, neurons_path
 
+# A run trained on the GPU from a predecessor that was trained again there (its checkpoint cannot leave the machine,
+# and GPU training is not bit-repeatable, so it differs from the committed predecessor) keeps that predecessor's
+# records in <run folder>/lineage/<predecessor folder>/ (scripts/device/import_records.py): Study.start pairs the
+# run with the state it really started from
+LINEAGE = "lineage"
 RUNS = R.names()   # every registered run (vaesae.runs): the study's, the remedies' (08) and the ablations' (09)
 DATASET_LABEL = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}
 METHOD_LABEL = {r.name: r.label for r in R.rows(group="study") if r.label}   # topk, extended, l1
@@ -41,6 +46,9 @@ class Study:
     neurons: dict[tuple[str, int, str], dict]     # (dataset, seed, "k500" | run) -> arrays
     sources: set[str] = field(default_factory=set)
     reading: str = "literal"                      # the SAE reading of SPEC §6 whose records these are
+    # (dataset, seed, run) -> {predecessor run: (run.json, epochs)}: the records under ``<run folder>/lineage/`` of
+    # the predecessors a run was trained from when they are not the committed ones (:data:`LINEAGE`)
+    lineage: dict[tuple[str, int, str], dict[str, tuple[dict, pd.DataFrame]]] = field(default_factory=dict)
 
     @property
     def datasets(self) -> list[str]:
@@ -70,6 +78,40 @@ class Study:
         """The last evaluated epoch of each seed's run (k = 50 for topk/extended; end of stage 3 for l1)."""
         r = self.rows(dataset, run)
         return r.groupby("seed").tail(1) if not r.empty else r
+
+    def predecessor(self, dataset: str, seed: int, run: str) -> tuple[str, pd.DataFrame] | None:
+        """The records of the state ``run`` started from (its registry ``from_run``), as ``(where, epochs)``:
+        ``where`` is ``"committed"`` when the committed predecessor's ``checkpoint_sha256`` is the run's
+        ``input_sha256`` (or either is not recorded: older records, taken as one chain), ``"lineage"`` when a
+        record under the run's ``lineage/`` folder has it. None when neither matches (or nothing is recorded):
+        the run continued a state whose records are not kept, and a paired comparison with it cannot be made."""
+        pred = R.get(run).from_run
+        if pred is None:
+            return None
+        want = self.runs.get((dataset, seed, run), {}).get("input_sha256")
+        committed = self.runs.get((dataset, seed, pred))
+        if committed is not None and (want is None or committed.get("checkpoint_sha256") in (None, want)):
+            rows = self.rows(dataset, pred, seed)
+            return ("committed", rows) if not rows.empty else None
+        kept = self.lineage.get((dataset, seed, run), {}).get(pred)
+        if kept is not None and want is not None and kept[0].get("checkpoint_sha256") == want and not kept[1].empty:
+            return "lineage", kept[1]
+        return None
+
+    def start(self, dataset: str, run: str) -> pd.DataFrame:
+        """The last epoch of the state each seed's ``run`` started from (:meth:`predecessor`), one row per seed,
+        with a ``where`` column; seeds whose starting state has no records are left out (:meth:`unpaired`).
+        For ``extended``: the end of the very stage 3 it continued, committed or kept in its lineage."""
+        out = []
+        for seed in self.seeds_for(dataset, run):
+            found = self.predecessor(dataset, seed, run)
+            if found is not None:
+                out.append(found[1].tail(1).assign(seed=seed, where=found[0]))
+        return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["seed", "where"])
+
+    def unpaired(self, dataset: str, run: str) -> list[int]:
+        """The seeds of ``run`` whose starting state :meth:`start` cannot give."""
+        return [s for s in self.seeds_for(dataset, run) if self.predecessor(dataset, s, run) is None]
 
     def k500(self, dataset: str) -> pd.DataFrame:
         """The evaluation at the end of stage 2 (k = 500 in paper units), one row per seed. The SAE is not in the
@@ -122,13 +164,30 @@ def study_readings(results_dir: str | Path, profile: str) -> list[str]:
     return out
 
 
+def _load_lineage(folder: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
+    """``{run: (run.json, epochs)}`` of the records kept in a run's ``lineage/`` folder (its subfolders are run
+    folders, ``topk@standardised``: the run's name is the part before ``@``)."""
+    from ..config import split_run_folder
+
+    out = {}
+    for sub in sorted(p for p in folder.glob("*") if p.is_dir()) if folder.is_dir() else []:
+        if not (sub / "run.json").is_file() or not (sub / "epochs.csv").is_file():
+            continue
+        try:
+            meta = json.loads((sub / "run.json").read_text())
+        except json.JSONDecodeError:
+            raise VaesaeError(f"{sub / 'run.json'} is damaged; copy it again from the device's records") from None
+        out[split_run_folder(sub.name)[0]] = (meta, pd.read_csv(sub / "epochs.csv"))
+    return out
+
+
 def load_study(results_dir: str | Path, profile: str, reading: str = "literal") -> Study:
     """Every record of ``profile`` under one SAE ``reading`` (its runs read from ``config.run_folder``; a run is
     named as under the literal reading, so every table and figure works on either)."""
     from ..config import run_folder
 
     root = repo_path(results_dir) / profile
-    frames, runs, neurons, sources = [], {}, {}, set()
+    frames, runs, neurons, sources, lineage = [], {}, {}, set(), {}
     for ds_dir in sorted(p for p in root.glob("*") if p.is_dir() and p.name in DATASET_LABEL):
         for seed_dir in sorted(ds_dir.glob("seed*")):
             seed = _seed_of(seed_dir)
@@ -153,6 +212,9 @@ def load_study(results_dir: str | Path, profile: str, reading: str = "literal") 
                     df = pd.read_csv(csv)
                     df["dataset"], df["seed"], df["run"] = ds_dir.name, seed, run
                     frames.append(df)
+                kept = _load_lineage(run_dir / LINEAGE)
+                if kept:
+                    lineage[(ds_dir.name, seed, run)] = kept
                 npz = neurons_path(run_dir)
                 if npz.is_file():
                     neurons[(ds_dir.name, seed, run)] = load_neurons(npz)
@@ -161,7 +223,7 @@ def load_study(results_dir: str | Path, profile: str, reading: str = "literal") 
                     if run == "stage2":
                         neurons[(ds_dir.name, seed, "k500")] = neurons[(ds_dir.name, seed, run)]
     epochs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "seed", "run", "epoch"])
-    return Study(profile, epochs, runs, neurons, sources, reading)
+    return Study(profile, epochs, runs, neurons, sources, reading, lineage)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -263,7 +325,8 @@ def table3(study: Study) -> pd.DataFrame:
     """Table 3: extended training at k = 50."""
     rows = []
     for ds in study.datasets:
-        init, fin = study.final(ds, "topk"), study.final(ds, "extended")
+        # paired: each extended run against the end of the very stage 3 it continued (committed or in its lineage)
+        init, fin = study.start(ds, "extended"), study.final(ds, "extended")
         seeds = sorted(set(init.seed) & set(fin.seed)) if not fin.empty else []
         i = init.set_index("seed").loc[seeds] if seeds else init.iloc[0:0]
         f = fin.set_index("seed").loc[seeds] if seeds else fin.iloc[0:0]
@@ -276,8 +339,21 @@ def table3(study: Study) -> pd.DataFrame:
             "final dead % (paper)": _paper_ms(*p["final"], 1), "final dead % (ours)": mean_std(_col(f, dead_col()), 1),
             "change, points (paper)": f"{p['final'][0] - p['init'][0]:+.1f}", "change, points (ours)": mean_std(d, 1),
             "spec. change % (paper)": f"{p['spec_change_pct']:+.0f}%", "spec. change % (ours)": mean_std(sc, 0),
+            "stage 3 it continued": _start_note(i, study.unpaired(ds, "extended")),
         })
     return pd.DataFrame(rows)
+
+
+def _start_note(start: pd.DataFrame, unpaired: Sequence[int]) -> str:
+    """Table 3's provenance cell: which seeds continued the committed stage 3, which one kept in their lineage."""
+    parts = []
+    for where, what in (("committed", "the committed one"), ("lineage", "retrained with it (lineage/)")):
+        seeds = sorted(int(s) for s in start.index[start["where"] == where]) if "where" in start else []
+        if seeds:
+            parts.append(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: {what}")
+    if unpaired:
+        parts.append(f"seed{'s' if len(unpaired) > 1 else ''} {', '.join(map(str, unpaired))}: not recorded, left out")
+    return "; ".join(parts) or "—"
 
 
 def _threshold_columns(df: pd.DataFrame, prefix: str) -> list[tuple[float, str]]:
@@ -402,8 +478,10 @@ def _relation_verdict(study: Study, c: "paper.Claim") -> tuple[str, str]:
         a, b = fin("topk"), _means(study.k500(c.dataset), DEAD)
         if a is not None and b is not None:
             return f"{b:.1f} % → {a:.1f} %", paper.verdict(c, None, relation_holds=a > b)
-    elif c.kind == "no_recovery":
-        a, b = fin("topk"), fin("extended")
+    elif c.kind == "no_recovery":   # paired, as Table 3: the stage 3 each extended run continued
+        start, end = study.start(c.dataset, "extended"), study.final(c.dataset, "extended")
+        end = end[end.seed.isin(set(start.seed))] if not start.empty else end.iloc[0:0]
+        a, b = _means(start, DEAD), _means(end, DEAD)
         if a is not None and b is not None:
             return (f"{a:.1f} % → {b:.1f} % ({b - a:+.1f} points)",
                     paper.verdict(c, None, relation_holds=(a - b) <= paper.TOLERANCE["recovery"][1]))

@@ -219,7 +219,8 @@ def _val(row: Mapping[str, Any] | None, key: str) -> float | None:
 
 def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
     """Per SAE reading the study is published under (``study.study_readings``): its Table 1 rows (k = 50, the
-    paper's numbers beside ours, "mean ± std (n=N)" over seeds) and the verdict counts of its ``verdicts[@reading].csv``."""
+    paper's numbers beside ours, "mean ± std (n=N)" over seeds), its Table 3 rows when it has extended runs, and the
+    verdict counts of its ``verdicts[@reading].csv``."""
     from ..analysis import study as st
 
     out = []
@@ -231,7 +232,9 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
         vpath = results_dir / profile / "tables" / name
         counts = pd.read_csv(vpath, dtype=str, keep_default_na=False)["verdict"].value_counts() if vpath.exists() else pd.Series(dtype=int)
         counts = dict(sorted(((str(k), int(v)) for k, v in counts.items()), key=lambda kv: (-kv[1], kv[0])))
-        out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name})
+        # Table 3 where any extended run is recorded: each paired with the stage 3 it continued (Study.start)
+        ext = st.table3(S).to_dict("records") if any(S.seeds_for(d, "extended") for d in S.datasets) else []
+        out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name, "table3": ext})
     return out
 
 

@@ -1,0 +1,179 @@
+"""Bring a run's records from a device's results tree into the committed one, with the lineage it was trained from.
+
+    python -m vaesae.workflow.imports SRC DST --profile paper --runs extended@standardised [--datasets ...]
+        [--seeds ...] [--replace] [--dry-run]
+
+``SRC`` is the results folder a device run brought back (``collect.sh``'s ``results/``), ``DST`` the repository's
+(``results``). A run's checkpoint cannot leave the GPU machine, so every device session trains the run's
+predecessors again there (stage 1, stage 2, stage 3 for an extended run), and GPU training is not bit-repeatable:
+the retrained predecessors differ from the committed ones (one paper-profile Shapes3D stage 3: 80.0 against 82.2 %
+dead). Pairing the run with the committed predecessor would compare two chains. So for each run named:
+
+* its records (``epochs.csv``, ``run.json``, ``neurons_*.npz``) are copied to ``DST``, with its job's executed
+  notebook (``.ipynb``, ``.html``), manifest and log;
+* its chain is walked back through the registry's ``from_run``: a predecessor whose committed ``checkpoint_sha256``
+  is the run's ``input_sha256`` ends the walk (the run continued the committed state); otherwise the device's record
+  of it, which must carry that SHA-256, is kept in ``<run folder>/lineage/<predecessor folder>/`` (``run.json``,
+  ``epochs.csv`` and its notebook's HTML), and the walk goes on from it.
+
+:meth:`vaesae.analysis.study.Study.start` then pairs the run with the state it started from. Nothing in ``DST`` is
+touched before every named run has been checked; each run folder is written beside its place and moved in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .. import runs as R
+from ..analysis.study import LINEAGE
+from ..config import SAE_READINGS, run_folder, split_run_folder
+from ..errors import VaesaeError
+from ..io import load_json
+
+RECORD_FILES = ("epochs.csv", "run.json")   # a run folder's records, with its neurons_*.npz
+LINEAGE_FILES = ("epochs.csv", "run.json")  # what the lineage keeps of a predecessor (its arrays are not needed)
+
+
+def _seed_dir(results: Path, profile: str, dataset: str, seed: int) -> Path:
+    return results / profile / dataset / f"seed{seed}"
+
+
+def _records(folder: Path) -> list[Path]:
+    return [folder / f for f in RECORD_FILES if (folder / f).is_file()] + sorted(folder.glob("neurons_*.npz"))
+
+
+def _job_files(src: Path, profile: str, dataset: str, seed: int, run: str) -> list[tuple[Path, Path]]:
+    """(source, path relative to the profile folder) of the executed notebook, manifest and log of ``run``'s job."""
+    nb = R.get(run).notebook
+    sd = _seed_dir(src, profile, dataset, seed)
+    out = [(p, p.relative_to(src / profile)) for p in sorted(sd.glob(f"{nb}*.ipynb")) + sorted(sd.glob(f"{nb}*.html"))]
+    for sub, ext in (("_manifest", "json"), ("logs", "log")):
+        out += [(p, p.relative_to(src / profile)) for p in sorted((src / profile / sub).glob(f"{nb}*__{dataset}_seed{seed}.{ext}"))]
+    return out
+
+
+def check_folder(folder: str) -> tuple[str, str]:
+    """``(run, reading)`` of a run folder's name; :class:`VaesaeError` when it names no registered run and reading."""
+    run, reading = split_run_folder(folder)
+    ok = run in R.names() and (reading == "literal" or reading in SAE_READINGS)
+    if not ok or run_folder(run, reading) != folder:
+        raise VaesaeError(f"{folder!r} is not a run folder (a registered run, then @<reading> for a non-literal reading)")
+    return run, reading
+
+
+def plan_import(src: Path, dst: Path, profile: str, dataset: str, seed: int, folder: str, *,
+                replace: bool = False) -> dict:
+    """What importing run folder ``folder`` of one dataset and seed copies, checked, nothing written.
+
+    Returns ``{"folder", "records": [Path], "lineage": [(predecessor folder, [Path])], "jobs": [(Path, rel)]}``.
+    Raises :class:`VaesaeError` (one line) when the run is not in ``src``, is already in ``dst`` (without
+    ``replace``), or started from a state that is neither committed in ``dst`` nor recorded in ``src``."""
+    run, reading = check_folder(folder)
+    s_dir, d_dir = _seed_dir(src, profile, dataset, seed), _seed_dir(dst, profile, dataset, seed)
+    if not (s_dir / folder / "run.json").is_file():
+        raise VaesaeError(f"{s_dir / folder} has no run.json: nothing to import")
+    meta = load_json(s_dir / folder / "run.json")
+    if not meta.get("complete", True) or meta.get("partial"):
+        raise VaesaeError(f"{s_dir / folder} is a partial run (its job did not finish): not imported")
+    if (d_dir / folder).exists() and not replace:
+        raise VaesaeError(f"{d_dir / folder} exists; pass --replace to overwrite it")
+    lineage: list[tuple[str, list[Path]]] = []
+    cur, pred = meta, R.get(run).from_run
+    while pred is not None:
+        want, pf = cur.get("input_sha256"), run_folder(pred, reading)
+        committed = d_dir / pf / "run.json"
+        if want is None or (committed.is_file() and load_json(committed).get("checkpoint_sha256") == want):
+            break   # continued the committed state (or a record too old to say: taken as one chain)
+        theirs = s_dir / pf / "run.json"
+        if not theirs.is_file() or load_json(theirs).get("checkpoint_sha256") != want:
+            raise VaesaeError(f"{dataset} seed {seed} {folder}: the {pf} it started from (SHA-256 {want[:12]}…) is "
+                              f"neither committed in {d_dir} nor recorded in {s_dir}; bring that run's records back too")
+        html = sorted(s_dir.glob(f"{R.get(pred).notebook}*.html"))
+        lineage.append((pf, [s_dir / pf / f for f in LINEAGE_FILES if (s_dir / pf / f).is_file()] + html))
+        cur, pred = load_json(theirs), R.get(pred).from_run
+    return {"folder": folder, "records": _records(s_dir / folder), "lineage": lineage,
+            "jobs": _job_files(src, profile, dataset, seed, run)}
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """``src`` to ``dst`` through a temporary file beside it (``dst`` is either the old file or the new one)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.importing")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def apply_import(plan: dict, dst: Path, profile: str, dataset: str, seed: int) -> list[Path]:
+    """Write what :func:`plan_import` listed; returns the paths written. The run folder (its lineage inside) is
+    built beside its place and moved in, replacing an older one whole."""
+    d_dir = _seed_dir(dst, profile, dataset, seed)
+    final, stage = d_dir / plan["folder"], d_dir / f".{plan['folder']}.importing"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    for p in plan["records"]:
+        shutil.copyfile(p, stage / p.name)
+    for pf, files in plan["lineage"]:
+        (stage / LINEAGE / pf).mkdir(parents=True)
+        for p in files:
+            shutil.copyfile(p, stage / LINEAGE / (pf if p.suffix != ".html" else "") / p.name)
+    old = d_dir / f".{plan['folder']}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.replace(old)
+    stage.replace(final)
+    shutil.rmtree(old, ignore_errors=True)
+    written = sorted(p for p in final.rglob("*") if p.is_file())
+    for p, rel in plan["jobs"]:
+        _copy(p, dst / profile / rel)
+        written.append(dst / profile / rel)
+    return written
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m vaesae.workflow.imports", description=__doc__.split("\n\n")[0])
+    ap.add_argument("src", type=Path, help="the device's results folder (as collect.sh brought it back)")
+    ap.add_argument("dst", type=Path, help="the repository's results folder")
+    ap.add_argument("--profile", default="paper")
+    ap.add_argument("--runs", required=True, help="comma-separated run folders, e.g. extended@standardised,l1@standardised")
+    ap.add_argument("--datasets", default=None, help="comma-separated (default: every dataset in SRC with the run)")
+    ap.add_argument("--seeds", default=None, help="comma-separated (default: every seed in SRC with the run)")
+    ap.add_argument("--replace", action="store_true", help="overwrite a run folder DST already has")
+    ap.add_argument("--dry-run", action="store_true", help="print what would be copied, write nothing")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        wanted = [f.strip() for f in args.runs.split(",") if f.strip()]
+        for folder in wanted:
+            check_folder(folder)
+        datasets = args.datasets.split(",") if args.datasets else None
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        plans = []
+        for folder in wanted:
+            found = sorted(args.src.glob(f"{args.profile}/*/seed*/{folder}/run.json"))
+            for p in found:
+                ds, seed = p.parents[2].name, int(p.parents[1].name[4:])
+                if (datasets is None or ds in datasets) and (seeds is None or seed in seeds):
+                    plans.append((ds, seed, plan_import(args.src, args.dst, args.profile, ds, seed, folder, replace=args.replace)))
+        if not plans:
+            raise VaesaeError(f"no run folder {', '.join(wanted)} in {args.src / args.profile} for those datasets and seeds")
+        for ds, seed, plan in plans:   # every run checked before anything is written
+            chain = " <- ".join(pf for pf, _ in plan["lineage"]) or "the committed predecessor"
+            print(f"{ds} seed {seed} {plan['folder']}: {len(plan['records'])} records, started from {chain}"
+                  + (", kept in lineage/" if plan["lineage"] else "") + f"; {len(plan['jobs'])} job files")
+            if not args.dry_run:
+                apply_import(plan, args.dst, args.profile, ds, seed)
+    except (VaesaeError, ValueError) as exc:
+        print(f"vaesae.workflow.imports: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

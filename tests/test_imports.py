@@ -1,0 +1,120 @@
+"""Device records into the committed tree (vaesae.workflow.imports), and the study pairing a run with the state it
+really started from (Study.start / predecessor, Table 3, the no-recovery verdict). Synthetic records written here."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from vaesae.analysis import study as st
+from vaesae.workflow import imports
+
+DS, SEED, R = "shapes3d", 42, "standardised"
+CHAIN = ("stage1", f"stage2@{R}", f"topk@{R}", f"extended@{R}")
+
+
+def _run(base, folder, dead, ck, inp, n=3):
+    d = base / "paper" / DS / f"seed{SEED}" / folder
+    d.mkdir(parents=True)
+    pd.DataFrame({"epoch": range(n), "k": [50] * n, "dead_pct@0.001": [dead + (n - 1 - i) for i in range(n)],
+                  "spec@0.5": [10.0] * n, "mig": [0.05] * n, "mse": [0.004] * n}).to_csv(d / "epochs.csv", index=False)
+    (d / "run.json").write_text(json.dumps({"checkpoint_sha256": ck, "input_sha256": inp, "complete": True,
+                                            "data_source": "procedural"}))
+    return d
+
+
+def _committed(root):
+    """The committed chain: stage 1 'a', stage 2 'b', Top-k 'c' (82 % dead at its end)."""
+    _run(root, "stage1", 0.0, "a", None)
+    _run(root, f"stage2@{R}", 30.0, "b", "a")
+    _run(root, f"topk@{R}", 82.0, "c", "b")
+
+
+def _device(root, *, retrained=True, extended_input=None):
+    """The device's chain: retrained (stage 1 'A' ... Top-k 'C', 80 % dead) or continuing the committed one."""
+    if retrained:
+        _run(root, "stage1", 0.0, "A", None)
+        _run(root, f"stage2@{R}", 20.0, "B", "A")
+        _run(root, f"topk@{R}", 80.0, "C", "B")
+    _run(root, f"extended@{R}", 76.0, "D", extended_input or ("C" if retrained else "c"))
+    nb = root / "paper" / DS / f"seed{SEED}"
+    for name in ("01_stage1_vae", "02_stage2_sae_init@chosen", "03_stage3_topk@chosen", "04_extended@chosen"):
+        (nb / f"{name}.html").write_text("<html></html>")
+    (nb / "04_extended@chosen.ipynb").write_text("{}")
+    (root / "paper" / "_manifest").mkdir(parents=True)
+    (root / "paper" / "_manifest" / f"04_extended@chosen__{DS}_seed{SEED}.json").write_text("{}")
+
+
+def test_a_run_from_a_retrained_chain_keeps_it_and_is_paired_with_it(tmp_path):
+    src, dst = tmp_path / "device", tmp_path / "repo"
+    _committed(dst)
+    _device(src)
+    assert imports.main([str(src), str(dst), "--runs", f"extended@{R}"]) == 0
+    run_dir = dst / "paper" / DS / f"seed{SEED}" / f"extended@{R}"
+    kept = sorted(p.relative_to(run_dir / "lineage").as_posix() for p in (run_dir / "lineage").rglob("*") if p.is_file())
+    assert kept == ["01_stage1_vae.html", "02_stage2_sae_init@chosen.html", "03_stage3_topk@chosen.html",
+                    "stage1/epochs.csv", "stage1/run.json", f"stage2@{R}/epochs.csv", f"stage2@{R}/run.json",
+                    f"topk@{R}/epochs.csv", f"topk@{R}/run.json"]
+    assert (dst / "paper" / "_manifest" / f"04_extended@chosen__{DS}_seed{SEED}.json").is_file()
+    assert json.loads((dst / "paper" / DS / f"seed{SEED}" / f"topk@{R}" / "run.json").read_text())["checkpoint_sha256"] == "c"
+
+    s = st.load_study(dst, "paper", R)
+    where, rows = s.predecessor(DS, SEED, "extended")
+    assert where == "lineage" and rows["dead_pct@0.001"].iloc[-1] == 80.0   # the device's stage 3, not the committed 82
+    t3 = st.table3(s).set_index("dataset").loc["Shapes3D"]
+    assert t3["init dead % (ours)"].startswith("80.0") and t3["change, points (ours)"].startswith("-4.0")
+    assert "lineage" in t3["stage 3 it continued"]
+    assert st.verdict_table(s).to_string().count("80.0 % → 76.0 % (-4.0 points)") == 1
+
+
+def test_a_run_that_continued_the_committed_state_keeps_no_lineage(tmp_path):
+    src, dst = tmp_path / "device", tmp_path / "repo"
+    _committed(dst)
+    _device(src, retrained=False)
+    assert imports.main([str(src), str(dst), "--runs", f"extended@{R}"]) == 0
+    assert not (dst / "paper" / DS / f"seed{SEED}" / f"extended@{R}" / "lineage").exists()
+    s = st.load_study(dst, "paper", R)
+    assert s.predecessor(DS, SEED, "extended")[0] == "committed"
+    assert st.table3(s).set_index("dataset").loc["Shapes3D", "init dead % (ours)"].startswith("82.0")
+
+
+def test_a_run_whose_start_is_nowhere_is_refused_and_nothing_is_written(tmp_path, capsys):
+    src, dst = tmp_path / "device", tmp_path / "repo"
+    _committed(dst)
+    _device(src, extended_input="Z")   # started from a Top-k state neither tree records
+    before = sorted(p for p in dst.rglob("*"))
+    assert imports.main([str(src), str(dst), "--runs", f"extended@{R}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "neither committed" in err and f"topk@{R}" in err
+    assert sorted(p for p in dst.rglob("*")) == before
+
+
+def test_an_imported_run_is_not_overwritten_without_replace(tmp_path, capsys):
+    src, dst = tmp_path / "device", tmp_path / "repo"
+    _committed(dst)
+    _device(src)
+    assert imports.main([str(src), str(dst), "--runs", f"extended@{R}"]) == 0
+    assert imports.main([str(src), str(dst), "--runs", f"extended@{R}"]) == 2
+    assert "--replace" in capsys.readouterr().err
+    assert imports.main([str(src), str(dst), "--runs", f"extended@{R}", "--replace"]) == 0
+    assert not list((dst / "paper" / DS / f"seed{SEED}").glob(".*"))   # no staging folder left behind
+
+
+@pytest.mark.parametrize("runs", ["extended@nonsense", "nothing", "topk@standardised@x"])
+def test_a_bad_run_name_is_one_line(tmp_path, capsys, runs):
+    src, dst = tmp_path / "device", tmp_path / "repo"
+    _device(src)
+    assert imports.main([str(src), str(dst), "--runs", runs]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a run folder" in err
+
+
+def test_a_run_whose_start_has_no_records_is_left_out_of_the_pairing(tmp_path):
+    """Committed Top-k 'c', extended from 'C' with no lineage (copied by hand): unpaired, not paired with 'c'."""
+    root = tmp_path / "repo"
+    _committed(root)
+    _run(root, f"extended@{R}", 76.0, "D", "C")
+    s = st.load_study(root, "paper", R)
+    assert s.predecessor(DS, SEED, "extended") is None and s.unpaired(DS, "extended") == [SEED]
+    t3 = st.table3(s).set_index("dataset").loc["Shapes3D"]
+    assert t3["init dead % (ours)"] == "n/a" and "left out" in t3["stage 3 it continued"]
