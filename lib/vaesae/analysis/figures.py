@@ -191,7 +191,7 @@ def fig_extended(study: Study, dataset: str, seed: int | None = None):
         ax.axvline(end - 0.5, color="red", ls="--", lw=1, label="end of stage 3")
         ax.set_title(short(y))
         ax.set_ylabel(label(y), fontsize=8)
-        ax.set_xlabel("epoch of stage 3, then of the extended run (counted from 0)")
+        ax.set_xlabel("epoch: stage 3, then extended (from 0)")
     _legend_outside(fig, axes)
     fig.suptitle(f"{DATASET_LABEL[dataset]}: extended training at k = 50 (seed {seed}, n = 1)")
     fig.tight_layout()
