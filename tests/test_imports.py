@@ -118,3 +118,12 @@ def test_a_run_whose_start_has_no_records_is_left_out_of_the_pairing(tmp_path):
     assert s.predecessor(DS, SEED, "extended") is None and s.unpaired(DS, "extended") == [SEED]
     t3 = st.table3(s).set_index("dataset").loc["Shapes3D"]
     assert t3["init dead % (ours)"] == "n/a" and "left out" in t3["stage 3 it continued"]
+
+
+def test_findings_list_the_runs_whose_start_is_not_recorded(tmp_path):
+    root = tmp_path / "repo"
+    _run(root, "stage1", 0.0, "a", None)
+    _run(root, "stage2", 30.0, "b", "a")
+    _run(root, "l1", 10.0, "L", "X")          # from a stage 2 nobody kept
+    _run(root, "topk", 80.0, "c", "b")        # from the committed one
+    assert st.unpaired_runs(root, "paper") == ["literal: L1 (l1, from stage2): Shapes3D seed 42"]

@@ -226,6 +226,23 @@ def load_study(results_dir: str | Path, profile: str, reading: str = "literal") 
     return Study(profile, epochs, runs, neurons, sources, reading, lineage)
 
 
+def unpaired_runs(results_dir: str | Path, profile: str) -> list[str]:
+    """Runs trained from a predecessor whose records are neither the committed ones nor kept in the run's
+    ``lineage/`` (``Study.predecessor`` is None), one line per reading and run: ``"standardised: L1 (l1, from
+    stage2): dSprites seed 42"``. Their comparisons with the committed predecessor are between two draws, not a pair."""
+    out = []
+    for reading in study_readings(results_dir, profile):
+        S = load_study(results_dir, profile, reading=reading)
+        found: dict[str, list[str]] = {}
+        for (ds, seed, run) in sorted(S.runs):
+            pred = R.get(run).from_run
+            if pred and S.has_epochs(ds, seed, run) and S.predecessor(ds, seed, run) is None:
+                found.setdefault(run, []).append(f"{DATASET_LABEL[ds]} seed {seed}")
+        out += [f"{reading}: {R.get(run).label or run} ({run}, from {R.get(run).from_run}): {', '.join(where)}"
+                for run, where in found.items()]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # formatting
 

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..analysis import coverage
+from ..analysis.study import unpaired_runs
 from ..errors import VaesaeError
 from ..io import atomic_write_text, repo_path
 
@@ -467,6 +468,12 @@ def collect(results_dir: str | Path, figures_dir: str | Path, profile: str) -> d
     if not notebooks:
         missing.append(f"executed notebooks: no results/{profile}/**/NN_*.ipynb or .html yet")
     missing.extend(f"not run yet: {line}" for line in coverage.recorded_not_run(results_dir, profile))
+    try:
+        unpaired = unpaired_runs(results_dir, profile)
+    except VaesaeError as exc:   # a damaged record: the rest of the page is still worth building
+        unpaired = []
+        problems.append(f"which runs started from a kept state could not be read ({exc}); it is left out")
+    missing.extend(f"starting state not kept (compares as another draw, not a pair): {line}" for line in unpaired)
 
     return {
         "profile": profile, "study": STUDY, "paper_url": PAPER_URL,

@@ -330,7 +330,8 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
             "conv": _conv(bench_dir), "by_reading": _by_reading(results_dir, profile), "tree_size": tree_size,
-            "not_run": coverage.recorded_not_run(results_dir, profile)}
+            "not_run": coverage.recorded_not_run(results_dir, profile), "unpaired": st.unpaired_runs(results_dir, profile)}
+
 
 
 def renderers(S) -> dict[str, list[str]]:
