@@ -3,6 +3,8 @@
 # its start, the logs and the GPU's utilisation; never checkpoints or data) into $OUT/results.tgz, split into 15 MiB
 # parts results.tgz.00, .01, ... when larger (the device returns 8 files of 16 MiB at most). Here:
 #   cat <files_at>/results.tgz* | tar -xzf - -C <folder>
+#   PYTHONPATH=lib python -m vaesae.workflow.imports <folder>/results results --runs extended@standardised,...
+# (the runs with the chain they were trained from, kept in <run>/lineage/ where it is not the committed one)
 set -euo pipefail
 [[ -e /root/run/t0 ]] || { echo "BARE MACHINE: nothing to collect (/root/run/t0 missing)"; exit 4; }
 cd /root/run
