@@ -209,3 +209,21 @@ def test_the_chosen_reading_is_a_second_study_beside_the_literal_one(tmp_path):
     both = st.side_by_side([lit, cen])
     assert list(both["reading"]) == ["literal"] * 4 + ["centred"] * 4 and both.columns[0] == "reading"
     assert both.loc[both.reading == "centred", "dead % (ours)"].tolist() == t1["dead % (ours)"].tolist()
+
+
+def test_captions_name_the_commits_torch_and_devices_that_made_the_records(tmp_path):
+    from vaesae import artifacts
+    from vaesae.analysis import figures
+
+    assert artifacts.made_with([{"git_commit": "c28700d675d4", "environment": {"torch": "2.11.0", "device": "NVIDIA H200"}},
+                                {"git_commit": "5ef8c1a00000", "environment": {"torch": "2.11.0", "device": "cpu"}}, {}]) \
+        == "commits 5ef8c1a, c28700d; torch 2.11.0; NVIDIA H200, cpu"
+    assert artifacts.made_with([{}]) == "commit unknown; torch unknown; unknown"
+    make_fake_study(tmp_path)
+    run = tmp_path / "smoke" / "shapes3d" / "seed42" / "extended" / "run.json"
+    meta = json.loads(run.read_text())
+    run.write_text(json.dumps({**meta, "git_commit": "abcdef0123", "environment": {"device": "NVIDIA H200", "torch": "2.11.0"}}))
+    s = st.load_study(tmp_path, "smoke")
+    cap = figures.figure_caption(s, "x.", "shapes3d", "extended")
+    assert cap.endswith("Made by commit abcdef0; torch 2.11.0; NVIDIA H200, cpu.")
+    assert "abcdef0" not in figures.figure_caption(s, "x.", "dsprites", "extended")   # only the records drawn

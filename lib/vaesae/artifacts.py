@@ -22,15 +22,32 @@ from .io import atomic_save_json, atomic_write_bytes, atomic_write_text, repo_pa
 _LOCK = threading.Lock()
 
 
-def caption_suffix(profile: str, sources: Iterable[str], seeds: Iterable[int] | None = None) -> str:
-    """``"Data: procedural stand-in; profile: quick; seeds 42, 43."``"""
+def caption_suffix(profile: str, sources: Iterable[str], seeds: Iterable[int] | None = None,
+                   made: str | None = None) -> str:
+    """``"Data: procedural stand-in; profile: quick; seeds 42, 43."``, then ``" Made by ..."`` when ``made`` is
+    given (:func:`made_with` of the records drawn)."""
     src = sorted(set(sources)) or ["unknown"]
     names = {"real": "real files", "procedural": "procedural stand-in", "synthetic": "SYNTHETIC demo records"}
     text = f"Data: {' + '.join(names.get(s, s) for s in src)}; profile: {profile}"
     if seeds is not None:
         seeds = sorted(set(int(s) for s in seeds))
         text += f"; seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))} (n={len(seeds)})"
-    return text + "."
+    return text + "." + (f" Made by {made}." if made else "")
+
+
+def made_with(metas: Iterable[dict]) -> str:
+    """How a set of records (``run.json`` dicts) was made, for a caption: ``"commits 5ef8c1a, c28700d; torch
+    2.11.0+cu130; NVIDIA H200"`` (each list sorted, without repeats; "unknown" where no record says)."""
+    metas = list(metas)
+    env = [m.get("environment") or {} for m in metas]
+
+    def listed(values) -> str:
+        vals = sorted({str(v) for v in values if v})
+        return ", ".join(vals) or "unknown"
+
+    commits = listed(str(m.get("git_commit") or "")[:7] for m in metas)
+    return (f"commit{'s' if ',' in commits else ''} {commits}; torch {listed(e.get('torch') for e in env)}; "
+            f"{listed(e.get('device') or m.get('device') for e, m in zip(env, metas))}")
 
 
 def _update_index(directory: Path, entry: dict[str, Any]) -> None:

@@ -261,7 +261,8 @@ def reading_of(meta: dict) -> str:
 
 
 def figure_caption(study: Study, what: str, dataset: str | None, run: str) -> str:
-    """What the figure shows, then the runs it was drawn from: profile, SAE reading, seeds, n, data source."""
+    """What the figure shows, then the runs it was drawn from: profile, SAE reading, seeds, n, data source, and the
+    commits, torch and devices that made them."""
     from ..artifacts import caption_suffix
 
     dss = [dataset] if dataset else study.datasets
@@ -269,8 +270,9 @@ def figure_caption(study: Study, what: str, dataset: str | None, run: str) -> st
     seeds = sorted(set().union(*[set(study.seeds_for(d, r)) for d in dss for r in runs])) if dss else []
     readings = sorted({reading_of(m) for (d, s, r), m in study.runs.items() if d in dss and r in runs})
     names = ", ".join(f"{DATASET_LABEL[d]} {METHOD_LABEL.get(r, r)}" for d in dss for r in runs)
+    made = study.made_with(dss, runs)
     return (f"{what} Runs: {names}; SAE reading {' + '.join(readings) or 'literal'}; "
-            + caption_suffix(study.profile, study.sources or {"unknown"}, seeds))
+            + caption_suffix(study.profile, study.sources or {"unknown"}, seeds, made=made))
 
 
 def missing_figures(study: Study, figures_dir: str | Path) -> list[dict]:

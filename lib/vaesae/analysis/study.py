@@ -113,6 +113,14 @@ class Study:
         """The seeds of ``run`` whose starting state :meth:`start` cannot give."""
         return [s for s in self.seeds_for(dataset, run) if self.predecessor(dataset, s, run) is None]
 
+    def made_with(self, datasets: Sequence[str] | None = None, runs: Sequence[str] | None = None) -> str:
+        """The commits, torch versions and devices of the records of ``runs`` on ``datasets`` (default: all), for
+        a caption (:func:`vaesae.artifacts.made_with`)."""
+        from ..artifacts import made_with
+
+        return made_with(m for (d, _, r), m in self.runs.items()
+                         if (datasets is None or d in datasets) and (runs is None or r in runs))
+
     def k500(self, dataset: str) -> pd.DataFrame:
         """The evaluation at the end of stage 2 (k = 500 in paper units), one row per seed. The SAE is not in the
         forward path in stage 2, so its MSE is stage 1's: see :meth:`warmup_end` for k = 500 with the SAE in it."""
@@ -549,7 +557,8 @@ def write_tables(study: Study, results_dir: str | Path) -> dict[str, pd.DataFram
     """Compute and save every table (CSV, Markdown, LaTeX) with captions naming source and profile."""
     from ..artifacts import caption_suffix, save_table
 
-    suffix = f"SAE reading: {study.reading} (SPEC §6). " + caption_suffix(study.profile, study.sources, study.seeds)
+    suffix = (f"SAE reading: {study.reading} (SPEC §6). "
+              + caption_suffix(study.profile, study.sources, study.seeds, made=study.made_with()))
     out = {}
     for order, (name, fn, title) in enumerate(TABLES):
         df = fn(study)
