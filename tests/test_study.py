@@ -157,7 +157,8 @@ def test_figures_speak_words_and_show_a_spread_only_at_n_ge_2(tmp_path, seeds):
     write_figures(s, tmp_path / "figures")
     caps = {e["name"]: e["caption"] for e in artifacts.read_index(tmp_path / "figures" / "smoke")}
     assert len(set(c.split(" Runs:")[0] for c in caps.values())) >= 6, "one caption per figure, not one boilerplate"
-    assert all("SAE reading literal" in c and f"(n={len(seeds)})" in c for c in caps.values())
+    assert all("SAE reading literal" in c and f"(n={1 if 'extended' in name else len(seeds)})" in c
+               for name, c in caps.items())   # Figures 8-9 draw one seed
 
 
 def test_k500_is_read_at_both_ends_and_mse_stability_uses_the_warm_up(tmp_path):
@@ -227,3 +228,11 @@ def test_captions_name_the_commits_torch_and_devices_that_made_the_records(tmp_p
     cap = figures.figure_caption(s, "x.", "shapes3d", "extended")
     assert cap.endswith("Made by commit abcdef0; torch 2.11.0; NVIDIA H200, cpu.")
     assert "abcdef0" not in figures.figure_caption(s, "x.", "dsprites", "extended")   # only the records drawn
+
+
+def test_the_extended_figures_caption_names_the_one_seed_drawn(tmp_path):
+    from vaesae.analysis import figures
+
+    make_fake_study(tmp_path)
+    cap = figures.figure_caption(st.load_study(tmp_path, "smoke"), "x.", "shapes3d", "extended")
+    assert "seed 42 (n=1)" in cap and "43" not in cap

@@ -270,7 +270,9 @@ def figure_caption(study: Study, what: str, dataset: str | None, run: str) -> st
     seeds = sorted(set().union(*[set(study.seeds_for(d, r)) for d in dss for r in runs])) if dss else []
     readings = sorted({reading_of(m) for (d, s, r), m in study.runs.items() if d in dss and r in runs})
     names = ", ".join(f"{DATASET_LABEL[d]} {METHOD_LABEL.get(r, r)}" for d in dss for r in runs)
-    made = study.made_with(dss, runs)
+    if run == "extended":   # Figures 8-9 draw one seed, with the stage 3 it continued (fig_extended's choice)
+        seeds = [s for d in dss for s in study.seeds_for(d, run) if study.predecessor(d, s, run) is not None][:1]
+    made = study.made_with(dss, runs, seeds)
     return (f"{what} Runs: {names}; SAE reading {' + '.join(readings) or 'literal'}; "
             + caption_suffix(study.profile, study.sources or {"unknown"}, seeds, made=made))
 

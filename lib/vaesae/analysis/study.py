@@ -113,13 +113,15 @@ class Study:
         """The seeds of ``run`` whose starting state :meth:`start` cannot give."""
         return [s for s in self.seeds_for(dataset, run) if self.predecessor(dataset, s, run) is None]
 
-    def made_with(self, datasets: Sequence[str] | None = None, runs: Sequence[str] | None = None) -> str:
-        """The commits, torch versions and devices of the records of ``runs`` on ``datasets`` (default: all), for
-        a caption (:func:`vaesae.artifacts.made_with`)."""
+    def made_with(self, datasets: Sequence[str] | None = None, runs: Sequence[str] | None = None,
+                  seeds: Sequence[int] | None = None) -> str:
+        """The commits, torch versions and devices of the records of ``runs`` on ``datasets`` and ``seeds``
+        (default: all), for a caption (:func:`vaesae.artifacts.made_with`)."""
         from ..artifacts import made_with
 
-        return made_with(m for (d, _, r), m in self.runs.items()
-                         if (datasets is None or d in datasets) and (runs is None or r in runs))
+        return made_with(m for (d, s, r), m in self.runs.items()
+                         if (datasets is None or d in datasets) and (runs is None or r in runs)
+                         and (seeds is None or s in seeds))
 
     def k500(self, dataset: str) -> pd.DataFrame:
         """The evaluation at the end of stage 2 (k = 500 in paper units), one row per seed. The SAE is not in the
