@@ -38,7 +38,8 @@ def _device(root, *, retrained=True, extended_input=None):
         _run(root, f"topk@{R}", 80.0, "C", "B")
     _run(root, f"extended@{R}", 76.0, "D", extended_input or ("C" if retrained else "c"))
     nb = root / "paper" / DS / f"seed{SEED}"
-    for name in ("01_stage1_vae", "02_stage2_sae_init@chosen", "03_stage3_topk@chosen", "04_extended@chosen"):
+    for name in ("01_stage1_vae", "02_stage2_sae_init@chosen", "03_stage3_topk@chosen", "04_extended@chosen",
+                 "03_stage3_topk", "04_extended"):   # the literal chain's pages too: not this run's
         (nb / f"{name}.html").write_text("<html></html>")
     (nb / "04_extended@chosen.ipynb").write_text("{}")
     (root / "paper" / "_manifest").mkdir(parents=True)
@@ -56,6 +57,8 @@ def test_a_run_from_a_retrained_chain_keeps_it_and_is_paired_with_it(tmp_path):
                     "stage1/epochs.csv", "stage1/run.json", f"stage2@{R}/epochs.csv", f"stage2@{R}/run.json",
                     f"topk@{R}/epochs.csv", f"topk@{R}/run.json"]
     assert (dst / "paper" / "_manifest" / f"04_extended@chosen__{DS}_seed{SEED}.json").is_file()
+    assert sorted(p.name for p in (dst / "paper" / DS / f"seed{SEED}").glob("04_*")) == \
+        ["04_extended@chosen.html", "04_extended@chosen.ipynb"]
     assert json.loads((dst / "paper" / DS / f"seed{SEED}" / f"topk@{R}" / "run.json").read_text())["checkpoint_sha256"] == "c"
 
     s = st.load_study(dst, "paper", R)

@@ -46,14 +46,22 @@ def _records(folder: Path) -> list[Path]:
     return [folder / f for f in RECORD_FILES if (folder / f).is_file()] + sorted(folder.glob("neurons_*.npz"))
 
 
-def _job_files(src: Path, profile: str, dataset: str, seed: int, run: str) -> list[tuple[Path, Path]]:
-    """(source, path relative to the profile folder) of the executed notebook, manifest and log of ``run``'s job."""
+def _is_job_of(stem: str, run: str, reading: str) -> bool:
+    """Whether a job file's stem (``04_extended@chosen``; a manifest's or log's part before ``__``) is the job that
+    trains ``run`` under ``reading``: the notebook alone for literal and stage 1, ``<notebook>@...`` otherwise."""
     nb = R.get(run).notebook
+    literal = reading == "literal" or R.kind_of(run) == "stage1"
+    return stem == nb if literal else stem.startswith(nb + "@")
+
+
+def _job_files(src: Path, profile: str, dataset: str, seed: int, run: str, reading: str) -> list[tuple[Path, Path]]:
+    """(source, path relative to the profile folder) of the executed notebook, manifest and log of ``run``'s job."""
     sd = _seed_dir(src, profile, dataset, seed)
-    out = [(p, p.relative_to(src / profile)) for p in sorted(sd.glob(f"{nb}*.ipynb")) + sorted(sd.glob(f"{nb}*.html"))]
+    files = [p for p in sorted(sd.glob("*.ipynb")) + sorted(sd.glob("*.html")) if _is_job_of(p.stem, run, reading)]
     for sub, ext in (("_manifest", "json"), ("logs", "log")):
-        out += [(p, p.relative_to(src / profile)) for p in sorted((src / profile / sub).glob(f"{nb}*__{dataset}_seed{seed}.{ext}"))]
-    return out
+        files += [p for p in sorted((src / profile / sub).glob(f"*__{dataset}_seed{seed}.{ext}"))
+                  if _is_job_of(p.name.split("__")[0], run, reading)]
+    return [(p, p.relative_to(src / profile)) for p in files]
 
 
 def check_folder(folder: str) -> tuple[str, str]:
@@ -92,11 +100,11 @@ def plan_import(src: Path, dst: Path, profile: str, dataset: str, seed: int, fol
         if not theirs.is_file() or load_json(theirs).get("checkpoint_sha256") != want:
             raise VaesaeError(f"{dataset} seed {seed} {folder}: the {pf} it started from (SHA-256 {want[:12]}…) is "
                               f"neither committed in {d_dir} nor recorded in {s_dir}; bring that run's records back too")
-        html = sorted(s_dir.glob(f"{R.get(pred).notebook}*.html"))
+        html = [p for p in sorted(s_dir.glob("*.html")) if _is_job_of(p.stem, pred, reading)]
         lineage.append((pf, [s_dir / pf / f for f in LINEAGE_FILES if (s_dir / pf / f).is_file()] + html))
         cur, pred = load_json(theirs), R.get(pred).from_run
     return {"folder": folder, "records": _records(s_dir / folder), "lineage": lineage,
-            "jobs": _job_files(src, profile, dataset, seed, run)}
+            "jobs": _job_files(src, profile, dataset, seed, run, reading)}
 
 
 def _copy(src: Path, dst: Path) -> None:
