@@ -26,7 +26,7 @@ from ..metrics.records import load_neurons, neurons_path
 
 # A run trained on the GPU from a predecessor that was trained again there (its checkpoint cannot leave the machine,
 # and GPU training is not bit-repeatable, so it differs from the committed predecessor) keeps that predecessor's
-# records in <run folder>/lineage/<predecessor folder>/ (scripts/device/import_records.py): Study.start pairs the
+# records in <run folder>/lineage/<predecessor folder>/ (python -m vaesae.workflow.imports): Study.start pairs the
 # run with the state it really started from
 LINEAGE = "lineage"
 RUNS = R.names()   # every registered run (vaesae.runs): the study's, the remedies' (08) and the ablations' (09)
