@@ -13,13 +13,13 @@ DS, SEED, R = "shapes3d", 42, "standardised"
 CHAIN = ("stage1", f"stage2@{R}", f"topk@{R}", f"extended@{R}")
 
 
-def _run(base, folder, dead, ck, inp, n=3):
+def _run(base, folder, dead, ck, inp, n=3, commit=None):
     d = base / "paper" / DS / f"seed{SEED}" / folder
     d.mkdir(parents=True)
     pd.DataFrame({"epoch": range(n), "k": [50] * n, "dead_pct@0.001": [dead + (n - 1 - i) for i in range(n)],
                   "spec@0.5": [10.0] * n, "mig": [0.05] * n, "mse": [0.004] * n}).to_csv(d / "epochs.csv", index=False)
     (d / "run.json").write_text(json.dumps({"checkpoint_sha256": ck, "input_sha256": inp, "complete": True,
-                                            "data_source": "procedural"}))
+                                            "data_source": "procedural", "git_commit": commit or ck.lower() * 7}))
     return d
 
 
@@ -33,10 +33,10 @@ def _committed(root):
 def _device(root, *, retrained=True, extended_input=None):
     """The device's chain: retrained (stage 1 'A' ... Top-k 'C', 80 % dead) or continuing the committed one."""
     if retrained:
-        _run(root, "stage1", 0.0, "A", None)
-        _run(root, f"stage2@{R}", 20.0, "B", "A")
-        _run(root, f"topk@{R}", 80.0, "C", "B")
-    _run(root, f"extended@{R}", 76.0, "D", extended_input or ("C" if retrained else "c"))
+        _run(root, "stage1", 0.0, "A", None, commit="dev0001")
+        _run(root, f"stage2@{R}", 20.0, "B", "A", commit="dev0001")
+        _run(root, f"topk@{R}", 80.0, "C", "B", commit="dev0001")
+    _run(root, f"extended@{R}", 76.0, "D", extended_input or ("C" if retrained else "c"), commit="dev0001")
     nb = root / "paper" / DS / f"seed{SEED}"
     for name in ("01_stage1_vae", "02_stage2_sae_init@chosen", "03_stage3_topk@chosen", "04_extended@chosen",
                  "03_stage3_topk", "04_extended"):   # the literal chain's pages too: not this run's
@@ -68,6 +68,9 @@ def test_a_run_from_a_retrained_chain_keeps_it_and_is_paired_with_it(tmp_path):
     assert t3["init dead % (ours)"].startswith("80.0") and t3["change, points (ours)"].startswith("-4.0")
     assert "lineage" in t3["stage 3 it continued"]
     assert st.verdict_table(s).to_string().count("80.0 % → 76.0 % (-4.0 points)") == 1
+    from vaesae.analysis import figures
+    cap = figures.figure_caption(s, "x.", DS, "extended")   # the device's commit only: the committed stage 3 is not drawn
+    assert cap.endswith("seed 42 (n=1). Made by commit dev0001; torch unknown; unknown.")
 
 
 def test_a_run_that_continued_the_committed_state_keeps_no_lineage(tmp_path):
@@ -79,6 +82,8 @@ def test_a_run_that_continued_the_committed_state_keeps_no_lineage(tmp_path):
     s = st.load_study(dst, "paper", R)
     assert s.predecessor(DS, SEED, "extended")[0] == "committed"
     assert st.table3(s).set_index("dataset").loc["Shapes3D", "init dead % (ours)"].startswith("82.0")
+    from vaesae.analysis import figures
+    assert "Made by commits ccccccc, dev0001;" in figures.figure_caption(s, "x.", DS, "extended")
 
 
 def test_a_run_whose_start_is_nowhere_is_refused_and_nothing_is_written(tmp_path, capsys):

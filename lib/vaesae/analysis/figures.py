@@ -263,16 +263,18 @@ def reading_of(meta: dict) -> str:
 def figure_caption(study: Study, what: str, dataset: str | None, run: str) -> str:
     """What the figure shows, then the runs it was drawn from: profile, SAE reading, seeds, n, data source, and the
     commits, torch and devices that made them."""
-    from ..artifacts import caption_suffix
+    from ..artifacts import caption_suffix, made_with
 
     dss = [dataset] if dataset else study.datasets
     runs = ("topk", run) if run != "topk" else ("topk",)
     seeds = sorted(set().union(*[set(study.seeds_for(d, r)) for d in dss for r in runs])) if dss else []
     readings = sorted({reading_of(m) for (d, s, r), m in study.runs.items() if d in dss and r in runs})
     names = ", ".join(f"{DATASET_LABEL[d]} {METHOD_LABEL.get(r, r)}" for d in dss for r in runs)
-    if run == "extended":   # Figures 8-9 draw one seed, with the stage 3 it continued (fig_extended's choice)
-        seeds = [s for d in dss for s in study.seeds_for(d, run) if study.predecessor(d, s, run) is not None][:1]
     made = study.made_with(dss, runs, seeds)
+    if run == "extended":   # Figures 8-9 draw one seed, with the stage 3 it continued (fig_extended's choice)
+        drawn = [(d, s) for d in dss for s in study.seeds_for(d, run) if study.predecessor(d, s, run) is not None][:1]
+        seeds = [s for _, s in drawn]
+        made = made_with([study.runs[(d, s, run)] for d, s in drawn] + [study.start_meta(d, s, run) for d, s in drawn])
     return (f"{what} Runs: {names}; SAE reading {' + '.join(readings) or 'literal'}; "
             + caption_suffix(study.profile, study.sources or {"unknown"}, seeds, made=made))
 

@@ -98,6 +98,14 @@ class Study:
             return "lineage", kept[1]
         return None
 
+    def start_meta(self, dataset: str, seed: int, run: str) -> dict:
+        """The ``run.json`` of the state :meth:`predecessor` found (``{}`` when none)."""
+        found = self.predecessor(dataset, seed, run)
+        if found is None:
+            return {}
+        pred = R.get(run).from_run
+        return self.lineage[(dataset, seed, run)][pred][0] if found[0] == "lineage" else self.runs[(dataset, seed, pred)]
+
     def start(self, dataset: str, run: str) -> pd.DataFrame:
         """The last epoch of the state each seed's ``run`` started from (:meth:`predecessor`), one row per seed,
         with a ``where`` column; seeds whose starting state has no records are left out (:meth:`unpaired`).
