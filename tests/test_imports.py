@@ -62,8 +62,8 @@ def test_a_run_from_a_retrained_chain_keeps_it_and_is_paired_with_it(tmp_path):
     assert json.loads((dst / "paper" / DS / f"seed{SEED}" / f"topk@{R}" / "run.json").read_text())["checkpoint_sha256"] == "c"
 
     s = st.load_study(dst, "paper", R)
-    where, rows = s.predecessor(DS, SEED, "extended")
-    assert where == "lineage" and rows["dead_pct@0.001"].iloc[-1] == 80.0   # the device's stage 3, not the committed 82
+    found = s.predecessor(DS, SEED, "extended")
+    assert found.where == "lineage" and found.rows["dead_pct@0.001"].iloc[-1] == 80.0 and found.meta["checkpoint_sha256"] == "C"   # the device's stage 3, not the committed 82
     t3 = st.table3(s).set_index("dataset").loc["Shapes3D"]
     assert t3["init dead % (ours)"].startswith("80.0") and t3["change, points (ours)"].startswith("-4.0")
     assert "lineage" in t3["stage 3 it continued"]
@@ -80,7 +80,7 @@ def test_a_run_that_continued_the_committed_state_keeps_no_lineage(tmp_path):
     assert imports.main([str(src), str(dst), "--runs", f"extended@{R}"]) == 0
     assert not (dst / "paper" / DS / f"seed{SEED}" / f"extended@{R}" / "lineage").exists()
     s = st.load_study(dst, "paper", R)
-    assert s.predecessor(DS, SEED, "extended")[0] == "committed"
+    assert s.predecessor(DS, SEED, "extended").where == "committed"
     assert st.table3(s).set_index("dataset").loc["Shapes3D", "init dead % (ours)"].startswith("82.0")
     from vaesae.analysis import figures
     assert "Made by commits ccccccc, dev0001;" in figures.figure_caption(s, "x.", DS, "extended")

@@ -157,9 +157,9 @@ def test_ceiling_table_leaves_out_runs_from_another_stage2(stage2_sha):
             ("dsprites", 42, "batchtopk"): {}}
     neurons = {("dsprites", 42, k): (start if k == "k500" else end) for k in ("k500", "topk", "topk_aux", "batchtopk")}
     s = Study("smoke", rows, runs, neurons, {"procedural"})
-    assert intrinsic.starts_from_recorded_stage2(s, "dsprites", 42, "topk")
-    assert not intrinsic.starts_from_recorded_stage2(s, "dsprites", 42, "topk_aux")
-    assert intrinsic.starts_from_recorded_stage2(s, "dsprites", 42, "batchtopk")    # no input recorded: one chain
+    assert s.continues_committed("dsprites", 42, "topk")
+    assert not s.continues_committed("dsprites", 42, "topk_aux")
+    assert s.continues_committed("dsprites", 42, "batchtopk")    # no input recorded: one chain
     t = intrinsic.ceiling_table(s, runs=("topk", "topk_aux", "batchtopk")).set_index("run")
     assert t.loc["topk", "lost"] == "2 (n=1)" and t.loc["topk", "forced out by the firing-rate ceiling"] == "1 (n=1)"
     assert t.loc["topk_aux", "lost"] == "n/a" and t.loc["topk_aux", "seeds from another stage-2 run (left out)"] == "42"

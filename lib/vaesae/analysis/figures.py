@@ -180,7 +180,7 @@ def fig_extended(study: Study, dataset: str, seed: int | None = None):
     if not seeds:
         return None
     seed = seed if seed in seeds else seeds[0]
-    where, t = starts[seed]
+    where, t = starts[seed].where, starts[seed].rows
     e = study.rows(dataset, "extended", seed)
     end = int(t.epoch.max()) + 1
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -270,11 +270,13 @@ def figure_caption(study: Study, what: str, dataset: str | None, run: str) -> st
     seeds = sorted(set().union(*[set(study.seeds_for(d, r)) for d in dss for r in runs])) if dss else []
     readings = sorted({reading_of(m) for (d, s, r), m in study.runs.items() if d in dss and r in runs})
     names = ", ".join(f"{DATASET_LABEL[d]} {METHOD_LABEL.get(r, r)}" for d in dss for r in runs)
-    made = study.made_with(dss, runs, seeds)
     if run == "extended":   # Figures 8-9 draw one seed, with the stage 3 it continued (fig_extended's choice)
-        drawn = [(d, s) for d in dss for s in study.seeds_for(d, run) if study.predecessor(d, s, run) is not None][:1]
-        seeds = [s for _, s in drawn]
-        made = made_with([study.runs[(d, s, run)] for d, s in drawn] + [study.start_meta(d, s, run) for d, s in drawn])
+        drawn = [(d, s, found) for d in dss for s in study.seeds_for(d, run)
+                 if (found := study.predecessor(d, s, run)) is not None][:1]
+        seeds = [s for _, s, _ in drawn]
+        made = made_with([m for d, s, found in drawn for m in (study.runs[(d, s, run)], found.meta)])
+    else:
+        made = study.made_with(dss, runs, seeds)
     return (f"{what} Runs: {names}; SAE reading {' + '.join(readings) or 'literal'}; "
             + caption_suffix(study.profile, study.sources or {"unknown"}, seeds, made=made))
 

@@ -210,23 +210,10 @@ def alignment_table(study: Study, runs: Sequence[str] | None = None) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def starts_from_recorded_stage2(study: Study, dataset: str, seed: int, run: str) -> bool:
-    """Whether ``run`` trained from the stage-2 checkpoint whose records (``stage2/``, the k_start arrays)
-    sit beside it. Neuron i of two stage-2 runs is not the same neuron (GPU training is not repeatable:
-    of the 37 neurons specialised in one paper-profile Shapes3D stage 2, 9 are specialised in a re-run),
-    so a per-neuron comparison with k_start is only valid within one chain. The stage-2 checkpoint is
-    identified by stage 2's ``checkpoint_sha256`` or, in records older than that field, by the input of
-    the seed's Top-k run (the pipeline trains it from the stage 2 beside it); without either, or without
-    the run's ``input_sha256``, the chain is taken as one."""
-    stage2 = study.runs.get((dataset, seed, "stage2"), {})
-    ref = stage2.get("checkpoint_sha256") or study.runs.get((dataset, seed, "topk"), {}).get("input_sha256")
-    own = study.runs.get((dataset, seed, run), {}).get("input_sha256")
-    return ref is None or own is None or own == ref
-
-
 def ceiling_table(study: Study, runs: Sequence[str] | None = None) -> pd.DataFrame:
     """:func:`ceiling_share` of every run against the stage-2 (k_start) arrays of the same seed; seeds whose
-    run trained from another stage-2 checkpoint (:func:`starts_from_recorded_stage2`) are left out and
+    run trained from another stage-2 checkpoint (``Study.continues_committed``: neuron i of a re-run stage 2 is
+    another neuron) are left out and
     counted in the last column."""
     runs = compared() if runs is None else runs
     rows = []
@@ -238,7 +225,7 @@ def ceiling_table(study: Study, runs: Sequence[str] | None = None) -> pd.DataFra
                 k500, fin = study.neurons.get((ds, seed, "k500")), study.neurons.get((ds, seed, run))
                 if not k500 or not fin or "factor_entropy" not in fin:
                     continue
-                if not starts_from_recorded_stage2(study, ds, seed, run):
+                if not study.continues_committed(ds, seed, run):
                     other.append(seed)
                     continue
                 for k, v in ceiling_share(k500, fin).items():

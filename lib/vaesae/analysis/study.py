@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,14 @@ DATASET_LABEL = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}
 METHOD_LABEL = {r.name: r.label for r in R.rows(group="study") if r.label}   # topk, extended, l1
 # The default columns, named once: every table, figure and verdict of the analysis reads these
 DEAD, SPEC = dead_col(), spec_col()
+
+
+class Start(NamedTuple):
+    """The state a run started from (:meth:`Study.predecessor`)."""
+
+    where: str            # "committed" (the predecessor's own folder) or "lineage" (kept in the run's lineage/)
+    rows: pd.DataFrame    # its per-epoch records
+    meta: dict            # its run.json
 
 
 @dataclass
@@ -79,32 +87,42 @@ class Study:
         r = self.rows(dataset, run)
         return r.groupby("seed").tail(1) if not r.empty else r
 
-    def predecessor(self, dataset: str, seed: int, run: str) -> tuple[str, pd.DataFrame] | None:
-        """The records of the state ``run`` started from (its registry ``from_run``), as ``(where, epochs)``:
-        ``where`` is ``"committed"`` when the committed predecessor's ``checkpoint_sha256`` is the run's
-        ``input_sha256`` (or either is not recorded: older records, taken as one chain), ``"lineage"`` when a
-        record under the run's ``lineage/`` folder has it. None when neither matches (or nothing is recorded):
-        the run continued a state whose records are not kept, and a paired comparison with it cannot be made."""
+    def checkpoint_of(self, dataset: str, seed: int, run: str) -> str | None:
+        """The SHA-256 of the committed ``run``'s final checkpoint: its ``checkpoint_sha256`` or, in records older
+        than that field, the ``input_sha256`` of the study's run the registry trains from it (``topk`` for
+        ``stage2``: the pipeline trains it from the stage 2 beside it). None when neither is recorded."""
+        own = self.runs.get((dataset, seed, run), {}).get("checkpoint_sha256")
+        if own:
+            return own
+        heir = next((r.name for r in R.rows(group="study") if r.from_run == run), None)
+        return self.runs.get((dataset, seed, heir), {}).get("input_sha256") if heir else None
+
+    def continues_committed(self, dataset: str, seed: int, run: str) -> bool:
+        """Whether ``run`` was trained from the committed predecessor's checkpoint (its registry ``from_run``,
+        matched by SHA-256). Neuron i of a retrained predecessor is not the same neuron (GPU training is not
+        repeatable), so a paired or per-neuron comparison needs this. Without the run's ``input_sha256`` or the
+        predecessor's checkpoint on record (older records), the chain is taken as one."""
+        pred = R.get(run).from_run
+        want = self.runs.get((dataset, seed, run), {}).get("input_sha256")
+        ref = self.checkpoint_of(dataset, seed, pred) if pred else None
+        return want is None or ref is None or want == ref
+
+    def predecessor(self, dataset: str, seed: int, run: str) -> Start | None:
+        """The state ``run`` started from (its registry ``from_run``): the committed predecessor when
+        :meth:`continues_committed`, else a record under the run's ``lineage/`` folder whose ``checkpoint_sha256``
+        is the run's ``input_sha256``. None when neither has records: the run continued a state that was not
+        kept, and a paired comparison with it cannot be made."""
         pred = R.get(run).from_run
         if pred is None:
             return None
-        want = self.runs.get((dataset, seed, run), {}).get("input_sha256")
-        committed = self.runs.get((dataset, seed, pred))
-        if committed is not None and (want is None or committed.get("checkpoint_sha256") in (None, want)):
+        if (dataset, seed, pred) in self.runs and self.continues_committed(dataset, seed, run):
             rows = self.rows(dataset, pred, seed)
-            return ("committed", rows) if not rows.empty else None
+            return Start("committed", rows, self.runs[(dataset, seed, pred)]) if not rows.empty else None
+        want = self.runs.get((dataset, seed, run), {}).get("input_sha256")
         kept = self.lineage.get((dataset, seed, run), {}).get(pred)
         if kept is not None and want is not None and kept[0].get("checkpoint_sha256") == want and not kept[1].empty:
-            return "lineage", kept[1]
+            return Start("lineage", kept[1], kept[0])
         return None
-
-    def start_meta(self, dataset: str, seed: int, run: str) -> dict:
-        """The ``run.json`` of the state :meth:`predecessor` found (``{}`` when none)."""
-        found = self.predecessor(dataset, seed, run)
-        if found is None:
-            return {}
-        pred = R.get(run).from_run
-        return self.lineage[(dataset, seed, run)][pred][0] if found[0] == "lineage" else self.runs[(dataset, seed, pred)]
 
     def start(self, dataset: str, run: str) -> pd.DataFrame:
         """The last epoch of the state each seed's ``run`` started from (:meth:`predecessor`), one row per seed,
@@ -114,12 +132,24 @@ class Study:
         for seed in self.seeds_for(dataset, run):
             found = self.predecessor(dataset, seed, run)
             if found is not None:
-                out.append(found[1].tail(1).assign(seed=seed, where=found[0]))
+                out.append(found.rows.tail(1).assign(seed=seed, where=found.where))
         return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["seed", "where"])
 
     def unpaired(self, dataset: str, run: str) -> list[int]:
         """The seeds of ``run`` whose starting state :meth:`start` cannot give."""
+        if R.get(run).from_run is None:
+            return []
         return [s for s in self.seeds_for(dataset, run) if self.predecessor(dataset, s, run) is None]
+
+    def unpaired_lines(self) -> list[str]:
+        """:meth:`unpaired` of every run, one line per run: ``"standardised: L1 (l1, from stage2): dSprites seed
+        42"``. Such a run compares with the committed predecessor as another draw, not as a pair."""
+        out = []
+        for run in dict.fromkeys(r for (_, _, r) in sorted(self.runs)):
+            where = [f"{DATASET_LABEL[d]} seed {s}" for d in self.datasets for s in self.unpaired(d, run)]
+            if where:
+                out.append(f"{self.reading}: {R.get(run).label or run} ({run}, from {R.get(run).from_run}): {', '.join(where)}")
+        return out
 
     def made_with(self, datasets: Sequence[str] | None = None, runs: Sequence[str] | None = None,
                   seeds: Sequence[int] | None = None) -> str:
@@ -245,20 +275,9 @@ def load_study(results_dir: str | Path, profile: str, reading: str = "literal") 
 
 
 def unpaired_runs(results_dir: str | Path, profile: str) -> list[str]:
-    """Runs trained from a predecessor whose records are neither the committed ones nor kept in the run's
-    ``lineage/`` (``Study.predecessor`` is None), one line per reading and run: ``"standardised: L1 (l1, from
-    stage2): dSprites seed 42"``. Their comparisons with the committed predecessor are between two draws, not a pair."""
-    out = []
-    for reading in study_readings(results_dir, profile):
-        S = load_study(results_dir, profile, reading=reading)
-        found: dict[str, list[str]] = {}
-        for (ds, seed, run) in sorted(S.runs):
-            pred = R.get(run).from_run
-            if pred and S.has_epochs(ds, seed, run) and S.predecessor(ds, seed, run) is None:
-                found.setdefault(run, []).append(f"{DATASET_LABEL[ds]} seed {seed}")
-        out += [f"{reading}: {R.get(run).label or run} ({run}, from {R.get(run).from_run}): {', '.join(where)}"
-                for run, where in found.items()]
-    return out
+    """:meth:`Study.unpaired_lines` of every reading the study is published under (:func:`study_readings`)."""
+    return [line for reading in study_readings(results_dir, profile)
+            for line in load_study(results_dir, profile, reading=reading).unpaired_lines()]
 
 
 # ------------------------------------------------------------------------------------------------

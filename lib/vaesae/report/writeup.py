@@ -219,8 +219,8 @@ def _val(row: Mapping[str, Any] | None, key: str) -> float | None:
 
 def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
     """Per SAE reading the study is published under (``study.study_readings``): its Table 1 rows (k = 50, the
-    paper's numbers beside ours, "mean ± std (n=N)" over seeds), its Table 3 rows when it has extended runs, and the
-    verdict counts of its ``verdicts[@reading].csv``."""
+    paper's numbers beside ours, "mean ± std (n=N)" over seeds), its Table 3 rows when it has extended runs, the
+    verdict counts of its ``verdicts[@reading].csv`` and its runs whose starting state was not kept (``unpaired``)."""
     from ..analysis import study as st
 
     out = []
@@ -234,7 +234,8 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
         counts = dict(sorted(((str(k), int(v)) for k, v in counts.items()), key=lambda kv: (-kv[1], kv[0])))
         # Table 3 where any extended run is recorded: each paired with the stage 3 it continued (Study.start)
         ext = st.table3(S).to_dict("records") if any(S.seeds_for(d, "extended") for d in S.datasets) else []
-        out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name, "table3": ext})
+        out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name, "table3": ext,
+                    "unpaired": S.unpaired_lines()})
     return out
 
 
@@ -330,8 +331,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
             "conv": _conv(bench_dir), "by_reading": _by_reading(results_dir, profile), "tree_size": tree_size,
-            "not_run": coverage.recorded_not_run(results_dir, profile), "unpaired": st.unpaired_runs(results_dir, profile)}
-
+            "not_run": coverage.recorded_not_run(results_dir, profile)}
 
 
 def renderers(S) -> dict[str, list[str]]:

@@ -6,8 +6,8 @@
 ``SRC`` is the results folder a device run brought back (``collect.sh``'s ``results/``), ``DST`` the repository's
 (``results``). A run's checkpoint cannot leave the GPU machine, so every device session trains the run's
 predecessors again there (stage 1, stage 2, stage 3 for an extended run), and GPU training is not bit-repeatable:
-the retrained predecessors differ from the committed ones (one paper-profile Shapes3D stage 3: 80.0 against 82.2 %
-dead). Pairing the run with the committed predecessor would compare two chains. So for each run named:
+the retrained predecessors differ from the committed ones (``results/paper/device_2026-12-03e/``). Pairing the run
+with the committed predecessor would compare two chains. So for each run named:
 
 * its records (``epochs.csv``, ``run.json``, ``neurons_*.npz``) are copied to ``DST``, with its job's executed
   notebook (``.ipynb``, ``.html``), manifest and log;
@@ -30,12 +30,12 @@ from typing import Sequence
 
 from .. import runs as R
 from ..analysis.study import LINEAGE
-from ..config import SAE_READINGS, run_folder, split_run_folder
+from ..config import run_folder, split_run_folder
 from ..errors import VaesaeError
-from ..io import load_json
+from ..io import atomic_write_bytes, load_json
 
-RECORD_FILES = ("epochs.csv", "run.json")   # a run folder's records, with its neurons_*.npz
-LINEAGE_FILES = ("epochs.csv", "run.json")  # what the lineage keeps of a predecessor (its arrays are not needed)
+# a run folder's records (with its neurons_*.npz); the lineage keeps these of a predecessor, not its arrays
+RECORD_FILES = ("epochs.csv", "run.json")
 
 
 def _seed_dir(results: Path, profile: str, dataset: str, seed: int) -> Path:
@@ -67,8 +67,11 @@ def _job_files(src: Path, profile: str, dataset: str, seed: int, run: str, readi
 def check_folder(folder: str) -> tuple[str, str]:
     """``(run, reading)`` of a run folder's name; :class:`VaesaeError` when it names no registered run and reading."""
     run, reading = split_run_folder(folder)
-    ok = run in R.names() and (reading == "literal" or reading in SAE_READINGS)
-    if not ok or run_folder(run, reading) != folder:
+    try:   # the registry and config.run_folder refuse an unknown run or reading
+        ok = run_folder(R.get(run).name, reading) == folder
+    except VaesaeError:
+        ok = False
+    if not ok:
         raise VaesaeError(f"{folder!r} is not a run folder (a registered run, then @<reading> for a non-literal reading)")
     return run, reading
 
@@ -101,18 +104,10 @@ def plan_import(src: Path, dst: Path, profile: str, dataset: str, seed: int, fol
             raise VaesaeError(f"{dataset} seed {seed} {folder}: the {pf} it started from (SHA-256 {want[:12]}…) is "
                               f"neither committed in {d_dir} nor recorded in {s_dir}; bring that run's records back too")
         html = [p for p in sorted(s_dir.glob("*.html")) if _is_job_of(p.stem, pred, reading)]
-        lineage.append((pf, [s_dir / pf / f for f in LINEAGE_FILES if (s_dir / pf / f).is_file()] + html))
+        lineage.append((pf, [s_dir / pf / f for f in RECORD_FILES if (s_dir / pf / f).is_file()] + html))
         cur, pred = load_json(theirs), R.get(pred).from_run
     return {"folder": folder, "records": _records(s_dir / folder), "lineage": lineage,
             "jobs": _job_files(src, profile, dataset, seed, run, reading)}
-
-
-def _copy(src: Path, dst: Path) -> None:
-    """``src`` to ``dst`` through a temporary file beside it (``dst`` is either the old file or the new one)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.importing")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
 
 
 def apply_import(plan: dict, dst: Path, profile: str, dataset: str, seed: int) -> list[Path]:
@@ -136,7 +131,7 @@ def apply_import(plan: dict, dst: Path, profile: str, dataset: str, seed: int) -
     shutil.rmtree(old, ignore_errors=True)
     written = sorted(p for p in final.rglob("*") if p.is_file())
     for p, rel in plan["jobs"]:
-        _copy(p, dst / profile / rel)
+        atomic_write_bytes(dst / profile / rel, p.read_bytes())
         written.append(dst / profile / rel)
     return written
 
