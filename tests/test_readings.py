@@ -1,5 +1,6 @@
 """SPEC §6's readings, analysis side: records, the selection rule, the table, the figure (synthetic records)."""
 
+import hashlib
 import json
 
 import pandas as pd
@@ -18,10 +19,16 @@ def _write_run(base, folder, rows, *, reading, complete=True, m=256, source="pro
     d.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(d / "epochs.csv", index=False)
     params = {"n_neurons": m} | ({} if reading is None else {"reading_sae": reading})
-    meta = {"data_source": source, "complete": complete, "params": params}
+    meta = {"data_source": source, "complete": complete, "params": params, "git_commit": _commit(reading),
+            "environment": {"torch": "2.11.0+cu130", "device": "NVIDIA H200"}}
     if not complete:
         meta |= {"partial": True, "epochs_done": len(rows)}
     (d / "run.json").write_text(json.dumps(meta))
+
+
+def _commit(reading):
+    """A distinct fake commit per reading (literal records may have no reading field: None)."""
+    return hashlib.sha1(str(reading).encode()).hexdigest()
 
 
 def _eval(epoch, dead, k=16, pre=None, mse_h=0.5, fvu=0.1):
@@ -137,6 +144,16 @@ def test_the_choice_record_and_how_notebooks_read_it(tmp_path):
     assert rec["provenance"]["data_source"] == "procedural" and rec["provenance"]["git_commit"]
     assert R.resolve_reading("chosen", tmp_path, PROFILE) == "centred"
     assert R.resolve_reading("literal", tmp_path, PROFILE) == "literal"
+    # the same choice written again (elsewhere: another commit, machine) keeps the file that first recorded it ...
+    path.write_text(json.dumps({**rec, "provenance": {**rec["provenance"], "git_commit": "0" * 40}}))
+    R.write_choice(tmp_path, PROFILE, R.select_reading(recs, 42), recs)
+    assert json.loads(path.read_text())["provenance"]["git_commit"] == "0" * 40
+    # ... and a choice from other records replaces it, with this checkout's provenance
+    make_readings(tmp_path, {"centred": {"dsprites": 0.3, "shapes3d": 6.0}})
+    recs = R.load_readings(tmp_path, PROFILE)
+    R.write_choice(tmp_path, PROFILE, R.select_reading(recs, 42), recs)
+    again = json.loads(path.read_text())
+    assert again["warm_up_dead_pct"]["centred"]["dsprites"] == 0.3 and again["provenance"]["git_commit"] != "0" * 40
     with pytest.raises(VaesaeError, match="unknown SAE reading"):
         R.resolve_reading("centered", tmp_path, PROFILE)
 
@@ -170,8 +187,12 @@ def test_the_table_saves_with_the_project_writers_and_the_figure_draws(tmp_path)
                   full=("literal", "centred"))
     recs = R.load_readings(tmp_path, PROFILE)
     ch = R.select_reading(recs, 42)
-    cap = R.caption(PROFILE, recs, ["literal", "centred"], [42], ["dsprites", "shapes3d"], commit="abc123")
-    assert "git commit abc123" in cap and "procedural" in cap and "seed 42" in cap and "smoke" in cap
+    cap = R.caption(PROFILE, recs, ["literal", "centred"], [42], ["dsprites", "shapes3d"])
+    assert "procedural" in cap and "seed 42" in cap and "smoke" in cap
+    # made by: the commits, torch and device of the records drawn (both readings), none of a reading not drawn
+    assert f"commits {', '.join(sorted([_commit(None)[:7], _commit('centred')[:7]]))};" in cap
+    assert "torch 2.11.0+cu130; NVIDIA H200" in cap
+    assert _commit("centred")[:7] not in R.caption(PROFILE, recs, ["literal"], [42], ["dsprites"])
     save_table(R.readings_table(recs, ch), tmp_path, PROFILE, "readings", title="t", caption=R.RULE + " " + cap)
     md = (tmp_path / PROFILE / "tables" / "readings.md").read_text()
     assert "Selection rule" in md and "| centred |" in md
@@ -184,6 +205,23 @@ def test_the_table_saves_with_the_project_writers_and_the_figure_draws(tmp_path)
     assert all(p.stat().st_size > 0 for p in paths)
     # no complete curve: no figure
     assert R.fig_dead_vs_k(R.load_readings(tmp_path, PROFILE, seeds=[43]), 43, ["dsprites"]) is None
+
+
+def test_the_figure_draws_the_other_seeds_thin(tmp_path):
+    """others=[43, 44]: seed 43's complete curve drawn thin in its reading's colour, seed 44 (no record) not drawn;
+    the title and seeds_drawn say which seeds are in the figure."""
+    make_readings(tmp_path, {"centred": {"dsprites": 2.0}}, full=("centred",))
+    make_readings(tmp_path, {"centred": {"dsprites": 7.0}}, full=("centred",), seed=43)
+    recs = R.load_readings(tmp_path, PROFILE, ["dsprites"], [42, 43, 44])
+    assert R.seeds_drawn(recs, "dsprites", [42, 43, 44]) == [42, 43]
+    alone = R.fig_dead_vs_k(recs, 42, ["dsprites"], chosen="centred", warm=WARM)
+    fig = R.fig_dead_vs_k(recs, 42, ["dsprites"], chosen="centred", warm=WARM, others=[43, 44])
+    ax = fig.axes[0]
+    assert len(ax.lines) == len(alone.axes[0].lines) + 1
+    thin = [ln for ln in ax.lines if ln.get_label() == "other seeds (thin lines)"]
+    assert len(thin) == 1 and list(thin[0].get_ydata()) == [7.0 + 5 * e for e in range(4)]
+    assert thin[0].get_color() == [ln for ln in ax.lines if "topk@centred" in ln.get_label()][0].get_color()
+    assert "thin: seed 43)" in ax.get_title() and "thin" not in alone.axes[0].get_title()
 
 
 def test_the_study_loader_leaves_reading_folders_out(tmp_path):

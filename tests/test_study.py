@@ -210,6 +210,12 @@ def test_the_chosen_reading_is_a_second_study_beside_the_literal_one(tmp_path):
     both = st.side_by_side([lit, cen])
     assert list(both["reading"]) == ["literal"] * 4 + ["centred"] * 4 and both.columns[0] == "reading"
     assert both.loc[both.reading == "centred", "dead % (ours)"].tolist() == t1["dead % (ours)"].tolist()
+    # its caption: both readings, every seed, and the commits of the records of both (one centred record's commit)
+    topk_c = root / "dsprites" / "seed43" / "topk@centred" / "run.json"
+    topk_c.write_text(json.dumps({**json.loads(topk_c.read_text()), "git_commit": "fedcba9876"}))
+    cap = st.side_by_side_caption([lit, st.load_study(tmp_path, "smoke", reading="centred")])
+    assert cap.startswith("SAE readings: literal, centred. ") and "seeds 42, 43 (n=2)" in cap
+    assert "fedcba9" in cap and "fedcba9" not in st.side_by_side_caption([lit])
 
 
 def test_captions_name_the_commits_torch_and_devices_that_made_the_records(tmp_path):

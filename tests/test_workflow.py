@@ -493,6 +493,31 @@ def test_the_ablation_job_gets_its_variants_and_trains_from_stages_1_and_2(tmp_p
 
 
 
+@pytest.mark.parametrize("flag", ["--no-sweep", None])
+def test_no_sweep_tells_notebook_10_to_train_nothing(flag, tmp_path, monkeypatch):
+    """--no-sweep: the 10 job gets train=False (a declared parameter of the real notebook) and trains nothing, so
+    that the checkpoints of stage 1-3 it would train from are not asked for; without it the parameter is not passed
+    (the notebook's default, True) and the job's parameters stay those of the manifests already written."""
+    seen = {}
+    real = pipeline.build_jobs
+
+    def spy(*args, **kw):
+        jobs, missing = real(*args, **kw)
+        seen["job"] = next(j for j in jobs if j.id == pipeline.SWEEP_NOTEBOOK)
+        return jobs, missing
+
+    monkeypatch.setattr(runner, "build_jobs", spy)
+    argv = ["--profile", "paper", "--datasets", "dsprites", "--results-dir", str(tmp_path / "results"),
+            "--figures-dir", str(tmp_path / "figures"), "--list", "--only", "10"] + ([flag] if flag else [])
+    assert runner.main(argv) == 0
+    job = seen["job"]
+    assert "train" in pipeline._declared_parameters(job.notebook)
+    if flag:
+        assert job.params["train"] is False and not pipeline.trains(job)
+    else:
+        assert "train" not in job.params and pipeline.trains(job)
+
+
 @pytest.mark.parametrize("flag, expected", [("--no-ablations", ""), ("--ablations", "all"), (None, "default")])
 def test_the_ablations_flag_reaches_the_notebook(flag, expected, tmp_path, monkeypatch, capsys):
     from vaesae.training import ablations as training_ablations

@@ -78,6 +78,7 @@ class ReadingRecord:
     n_neurons: int | None = None                # m
     topk_epochs_done: int = 0                   # Top-k epochs recorded (a warm-up run stops at warm)
     diverged: str | None = None                 # a run of this reading diverged (its record says so)
+    metas: tuple[dict[str, Any], ...] = ()      # the run.json of its stage-2 and Top-k runs (those that exist)
 
 
 def _read_run(run_dir: Path, reading: str):
@@ -126,6 +127,7 @@ def load_reading(results_dir: str | Path, profile: str, dataset: str, seed: int,
         rec.topk_epochs_done = int(len(tk))
         if tk_meta.get("complete"):
             rec.curve = tk.sort_values("epoch").reset_index(drop=True)
+    rec.metas = tuple(m for m in (s2_meta, tk_meta) if m)
     for meta in (s2_meta, tk_meta):
         rec.source = rec.source or meta.get("data_source")
         n = (meta.get("params") or {}).get("n_neurons")
@@ -209,15 +211,24 @@ def choice_path(results_dir: str | Path, profile: str) -> Path:
 def write_choice(results_dir: str | Path, profile: str, choice: Choice,
                  records: Mapping[tuple[str, int, str], ReadingRecord] | None = None) -> Path:
     """``results/<profile>/readings_choice.json`` (atomically): the chosen name, the rule's text, every reading's
-    score, the seed and datasets used, and how it was made (git commit, data source)."""
+    score, the seed and datasets used, and how it was made (git commit, data source). A file that already records
+    this very choice (every field but the provenance equal: the same rule on the same records) is kept as it is, so
+    that drawing the table again elsewhere (notebook 10 with ``train=False``) does not rename the commit and machine
+    that made the choice."""
     from ..io import atomic_save_json, provenance
 
     sources = sorted({r.source for r in (records or {}).values() if r.source and r.seed == choice.seed})
-    rec = choice.to_json()
+    rec = json.loads(json.dumps(choice.to_json()))   # as it reads back (tuples as lists)
     rec["profile"] = profile
+    path = choice_path(results_dir, profile)
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        old = None
+    if isinstance(old, dict) and {k: v for k, v in old.items() if k != "provenance"} == rec:
+        return path
     rec["provenance"] = provenance(profile=profile, dataset=",".join(choice.datasets), source="+".join(sources) or "unknown",
                                    seed=choice.seed)
-    path = choice_path(results_dir, profile)
     atomic_save_json(path, rec)
     return path
 
@@ -306,23 +317,29 @@ def readings_table(records: Mapping[tuple[str, int, str], ReadingRecord], choice
 
 
 def caption(profile: str, records: Mapping[tuple[str, int, str], ReadingRecord], readings: Sequence[str],
-            seeds: Sequence[int], datasets: Sequence[str], commit: str | None = None) -> str:
-    """Provenance of a readings table or figure: profile, readings, datasets, data source, seed(s), git commit."""
-    from ..io import git_commit
+            seeds: Sequence[int], datasets: Sequence[str]) -> str:
+    """Provenance of a readings table or figure: profile, readings, datasets, data source, seed(s), and the commits,
+    torch versions and devices of the records of ``readings`` on ``datasets`` and ``seeds`` that it draws
+    (:func:`vaesae.artifacts.made_with`)."""
+    from ..artifacts import made_with
 
-    sources = sorted({r.source for r in records.values() if r.source and r.seed in set(seeds)}) or ["unknown"]
-    words = {"real": "real files", "procedural": "procedural stand-in"}
     seeds = sorted(set(int(s) for s in seeds))
+    drawn = [v for (d, s, r), v in records.items() if d in set(datasets) and s in set(seeds) and r in set(readings)]
+    sources = sorted({r.source for r in drawn if r.source}) or ["unknown"]
+    words = {"real": "real files", "procedural": "procedural stand-in"}
     return (f"Profile: {profile}; readings: {', '.join(readings)}; datasets: "
             f"{', '.join(DATASET_LABEL.get(d, d) for d in datasets)}; data: {' + '.join(words.get(s, s) for s in sources)}; "
-            f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}; git commit {commit or git_commit()}.")
+            f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}. "
+            f"Made by {made_with(m for r in drawn for m in r.metas)}.")
 
 
 def fig_dead_vs_k(records: Mapping[tuple[str, int, str], ReadingRecord], seed: int, datasets: Sequence[str], *,
-                  chosen: str | None = None, warm: int | None = None, provenance: str = ""):
+                  chosen: str | None = None, warm: int | None = None, provenance: str = "",
+                  others: Sequence[int] = ()):
     """Per dataset: dead % (on ã, rate < 0.001) against the stage-3 epoch, one line per reading with a complete Top-k
-    stage 3 (seed ``seed``), k on a secondary axis, the paper's k = 500 and k = 50 values marked; None when no
-    reading has a complete curve. ``provenance`` is written into the figure."""
+    stage 3 (seed ``seed``), k on a secondary axis, the paper's k = 500 and k = 50 values marked; the complete curves
+    of the seeds in ``others`` thin, in their reading's colour; None when no reading has a complete curve for
+    ``seed``. ``provenance`` is written into the figure. :func:`seeds_drawn` says which seeds a figure drew."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -345,6 +362,11 @@ def fig_dead_vs_k(records: Mapping[tuple[str, int, str], ReadingRecord], seed: i
                     lw=2.4 if r == chosen else 1.3)
             if k_curve is None and "k" in cur:
                 k_curve = cur[["epoch", "k"]]
+            for o in others:
+                rec_o = records.get((d, int(o), r))
+                if int(o) != int(seed) and rec_o is not None and rec_o.curve is not None and DEAD in rec_o.curve:
+                    ax.plot(rec_o.curve["epoch"], rec_o.curve[DEAD], color=colors[r], lw=0.9, alpha=0.55,
+                            label="other seeds (thin lines)")
         last = int(max(v.curve["epoch"].max() for (dd, ss, _), v in records.items()
                        if dd == d and ss == seed and v.curve is not None))
         w = (warm if warm is not None else 1) - 1
@@ -358,7 +380,9 @@ def fig_dead_vs_k(records: Mapping[tuple[str, int, str], ReadingRecord], seed: i
         ax.set_xlabel("stage-3 epoch (dashed line: end of the warm-up, where the rule reads)")
         ax.set_ylabel("dead neurons, % of m (activation rate < 0.001 on ã)")
         ax.set_ylim(bottom=0)
-        ax.set_title(f"{DATASET_LABEL.get(d, d)}, seed {seed}")
+        thin = [o for o in seeds_drawn(records, d, others) if o != int(seed)]
+        ax.set_title(f"{DATASET_LABEL.get(d, d)}, seed {seed}" + (f" (thin: seed{'s' if len(thin) > 1 else ''} "
+                                                               f"{', '.join(map(str, thin))})" if thin else ""))
         if k_curve is not None:
             ax2 = ax.twinx()
             ax2.plot(k_curve["epoch"], k_curve["k"], color="0.45", lw=1.0, ls="-.", marker="x", ms=4,
@@ -378,6 +402,14 @@ def fig_dead_vs_k(records: Mapping[tuple[str, int, str], ReadingRecord], seed: i
         fig.text(0.01, 1.0, provenance, fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
     fig.tight_layout()
     return fig
+
+
+def seeds_drawn(records: Mapping[tuple[str, int, str], ReadingRecord], dataset: str | None,
+                seeds: Sequence[int]) -> list[int]:
+    """The seeds among ``seeds`` with a complete Top-k stage-3 curve of some reading (on ``dataset``; any when None),
+    sorted: what :func:`fig_dead_vs_k` draws of them."""
+    return sorted({int(s) for (d, s, _), v in records.items()
+                   if int(s) in {int(x) for x in seeds} and (dataset is None or d == dataset) and v.curve is not None})
 
 
 def prune_sweep_records(results_dir: str | Path, profile: str, chosen: str) -> list[Path]:

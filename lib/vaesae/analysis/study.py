@@ -608,3 +608,14 @@ def side_by_side(studies: Sequence[Study]) -> pd.DataFrame:
     under each reading of SPEC §6."""
     blocks = [table1(s) for s in studies]
     return pd.concat([t.assign(reading=s.reading)[["reading", *t.columns]] for s, t in zip(studies, blocks)], ignore_index=True)
+
+
+def side_by_side_caption(studies: Sequence[Study]) -> str:
+    """The caption of :func:`side_by_side`: the readings, then data sources, profile and seeds of all of them and
+    the commits, torch versions and devices of every record drawn."""
+    from ..artifacts import caption_suffix, made_with
+
+    return ("SAE readings: " + ", ".join(s.reading for s in studies) + ". "
+            + caption_suffix(studies[0].profile, set().union(*(s.sources for s in studies)),
+                             sorted(set().union(*(s.seeds for s in studies))),
+                             made=made_with(m for s in studies for m in s.runs.values())))

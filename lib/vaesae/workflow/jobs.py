@@ -223,13 +223,15 @@ def _dep_ids(deps: Sequence[str], scope: str, dataset: str | None, seed: int | N
 def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, results_dir: Path,
                figures_dir: Path, source: str, device: str,
                only: Sequence[str] | None = None, remedies: bool | None = None,
-               ablations: bool | None = None, full: bool = False) -> tuple[list[Job], list[str]]:
+               ablations: bool | None = None, full: bool = False,
+               sweep: bool | None = None) -> tuple[list[Job], list[str]]:
     """The job list in dependency order, and the notebooks of the study that do not exist yet.
 
     ``only``: notebook numbers or stems (``"03"``, ``"07_figures"``) to run; the others are left out
     and a selected job's dependencies outside the selection count as met (its notebook reads
     whatever records exist: e.g. ``07`` on a study whose extended runs are missing). Without ``only`` the
-    profile's :func:`leaves_out` jobs are left out the same way, unless ``full``."""
+    profile's :func:`leaves_out` jobs are left out the same way, unless ``full``. ``sweep`` False: notebook 10
+    trains nothing (``train=False``) and redraws its table and figure from the records that exist."""
     left_out = () if (full or only is not None) else leaves_out(profile)
     skip = lambda stem: only is not None and not _selected(stem, only) or stem in left_out  # noqa: E731
     jobs: list[Job] = []
@@ -256,6 +258,9 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
             "variants": train_list(base, profile, ablations) if TRAIN_SWITCH.get(base) == "variants" else None,
             # only the variant jobs get it: the literal jobs' parameters (and so their manifests) stay as they were
             "reading_sae": variant if variant else None,
+            # notebook 10 without its sweep: passed only when switched off, so that a training job's parameters
+            # (and the manifests already written) stay as they were
+            "train": False if (base == SWEEP_NOTEBOOK and sweep is False) else None,
         }
         for dataset, seed, jid, out_dir in _units(stem, scope, datasets, seeds, root):
             unit = {"dataset": dataset, "seed": seed if seed is not None else seeds[0], **offered}
@@ -496,9 +501,10 @@ def check_foreign_outputs(results_dir: Path, profile: str, commit: str, *, reuse
 
 
 def trains(job: Job) -> bool:
-    """Whether the job trains anything (08 and 09 only when their switch lists runs to train)."""
+    """Whether the job trains anything (08 and 09 only when their switch lists runs to train, 10 unless its
+    ``train`` parameter is False)."""
     switch = TRAIN_SWITCH.get(_stem(job))
-    return switch is None or bool(job.params.get(switch))
+    return (switch is None or bool(job.params.get(switch))) and job.params.get("train", True) is not False
 
 
 def checkpoints_missing(job: Job, results_dir: Path) -> bool:

@@ -98,6 +98,9 @@ def _parser() -> _Parser:
                     help="train the ablations of Top-k stage 3 in 09: init seed, lr x0.1 and x10, Adam "
                          "(default: yes for smoke and paper, no for quick)")
     ap.add_argument("--no-ablations", dest="ablations", action="store_false", help="09 compares what is recorded, trains nothing")
+    ap.add_argument("--no-sweep", dest="sweep", action="store_false", default=None,
+                    help="10 trains nothing: its readings table and figure are drawn again from the records that exist "
+                         "(on a CPU, from a GPU's records)")
     ap.add_argument("--full", action="store_true",
                     help="also run the jobs the profile leaves out (quick: extended training and the literal reading's "
                          "L1, about 13 more minutes on 2 CPU cores)")
@@ -171,7 +174,7 @@ def _prepare(args: argparse.Namespace) -> _Study:
     only = _parse_only(args.only) if args.only is not None else None
     jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
                                source=args.source, device=args.device, only=only, remedies=args.remedies,
-                               ablations=args.ablations, full=args.full)
+                               ablations=args.ablations, full=args.full, sweep=args.sweep)
     gpus = 0 if args.cluster or args.device == "cpu" else _gpu_count()   # --device cpu: no job uses a GPU
 
     per_gpu = args.jobs_per_gpu or 1
