@@ -44,6 +44,7 @@ FILE_TIERS = {
     "test_concurrent.py": "unit",
     "test_data.py": "unit",
     "test_e2e.py": "e2e",
+    "test_execute.py": "unit",   # its kernel-starting tests are marked integration one by one
     "test_fast.py": "unit",
     "test_faults.py": "e2e",
     "test_imports.py": "unit",

@@ -7,8 +7,9 @@
 # record names it. The study runs in a copy of the tree at /root/run (results, figures, data and checkpoints there),
 # so the next command's fresh copy of the working tree cannot touch it.
 # A warm machine goes back 30 s after a command ends, with every checkpoint on its disk: issue the next command
-# (wait.sh) at once, and let only the last one bring files back (collect.sh), since a larger reply takes longer.
-# Typical chain: start.sh ... && wait.sh 560;  wait.sh 580;  ...;  wait.sh N; collect.sh
+# (wait.sh) at once, and end every command with collect.sh (what the study wrote so far, about 1 MB a run): a machine
+# given back between two commands loses its disk, and what an earlier command brought back is then all there is.
+# Typical chain: start.sh ... && wait.sh 540; collect.sh   then   wait.sh 560; collect.sh   ...
 set -euo pipefail
 commit=${1:?usage: start.sh <40-hex commit> [workflow options]}; shift
 [[ $commit =~ ^[0-9a-f]{40}$ ]] || { echo "start.sh: '$commit' is not a full commit SHA-1" >&2; exit 2; }
@@ -22,6 +23,7 @@ date +%s > t0
 export JUPYTER_PATH=/tmp/site/share/jupyter PYTHONPATH=/tmp/site:/root/run/lib PYTHONUNBUFFERED=1 MPLBACKEND=Agg VAESAE_GIT_COMMIT=$commit
 # what the study imports, before anything starts (a missing wheel otherwise ends it in its first second)
 python3 -c 'import snakemake.cli, snakemake_executor_plugin_slurm, papermill, ipykernel, pooch, vaesae.workflow.run, nbformat
+import vaesae.workflow.execute as x; x.kernel_manager_class()
 from nbconvert import HTMLExporter; HTMLExporter(template_name="basic").from_notebook_node(nbformat.v4.new_notebook())' ||
   { echo "start.sh: an import failed on this image: a wheel or its data files are missing from .whl (scripts/device/wheels.sh)" >&2
     rm -rf /root/run; exit 2; }

@@ -49,8 +49,10 @@ def environment_of(settings: dict) -> dict[str, str]:
     return env
 
 
-# jupyter_client picks a kernel's TCP ports free, then the kernel binds them: two kernels starting at once (jobs side by
-# side) can pick the same port, and the later one dies before running a cell. The notebook never ran, so it is run again.
+# Over TCP, jupyter_client picks a kernel's ports free, then the kernel binds them: two kernels starting at once (jobs
+# side by side) could pick the same port, and the later one died before running a cell. The kernels now talk over Unix
+# sockets under names of their own (vaesae.workflow.execute), which no two share; should a kernel still
+# die of a taken address before its first reply, the notebook never ran, so it is run again.
 KERNEL_START_ATTEMPTS = 3
 
 
@@ -159,10 +161,10 @@ def run(table_path: str, job_id: str) -> int:
     log_path = log_dir / (Path(job.manifest_name).stem + ".log")
     tmp_dir = Path(tempfile.mkdtemp(prefix=".running-", dir=job.output.parent))
     tmp_out = tmp_dir / job.output.name
-    cmd = [sys.executable, "-m", "papermill", str(job.notebook), str(tmp_out), "--cwd", str(REPO_ROOT),
-           "--no-progress-bar", "-k", "python3"]
-    for k, v in job.params.items():
-        cmd += ["-p", k, str(v)] if not isinstance(v, str) else ["-r", k, v]
+    # papermill through vaesae.workflow.execute: the kernel on Unix sockets in a short folder of the job's own
+    cmd = [sys.executable, "-m", "vaesae.workflow.execute", str(job.notebook), str(tmp_out), "--cwd", str(REPO_ROOT),
+           "--params", json.dumps(job.params)]
+    runtime_dir = Path(tempfile.mkdtemp(prefix="vk-"))
     t0 = time.time()
     proc = None
 
@@ -174,6 +176,7 @@ def run(table_path: str, job_id: str) -> int:
     try:
         with gpu_slot(settings.get("slots") or [], results_dir / profile / ".gpu-slots") as gpu:
             env = environment_of(settings)
+            env["JUPYTER_RUNTIME_DIR"] = str(runtime_dir)
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = str(gpu)
             for attempt in range(KERNEL_START_ATTEMPTS):
@@ -212,6 +215,7 @@ def run(table_path: str, job_id: str) -> int:
         return 130
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.rmtree(runtime_dir, ignore_errors=True)   # the kernel's sockets and connection file, if it was killed
 
 
 def main(argv: list[str] | None = None) -> int:

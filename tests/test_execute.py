@@ -1,0 +1,82 @@
+"""vaesae.workflow.execute: papermill with the kernel on Unix sockets (no TCP port to lose to another kernel)."""
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from vaesae.io import REPO_ROOT
+from vaesae.workflow import execute
+
+
+def _notebook(path: Path) -> Path:
+    """A parameters cell, a cell printing the kernel's transport and the parameters' types, a cell failing on a=3."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("a: int = 1\nflag: bool = True\nname: str = 'x'")
+    params.metadata["tags"] = ["parameters"]
+    show = ("import json\nfrom ipykernel import get_connection_info\n"
+            "print(json.loads(get_connection_info())['transport'], type(a).__name__, a, flag, repr(name))")
+    nb.cells = [params, nbformat.v4.new_code_cell(show), nbformat.v4.new_code_cell("assert a != 3, 'three'")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def _run(nb: Path, out: Path, params: str, runtime: Path) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(runtime.parent), "JUPYTER_RUNTIME_DIR": str(runtime),
+           "PYTHONPATH": str(REPO_ROOT / "lib")}
+    return subprocess.run([sys.executable, "-m", "vaesae.workflow.execute", str(nb), str(out), "--cwd", str(nb.parent),
+                           "--params", params], capture_output=True, text=True, env=env, timeout=120)
+
+
+def _printed(out: Path) -> str:
+    return "".join(json.loads(out.read_text())["cells"][2]["outputs"][0]["text"])   # [0]: papermill's injected cell
+
+
+@pytest.mark.integration
+def test_the_kernel_talks_over_ipc_and_the_parameters_keep_their_types(tmp_path):
+    nb = _notebook(tmp_path / "t.ipynb")
+    res = _run(nb, tmp_path / "o.ipynb", json.dumps({"a": 2, "flag": False, "name": "42"}), tmp_path / "rt")
+    assert res.returncode == 0, res.stderr
+    assert _printed(tmp_path / "o.ipynb") == "ipc int 2 False '42'\n"
+    assert "without encryption" not in res.stderr                   # ipykernel's TCP warning is gone
+    assert list((tmp_path / "rt").iterdir()) == []                  # sockets and connection file cleaned up
+
+
+@pytest.mark.integration
+def test_kernels_started_at_once_each_run_their_notebook(tmp_path):
+    """Four notebooks started together in one runtime folder: every kernel gets sockets of its own."""
+    nb = _notebook(tmp_path / "t.ipynb")
+    results = {}
+
+    def one(i):
+        results[i] = _run(nb, tmp_path / f"o{i}.ipynb", json.dumps({"a": 10 + i}), tmp_path / "rt")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[i].returncode for i in range(4)] == [0] * 4, [results[i].stderr[-500:] for i in range(4)]
+    assert [_printed(tmp_path / f"o{i}.ipynb") for i in range(4)] == [f"ipc int {10 + i} True 'x'\n" for i in range(4)]
+
+
+@pytest.mark.integration
+def test_a_failing_notebook_exits_1_and_is_saved_with_its_error(tmp_path):
+    nb = _notebook(tmp_path / "t.ipynb")
+    res = _run(nb, tmp_path / "o.ipynb", '{"a": 3}', tmp_path / "rt")
+    assert res.returncode == 1 and "execute: AssertionError: three" in res.stderr
+    errors = [o for c in json.loads((tmp_path / "o.ipynb").read_text())["cells"] for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert len(errors) == 1 and errors[0]["evalue"] == "three"
+
+
+@pytest.mark.parametrize("text, why", [("{not json", "is not JSON"), ('["a", 1]', "must be a JSON object")])
+def test_bad_parameters_are_one_line(text, why):
+    with pytest.raises(SystemExit, match=why):
+        execute.parse_params(text)
+    assert execute.parse_params('{"seed": 42, "train": false}') == {"seed": 42, "train": False}
