@@ -49,11 +49,47 @@ def test_n_counts_seeds_with_the_core_run_and_lists_partial_seeds_apart(tmp_path
         for run in ("topk", "extended", "l1"):
             shutil.rmtree(tmp_path / "smoke" / ds / "seed43" / run)
     ctx = writeup.context(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
-    assert ctx["seeds"] == [42] and ctx["n"] == 1
-    assert ctx["partial_seeds"] == [43] and ctx["partial_runs"] == ["stage1", "stage2"]
+    assert ctx["seeds"] == [42] and ctx["n"] == 1 and ctx["all_seeds"] == [42, 43]
+    assert ctx["partial"] == [{"seed": 43, "runs": ["stage1", "stage2"]}]
     writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
     findings = (tmp_path / "smoke" / "FINDINGS.md").read_text()
-    assert "seed 43\nso far only stage1, stage2" in findings
+    assert "# Findings: the smoke profile, seeds 42, 43, on" in findings
+    assert "- `literal`: Top-k stage 3 for seed 42; seed 43\nso far only stage1, stage2." in findings
+    assert "**Seeds.** `literal`: one seed (n = 1) of Top-k." in findings
+
+
+def test_the_header_gives_each_readings_seeds_and_every_readings_commits(tmp_path):
+    """FINDINGS' header per published reading: the chosen reading's three seeds are not hidden behind the literal
+    reading's one, and the commits of both readings' records are named."""
+    import shutil
+
+    from vaesae.analysis import readings
+
+    make_fake_study(tmp_path, profile="smoke", seeds=(42, 43, 44))
+    root = tmp_path / "smoke"
+    for ds in ("dsprites", "shapes3d"):
+        for seed in (42, 43, 44):
+            for run in ("stage2", "topk"):
+                src, dst = root / ds / f"seed{seed}" / run, root / ds / f"seed{seed}" / f"{run}@centred"
+                shutil.copytree(src, dst)
+                meta = json.loads((dst / "run.json").read_text())
+                meta["params"] = {**meta.get("params", {}), "reading_sae": "centred"}
+                (dst / "run.json").write_text(json.dumps({**meta, "git_commit": "c3c3c3c3c3"}))
+            if seed != 42:
+                for run in ("topk", "extended", "l1"):
+                    shutil.rmtree(root / ds / f"seed{seed}" / run)
+    for path in root.glob("*/seed*/*/run.json"):   # finished runs, as real records say (the readings' curves need it)
+        path.write_text(json.dumps({**json.loads(path.read_text()), "complete": True}))
+    recs = readings.load_readings(tmp_path, "smoke", seeds=[42], readings=("literal", "centred"))
+    path = readings.write_choice(tmp_path, "smoke", readings.select_reading(recs, 42, readings=("literal", "centred")), recs)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "chosen": "centred"}))   # equal records: literal wins the tie
+    writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
+    findings = (root / "FINDINGS.md").read_text()
+    assert "- `literal`: Top-k stage 3 for seed 42; seed 43\nso far only stage1, stage2; seed 44\nso far only stage1, stage2." in findings
+    assert "- `centred` (the chosen reading): Top-k stage 3 for seeds 42, 43, 44." in findings
+    assert "**Seeds.** `literal`: one seed (n = 1) of Top-k; `centred`: 3 seeds of Top-k." in findings
+    header = findings.split("**Data:")[0]
+    assert "c3c3c3c" in header and "seeds 42, 43, 44, on" in header
 
 
 def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path):

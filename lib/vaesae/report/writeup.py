@@ -234,9 +234,26 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
         counts = dict(sorted(((str(k), int(v)) for k, v in counts.items()), key=lambda kv: (-kv[1], kv[0])))
         # Table 3 where any extended run is recorded: each paired with the stage 3 it continued (Study.start)
         ext = st.table3(S).to_dict("records") if any(S.seeds_for(d, "extended") for d in S.datasets) else []
+        core, partial = _seeds_of(S)
         out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name, "table3": ext,
-                    "unpaired": S.unpaired_lines()})
+                    "unpaired": S.unpaired_lines(), "seeds": core, "n": len(core), "partial": partial,
+                    "commits": _commits(S), "devices": _devices(S)})
     return out
+
+
+def _seeds_of(S) -> tuple[list[int], list[dict[str, Any]]]:
+    """The seeds of a study's core run (its Top-k stage 3), and for every other seed the runs it has so far
+    (``[{"seed": 43, "runs": ["stage1", "stage2"]}]``: a GPU session that stopped there; not counted in n)."""
+    core = sorted({s for (_, s, r) in S.runs if r == "topk"}) or S.seeds
+    return core, [{"seed": s, "runs": sorted({r for (_, ss, r) in S.runs if ss == s})} for s in S.seeds if s not in core]
+
+
+def _commits(S) -> list[str]:
+    return sorted({str(m.get("git_commit", "?"))[:7] for m in S.runs.values()})
+
+
+def _devices(S) -> list[str]:
+    return sorted({str((m.get("environment") or {}).get("device") or m.get("device", "?")) for m in S.runs.values()})
 
 
 def _per_dataset(S, dead: str, spec: str) -> dict[str, dict[str, Any]]:
@@ -313,14 +330,15 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     tree_size = _bench_file(bench_dir, "tree_size")   # python -m vaesae.report.treesize
     reruns = _device_reruns(results_dir / profile, S)
     ablation_runs = sorted({r for (_, _, r) in S.runs if r in R.ablation_variants()})
-    commits = sorted({str(m.get("git_commit", "?"))[:7] for m in S.runs.values()})
-    devices = sorted({str((m.get("environment") or {}).get("device") or m.get("device", "?")) for m in S.runs.values()})
-    # n counts the seeds of the study's core run (Top-k stage 3 under the literal reading); a seed with only some of
-    # its runs so far (e.g. stages 1-2) is listed apart, not counted
-    core = sorted({s for (_, s, r) in S.runs if r == "topk"}) or S.seeds
-    partial = [s for s in S.seeds if s not in core]
-    partial_runs = sorted({r for (_, s, r) in S.runs if s in partial})
-    return {"profile": profile, "S": S, "seeds": core, "n": len(core), "partial_seeds": partial, "partial_runs": partial_runs,
+    by_reading = _by_reading(results_dir, profile)
+    # every published reading's records: the header's commits and devices
+    commits = sorted(set(_commits(S)).union(*(b["commits"] for b in by_reading)))
+    devices = sorted(set(_devices(S)).union(*(b["devices"] for b in by_reading)))
+    # n counts the seeds of the literal study's core run (Top-k stage 3), which the sections on the literal reading
+    # use; each reading's own seeds (and the seeds with only some of their runs so far) are in by_reading
+    core, partial = _seeds_of(S)
+    all_seeds = sorted(set(S.seeds).union(*({*b["seeds"], *(p["seed"] for p in b["partial"])} for b in by_reading)))
+    return {"profile": profile, "S": S, "seeds": core, "n": len(core), "partial": partial, "all_seeds": all_seeds,
             "datasets": S.datasets, "sources": sorted(S.sources),
             "cells": cells, "ds": per_ds, "mig_ratio": (min(ratios), max(ratios)) if ratios else None,
             "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
@@ -330,7 +348,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
-            "conv": _conv(bench_dir), "by_reading": _by_reading(results_dir, profile), "tree_size": tree_size,
+            "conv": _conv(bench_dir), "by_reading": by_reading, "tree_size": tree_size,
             "not_run": coverage.recorded_not_run(results_dir, profile)}
 
 
