@@ -90,6 +90,14 @@ def test_the_header_gives_each_readings_seeds_and_every_readings_commits(tmp_pat
     assert "**Seeds.** `literal`: one seed (n = 1) of Top-k; `centred`: 3 seeds of Top-k." in findings
     header = findings.split("**Data:")[0]
     assert "c3c3c3c" in header and "seeds 42, 43, 44, on" in header
+    # the literal reading's whole stage 3 not recorded (its Top-k run unfinished): n/a where its numbers would be
+    for ds in ("dsprites", "shapes3d"):
+        run = root / ds / "seed42" / "topk" / "run.json"
+        run.write_text(json.dumps({**json.loads(run.read_text()), "complete": False}))
+    writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
+    findings = (root / "FINDINGS.md").read_text()
+    assert "changes that by n/a / n/a points" in findings and "literal: n/a and n/a)" in findings
+    assert "literal's whole stage 3 not recorded on both datasets" in findings
 
 
 def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path):

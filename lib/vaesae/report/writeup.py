@@ -371,6 +371,8 @@ def _env():
     env.filters["n0"] = _fmt_int
     env.filters["f"] = lambda x, d=1: "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
     env.filters["sf"] = lambda x, d=1: "n/a" if x is None else f"{x:+.{d}f}".replace("-", "−")
+    # a - b, or None when either is missing (a reading's whole stage 3 not recorded yet): "n/a" through f / sf
+    env.globals["minus"] = lambda a, b: None if a is None or b is None else a - b
     env.filters["pm"] = lambda p, d=1: "—" if p is None or p[0] is None else (f"{p[0]:,.{d}f}" + (f" ± {p[1]:,.{d}f}" if p[1] is not None else ""))
     return env
 
