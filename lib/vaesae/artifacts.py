@@ -35,19 +35,27 @@ def caption_suffix(profile: str, sources: Iterable[str], seeds: Iterable[int] | 
     return text + "." + (f" Made by {made}." if made else "")
 
 
-def made_with(metas: Iterable[dict]) -> str:
-    """How a set of records (``run.json`` dicts) was made, for a caption: ``"commits 5ef8c1a, c28700d; torch
-    2.11.0+cu130; NVIDIA H200"`` (each list sorted, without repeats; "unknown" where no record says)."""
+def makers(metas: Iterable[dict]) -> dict[str, list[str]]:
+    """What made a set of records (``run.json`` dicts): ``{"commits": [...7-hex], "torch": [...], "devices":
+    [...]}``, each sorted, without repeats or records that do not say."""
     metas = list(metas)
     env = [m.get("environment") or {} for m in metas]
 
-    def listed(values) -> str:
-        vals = sorted({str(v) for v in values if v})
-        return ", ".join(vals) or "unknown"
+    def listed(values) -> list[str]:
+        return sorted({str(v) for v in values if v})
 
-    commits = listed(str(m.get("git_commit") or "")[:7] for m in metas)
-    return (f"commit{'s' if ',' in commits else ''} {commits}; torch {listed(e.get('torch') for e in env)}; "
-            f"{listed(e.get('device') or m.get('device') for e, m in zip(env, metas))}")
+    return {"commits": listed(str(m.get("git_commit") or "")[:7] for m in metas),
+            "torch": listed(e.get("torch") for e in env),
+            "devices": listed(e.get("device") or m.get("device") for e, m in zip(env, metas))}
+
+
+def made_with(metas: Iterable[dict]) -> str:
+    """How a set of records (``run.json`` dicts) was made, for a caption: ``"commits 5ef8c1a, c28700d; torch
+    2.11.0+cu130; NVIDIA H200"`` (:func:`makers`; "unknown" where no record says)."""
+    m = makers(metas)
+    commits = ", ".join(m["commits"]) or "unknown"
+    return (f"commit{'s' if len(m['commits']) > 1 else ''} {commits}; torch {', '.join(m['torch']) or 'unknown'}; "
+            f"{', '.join(m['devices']) or 'unknown'}")
 
 
 def _update_index(directory: Path, entry: dict[str, Any]) -> None:

@@ -324,7 +324,8 @@ def caption(profile: str, records: Mapping[tuple[str, int, str], ReadingRecord],
     from ..artifacts import made_with
 
     seeds = sorted(set(int(s) for s in seeds))
-    drawn = [v for (d, s, r), v in records.items() if d in set(datasets) and s in set(seeds) and r in set(readings)]
+    want_d, want_s, want_r = set(datasets), set(seeds), set(readings)
+    drawn = [v for (d, s, r), v in records.items() if d in want_d and s in want_s and r in want_r]
     sources = sorted({r.source for r in drawn if r.source}) or ["unknown"]
     words = {"real": "real files", "procedural": "procedural stand-in"}
     return (f"Profile: {profile}; readings: {', '.join(readings)}; datasets: "

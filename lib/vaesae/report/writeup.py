@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .. import runs as R
+from ..artifacts import makers
 from ..analysis import coverage
 from ..errors import VaesaeError, cli
 from ..io import atomic_write_text
@@ -237,7 +238,7 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
         core, partial = _seeds_of(S)
         out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name, "table3": ext,
                     "unpaired": S.unpaired_lines(), "seeds": core, "n": len(core), "partial": partial,
-                    "commits": _commits(S), "devices": _devices(S)})
+                    "metas": list(S.runs.values())})
     return out
 
 
@@ -247,13 +248,6 @@ def _seeds_of(S) -> tuple[list[int], list[dict[str, Any]]]:
     core = sorted({s for (_, s, r) in S.runs if r == "topk"}) or S.seeds
     return core, [{"seed": s, "runs": sorted({r for (_, ss, r) in S.runs if ss == s})} for s in S.seeds if s not in core]
 
-
-def _commits(S) -> list[str]:
-    return sorted({str(m.get("git_commit", "?"))[:7] for m in S.runs.values()})
-
-
-def _devices(S) -> list[str]:
-    return sorted({str((m.get("environment") or {}).get("device") or m.get("device", "?")) for m in S.runs.values()})
 
 
 def _per_dataset(S, dead: str, spec: str) -> dict[str, dict[str, Any]]:
@@ -332,8 +326,8 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     ablation_runs = sorted({r for (_, _, r) in S.runs if r in R.ablation_variants()})
     by_reading = _by_reading(results_dir, profile)
     # every published reading's records: the header's commits and devices
-    commits = sorted(set(_commits(S)).union(*(b["commits"] for b in by_reading)))
-    devices = sorted(set(_devices(S)).union(*(b["devices"] for b in by_reading)))
+    made = makers([*S.runs.values(), *(m for b in by_reading for m in b["metas"])])
+    commits, devices = made["commits"] or ["unknown"], made["devices"]
     # n counts the seeds of the literal study's core run (Top-k stage 3), which the sections on the literal reading
     # use; each reading's own seeds (and the seeds with only some of their runs so far) are in by_reading
     core, partial = _seeds_of(S)

@@ -135,7 +135,8 @@ PROFILE_FILES = {SWEEP_NOTEBOOK: (CHOICE_FILE,)}
 # m = 1,024 and 3,500 images the verdict was "supported" where the paper profile's is "weakened"), and the ablations
 # added 6:46 on 2 CPU cores (the 09 job alone on an idle machine, each stage 3 43-49 s, lr x 10 diverging on dSprites
 # in its 7th epoch)
-TRAIN_SWITCH = {"08_is_collapse_intrinsic": "remedies", "09_ablations": "variants"}
+# 10's switch is its bool `train` (--no-sweep), passed only when off
+TRAIN_SWITCH = {"08_is_collapse_intrinsic": "remedies", "09_ablations": "variants", SWEEP_NOTEBOOK: "train"}
 
 
 def train_list(stem: str, profile: str, asked: bool | None) -> str:
@@ -260,7 +261,7 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
             "reading_sae": variant if variant else None,
             # notebook 10 without its sweep: passed only when switched off, so that a training job's parameters
             # (and the manifests already written) stay as they were
-            "train": False if (base == SWEEP_NOTEBOOK and sweep is False) else None,
+            "train": False if (TRAIN_SWITCH.get(base) == "train" and sweep is False) else None,
         }
         for dataset, seed, jid, out_dir in _units(stem, scope, datasets, seeds, root):
             unit = {"dataset": dataset, "seed": seed if seed is not None else seeds[0], **offered}
@@ -501,10 +502,10 @@ def check_foreign_outputs(results_dir: Path, profile: str, commit: str, *, reuse
 
 
 def trains(job: Job) -> bool:
-    """Whether the job trains anything (08 and 09 only when their switch lists runs to train, 10 unless its
-    ``train`` parameter is False)."""
+    """Whether the job trains anything: a switched job (:data:`TRAIN_SWITCH`) only when its switch is on (08 and
+    09: it lists runs to train; 10: ``train`` is not passed as False)."""
     switch = TRAIN_SWITCH.get(_stem(job))
-    return (switch is None or bool(job.params.get(switch))) and job.params.get("train", True) is not False
+    return switch is None or bool(job.params.get(switch, True))
 
 
 def checkpoints_missing(job: Job, results_dir: Path) -> bool:
