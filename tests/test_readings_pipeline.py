@@ -88,6 +88,37 @@ def test_only_by_number_keeps_to_the_literal_job(notebooks, tmp_path):
     assert pipeline._parse_only("03@chosen,10") == ["03@chosen", "10"]
 
 
+def test_only_items_for_one_dataset_and_seed_pack_different_chains_in_one_study(notebooks, tmp_path):
+    """One study, two chains: extended training for dSprites seed 42, L1 for Shapes3D seed 43; nothing else."""
+    only = ["00", "01[dsprites:42]", "02@chosen[dsprites:42]", "03@chosen[dsprites:42]", "04@chosen[dsprites:42]",
+            "01[shapes3d:43]", "02@chosen[shapes3d:43]", "05@chosen[shapes3d:43]"]
+    by_id, _, _ = _jobs(tmp_path, only=only)
+    assert sorted(by_id) == sorted([
+        "00_data[dsprites]", "00_data[shapes3d]",
+        "01_stage1_vae[dsprites,seed42]", "02_stage2_sae_init@chosen[dsprites,seed42]",
+        "03_stage3_topk@chosen[dsprites,seed42]", "04_extended@chosen[dsprites,seed42]",
+        "01_stage1_vae[shapes3d,seed43]", "02_stage2_sae_init@chosen[shapes3d,seed43]",
+        "05_l1_comparison@chosen[shapes3d,seed43]"])
+    assert by_id["05_l1_comparison@chosen[shapes3d,seed43]"].deps == ["02_stage2_sae_init@chosen[shapes3d,seed43]"]
+    assert by_id["02_stage2_sae_init@chosen[dsprites,seed42]"].deps == ["01_stage1_vae[dsprites,seed42]"]
+    # a dataset alone selects all its seeds; a seed-less job (00) is selected by an item naming its dataset
+    by_id, _, _ = _jobs(tmp_path, only=["00[shapes3d:43]", "01[dsprites]"])
+    assert sorted(by_id) == ["00_data[shapes3d]", "01_stage1_vae[dsprites,seed42]", "01_stage1_vae[dsprites,seed43]"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("04@chosen[mnist:42]", "dataset 'mnist' is not among --datasets dsprites,shapes3d"),
+    ("04@chosen[dsprites:45]", "seed 45 is not among --seeds 42,43"),
+    ("07[dsprites]", "07 runs once for the whole profile"),
+    ("04[dsprites:", "is not NOTEBOOK, NOTEBOOK[dataset] or NOTEBOOK[dataset:seed]"),
+    ("99[dsprites]", "no notebook '99'"),
+])
+def test_only_items_with_a_bad_bracket_are_refused_in_one_line(text, message):
+    with pytest.raises(pipeline.VaesaeError) as exc:
+        pipeline._parse_only(text, ["dsprites", "shapes3d"], [42, 43])
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
 def test_chosen_folders_resolve_from_the_choice_file_in_the_manifest(notebooks, tmp_path):
     by_id, _, _ = _jobs(tmp_path)
     results = tmp_path / "results"

@@ -20,6 +20,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -213,7 +214,7 @@ def _dep_ids(deps: Sequence[str], scope: str, dataset: str | None, seed: int | N
     job on every unit. ``skip(stem)``: a dependency outside the selection (or left out) counts as met."""
     out: list[str] = []
     for dep in deps:
-        if skip(dep):
+        if skip(dep, dataset, seed):
             continue
         for cand in by_stem.get(dep, []):
             if scope == "profile" or "[" not in cand or f"[{dataset}," in cand and f"seed{seed}]" in cand:
@@ -228,13 +229,16 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
                sweep: bool | None = None) -> tuple[list[Job], list[str]]:
     """The job list in dependency order, and the notebooks of the study that do not exist yet.
 
-    ``only``: notebook numbers or stems (``"03"``, ``"07_figures"``) to run; the others are left out
+    ``only``: notebook numbers or stems (``"03"``, ``"07_figures"``), each optionally for one dataset or dataset
+    and seed (``"04@chosen[dsprites:42]"``, :func:`_selected`), to run; the others are left out
     and a selected job's dependencies outside the selection count as met (its notebook reads
     whatever records exist: e.g. ``07`` on a study whose extended runs are missing). Without ``only`` the
     profile's :func:`leaves_out` jobs are left out the same way, unless ``full``. ``sweep`` False: notebook 10
     trains nothing (``train=False``) and redraws its table and figure from the records that exist."""
     left_out = () if (full or only is not None) else leaves_out(profile)
-    skip = lambda stem: only is not None and not _selected(stem, only) or stem in left_out  # noqa: E731
+    def skip(stem: str, dataset: str | None = None, seed: int | None = None) -> bool:
+        return only is not None and not _selected(stem, only, dataset, seed) or stem in left_out
+
     jobs: list[Job] = []
     missing: list[str] = []
     by_stem: dict[str, list[str]] = {}
@@ -272,7 +276,7 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
                 record_dirs += [root / f for f in PROFILE_FILES.get(stem, ())]
             else:
                 record_dirs = [out_dir / r for r in runs]
-            if skip(stem):
+            if skip(stem, dataset, seed):
                 continue
             jobs.append(Job(jid, nb_path, out_dir / f"{stem}.ipynb", params, dep_ids, record_dirs, dataset, seed))
             by_stem.setdefault(stem, []).append(jid)
@@ -283,22 +287,60 @@ def _stem(job: Job) -> str:
     return job.notebook.stem
 
 
-def _selected(stem: str, only: Sequence[str]) -> bool:
+_ONLY_ITEM = re.compile(r"(?P<nb>[^\[\]:]+)(?:\[(?P<dataset>[a-z0-9]+)(?::(?P<seed>[0-9]+))?\])?")
+
+
+def _split_only(item: str) -> tuple[str, str | None, int | None]:
+    """``"04@chosen[dsprites:42]"`` -> ("04@chosen", "dsprites", 42); ``"00[shapes3d]"`` -> ("00", "shapes3d", None);
+    ``"03"`` -> ("03", None, None). Raises ValueError on any other form."""
+    m = _ONLY_ITEM.fullmatch(item)
+    if m is None:
+        raise ValueError(item)
+    return m["nb"], m["dataset"], int(m["seed"]) if m["seed"] is not None else None
+
+
+def _selected(stem: str, only: Sequence[str], dataset: str | None = None, seed: int | None = None) -> bool:
     """``only`` names a notebook by stem or number; a variant ("03_stage3_topk@chosen") only by its stem or
-    "03@chosen", so that "03" keeps selecting the literal job alone."""
+    "03@chosen", so that "03" keeps selecting the literal job alone. An item may name one dataset, or one dataset
+    and seed, in brackets ("04@chosen[dsprites:42]", "00[shapes3d]"): it then selects that notebook's jobs of that
+    dataset (and seed) only, so that one study can train different chains for different datasets and seeds. A job
+    without a seed (00) is selected by an item naming its dataset with any seed; ``dataset`` None (no unit given)
+    asks whether the notebook is selected anywhere."""
     base, at, variant = stem.partition("@")
     number = base.split("_", 1)[0]
-    return any(stem == o or (not at and number == o) or (at and o == f"{number}@{variant}") for o in only)
+    for item in only:
+        o, d, s = _split_only(item)
+        if not (stem == o or (not at and number == o) or (at and o == f"{number}@{variant}")):
+            continue
+        if dataset is None or d is None or (d == dataset and (s is None or seed is None or s == seed)):
+            return True
+    return False
 
 
-def _parse_only(text: str) -> list[str]:
-    stems = [s for s, *_ in NOTEBOOK_GRAPH]
+def _parse_only(text: str, datasets: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[str]:
+    """The items of ``--only``, checked: each names a notebook of the graph; a bracket names a dataset of
+    ``datasets`` and a seed of ``seeds`` (when given), and only on a notebook run per dataset or seed."""
+    graph = {s: scope for s, scope, _ in NOTEBOOK_GRAPH}
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise VaesaeError("--only is empty")
     for it in items:
-        if not any(_selected(s, [it]) for s in stems):
-            raise VaesaeError(f"--only: no notebook {it!r}; choose from {', '.join(stems)} (or their numbers)")
+        try:
+            nb, d, s = _split_only(it)
+        except ValueError:
+            raise VaesaeError(f"--only: {it!r} is not NOTEBOOK, NOTEBOOK[dataset] or NOTEBOOK[dataset:seed] "
+                              "(e.g. 04@chosen[dsprites:42])") from None
+        stems = [st for st in graph if _selected(st, [nb])]
+        if not stems:
+            raise VaesaeError(f"--only: no notebook {nb!r}; choose from {', '.join(graph)} (or their numbers)")
+        if d is None:
+            continue
+        if any(graph[st] == "profile" for st in stems):
+            raise VaesaeError(f"--only: {it!r}: {nb} runs once for the whole profile; it takes no [dataset:seed]")
+        if datasets is not None and d not in datasets:
+            raise VaesaeError(f"--only: {it!r}: dataset {d!r} is not among --datasets {','.join(datasets)}")
+        if seeds is not None and s is not None and s not in seeds:
+            raise VaesaeError(f"--only: {it!r}: seed {s} is not among --seeds {','.join(map(str, seeds))}")
     return items
 
 

@@ -90,7 +90,8 @@ def _parser() -> _Parser:
     ap.add_argument("--results-dir", default="results", help="where records and executed notebooks go")
     ap.add_argument("--figures-dir", default="figures", help="where figures go")
     ap.add_argument("--only", default=None, help="comma-separated notebook numbers or names to run (e.g. 01,02,03 or 07; "
-                    "03@chosen for the chain under the chosen SAE reading); their dependencies outside the list count as met")
+                    "03@chosen for the chain under the chosen SAE reading; 04@chosen[dsprites:42] or 00[shapes3d] for one "
+                    "dataset and seed only); their dependencies outside the list count as met")
     ap.add_argument("--remedies", dest="remedies", action="store_true", default=None,
                     help="train the remedy sparsifiers in 08 (default: yes for smoke and paper, no for quick)")
     ap.add_argument("--no-remedies", dest="remedies", action="store_false", help="08 compares what is recorded, trains nothing")
@@ -171,7 +172,7 @@ def _prepare(args: argparse.Namespace) -> _Study:
     seeds = _parse_seeds(args.seeds) if args.seeds else list(DEFAULT_SEEDS[args.profile])
     results_dir = repo_path(args.results_dir).resolve()
     figures_dir = repo_path(args.figures_dir).resolve()
-    only = _parse_only(args.only) if args.only is not None else None
+    only = _parse_only(args.only, datasets, seeds) if args.only is not None else None
     jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
                                source=args.source, device=args.device, only=only, remedies=args.remedies,
                                ablations=args.ablations, full=args.full, sweep=args.sweep)
