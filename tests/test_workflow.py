@@ -536,7 +536,11 @@ def test_the_ablations_flag_reaches_the_notebook(flag, expected, tmp_path, monke
     assert runner.main(argv) == 0
     want = {"": "", "all": ",".join(training_ablations.VARIANTS), "default": ""}[expected]   # quick: off by default
     assert seen["job"].params["variants"] == want
-    assert "09_ablations" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "09_ablations" in out
+    # nothing recorded in a fresh results folder: every job is to run, none with a time
+    n = sum(1 for line in out.splitlines() if line.lstrip().startswith("to run"))
+    assert f"{n} of {n} jobs to run: 0:00 of job time" in out and f"{n} with no recorded time" in out
 
 
 def test_quick_leaves_out_extended_and_literal_l1_unless_full_or_named(tmp_path):
@@ -562,3 +566,33 @@ def test_a_kernel_that_lost_its_port_is_told_from_a_failed_notebook():
     assert kernel_lost_its_port(race)
     assert not kernel_lost_its_port("papermill.exceptions.PapermillExecutionError: ValueError: bad k\n")
     assert not kernel_lost_its_port("RuntimeError: Kernel died before replying to kernel_info\n")   # another cause
+
+
+def test_list_estimates_fall_back_to_other_seeds_and_sum_along_the_longest_chain(fake_notebooks, tmp_path):
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42, 43, 44], results_dir=tmp_path / "results",
+                                  figures_dir=tmp_path / "figures", source="auto", device="cpu",
+                                  only=["01", "02", "03[dsprites:44]"])
+    by_id = {j.id: j for j in jobs}
+    folder = tmp_path / "results" / "smoke"
+    (folder / pipeline.MANIFEST_DIR).mkdir(parents=True)
+
+    def manifest(job_id, elapsed, **params):
+        job = by_id[job_id]
+        (folder / job.manifest_name).write_text(json.dumps({"elapsed_s": elapsed, "params": {**job.params, **params}}))
+
+    manifest("01_stage1_vae[dsprites,seed42]", 100.0)
+    manifest("01_stage1_vae[dsprites,seed43]", 140.0)
+    manifest("01_stage1_vae[shapes3d,seed42]", 7.0)              # another dataset: never borrowed
+    manifest("02_stage2_sae_init[dsprites,seed42]", 30.0, device="cuda")   # another device: never borrowed
+    own = {j.id: None for j in jobs}
+    own["01_stage1_vae[dsprites,seed42]"] = 100.0
+    est = pipeline.like_estimates(jobs, tmp_path / "results", "smoke", own)
+    assert est["01_stage1_vae[dsprites,seed42]"] == 100.0          # its own time first
+    assert est["01_stage1_vae[dsprites,seed44]"] == 120.0          # median of seeds 42 and 43 of dSprites
+    assert est["01_stage1_vae[shapes3d,seed44]"] == 7.0
+    assert est["02_stage2_sae_init[dsprites,seed44]"] is None      # the only time recorded is another device's
+    est["02_stage2_sae_init[dsprites,seed44]"] = 5.0
+    est["03_stage3_topk[dsprites,seed44]"] = 50.0
+    # 01 -> 02 -> 03 of dSprites seed 44 is the longest chain: 120 + 5 + 50
+    assert pipeline.critical_path(jobs, est) == 175.0
+    assert pipeline.critical_path([], est) == 0.0

@@ -22,10 +22,11 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from .. import runs as R
 from ..analysis import coverage
@@ -595,6 +596,42 @@ def plan(jobs: list[Job], results_dir: Path, profile: str, *, force: bool = Fals
         if job.state == "skipped" and any(by_id[d].state != "skipped" for d in job.deps):
             job.state = "waiting"
     return estimates
+
+
+def like_estimates(jobs: list[Job], results_dir: Path, profile: str,
+                   estimates: Mapping[str, float | None]) -> dict[str, float | None]:
+    """Each job's last recorded duration (``estimates``, from :func:`plan`), or where it has none the median of those
+    recorded for the same notebook and dataset at other seeds with the same ``device`` parameter (their manifests in
+    ``results/<profile>/_manifest/``); None where neither exists. Durations are those of the machine and the packing
+    that made each manifest (jobs that shared a GPU ran slower than alone)."""
+    out: dict[str, float | None] = {}
+    folder = results_dir / profile / MANIFEST_DIR
+    for job in jobs:
+        own = estimates.get(job.id)
+        if own is not None or job.seed is None:
+            out[job.id] = own
+            continue
+        found = []
+        for path in sorted(folder.glob(f"{job.id.split('[')[0]}__{job.dataset}_seed*.json")):
+            try:
+                m = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if m.get("elapsed_s") is not None and m.get("params", {}).get("device") == job.params.get("device"):
+                found.append(float(m["elapsed_s"]))
+        out[job.id] = statistics.median(found) if found else None
+    return out
+
+
+def critical_path(jobs: list[Job], seconds: Mapping[str, float | None]) -> float:
+    """The longest chain of dependencies among ``jobs`` (in dependency order), in seconds: the least wall time they
+    can take however many run side by side, each job as long as ``seconds`` says (None counts 0). A dependency
+    outside ``jobs`` (already complete) counts 0."""
+    finish: dict[str, float] = {}
+    for job in jobs:
+        start = max((finish[d] for d in job.deps if d in finish), default=0.0)
+        finish[job.id] = start + (seconds.get(job.id) or 0.0)
+    return max(finish.values(), default=0.0)
 
 
 def fmt_seconds(seconds: float | None) -> str:

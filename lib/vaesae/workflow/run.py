@@ -34,7 +34,8 @@ from ..io import REPO_ROOT, git_commit, repo_path
 from . import external
 from .step import SNAKEMAKE_SETS
 from .jobs import (DATASETS, DEFAULT_SEEDS, Job, StudyLock, _gpu_count, _parse_only, _rel, build_jobs,
-                   check_foreign_outputs, clean_leftovers, fmt_seconds, gpu_slots, leaves_out, plan, write_table)
+                   check_foreign_outputs, clean_leftovers, critical_path, fmt_seconds, gpu_slots, leaves_out, like_estimates,
+                   plan, write_table)
 
 SNAKEFILE = REPO_ROOT / "workflow" / "Snakefile"
 CLUSTER_PROFILES = REPO_ROOT / "profiles"
@@ -201,10 +202,20 @@ def _announce(st: _Study) -> None:
 
 
 def _print_plan(st: _Study) -> int:
-    """``--list``: every job and whether its outputs are complete, nothing run."""
-    plan(st.jobs, st.results_dir, st.args.profile, force=st.args.force)
+    """``--list``: every job and whether its outputs are complete, nothing run; for the jobs to run, the time each
+    took when last recorded (:func:`like_estimates`), their sum and the longest chain among them."""
+    own = plan(st.jobs, st.results_dir, st.args.profile, force=st.args.force)
+    todo = [j for j in st.jobs if j.state != "skipped"]
+    est = like_estimates(todo, st.results_dir, st.args.profile, own)
     for j in st.jobs:
-        print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {j.id}  <- {', '.join(j.deps) or '-'}")
+        when = f"  ({fmt_seconds(est[j.id])})" if j.state != "skipped" and est[j.id] is not None else ""
+        print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {j.id}{when}  <- {', '.join(j.deps) or '-'}")
+    if todo:
+        unknown = sum(1 for j in todo if est[j.id] is None)
+        print(f"{len(todo)} of {len(st.jobs)} jobs to run: {fmt_seconds(sum(v or 0.0 for v in est.values()))} of job "
+              f"time as last recorded, {fmt_seconds(critical_path(todo, est))} along the longest chain of "
+              "dependencies" + (f"; {unknown} with no recorded time" if unknown else "")
+              + " (each job's own time, else the median of its notebook and dataset at other seeds)")
     return 0
 
 
