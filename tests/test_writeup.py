@@ -54,7 +54,9 @@ def test_n_counts_seeds_with_the_core_run_and_lists_partial_seeds_apart(tmp_path
     writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
     findings = (tmp_path / "smoke" / "FINDINGS.md").read_text()
     assert "# Findings: the smoke profile, seeds 42, 43, on" in findings
-    assert "- `literal`: Top-k stage 3 for seed 42; seed 43\nso far only stage1, stage2." in findings
+    # the other runs' seeds per dataset, in the same line (seed 43 has none: removed above)
+    assert ("- `literal`: Top-k stage 3 for seed 42; seed 43 so far only stage1, stage2; L1: dSprites seed 42, "
+            "Shapes3D seed 42; extended training: dSprites seed 42, Shapes3D seed 42.") in findings
     assert "**Seeds.** `literal`: one seed (n = 1) of Top-k." in findings
 
 
@@ -85,8 +87,11 @@ def test_the_header_gives_each_readings_seeds_and_every_readings_commits(tmp_pat
     path.write_text(json.dumps({**json.loads(path.read_text()), "chosen": "centred"}))   # equal records: literal wins the tie
     writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
     findings = (root / "FINDINGS.md").read_text()
-    assert "- `literal`: Top-k stage 3 for seed 42; seed 43\nso far only stage1, stage2; seed 44\nso far only stage1, stage2." in findings
-    assert "- `centred` (the chosen reading): Top-k stage 3 for seeds 42, 43, 44." in findings
+    assert ("- `literal`: Top-k stage 3 for seed 42; seed 43 so far only stage1, stage2; seed 44 so far only stage1, "
+            "stage2; L1: dSprites seed 42, Shapes3D seed 42; extended training: dSprites seed 42, Shapes3D seed 42.") in findings
+    # no L1 or extended run under centred: said, not left out
+    assert ("- `centred` (the chosen reading): Top-k stage 3 for seeds 42, 43, 44; L1: none yet; extended training: "
+            "none yet.") in findings
     assert "**Seeds.** `literal`: one seed (n = 1) of Top-k; `centred`: 3 seeds of Top-k." in findings
     header = findings.split("**Data:")[0]
     assert "c3c3c3c" in header and "seeds 42, 43, 44, on" in header

@@ -238,8 +238,23 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
         core, partial = _seeds_of(S)
         out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name, "table3": ext,
                     "unpaired": S.unpaired_lines(), "seeds": core, "n": len(core), "partial": partial,
-                    "metas": list(S.runs.values())})
+                    "others": _other_seeds(S), "metas": list(S.runs.values())})
     return out
+
+
+# the runs beside Top-k stage 3 whose seeds the header of FINDINGS.md names, with their names there
+OTHER_RUNS = (("l1", "L1"), ("extended", "extended training"))
+
+
+def _other_seeds(S) -> list[dict[str, Any]]:
+    """Per run of :data:`OTHER_RUNS`: its label and, per dataset, the seeds recorded (``[{"label": "L1", "per":
+    [{"dataset": "dSprites", "seeds": [42, 44]}, ...]}]``; a dataset without any is left out, a run without any
+    has ``per`` empty)."""
+    from ..analysis import study as st
+
+    return [{"label": label, "per": [{"dataset": st.DATASET_LABEL[d], "seeds": S.seeds_for(d, run)}
+                                     for d in S.datasets if S.seeds_for(d, run)]}
+            for run, label in OTHER_RUNS]
 
 
 def _seeds_of(S) -> tuple[list[int], list[dict[str, Any]]]:
