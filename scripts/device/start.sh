@@ -10,6 +10,9 @@
 # (wait.sh) at once, and end every command with collect.sh (what the study wrote so far, about 1 MB a run): a machine
 # given back between two commands loses its disk, and what an earlier command brought back is then all there is.
 # Typical chain: start.sh ... && wait.sh 540; collect.sh   then   wait.sh 560; collect.sh   ...
+# Pack chains: one study may train different chains for different datasets and seeds side by side (--jobs-per-gpu 4,
+# --only items with brackets: 04@chosen[dsprites:42],05@chosen[shapes3d:44]); plan with --list here first (each job's
+# last recorded time, their sum and the longest chain). A chain that ends within the first command cannot be lost.
 set -euo pipefail
 commit=${1:?usage: start.sh <40-hex commit> [workflow options]}; shift
 [[ $commit =~ ^[0-9a-f]{40}$ ]] || { echo "start.sh: '$commit' is not a full commit SHA-1" >&2; exit 2; }
