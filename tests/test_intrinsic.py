@@ -210,3 +210,20 @@ def test_training_throughput_comes_from_the_run_record():
     s = _study({("dsprites", "topk"): 90.0})
     s.runs[("dsprites", 42, "topk")].update(n_train=1000, epochs=5, train_s=2.0)
     assert intrinsic.comparison_table(s)["training img/s"].iloc[0] == "2500 (n=1)"
+
+
+def test_a_remedy_is_compared_with_top_k_at_its_own_seeds():
+    """Top-k at seeds 42 (90 % dead) and 43 (60 %); a remedy run at seed 42 only (75 %): 15 points below Top-k of
+    its own seed ("weakened"), not 0 below the two-seed mean of 75 % ("supported")."""
+    rows, runs = [], {}
+    for seed, run, dead in ((42, "topk", 90.0), (43, "topk", 60.0), (42, "topk_aux", 75.0)):
+        rows.append({"dataset": "dsprites", "seed": seed, "run": run, "epoch": 0, "k": 1, "dead_pct@0.001": dead,
+                     "spec@0.5": 1.0, "mig": 0.1, "mse": 0.01})
+        runs[("dsprites", seed, run)] = {"data_source": "procedural"}
+    s = Study("smoke", pd.DataFrame(rows), runs, {}, {"procedural"})
+    v, evidence = intrinsic.intrinsic_verdict(s)
+    assert v == "weakened"
+    assert evidence["Top-k dead %"].iloc[0] == pytest.approx(90.0) and evidence["change, points"].iloc[0] == pytest.approx(-15.0)
+    assert evidence["seeds"].iloc[0] == "42" and evidence["Top-k seeds"].iloc[0] == "42"
+    # a remedy at a seed Top-k lacks is compared with Top-k's mean over the seeds it has
+    assert intrinsic.paired_topk({"seeds": [42, 43], "dead": [90.0, 60.0]}, [44]) == {"seeds": [42, 43], "dead": [90.0, 60.0]}

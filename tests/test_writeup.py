@@ -140,3 +140,22 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
     text = readme.read_text()
     assert "The best aggregate, 210,000 img/s (N = 4, MPS on), meets the target of" in text
     assert "| grouped 2 | 1.500 | 1.500 |" in text and "commit `abcdef0`" in text
+
+
+def test_seeds_line_and_the_literal_summary_give_each_dataset_its_own_n(tmp_path):
+    """A dataset one seed behind the other (a device session that trained only one of them) is counted apart,
+    and the README's literal line quotes Table 1's cells (mean ± std and n) with the paper's beside them."""
+    import shutil
+
+    make_fake_study(tmp_path, profile="smoke", seeds=(42, 43))
+    for run in ("topk", "extended", "l1"):
+        shutil.rmtree(tmp_path / "smoke" / "dsprites" / "seed43" / run)
+    readme = tmp_path / "README.md"
+    readme.write_text("".join(f"<!-- BEGIN GENERATED {n} -->\n<!-- END GENERATED {n} -->\n"
+                              for n in ("results-summary", "performance", "size")))
+    writeup.write(tmp_path, "smoke", readme=readme, bench_dir=tmp_path / "no-bench")
+    findings = (tmp_path / "smoke" / "FINDINGS.md").read_text()
+    assert "**Seeds.** `literal`: Top-k at 1 seed (dSprites), 2 seeds (Shapes3D)." in findings
+    text = readme.read_text()
+    line = next(l for l in text.splitlines() if l.startswith("Under the literal reading, at k = 50:"))
+    assert "(n=1) % dead on dSprites (paper 34.4 ± 0.9)" in line and "(n=2) % dead on Shapes3D (paper 62.7 ± 1.3)" in line

@@ -65,7 +65,7 @@ INTRINSIC_RULE = (
     f"avoids the collapse on a dataset when its mean dead % at the end of stage 3 is below {AVOIDED_DEAD_PCT:g} % "
     f"with an MSE at most {MSE_FACTOR:g}x Top-k's. 'refuted' when some remedy avoids it on some dataset; "
     f"'weakened' when none does but some remedy lowers dead % by at least {MATERIAL_POINTS:g} points below Top-k's "
-    f"on some dataset; 'supported' when no remedy does either on any dataset measured; 'not measured' when no "
+    f"(Top-k at the remedy's own seeds) on some dataset; 'supported' when no remedy does either on any dataset measured; 'not measured' when no "
     f"remedy has records. Dead: activation rate < {DEFAULT_DEAD_THRESHOLD:g} on the evaluation set."
 )
 
@@ -88,6 +88,15 @@ def final_values(study: Study, dataset: str, run: str) -> dict[str, list[float]]
         out["val_after_reinit"].append(validation_after_reinit(arrays, float(row.get("n_reinit", math.nan))))
         out["img_s"].append(training_throughput(study.runs.get((dataset, seed, run), {})))
     return out
+
+
+def paired_topk(topk: Mapping[str, list[float]], seeds: Sequence[int]) -> dict[str, list[float]]:
+    """The Top-k values (:func:`final_values`) at a remedy's ``seeds``, so that a remedy run of seed 42 is compared
+    with Top-k at seed 42, not with a mean over seeds it was not run at; all of ``topk`` when it has none of them."""
+    keep = [i for i, s in enumerate(topk["seeds"]) if s in set(seeds)]
+    if not keep:
+        return dict(topk)
+    return {k: [vals[i] for i in keep] for k, vals in topk.items()}
 
 
 def training_throughput(meta: Mapping[str, Any]) -> float:
@@ -134,15 +143,16 @@ def intrinsic_verdict(study: Study, remedies: Sequence[str] | None = None) -> tu
     remedies = R.remedies() if remedies is None else remedies
     rows, any_avoided, any_material, any_measured = [], False, False, False
     for ds in study.datasets:
-        base = final_values(study, ds, "topk")
-        b_dead, b_mse = _mean(base["dead"]), _mean(base["mse"])
-        if b_dead is None:
+        base_all = final_values(study, ds, "topk")
+        if _mean(base_all["dead"]) is None:
             continue
         for r in remedies:
             v = final_values(study, ds, r)
             dead, mse = _mean(v["dead"]), _mean(v["mse"])
             if dead is None:
                 continue
+            base = paired_topk(base_all, v["seeds"])
+            b_dead, b_mse = _mean(base["dead"]), _mean(base["mse"])
             any_measured = True
             avoided = dead < AVOIDED_DEAD_PCT and mse is not None and b_mse is not None and mse <= MSE_FACTOR * b_mse
             material = b_dead - dead >= MATERIAL_POINTS
@@ -152,7 +162,8 @@ def intrinsic_verdict(study: Study, remedies: Sequence[str] | None = None) -> tu
                          "remedy dead %": round(dead, 1), "change, points": round(dead - b_dead, 1),
                          "MSE / Top-k MSE": round(mse / b_mse, 2) if mse is not None and b_mse else None,
                          "avoids collapse": bool(avoided), "lowers dead % materially": bool(material),
-                         "seeds": len(v["seeds"])})
+                         "seeds": ", ".join(map(str, v["seeds"])),
+                         "Top-k seeds": ", ".join(map(str, base["seeds"]))})
     if not any_measured:
         verdict = "not measured"
     elif any_avoided:

@@ -41,6 +41,11 @@ def _mean(df: pd.DataFrame, col: str) -> float | None:
     return float(v.mean()) if len(v) else None
 
 
+def _mean_of(values: list[float]) -> float | None:
+    v = [x for x in values if not math.isnan(x)]
+    return sum(v) / len(v) if v else None
+
+
 # issue 17: aggregate stage-3 images/s of one H200 with several runs on it (target, stretch)
 CONCURRENT_TARGET_IMG_S, CONCURRENT_STRETCH_IMG_S = 200_000, 300_000
 
@@ -238,6 +243,7 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
         core, partial = _seeds_of(S)
         out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name, "table3": ext,
                     "unpaired": S.unpaired_lines(), "seeds": core, "n": len(core), "partial": partial,
+                    "topk_n": {st.DATASET_LABEL[d]: len(S.seeds_for(d, "topk")) for d in S.datasets},
                     "others": _other_seeds(S), "metas": list(S.runs.values())})
     return out
 
@@ -322,15 +328,20 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     meets = int(vt["lowers dead % materially"].astype(bool).sum() + vt["avoids collapse"].astype(bool).sum()) if not vt.empty else 0
     remedies = []
     for ds in S.datasets:
-        ref = _mean(S.final(ds, "topk"), dead)
+        tk = intrinsic.final_values(S, ds, "topk")
         for run in intrinsic.compared():
             f = S.final(ds, run)
             if f.empty:
                 continue
             meta = S.runs.get((ds, int(f.seed.iloc[0]), run), {})
+            # the change against Top-k at the run's own seeds (intrinsic.paired_topk), as the verdict compares them
+            ref = _mean_of(intrinsic.paired_topk(tk, [int(x) for x in f.seed])["dead"]) if tk["seeds"] else None
             remedies.append({"dataset": st.DATASET_LABEL[ds], "run": run, "label": intrinsic.run_label(run),
+                             "seeds": [int(x) for x in f.seed],
                              "dead": _mean(f, dead), "change": (_mean(f, dead) - ref) if run != "topk" and ref is not None else None,
                              "mse": _mean(f, "mse"), "spec": _mean(f, spec), "img_s": intrinsic.training_throughput(meta)})
+    # the seeds the remedies (not the paper's two sparsifiers) were run at: what the verdict on "intrinsic" rests on
+    remedy_seeds = sorted({x for r in remedies if r["run"] not in intrinsic.baselines() for x in r["seeds"]})
     verdicts = pd.read_csv(results_dir / profile / "tables" / "verdicts.csv", dtype=str, keep_default_na=False) \
         if (results_dir / profile / "tables" / "verdicts.csv").exists() else pd.DataFrame()
     t7 = st.table7(S)
@@ -352,7 +363,9 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "cells": cells, "ds": per_ds, "mig_ratio": (min(ratios), max(ratios)) if ratios else None,
             "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
             "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
-            "remedies": remedies, "verdicts": verdicts.to_dict("records"), "table7": t7.to_dict("records"), "bench": bench,
+            "remedies": remedies, "remedy_seeds": remedy_seeds,
+            "remedy_seeds_text": (f"seed{'s' if len(remedy_seeds) > 1 else ''} {', '.join(map(str, remedy_seeds))}"
+                                  if remedy_seeds else "no remedy run yet"), "verdicts": verdicts.to_dict("records"), "table7": t7.to_dict("records"), "bench": bench,
             "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "devices": devices, "paper": paper,
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
