@@ -80,9 +80,10 @@ def test_records_carry_provenance(smoke_study):
     runs = list((tmp / "results" / "smoke").rglob("run.json"))
     literal = [r for r in runs if "@" not in r.parent.name]
     assert len(literal) == 2 * 14  # stages 1-2, topk, extended, l1, the four remedies of 08 and the five ablation runs of 09
-    # notebook 10: stage2@r and topk@r of the six non-literal readings; the chosen chain adds extended@ and l1@ of its own
+    # notebook 10: stage2@r and topk@r of the six non-literal readings; the chosen chain adds extended@ and l1@ of its
+    # own, and 08@chosen the four remedies
     chosen = json.loads((tmp / "results" / "smoke" / "readings_choice.json").read_text())["chosen"]
-    assert len(runs) - len(literal) == 2 * (12 + (0 if chosen == "literal" else 2))
+    assert len(runs) - len(literal) == 2 * (12 + (0 if chosen == "literal" else 2 + 4))
     for r in runs:
         meta = json.loads(r.read_text())
         assert meta["data_source"] == "procedural" and meta["profile"] == "smoke"
@@ -98,6 +99,14 @@ def test_the_intrinsic_comparison_has_every_sparsifier_and_a_verdict(smoke_study
     title = next(e["title"] for e in json.loads((tables / "index.json").read_text()) if e["name"] == "intrinsic_verdict")
     assert title.rsplit(": ", 1)[1] in {"refuted", "weakened", "supported"}
     assert (tmp / "figures" / "smoke" / "intrinsic_dead_vs_k.png").stat().st_size > 1000
+    # 08@chosen: the remedies again under the reading notebook 10 chose, in <remedy>@<reading>/ and tables @<reading>
+    chosen = json.loads((tmp / "results" / "smoke" / "readings_choice.json").read_text())["chosen"]
+    if chosen != "literal":
+        comp = pd.read_csv(tables / f"intrinsic_comparison@{chosen}.csv")
+        assert len(comp) == 2 * 6 and set(comp.run) == {"topk", "l1", "topk_aux", "topk_init", "batchtopk", "elastic"}
+        assert (tmp / "results" / "smoke" / "shapes3d" / "seed42" / f"elastic@{chosen}" / "run.json").is_file()
+        assert (tables / f"intrinsic_verdict@{chosen}.csv").is_file()
+        assert (tmp / "figures" / "smoke" / f"intrinsic_dead_vs_k@{chosen}.png").stat().st_size > 1000
 
 
 def test_the_ablation_table_has_the_baseline_and_every_variant(smoke_study):
@@ -145,7 +154,9 @@ def test_second_run_skips_and_a_deleted_output_is_redone_alone(smoke_study):
     third = _run_all(tmp)
     assert third.returncode == 0, third.stdout[-3000:]
     ran = {line.split()[2] for line in third.stdout.splitlines() if line.split()[1:2] == ["done"]}
-    assert ran == {"05_l1_comparison[shapes3d,seed42]", "07_figures", "08_is_collapse_intrinsic"}, third.stdout
+    # 08@chosen follows 08 (it could share its folders), so it runs again too
+    assert ran == {"05_l1_comparison[shapes3d,seed42]", "07_figures", "08_is_collapse_intrinsic",
+                   "08_is_collapse_intrinsic@chosen"}, third.stdout
     assert target.is_file()
 
 

@@ -54,16 +54,20 @@ def test_the_registry_reproduces_the_lists_it_replaced():
         "09_ablations": ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam"),
         "10_readings": tuple(f"{run}@{r}" for r in readings for run in ("stage2", "topk")),
         "02_stage2_sae_init@chosen": ("stage2@chosen",), "03_stage3_topk@chosen": ("topk@chosen",),
-        "04_extended@chosen": ("extended@chosen",), "05_l1_comparison@chosen": ("l1@chosen",), "07_figures": ()}
+        "04_extended@chosen": ("extended@chosen",), "05_l1_comparison@chosen": ("l1@chosen",),
+        "08_is_collapse_intrinsic@chosen": tuple(f"{r}@chosen" for r in ("topk_aux", "topk_init", "batchtopk", "elastic")),
+        "07_figures": ()}
     assert pipeline.trains_from() == {
         ("02_stage2_sae_init", "01_stage1_vae"), ("03_stage3_topk", "02_stage2_sae_init"), ("04_extended", "03_stage3_topk"),
         ("05_l1_comparison", "02_stage2_sae_init"), ("08_is_collapse_intrinsic", "02_stage2_sae_init"),
         ("09_ablations", "01_stage1_vae"), ("09_ablations", "02_stage2_sae_init"), ("10_readings", "01_stage1_vae")}
-    assert set(pipeline.leaves_out("quick")) == {"04_extended", "04_extended@chosen", "05_l1_comparison"}
+    assert set(pipeline.leaves_out("quick")) == {"04_extended", "04_extended@chosen", "05_l1_comparison",
+                                                 "08_is_collapse_intrinsic@chosen"}
     assert pipeline.leaves_out("smoke") == pipeline.leaves_out("paper") == ()
     for profile, on in (("smoke", True), ("quick", False), ("paper", True)):
         assert pipeline.train_list("08_is_collapse_intrinsic", profile, None) == ("topk_aux,topk_init,batchtopk,elastic" if on else "")
         assert pipeline.train_list("09_ablations", profile, None) == (",".join(runs.ablation_variants()) if on else "")
+        assert pipeline.train_list("08_is_collapse_intrinsic", profile, None, chosen=True) == ("topk_aux,topk_init,batchtopk,elastic" if on else "")
     assert runs.lineage("topk_init1") == ("stage1", "stage2_init1", "topk_init1")
 
 
@@ -111,6 +115,28 @@ def test_a_new_remedy_row_reaches_the_jobs_the_tables_and_notebook_08(new_remedy
     assert ("dsprites", 42, "topk_new") in s.runs and "topk_new" in intrinsic.compared()
     table = intrinsic.comparison_table(s).set_index("run")
     assert table.loc["topk_new", "sparsifier"] == "Top-k, new remedy"
+
+
+def test_the_remedies_under_the_chosen_reading_are_one_job_of_notebook_08(tmp_path):
+    """Issue 19 item 3: 08@chosen trains every remedy from stage2@<chosen> into <remedy>@<chosen>/ after the chosen
+    chain, before 07; --remedies LIST narrows both 08 jobs to those remedies; a name 08 does not train is an error."""
+    from vaesae.errors import VaesaeError
+
+    kw = dict(results_dir=tmp_path / "results", figures_dir=tmp_path / "figures", source="procedural", device="cpu")
+    jobs = {j.id: j for j in pipeline.build_jobs("paper", ["shapes3d"], [42], **kw)[0]}
+    j = jobs["08_is_collapse_intrinsic@chosen"]
+    assert j.params["reading_sae"] == "chosen" and j.params["remedies"] == "topk_aux,topk_init,batchtopk,elastic"
+    assert set(j.deps) == {"02_stage2_sae_init@chosen[shapes3d,seed42]", "03_stage3_topk@chosen[shapes3d,seed42]",
+                           "05_l1_comparison@chosen[shapes3d,seed42]", "08_is_collapse_intrinsic"}
+    assert tmp_path / "results" / "paper" / "shapes3d" / "seed42" / "elastic@chosen" in j.record_dirs
+    assert "08_is_collapse_intrinsic@chosen" in jobs["07_figures"].deps
+    assert "reading_sae" not in jobs["08_is_collapse_intrinsic"].params     # the literal job's parameters as they were
+    two = {j.id: j for j in pipeline.build_jobs("paper", ["shapes3d"], [42], remedies=["elastic", "topk_aux"], **kw)[0]}
+    assert two["08_is_collapse_intrinsic@chosen"].params["remedies"] == two["08_is_collapse_intrinsic"].params["remedies"] == "topk_aux,elastic"
+    with pytest.raises(VaesaeError, match="not topk"):
+        pipeline.train_list("08_is_collapse_intrinsic", "paper", ["topk"])
+    # the quick profile trains no remedy under the chosen reading, so its default study leaves the job out
+    assert "08_is_collapse_intrinsic@chosen" not in {j.id for j in pipeline.build_jobs("quick", ["shapes3d"], [42], **kw)[0]}
 
 
 def test_a_new_ablation_row_reaches_notebook_09s_job_and_the_ablation_module(monkeypatch, tmp_path):

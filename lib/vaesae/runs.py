@@ -14,7 +14,8 @@ from_run       the run whose final checkpoint it trains from (None: from scratch
 notebook       the notebook that trains it under the literal reading
 left_out_of    the profiles whose default study does not train it (every other profile does; asked for, they
                train it too: ``./run_all.sh --full``, ``--remedies``, ``--ablations``)
-chosen         it is trained again under the SAE reading notebook 10 chooses (SPEC §6; folder ``name@reading``)
+chosen         it is trained again under the SAE reading notebook 10 chooses (SPEC §6; folder ``name@reading``;
+               by the notebook's "@chosen" job: 02-05 per dataset and seed, 08's remedies once per study)
 chosen_left_out_of  ... except in these profiles' default study
 sweep          notebook 10 trains it under every non-literal SAE reading (the readings' comparison)
 label, what    for tables and figures: a short name and one line on what it changes
@@ -66,7 +67,8 @@ class Run:
 
 def _remedy(name: str, label: str) -> Run:
     """A remedy of notebook 08: its sparsifier replaces Top-k in stage 3, from the same stage-2 checkpoint."""
-    return Run(name, "stage3", "remedy", name, "stage2", "08_is_collapse_intrinsic", QUICK, label=label,
+    return Run(name, "stage3", "remedy", name, "stage2", "08_is_collapse_intrinsic", QUICK, chosen=True,
+               chosen_left_out_of=QUICK, label=label,
                what=f"stage 3 with the {name} sparsifier (vaesae.sparsity.base.REMEDY_READINGS)")
 
 
@@ -180,7 +182,7 @@ def default_on(names_: tuple[str, ...] | list[str], profile: str, *, chosen: boo
 
 
 def chosen_runs() -> tuple[str, ...]:
-    """The runs the study trains again under the chosen SAE reading (notebooks 02-05 "@chosen")."""
+    """The runs the study trains again under the chosen SAE reading (the "@chosen" jobs of notebooks 02-05 and 08)."""
     return tuple(r.name for r in REGISTRY if r.chosen)
 
 

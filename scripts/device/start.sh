@@ -9,7 +9,10 @@
 # A warm machine goes back 30 s after a command ends, with every checkpoint on its disk: issue the next command
 # (wait.sh) at once, and end every command with collect.sh (what the study wrote so far, about 1 MB a run): a machine
 # given back between two commands loses its disk, and what an earlier command brought back is then all there is.
-# Typical chain: start.sh ... && wait.sh 540; collect.sh   then   wait.sh 560; collect.sh   ...
+# Typical chain: start.sh ... && wait.sh 380; collect.sh   then   wait.sh 400; collect.sh   ...
+# Keep each command near 6-7 minutes, not the full 10: in the sessions of 2026-12-04 every command that ran about
+# 9.5 minutes was followed by a gap of more than 30 s on the caller's side (the machine given back; five chains lost
+# so), and the one of 6.3 minutes was not. Shorter commands cost a few seconds each (the tree's transfer).
 # Pack chains: one study may train different chains for different datasets and seeds side by side (--jobs-per-gpu 4,
 # --only items with brackets: 04@chosen[dsprites:42],05@chosen[shapes3d:44]); plan with --list here first (each job's
 # last recorded time, their sum and the longest chain). A chain that ends within the first command cannot be lost.

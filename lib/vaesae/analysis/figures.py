@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .labels import label, legend_outside, short, spread_words  # noqa: E402
-from .study import DATASET_LABEL, METHOD_LABEL, Study, _threshold_columns, dead_col, spec_col  # noqa: E402
+from .study import DATASET_LABEL, METHOD_LABEL, Study, _threshold_columns, dead_col, reading_tag, spec_col  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -309,8 +309,8 @@ def write_figures(study: Study, figures_dir: str | Path) -> list[str]:
         if fig is None:
             continue
         caption = figure_caption(study, what, ds, run)
-        if study.reading != "literal":   # the same figure under the chosen reading of SPEC §6, beside the literal one
-            name, title, order = f"{name}@{study.reading}", f"{title}, SAE reading {study.reading}", order + 0.5
+        # the same figure under the chosen reading of SPEC §6, beside the literal one
+        name, title, order = reading_tag(study.reading, name, title, order)
         save_figure(fig, figures_dir, study.profile, name, title=title, caption=caption, order=order)
         plt.close(fig)
         saved.append(name)

@@ -582,6 +582,14 @@ TABLES = (
 )
 
 
+def reading_tag(reading: str, name: str, title: str, order: float) -> tuple[str, str, float]:
+    """(name, title, order) of a table or figure drawn under SAE ``reading`` (SPEC §6): unchanged under literal, else
+    ``name@<reading>``, the title saying the reading, and ordered just after the literal one."""
+    if reading == "literal":
+        return name, title, order
+    return f"{name}@{reading}", f"{title}, SAE reading {reading}", order + 0.5
+
+
 def write_tables(study: Study, results_dir: str | Path) -> dict[str, pd.DataFrame]:
     """Compute and save every table (CSV, Markdown, LaTeX) with captions naming source and profile."""
     from ..artifacts import caption_suffix, save_table
@@ -592,8 +600,7 @@ def write_tables(study: Study, results_dir: str | Path) -> dict[str, pd.DataFram
     for order, (name, fn, title) in enumerate(TABLES):
         df = fn(study)
         caption = suffix
-        if study.reading != "literal":
-            name, title, order = f"{name}@{study.reading}", f"{title}, SAE reading {study.reading}", order + 0.5
+        name, title, order = reading_tag(study.reading, name, title, order)
         if name == "verdicts":
             caption = paper.VERDICT_RULE + " " + suffix
         elif study.profile != "paper":

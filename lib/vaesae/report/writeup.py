@@ -226,8 +226,9 @@ def _val(row: Mapping[str, Any] | None, key: str) -> float | None:
 def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
     """Per SAE reading the study is published under (``study.study_readings``): its Table 1 rows (k = 50, the
     paper's numbers beside ours, "mean ± std (n=N)" over seeds), its Table 3 rows when it has extended runs, the
-    verdict counts of its ``verdicts[@reading].csv`` and its runs whose starting state was not kept (``unpaired``)."""
-    from ..analysis import study as st
+    verdict counts of its ``verdicts[@reading].csv``, its runs whose starting state was not kept (``unpaired``) and
+    the verdict on "intrinsic" where it has remedy records (``intrinsic``: verdict, rows, coverage; else None)."""
+    from ..analysis import intrinsic, study as st
 
     out = []
     for reading in st.study_readings(results_dir, profile):
@@ -241,7 +242,11 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
         # Table 3 where any extended run is recorded: each paired with the stage 3 it continued (Study.start)
         ext = st.table3(S).to_dict("records") if any(S.seeds_for(d, "extended") for d in S.datasets) else []
         core, partial = _seeds_of(S)
+        # the verdict on "intrinsic" under this reading (notebook 08, or 08@chosen), from its remedies' records
+        iv, it = intrinsic.intrinsic_verdict(S)
+        remedy = {"verdict": iv, "rows": it.to_dict("records"), "coverage": intrinsic.verdict_coverage(S)} if not it.empty else None
         out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name, "table3": ext,
+                    "intrinsic": remedy,
                     "unpaired": S.unpaired_lines(), "seeds": core, "n": len(core), "partial": partial,
                     "topk_n": {st.DATASET_LABEL[d]: len(S.seeds_for(d, "topk")) for d in S.datasets},
                     "others": _other_seeds(S), "metas": list(S.runs.values())})

@@ -69,12 +69,16 @@ NOTEBOOK_GRAPH: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("03_stage3_topk@chosen", "seed", ("02_stage2_sae_init@chosen",)),
     ("04_extended@chosen", "seed", ("03_stage3_topk@chosen",)),
     ("05_l1_comparison@chosen", "seed", ("02_stage2_sae_init@chosen",)),
+    # issue 19 item 3: the remedies under the chosen reading, each from that reading's stage 2, compared with its Top-k;
+    # after the literal 08, which writes the same folders and tables when the chosen reading is literal
+    ("08_is_collapse_intrinsic@chosen", "profile", ("02_stage2_sae_init@chosen", "03_stage3_topk@chosen",
+                                                    "05_l1_comparison@chosen", "08_is_collapse_intrinsic")),
     # last: its tables (claim_tests included) and the report read every record, the remedies' and ablations' too, and
     # those of the chain under the chosen reading (its tables "@<reading>"): with jobs side by side (a cluster) 07 must
     # not start before that chain has finished
     ("07_figures", "profile", ("03_stage3_topk", "04_extended", "05_l1_comparison", "06_threshold_robustness",
                                "08_is_collapse_intrinsic", "09_ablations", SWEEP_NOTEBOOK, "03_stage3_topk@chosen",
-                               "04_extended@chosen", "05_l1_comparison@chosen")),
+                               "04_extended@chosen", "05_l1_comparison@chosen", "08_is_collapse_intrinsic@chosen")),
 )
 
 
@@ -109,13 +113,14 @@ def trains_from() -> set[tuple[str, str]]:
 
 def leaves_out(profile: str) -> tuple[str, ...]:
     """The seed jobs ``profile``'s default study leaves out (unless --full or --only names them): those whose
-    every run the registry leaves out of the profile (``left_out_of``; for "@chosen" ``chosen_left_out_of``).
+    every run the registry leaves out of the profile (``left_out_of``; for "@chosen" ``chosen_left_out_of``), and
+    the "@chosen" profile jobs (08's remedies) that would train nothing: the literal job compares what is recorded.
     Their dependants read what is recorded (07 lists the runs as not run)."""
     out = []
     for stem, scope, _ in NOTEBOOK_GRAPH:
         base, _, variant = stem.partition("@")
         names = [r for r in R.trained_by(base) if R.get(r).chosen or not variant]
-        if scope == "seed" and names and not R.default_on(names, profile, chosen=bool(variant)):
+        if (scope == "seed" or variant) and names and not R.default_on(names, profile, chosen=bool(variant)):
             out.append(stem)
     return tuple(out)
 
@@ -141,13 +146,23 @@ PROFILE_FILES = {SWEEP_NOTEBOOK: (CHOICE_FILE,)}
 TRAIN_SWITCH = {"08_is_collapse_intrinsic": "remedies", "09_ablations": "variants", SWEEP_NOTEBOOK: "train"}
 
 
-def train_list(stem: str, profile: str, asked: bool | None) -> str:
+def train_list(stem: str, profile: str, asked: bool | Sequence[str] | None, *, chosen: bool = False) -> str:
     """The comma-separated runs a switched profile job (:data:`TRAIN_SWITCH`) is told to train: all of them when
-    ``asked``, none when ``asked`` is False, else those the registry does not leave out of ``profile``. 09 names
-    its ablations by their stage-3 runs (the init-seed variant's own stage 2 goes with it)."""
+    ``asked`` is True, none when it is False, those it names when it is a list (``--remedies topk_aux,elastic``;
+    one that is not the job's: error), else those the registry does not leave out of ``profile`` (``chosen``: of
+    its "@chosen" job). 09 names its ablations by their stage-3 runs (the init-seed variant's own stage 2 goes
+    with it)."""
     names = R.ablation_variants() if TRAIN_SWITCH.get(stem) == "variants" else R.trained_by(stem)
-    chosen = names if asked else () if asked is False else R.default_on(names, profile)
-    return ",".join(chosen)
+    if asked is True:
+        return ",".join(names)
+    if asked is False:
+        return ""
+    if asked is None:
+        return ",".join(R.default_on(names, profile, chosen=chosen))
+    wrong = [a for a in asked if a not in names]
+    if wrong:
+        raise VaesaeError(f"{stem} trains {', '.join(names)}; not {', '.join(wrong)}")
+    return ",".join(n for n in names if n in asked)   # in the registry's order
 
 
 @dataclasses.dataclass
@@ -225,7 +240,7 @@ def _dep_ids(deps: Sequence[str], scope: str, dataset: str | None, seed: int | N
 
 def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, results_dir: Path,
                figures_dir: Path, source: str, device: str,
-               only: Sequence[str] | None = None, remedies: bool | None = None,
+               only: Sequence[str] | None = None, remedies: bool | Sequence[str] | None = None,
                ablations: bool | None = None, full: bool = False,
                sweep: bool | None = None) -> tuple[list[Job], list[str]]:
     """The job list in dependency order, and the notebooks of the study that do not exist yet.
@@ -260,8 +275,8 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
             # (the GPU that trained the paper profile) verifies in any checkout
             "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
             "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
-            "remedies": train_list(base, profile, remedies) if TRAIN_SWITCH.get(base) == "remedies" else None,
-            "variants": train_list(base, profile, ablations) if TRAIN_SWITCH.get(base) == "variants" else None,
+            "remedies": train_list(base, profile, remedies, chosen=bool(variant)) if TRAIN_SWITCH.get(base) == "remedies" else None,
+            "variants": train_list(base, profile, ablations, chosen=bool(variant)) if TRAIN_SWITCH.get(base) == "variants" else None,
             # only the variant jobs get it: the literal jobs' parameters (and so their manifests) stay as they were
             "reading_sae": variant if variant else None,
             # notebook 10 without its sweep: passed only when switched off, so that a training job's parameters

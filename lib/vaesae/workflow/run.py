@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .. import runs as R
 from ..cliargs import Parser
 from ..config import PROFILES
 from ..errors import VaesaeError, cli
@@ -42,6 +43,9 @@ CLUSTER_PROFILES = REPO_ROOT / "profiles"
 TABLE = ".snakemake/vaesae/jobs.json"   # below results/<profile>/, with Snakemake's own state
 
 
+_SINGULAR = {"remedies": "remedy"}
+
+
 def _parse_list(text: str, allowed: Iterable[str] | None, what: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
@@ -50,7 +54,7 @@ def _parse_list(text: str, allowed: Iterable[str] | None, what: str) -> list[str
         allowed = list(allowed)
         for it in items:
             if it not in allowed:
-                raise VaesaeError(f"unknown {what[:-1]} {it!r}; choose from {', '.join(allowed)}")
+                raise VaesaeError(f"unknown {_SINGULAR.get(what, what[:-1])} {it!r}; choose from {', '.join(allowed)}")
     return items
 
 
@@ -93,8 +97,9 @@ def _parser() -> _Parser:
     ap.add_argument("--only", default=None, help="comma-separated notebook numbers or names to run (e.g. 01,02,03 or 07; "
                     "03@chosen for the chain under the chosen SAE reading; 04@chosen[dsprites:42] or 00[shapes3d] for one "
                     "dataset and seed only); their dependencies outside the list count as met")
-    ap.add_argument("--remedies", dest="remedies", action="store_true", default=None,
-                    help="train the remedy sparsifiers in 08 (default: yes for smoke and paper, no for quick)")
+    ap.add_argument("--remedies", dest="remedies", nargs="?", const=True, default=None, metavar="LIST",
+                    help="train the remedy sparsifiers in 08 (and 08@chosen): all of them, or those of a comma-separated "
+                         "LIST (e.g. topk_aux,elastic; default: all for smoke and paper, none for quick)")
     ap.add_argument("--no-remedies", dest="remedies", action="store_false", help="08 compares what is recorded, trains nothing")
     ap.add_argument("--ablations", dest="ablations", action="store_true", default=None,
                     help="train the ablations of Top-k stage 3 in 09: init seed, lr x0.1 and x10, Adam "
@@ -174,8 +179,9 @@ def _prepare(args: argparse.Namespace) -> _Study:
     results_dir = repo_path(args.results_dir).resolve()
     figures_dir = repo_path(args.figures_dir).resolve()
     only = _parse_only(args.only, datasets, seeds) if args.only is not None else None
+    remedies = _parse_list(args.remedies, R.remedies(), "remedies") if isinstance(args.remedies, str) else args.remedies
     jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
-                               source=args.source, device=args.device, only=only, remedies=args.remedies,
+                               source=args.source, device=args.device, only=only, remedies=remedies,
                                ablations=args.ablations, full=args.full, sweep=args.sweep)
     gpus = 0 if args.cluster or args.device == "cpu" else _gpu_count()   # --device cpu: no job uses a GPU
 
