@@ -81,9 +81,9 @@ def test_records_carry_provenance(smoke_study):
     literal = [r for r in runs if "@" not in r.parent.name]
     assert len(literal) == 2 * 14  # stages 1-2, topk, extended, l1, the four remedies of 08 and the five ablation runs of 09
     # notebook 10: stage2@r and topk@r of the six non-literal readings; the chosen chain adds extended@ and l1@ of its
-    # own, and 08@chosen the four remedies
+    # own, 08@chosen the four remedies and 09@chosen the five ablation runs
     chosen = json.loads((tmp / "results" / "smoke" / "readings_choice.json").read_text())["chosen"]
-    assert len(runs) - len(literal) == 2 * (12 + (0 if chosen == "literal" else 2 + 4))
+    assert len(runs) - len(literal) == 2 * (12 + (0 if chosen == "literal" else 2 + 4 + 5))
     for r in runs:
         meta = json.loads(r.read_text())
         assert meta["data_source"] == "procedural" and meta["profile"] == "smoke"
@@ -119,6 +119,12 @@ def test_the_ablation_table_has_the_baseline_and_every_variant(smoke_study):
     done = abl[abl.note == ""]   # a variant that diverged (lr x 10 may) is named in the note, its numbers n/a
     assert not done["dead %"].str.contains("n/a").any() and (done.run == "topk").sum() == 2
     assert (tmp / "figures" / "smoke" / "ablation_dead_along_stage3.png").stat().st_size > 1000
+    # 09@chosen: the same table under the reading notebook 10 chose
+    chosen = json.loads((tmp / "results" / "smoke" / "readings_choice.json").read_text())["chosen"]
+    if chosen != "literal":
+        abl = pd.read_csv(tmp / "results" / "smoke" / "tables" / f"ablation@{chosen}.csv", keep_default_na=False)
+        assert len(abl) == 2 * 5 and set(abl.run) == {"topk", *VARIANTS}
+        assert (tmp / "results" / "smoke" / "dsprites" / "seed42" / f"topk_init1@{chosen}" / "run.json").is_file()
 
 
 def test_the_readings_choice_table_and_figure(smoke_study):

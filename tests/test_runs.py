@@ -56,13 +56,15 @@ def test_the_registry_reproduces_the_lists_it_replaced():
         "02_stage2_sae_init@chosen": ("stage2@chosen",), "03_stage3_topk@chosen": ("topk@chosen",),
         "04_extended@chosen": ("extended@chosen",), "05_l1_comparison@chosen": ("l1@chosen",),
         "08_is_collapse_intrinsic@chosen": tuple(f"{r}@chosen" for r in ("topk_aux", "topk_init", "batchtopk", "elastic")),
+        "09_ablations@chosen": tuple(f"{r}@chosen" for r in ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10",
+                                                             "topk_adam")),
         "07_figures": ()}
     assert pipeline.trains_from() == {
         ("02_stage2_sae_init", "01_stage1_vae"), ("03_stage3_topk", "02_stage2_sae_init"), ("04_extended", "03_stage3_topk"),
         ("05_l1_comparison", "02_stage2_sae_init"), ("08_is_collapse_intrinsic", "02_stage2_sae_init"),
         ("09_ablations", "01_stage1_vae"), ("09_ablations", "02_stage2_sae_init"), ("10_readings", "01_stage1_vae")}
     assert set(pipeline.leaves_out("quick")) == {"04_extended", "04_extended@chosen", "05_l1_comparison",
-                                                 "08_is_collapse_intrinsic@chosen"}
+                                                 "08_is_collapse_intrinsic@chosen", "09_ablations@chosen"}
     assert pipeline.leaves_out("smoke") == pipeline.leaves_out("paper") == ()
     for profile, on in (("smoke", True), ("quick", False), ("paper", True)):
         assert pipeline.train_list("08_is_collapse_intrinsic", profile, None) == ("topk_aux,topk_init,batchtopk,elastic" if on else "")
@@ -117,7 +119,7 @@ def test_a_new_remedy_row_reaches_the_jobs_the_tables_and_notebook_08(new_remedy
     assert table.loc["topk_new", "sparsifier"] == "Top-k, new remedy"
 
 
-def test_the_remedies_under_the_chosen_reading_are_one_job_of_notebook_08(tmp_path):
+def test_the_remedies_and_ablations_under_the_chosen_reading_are_jobs_of_notebooks_08_and_09(tmp_path):
     """Issue 19 item 3: 08@chosen trains every remedy from stage2@<chosen> into <remedy>@<chosen>/ after the chosen
     chain, before 07; --remedies LIST narrows both 08 jobs to those remedies; a name 08 does not train is an error."""
     from vaesae.errors import VaesaeError
@@ -137,6 +139,13 @@ def test_the_remedies_under_the_chosen_reading_are_one_job_of_notebook_08(tmp_pa
         pipeline.train_list("08_is_collapse_intrinsic", "paper", ["topk"])
     # the quick profile trains no remedy under the chosen reading, so its default study leaves the job out
     assert "08_is_collapse_intrinsic@chosen" not in {j.id for j in pipeline.build_jobs("quick", ["shapes3d"], [42], **kw)[0]}
+    # 09@chosen (item 4) the same way: every ablation, the init-seed one from stage 1, after the literal 09
+    a = jobs["09_ablations@chosen"]
+    assert a.params["reading_sae"] == "chosen" and a.params["variants"] == ",".join(runs.ablation_variants())
+    assert {"01_stage1_vae[shapes3d,seed42]", "03_stage3_topk@chosen[shapes3d,seed42]", "09_ablations"} <= set(a.deps)
+    assert tmp_path / "results" / "paper" / "shapes3d" / "seed42" / "stage2_init1@chosen" in a.record_dirs
+    one = {j.id: j for j in pipeline.build_jobs("paper", ["shapes3d"], [42], ablations=["topk_adam"], **kw)[0]}
+    assert one["09_ablations@chosen"].params["variants"] == "topk_adam"
 
 
 def test_a_new_ablation_row_reaches_notebook_09s_job_and_the_ablation_module(monkeypatch, tmp_path):

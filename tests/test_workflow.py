@@ -198,6 +198,7 @@ def test_a_job_whose_checkpoint_is_missing_is_retrained_when_a_later_job_trains_
     (["--source", "web"], "unknown source 'web'"),
     (["--only", "99"], "--only: no notebook '99'"),
     (["--remedies", "topk_aux,bogus"], "unknown remedy 'bogus'; choose from topk_aux,"),
+    (["--ablations", "lr"], "unknown ablation 'lr'; choose from topk_init1,"),
     (["--cluster", "pbs"], "--cluster: no Snakemake profile 'pbs'"),
     (["--bogus"], "unrecognized arguments"),
 ])
@@ -545,8 +546,8 @@ def test_the_ablations_flag_reaches_the_notebook(flag, expected, tmp_path, monke
 
 
 def test_quick_leaves_out_extended_and_literal_l1_unless_full_or_named(tmp_path):
-    """PROFILE_LEAVES_OUT: quick runs neither 04 (both readings) nor the literal 05 nor 08@chosen (it would train no
-    remedy there), and 07 no longer waits for them; --full and --only bring them back; the other profiles keep every job."""
+    """PROFILE_LEAVES_OUT: quick runs neither 04 (both readings) nor the literal 05 nor 08@chosen and 09@chosen (they
+    would train nothing there), and 07 no longer waits for them; --full and --only bring them back; the other profiles keep every job."""
     def ids(profile, **kw):
         jobs, _ = pipeline.build_jobs(profile, ["dsprites"], [42], results_dir=tmp_path / "results",
                                       figures_dir=tmp_path / "figures", source="procedural", device="cpu", **kw)
@@ -554,7 +555,7 @@ def test_quick_leaves_out_extended_and_literal_l1_unless_full_or_named(tmp_path)
 
     quick, full = ids("quick"), ids("quick", full=True)
     gone = {"04_extended[dsprites,seed42]", "04_extended@chosen[dsprites,seed42]", "05_l1_comparison[dsprites,seed42]",
-            "08_is_collapse_intrinsic@chosen"}
+            "08_is_collapse_intrinsic@chosen", "09_ablations@chosen"}
     assert gone <= set(full) and not gone & set(quick)
     assert set(full) - set(quick) == gone
 

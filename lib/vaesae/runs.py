@@ -15,7 +15,8 @@ notebook       the notebook that trains it under the literal reading
 left_out_of    the profiles whose default study does not train it (every other profile does; asked for, they
                train it too: ``./run_all.sh --full``, ``--remedies``, ``--ablations``)
 chosen         it is trained again under the SAE reading notebook 10 chooses (SPEC §6; folder ``name@reading``;
-               by the notebook's "@chosen" job: 02-05 per dataset and seed, 08's remedies once per study)
+               by the notebook's "@chosen" job: 02-05 per dataset and seed, 08's remedies and 09's ablations once
+               per study)
 chosen_left_out_of  ... except in these profiles' default study
 sweep          notebook 10 trains it under every non-literal SAE reading (the readings' comparison)
 label, what    for tables and figures: a short name and one line on what it changes
@@ -77,7 +78,8 @@ def _ablation(name: str, label: str, what: str, **kw: Any) -> Run:
     kw.setdefault("from_run", "stage2")
     kw.setdefault("kind", "stage3")
     kw.setdefault("sparsifier", "topk")
-    return Run(name, group="ablation", notebook="09_ablations", left_out_of=QUICK, label=label, what=what, **kw)
+    return Run(name, group="ablation", notebook="09_ablations", left_out_of=QUICK, chosen=True, chosen_left_out_of=QUICK,
+               label=label, what=what, **kw)
 
 
 REGISTRY: tuple[Run, ...] = (
@@ -182,7 +184,7 @@ def default_on(names_: tuple[str, ...] | list[str], profile: str, *, chosen: boo
 
 
 def chosen_runs() -> tuple[str, ...]:
-    """The runs the study trains again under the chosen SAE reading (the "@chosen" jobs of notebooks 02-05 and 08)."""
+    """The runs the study trains again under the chosen SAE reading (the "@chosen" jobs of notebooks 02-05, 08 and 09)."""
     return tuple(r.name for r in REGISTRY if r.chosen)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import runs as R
-from ..config import get_config
+from ..config import get_config, run_folder
 from ..errors import VaesaeError
 from ..io import repo_path
 from ..runs import Run
@@ -63,11 +63,12 @@ def overrides_for(v: Variant, profile: str, seed: int) -> dict[str, Any]:
 
 
 def ensure_baseline(datasets: Sequence[str], seeds: Sequence[int], profile: str, *, results_dir: str | Path,
-                    device: str = "auto", source: str = "auto", progress: bool | str = "epoch",
+                    device: str = "auto", source: str = "auto", reading: str = "literal", progress: bool | str = "epoch",
                     log: Callable[[str], None] | None = print) -> list[tuple[str, int, str]]:
-    """Train the runs the ablations need or compare with (stage1, stage2, topk) where they have no finished record
-    at all (09 opened in Jupyter on a fresh checkout); under ``./run_all.sh`` notebooks 01-03 have made them and
-    nothing is trained here. Returns the (dataset, seed, run) it trained."""
+    """Train the runs the ablations need or compare with (stage1, stage2, topk; under a non-literal ``reading``
+    stage2@<reading> and topk@<reading>) where they have no finished record at all (09 opened in Jupyter on a fresh
+    checkout); under ``./run_all.sh`` notebooks 01-03 have made them and nothing is trained here. Returns the
+    (dataset, seed, run folder) it trained."""
     import json
 
     from .train import run_paths, run_stage
@@ -76,25 +77,31 @@ def ensure_baseline(datasets: Sequence[str], seeds: Sequence[int], profile: str,
     for ds in datasets:
         for seed in seeds:
             for run in R.lineage(BASELINE):   # stage1, stage2, topk
-                meta_path = run_paths(results_dir, None, profile, ds, seed, run)[0] / "run.json"
+                folder = run_folder(run, reading)
+                meta_path = run_paths(results_dir, None, profile, ds, seed, folder)[0] / "run.json"
                 try:
                     complete = bool(json.loads(meta_path.read_text()).get("complete"))
                 except (OSError, ValueError):
                     complete = False
                 if not complete:
+                    kw = {} if reading == "literal" else {"run": folder, "overrides": {"reading_sae": reading},
+                                                          "from_run": run_folder(R.get(run).from_run, reading)}
                     run_stage(run, ds, seed, profile, results_dir=results_dir, device=device, source=source,
-                              progress=progress, log=log)
-                    trained.append((ds, seed, run))
+                              progress=progress, log=log, **kw)
+                    trained.append((ds, seed, folder))
     return trained
 
 
 def train_ablations(datasets: Sequence[str], seeds: Sequence[int], profile: str, *, results_dir: str | Path,
                     variants: Sequence[str] | None = None, device: str = "auto", source: str = "auto", force: bool = False,
-                    progress: bool | str = "epoch", log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
+                    reading: str = "literal", progress: bool | str = "epoch",
+                    log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
     """Every variant for every dataset and seed (finished runs with the same parameters are skipped; interrupted
     ones resume). The lr and optimiser variants train from that seed's stage-2 checkpoint, the init-seed variant
     from the stage-1 checkpoint through its own stage 2. A run that diverges (NaN loss) is recorded as such and
-    the others go on. ``variants``: default every one of the registry. Returns {(dataset, seed, run): run.json}."""
+    the others go on. ``variants``: default every one of the registry. ``reading``: the SAE's input reading (SPEC
+    §6); under any but ``literal`` every folder is ``<run>@<reading>`` and the stage-3 variants train from
+    ``stage2@<reading>``. Returns {(dataset, seed, run): run.json} (``run``: the registry's name)."""
     import json
 
     from .train import Diverged, run_paths, run_stage
@@ -111,16 +118,20 @@ def train_ablations(datasets: Sequence[str], seeds: Sequence[int], profile: str,
                 for run in chain(v):
                     row = R.get(run)
                     stage = row.sparsifier if row.kind == "stage3" else row.kind   # run_stage's stage: "stage2", "topk"
-                    from_run = row.from_run if row.from_run in chain(v) else None   # None: the stage's own input (stage2)
+                    # None under literal: the stage's own input (stage2), as before readings existed
+                    from_run = (run_folder(row.from_run, reading)
+                                if row.from_run in chain(v) or reading != "literal" else None)
                     s2 = sae_seed if row.kind == "stage2" else None                 # the re-drawn SAE's seed
+                    ov_run = {**ov, **({"sae_init_seed": s2} if s2 is not None else {}),
+                              **({"reading_sae": reading} if reading != "literal" else {})}
+                    folder = run_folder(run, reading)
                     try:
                         out[(ds, seed, run)] = run_stage(stage, ds, seed, profile, results_dir=results_dir, device=device,
                                                          source=source, force=force, progress=progress, log=log,
-                                                         overrides=ov if s2 is None else {**ov, "sae_init_seed": s2},
-                                                         run=run, from_run=from_run)
+                                                         overrides=ov_run, run=folder, from_run=from_run)
                     except Diverged as exc:   # run_stage recorded it (run.json, complete: false)
-                        say(f"{run} on {ds}, seed {seed}: diverged ({exc})")
-                        out[(ds, seed, run)] = json.loads((run_paths(results_dir, None, profile, ds, seed, run)[0]
+                        say(f"{folder} on {ds}, seed {seed}: diverged ({exc})")
+                        out[(ds, seed, run)] = json.loads((run_paths(results_dir, None, profile, ds, seed, folder)[0]
                                                            / "run.json").read_text())
                         break   # a diverged stage 2 leaves its stage 3 nothing to train from
     return out

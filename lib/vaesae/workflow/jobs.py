@@ -73,12 +73,17 @@ NOTEBOOK_GRAPH: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # after the literal 08, which writes the same folders and tables when the chosen reading is literal
     ("08_is_collapse_intrinsic@chosen", "profile", ("02_stage2_sae_init@chosen", "03_stage3_topk@chosen",
                                                     "05_l1_comparison@chosen", "08_is_collapse_intrinsic")),
+    # issue 19 item 4: the ablations under the chosen reading (the init-seed variant from stage 1, the others from that
+    # reading's stage 2), compared with its Top-k; after the literal 09 for the same reason as 08@chosen
+    ("09_ablations@chosen", "profile", ("01_stage1_vae", "02_stage2_sae_init@chosen", "03_stage3_topk@chosen",
+                                        "09_ablations")),
     # last: its tables (claim_tests included) and the report read every record, the remedies' and ablations' too, and
     # those of the chain under the chosen reading (its tables "@<reading>"): with jobs side by side (a cluster) 07 must
     # not start before that chain has finished
     ("07_figures", "profile", ("03_stage3_topk", "04_extended", "05_l1_comparison", "06_threshold_robustness",
                                "08_is_collapse_intrinsic", "09_ablations", SWEEP_NOTEBOOK, "03_stage3_topk@chosen",
-                               "04_extended@chosen", "05_l1_comparison@chosen", "08_is_collapse_intrinsic@chosen")),
+                               "04_extended@chosen", "05_l1_comparison@chosen", "08_is_collapse_intrinsic@chosen",
+                               "09_ablations@chosen")),
 )
 
 
@@ -114,7 +119,7 @@ def trains_from() -> set[tuple[str, str]]:
 def leaves_out(profile: str) -> tuple[str, ...]:
     """The seed jobs ``profile``'s default study leaves out (unless --full or --only names them): those whose
     every run the registry leaves out of the profile (``left_out_of``; for "@chosen" ``chosen_left_out_of``), and
-    the "@chosen" profile jobs (08's remedies) that would train nothing: the literal job compares what is recorded.
+    the "@chosen" profile jobs (08's remedies, 09's ablations) that would train nothing: the literal job compares what is recorded.
     Their dependants read what is recorded (07 lists the runs as not run)."""
     out = []
     for stem, scope, _ in NOTEBOOK_GRAPH:
@@ -241,7 +246,7 @@ def _dep_ids(deps: Sequence[str], scope: str, dataset: str | None, seed: int | N
 def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, results_dir: Path,
                figures_dir: Path, source: str, device: str,
                only: Sequence[str] | None = None, remedies: bool | Sequence[str] | None = None,
-               ablations: bool | None = None, full: bool = False,
+               ablations: bool | Sequence[str] | None = None, full: bool = False,
                sweep: bool | None = None) -> tuple[list[Job], list[str]]:
     """The job list in dependency order, and the notebooks of the study that do not exist yet.
 

@@ -43,7 +43,7 @@ CLUSTER_PROFILES = REPO_ROOT / "profiles"
 TABLE = ".snakemake/vaesae/jobs.json"   # below results/<profile>/, with Snakemake's own state
 
 
-_SINGULAR = {"remedies": "remedy"}
+_SINGULAR = {"remedies": "remedy", "ablations": "ablation"}
 
 
 def _parse_list(text: str, allowed: Iterable[str] | None, what: str) -> list[str]:
@@ -101,9 +101,10 @@ def _parser() -> _Parser:
                     help="train the remedy sparsifiers in 08 (and 08@chosen): all of them, or those of a comma-separated "
                          "LIST (e.g. topk_aux,elastic; default: all for smoke and paper, none for quick)")
     ap.add_argument("--no-remedies", dest="remedies", action="store_false", help="08 compares what is recorded, trains nothing")
-    ap.add_argument("--ablations", dest="ablations", action="store_true", default=None,
-                    help="train the ablations of Top-k stage 3 in 09: init seed, lr x0.1 and x10, Adam "
-                         "(default: yes for smoke and paper, no for quick)")
+    ap.add_argument("--ablations", dest="ablations", nargs="?", const=True, default=None, metavar="LIST",
+                    help="train the ablations of Top-k stage 3 in 09 (and 09@chosen): init seed, lr x0.1 and x10, Adam, "
+                         "or those of a comma-separated LIST (e.g. topk_adam,topk_init1; default: all for smoke and paper, "
+                         "none for quick)")
     ap.add_argument("--no-ablations", dest="ablations", action="store_false", help="09 compares what is recorded, trains nothing")
     ap.add_argument("--no-sweep", dest="sweep", action="store_false", default=None,
                     help="10 trains nothing: its readings table and figure are drawn again from the records that exist "
@@ -180,9 +181,11 @@ def _prepare(args: argparse.Namespace) -> _Study:
     figures_dir = repo_path(args.figures_dir).resolve()
     only = _parse_only(args.only, datasets, seeds) if args.only is not None else None
     remedies = _parse_list(args.remedies, R.remedies(), "remedies") if isinstance(args.remedies, str) else args.remedies
+    ablations = (_parse_list(args.ablations, R.ablation_variants(), "ablations") if isinstance(args.ablations, str)
+                 else args.ablations)
     jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
                                source=args.source, device=args.device, only=only, remedies=remedies,
-                               ablations=args.ablations, full=args.full, sweep=args.sweep)
+                               ablations=ablations, full=args.full, sweep=args.sweep)
     gpus = 0 if args.cluster or args.device == "cpu" else _gpu_count()   # --device cpu: no job uses a GPU
 
     per_gpu = args.jobs_per_gpu or 1
