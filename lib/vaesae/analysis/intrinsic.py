@@ -133,7 +133,8 @@ def comparison_table(study: Study, runs: Sequence[str] | None = None) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def _mean(values: Sequence[float]) -> float | None:
+def mean_of(values: Sequence[float]) -> float | None:
+    """The mean of ``values`` without their NaNs (a run without that record); None when nothing is left."""
     vals = [v for v in values if not math.isnan(v)]
     return float(np.mean(vals)) if vals else None
 
@@ -144,15 +145,15 @@ def intrinsic_verdict(study: Study, remedies: Sequence[str] | None = None) -> tu
     rows, any_avoided, any_material, any_measured = [], False, False, False
     for ds in study.datasets:
         base_all = final_values(study, ds, "topk")
-        if _mean(base_all["dead"]) is None:
+        if mean_of(base_all["dead"]) is None:
             continue
         for r in remedies:
             v = final_values(study, ds, r)
-            dead, mse = _mean(v["dead"]), _mean(v["mse"])
+            dead, mse = mean_of(v["dead"]), mean_of(v["mse"])
             if dead is None:
                 continue
             base = paired_topk(base_all, v["seeds"])
-            b_dead, b_mse = _mean(base["dead"]), _mean(base["mse"])
+            b_dead, b_mse = mean_of(base["dead"]), mean_of(base["mse"])
             any_measured = True
             avoided = dead < AVOIDED_DEAD_PCT and mse is not None and b_mse is not None and mse <= MSE_FACTOR * b_mse
             material = b_dead - dead >= MATERIAL_POINTS

@@ -41,11 +41,6 @@ def _mean(df: pd.DataFrame, col: str) -> float | None:
     return float(v.mean()) if len(v) else None
 
 
-def _mean_of(values: list[float]) -> float | None:
-    v = [x for x in values if not math.isnan(x)]
-    return sum(v) / len(v) if v else None
-
-
 # issue 17: aggregate stage-3 images/s of one H200 with several runs on it (target, stretch)
 CONCURRENT_TARGET_IMG_S, CONCURRENT_STRETCH_IMG_S = 200_000, 300_000
 
@@ -325,12 +320,11 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     per_ds = _per_dataset(S, dead, spec)
     ratios = [c["paper"]["mig"][0] / c["mig"] for c in cells if c.get("mig") and "mig" in c["paper"]]
     mse_ratios = [c["paper"]["mse"][0] / c["mse"] for c in cells if c.get("mse") and "mse" in c["paper"]]
-    verdict, vt = intrinsic.intrinsic_verdict(S)
-    comp = []
-    if not vt.empty:
-        for _, r in vt.iterrows():
-            comp.append({k: r[k] for k in vt.columns})
-    meets = int(vt["lowers dead % materially"].astype(bool).sum() + vt["avoids collapse"].astype(bool).sum()) if not vt.empty else 0
+    by_reading = _by_reading(results_dir, profile)
+    # the literal reading's verdict on "intrinsic" (study_readings lists literal first)
+    lit = by_reading[0]["intrinsic"] or {"verdict": "not measured", "rows": []}
+    verdict, comp = lit["verdict"], lit["rows"]
+    meets = sum(bool(r["lowers dead % materially"]) + bool(r["avoids collapse"]) for r in comp)
     remedies = []
     for ds in S.datasets:
         tk = intrinsic.final_values(S, ds, "topk")
@@ -340,13 +334,15 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
                 continue
             meta = S.runs.get((ds, int(f.seed.iloc[0]), run), {})
             # the change against Top-k at the run's own seeds (intrinsic.paired_topk), as the verdict compares them
-            ref = _mean_of(intrinsic.paired_topk(tk, [int(x) for x in f.seed])["dead"]) if tk["seeds"] else None
+            ref = intrinsic.mean_of(intrinsic.paired_topk(tk, [int(x) for x in f.seed])["dead"]) if tk["seeds"] else None
             remedies.append({"dataset": st.DATASET_LABEL[ds], "run": run, "label": intrinsic.run_label(run),
                              "seeds": [int(x) for x in f.seed],
                              "dead": _mean(f, dead), "change": (_mean(f, dead) - ref) if run != "topk" and ref is not None else None,
                              "mse": _mean(f, "mse"), "spec": _mean(f, spec), "img_s": intrinsic.training_throughput(meta)})
     # the seeds the remedies (not the paper's two sparsifiers) were run at: what the verdict on "intrinsic" rests on
     remedy_seeds = sorted({x for r in remedies if r["run"] not in intrinsic.baselines() for x in r["seeds"]})
+    remedy_seeds_text = (f"seed{'s' if len(remedy_seeds) > 1 else ''} {', '.join(map(str, remedy_seeds))}"
+                         if remedy_seeds else "no remedy run yet")
     verdicts = pd.read_csv(results_dir / profile / "tables" / "verdicts.csv", dtype=str, keep_default_na=False) \
         if (results_dir / profile / "tables" / "verdicts.csv").exists() else pd.DataFrame()
     t7 = st.table7(S)
@@ -355,7 +351,6 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     tree_size = _bench_file(bench_dir, "tree_size")   # python -m vaesae.report.treesize
     reruns = _device_reruns(results_dir / profile, S)
     ablation_runs = sorted({r for (_, _, r) in S.runs if r in R.ablation_variants()})
-    by_reading = _by_reading(results_dir, profile)
     # every published reading's records: the header's commits and devices
     made = makers([*S.runs.values(), *(m for b in by_reading for m in b["metas"])])
     commits, devices = made["commits"] or ["unknown"], made["devices"]
@@ -368,9 +363,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "cells": cells, "ds": per_ds, "mig_ratio": (min(ratios), max(ratios)) if ratios else None,
             "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
             "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
-            "remedies": remedies, "remedy_seeds": remedy_seeds,
-            "remedy_seeds_text": (f"seed{'s' if len(remedy_seeds) > 1 else ''} {', '.join(map(str, remedy_seeds))}"
-                                  if remedy_seeds else "no remedy run yet"), "verdicts": verdicts.to_dict("records"), "table7": t7.to_dict("records"), "bench": bench,
+            "remedies": remedies, "remedy_seeds_text": remedy_seeds_text, "verdicts": verdicts.to_dict("records"), "table7": t7.to_dict("records"), "bench": bench,
             "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "devices": devices, "paper": paper,
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),

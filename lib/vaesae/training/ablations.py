@@ -84,10 +84,10 @@ def ensure_baseline(datasets: Sequence[str], seeds: Sequence[int], profile: str,
                 except (OSError, ValueError):
                     complete = False
                 if not complete:
-                    kw = {} if reading == "literal" else {"run": folder, "overrides": {"reading_sae": reading},
-                                                          "from_run": run_folder(R.get(run).from_run, reading)}
+                    src = R.get(run).from_run   # None for stage 1, which has no SAE and no reading
+                    kw = {} if src is None else {"from_run": run_folder(src, reading), "overrides": {"reading_sae": reading}}
                     run_stage(run, ds, seed, profile, results_dir=results_dir, device=device, source=source,
-                              progress=progress, log=log, **kw)
+                              progress=progress, log=log, run=folder, **kw)
                     trained.append((ds, seed, folder))
     return trained
 
@@ -118,17 +118,14 @@ def train_ablations(datasets: Sequence[str], seeds: Sequence[int], profile: str,
                 for run in chain(v):
                     row = R.get(run)
                     stage = row.sparsifier if row.kind == "stage3" else row.kind   # run_stage's stage: "stage2", "topk"
-                    # None under literal: the stage's own input (stage2), as before readings existed
-                    from_run = (run_folder(row.from_run, reading)
-                                if row.from_run in chain(v) or reading != "literal" else None)
                     s2 = sae_seed if row.kind == "stage2" else None                 # the re-drawn SAE's seed
-                    ov_run = {**ov, **({"sae_init_seed": s2} if s2 is not None else {}),
-                              **({"reading_sae": reading} if reading != "literal" else {})}
+                    ov_run = {**ov, "reading_sae": reading, **({"sae_init_seed": s2} if s2 is not None else {})}
                     folder = run_folder(run, reading)
                     try:
                         out[(ds, seed, run)] = run_stage(stage, ds, seed, profile, results_dir=results_dir, device=device,
                                                          source=source, force=force, progress=progress, log=log,
-                                                         overrides=ov_run, run=folder, from_run=from_run)
+                                                         overrides=ov_run, run=folder,
+                                                         from_run=run_folder(row.from_run, reading))
                     except Diverged as exc:   # run_stage recorded it (run.json, complete: false)
                         say(f"{folder} on {ds}, seed {seed}: diverged ({exc})")
                         out[(ds, seed, run)] = json.loads((run_paths(results_dir, None, profile, ds, seed, folder)[0]

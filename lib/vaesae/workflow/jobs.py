@@ -166,7 +166,8 @@ def train_list(stem: str, profile: str, asked: bool | Sequence[str] | None, *, c
         return ",".join(R.default_on(names, profile, chosen=chosen))
     wrong = [a for a in asked if a not in names]
     if wrong:
-        raise VaesaeError(f"{stem} trains {', '.join(names)}; not {', '.join(wrong)}")
+        what = {"remedies": "remedy", "variants": "ablation"}[TRAIN_SWITCH[stem]]
+        raise VaesaeError(f"unknown {what} {', '.join(map(repr, wrong))}; choose from {', '.join(names)}")
     return ",".join(n for n in names if n in asked)   # in the registry's order
 
 

@@ -27,7 +27,6 @@ from functools import partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .. import runs as R
 from ..cliargs import Parser
 from ..config import PROFILES
 from ..errors import VaesaeError, cli
@@ -43,9 +42,6 @@ CLUSTER_PROFILES = REPO_ROOT / "profiles"
 TABLE = ".snakemake/vaesae/jobs.json"   # below results/<profile>/, with Snakemake's own state
 
 
-_SINGULAR = {"remedies": "remedy", "ablations": "ablation"}
-
-
 def _parse_list(text: str, allowed: Iterable[str] | None, what: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
@@ -54,7 +50,7 @@ def _parse_list(text: str, allowed: Iterable[str] | None, what: str) -> list[str
         allowed = list(allowed)
         for it in items:
             if it not in allowed:
-                raise VaesaeError(f"unknown {_SINGULAR.get(what, what[:-1])} {it!r}; choose from {', '.join(allowed)}")
+                raise VaesaeError(f"unknown {what[:-1]} {it!r}; choose from {', '.join(allowed)}")
     return items
 
 
@@ -180,9 +176,9 @@ def _prepare(args: argparse.Namespace) -> _Study:
     results_dir = repo_path(args.results_dir).resolve()
     figures_dir = repo_path(args.figures_dir).resolve()
     only = _parse_only(args.only, datasets, seeds) if args.only is not None else None
-    remedies = _parse_list(args.remedies, R.remedies(), "remedies") if isinstance(args.remedies, str) else args.remedies
-    ablations = (_parse_list(args.ablations, R.ablation_variants(), "ablations") if isinstance(args.ablations, str)
-                 else args.ablations)
+    # a LIST's names are checked where the jobs are built (jobs.train_list)
+    remedies, ablations = (_parse_list(a, None, n) if isinstance(a, str) else a
+                           for a, n in ((args.remedies, "remedies"), (args.ablations, "ablations")))
     jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
                                source=args.source, device=args.device, only=only, remedies=remedies,
                                ablations=ablations, full=args.full, sweep=args.sweep)
