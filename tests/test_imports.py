@@ -13,11 +13,11 @@ DS, SEED, R = "shapes3d", 42, "standardised"
 CHAIN = ("stage1", f"stage2@{R}", f"topk@{R}", f"extended@{R}")
 
 
-def _run(base, folder, dead, ck, inp, n=3, commit=None):
+def _run(base, folder, dead, ck, inp, n=3, commit=None, spec=10.0):
     d = base / "paper" / DS / f"seed{SEED}" / folder
     d.mkdir(parents=True)
     pd.DataFrame({"epoch": range(n), "k": [50] * n, "dead_pct@0.001": [dead + (n - 1 - i) for i in range(n)],
-                  "spec@0.5": [10.0] * n, "mig": [0.05] * n, "mse": [0.004] * n}).to_csv(d / "epochs.csv", index=False)
+                  "spec@0.5": [spec] * n, "mig": [0.05] * n, "mse": [0.004] * n}).to_csv(d / "epochs.csv", index=False)
     (d / "run.json").write_text(json.dumps({"checkpoint_sha256": ck, "input_sha256": inp, "complete": True,
                                             "data_source": "procedural", "git_commit": commit or ck.lower() * 7}))
     return d
@@ -135,3 +135,13 @@ def test_findings_list_the_runs_whose_start_is_not_recorded(tmp_path):
     _run(root, "l1", 10.0, "L", "X")          # from a stage 2 nobody kept
     _run(root, "topk", 80.0, "c", "b")        # from the committed one
     assert st.unpaired_runs(root, "paper") == ["literal: L1 (l1, from stage2): Shapes3D seed 42"]
+
+
+def test_table3_says_why_a_change_from_no_specialised_neuron_has_no_percentage(tmp_path):
+    root = tmp_path / "repo"
+    _run(root, "stage1", 0.0, "a", None)
+    _run(root, f"stage2@{R}", 30.0, "b", "a")
+    _run(root, f"topk@{R}", 82.0, "c", "b", spec=0.0)
+    _run(root, f"extended@{R}", 76.0, "d", "c", spec=4.0)
+    cell = st.table3(st.load_study(root, "paper", R)).set_index("dataset").loc["Shapes3D", "spec. change % (ours)"]
+    assert cell == "undefined: specialised 0 → 4 (n=1)"

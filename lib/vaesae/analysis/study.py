@@ -385,14 +385,18 @@ def table3(study: Study) -> pd.DataFrame:
         i = init.set_index("seed").loc[seeds] if seeds else init.iloc[0:0]
         f = fin.set_index("seed").loc[seeds] if seeds else fin.iloc[0:0]
         d = [b - a for a, b in zip(_col(i, dead_col()), _col(f, dead_col()))]
-        sc = [100 * (b - a) / a for a, b in zip(_col(i, spec_col()), _col(f, spec_col())) if a > 0]
+        si, sf = _col(i, spec_col()), _col(f, spec_col())
+        sc = [100 * (b - a) / a for a, b in zip(si, sf) if a > 0]
+        # a relative change from 0 specialised neurons is undefined: say so, with the counts, not a bare "n/a"
+        spec_cell = mean_std(sc, 0) if sc or not si else \
+            f"undefined: specialised {np.mean(si):.0f} → {np.mean(sf):.0f} (n={len(si)})"
         p = paper.TABLE3[ds]
         rows.append({
             "dataset": DATASET_LABEL[ds],
             "init dead % (paper)": _paper_ms(*p["init"], 1), "init dead % (ours)": mean_std(_col(i, dead_col()), 1),
             "final dead % (paper)": _paper_ms(*p["final"], 1), "final dead % (ours)": mean_std(_col(f, dead_col()), 1),
             "change, points (paper)": f"{p['final'][0] - p['init'][0]:+.1f}", "change, points (ours)": mean_std(d, 1),
-            "spec. change % (paper)": f"{p['spec_change_pct']:+.0f}%", "spec. change % (ours)": mean_std(sc, 0),
+            "spec. change % (paper)": f"{p['spec_change_pct']:+.0f}%", "spec. change % (ours)": spec_cell,
             "stage 3 it continued": _start_note(i, study.unpaired(ds, "extended")),
         })
     return pd.DataFrame(rows)
