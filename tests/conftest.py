@@ -43,6 +43,7 @@ FILE_TIERS = {
     "test_download.py": "unit",
     "test_concurrent.py": "unit",
     "test_data.py": "unit",
+    "test_device_scripts.py": "unit",
     "test_e2e.py": "e2e",
     "test_execute.py": "unit",   # its kernel-starting tests are marked integration one by one
     "test_fast.py": "unit",
