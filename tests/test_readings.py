@@ -252,3 +252,21 @@ def test_only_the_published_readings_keep_their_neuron_records(tmp_path):
     after = R.readings_table(R.load_readings(tmp_path, PROFILE, ["dsprites", "shapes3d"], [42], warm=WARM), None)
     pd.testing.assert_frame_equal(before, after)
     assert R.prune_sweep_records(tmp_path, PROFILE, "centred") == []   # a second call finds nothing
+
+
+def test_the_seeds_table_gives_mean_and_spread_over_every_seed_recorded(tmp_path):
+    """Seeds 42 and 43 of centred (43 with a complete stage 3), literal at 42 only: n per cell, never a mean of one
+    seed's warm-up with another's stage 3; a reading with no record at any seed has no row."""
+    make_readings(tmp_path, {"literal": {"dsprites": 80.0}, "centred": {"dsprites": 2.0}}, literal_params=True)
+    make_readings(tmp_path, {"centred": {"dsprites": 6.0}}, seed=43, full=("centred",))
+    recs = R.load_readings(tmp_path, PROFILE, ["dsprites"], [42, 43, 44])
+    t = R.readings_over_seeds(recs, ["dsprites"], chosen="centred")
+    assert list(t.columns) == list(R.SEEDS_COLUMNS) and list(t.reading) == ["literal", "centred"]
+    c = t[t.reading == "centred"].iloc[0]
+    assert c["seeds"] == "42, 43" and c["chosen"] == "chosen"
+    assert c["dead % end of stage 2"] == st.mean_std([12.0, 16.0], 1) == "14.0 ± 2.8 (n=2)"
+    assert c["dead % end of warm-up (k = k_start)"] == "4.0 ± 2.8 (n=2)"   # epoch WARM-1 = 0: 2.0 and 6.0
+    assert c["dead % end of stage 3 (k = k_end)"] == "21.0 (n=1)"          # seed 43's last epoch: 6 + 5 * 3
+    lit = t[t.reading == "literal"].iloc[0]
+    assert lit["seeds"] == "42" and lit["dead % end of stage 3 (k = k_end)"] == "n/a"
+    assert lit["paper dead % k = 500 / k = 50"] == "1.2 / 34.4"

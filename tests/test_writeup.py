@@ -95,6 +95,13 @@ def test_the_header_gives_each_readings_seeds_and_every_readings_commits(tmp_pat
     assert "**Seeds.** `literal`: one seed (n = 1) of Top-k; `centred`: 3 seeds of Top-k." in findings
     header = findings.split("**Data:")[0]
     assert "c3c3c3c" in header and "seeds 42, 43, 44, on" in header
+    # the readings over every seed recorded: the chosen reading at three seeds, literal's Top-k at seed 42 alone
+    rows = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in findings.splitlines()
+            if line.startswith("| dSprites | ")}
+    centred, literal = rows[("dSprites", "centred", "42, 43, 44")], rows[("dSprites", "literal", "42, 43, 44")]
+    assert centred.count("(n=3)") == 3
+    cells = [c.strip() for c in literal.split("|")[4:7]]
+    assert cells[0].endswith("(n=3)") and cells[1].endswith("(n=1)") and cells[2].endswith("(n=1)")
     # the literal reading's whole stage 3 not recorded (its Top-k run unfinished): n/a where its numbers would be
     for ds in ("dsprites", "shapes3d"):
         run = root / ds / "seed42" / "topk" / "run.json"

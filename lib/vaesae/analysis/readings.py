@@ -11,7 +11,7 @@ This module only reads them (plus :func:`train_readings`, which notebook 10 call
 * :func:`select_reading`: :data:`RULE` in code (the paper-nearest reading, fixed before any reading was swept);
 * :func:`write_choice` / :func:`chosen_reading`: ``results/<profile>/readings_choice.json``, which notebooks 02-05 read
   when their ``reading_sae`` parameter is ``"chosen"``;
-* :func:`readings_table`, :func:`fig_dead_vs_k`."""
+* :func:`readings_table` (the rule's seed), :func:`readings_over_seeds` (every seed recorded), :func:`fig_dead_vs_k`."""
 
 
 from __future__ import annotations
@@ -314,6 +314,42 @@ def readings_table(records: Mapping[tuple[str, int, str], ReadingRecord], choice
                 "chosen": "chosen" if choice is not None and r == choice.chosen else "",
             })
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+SEEDS_COLUMNS = ("reading", "dataset", "seeds", "dead % end of stage 2", "dead % end of warm-up (k = k_start)",
+                 "dead % end of stage 3 (k = k_end)", "paper dead % k = 500 / k = 50", "chosen")
+
+
+def readings_over_seeds(records: Mapping[tuple[str, int, str], ReadingRecord], datasets: Sequence[str],
+                        chosen: str | None = None, readings: Sequence[str] = C.SAE_READINGS):
+    """One row per reading × dataset with a record at some seed: dead % (on ã, rate < 0.001) at the end of stage 2, at
+    the end of the warm-up and at the end of a complete Top-k stage 3, each "mean ± std (n=N)" over the seeds that
+    have it (:func:`vaesae.analysis.study.mean_std`; "n/a" where none has), the seeds with any of them, the paper's
+    Table 2 / Table 1 values. The rule reads one seed (:func:`readings_table`); this table is what the other seeds
+    say about the same readings (the main chain's stage 2 and Top-k are the literal and chosen readings' records)."""
+    import pandas as pd
+
+    from .study import mean_std
+
+    rows = []
+    for r in readings:
+        for d in datasets:
+            recs = sorted((v for (dd, _, rr), v in records.items() if dd == d and rr == r), key=lambda v: v.seed)
+            s2 = {v.seed: _get(v.stage2, DEAD) for v in recs if v.stage2 is not None}
+            wu = {v.seed: _get(v.warm, DEAD) for v in recs if v.warm is not None}
+            end = {v.seed: float(v.curve[DEAD].iloc[-1]) for v in recs if v.curve is not None and len(v.curve)}
+            if not (s2 or wu or end):
+                continue
+            rows.append({
+                "reading": r, "dataset": DATASET_LABEL.get(d, d),
+                "seeds": ", ".join(map(str, sorted(set(s2) | set(wu) | set(end)))),
+                "dead % end of stage 2": mean_std(s2.values(), 1),
+                "dead % end of warm-up (k = k_start)": mean_std(wu.values(), 1),
+                "dead % end of stage 3 (k = k_end)": mean_std(end.values(), 1),
+                "paper dead % k = 500 / k = 50": f"{PAPER_K500.get(d, float('nan'))} / {PAPER_K50.get(d, float('nan'))}",
+                "chosen": "chosen" if r == chosen else "",
+            })
+    return pd.DataFrame(rows, columns=list(SEEDS_COLUMNS))
 
 
 def caption(profile: str, records: Mapping[tuple[str, int, str], ReadingRecord], readings: Sequence[str],

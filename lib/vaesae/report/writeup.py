@@ -206,7 +206,10 @@ def _readings(results_dir: Path, profile: str, datasets: Sequence[str]) -> dict[
         per[d] = row
     scores = {r: v for r, v in choice["scores"].items() if v is not None}
     ranked = sorted(scores, key=lambda r: scores[r])
-    return {"chosen": chosen, "seed": seed, "scores": scores, "warm": R.warm_epochs(profile), "ranked": ranked, "rule": choice.get("rule", R.RULE),
+    # literal and the chosen reading over every seed recorded (the rule read ``seed`` alone): tables/readings_seeds.md
+    over = R.readings_over_seeds(R.load_readings(results_dir, profile, datasets), datasets, chosen,
+                                 readings=tuple(dict.fromkeys(("literal", chosen))))
+    return {"chosen": chosen, "seed": seed, "over_seeds": sorted(over.to_dict("records"), key=lambda o: o["dataset"]), "scores": scores, "warm": R.warm_epochs(profile), "ranked": ranked, "rule": choice.get("rule", R.RULE),
             "per": per, "n_readings": len(choice["scores"]), "runner_up": ranked[1] if len(ranked) > 1 else None}
 
 
