@@ -128,3 +128,18 @@ def test_the_projection_outside_a_checkout_is_one_line(tmp_path):
     from vaesae.report import treesize as T
     with pytest.raises(VaesaeError, match="not a git checkout"):
         T.tracked_sizes(tmp_path)
+
+
+def test_the_readme_maps_every_committed_table_and_figure():
+    """README's "Every table and figure" names the file of each table and figure the paper profile committed
+    (``<name>@<reading>`` variants under their base name): a reader finds which notebook made it."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Every table and figure of the paper", 1)[1].split("\n## ", 1)[0]
+    names = set()
+    for path in _tracked():
+        folder, _, file = path.rpartition("/")
+        if folder in ("results/paper/tables", "figures/paper") and not file.startswith("index."):
+            names.add(file.rsplit(".", 1)[0].split("@", 1)[0])
+    assert names, "no committed table or figure found"
+    missing = sorted(n for n in names if f"{n}." not in section)
+    assert not missing, f"README's table and figure map lacks {', '.join(missing)}"
