@@ -7,11 +7,14 @@ legends through :func:`label`, never with a raw column name such as ``dead_pct@0
 'dead neurons (% of the dictionary, activation rate < 0.001)'
 >>> label("spec@0.5")
 'specialised neurons (count, MI / H(factor) > 0.5)'
+
+and every table writes its cells of values over seeds through :func:`mean_std` ("m ± s (n=N)").
 """
 
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 LABELS: dict[str, str] = {
     "epoch": "stage-3 epoch (counted from 0)",
@@ -95,3 +98,17 @@ def legend_outside(fig, axes, where: str = "right", **kw) -> None:
                    ncol=min(len(handles), kw.pop("ncol", 3)), **kw)
     else:
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, **kw)
+
+
+def mean_std(values: Iterable[float], digits: int = 3, sign: bool = False) -> str:
+    """"m ± s (n=N)" over the values that are not None or NaN ("v (n=1)", "n/a" for none); ``sign``: "+m"."""
+    import numpy as np
+
+    x = np.asarray([float(v) for v in values if v is not None], dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return "n/a"
+    m = f"{x.mean():{'+' if sign else ''}.{digits}f}"
+    if x.size == 1:
+        return f"{m} (n=1)"
+    return f"{m} ± {x.std(ddof=1):.{digits}f} (n={x.size})"

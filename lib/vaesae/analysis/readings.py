@@ -324,12 +324,12 @@ def readings_over_seeds(records: Mapping[tuple[str, int, str], ReadingRecord], d
                         chosen: str | None = None, readings: Sequence[str] = C.SAE_READINGS):
     """One row per reading × dataset with a record at some seed: dead % (on ã, rate < 0.001) at the end of stage 2, at
     the end of the warm-up and at the end of a complete Top-k stage 3, each "mean ± std (n=N)" over the seeds that
-    have it (:func:`vaesae.analysis.study.mean_std`; "n/a" where none has), the seeds with any of them, the paper's
+    have it (:func:`vaesae.analysis.labels.mean_std`; "n/a" where none has), the seeds with any of them, the paper's
     Table 2 / Table 1 values. The rule reads one seed (:func:`readings_table`); this table is what the other seeds
     say about the same readings (the main chain's stage 2 and Top-k are the literal and chosen readings' records)."""
     import pandas as pd
 
-    from .study import mean_std
+    from .labels import mean_std
 
     rows = []
     for r in readings:

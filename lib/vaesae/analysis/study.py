@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import paper
+from .labels import mean_std  # noqa: F401 (the cells of every table; re-exported for its readers)
 from .. import runs as R
 from ..errors import VaesaeError
 from ..io import repo_path
@@ -288,18 +289,6 @@ def spread_phrase(seeds: Iterable[int]) -> str:
     """How a caption names the statistic: "mean ± std over N seeds" at n >= 2, "one seed (n = 1), no spread" below."""
     n = len(set(seeds))
     return f"mean ± std over {n} seeds" if n >= 2 else "one seed (n = 1), no spread"
-
-
-def mean_std(values: Iterable[float], digits: int = 3, sign: bool = False) -> str:
-    """"m ± s (n=N)" over the values that are not None or NaN ("v (n=1)", "n/a" for none); ``sign``: "+m"."""
-    x = np.asarray([float(v) for v in values if v is not None], dtype=float)
-    x = x[~np.isnan(x)]
-    if x.size == 0:
-        return "n/a"
-    m = f"{x.mean():{'+' if sign else ''}.{digits}f}"
-    if x.size == 1:
-        return f"{m} (n=1)"
-    return f"{m} ± {x.std(ddof=1):.{digits}f} (n={x.size})"
 
 
 def _paper_ms(value: float | None, std: float | None, digits: int = 3) -> str:
