@@ -142,6 +142,11 @@ def test_the_readings_choice_table_and_figure(smoke_study):
     assert (tmp / "figures" / "smoke" / "readings_dead_vs_k.png").stat().st_size > 1000
     for d in ("dsprites", "shapes3d"):
         assert (root / d / "seed42" / "04_extended@chosen.ipynb").is_file()
+    # every reading over the seeds recorded (smoke: seed 42 alone, so n=1 in every cell the sweep filled)
+    over = pd.read_csv(root / "tables" / "readings_seeds.csv")
+    assert len(over) == 7 * 2 and set(over.seeds.astype(str)) == {"42"}
+    assert over["dead % end of warm-up (k = k_start)"].str.endswith("(n=1)").all()
+    assert set(over[over.chosen == "chosen"].reading) == {choice["chosen"]}
 
 
 def test_report_exists(smoke_study):
