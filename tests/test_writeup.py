@@ -60,31 +60,38 @@ def test_n_counts_seeds_with_the_core_run_and_lists_partial_seeds_apart(tmp_path
     assert "**Seeds.** `literal`: one seed (n = 1) of Top-k." in findings
 
 
-def test_the_header_gives_each_readings_seeds_and_every_readings_commits(tmp_path):
-    """FINDINGS' header per published reading: the chosen reading's three seeds are not hidden behind the literal
-    reading's one, and the commits of both readings' records are named."""
+def _study_with_centred_chosen(tmp_path, seeds):
+    """A fake smoke study published under literal and 'centred' (chosen): stage 2 and Top-k of every seed copied as
+    centred's; literal keeps Top-k, extended and L1 at the first seed only."""
     import shutil
 
     from vaesae.analysis import readings
 
-    make_fake_study(tmp_path, profile="smoke", seeds=(42, 43, 44))
+    make_fake_study(tmp_path, profile="smoke", seeds=seeds)
     root = tmp_path / "smoke"
     for ds in ("dsprites", "shapes3d"):
-        for seed in (42, 43, 44):
+        for seed in seeds:
             for run in ("stage2", "topk"):
                 src, dst = root / ds / f"seed{seed}" / run, root / ds / f"seed{seed}" / f"{run}@centred"
                 shutil.copytree(src, dst)
                 meta = json.loads((dst / "run.json").read_text())
                 meta["params"] = {**meta.get("params", {}), "reading_sae": "centred"}
                 (dst / "run.json").write_text(json.dumps({**meta, "git_commit": "c3c3c3c3c3"}))
-            if seed != 42:
+            if seed != seeds[0]:
                 for run in ("topk", "extended", "l1"):
                     shutil.rmtree(root / ds / f"seed{seed}" / run)
     for path in root.glob("*/seed*/*/run.json"):   # finished runs, as real records say (the readings' curves need it)
         path.write_text(json.dumps({**json.loads(path.read_text()), "complete": True}))
-    recs = readings.load_readings(tmp_path, "smoke", seeds=[42], readings=("literal", "centred"))
-    path = readings.write_choice(tmp_path, "smoke", readings.select_reading(recs, 42, readings=("literal", "centred")), recs)
+    recs = readings.load_readings(tmp_path, "smoke", seeds=[seeds[0]], readings=("literal", "centred"))
+    path = readings.write_choice(tmp_path, "smoke", readings.select_reading(recs, seeds[0], readings=("literal", "centred")), recs)
     path.write_text(json.dumps({**json.loads(path.read_text()), "chosen": "centred"}))   # equal records: literal wins the tie
+    return root
+
+
+def test_the_header_gives_each_readings_seeds_and_every_readings_commits(tmp_path):
+    """FINDINGS' header per published reading: the chosen reading's three seeds are not hidden behind the literal
+    reading's one, and the commits of both readings' records are named."""
+    root = _study_with_centred_chosen(tmp_path, seeds=(42, 43, 44))
     writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
     findings = (root / "FINDINGS.md").read_text()
     assert ("- `literal`: Top-k stage 3 for seed 42; seed 43 so far only stage1, stage2; seed 44 so far only stage1, "
@@ -166,3 +173,32 @@ def test_seeds_line_and_the_literal_summary_give_each_dataset_its_own_n(tmp_path
     text = readme.read_text()
     line = next(l for l in text.splitlines() if l.startswith("Under the literal reading, at k = 50:"))
     assert "(n=1) % dead on dSprites (paper 34.4 ± 0.9)" in line and "(n=2) % dead on Shapes3D (paper 62.7 ± 1.3)" in line
+
+
+def test_the_claimed_differences_stand_side_by_side_per_reading(tmp_path):
+    """FINDINGS lists every claim_tests row with a claimed direction, each published reading's verdict beside the
+    other's ('not run' where a reading has no such row), and counts the verdicts per reading; rows the paper claims
+    nothing about stay out."""
+    import pandas as pd
+
+    root = _study_with_centred_chosen(tmp_path, seeds=(42,))
+    base = {"n_a": 3, "n_b": 3, "ci95_lo": -2.0, "ci95_hi": -1.0, "p_value": 0.01}
+    rows = {"claim_tests": [
+                {"comparison": "L1 − Top-k", "dataset": "Shapes3D", "metric": "dead %", "claimed": "+", "verdict": "contradicted", "difference": -1.5, **base},
+                {"comparison": "L1 − Top-k", "dataset": "Shapes3D", "metric": "MSE", "claimed": None, "verdict": "no claim", "difference": 0.1, **base}],
+            "claim_tests@centred": [
+                {"comparison": "L1 − Top-k", "dataset": "Shapes3D", "metric": "dead %", "claimed": "+", "verdict": "supported", "difference": 2.25, **base},
+                {"comparison": "extended − Top-k", "dataset": "dSprites", "metric": "dead %", "claimed": "0", "verdict": "consistent (no difference detected)", "difference": 0.0, **base | {"p_value": None}}]}
+    (root / "tables").mkdir(exist_ok=True)
+    for name, rs in rows.items():
+        pd.DataFrame(rs).to_csv(root / "tables" / f"{name}.csv", index=False)
+    got = writeup._claimed_differences(tmp_path, "smoke", ["literal", "centred"])
+    assert got["counts"] == {"literal": {"contradicted": 1}, "centred": {"consistent (no difference detected)": 1, "supported": 1}}
+    assert [(r["comparison"], r["metric"]) for r in got["rows"]] == [("L1 − Top-k", "dead %"), ("extended − Top-k", "dead %")]
+    writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
+    findings = (root / "FINDINGS.md").read_text()
+    assert ("| L1 − Top-k | Shapes3D | dead % | + | contradicted (−1.5 [−2, −1], p 0.01, n 3/3) | "
+            "supported (+2.25 [−2, −1], p 0.01, n 3/3) |") in findings
+    assert "| extended − Top-k | dSprites | dead % | 0 | not run | consistent (no difference detected) (0 [−2, −1], p n/a, n 3/3) |" in findings
+    assert "| MSE |" not in findings.split("### The claimed differences")[1].split("\n## ")[0]
+    assert "Counted per reading: literal: 1 contradicted; centred: 1 consistent (no difference detected), 1 supported." in findings

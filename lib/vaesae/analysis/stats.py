@@ -276,9 +276,10 @@ def save_claim_tests(study: Study, results_dir, stats_seed: int = 0, n_resamples
     from ..artifacts import caption_suffix, save_table
 
     claims = claim_tests(study, np.random.default_rng(stats_seed), n_resamples=n_resamples)
-    literal = study.reading == "literal"
-    name, title = ("claim_tests", TITLE) if literal else (f"claim_tests@{study.reading}", f"{TITLE}, SAE reading {study.reading}")
-    save_table(claims, results_dir, study.profile, name, title=title, order=10 if literal else 10.5,
+    from .study import reading_tag
+
+    name, title, order = reading_tag(study.reading, "claim_tests", TITLE, 10)
+    save_table(claims, results_dir, study.profile, name, title=title, order=order,
                caption=f"{CAPTION} {CLAIM_RULE} Bootstrap: {n_resamples} resamples, numpy.random.default_rng({stats_seed}). "
                f"SAE reading: {study.reading} (SPEC §6). " + caption_suffix(study.profile, study.sources, study.seeds))
     return title, claims

@@ -251,6 +251,33 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
     return out
 
 
+def _claimed_differences(results_dir: Path, profile: str, readings: Sequence[str]) -> dict[str, Any] | None:
+    """The rows of ``tables/claim_tests[@reading].csv`` (notebook 07, :func:`vaesae.analysis.stats.claim_tests`) where
+    the paper claims a direction, one row per (comparison, dataset, metric) with each published reading's verdict,
+    difference, bootstrap interval, p and n side by side (a reading without the row: None), and per reading the count
+    of each verdict. None when no reading has the table."""
+    from ..analysis.study import reading_tag
+
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for reading in readings:
+        name, _, _ = reading_tag(reading, "claim_tests", "", 0)
+        path = results_dir / profile / "tables" / f"{name}.csv"
+        if not path.is_file():
+            continue
+        t = pd.read_csv(path, dtype={"claimed": str})
+        t = t[t["claimed"].notna() & (t["claimed"].str.strip() != "")]
+        counts[reading] = {str(k): int(v) for k, v in t["verdict"].value_counts().sort_index().items()}
+        for r in t.to_dict("records"):
+            key = (r["comparison"], r["dataset"], r["metric"])
+            row = rows.setdefault(key, {"comparison": key[0], "dataset": key[1], "metric": key[2],
+                                        "claimed": r["claimed"], "by": {x: None for x in readings}})
+            row["by"][reading] = {k: r[k] for k in ("verdict", "difference", "ci95_lo", "ci95_hi", "p_value", "n_a", "n_b")}
+    if not counts:
+        return None
+    return {"readings": [r for r in readings if r in counts], "rows": list(rows.values()), "counts": counts}
+
+
 # the runs beside Top-k stage 3 whose seeds the header of FINDINGS.md names, with their names there
 OTHER_RUNS = (("l1", "L1"), ("extended", "extended training"))
 
@@ -372,6 +399,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
             "conv": _conv(bench_dir), "by_reading": by_reading, "tree_size": tree_size,
+            "claimed": _claimed_differences(results_dir, profile, [b["reading"] for b in by_reading]),
             "not_run": coverage.recorded_not_run(results_dir, profile)}
 
 
@@ -394,6 +422,9 @@ def _env():
     env.filters["n0"] = _fmt_int
     env.filters["f"] = lambda x, d=1: "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
     env.filters["sf"] = lambda x, d=1: "n/a" if x is None else f"{x:+.{d}f}".replace("-", "−")
+    # 3 significant digits with a sign (claimed differences: dead % and MSE differ by orders of magnitude)
+    env.filters["g3"] = lambda x: ("n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else
+                                   "0" if x == 0 else f"{x:+.3g}".replace("-", "−"))
     # a - b, or None when either is missing (a reading's whole stage 3 not recorded yet): "n/a" through f / sf
     env.globals["minus"] = lambda a, b: None if a is None or b is None else a - b
     env.filters["pm"] = lambda p, d=1: "—" if p is None or p[0] is None else (f"{p[0]:,.{d}f}" + (f" ± {p[1]:,.{d}f}" if p[1] is not None else ""))
