@@ -145,3 +145,22 @@ def test_table3_says_why_a_change_from_no_specialised_neuron_has_no_percentage(t
     _run(root, f"extended@{R}", 76.0, "d", "c", spec=4.0)
     cell = st.table3(st.load_study(root, "paper", R)).set_index("dataset").loc["Shapes3D", "spec. change % (ours)"]
     assert cell == "undefined: specialised 0 → 4 (n=1)"
+
+
+def test_a_retrained_chain_measures_one_seed_trained_twice(tmp_path):
+    """The lineage's Top-k (80 % dead at its end) against the committed Top-k of the same seed (82 %): -2.0 points;
+    an extended run that continued the committed chain keeps no lineage and measures nothing."""
+    from vaesae.report import writeup
+
+    src, dst = tmp_path / "device", tmp_path / "repo"
+    _committed(dst)
+    _device(src)
+    assert imports.main([str(src), str(dst), "--runs", f"extended@{R}"]) == 0
+    got = writeup._lineage_reruns(st.load_study(dst, "paper", R))
+    assert got == [{"dataset": "Shapes3D", "run": "topk", "label": "Top-k", "seeds": [SEED], "deltas": [-2.0],
+                    "mean_abs": 2.0, "seed_std": None}]
+    src2, dst2 = tmp_path / "device2", tmp_path / "repo2"
+    _committed(dst2)
+    _device(src2, retrained=False)
+    assert imports.main([str(src2), str(dst2), "--runs", f"extended@{R}"]) == 0
+    assert writeup._lineage_reruns(st.load_study(dst2, "paper", R)) == []

@@ -163,6 +163,34 @@ def _device_reruns(root: Path, study) -> list[dict[str, Any]]:
     return out
 
 
+def _lineage_reruns(S) -> list[dict[str, Any]]:
+    """The same seed's run trained twice: each k = k_end run kept in a run's ``lineage/`` folder (a chain the GPU
+    trained again from stage 1, since a checkpoint cannot leave it) against the committed run of that name, seed and
+    reading, on the same images. Per (dataset, run): the seeds, each one's dead % change (lineage − committed), the
+    mean of their absolute values and, for scale, the std over seeds of the committed runs."""
+    from ..data.render import same_images
+    from ..analysis.study import DATASET_LABEL, dead_col
+
+    found: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for (ds, seed, run), kept in sorted(S.lineage.items()):
+        for pred, (meta, df) in sorted(kept.items()):
+            ref_meta = S.runs.get((ds, seed, pred))
+            ref = S.rows(ds, pred, seed)
+            if (R.kind_of(pred) in ("stage1", "stage2") or ref_meta is None or ref.empty or df.empty
+                    or dead_col() not in df or meta.get("checkpoint_sha256") == ref_meta.get("checkpoint_sha256")):
+                continue   # no k = k_end state, nothing committed to compare with, or the committed run itself
+            if not same_images(ds, (meta.get("data") or {}).get("renderer"), (ref_meta.get("data") or {}).get("renderer")):
+                continue
+            found.setdefault((ds, pred), []).append((seed, float(df[dead_col()].iloc[-1]) - float(ref[dead_col()].iloc[-1])))
+    out = []
+    for (ds, pred), pairs in sorted(found.items()):
+        committed = S.final(ds, pred)[dead_col()]
+        out.append({"dataset": DATASET_LABEL.get(ds, ds), "run": pred, "label": R.get(pred).label, "seeds": [s for s, _ in pairs],
+                    "deltas": [d for _, d in pairs], "mean_abs": sum(abs(d) for _, d in pairs) / len(pairs),
+                    "seed_std": float(committed.std(ddof=1)) if len(committed) > 1 else None})
+    return out
+
+
 def _stage1(S, ds: str) -> dict[str, Any]:
     """The VAE at the end of stage 1: its KL and Bernoulli NLL per image and how many optimiser steps it took."""
     r = S.rows(ds, "stage1")
@@ -244,7 +272,7 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
         iv, it = intrinsic.intrinsic_verdict(S)
         remedy = {"verdict": iv, "rows": it.to_dict("records"), "coverage": intrinsic.verdict_coverage(S)} if not it.empty else None
         out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name, "table3": ext,
-                    "intrinsic": remedy,
+                    "intrinsic": remedy, "lineage_reruns": _lineage_reruns(S),
                     "unpaired": S.unpaired_lines(), "seeds": core, "n": len(core), "partial": partial,
                     "topk_n": {st.DATASET_LABEL[d]: len(S.seeds_for(d, "topk")) for d in S.datasets},
                     "others": _other_seeds(S), "metas": list(S.runs.values())})
