@@ -270,3 +270,19 @@ def test_the_seeds_table_gives_mean_and_spread_over_every_seed_recorded(tmp_path
     lit = t[t.reading == "literal"].iloc[0]
     assert lit["seeds"] == "42" and lit["dead % end of stage 3 (k = k_end)"] == "n/a"
     assert lit["paper dead % k = 500 / k = 50"] == "1.2 / 34.4"
+
+
+def test_the_rule_reads_seed_42_even_when_a_study_trains_other_seeds(tmp_path):
+    """SPEC §6 fixes seed 42: a later study of seed 43 alone (its sweep, ``--seeds 43``) keeps the choice made on the
+    recorded seed 42, where seed 43 alone would choose another reading; a study without seed 42 anywhere uses its
+    first seed."""
+    make_readings(tmp_path, {"literal": {"dsprites": 80.0, "shapes3d": 92.0}, "centred": {"dsprites": 0.2, "shapes3d": 6.0}})
+    make_readings(tmp_path, {"literal": {"dsprites": 1.0, "shapes3d": 5.0}, "centred": {"dsprites": 30.0, "shapes3d": 40.0}},
+                  seed=43)
+    recs = R.load_readings(tmp_path, PROFILE, seeds=sorted({R.RULE_SEED, 43}))
+    assert R.rule_seed(recs, [43]) == 42 and R.select_reading(recs, R.rule_seed(recs, [43])).chosen == "centred"
+    assert R.select_reading(recs, 43).chosen == "literal"   # what reading the first passed seed would have chosen
+    assert R.rule_seed(recs, [44, 42]) == 42
+    other = make_readings(tmp_path / "other", {"centred": {"dsprites": 1.0, "shapes3d": 5.0}}, seed=7)
+    alone = R.load_readings(other, PROFILE, seeds=sorted({R.RULE_SEED, 7}))   # as notebook 10 loads them
+    assert R.rule_seed(alone, [7]) == 7                      # no seed-42 record anywhere: the study's first seed

@@ -192,3 +192,10 @@ def test_run_folders_of_the_chain():
         s2, tk = C.run_folder("stage2", r), C.run_folder("topk", r)
         assert (s2, tk) == (("stage2", "topk") if r == "literal" else (f"stage2@{r}", f"topk@{r}"))
         assert C.split_run_folder(C.run_folder("extended", r)) == ("extended", r)
+
+
+def test_every_profiles_default_seeds_begin_with_the_rules_seed():
+    """SPEC §6's rule reads seed 42: a default study of any profile trains it first."""
+    from vaesae.analysis.readings import RULE_SEED
+
+    assert all(seeds[0] == RULE_SEED for seeds in pipeline.DEFAULT_SEEDS.values())

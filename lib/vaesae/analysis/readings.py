@@ -176,6 +176,18 @@ class Choice:
                 "paper_table2_dead_pct": {d: PAPER_K500[d] for d in self.datasets}, "dead_column": DEAD}
 
 
+RULE_SEED = 42   # SPEC §6: the rule reads "Top-k, paper profile, seed 42"; every profile's default seeds begin with it
+
+
+def rule_seed(records: Mapping[tuple[str, int, str], ReadingRecord], seeds: Sequence[int]) -> int:
+    """The seed :data:`RULE` reads: :data:`RULE_SEED` when it is among ``seeds`` or some reading has its
+    end-of-warm-up record there (a later study of other seeds, ``--seeds 43``, keeps the choice made on seed 42 and
+    does not choose again on 43); else, in a study run without seed 42 at all (``--seeds 7``), the first of ``seeds``."""
+    if RULE_SEED in seeds or any(s == RULE_SEED and v.warm is not None for (_, s, _), v in records.items()):
+        return RULE_SEED
+    return int(seeds[0])
+
+
 def select_reading(records: Mapping[tuple[str, int, str], ReadingRecord], seed: int,
                    datasets: Sequence[str] = DATASETS, readings: Sequence[str] = C.SAE_READINGS) -> Choice:
     """:data:`RULE`: the reading whose end-of-warm-up dead % (seed ``seed``) is nearest the paper's Table 2, summed
