@@ -237,7 +237,10 @@ def _readings(results_dir: Path, profile: str, datasets: Sequence[str]) -> dict[
     # literal and the chosen reading over every seed recorded (the rule read ``seed`` alone): tables/readings_seeds.md
     over = R.readings_over_seeds(R.load_readings(results_dir, profile, datasets), datasets, chosen,
                                  readings=tuple(dict.fromkeys(("literal", chosen))))
-    return {"chosen": chosen, "seed": seed, "over_seeds": sorted(over.to_dict("records"), key=lambda o: [R.DATASET_LABEL.get(d, d) for d in datasets].index(o["dataset"])), "scores": scores, "warm": R.warm_epochs(profile), "ranked": ranked, "rule": choice.get("rule", R.RULE),
+    labels = [R.DATASET_LABEL.get(d, d) for d in datasets]
+    over_seeds = sorted(over.to_dict("records"), key=lambda o: labels.index(o["dataset"]))   # by dataset, then reading
+    return {"chosen": chosen, "seed": seed, "over_seeds": over_seeds, "scores": scores, "warm": R.warm_epochs(profile),
+            "ranked": ranked, "rule": choice.get("rule", R.RULE),
             "per": per, "n_readings": len(choice["scores"]), "runner_up": ranked[1] if len(ranked) > 1 else None}
 
 
