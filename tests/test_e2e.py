@@ -33,6 +33,11 @@ def smoke_study(tmp_path_factory):
     return tmp, proc
 
 
+def _chosen(tmp) -> str:
+    """The SAE reading notebook 10 chose in the smoke study."""
+    return json.loads((tmp / "results" / "smoke" / "readings_choice.json").read_text())["chosen"]
+
+
 def test_every_notebook_executes(smoke_study):
     tmp, proc = smoke_study
     root = tmp / "results" / "smoke"
@@ -82,7 +87,7 @@ def test_records_carry_provenance(smoke_study):
     assert len(literal) == 2 * 14  # stages 1-2, topk, extended, l1, the four remedies of 08 and the five ablation runs of 09
     # notebook 10: stage2@r and topk@r of the six non-literal readings; the chosen chain adds extended@ and l1@ of its
     # own, 08@chosen the four remedies and 09@chosen the five ablation runs
-    chosen = json.loads((tmp / "results" / "smoke" / "readings_choice.json").read_text())["chosen"]
+    chosen = _chosen(tmp)
     assert len(runs) - len(literal) == 2 * (12 + (0 if chosen == "literal" else 2 + 4 + 5))
     for r in runs:
         meta = json.loads(r.read_text())
@@ -100,7 +105,7 @@ def test_the_intrinsic_comparison_has_every_sparsifier_and_a_verdict(smoke_study
     assert title.rsplit(": ", 1)[1] in {"refuted", "weakened", "supported"}
     assert (tmp / "figures" / "smoke" / "intrinsic_dead_vs_k.png").stat().st_size > 1000
     # 08@chosen: the remedies again under the reading notebook 10 chose, in <remedy>@<reading>/ and tables @<reading>
-    chosen = json.loads((tmp / "results" / "smoke" / "readings_choice.json").read_text())["chosen"]
+    chosen = _chosen(tmp)
     if chosen != "literal":
         comp = pd.read_csv(tables / f"intrinsic_comparison@{chosen}.csv")
         assert len(comp) == 2 * 6 and set(comp.run) == {"topk", "l1", "topk_aux", "topk_init", "batchtopk", "elastic"}
@@ -120,7 +125,7 @@ def test_the_ablation_table_has_the_baseline_and_every_variant(smoke_study):
     assert not done["dead %"].str.contains("n/a").any() and (done.run == "topk").sum() == 2
     assert (tmp / "figures" / "smoke" / "ablation_dead_along_stage3.png").stat().st_size > 1000
     # 09@chosen: the same table under the reading notebook 10 chose
-    chosen = json.loads((tmp / "results" / "smoke" / "readings_choice.json").read_text())["chosen"]
+    chosen = _chosen(tmp)
     if chosen != "literal":
         abl = pd.read_csv(tmp / "results" / "smoke" / "tables" / f"ablation@{chosen}.csv", keep_default_na=False)
         assert len(abl) == 2 * 5 and set(abl.run) == {"topk", *VARIANTS}

@@ -164,3 +164,26 @@ def test_a_retrained_chain_measures_one_seed_trained_twice(tmp_path):
     _device(src2, retrained=False)
     assert imports.main([str(src2), str(dst2), "--runs", f"extended@{R}"]) == 0
     assert writeup._lineage_reruns(st.load_study(dst2, "paper", R)) == []
+
+
+def test_a_device_rerun_is_compared_with_the_committed_run_of_its_own_seed(tmp_path):
+    """Committed literal Top-k at seeds 42 (80 % dead) and 43 (90 %); a re-run of seed 42 under device_*/ (81 %)
+    moved dead % by +1.0 point, not by -4.0 against the mean over both seeds; stage 1 and 2 re-runs compare nothing."""
+    import shutil
+
+    from vaesae.report import writeup
+
+    root = tmp_path / "repo"
+    for seed, dead in ((43, 90.0), (SEED, 80.0)):   # _run writes seed 42's folder: seed 43 moved first
+        d = _run(root, "topk", dead, f"t{seed}", None)
+        if seed != SEED:
+            shutil.move(str(d), str(root / "paper" / DS / f"seed{seed}" / "topk"))
+    rerun = root / "paper" / "device_x" / DS / "topk"
+    rerun.parent.mkdir(parents=True)
+    shutil.copytree(root / "paper" / DS / f"seed{SEED}" / "topk", rerun)
+    pd.DataFrame({"epoch": [0], "k": [50], "dead_pct@0.001": [81.0]}).to_csv(rerun / "epochs.csv", index=False)
+    meta = json.loads((rerun / "run.json").read_text())
+    (rerun / "run.json").write_text(json.dumps({**meta, "seed": SEED, "checkpoint_sha256": "other"}))
+    shutil.copytree(rerun, rerun.parent / "stage2")
+    got = writeup._device_reruns(root / "paper", st.load_study(root, "paper"))
+    assert [(r["run"], r["seed"], r["ref"], r["delta"]) for r in got] == [("topk", SEED, 80.0, 1.0)]

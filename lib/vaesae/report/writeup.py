@@ -140,48 +140,53 @@ def _trajectory(study, ds: str, run: str, col: str) -> dict[str, Any] | None:
             "last_epoch": int(g.epoch.iloc[-1])}
 
 
-def _device_reruns(root: Path, study) -> list[dict[str, Any]]:
-    """Re-runs under ``device_*/<dataset>/<run>/epochs.csv`` against the committed run: dead % moved by how much."""
+def _trained_again(S, ds: str, seed: int, run: str, meta: Mapping[str, Any], df: pd.DataFrame) -> tuple[float, float] | None:
+    """(dead % at the end of a second training of ``run`` at ``seed``, that of the committed run of the same seed)
+    from the second one's ``run.json`` and ``epochs.csv``; None when they cannot be compared: no k = k_end state
+    (stage 1, 2), no committed run at that seed, the committed run itself (same checkpoint), or other images (another
+    renderer, so no measure of noise)."""
     from ..data.render import same_images
-    from ..analysis.study import DATASET_LABEL, dead_col
+    from ..analysis.study import dead_col
+
+    ref_meta, ref = S.runs.get((ds, seed, run)), S.rows(ds, run, seed)
+    if (R.kind_of(run) in ("stage1", "stage2") or ref_meta is None or ref.empty or df.empty or dead_col() not in df
+            or meta.get("checkpoint_sha256") == ref_meta.get("checkpoint_sha256")
+            or not same_images(ds, (meta.get("data") or {}).get("renderer"), (ref_meta.get("data") or {}).get("renderer"))):
+        return None
+    return float(df[dead_col()].iloc[-1]), float(ref[dead_col()].iloc[-1])
+
+
+def _device_reruns(root: Path, study) -> list[dict[str, Any]]:
+    """Re-runs under ``device_*/<dataset>/<run>/epochs.csv`` against the committed run of their own seed: dead % moved
+    by how much (:func:`_trained_again`)."""
+    from ..analysis.study import DATASET_LABEL
 
     out = []
     for csv in sorted(root.glob("device_*/*/*/epochs.csv")):
         ds, run = csv.parent.parent.name, csv.parent.name
-        if R.kind_of(run) in ("stage1", "stage2") or ds not in DATASET_LABEL:   # no k = k_end state to compare
-            continue
-        df = pd.read_csv(csv)
         meta = json.loads((csv.parent / "run.json").read_text()) if (csv.parent / "run.json").is_file() else {}
-        ref_meta = next((m for (d, _, r), m in study.runs.items() if d == ds and r == run), {})
-        if not same_images(ds, (meta.get("data") or {}).get("renderer"), (ref_meta.get("data") or {}).get("renderer")):
-            continue   # a re-run on other images than the committed run's (another renderer) measures no noise
-        ref = _mean(study.final(ds, run), dead_col())
-        if ref is None or dead_col() not in df:
+        if ds not in DATASET_LABEL or meta.get("seed") is None:
             continue
-        out.append({"folder": csv.parent.parent.parent.name, "dataset": DATASET_LABEL[ds], "run": run,
-                    "dead": float(df[dead_col()].iloc[-1]), "ref": ref, "delta": float(df[dead_col()].iloc[-1]) - ref})
+        pair = _trained_again(study, ds, int(meta["seed"]), run, meta, pd.read_csv(csv))
+        if pair is not None:
+            out.append({"folder": csv.parent.parent.parent.name, "dataset": DATASET_LABEL[ds], "run": run,
+                        "seed": int(meta["seed"]), "dead": pair[0], "ref": pair[1], "delta": pair[0] - pair[1]})
     return out
 
 
 def _lineage_reruns(S) -> list[dict[str, Any]]:
     """The same seed's run trained twice: each k = k_end run kept in a run's ``lineage/`` folder (a chain the GPU
     trained again from stage 1, since a checkpoint cannot leave it) against the committed run of that name, seed and
-    reading, on the same images. Per (dataset, run): the seeds, each one's dead % change (lineage − committed), the
-    mean of their absolute values and, for scale, the std over seeds of the committed runs."""
-    from ..data.render import same_images
+    reading (:func:`_trained_again`). Per (dataset, run): the seeds, each one's dead % change (lineage − committed),
+    the mean of their absolute values and, for scale, the std over seeds of the committed runs."""
     from ..analysis.study import DATASET_LABEL, dead_col
 
     found: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for (ds, seed, run), kept in sorted(S.lineage.items()):
         for pred, (meta, df) in sorted(kept.items()):
-            ref_meta = S.runs.get((ds, seed, pred))
-            ref = S.rows(ds, pred, seed)
-            if (R.kind_of(pred) in ("stage1", "stage2") or ref_meta is None or ref.empty or df.empty
-                    or dead_col() not in df or meta.get("checkpoint_sha256") == ref_meta.get("checkpoint_sha256")):
-                continue   # no k = k_end state, nothing committed to compare with, or the committed run itself
-            if not same_images(ds, (meta.get("data") or {}).get("renderer"), (ref_meta.get("data") or {}).get("renderer")):
-                continue
-            found.setdefault((ds, pred), []).append((seed, float(df[dead_col()].iloc[-1]) - float(ref[dead_col()].iloc[-1])))
+            pair = _trained_again(S, ds, seed, pred, meta, df)
+            if pair is not None:
+                found.setdefault((ds, pred), []).append((seed, pair[0] - pair[1]))
     out = []
     for (ds, pred), pairs in sorted(found.items()):
         committed = S.final(ds, pred)[dead_col()]
@@ -451,11 +456,12 @@ def _env():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["n0"] = _fmt_int
-    env.filters["f"] = lambda x, d=1: "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
+    missing = lambda x: x is None or (isinstance(x, float) and math.isnan(x))   # noqa: E731 -> "n/a"
+    env.filters["f"] = lambda x, d=1: "n/a" if missing(x) else f"{x:.{d}f}"
     env.filters["sf"] = lambda x, d=1: "n/a" if x is None else f"{x:+.{d}f}".replace("-", "−")
-    # 3 significant digits with a sign (claimed differences: dead % and MSE differ by orders of magnitude)
-    env.filters["g3"] = lambda x: ("n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else
-                                   "0" if x == 0 else f"{x:+.3g}".replace("-", "−"))
+    # 3 significant digits with a sign (claimed differences: dead % and MSE differ by orders of magnitude); p values 2
+    env.filters["g3"] = lambda x: "n/a" if missing(x) else "0" if x == 0 else f"{x:+.3g}".replace("-", "−")
+    env.filters["g2"] = lambda x: "n/a" if missing(x) else f"{x:.2g}"
     # a - b, or None when either is missing (a reading's whole stage 3 not recorded yet): "n/a" through f / sf
     env.globals["minus"] = lambda a, b: None if a is None or b is None else a - b
     env.filters["pm"] = lambda p, d=1: "—" if p is None or p[0] is None else (f"{p[0]:,.{d}f}" + (f" ± {p[1]:,.{d}f}" if p[1] is not None else ""))
