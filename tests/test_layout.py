@@ -92,6 +92,35 @@ def test_a_notebooks_large_images_live_in_its_page_only(tmp_path):
     assert page.read_bytes() == before   # not overwritten from the stripped notebook
 
 
+def test_a_page_links_the_figures_it_shows_instead_of_embedding_them(tmp_path):
+    """nbhtml.link_figures: an embedded PNG whose bytes are a file under figures/ becomes a relative link to it (the
+    page then stores no copy of it); any other image stays embedded; the CLI does the same to pages already written
+    and refuses a missing folder in one line."""
+    import base64
+
+    import nbformat
+
+    from vaesae.report.nbhtml import main, render_file
+
+    saved, other = b"\x89PNG\r\n\x1a\n" + bytes(range(200)) * 60, b"\x89PNG\r\n\x1a\n" + b"\1" * 12_000
+    (tmp_path / "figures" / "paper").mkdir(parents=True)
+    (tmp_path / "figures" / "paper" / "fig1 a.png").write_bytes(saved)
+    nb_dir = tmp_path / "results" / "paper"
+    nb_dir.mkdir(parents=True)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("show()", outputs=[
+        nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(b).decode(), "text/plain": "x"})
+        for b in (saved, other)])])
+    nbformat.write(nb, str(nb_dir / "07_figures.ipynb"))
+    page = render_file(nb_dir / "07_figures.ipynb", figures_dir=tmp_path / "figures").read_text()
+    assert 'src="../../figures/paper/fig1%20a.png"' in page
+    assert base64.b64encode(saved).decode() not in page and base64.b64encode(other).decode() in page
+    embedded = render_file(nb_dir / "07_figures.ipynb", nb_dir / "old.html").read_text()   # no figures_dir: as before
+    assert embedded.count("data:image/png;base64,") == 2
+    assert main(["link-figures", str(nb_dir), str(tmp_path / "figures")]) == 0
+    assert (nb_dir / "old.html").read_text() == page   # the same page as the runner now writes
+    assert main(["link-figures", str(nb_dir), str(tmp_path / "nowhere")]) == 2
+
+
 def test_the_projection_counts_every_missing_run_and_page_at_its_committed_mean(tmp_path):
     """vaesae.report.treesize: on a small checkout with two topk folders (sizes 100 and 300 bytes) and one page, every expected
     folder and page not tracked is added at the mean of its own run (topk: 200) or, failing that, its kind or the

@@ -9,12 +9,24 @@ page opens offline on its own) and adds a short stylesheet of our own plus the s
 figures are also saved as files under ``figures/``): each becomes a one-line pointer to the page, and the notebook's
 metadata ``vaesae.images_in`` names the page, which :func:`render_file` then never overwrites (issue 17's size
 budget: 06-08's notebooks stored every figure three times).
+
+:func:`link_figures` then keeps each figure once in the tree: an embedded image whose bytes are those of a PNG under
+``figures/`` (notebooks 00, 06-10 show their saved figures with ``IPython.display.Image(filename=...)``) becomes a
+relative link to that file, as the report page links them, so the page opens offline wherever ``results/`` and
+``figures/`` lie side by side. ``python -m vaesae.report.nbhtml link-figures RESULTS FIGURES`` does it for pages
+rendered before (07's page was 4.7 MB, nearly all of it the figures of ``figures/paper`` once more).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import os
+import re
+import sys
 from pathlib import Path
+from urllib.parse import quote
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px; margin: 1.5em auto;
@@ -50,8 +62,47 @@ def notebook_html(nb, title: str = "Notebook") -> str:
             f"<body>\n{body}\n</body>\n</html>\n")
 
 
-def render_file(executed: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``executed`` (an ``.ipynb``) as HTML beside it (or to ``out``), atomically."""
+_DATA_PNG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"')
+
+
+def figure_index(figures_dir: str | Path) -> dict[str, Path]:
+    """SHA-256 of each PNG under ``figures_dir`` (recursively) -> its path; empty when the folder does not exist."""
+    root = Path(figures_dir)
+    files = sorted(root.rglob("*.png")) if root.is_dir() else []
+    return {hashlib.sha256(f.read_bytes()).hexdigest(): f for f in files}
+
+
+def link_figures(page: str, page_dir: str | Path, index: dict[str, Path]) -> tuple[str, int]:
+    """``page`` (HTML text) with every embedded PNG whose bytes are those of a file in ``index`` (:func:`figure_index`)
+    replaced by a relative link to that file from ``page_dir`` (where the page lies); returns it and how many images
+    were linked. Other images stay embedded."""
+    n = 0
+
+    def _sub(m: re.Match) -> str:
+        nonlocal n
+        target = index.get(hashlib.sha256(base64.b64decode(m.group(1))).hexdigest())
+        if target is None:
+            return m.group(0)
+        n += 1
+        return f'src="{quote(Path(os.path.relpath(target, page_dir)).as_posix())}"'
+
+    return _DATA_PNG.sub(_sub, page), n
+
+
+def link_figures_file(page: str | Path, index: dict[str, Path]) -> int:
+    """:func:`link_figures` on the page file ``page``, rewritten atomically when anything changed; returns the count."""
+    from ..io import atomic_write_text
+
+    page = Path(page)
+    text, n = link_figures(page.read_text(encoding="utf-8"), page.parent.resolve(), index)
+    if n:
+        atomic_write_text(page, text)
+    return n
+
+
+def render_file(executed: str | Path, out: str | Path | None = None, figures_dir: str | Path | None = None) -> Path:
+    """Write ``executed`` (an ``.ipynb``) as HTML beside it (or to ``out``), atomically; with ``figures_dir``, each
+    image that is a PNG file there is linked, not embedded (:func:`link_figures`)."""
     import nbformat
 
     from ..io import atomic_write_text
@@ -61,7 +112,10 @@ def render_file(executed: str | Path, out: str | Path | None = None) -> Path:
     nb = nbformat.read(str(executed), as_version=4)
     if nb.metadata.get("vaesae", {}).get("images_in") and out.exists():
         return out   # the page holds the images the notebook no longer does: keep it
-    atomic_write_text(out, notebook_html(nb, title=executed.stem))
+    page = notebook_html(nb, title=executed.stem)
+    if figures_dir is not None:
+        page, _ = link_figures(page, out.parent.resolve(), figure_index(Path(figures_dir).resolve()))
+    atomic_write_text(out, page)
     return out
 
 
@@ -86,9 +140,38 @@ def strip_images(executed: str | Path, min_bytes: int = IMAGE_MIN_BYTES) -> int:
             for k in big:
                 del data[k]
             if big:
-                data["text/plain"] = f"[figure: embedded in {page}, beside this notebook]"
+                data["text/plain"] = f"[figure: shown in {page}, beside this notebook]"
                 n += 1
     if n:
         nb.metadata.setdefault("vaesae", {})["images_in"] = page
         atomic_write_text(executed, nbformat.writes(nb) + "\n")
     return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``link-figures RESULTS FIGURES``: :func:`link_figures` on every ``.html`` page under RESULTS (the report page
+    links its figures already), for pages rendered before the runner linked them itself."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m vaesae.report.nbhtml", description=main.__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    lk = sub.add_parser("link-figures", help="link, not embed, the figures of every page under RESULTS")
+    lk.add_argument("results", help="a folder of rendered notebooks (results/<profile>)")
+    lk.add_argument("figures", help="the figures folder (figures/)")
+    args = ap.parse_args(argv)
+    results, figures = Path(args.results), Path(args.figures)
+    for folder, what in ((results, "results"), (figures, "figures")):
+        if not folder.is_dir():
+            print(f"nbhtml: {what} folder {folder} does not exist", file=sys.stderr)
+            return 2
+    index = figure_index(figures.resolve())
+    pages = linked = 0
+    for page in sorted(results.rglob("*.html")):
+        n = link_figures_file(page, index)
+        pages, linked = pages + bool(n), linked + n
+    print(f"linked {linked} images in {pages} pages to the {len(index)} PNG files under {figures}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def render_html(executed: Path) -> None:
-    """Render an executed notebook to HTML beside it (atomically; compact, see :mod:`vaesae.report.nbhtml`), then take
-    its large images out of the notebook (they stay in the page)."""
+def render_html(executed: Path, figures_dir: Path | None = None) -> None:
+    """Render an executed notebook to HTML beside it (atomically; compact, see :mod:`vaesae.report.nbhtml`; the images
+    that are PNG files under ``figures_dir`` linked, not embedded), then take its large images out of the notebook
+    (they stay in the page)."""
     from ..report.nbhtml import render_file, strip_images
 
-    render_file(executed)
+    render_file(executed, figures_dir=figures_dir)
     strip_images(executed)   # the page keeps the images; the notebook points to it (the tree's size budget)
 
 

@@ -192,7 +192,8 @@ def run(table_path: str, job_id: str) -> int:
             os.replace(tmp_out, job.output)
             job.failed_output.unlink(missing_ok=True)
             # the HTML first: a job counts as finished (has a manifest) only with its rendering
-            external.render_html(job.output)
+            figures = job.params.get("figures_dir")   # relative to the repository, as the manifest records it
+            external.render_html(job.output, figures_dir=REPO_ROOT / figures if figures else None)
             write_manifest(results_dir, profile, job, settings["commit"])
             say("done", job.id, f" in {fmt_seconds(job.elapsed)}")
             return 0
