@@ -51,9 +51,10 @@ def study(tmp_path):
     """A fake study: two tables + verdicts, two figures, run records, executed notebooks."""
     results, figures = tmp_path / "results", tmp_path / "figures"
     cap = "Data: procedural stand-in; profile: quick; seed 42 (n=1)."
-    save_table(pd.DataFrame({"claim": ["C1 dead % at k=50", "C2 MIG stable", "C3 L1 worse", "C4 recovery"],
-                             "paper": [38.1, 0.01, None, 0.0], "ours": [35.123456789, 0.02, 1.5, None],
-                             "verdict": ["reproduced", "direction-only", "not reproduced", "not measured"]}),
+    save_table(pd.DataFrame({"claim": ["C1 dead % at k=50", "C2 MIG stable", "C3 L1 worse", "C4 recovery", "C5 MSE"],
+                             "paper": [38.1, 0.01, None, 0.0, 0.02], "ours": [35.123456789, 0.02, 1.5, None, 0.05],
+                             "verdict": ["reproduced", "direction-only", "not reproduced", "not measured",
+                                         "inconclusive"]}),
                results, PROFILE, "verdicts", title="Verdicts", caption="Verdict rule: the fake rule. " + cap, order=0)
     save_table(pd.DataFrame({"dataset": ["dsprites"], "dead_pct@0.001": [12.3456789123], "mig": [0.21]}),
                results, PROFILE, "topk_summary", title="Top-k summary", caption="Summary table. " + cap, order=1)
@@ -87,7 +88,7 @@ def test_report_contents(study):
     assert "procedural stand-ins were used, not the real datasets" in page
     assert page.index('id="data-source"') < page.index('id="verdicts"')
     # verdict table with its caption (the rule) and coloured verdict cells, near the top
-    assert "Verdict rule: the fake rule." in page and 'class="v-ok"' in page and 'class="v-bad"' in page
+    assert "Verdict rule: the fake rule." in page and all(f'class="{c}"' in page for c in ("v-ok", "v-dir", "v-inc", "v-bad", "v-na"))
     assert page.index("Verdict rule: the fake rule.") < page.index('id="tables"')
     # every table and figure, in index order; long floats shortened
     tables = page[page.index('id="tables"'):]

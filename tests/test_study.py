@@ -95,8 +95,12 @@ def test_missing_runs_are_not_measured(tmp_path):
 
 def test_verdict_rule_interval_and_tolerance():
     c = next(c for c in paper.CLAIMS if c.id == "t1_dead_dsprites_topk")
-    assert paper.verdict(c, [30.0, 40.0, 35.0]) == "reproduced"          # 34.4 inside the interval
+    assert paper.verdict(c, [30.0, 40.0, 35.0]) == "reproduced"          # mean 35.0: within 5 points of 34.4
     assert paper.verdict(c, [38.0]) == "reproduced"                      # within 5 points
+    # 34.4 inside the n=2 interval (75.9 +- 81) but 41.5 points from the mean: the seeds cannot tell, whatever the
+    # direction says
+    assert paper.verdict(c, [69.5, 82.3]) == paper.verdict(c, [69.5, 82.3], direction_holds=True) == "inconclusive"
+    assert paper.verdict(c, [40.0, 41.0, 40.5], direction_holds=True) == "direction-only"   # interval 39.3-41.7
     assert paper.verdict(c, [80.0, 81.0, 80.5]) == "not reproduced"
     assert paper.verdict(c, [80.0, 81.0, 80.5], direction_holds=True) == "direction-only"
     assert paper.verdict(c, []) == "not measured"

@@ -52,7 +52,7 @@ STUDY = (
 )
 _NOTEBOOK_RE = re.compile(r"^\d\d_[^/]*$")
 _PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_VERDICT_CLASSES = {"reproduced": "v-ok", "direction-only": "v-dir", "not reproduced": "v-bad", "not measured": "v-na"}
+_VERDICT_CLASSES = {"reproduced": "v-ok", "inconclusive": "v-inc", "direction-only": "v-dir", "not reproduced": "v-bad", "not measured": "v-na"}
 _SOURCE_WORDS = {"real": "real dataset files", "procedural": "procedural stand-ins", "synthetic": "SYNTHETIC demo records"}
 
 
@@ -510,7 +510,7 @@ h3 { margin-bottom: .3em; }
 table { border-collapse: collapse; margin: .5em 0; font-size: .8em; }
 th, td { border: 1px solid #d0d0d0; padding: .2em .45em; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
 th { background: #f2f4f7; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.v-ok { background: #d7f0d9; } td.v-dir { background: #fff0c7; } td.v-bad { background: #f9d2d2; } td.v-na { background: #e8e8e8; color: #555; }
+td.v-ok { background: #d7f0d9; } td.v-dir { background: #fff0c7; } td.v-inc { background: #dde8f7; } td.v-bad { background: #f9d2d2; } td.v-na { background: #e8e8e8; color: #555; }
 .caption { color: #444; font-size: .88em; max-width: 60em; } .downloads { font-size: .85em; color: #555; }
 .note { background: #eef1f5; border-left: 4px solid #78909c; padding: .4em .8em; font-size: .92em; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #e3e3e3; }
