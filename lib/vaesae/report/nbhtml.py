@@ -65,6 +65,11 @@ def notebook_html(nb, title: str = "Notebook") -> str:
 _DATA_PNG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"')
 
 
+def relative_url(target: str | Path, base_dir: str | Path) -> str:
+    """A relative URL from ``base_dir`` to ``target`` (the report page's links too)."""
+    return quote(Path(os.path.relpath(target, base_dir)).as_posix())
+
+
 def figure_index(figures_dir: str | Path) -> dict[str, Path]:
     """SHA-256 of each PNG under ``figures_dir`` (recursively) -> its path; empty when the folder does not exist."""
     root = Path(figures_dir)
@@ -84,7 +89,7 @@ def link_figures(page: str, page_dir: str | Path, index: dict[str, Path]) -> tup
         if target is None:
             return m.group(0)
         n += 1
-        return f'src="{quote(Path(os.path.relpath(target, page_dir)).as_posix())}"'
+        return f'src="{relative_url(target, page_dir)}"'
 
     return _DATA_PNG.sub(_sub, page), n
 

@@ -32,12 +32,12 @@ import platform
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from ..analysis import coverage
 from ..analysis.study import unpaired_runs
 from ..errors import VaesaeError
 from ..io import atomic_write_text, repo_path
+from .nbhtml import relative_url
 
 
 PACKAGES = ("torch", "numpy", "pandas", "scikit-learn", "seaborn", "papermill", "nbconvert", "h5py")
@@ -66,9 +66,7 @@ def _visible(path: Path, root: Path) -> bool:
     return not any(p.startswith((".", "_", "stale_")) for p in path.relative_to(root).parts)
 
 
-def _url(target: Path, base_dir: Path) -> str:
-    """A relative URL from ``base_dir`` to ``target``."""
-    return quote(Path(os.path.relpath(target, base_dir)).as_posix())
+_url = relative_url
 
 
 def _read_json(path: Path, problems: list[str], what: str) -> Any:
