@@ -1,6 +1,7 @@
 """The tracked tree's budget: the GPU machine copies the working tree and refuses one over 64 MiB,
 so the whole tracked tree (the paper study's records included) must stay under 40 MiB."""
 
+import re
 import zipfile
 
 import pytest
@@ -40,6 +41,26 @@ def test_committed_neuron_records_are_compact():
             names = {i.filename for i in z.infolist()}
             assert "mi.npy" not in names and "latent_mi.npy" not in names, p
             assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in z.infolist()), p
+
+
+def test_no_committed_page_stores_a_figure_a_second_time():
+    """Every tracked page under results/ links, not embeds, each image that is a tracked PNG under figures/
+    (nbhtml.link_figures; ``python -m vaesae.report.nbhtml link-figures`` fixes one that does not), and every image
+    it links exists."""
+    from urllib.parse import unquote
+
+    from vaesae.report.nbhtml import figure_index, link_figures
+
+    tracked = _tracked()
+    index = {h: f for h, f in figure_index(REPO_ROOT / "figures").items()
+             if f.relative_to(REPO_ROOT).as_posix() in set(tracked)}
+    pages = [REPO_ROOT / p for p in tracked if p.startswith("results/") and p.endswith(".html")]
+    assert index and pages
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert link_figures(text, page.parent, index)[1] == 0, f"{page.relative_to(REPO_ROOT)} embeds a figure file"
+        for src in re.findall(r'<img [^>]*src="(?!data:)([^"]+)"', text):
+            assert (page.parent / unquote(src)).exists(), f"{page.relative_to(REPO_ROOT)}: {src} is missing"
 
 
 def test_a_notebook_page_is_self_contained_and_small(tmp_path):
