@@ -183,11 +183,6 @@ def default_on(names_: tuple[str, ...] | list[str], profile: str, *, chosen: boo
     return tuple(n for n in names_ if profile not in (get(n).chosen_left_out_of if chosen else get(n).left_out_of))
 
 
-def chosen_runs() -> tuple[str, ...]:
-    """The runs the study trains again under the chosen SAE reading (the "@chosen" jobs of notebooks 02-05, 08 and 09)."""
-    return tuple(r.name for r in REGISTRY if r.chosen)
-
-
 def sweep_runs() -> tuple[str, ...]:
     """The runs notebook 10 trains under every non-literal SAE reading: stage2 and topk."""
     return tuple(r.name for r in REGISTRY if r.sweep)
