@@ -594,6 +594,9 @@ def test_list_estimates_fall_back_to_other_seeds_and_sum_along_the_longest_chain
     assert est["01_stage1_vae[dsprites,seed44]"] == 120.0          # median of seeds 42 and 43 of dSprites
     assert est["01_stage1_vae[shapes3d,seed44]"] == 7.0
     assert est["02_stage2_sae_init[dsprites,seed44]"] is None      # the only time recorded is another device's
+    # ... which --list names for the jobs it covers: 02 of dSprites at seeds 42, 43 and 44 (no other job has a time
+    # from another device; shapes3d's 02 has none at all)
+    assert pipeline.devices_with_times(jobs, tmp_path / "results", "smoke", est) == {"cuda": 3}
     est["02_stage2_sae_init[dsprites,seed44]"] = 5.0
     est["03_stage3_topk[dsprites,seed44]"] = 50.0
     # 01 -> 02 -> 03 of dSprites seed 44 is the longest chain: 120 + 5 + 50

@@ -626,22 +626,41 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str,
     ``results/<profile>/_manifest/``); None where neither exists. Durations are those of the machine and the packing
     that made each manifest (jobs that shared a GPU ran slower than alone)."""
     out: dict[str, float | None] = {}
-    folder = results_dir / profile / MANIFEST_DIR
     for job in jobs:
         own = estimates.get(job.id)
         if own is not None or job.seed is None:
             out[job.id] = own
             continue
-        found = []
-        for path in sorted(folder.glob(f"{job.id.split('[')[0]}__{job.dataset}_seed*.json")):
-            try:
-                m = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if m.get("elapsed_s") is not None and m.get("params", {}).get("device") == job.params.get("device"):
-                found.append(float(m["elapsed_s"]))
+        found = [t for device, t in _recorded_times(job, results_dir, profile) if device == job.params.get("device")]
         out[job.id] = statistics.median(found) if found else None
     return out
+
+
+def _recorded_times(job: Job, results_dir: Path, profile: str) -> list[tuple[str | None, float]]:
+    """(``device`` parameter, seconds) of every manifest of ``job``'s notebook and dataset, any seed."""
+    out = []
+    for path in sorted((results_dir / profile / MANIFEST_DIR).glob(f"{job.id.split('[')[0]}__{job.dataset}_seed*.json")):
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if m.get("elapsed_s") is not None:
+            out.append((m.get("params", {}).get("device"), float(m["elapsed_s"])))
+    return out
+
+
+def devices_with_times(jobs: list[Job], results_dir: Path, profile: str,
+                       estimates: Mapping[str, float | None]) -> dict[str, int]:
+    """For the jobs without an estimate (:func:`like_estimates`): each other ``device`` parameter with times recorded
+    for their notebook and dataset -> how many of them it covers (``--list`` suggests planning with it)."""
+    count: dict[str, int] = {}
+    for job in jobs:
+        if estimates.get(job.id) is not None or job.seed is None:
+            continue
+        for device in sorted({d for d, _ in _recorded_times(job, results_dir, profile)} - {job.params.get("device")}):
+            if device:
+                count[device] = count.get(device, 0) + 1
+    return count
 
 
 def critical_path(jobs: list[Job], seconds: Mapping[str, float | None]) -> float:

@@ -34,8 +34,8 @@ from ..io import REPO_ROOT, git_commit, repo_path
 from . import external
 from .step import SNAKEMAKE_SETS
 from .jobs import (DATASETS, DEFAULT_SEEDS, Job, StudyLock, _gpu_count, _parse_only, _rel, build_jobs,
-                   check_foreign_outputs, clean_leftovers, critical_path, fmt_seconds, gpu_slots, leaves_out, like_estimates,
-                   plan, write_table)
+                   check_foreign_outputs, clean_leftovers, critical_path, devices_with_times, fmt_seconds, gpu_slots,
+                   leaves_out, like_estimates, plan, write_table)
 
 SNAKEFILE = REPO_ROOT / "workflow" / "Snakefile"
 CLUSTER_PROFILES = REPO_ROOT / "profiles"
@@ -221,6 +221,9 @@ def _print_plan(st: _Study) -> int:
               f"time as last recorded, {fmt_seconds(critical_path(todo, est))} along the longest chain of "
               "dependencies" + (f"; {unknown} with no recorded time" if unknown else "")
               + " (each job's own time, else the median of its notebook and dataset at other seeds)")
+        for device, n in devices_with_times(todo, st.results_dir, st.args.profile, est).items():
+            print(f"times recorded with --device {device} exist for {n} of the jobs with none: pass --device {device} "
+                  "to plan for that machine")
     return 0
 
 
