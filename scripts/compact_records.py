@@ -23,6 +23,9 @@ Every executed notebook's page (``NN_*.html`` beside its ``.ipynb``) is rendered
 notebook by :mod:`vaesae.report.nbhtml` (the same cells, outputs and embedded images, without nbconvert's
 265 KB JupyterLab stylesheet).
 
+Every page then links, not embeds, each image that is a PNG under the ``figures/`` folder beside the results
+directory (``vaesae.report.nbhtml.link_figures``, as the runner renders pages now).
+
 Then every ``<results>/<profile>/_manifest/*.json`` is updated: an output whose recorded SHA-256
 was the old file's gets the new file's; a deleted file's entry is removed. Any other entry (a file
 that did not verify before) is left as it was, so a job that did not verify still does not.
@@ -109,10 +112,29 @@ def rerender_html(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
         if not nb.is_file() or page.name.endswith(".FAILED.html"):
             continue
         old = sha256_file(page)
-        render_file(nb, page)
+        render_file(nb, page, figures_dir=_figures_dir(results_dir))
         new = sha256_file(page)
         if new != old:
             changed[page] = (old, new)
+    return changed
+
+
+def _figures_dir(results_dir: Path) -> Path:
+    """The figures folder beside a results directory (``results/`` and ``figures/`` of one checkout)."""
+    return results_dir.resolve().parent / "figures"
+
+
+def link_pages(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
+    """Every page (``NN_*.html``) with each embedded image that is a PNG under :func:`_figures_dir` replaced by a
+    relative link to it (:func:`vaesae.report.nbhtml.link_figures_file`); pages that embed none are left alone."""
+    from vaesae.report.nbhtml import figure_index, link_figures_file
+
+    index = figure_index(_figures_dir(results_dir))
+    changed: dict[Path, tuple[str, str | None]] = {}
+    for page in sorted(results_dir.rglob("[0-9][0-9]_*.html")):
+        old = sha256_file(page)
+        if link_figures_file(page, index):
+            changed[page] = (old, sha256_file(page))
     return changed
 
 
@@ -181,11 +203,15 @@ def main(argv: list[str]) -> int:
             changed.update(pages)
             stripped = strip_notebooks(d)
             changed.update(stripped)
+            linked = link_pages(d)
+            # a page rendered again above and then linked: its manifest holds the digest from before both
+            changed.update({p: (changed.get(p, v)[0], v[1]) for p, v in linked.items()})
         finally:
             touched = update_manifests(d, changed)
         n_del = sum(1 for v in changed.values() if v[1] is None)
-        print(f"{d}: {len(changed) - n_del - len(pages) - len(stripped)} records rewritten, {n_del} records deleted (duplicate k500 records, unpublished readings' stage 2), "
+        print(f"{d}: {len(changed) - n_del - len(set(pages) | set(stripped) | set(linked))} records rewritten, {n_del} records deleted (duplicate k500 records, unpublished readings' stage 2), "
               f"{len(pages)} notebook pages rendered compact, {len(stripped)} notebooks' images left to their pages, "
+              f"{len(linked)} pages linking their figures, "
               f"{len(touched)} manifests updated")
     return 0
 

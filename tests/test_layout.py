@@ -63,6 +63,23 @@ def test_no_committed_page_stores_a_figure_a_second_time():
             assert (page.parent / unquote(src)).exists(), f"{page.relative_to(REPO_ROOT)}: {src} is missing"
 
 
+def test_every_committed_manifest_matches_the_files_it_records():
+    """Each tracked ``results/<profile>/_manifest/*.json`` names files that are tracked, with their current SHA-256:
+    a page or notebook rewritten without its manifest (by hand, or a tool other than the runner and
+    scripts/compact_records.py) would make ``--reuse`` run that job again, and every job after it."""
+    import json
+
+    from vaesae.io import sha256_file
+
+    tracked = set(_tracked())
+    manifests = [p for p in tracked if p.startswith("results/") and "/_manifest/" in p and p.endswith(".json")]
+    assert manifests
+    for m in manifests:
+        for rel, digest in json.loads((REPO_ROOT / m).read_text()).get("outputs", {}).items():
+            assert rel in tracked, f"{m}: {rel} is not tracked"
+            assert sha256_file(REPO_ROOT / rel) == digest, f"{m}: {rel} changed since its job wrote it"
+
+
 def test_a_notebook_page_is_self_contained_and_small(tmp_path):
     """The executed notebook's HTML keeps its outputs and embedded images, links nothing, and carries
     no 265 KB stylesheet (vaesae.report.nbhtml)."""
@@ -115,13 +132,13 @@ def test_a_notebooks_large_images_live_in_its_page_only(tmp_path):
 
 def test_a_page_links_the_figures_it_shows_instead_of_embedding_them(tmp_path):
     """nbhtml.link_figures: an embedded PNG whose bytes are a file under figures/ becomes a relative link to it (the
-    page then stores no copy of it); any other image stays embedded; the CLI does the same to pages already written
-    and refuses a missing folder in one line."""
+    page then stores no copy of it); any other image stays embedded. (Pages written before: test_records'
+    compact_records test.)"""
     import base64
 
     import nbformat
 
-    from vaesae.report.nbhtml import main, render_file
+    from vaesae.report.nbhtml import render_file
 
     saved, other = b"\x89PNG\r\n\x1a\n" + bytes(range(200)) * 60, b"\x89PNG\r\n\x1a\n" + b"\1" * 12_000
     (tmp_path / "figures" / "paper").mkdir(parents=True)
@@ -137,9 +154,6 @@ def test_a_page_links_the_figures_it_shows_instead_of_embedding_them(tmp_path):
     assert base64.b64encode(saved).decode() not in page and base64.b64encode(other).decode() in page
     embedded = render_file(nb_dir / "07_figures.ipynb", nb_dir / "old.html").read_text()   # no figures_dir: as before
     assert embedded.count("data:image/png;base64,") == 2
-    assert main(["link-figures", str(nb_dir), str(tmp_path / "figures")]) == 0
-    assert (nb_dir / "old.html").read_text() == page   # the same page as the runner now writes
-    assert main(["link-figures", str(nb_dir), str(tmp_path / "nowhere")]) == 2
 
 
 def test_the_projection_counts_every_missing_run_and_page_at_its_committed_mean(tmp_path):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from vaesae import config as C
-from vaesae.analysis import readings as R, study as st
+from vaesae.analysis import labels, readings as R, study as st
 from vaesae.errors import VaesaeError
 
 PROFILE = "smoke"
@@ -264,7 +264,7 @@ def test_the_seeds_table_gives_mean_and_spread_over_every_seed_recorded(tmp_path
     assert list(t.columns) == list(R.SEEDS_COLUMNS) and list(t.reading) == ["literal", "centred"]
     c = t[t.reading == "centred"].iloc[0]
     assert c["seeds"] == "42, 43" and c["chosen"] == "chosen"
-    assert c["dead % end of stage 2"] == st.mean_std([12.0, 16.0], 1) == "14.0 ± 2.8 (n=2)"
+    assert c["dead % end of stage 2"] == labels.mean_std([12.0, 16.0], 1) == "14.0 ± 2.8 (n=2)"
     assert c["dead % end of warm-up (k = k_start)"] == "4.0 ± 2.8 (n=2)"   # epoch WARM-1 = 0: 2.0 and 6.0
     assert c["dead % end of stage 3 (k = k_end)"] == "21.0 (n=1)"          # seed 43's last epoch: 6 + 5 * 3
     lit = t[t.reading == "literal"].iloc[0]

@@ -157,3 +157,30 @@ def test_compact_records_narrows_old_records_and_keeps_manifests_true_even_when_
     before = sha256_file(a / "neurons_final.npz")
     assert cr.main([str(res)]) == 0 and sha256_file(a / "neurons_final.npz") == before   # a second run changes nothing
     assert json.loads(man.read_text())["outputs"][key] == before
+
+
+def test_compact_records_links_the_figures_of_pages_written_before_and_their_manifests_follow(tmp_path):
+    """A page written before the runner linked figures (an embedded PNG that figures/ holds) is rewritten with a
+    relative link, and the manifest that recorded the page's digest gets the new one (else a --reuse study would run
+    that job again, and everything after it); a second run changes nothing."""
+    import base64
+    import json
+    from vaesae.io import sha256_file
+
+    cr = _compact_records()
+    res, fig = tmp_path / "results", tmp_path / "figures" / "p"
+    fig.mkdir(parents=True)
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 50
+    (fig / "fig1.png").write_bytes(png)
+    page = res / "p" / "07_figures.html"
+    page.parent.mkdir(parents=True)
+    page.write_text(f'<html><body><img src="data:image/png;base64,{base64.b64encode(png).decode()}"/></body></html>')
+    (res / "p/_manifest").mkdir()
+    man = res / "p/_manifest/07.json"
+    key = str(page.relative_to(tmp_path))
+    man.write_text(json.dumps({"outputs": {key: sha256_file(page)}}))
+    assert cr.main([str(res)]) == 0
+    assert 'src="../../figures/p/fig1.png"' in page.read_text() and "data:" not in page.read_text()
+    assert json.loads(man.read_text())["outputs"][key] == sha256_file(page)
+    before = page.read_bytes()
+    assert cr.main([str(res)]) == 0 and page.read_bytes() == before

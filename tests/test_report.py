@@ -1,5 +1,6 @@
 """The reviewer report: built from a small fake study, then loaded in a real headless browser."""
 
+import base64
 import os
 import re
 from pathlib import Path
@@ -76,6 +77,11 @@ def study(tmp_path):
     _executed_notebook(seed_dir / "03_stage3_topk.ipynb", "topk done\n")
     _executed_notebook(results / PROFILE / "dsprites" / "00_data.ipynb", "data ok\n")
     _executed_notebook(results / PROFILE / "07_figures.ipynb", "figures ok\n")
+    # 07 shows a saved figure (IPython.display.Image(filename=...)): its page must link the file, not embed it
+    nb = nbformat.read(str(results / PROFILE / "07_figures.ipynb"), as_version=4)
+    png = base64.b64encode((figures / PROFILE / "dead_vs_k.png").read_bytes()).decode()
+    nb.cells[1].outputs.append(nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Image>"}))
+    nbformat.write(nb, str(results / PROFILE / "07_figures.ipynb"))
     return results, figures
 
 
@@ -100,6 +106,8 @@ def test_report_contents(study):
     seed_dir = results / PROFILE / "dsprites" / "seed42"
     assert "topk done" in (seed_dir / "03_stage3_topk.html").read_text()
     assert "pipeline HTML" in (seed_dir / "01_stage1_vae.html").read_text()
+    fig_page = (results / PROFILE / "07_figures.html").read_text()
+    assert "figures ok" in fig_page and 'src="../../figures/quick/dead_vs_k.png"' in fig_page and "data:image" not in fig_page
     for href in ("dsprites/seed42/01_stage1_vae.html", "dsprites/seed42/03_stage3_topk.html",
                  "dsprites/00_data.html", "07_figures.html"):
         assert f'href="{href}"' in page

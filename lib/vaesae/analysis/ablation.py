@@ -90,7 +90,8 @@ def ablation_table(study: "Study", variants: Sequence[str] | None = None) -> "pd
     have). Runs that diverged are left out of the numbers and named in ``note``. ``variants``: default every one."""
     import pandas as pd
 
-    from .study import DATASET_LABEL, mean_std
+    from .labels import mean_std
+    from .study import DATASET_LABEL
 
     rows = []
     for ds in study.datasets:

@@ -34,7 +34,8 @@ from .. import runs as R
 from ..metrics.alignment import alignment, ceiling_share, most_specialised, validation_after_reinit, validation_dead_pct
 from ..metrics.common import DEFAULT_DEAD_THRESHOLD
 from .labels import label, legend_outside
-from .study import DATASET_LABEL, DEAD, SPEC, Study, mean_std as _ms
+from .labels import mean_std as _ms
+from .study import DATASET_LABEL, DEAD, SPEC, Study
 
 
 def baselines() -> tuple[str, ...]:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import paper
-from .labels import mean_std  # noqa: F401 (the cells of every table; re-exported for its readers)
+from .labels import mean_std
 from .. import runs as R
 from ..errors import VaesaeError
 from ..io import repo_path

@@ -13,8 +13,8 @@ budget: 06-08's notebooks stored every figure three times).
 :func:`link_figures` then keeps each figure once in the tree: an embedded image whose bytes are those of a PNG under
 ``figures/`` (notebooks 00, 06-10 show their saved figures with ``IPython.display.Image(filename=...)``) becomes a
 relative link to that file, as the report page links them, so the page opens offline wherever ``results/`` and
-``figures/`` lie side by side. ``python -m vaesae.report.nbhtml link-figures RESULTS FIGURES`` does it for pages
-rendered before (07's page was 4.7 MB, nearly all of it the figures of ``figures/paper`` once more).
+``figures/`` lie side by side. ``scripts/compact_records.py`` does it, with the manifests, for pages rendered before
+(07's page was 4.7 MB, nearly all of it the figures of ``figures/paper`` once more).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import hashlib
 import html
 import os
 import re
-import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -118,7 +117,7 @@ def render_file(executed: str | Path, out: str | Path | None = None, figures_dir
     if nb.metadata.get("vaesae", {}).get("images_in") and out.exists():
         return out   # the page holds the images the notebook no longer does: keep it
     page = notebook_html(nb, title=executed.stem)
-    if figures_dir is not None:
+    if figures_dir is not None and "data:image/png" in page:   # the index hashes every figure: only when needed
         page, _ = link_figures(page, out.parent.resolve(), figure_index(Path(figures_dir).resolve()))
     atomic_write_text(out, page)
     return out
@@ -152,31 +151,3 @@ def strip_images(executed: str | Path, min_bytes: int = IMAGE_MIN_BYTES) -> int:
         atomic_write_text(executed, nbformat.writes(nb) + "\n")
     return n
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``link-figures RESULTS FIGURES``: :func:`link_figures` on every ``.html`` page under RESULTS (the report page
-    links its figures already), for pages rendered before the runner linked them itself."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m vaesae.report.nbhtml", description=main.__doc__)
-    sub = ap.add_subparsers(dest="command", required=True)
-    lk = sub.add_parser("link-figures", help="link, not embed, the figures of every page under RESULTS")
-    lk.add_argument("results", help="a folder of rendered notebooks (results/<profile>)")
-    lk.add_argument("figures", help="the figures folder (figures/)")
-    args = ap.parse_args(argv)
-    results, figures = Path(args.results), Path(args.figures)
-    for folder, what in ((results, "results"), (figures, "figures")):
-        if not folder.is_dir():
-            print(f"nbhtml: {what} folder {folder} does not exist", file=sys.stderr)
-            return 2
-    index = figure_index(figures.resolve())
-    pages = linked = 0
-    for page in sorted(results.rglob("*.html")):
-        n = link_figures_file(page, index)
-        pages, linked = pages + bool(n), linked + n
-    print(f"linked {linked} images in {pages} pages to the {len(index)} PNG files under {figures}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -66,9 +66,6 @@ def _visible(path: Path, root: Path) -> bool:
     return not any(p.startswith((".", "_", "stale_")) for p in path.relative_to(root).parts)
 
 
-_url = relative_url
-
-
 def _read_json(path: Path, problems: list[str], what: str) -> Any:
     try:
         return json.loads(path.read_text())
@@ -130,8 +127,11 @@ def _banner(sources: dict[str, list[str]]) -> dict[str, str]:
             "text": f"Every run used the real, checksum-verified dataset files. Per dataset \u2014 {per}."}
 
 
-def _render_notebooks(root: Path, report_dir: Path, problems: list[str]) -> list[dict[str, Any]]:
-    """Executed notebooks under ``root`` grouped by dataset/seed; renders missing or stale HTML."""
+def _render_notebooks(root: Path, report_dir: Path, problems: list[str], figures_dir: Path) -> list[dict[str, Any]]:
+    """Executed notebooks under ``root`` grouped by dataset/seed; renders missing or stale HTML as the runner does
+    (:func:`vaesae.report.nbhtml.render_file`, the figures under ``figures_dir`` linked)."""
+    from .nbhtml import render_file
+
     if not root.is_dir():
         return []
     entries = []
@@ -141,24 +141,24 @@ def _render_notebooks(root: Path, report_dir: Path, problems: list[str]) -> list
         failed = nb_path.name.endswith(".FAILED.ipynb")
         html_path = nb_path.with_suffix(".html")
         if failed:
-            entries.append({"path": nb_path, "href": _url(nb_path, report_dir), "name": nb_path.name[: -len(".FAILED.ipynb")],
+            entries.append({"path": nb_path, "href": relative_url(nb_path, report_dir), "name": nb_path.name[: -len(".FAILED.ipynb")],
                             "failed": True})
             continue
         if not html_path.exists() or html_path.stat().st_mtime < nb_path.stat().st_mtime:
             try:
-                _export_html(nb_path, html_path)
+                render_file(nb_path, html_path, figures_dir=figures_dir)
             except Exception as exc:  # a damaged notebook must not stop the report
                 problems.append(f"could not render {nb_path.relative_to(root)} to HTML ({type(exc).__name__}: {exc})".replace("\n", " "))
-                entries.append({"path": nb_path, "href": _url(nb_path, report_dir), "name": nb_path.stem, "failed": False,
+                entries.append({"path": nb_path, "href": relative_url(nb_path, report_dir), "name": nb_path.stem, "failed": False,
                                 "note": "HTML rendering failed; link goes to the notebook"})
                 continue
-        entries.append({"path": html_path, "href": _url(html_path, report_dir), "name": nb_path.stem, "failed": False})
+        entries.append({"path": html_path, "href": relative_url(html_path, report_dir), "name": nb_path.stem, "failed": False})
     # also HTML the pipeline wrote whose notebook is gone (kept, it is the only copy)
     listed = {e["path"] for e in entries} | {e["path"].with_suffix(".html") for e in entries}
     for html_path in sorted(root.rglob("*.html")):
         if (_visible(html_path, root) and _NOTEBOOK_RE.match(html_path.name) and html_path not in listed
                 and not html_path.name.endswith(".FAILED.html")):
-            entries.append({"path": html_path, "href": _url(html_path, report_dir), "name": html_path.stem, "failed": False})
+            entries.append({"path": html_path, "href": relative_url(html_path, report_dir), "name": html_path.stem, "failed": False})
 
     groups: dict[tuple, dict[str, Any]] = {}
     for e in entries:
@@ -177,12 +177,6 @@ def _render_notebooks(root: Path, report_dir: Path, problems: list[str]) -> list
             e.setdefault("note", None)
         g["items"].sort(key=lambda e: e["name"])
     return out
-
-
-def _export_html(nb_path: Path, html_path: Path) -> None:
-    from .nbhtml import render_file
-
-    render_file(nb_path, html_path)
 
 
 def _fmt_cell(text: str) -> tuple[str, bool]:
@@ -257,7 +251,7 @@ def _table_entry(entry: dict[str, Any], tables_dir: Path, report_dir: Path, prob
     for ext in ("csv", "md", "tex"):
         p = tables_dir / f"{name}.{ext}"
         if p.exists():
-            out["downloads"].append({"ext": ext, "href": _url(p, report_dir)})
+            out["downloads"].append({"ext": ext, "href": relative_url(p, report_dir)})
     csv_path, md_path = tables_dir / f"{name}.csv", tables_dir / f"{name}.md"
     if csv_path.exists():
         try:
@@ -299,8 +293,8 @@ def _figure_entries(fig_dir: Path, report_dir: Path, problems: list[str]) -> lis
         png, pdf = fig_dir / f"{name}.png", fig_dir / f"{name}.pdf"
         item = {"name": name, "anchor": f"figure-{fig_dir.name}-{name}", "title": entry.get("title") or name,
                 "caption": entry.get("caption") or "", "order": entry.get("order", 1e9), "placeholder": None,
-                "png": _url(png, report_dir) if png.exists() else None,
-                "pdf": _url(pdf, report_dir) if pdf.exists() else None}
+                "png": relative_url(png, report_dir) if png.exists() else None,
+                "pdf": relative_url(pdf, report_dir) if pdf.exists() else None}
         if item["png"] is None:
             problems.append(f"figure {name}: the index lists it but {png.name} does not exist")
         out.append(item)
@@ -366,7 +360,7 @@ def _provenance_row(r: dict[str, Any], report_dir: Path) -> dict[str, Any]:
             "device": env.get("device") or r.get("device") or "not recorded", "python": env.get("python", "not recorded"),
             "reading": str(params.get("reading_sae") or "literal"),
             "wall": f"{float(r['wall_s']) / 60:.2f}" if isinstance(r.get("wall_s"), (int, float)) else "—",
-            "href": _url(r["_path"], report_dir)}
+            "href": relative_url(r["_path"], report_dir)}
 
 
 def _with_placeholders(figures: list[dict[str, Any]], fig_dir: Path, profile: str, have_runs: bool) -> list[dict[str, Any]]:
@@ -402,8 +396,8 @@ def _readings(tables_dir: Path, fig_dir: Path, report_dir: Path, indexed: list[d
         png, pdf = fig_dir / f"{name}.png", fig_dir / f"{name}.pdf"
         if png.exists() and not any(f["name"] == name for f in figures):
             figures.append({"name": name, "anchor": f"figure-{fig_dir.name}-{name}", "title": "Dead neurons against k, per SAE reading",
-                            "caption": "", "order": 0, "placeholder": None, "png": _url(png, report_dir),
-                            "pdf": _url(pdf, report_dir) if pdf.exists() else None})
+                            "caption": "", "order": 0, "placeholder": None, "png": relative_url(png, report_dir),
+                            "pdf": relative_url(pdf, report_dir) if pdf.exists() else None})
     return {"tables": tables, "figures": [f for f in figures if f.get("png")]}
 
 
@@ -462,7 +456,7 @@ def collect(results_dir: str | Path, figures_dir: str | Path, profile: str) -> d
                          index, problems)
     data_figures = _figure_entries(figures_dir / "data", report_dir, problems) if profile != "data" else []
 
-    notebooks = _render_notebooks(root, report_dir, problems)
+    notebooks = _render_notebooks(root, report_dir, problems, figures_dir)
     if not notebooks:
         missing.append(f"executed notebooks: no results/{profile}/**/NN_*.ipynb or .html yet")
     missing.extend(f"not run yet: {line}" for line in coverage.recorded_not_run(results_dir, profile))
