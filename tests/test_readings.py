@@ -2,6 +2,9 @@
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -286,3 +289,41 @@ def test_the_rule_reads_seed_42_even_when_a_study_trains_other_seeds(tmp_path):
     other = make_readings(tmp_path / "other", {"centred": {"dsprites": 1.0, "shapes3d": 5.0}}, seed=7)
     alone = R.load_readings(other, PROFILE, seeds=sorted({R.RULE_SEED, 7}))   # as notebook 10 loads them
     assert R.rule_seed(alone, [7]) == 7                      # no seed-42 record anywhere: the study's first seed
+
+
+def test_the_rule_sums_over_both_datasets_even_when_a_study_trains_one(tmp_path):
+    """SPEC §6 sums over dSprites and Shapes3D: a later study of dSprites alone (``--datasets dsprites``) keeps the
+    choice made on both, where dSprites alone would choose another reading; a study that has only ever recorded
+    dSprites sums over dSprites."""
+    make_readings(tmp_path, {"literal": {"dsprites": 2.0, "shapes3d": 92.0},       # 0.8 + 87.2
+                             "centred": {"dsprites": 3.0, "shapes3d": 6.0}})        # 1.8 + 1.2
+    recs = R.load_readings(tmp_path, PROFILE, R.DATASETS, [42])   # as notebook 10 loads them
+    assert R.rule_datasets(recs, 42, ["dsprites"]) == ["dsprites", "shapes3d"]
+    assert R.select_reading(recs, 42, R.rule_datasets(recs, 42, ["dsprites"])).chosen == "centred"
+    assert R.select_reading(recs, 42, ["dsprites"]).chosen == "literal"   # what dSprites alone would choose
+    assert R.rule_datasets(recs, 43, ["dsprites"]) == ["dsprites"]        # nothing recorded at 43: the study's own
+    only = make_readings(tmp_path / "only", {"literal": {"dsprites": 2.0}, "centred": {"dsprites": 3.0}})
+    alone = R.load_readings(only, PROFILE, R.DATASETS, [42])
+    assert R.rule_datasets(alone, 42, ["dsprites"]) == ["dsprites"]
+    assert R.select_reading(alone, 42, R.rule_datasets(alone, 42, ["dsprites"])).chosen == "literal"
+
+
+@pytest.mark.integration
+def test_notebook_10_on_one_dataset_keeps_the_choice_made_on_both(tmp_path):
+    """Notebook 10 run for dSprites alone at another seed (train=False: no training, the committed records compare):
+    the rule still reads seed 42 on both datasets and keeps the reading both chose (centred), not dSprites' own."""
+    from vaesae.io import REPO_ROOT
+
+    results = make_readings(tmp_path / "results", {"literal": {"dsprites": 2.0, "shapes3d": 92.0},
+                                                   "centred": {"dsprites": 3.0, "shapes3d": 6.0}})
+    make_readings(results, {"literal": {"dsprites": 2.0}, "centred": {"dsprites": 3.0}}, seed=43)
+    params = {"profile": PROFILE, "datasets": "dsprites", "seeds": "43", "train": False, "curves": "none",
+              "results_dir": str(results), "figures_dir": str(tmp_path / "figures"), "source": "procedural",
+              "device": "cpu"}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "lib"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
+    res = subprocess.run([sys.executable, "-m", "vaesae.workflow.execute", str(REPO_ROOT / "notebooks" / "10_readings.ipynb"),
+                          str(tmp_path / "10.ipynb"), "--cwd", str(REPO_ROOT / "notebooks"), "--params", json.dumps(params)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    choice = json.loads((results / PROFILE / R.CHOICE_FILE).read_text())
+    assert choice["chosen"] == "centred" and choice["datasets"] == ["dsprites", "shapes3d"] and choice["seed"] == 42

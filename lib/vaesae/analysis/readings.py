@@ -188,6 +188,19 @@ def rule_seed(records: Mapping[tuple[str, int, str], ReadingRecord], seeds: Sequ
     return int(seeds[0])
 
 
+def rule_datasets(records: Mapping[tuple[str, int, str], ReadingRecord], seed: int,
+                  datasets: Sequence[str]) -> list[str]:
+    """The datasets :data:`RULE` sums over at ``seed``: ``datasets`` (the study's) and every other dataset of
+    :data:`DATASETS` where some reading has its end-of-warm-up record at ``seed``, in :data:`DATASETS`' order.
+    SPEC §6 sums over dSprites and Shapes3D: a later study of one dataset (``--datasets dsprites``, its sweep at
+    seeds 43 and 44) keeps the choice made on both, where dSprites alone may choose another reading; a study that
+    has only ever recorded one dataset (a smoke run of dSprites) sums over that one. ``records`` must hold the
+    other datasets' records at ``seed`` (:func:`load_readings` over :data:`DATASETS`)."""
+    recorded = {d for (d, s, _), v in records.items() if s == seed and v.warm is not None}
+    keep = set(datasets) | recorded
+    return [d for d in DATASETS if d in keep]
+
+
 def select_reading(records: Mapping[tuple[str, int, str], ReadingRecord], seed: int,
                    datasets: Sequence[str] = DATASETS, readings: Sequence[str] = C.SAE_READINGS) -> Choice:
     """:data:`RULE`: the reading whose end-of-warm-up dead % (seed ``seed``) is nearest the paper's Table 2, summed
