@@ -106,7 +106,43 @@ def test_only_items_for_one_dataset_and_seed_pack_different_chains_in_one_study(
     assert sorted(by_id) == ["00_data[shapes3d]", "01_stage1_vae[dsprites,seed42]", "01_stage1_vae[dsprites,seed43]"]
 
 
+def test_a_profile_job_that_trains_takes_brackets_and_trains_those_only(notebooks, tmp_path):
+    """08@chosen[shapes3d:42] beside a dSprites chain: the remedies of Shapes3D seed 42 only, waiting for Shapes3D seed
+    42's runs only (not for the dSprites chain's stage 3), its manifest listing those folders only; 09 and 10 too."""
+    for stem in ("08_is_collapse_intrinsic", "09_ablations", "10_readings"):   # like the real ones
+        _write_nb(notebooks / f"{stem}.ipynb", {"profile": "smoke", "results_dir": "results", "datasets": "dsprites",
+                                                "seeds": "42", **({"reading_sae": "literal"} if stem != "10_readings" else {})})
+    only = ["01", "02@chosen[dsprites:43]", "03@chosen[dsprites:43]", "02@chosen[shapes3d:42]", "03@chosen[shapes3d:42]",
+            "08@chosen[shapes3d:42]", "10[dsprites]"]
+    by_id, _, _ = _jobs(tmp_path, only=only)
+    j8 = by_id["08_is_collapse_intrinsic@chosen"]
+    assert (j8.params["datasets"], j8.params["seeds"]) == ("shapes3d", "42")
+    assert j8.deps == ["02_stage2_sae_init@chosen[shapes3d,seed42]", "03_stage3_topk@chosen[shapes3d,seed42]"]
+    assert {d.parent.parent.name + "/" + d.parent.name for d in j8.record_dirs} == {"shapes3d/seed42"}
+    j10 = by_id["10_readings"]   # a bracket without a seed: every seed of the study
+    assert (j10.params["datasets"], j10.params["seeds"]) == ("dsprites", "42,43")
+    assert j10.deps == ["01_stage1_vae[dsprites,seed42]", "01_stage1_vae[dsprites,seed43]"]
+    # without brackets a profile job keeps the study's datasets and seeds
+    by_id, _, _ = _jobs(tmp_path, only=["08@chosen", "09"])
+    assert by_id["08_is_collapse_intrinsic@chosen"].params["datasets"] == "dsprites,shapes3d"
+    assert by_id["09_ablations"].params["seeds"] == "42,43"
+    # the product of the brackets: two datasets at one seed
+    by_id, _, _ = _jobs(tmp_path, only=["09[dsprites:43]", "09[shapes3d:43]"])
+    assert (by_id["09_ablations"].params["datasets"], by_id["09_ablations"].params["seeds"]) == ("dsprites,shapes3d", "43")
+
+
+def test_the_plan_names_a_narrowed_profile_job(tmp_path, capsys):
+    assert runner.main(["--profile", "smoke", "--results-dir", str(tmp_path / "results"), "--figures-dir",
+                        str(tmp_path / "figures"), "--seeds", "42,43", "--only", "02@chosen[shapes3d:42],08@chosen[shapes3d:42]",
+                        "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "08_is_collapse_intrinsic@chosen (shapes3d, seed 42)  <- 02_stage2_sae_init@chosen[shapes3d,seed42]\n" in out
+
+
 @pytest.mark.parametrize("text, message", [
+    ("08[dsprites:42],08[shapes3d:43]", "08_is_collapse_intrinsic runs once for every dataset and seed named (their "
+                                        "product): add [dsprites:43], [shapes3d:42]"),
+    ("10[dsprites],10[shapes3d:42]", "name it with seeds everywhere or nowhere"),
     ("04@chosen[mnist:42]", "dataset 'mnist' is not among --datasets dsprites,shapes3d"),
     ("04@chosen[dsprites:45]", "seed 45 is not among --seeds 42,43"),
     ("07[dsprites]", "07 runs once for the whole profile"),

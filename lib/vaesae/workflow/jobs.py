@@ -289,12 +289,17 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
             # (and the manifests already written) stay as they were
             "train": False if (TRAIN_SWITCH.get(base) == "train" and sweep is False) else None,
         }
+        # a profile job that trains per dataset and seed (08, 09, 10) may be narrowed by --only's brackets
+        own_d, own_s = narrowed(stem, only, datasets, seeds) if base in TRAIN_SWITCH else (list(datasets), list(seeds))
+        if (own_d, own_s) != (list(datasets), list(seeds)):
+            offered |= {"datasets": ",".join(own_d), "seeds": ",".join(map(str, own_s))}
         for dataset, seed, jid, out_dir in _units(stem, scope, datasets, seeds, root):
-            unit = {"dataset": dataset, "seed": seed if seed is not None else seeds[0], **offered}
+            unit = {"dataset": dataset, "seed": seed if seed is not None else own_s[0], **offered}
             params = {k: v for k, v in unit.items() if k in declared and v is not None}
             dep_ids = _dep_ids(deps, scope, dataset, seed, by_stem, skip)
             if scope == "profile":   # a profile job that trains (08, 09) writes into every dataset's and seed's folder
-                record_dirs = [root / d / f"seed{s}" / r for d in datasets for s in seeds for r in runs]
+                dep_ids = [i for i in dep_ids if _within(i, own_d, own_s)]
+                record_dirs = [root / d / f"seed{s}" / r for d in own_d for s in own_s for r in runs]
                 record_dirs += [root / f for f in PROFILE_FILES.get(stem, ())]
             else:
                 record_dirs = [out_dir / r for r in runs]
@@ -303,6 +308,16 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
             jobs.append(Job(jid, nb_path, out_dir / f"{stem}.ipynb", params, dep_ids, record_dirs, dataset, seed))
             by_stem.setdefault(stem, []).append(jid)
     return jobs, missing
+
+
+def _within(job_id: str, datasets: Sequence[str], seeds: Sequence[int]) -> bool:
+    """Whether job ``job_id`` ("03_stage3_topk[dsprites,seed42]", "00_data[shapes3d]", "10_readings") is of one of
+    ``datasets`` and ``seeds`` (a job without a dataset or seed is of all of them)."""
+    _, _, unit = job_id.partition("[")
+    if not unit:
+        return True
+    dataset, _, seed = unit.rstrip("]").partition(",")
+    return dataset in datasets and (not seed or int(seed.removeprefix("seed")) in seeds)
 
 
 def _stem(job: Job) -> str:
@@ -339,6 +354,23 @@ def _selected(stem: str, only: Sequence[str], dataset: str | None = None, seed: 
     return False
 
 
+def narrowed(stem: str, only: Sequence[str] | None, datasets: Sequence[str],
+             seeds: Sequence[int]) -> tuple[list[str], list[int]]:
+    """The datasets and seeds a profile job that trains per dataset and seed (:data:`TRAIN_SWITCH`: 08, 09, 10) is
+    given: those its ``only`` items name in brackets (``"08@chosen[shapes3d:42]"``; a bracket without a seed: every
+    seed of the study), else the study's. The job runs once for the product of its datasets and seeds, so the
+    brackets naming it must form one (checked by :func:`_parse_only`)."""
+    if not only:
+        return list(datasets), list(seeds)
+    items = [_split_only(it) for it in only]
+    mine = [(d, s) for nb, d, s in items if _selected(stem, [nb])]
+    if not mine or any(d is None for d, _ in mine):
+        return list(datasets), list(seeds)
+    named_d = {d for d, _ in mine}
+    named_s = set(seeds) if any(s is None for _, s in mine) else {s for _, s in mine}
+    return [d for d in datasets if d in named_d], [s for s in seeds if s in named_s]
+
+
 def _parse_only(text: str, datasets: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[str]:
     """The items of ``--only``, checked: each names a notebook of the graph; a bracket names a dataset of
     ``datasets`` and a seed of ``seeds`` (when given), and only on a notebook run per dataset or seed."""
@@ -357,12 +389,30 @@ def _parse_only(text: str, datasets: Sequence[str] | None = None, seeds: Sequenc
             raise VaesaeError(f"--only: no notebook {nb!r}; choose from {', '.join(graph)} (or their numbers)")
         if d is None:
             continue
-        if any(graph[st] == "profile" for st in stems):
+        if any(graph[st] == "profile" and st.partition("@")[0] not in TRAIN_SWITCH for st in stems):
             raise VaesaeError(f"--only: {it!r}: {nb} runs once for the whole profile; it takes no [dataset:seed]")
         if datasets is not None and d not in datasets:
             raise VaesaeError(f"--only: {it!r}: dataset {d!r} is not among --datasets {','.join(datasets)}")
         if seeds is not None and s is not None and s not in seeds:
             raise VaesaeError(f"--only: {it!r}: seed {s} is not among --seeds {','.join(map(str, seeds))}")
+    # a profile job that trains per dataset and seed runs once for the product of the datasets and seeds named
+    for st, scope in graph.items():
+        if scope != "profile" or st.partition("@")[0] not in TRAIN_SWITCH:
+            continue
+        named = [(d, s) for nb, d, s in map(_split_only, items) if _selected(st, [nb])]
+        if not named or any(d is None for d, _ in named):
+            continue
+        if any(s is None for _, s in named):
+            if any(s is not None for _, s in named):
+                raise VaesaeError(f"--only: {st} runs once for the datasets and seeds named; name it with seeds "
+                                  "everywhere or nowhere")
+            continue
+        pairs = set(named)
+        product = {(d, s) for d in {d for d, _ in pairs} for s in {s for _, s in pairs}}
+        if pairs != product:
+            missing = ", ".join(f"[{d}:{s}]" for d, s in sorted(product - pairs))
+            raise VaesaeError(f"--only: {st} runs once for every dataset and seed named (their product): "
+                              f"add {missing} or run the others in another study")
     return items
 
 

@@ -92,7 +92,7 @@ def _parser() -> _Parser:
     ap.add_argument("--figures-dir", default="figures", help="where figures go")
     ap.add_argument("--only", default=None, help="comma-separated notebook numbers or names to run (e.g. 01,02,03 or 07; "
                     "03@chosen for the chain under the chosen SAE reading; 04@chosen[dsprites:42] or 00[shapes3d] for one "
-                    "dataset and seed only); their dependencies outside the list count as met")
+                    "dataset and seed only; 08, 09 and 10, which train per dataset and seed, take brackets too: 08@chosen[shapes3d:42] trains the remedies of Shapes3D seed 42 only); their dependencies outside the list count as met")
     ap.add_argument("--remedies", dest="remedies", nargs="?", const=True, default=None, metavar="LIST",
                     help="train the remedy sparsifiers in 08 (and 08@chosen): all of them, or those of a comma-separated "
                          "LIST (e.g. topk_aux,elastic; default: all for smoke and paper, none for quick)")
@@ -206,6 +206,18 @@ def _announce(st: _Study) -> None:
         print(f"not yet part of the artifact (their notebooks do not exist yet): {', '.join(st.missing)}")
 
 
+def _narrowed_note(job: Job, st: _Study) -> str:
+    """" (dsprites, seed 42)" for a profile job that --only's brackets gave fewer datasets or seeds than the study's
+    (:func:`vaesae.workflow.jobs.narrowed`), else ""."""
+    p = job.params
+    if job.dataset is not None or "datasets" not in p or "seeds" not in p:
+        return ""
+    if (p["datasets"], p["seeds"]) == (",".join(st.datasets), ",".join(map(str, st.seeds))):
+        return ""
+    seeds = p["seeds"].split(",")
+    return f" ({p['datasets'].replace(',', ', ')}, seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
+
+
 def _print_plan(st: _Study) -> int:
     """``--list``: every job and whether its outputs are complete, nothing run; for the jobs to run, the time each
     took when last recorded (:func:`like_estimates`), their sum and the longest chain among them."""
@@ -214,7 +226,8 @@ def _print_plan(st: _Study) -> int:
     est = like_estimates(todo, st.results_dir, st.args.profile, own)
     for j in st.jobs:
         when = f"  ({fmt_seconds(est[j.id])})" if j.state != "skipped" and est[j.id] is not None else ""
-        print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {j.id}{when}  <- {', '.join(j.deps) or '-'}")
+        print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {j.id}{_narrowed_note(j, st)}{when}  "
+              f"<- {', '.join(j.deps) or '-'}")
     if todo:
         unknown = sum(1 for j in todo if est[j.id] is None)
         print(f"{len(todo)} of {len(st.jobs)} jobs to run: {fmt_seconds(sum(v or 0.0 for v in est.values()))} of job "
