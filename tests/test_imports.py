@@ -108,6 +108,46 @@ def test_an_imported_run_is_not_overwritten_without_replace(tmp_path, capsys):
     assert not list((dst / "paper" / DS / f"seed{SEED}").glob(".*"))   # no staging folder left behind
 
 
+def _sweep(root, *, epochs_done=5):
+    """Notebook 10's sweep of reading 'centred' on the device: stage 1 'A' retrained, stage2@centred 'E' from it, the
+    Top-k warm-up stopped after ``epochs_done`` epochs (5: the paper profile's warm-up); the chosen reading's
+    page beside them (not theirs), the choice file naming standardised."""
+    _run(root, "stage1", 0.0, "A", None, commit="dev0001")
+    _run(root, "stage2@centred", 2.0, "E", "A", commit="dev0001")
+    d = _run(root, "topk@centred", 1.0, None, "E", n=epochs_done, commit="dev0001")
+    meta = json.loads((d / "run.json").read_text())
+    meta |= {"complete": False, "partial": True, "epochs_done": epochs_done, "epochs": 50, "profile": "paper"}
+    (d / "run.json").write_text(json.dumps(meta))
+    nb = root / "paper" / DS / f"seed{SEED}"
+    for name in ("01_stage1_vae", "02_stage2_sae_init@chosen", "03_stage3_topk@chosen"):
+        (nb / f"{name}.html").write_text("<html></html>")
+    (root / "paper" / "_manifest").mkdir(parents=True)
+    (root / "paper" / "_manifest" / f"02_stage2_sae_init@chosen__{DS}_seed{SEED}.json").write_text("{}")
+    (root / "paper" / "readings_choice.json").write_text(json.dumps({"chosen": R}))
+
+
+def test_a_sweep_reading_comes_with_its_warm_up_and_without_the_chosen_readings_pages(tmp_path, capsys):
+    src, dst = tmp_path / "device", tmp_path / "repo"
+    _committed(dst)
+    _sweep(src)
+    assert imports.main([str(src), str(dst), "--runs", "stage2@centred,topk@centred"]) == 0
+    seed_dir = dst / "paper" / DS / f"seed{SEED}"
+    # the warm-up, partial as meant, arrives; it started from the stage 2 imported with it: no lineage of its own
+    assert json.loads((seed_dir / "topk@centred" / "run.json").read_text())["partial"] is True
+    assert not (seed_dir / "topk@centred" / "lineage").exists()
+    # stage 2 started from the device's stage 1, kept with its page
+    kept = sorted(p.relative_to(seed_dir / "stage2@centred" / "lineage").as_posix()
+                  for p in (seed_dir / "stage2@centred" / "lineage").rglob("*") if p.is_file())
+    assert kept == ["01_stage1_vae.html", "stage1/epochs.csv", "stage1/run.json"]
+    # notebook 10's runs have no per-seed job: the chosen reading's pages and manifests stay on the device
+    assert not list(seed_dir.glob("*.html")) and not (dst / "paper" / "_manifest").exists()
+    # a Top-k run of a sweep reading stopped before the end of the warm-up is an unfinished job
+    src2 = tmp_path / "device2"
+    _sweep(src2, epochs_done=3)
+    assert imports.main([str(src2), str(dst), "--runs", "topk@centred", "--replace"]) == 2
+    assert "is a partial run" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("runs", ["extended@nonsense", "nothing", "topk@standardised@x"])
 def test_a_bad_run_name_is_one_line(tmp_path, capsys, runs):
     src, dst = tmp_path / "device", tmp_path / "repo"

@@ -16,6 +16,10 @@ with the committed predecessor would compare two chains. So for each run named:
   of it, which must carry that SHA-256, is kept in ``<run folder>/lineage/<predecessor folder>/`` (``run.json``,
   ``epochs.csv`` and its notebook's HTML), and the walk goes on from it.
 
+Notebook 10's sweep runs (``stage2@centred,topk@centred``, ...; the Top-k run stopped, as meant, at the end of the
+warm-up) import the same way; their job is the profile job 10, which the report step draws again from the records, so
+no job file comes with them. Folders named in one import end each other's walks.
+
 :meth:`vaesae.analysis.study.Study.start` then pairs the run with the state it started from. Nothing in ``DST`` is
 touched before every named run has been checked; each run folder is written beside its place and moved in.
 """
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import runs as R
+from ..analysis.readings import CHOICE_FILE, warm_epochs
 from ..analysis.study import LINEAGE
 from ..config import run_folder, split_run_folder
 from ..errors import VaesaeError
@@ -46,21 +51,42 @@ def _records(folder: Path) -> list[Path]:
     return [folder / f for f in RECORD_FILES if (folder / f).is_file()] + sorted(folder.glob("neurons_*.npz"))
 
 
-def _is_job_of(stem: str, run: str, reading: str) -> bool:
+def _is_job_of(stem: str, run: str, reading: str, chosen: str | None = None) -> bool:
     """Whether a job file's stem (``04_extended@chosen``; a manifest's or log's part before ``__``) is the job that
-    trains ``run`` under ``reading``: the notebook alone for literal and stage 1, ``<notebook>@...`` otherwise."""
+    trains ``run`` under ``reading``: the notebook alone for literal and stage 1, ``<notebook>@...`` for the chosen
+    reading (any non-literal one when ``chosen`` is not known). Another reading's runs are notebook 10's sweep, a
+    profile job: no per-seed job file is theirs."""
     nb = R.get(run).notebook
-    literal = reading == "literal" or R.kind_of(run) == "stage1"
-    return stem == nb if literal else stem.startswith(nb + "@")
+    if reading == "literal" or R.kind_of(run) == "stage1":
+        return stem == nb
+    return (chosen is None or reading == chosen) and stem.startswith(nb + "@")
 
 
-def _job_files(src: Path, profile: str, dataset: str, seed: int, run: str, reading: str) -> list[tuple[Path, Path]]:
+def _chosen(*results: Path, profile: str) -> str | None:
+    """The chosen reading recorded in the first of ``results`` that has ``<profile>/readings_choice.json``."""
+    for root in results:
+        try:
+            return str(load_json(root / profile / CHOICE_FILE)["chosen"])
+        except (OSError, ValueError, KeyError, TypeError, VaesaeError):
+            continue
+    return None
+
+
+def _sweep_warm_up(meta: dict, run: str, reading: str, profile: str) -> bool:
+    """Whether a partial record is a sweep run of notebook 10 stopped, as meant, at the end of stage 3's warm-up
+    (SPEC §6: a non-literal reading's Top-k run, ``warm_epochs(profile)`` epochs done)."""
+    return (reading != "literal" and run in R.sweep_runs() and R.kind_of(run) != "stage2"
+            and meta.get("epochs_done") == warm_epochs(meta.get("profile") or profile))
+
+
+def _job_files(src: Path, profile: str, dataset: str, seed: int, run: str, reading: str,
+               chosen: str | None = None) -> list[tuple[Path, Path]]:
     """(source, path relative to the profile folder) of the executed notebook, manifest and log of ``run``'s job."""
     sd = _seed_dir(src, profile, dataset, seed)
-    files = [p for p in sorted(sd.glob("*.ipynb")) + sorted(sd.glob("*.html")) if _is_job_of(p.stem, run, reading)]
+    files = [p for p in sorted(sd.glob("*.ipynb")) + sorted(sd.glob("*.html")) if _is_job_of(p.stem, run, reading, chosen)]
     for sub, ext in (("_manifest", "json"), ("logs", "log")):
         files += [p for p in sorted((src / profile / sub).glob(f"*__{dataset}_seed{seed}.{ext}"))
-                  if _is_job_of(p.name.split("__")[0], run, reading)]
+                  if _is_job_of(p.name.split("__")[0], run, reading, chosen)]
     return [(p, p.relative_to(src / profile)) for p in files]
 
 
@@ -77,22 +103,26 @@ def check_folder(folder: str) -> tuple[str, str]:
 
 
 def plan_import(src: Path, dst: Path, profile: str, dataset: str, seed: int, folder: str, *,
-                replace: bool = False) -> dict:
+                replace: bool = False, importing: Sequence[str] = ()) -> dict:
     """What importing run folder ``folder`` of one dataset and seed copies, checked, nothing written.
 
     Returns ``{"folder", "records": [Path], "lineage": [(predecessor folder, [Path])], "jobs": [(Path, rel)]}``.
     Raises :class:`VaesaeError` (one line) when the run is not in ``src``, is already in ``dst`` (without
-    ``replace``), or started from a state that is neither committed in ``dst`` nor recorded in ``src``."""
+    ``replace``), or started from a state that is neither committed in ``dst`` nor recorded in ``src``.
+    A predecessor among ``importing`` (the folders of the same dataset and seed imported with it) ends the walk
+    like a committed one when ``src`` records the state the run started from: it is committed by the same import.
+    A Top-k run of notebook 10's sweep stopped at the end of the warm-up (SPEC §6) is imported although partial."""
     run, reading = check_folder(folder)
     s_dir, d_dir = _seed_dir(src, profile, dataset, seed), _seed_dir(dst, profile, dataset, seed)
     if not (s_dir / folder / "run.json").is_file():
         raise VaesaeError(f"{s_dir / folder} has no run.json: nothing to import")
     meta = load_json(s_dir / folder / "run.json")
-    if not meta.get("complete", True) or meta.get("partial"):
+    if (not meta.get("complete", True) or meta.get("partial")) and not _sweep_warm_up(meta, run, reading, profile):
         raise VaesaeError(f"{s_dir / folder} is a partial run (its job did not finish): not imported")
     if (d_dir / folder).exists() and not replace:
         raise VaesaeError(f"{d_dir / folder} exists; pass --replace to overwrite it")
     lineage: list[tuple[str, list[Path]]] = []
+    chosen = _chosen(src, dst, profile=profile)
     cur, pred = meta, R.get(run).from_run
     while pred is not None:
         want, pf = cur.get("input_sha256"), run_folder(pred, reading)
@@ -103,11 +133,13 @@ def plan_import(src: Path, dst: Path, profile: str, dataset: str, seed: int, fol
         if not theirs.is_file() or load_json(theirs).get("checkpoint_sha256") != want:
             raise VaesaeError(f"{dataset} seed {seed} {folder}: the {pf} it started from (SHA-256 {want[:12]}…) is "
                               f"neither committed in {d_dir} nor recorded in {s_dir}; bring that run's records back too")
-        html = [p for p in sorted(s_dir.glob("*.html")) if _is_job_of(p.stem, pred, reading)]
+        if pf in importing:
+            break   # committed by this very import
+        html = [p for p in sorted(s_dir.glob("*.html")) if _is_job_of(p.stem, pred, reading, chosen)]
         lineage.append((pf, [s_dir / pf / f for f in RECORD_FILES if (s_dir / pf / f).is_file()] + html))
         cur, pred = load_json(theirs), R.get(pred).from_run
     return {"folder": folder, "records": _records(s_dir / folder), "lineage": lineage,
-            "jobs": _job_files(src, profile, dataset, seed, run, reading)}
+            "jobs": _job_files(src, profile, dataset, seed, run, reading, chosen)}
 
 
 def apply_import(plan: dict, dst: Path, profile: str, dataset: str, seed: int) -> list[Path]:
@@ -163,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for p in found:
                 ds, seed = p.parents[2].name, int(p.parents[1].name[4:])
                 if (datasets is None or ds in datasets) and (seeds is None or seed in seeds):
-                    plans.append((ds, seed, plan_import(args.src, args.dst, args.profile, ds, seed, folder, replace=args.replace)))
+                    plans.append((ds, seed, plan_import(args.src, args.dst, args.profile, ds, seed, folder,
+                                                        replace=args.replace, importing=wanted)))
         if not plans:
             raise VaesaeError(f"no run folder {', '.join(wanted)} in {args.src / args.profile} for those datasets and seeds")
         for ds, seed, plan in plans:   # every run checked before anything is written
