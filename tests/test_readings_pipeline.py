@@ -122,6 +122,11 @@ def test_a_profile_job_that_trains_takes_brackets_and_trains_those_only(notebook
     j10 = by_id["10_readings"]   # a bracket without a seed: every seed of the study
     assert (j10.params["datasets"], j10.params["seeds"]) == ("dsprites", "42,43")
     assert j10.deps == ["01_stage1_vae[dsprites,seed42]", "01_stage1_vae[dsprites,seed43]"]
+    assert "10_readings" in by_id["02_stage2_sae_init@chosen[dsprites,seed43]"].deps   # of the sweep's dataset
+    # a chain of another seed under the recorded choice does not wait for a sweep narrowed to seed 43
+    by_id, _, _ = _jobs(tmp_path, only=["01", "02@chosen[dsprites:42]", "10[dsprites:43]"])
+    assert by_id["02_stage2_sae_init@chosen[dsprites,seed42]"].deps == ["01_stage1_vae[dsprites,seed42]"]
+    assert by_id["10_readings"].deps == ["01_stage1_vae[dsprites,seed43]"]
     # without brackets a profile job keeps the study's datasets and seeds
     by_id, _, _ = _jobs(tmp_path, only=["08@chosen", "09"])
     assert by_id["08_is_collapse_intrinsic@chosen"].params["datasets"] == "dsprites,shapes3d"
