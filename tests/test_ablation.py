@@ -176,3 +176,35 @@ def test_a_diverged_variant_is_recorded_and_named_in_the_table(smoke, monkeypatc
     assert t.loc["topk_lr_x10", "dead %"] == "n/a"
     assert t.loc["topk_lr_x10", "note"].startswith("seed 42 diverged: the loss became nan at step ")
     assert t.loc["topk_init1", "note"] == ""
+
+
+@pytest.mark.integration
+def test_variants_side_by_side_give_the_records_of_one_after_the_other(smoke, tmp_path):
+    """On a GPU each variant's chain trains in a process of its own (vaesae.training.parallel); on the CPU, where a
+    run is bitwise reproducible, two chains side by side (the init-seed variant's two runs, Adam's one) equal the
+    same in turn, and the runs of the remedies likewise."""
+    import shutil
+
+    import pandas as pd
+
+    from vaesae.training import remedies
+
+    results, _, _ = smoke
+    frames = []
+    for workers, name in ((2, "side_by_side"), (1, "in_turn")):
+        res = tmp_path / name / "results"
+        shutil.copytree(results / "smoke" / "dsprites" / "seed42" / "stage1", res / "smoke" / "dsprites" / "seed42" / "stage1")
+        shutil.copytree(results / "smoke" / "dsprites" / "seed42" / "stage2", res / "smoke" / "dsprites" / "seed42" / "stage2")
+        for run in ("stage1", "stage2"):
+            shutil.copytree(results.parent / "checkpoints" / "smoke" / "dsprites" / "seed42" / run,
+                            res.parent / "checkpoints" / "smoke" / "dsprites" / "seed42" / run)
+        out = ablations.train_ablations(["dsprites"], [42], "smoke", results_dir=res, variants=["topk_init1", "topk_adam"],
+                                        workers=workers, **KW)
+        out |= remedies.train_remedies(["dsprites"], [42], "smoke", results_dir=res, remedies=["topk_aux", "batchtopk"],
+                                       workers=workers, **KW)
+        assert list(out) == [("dsprites", 42, r) for r in ("stage2_init1", "topk_init1", "topk_adam", "topk_aux", "batchtopk")]
+        assert all(m["complete"] for m in out.values())
+        frames.append([pd.read_csv(res / "smoke" / "dsprites" / "seed42" / r / "epochs.csv").drop(columns=list(train.WALL_COLUMNS))
+                       for (_, _, r) in out])
+    for a, b in zip(*frames):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)

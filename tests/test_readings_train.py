@@ -192,9 +192,9 @@ def test_fraction_of_variance_unexplained():
 
 
 def test_chains_side_by_side_give_the_records_of_one_after_the_other(tmp_path):
-    """vaesae.analysis.readings trains (dataset, seed) chains in spawned processes on a GPU; each keeps its own seed and
+    """vaesae.training.readings trains (dataset, seed) chains in spawned processes on a GPU; each keeps its own seed and
     records: on the CPU, where a run is bitwise reproducible, two chains side by side equal the same two in turn."""
-    from vaesae.training import readings
+    from vaesae.training import parallel, readings
 
     frames = []
     for workers, name in ((2, "side_by_side"), (1, "in_turn")):
@@ -210,4 +210,5 @@ def test_chains_side_by_side_give_the_records_of_one_after_the_other(tmp_path):
                        for s in (42, 43)])
     for a, b in zip(*frames):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
-    assert readings.chain_workers(4, "cpu") == 1 and readings.chain_workers(4, "cpu", workers=3) == 3
+    assert parallel.workers_for(4, "cpu") == 1 and parallel.workers_for(4, "cpu", workers=3) == 3
+    assert parallel.workers_for(6, "cuda") == parallel.MAX_SIDE_BY_SIDE == 4 and parallel.workers_for(2, "cuda") == 2

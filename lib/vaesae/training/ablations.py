@@ -13,6 +13,7 @@ from ..config import get_config, run_folder
 from ..errors import VaesaeError
 from ..io import repo_path
 from ..runs import Run
+from .parallel import map_units, workers_for
 
 
 BASELINE = "topk"         # the run every variant changes one thing of
@@ -92,43 +93,51 @@ def ensure_baseline(datasets: Sequence[str], seeds: Sequence[int], profile: str,
     return trained
 
 
+def _train_variant(ds: str, seed: int, name: str, *, profile: str, results_dir: Path, device: str, source: str,
+                   force: bool, reading: str, progress: bool | str,
+                   log: Callable[[str], None] | None) -> dict[tuple[str, int, str], dict]:
+    """One variant's chain for one dataset and seed (the init-seed variant: its stage 2, then its stage 3)."""
+    import json
+
+    from .train import Diverged, run_paths, run_stage
+
+    say = log or (lambda s: None)
+    v = variant(name)
+    ov = overrides_for(v, profile, seed)
+    sae_seed = init_seed_for(v, seed)
+    out: dict[tuple[str, int, str], dict] = {}
+    for run in chain(v):
+        row = R.get(run)
+        stage = row.sparsifier if row.kind == "stage3" else row.kind   # run_stage's stage: "stage2", "topk"
+        s2 = sae_seed if row.kind == "stage2" else None                 # the re-drawn SAE's seed
+        ov_run = {**ov, "reading_sae": reading, **({"sae_init_seed": s2} if s2 is not None else {})}
+        folder = run_folder(run, reading)
+        try:
+            out[(ds, seed, run)] = run_stage(stage, ds, seed, profile, results_dir=results_dir, device=device,
+                                             source=source, force=force, progress=progress, log=log,
+                                             overrides=ov_run, run=folder, from_run=run_folder(row.from_run, reading))
+        except Diverged as exc:   # run_stage recorded it (run.json, complete: false)
+            say(f"{folder} on {ds}, seed {seed}: diverged ({exc})")
+            out[(ds, seed, run)] = json.loads((run_paths(results_dir, None, profile, ds, seed, folder)[0]
+                                               / "run.json").read_text())
+            break   # a diverged stage 2 leaves its stage 3 nothing to train from
+    return out
+
+
 def train_ablations(datasets: Sequence[str], seeds: Sequence[int], profile: str, *, results_dir: str | Path,
                     variants: Sequence[str] | None = None, device: str = "auto", source: str = "auto", force: bool = False,
-                    reading: str = "literal", progress: bool | str = "epoch",
+                    reading: str = "literal", progress: bool | str = "epoch", workers: int = 0,
                     log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
     """Every variant for every dataset and seed (finished runs with the same parameters are skipped; interrupted
     ones resume). The lr and optimiser variants train from that seed's stage-2 checkpoint, the init-seed variant
     from the stage-1 checkpoint through its own stage 2. A run that diverges (NaN loss) is recorded as such and
     the others go on. ``variants``: default every one of the registry. ``reading``: the SAE's input reading (SPEC
     §6); under any but ``literal`` every folder is ``<run>@<reading>`` and the stage-3 variants train from
-    ``stage2@<reading>``. Returns {(dataset, seed, run): run.json} (``run``: the registry's name)."""
-    import json
-
-    from .train import Diverged, run_paths, run_stage
-
-    say = log or (lambda s: None)
-    chosen = [variant(n) for n in (R.ablation_variants() if variants is None else variants)]
-    results_dir = repo_path(results_dir)
-    out: dict[tuple[str, int, str], dict] = {}
-    for ds in datasets:
-        for seed in seeds:
-            for v in chosen:
-                ov = overrides_for(v, profile, seed)
-                sae_seed = init_seed_for(v, seed)
-                for run in chain(v):
-                    row = R.get(run)
-                    stage = row.sparsifier if row.kind == "stage3" else row.kind   # run_stage's stage: "stage2", "topk"
-                    s2 = sae_seed if row.kind == "stage2" else None                 # the re-drawn SAE's seed
-                    ov_run = {**ov, "reading_sae": reading, **({"sae_init_seed": s2} if s2 is not None else {})}
-                    folder = run_folder(run, reading)
-                    try:
-                        out[(ds, seed, run)] = run_stage(stage, ds, seed, profile, results_dir=results_dir, device=device,
-                                                         source=source, force=force, progress=progress, log=log,
-                                                         overrides=ov_run, run=folder,
-                                                         from_run=run_folder(row.from_run, reading))
-                    except Diverged as exc:   # run_stage recorded it (run.json, complete: false)
-                        say(f"{folder} on {ds}, seed {seed}: diverged ({exc})")
-                        out[(ds, seed, run)] = json.loads((run_paths(results_dir, None, profile, ds, seed, folder)[0]
-                                                           / "run.json").read_text())
-                        break   # a diverged stage 2 leaves its stage 3 nothing to train from
-    return out
+    ``stage2@<reading>``. Each variant's chain for one dataset and seed is a unit of its own: on a GPU up to 4 train
+    side by side (:func:`vaesae.training.parallel.workers_for`; ``workers`` > 0 sets the number).
+    Returns {(dataset, seed, run): run.json} (``run``: the registry's name)."""
+    names = [variant(n).name for n in (R.ablation_variants() if variants is None else variants)]   # checked here
+    units = [(ds, seed, n) for ds in datasets for seed in seeds for n in names]
+    return map_units(_train_variant, units, workers_for(len(units), device, workers), profile=profile,
+                     results_dir=repo_path(results_dir), device=device, source=source, force=force, reading=reading,
+                     progress=progress, log=log)

@@ -11,40 +11,11 @@ from typing import Any, Callable, Sequence
 
 from .. import config as C, runs as R
 from ..errors import VaesaeError
+from .parallel import map_units, workers_for
 
 
 # ------------------------------------------------------------------------------------------------
 # training (notebook 10)
-
-
-def chain_workers(n_chains: int, device: str = "auto", workers: int = 0) -> int:
-    """How many (dataset, seed) chains train side by side: ``workers`` if given (> 0), else one process per chain
-    on a GPU (they share it; under the CUDA MPS daemon that ``--jobs-per-gpu`` starts, 1.3x the throughput of one
-    run in the 2026-12-02 measurement) and 1 on the CPU, whose cores one run already uses."""
-    if workers > 0:
-        return min(workers, max(1, n_chains))
-    import torch
-
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    return max(1, n_chains) if cuda else 1
-
-
-def _map_chains(fn: Callable[..., dict], chains: Sequence[tuple[str, int]], workers: int, **kw: Any) -> dict:
-    """``fn(dataset, seed, **kw)`` for every chain: in this process when ``workers`` is 1, else in that many spawned
-    processes (each its own CUDA context, seed and graph). The results merged in chain order."""
-    out: dict = {}
-    if workers <= 1 or len(chains) <= 1:
-        for ds, seed in chains:
-            out.update(fn(ds, seed, **kw))
-        return out
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(fn, ds, seed, **kw) for ds, seed in chains]
-        for f in futures:
-            out.update(f.result())
-    return out
 
 
 def _train_chain(ds: str, seed: int, *, profile: str, results_dir: str | Path, readings: Sequence[str],
@@ -82,9 +53,9 @@ def train_readings(datasets: Sequence[str], seeds: Sequence[int], profile: str, 
     (``topk@r``) up to ``stop_after`` epochs (the warm-up; None: to the end, resuming a warm-up run). Literal is
     left to notebooks 02/03 (its folders are theirs). Finished runs with the same parameters are skipped. A run
     that diverges is recorded as such and the others go on. Each (dataset, seed) is one chain; chains train side
-    by side on a GPU (:func:`chain_workers`). Returns {(dataset, seed, run folder): run.json}."""
+    by side on a GPU (:func:`vaesae.training.parallel.workers_for`). Returns {(dataset, seed, run folder): run.json}."""
     chains = [(ds, seed) for ds in datasets for seed in seeds]
-    return _map_chains(_train_chain, chains, chain_workers(len(chains), device, workers), profile=profile,
+    return map_units(_train_chain, chains, workers_for(len(chains), device, workers), profile=profile,
                        results_dir=results_dir, readings=tuple(readings), stop_after=stop_after, device=device,
                        source=source, progress=progress, log=log)
 
@@ -115,6 +86,6 @@ def complete_curves(datasets: Sequence[str], seeds: Sequence[int], profile: str,
     is trained here only if it is missing (then from ``stage2``, as 03 would). Chains side by side as in
     :func:`train_readings`."""
     chains = [(ds, seed) for ds in datasets for seed in seeds]
-    return _map_chains(_curve_chain, chains, chain_workers(len(chains), device, workers), profile=profile,
+    return map_units(_curve_chain, chains, workers_for(len(chains), device, workers), profile=profile,
                        results_dir=results_dir, readings=tuple(readings), device=device, source=source,
                        progress=progress, log=log)
