@@ -105,3 +105,44 @@ def test_study_projection_counts_every_run_and_the_pipelines_serial_jobs():
     remedies = sum(r["seconds"] for r in runs if r["job"] == "08[r0]") / 60
     assert alone[("pipeline", 8)] > remedies and alone[("per_run", 8)] < alone[("pipeline", 8)]
     assert alone[("per_run", 8)] >= study["gpu_min_alone"] / 8
+
+
+def test_a_job_trains_its_units_side_by_side_in_the_one_slot_it_holds():
+    """08 and 09 train their runs up to 4 at once inside one job (vaesae.training.parallel): the GPU's rate is shared
+    by processes, not jobs, and the job holds its slot until its last unit ends."""
+    f = bench_project._factor({2: 150.0}, 100.0)                       # 2 processes together: 1.5x one run
+    four = [("r", [10.0, 10.0, 10.0, 10.0], set(), 2)]
+    assert bench_project.simulate_wall(four, 1, 1, f) == pytest.approx(2 * 20.0 / 1.5)   # two waves of two
+    assert bench_project.simulate_wall([("r", [10.0] * 4, set(), 1)], 1, 1, f) == pytest.approx(40.0)
+    # a one-run job waiting for it starts only when its last unit has ended, even with a free slot
+    assert bench_project.simulate_wall(four + [("b", 5.0, {"r"})], 1, 2, f) == pytest.approx(2 * 20.0 / 1.5 + 5.0)
+    tp = {d: {"stage1": 2e5, "stage2": 2e5, "stage3": 1e5} for d in bench_steps.N_TRAIN}
+    jobs = {j: (units, width) for j, units, _, width in bench_project.study_jobs(bench_project.study_runs(tp, 0.1), "pipeline")}
+    assert len(jobs["08[r0]"][0]) == 24 and jobs["08[r0]"][1] == 4            # 2 datasets x 3 seeds x 4 remedies
+    assert len(jobs["09[r0]"][0]) == 24 and jobs["09[r0]"][1] == 4            # the init-seed chain is one unit
+    assert jobs["03[dsprites,0,r0]"] == (jobs["03[dsprites,0,r0]"][0], 1) and len(jobs["03[dsprites,0,r0]"][0]) == 1
+
+
+def test_project_again_from_a_stored_benchmark_without_a_device(tmp_path, capsys):
+    """``python -m vaesae.bench project FILE``: the stored measurements, this commit's model of the pipeline; a file
+    that is not a training benchmark is one line."""
+    tp = {d: {"stage1": 2e5, "stage2": 2e5, "stage3": 1e5} for d in bench_steps.N_TRAIN}
+    conc = {"dataset": "dsprites", "single_img_s": 100.0, "rows": [{"mps": True, "n": 2, "aggregate_img_s": 150.0}]}
+    path = tmp_path / "GPU_concurrent.json"
+    path.write_text(json.dumps({"throughput": tp, "evaluation": {"eval_s": 0.1}, "stage3_concurrent": conc,
+                                "git_commit": "a" * 40, "study_projection": {"stale": True}}))
+    assert bench_cli.main(["project", str(path)]) == 0
+    study = json.loads(path.read_text())["study_projection"]
+    assert "stale" not in study and study["made_by"]["measured_by"] == "a" * 40 and study["made_by"]["git_commit"]
+    assert study == {**bench_project.project_study(tp, 0.1, conc), "made_by": study["made_by"]}
+    # under MPS the pipeline's 08 and 09 train side by side: 2 processes do 1.5x, so 8 GPUs x 2 beat 8 x 1 alone
+    rows = {(r["graph"], r["gpus"], r["jobs_per_gpu"], r["mps"]): r["wall_min"] for r in study["rows"]}
+    assert rows[("pipeline", 8, 2, True)] < rows[("pipeline", 8, 1, False)]
+    assert "best on 8 GPU(s)" in capsys.readouterr().out
+    bad = tmp_path / "x_concurrent.json"
+    bad.write_text(json.dumps({"benchmark": "conv"}))
+    with pytest.raises(SystemExit) as exc:
+        bench_cli.main(["project", str(bad)])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds no training benchmark" in err

@@ -1,4 +1,4 @@
-"""``python -m vaesae.bench {metrics,train,verify,conv}``: the command line (this package's ``__main__``)."""
+"""``python -m vaesae.bench {metrics,train,verify,conv,project}``: the command line (this package's ``__main__``)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,41 @@ def _add_conv(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_conv)
 
 
+def cmd_project(args: argparse.Namespace) -> int:
+    """Project the whole study again from a concurrent benchmark's stored measurements, with this commit's model of
+    the pipeline (no device needed): its ``study_projection`` is replaced and says which commit projected it."""
+    import json
+    from pathlib import Path
+
+    from ..io import atomic_save_json, git_commit
+    from .project import _print_study, project_study
+
+    path = Path(args.file) if args.file else next(iter(sorted((REPO_ROOT / "results" / "bench").glob("*_concurrent.json"))), None)
+    if path is None or not path.is_file():
+        raise VaesaeError(f"no concurrent benchmark {'at ' + str(path) if path else 'in results/bench'}; "
+                          "run python -m vaesae.bench train --concurrent 1,2,3,4 on a GPU first")
+    try:
+        d = json.loads(path.read_text())
+        tp, eval_s = d["throughput"], d["evaluation"]["eval_s"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise VaesaeError(f"{path} holds no training benchmark (throughput and evaluation); not a bench train JSON") from None
+    study = project_study(tp, eval_s, d.get("stage3_concurrent"))
+    study["made_by"] = {"git_commit": git_commit(), "measured_by": d.get("git_commit", "not recorded"),
+                        "note": "projected again by python -m vaesae.bench project from the stored measurements"}
+    d["study_projection"] = study
+    atomic_save_json(path, d)
+    _print_study(study)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_project(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("project", help="project the whole paper study again from a stored concurrent benchmark "
+                                       "(results/bench/<device>_concurrent.json) with this commit's pipeline model")
+    p.add_argument("file", nargs="?", default=None, help="the JSON (default: the first results/bench/*_concurrent.json)")
+    p.set_defaults(func=cmd_project)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vaesae.bench", description="Benchmarks that print timings.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_verify(sub)
     _add_conv(sub)
+    _add_project(sub)
     return parser
 
 

@@ -35,8 +35,8 @@ def study_runs(tp: dict[str, dict[str, float]], eval_s: float, *, readings: int 
         raise VaesaeError("the study projection needs stage-1, -2 and -3 rates of at least one dataset")
     runs: list[dict[str, Any]] = []
 
-    def add(rid: str, secs: float, deps: list[str], job: str, after: tuple[str, ...] = ()) -> str:
-        runs.append({"id": rid, "seconds": secs, "deps": deps, "job": job, "after": list(after)})
+    def add(rid: str, secs: float, deps: list[str], job: str, after: tuple[str, ...] = (), unit: str | None = None) -> str:
+        runs.append({"id": rid, "seconds": secs, "deps": deps, "job": job, "after": list(after), "unit": unit or rid})
         return rid
 
     for d, n in N_TRAIN.items():
@@ -53,59 +53,85 @@ def study_runs(tp: dict[str, dict[str, float]], eval_s: float, *, readings: int 
                 l1 = add(f"l1[{v}]", one3(e3), [s2], f"05[{v}]")
                 for k in range(STUDY_REMEDIES):
                     add(f"remedy{k}[{v}]", one3(e3), [s2], f"08[r{r}]", after=(tk, l1))
-                a2 = add(f"stage2_init1[{v}]", n * e2 / t["stage2"] + eval_s, [s1], f"09[r{r}]", after=(tk,))
-                add(f"topk_init1[{v}]", one3(e3), [a2], f"09[r{r}]")
+                a2 = add(f"stage2_init1[{v}]", n * e2 / t["stage2"] + eval_s, [s1], f"09[r{r}]", after=(tk,),
+                         unit=f"init1[{v}]")   # the init-seed variant's chain: one unit of 09's side by side
+                add(f"topk_init1[{v}]", one3(e3), [a2], f"09[r{r}]", unit=f"init1[{v}]")
                 for name in ("lr_x0.1", "lr_x10", "adam"):
                     add(f"topk_{name}[{v}]", one3(e3), [s2], f"09[r{r}]", after=(tk,))
     return runs
 
 
-def study_jobs(runs: list[dict[str, Any]], graph: str) -> list[tuple[str, float, set[str]]]:
-    """(job, GPU seconds alone, jobs it waits for) in the order the pipeline starts them. ``graph="pipeline"``:
-    the jobs of ``./run_all.sh`` (08 and 09 train every dataset's and seed's runs one after the other, after
-    every Top-k and L1 run of their reading); ``"per_run"``: every run a job of its own (a lower bound)."""
+def study_jobs(runs: list[dict[str, Any]], graph: str, *,
+               side_by_side: bool = True) -> list[tuple[str, list[float], set[str], int]]:
+    """(job, GPU seconds alone of each of its units, jobs it waits for, how many units it trains at once) in the
+    order the pipeline starts them. ``graph="pipeline"``: the jobs of ``./run_all.sh`` (08 and 09 train every
+    dataset's and seed's runs after every Top-k and L1 run of their reading; under MPS, ``side_by_side``, up to
+    :data:`vaesae.training.parallel.MAX_SIDE_BY_SIDE` units at once: a remedy run, an ablation's chain; else one
+    after the other); ``"per_run"``: every run a job of its own (a lower bound)."""
+    from ..training.parallel import MAX_SIDE_BY_SIDE
+
     key = (lambda r: r["job"]) if graph == "pipeline" else (lambda r: r["id"])
     of = {r["id"]: key(r) for r in runs}
     jobs: dict[str, list] = {}
     for r in runs:
-        j = jobs.setdefault(key(r), [0.0, set()])
-        j[0] += r["seconds"]
+        j = jobs.setdefault(key(r), [{}, set()])
+        unit = r["unit"] if graph == "pipeline" else r["id"]
+        j[0][unit] = j[0].get(unit, 0.0) + r["seconds"]
         j[1] |= {of[x] for x in r["deps"] + (r["after"] if graph == "pipeline" else [])} - {key(r)}
     rank = {"01": 0, "02": 1, "03": 2, "04": 3, "05": 4, "08": 5, "09": 6}
     stage = {r["id"]: r["job"][:2] for r in runs}
     order = sorted(jobs, key=lambda j: rank[j[:2]] if graph == "pipeline" else rank[stage[j]])
-    return [(j, jobs[j][0], jobs[j][1]) for j in order]
+    side = lambda j, n: (min(n, MAX_SIDE_BY_SIDE) if side_by_side and graph == "pipeline" and j[:2] in ("08", "09")   # noqa: E731
+                         else 1)
+    return [(j, list(jobs[j][0].values()), jobs[j][1], side(j, len(jobs[j][0]))) for j in order]
 
 
-def simulate_wall(jobs: list[tuple[str, float, set[str]]], gpus: int, per_gpu: int, factor: Callable[[int], float]) -> float:
-    """Wall seconds of ``jobs`` on ``gpus`` GPUs with at most ``per_gpu`` on each, the pipeline's way: a job
-    starts, in list order, once the jobs it waits for are done, on the least busy GPU; n jobs sharing a GPU
-    together do ``factor(n)`` seconds of single-run work per second (the measured aggregate over the single
-    rate), shared equally."""
-    remaining = {j: secs for j, secs, _ in jobs}
-    deps = {j: d for j, _, d in jobs}
+def simulate_wall(jobs: list[tuple], gpus: int, per_gpu: int, factor: Callable[[int], float]) -> float:
+    """Wall seconds of ``jobs`` on ``gpus`` GPUs with at most ``per_gpu`` jobs on each, the pipeline's way: a job
+    starts, in list order, once the jobs it waits for are done, on the least busy GPU, and holds its slot until its
+    last unit ends. A job is ``(job, seconds, waits_for)`` (one run) or ``(job, [seconds of each unit], waits_for,
+    width)``: its units train ``width`` at a time, each a process of its own, the next starting when one ends
+    (:mod:`vaesae.training.parallel`). n processes sharing a GPU together do ``factor(n)`` seconds of single-run
+    work per second (the measured aggregate over the single rate), shared equally."""
+    units = {j[0]: (list(j[1]) if isinstance(j[1], (list, tuple)) else [j[1]]) for j in jobs}
+    width = {j[0]: (j[3] if len(j) > 3 else 1) for j in jobs}
+    deps = {j[0]: j[2] for j in jobs}
+    order = [j[0] for j in jobs]
     done: set[str] = set()
-    running: dict[str, int] = {}
-    load = [0] * gpus
+    active: dict[str, list[float]] = {}   # job -> remaining seconds of its units training now
+    on: dict[str, int] = {}               # job -> its GPU
+    slots, procs = [0] * gpus, [0] * gpus
     t = 0.0
+
+    def refill(j: str) -> None:
+        while units[j] and len(active[j]) < width[j]:
+            active[j].append(units[j].pop(0))
+            procs[on[j]] += 1
+
     while len(done) < len(jobs):
-        for j, _, _ in jobs:
-            if j in done or j in running or not deps[j] <= done:
+        for j in order:
+            if j in done or j in on or not deps[j] <= done:
                 continue
-            g = min(range(gpus), key=lambda i: load[i])
-            if load[g] >= per_gpu:
+            g = min(range(gpus), key=lambda i: slots[i])
+            if slots[g] >= per_gpu:
                 break
-            running[j] = g
-            load[g] += 1
-        if not running:
+            on[j], active[j] = g, []
+            slots[g] += 1
+            refill(j)
+        if not on:
             raise VaesaeError("the study's job graph has a cycle")
-        rate = {j: factor(load[g]) / load[g] for j, g in running.items()}
-        dt = min(remaining[j] / rate[j] for j in running)
+        rate = [factor(n) / n if n else 0.0 for n in procs]
+        dt = min(rem / rate[on[j]] for j in on for rem in active[j])
         t += dt
-        for j in list(running):
-            remaining[j] -= rate[j] * dt
-            if remaining[j] <= 1e-9 * max(1.0, t):
-                load[running.pop(j)] -= 1
+        for j in list(on):
+            g = on[j]
+            left = [rem - rate[g] * dt for rem in active[j]]
+            ended = sum(1 for rem in left if rem <= 1e-9 * max(1.0, t))
+            active[j] = [rem for rem in left if rem > 1e-9 * max(1.0, t)]
+            procs[g] -= ended
+            refill(j)
+            if not active[j]:
+                slots[on.pop(j)] -= 1
                 done.add(j)
     return t
 
@@ -127,7 +153,8 @@ def project_study(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str
     """Projected wall minutes of the whole paper study (:func:`study_runs`) on each GPU count of ``gpus``, for
     1 run per GPU and, from the concurrent measurement ``conc`` (:func:`run_concurrent`), for every measured N
     runs per GPU with and without MPS (each rate of a shared GPU scaled by that mode's measured aggregate), for
-    the pipeline's job graph and for every run a job of its own; ``best`` holds the fastest per GPU count."""
+    the pipeline's job graph (08 and 09 training their runs side by side under MPS) and for every run a job of its
+    own; ``best`` holds the fastest per GPU count. The rows sort by graph, GPUs, then MPS and runs per GPU."""
     runs = study_runs(tp, eval_s, readings=readings)
     modes: dict[str, dict[int, float]] = {"no_mps": {}}
     single = 1.0
@@ -137,15 +164,18 @@ def project_study(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str
             modes.setdefault("mps" if r["mps"] else "no_mps", {})[r["n"]] = r["aggregate_img_s"]
     rows = []
     for graph in ("pipeline", "per_run"):
-        jobs = study_jobs(runs, graph)
-        for g in gpus:
-            for mode, agg in modes.items():
+        for mode, agg in modes.items():
+            # 08 and 09 train their runs side by side under the MPS daemon only (vaesae.training.parallel), which the
+            # runner starts for more than one job per GPU; a GPU's processes may then outnumber its jobs
+            jobs = study_jobs(runs, graph, side_by_side=mode == "mps")
+            f = _factor(agg, single if conc else 1.0)
+            for g in gpus:
                 for n in sorted(set(agg) | {1}):
                     if n == 1 and mode == "mps":
                         continue
-                    f = _factor({k: v for k, v in agg.items() if k <= n}, single if conc else 1.0)
                     rows.append({"graph": graph, "gpus": g, "jobs_per_gpu": n, "mps": mode == "mps",
                                  "wall_min": simulate_wall(jobs, g, n, f) / 60})
+    rows.sort(key=lambda r: (r["graph"] != "pipeline", r["gpus"], r["mps"], r["jobs_per_gpu"]))
     best: dict[str, dict[str, Any]] = {}
     for r in rows:
         b = best.setdefault(str(r["gpus"]), {})
@@ -156,7 +186,9 @@ def project_study(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str
             "assumptions": "every run's single-run time from the measured stage-1/2/3 images/s and per-epoch evaluation; "
                            "every stage-3-length run (Top-k, extended, L1, remedies, ablations) at the Top-k rate; "
                            "on a shared GPU every stage scales like the measured concurrent stage 3 (dataset "
-                           f"{conc['dataset'] if conc else '-'}); notebooks' start-up and the untrained jobs (00, 06, 07) not counted"}
+                           f"{conc['dataset'] if conc else '-'}), by its processes (08 and 09 train up to "
+                           "4 runs side by side under MPS); notebooks' start-up, notebook 10's sweep and the untrained jobs "
+                           "(00, 06, 07) not counted"}
 
 
 def _print_study(study: dict[str, Any]) -> None:

@@ -4,27 +4,36 @@ in this process.
 
 On a GPU one stage-3 step is 4.5 ms of small kernels and leaves the H200 partly idle; several runs side by side
 under the CUDA MPS daemon (which ``--jobs-per-gpu`` starts) gave 1.15x, 1.21x and 1.24x the throughput of one run
-alone for 2, 3 and 4 runs (``python -m vaesae.bench train --concurrent``, ``results/bench/NVIDIA-H200_concurrent.json``).
-On the CPU one run already uses the cores, so units run one after the other there.
+alone for 2, 3 and 4 runs, and 0.91x without the daemon (``python -m vaesae.bench train --concurrent``,
+``results/bench/NVIDIA-H200_concurrent.json``). So units train side by side on a GPU under MPS only; without it, and on
+the CPU (where one run already uses the cores), one after the other.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Sequence
 
 # the most runs side by side the concurrency benchmark measured (N = 4); beyond it nothing says more would gain
 MAX_SIDE_BY_SIDE = 4
 
 
+def mps_running() -> bool:
+    """Whether this process was given the runner's CUDA MPS daemon (``CUDA_MPS_PIPE_DIRECTORY``, which
+    :mod:`vaesae.mps` exports to the jobs when ``--jobs-per-gpu`` is above 1)."""
+    return bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY"))
+
+
 def workers_for(n_units: int, device: str = "auto", workers: int = 0) -> int:
-    """How many units train side by side: ``workers`` if given (> 0, at most ``n_units``), else on a GPU one process
-    per unit up to :data:`MAX_SIDE_BY_SIDE`, and 1 on the CPU."""
+    """How many units train side by side: ``workers`` if given (> 0, at most ``n_units``), else on a GPU under the
+    MPS daemon one process per unit up to :data:`MAX_SIDE_BY_SIDE`, and 1 otherwise: without MPS 2-4 runs side by
+    side did 0.91x the work of one alone (the same benchmark), and on the CPU one run already uses the cores."""
     if workers > 0:
         return min(workers, max(1, n_units))
     import torch
 
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    return min(max(1, n_units), MAX_SIDE_BY_SIDE) if cuda else 1
+    return min(max(1, n_units), MAX_SIDE_BY_SIDE) if cuda and mps_running() else 1
 
 
 def map_units(fn: Callable[..., dict], units: Sequence[tuple], workers: int, **kw: Any) -> dict:
