@@ -1,6 +1,6 @@
 """SPEC §6's training side (notebook 10): stage 2 and stage 3's warm-up under every non-literal SAE reading, and
-the whole Top-k curve of chosen readings; (dataset, seed) chains side by side on a GPU. The records, the rule,
-the table and the figure: :mod:`vaesae.analysis.readings`.
+the whole Top-k curve of chosen readings; a chain per dataset, seed and reading, side by side on a GPU under MPS.
+The records, the rule, the table and the figure: :mod:`vaesae.analysis.readings`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .parallel import map_units, workers_for
 # training (notebook 10)
 
 
-def _train_chain(ds: str, seed: int, *, profile: str, results_dir: str | Path, readings: Sequence[str],
+def _train_chain(ds: str, seed: int, readings: Sequence[str], *, profile: str, results_dir: str | Path,
                  stop_after: int | None, device: str, source: str, progress: bool | str,
                  log: Callable[[str], None] | None) -> dict[tuple[str, int, str], dict]:
     from .train import Diverged, run_paths, run_stage
@@ -52,15 +52,16 @@ def train_readings(datasets: Sequence[str], seeds: Sequence[int], profile: str, 
     """For every dataset, seed and non-literal reading: stage 2 (``stage2@r``, from stage 1), then Top-k stage 3
     (``topk@r``) up to ``stop_after`` epochs (the warm-up; None: to the end, resuming a warm-up run). Literal is
     left to notebooks 02/03 (its folders are theirs). Finished runs with the same parameters are skipped. A run
-    that diverges is recorded as such and the others go on. Each (dataset, seed) is one chain; chains train side
-    by side on a GPU (:func:`vaesae.training.parallel.workers_for`). Returns {(dataset, seed, run folder): run.json}."""
-    chains = [(ds, seed) for ds in datasets for seed in seeds]
+    that diverges is recorded as such and the others go on. Each dataset, seed and reading is one chain (its
+    stage 2 from stage 1, then its Top-k); chains train side by side on a GPU under MPS
+    (:func:`vaesae.training.parallel.workers_for`). Returns {(dataset, seed, run folder): run.json}."""
+    chains = [(ds, seed, (r,)) for ds in datasets for seed in seeds for r in readings if r != "literal"]
     return map_units(_train_chain, chains, workers_for(len(chains), device, workers), profile=profile,
-                       results_dir=results_dir, readings=tuple(readings), stop_after=stop_after, device=device,
-                       source=source, progress=progress, log=log)
+                     results_dir=results_dir, stop_after=stop_after, device=device, source=source, progress=progress,
+                     log=log)
 
 
-def _curve_chain(ds: str, seed: int, *, profile: str, results_dir: str | Path, readings: Sequence[str], device: str,
+def _curve_chain(ds: str, seed: int, readings: Sequence[str], *, profile: str, results_dir: str | Path, device: str,
                  source: str, progress: bool | str, log: Callable[[str], None] | None) -> dict[tuple[str, int, str], dict]:
     from .train import Diverged, run_stage
 
@@ -83,9 +84,8 @@ def complete_curves(datasets: Sequence[str], seeds: Sequence[int], profile: str,
                     results_dir: str | Path, device: str = "auto", source: str = "auto", progress: bool | str = "epoch",
                     workers: int = 0, log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
     """The whole Top-k stage 3 of ``readings`` (resuming their warm-up runs); literal's ``topk`` is notebook 03's and
-    is trained here only if it is missing (then from ``stage2``, as 03 would). Chains side by side as in
-    :func:`train_readings`."""
-    chains = [(ds, seed) for ds in datasets for seed in seeds]
+    is trained here only if it is missing (then from ``stage2``, as 03 would). One unit per dataset, seed and
+    reading, side by side as in :func:`train_readings`."""
+    chains = [(ds, seed, (r,)) for ds in datasets for seed in seeds for r in readings]
     return map_units(_curve_chain, chains, workers_for(len(chains), device, workers), profile=profile,
-                       results_dir=results_dir, readings=tuple(readings), device=device, source=source,
-                       progress=progress, log=log)
+                     results_dir=results_dir, device=device, source=source, progress=progress, log=log)
