@@ -327,3 +327,21 @@ def test_notebook_10_on_one_dataset_keeps_the_choice_made_on_both(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     choice = json.loads((results / PROFILE / R.CHOICE_FILE).read_text())
     assert choice["chosen"] == "centred" and choice["datasets"] == ["dsprites", "shapes3d"] and choice["seed"] == 42
+
+
+def test_a_study_of_other_seeds_leaves_the_chosen_readings_runs_to_its_chain(tmp_path, monkeypatch):
+    """With seed 42's choice recorded, a sweep of seed 43 (a device that retrained stage 1) does not train the chosen
+    reading's stage 2 and Top-k again over the committed ones: 02@chosen and 03@chosen own those folders."""
+    from vaesae.training import readings as sweep
+
+    make_readings(tmp_path, {"literal": {"dsprites": 80.0, "shapes3d": 92.0}, "centred": {"dsprites": 1.0, "shapes3d": 5.0}})
+    assert R.settled_choice(tmp_path, PROFILE, [43]) is None                      # nothing recorded yet
+    R.write_choice(tmp_path, PROFILE, R.select_reading(R.load_readings(tmp_path, PROFILE), 42))
+    assert R.settled_choice(tmp_path, PROFILE, [43, 44]) == "centred"
+    assert R.settled_choice(tmp_path, PROFILE, [42, 43]) is None                  # the rule's seed may choose again
+    units = []
+    monkeypatch.setattr(sweep, "map_units", lambda fn, us, workers, **kw: units.extend(us) or {})
+    sweep.train_readings(["dsprites"], [43], PROFILE, results_dir=tmp_path, readings=("literal", "centred", "standardised"),
+                         device="cpu", leave="centred")
+    sweep.complete_curves(["dsprites"], [43], PROFILE, ["centred"], results_dir=tmp_path, device="cpu", leave="centred")
+    assert units == [("dsprites", 43, ("standardised",))]

@@ -272,6 +272,21 @@ def chosen_reading(results_dir: str | Path, profile: str) -> str:
     return name
 
 
+def settled_choice(results_dir: str | Path, profile: str, seeds: Sequence[int]) -> str | None:
+    """The recorded chosen reading when a study of ``seeds`` cannot change it: the rule's seed (:data:`RULE_SEED`)
+    is not among them and ``readings_choice.json`` records a choice made on it; else None. At such seeds notebook 10
+    leaves the chosen reading's runs to the chain under it (notebooks 02-05 ``@chosen``, which write the same folders):
+    on a machine that retrained stage 1 it would otherwise train them again over the committed ones."""
+    if RULE_SEED in [int(s) for s in seeds]:
+        return None
+    try:
+        rec = json.loads(choice_path(results_dir, profile).read_text())
+        name = chosen_reading(results_dir, profile)
+    except (OSError, ValueError, VaesaeError):
+        return None
+    return name if rec.get("seed") == RULE_SEED else None
+
+
 def resolve_reading(reading_sae: str, results_dir: str | Path, profile: str) -> str:
     """A notebook's ``reading_sae`` parameter as a declared reading: ``"chosen"`` is read from the choice file."""
     if reading_sae == "chosen":

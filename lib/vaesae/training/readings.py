@@ -47,15 +47,16 @@ def _train_chain(ds: str, seed: int, readings: Sequence[str], *, profile: str, r
 
 def train_readings(datasets: Sequence[str], seeds: Sequence[int], profile: str, *, results_dir: str | Path,
                    readings: Sequence[str] = C.SAE_READINGS, stop_after: int | None = None, device: str = "auto",
-                   source: str = "auto", progress: bool | str = "epoch", workers: int = 0,
+                   source: str = "auto", progress: bool | str = "epoch", workers: int = 0, leave: str | None = None,
                    log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
-    """For every dataset, seed and non-literal reading: stage 2 (``stage2@r``, from stage 1), then Top-k stage 3
+    """For every dataset, seed and non-literal reading (but ``leave``: the settled choice,
+    :func:`vaesae.analysis.readings.settled_choice`, whose runs the chain under it trains): stage 2 (``stage2@r``, from stage 1), then Top-k stage 3
     (``topk@r``) up to ``stop_after`` epochs (the warm-up; None: to the end, resuming a warm-up run). Literal is
     left to notebooks 02/03 (its folders are theirs). Finished runs with the same parameters are skipped. A run
     that diverges is recorded as such and the others go on. Each dataset, seed and reading is one chain (its
     stage 2 from stage 1, then its Top-k); chains train side by side on a GPU under MPS
     (:func:`vaesae.training.parallel.workers_for`). Returns {(dataset, seed, run folder): run.json}."""
-    chains = [(ds, seed, (r,)) for ds in datasets for seed in seeds for r in readings if r != "literal"]
+    chains = [(ds, seed, (r,)) for ds in datasets for seed in seeds for r in readings if r not in ("literal", leave)]
     return map_units(_train_chain, chains, workers_for(len(chains), device, workers), profile=profile,
                      results_dir=results_dir, stop_after=stop_after, device=device, source=source, progress=progress,
                      log=log)
@@ -82,10 +83,11 @@ def _curve_chain(ds: str, seed: int, readings: Sequence[str], *, profile: str, r
 
 def complete_curves(datasets: Sequence[str], seeds: Sequence[int], profile: str, readings: Sequence[str], *,
                     results_dir: str | Path, device: str = "auto", source: str = "auto", progress: bool | str = "epoch",
-                    workers: int = 0, log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
-    """The whole Top-k stage 3 of ``readings`` (resuming their warm-up runs); literal's ``topk`` is notebook 03's and
-    is trained here only if it is missing (then from ``stage2``, as 03 would). One unit per dataset, seed and
-    reading, side by side as in :func:`train_readings`."""
-    chains = [(ds, seed, (r,)) for ds in datasets for seed in seeds for r in readings]
+                    workers: int = 0, leave: str | None = None,
+                    log: Callable[[str], None] | None = print) -> dict[tuple[str, int, str], dict]:
+    """The whole Top-k stage 3 of ``readings`` but ``leave`` (as in :func:`train_readings`), resuming their warm-up
+    runs; literal's ``topk`` is notebook 03's and is trained here only if it is missing (then from ``stage2``, as 03
+    would). One unit per dataset, seed and reading, side by side as in :func:`train_readings`."""
+    chains = [(ds, seed, (r,)) for ds in datasets for seed in seeds for r in readings if r != leave]
     return map_units(_curve_chain, chains, workers_for(len(chains), device, workers), profile=profile,
                      results_dir=results_dir, device=device, source=source, progress=progress, log=log)
