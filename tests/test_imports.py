@@ -148,6 +148,19 @@ def test_a_sweep_reading_comes_with_its_warm_up_and_without_the_chosen_readings_
     assert "is a partial run" in capsys.readouterr().err
 
 
+def test_runs_sweep_names_every_sweep_reading_but_the_chosen_one(tmp_path, capsys):
+    src, dst = tmp_path / "device", tmp_path / "repo"
+    _committed(dst)
+    _sweep(src)
+    _run(src, f"stage2@{R}", 25.0, "S", "A", commit="dev0001")   # the chain's (02@chosen): committed, not the sweep's
+    assert imports.main([str(src), str(dst), "--runs", "sweep", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "stage2@centred" in out and "topk@centred" in out and f"stage2@{R}" not in out
+    (src / "paper" / "readings_choice.json").unlink()
+    assert imports.main([str(src), str(dst), "--runs", "sweep"]) == 2
+    assert "no readings_choice.json" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("runs", ["extended@nonsense", "nothing", "topk@standardised@x"])
 def test_a_bad_run_name_is_one_line(tmp_path, capsys, runs):
     src, dst = tmp_path / "device", tmp_path / "repo"

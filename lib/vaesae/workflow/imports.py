@@ -35,7 +35,7 @@ from typing import Sequence
 from .. import runs as R
 from ..analysis.readings import CHOICE_FILE, warm_epochs
 from ..analysis.study import LINEAGE
-from ..config import run_folder, split_run_folder
+from ..config import SAE_READINGS, run_folder, split_run_folder
 from ..errors import VaesaeError
 from ..io import atomic_write_bytes, load_json
 
@@ -168,12 +168,31 @@ def apply_import(plan: dict, dst: Path, profile: str, dataset: str, seed: int) -
     return written
 
 
+SWEEP = "sweep"   # --runs sweep: notebook 10's runs of every reading but literal and the chosen one
+
+
+def _expand(names: list[str], src: Path, dst: Path, profile: str) -> list[str]:
+    """``names`` with :data:`SWEEP` replaced by the sweep's run folders (``stage2@centred``, ``topk@centred``, ...) of
+    every reading but literal and the chosen one, whose folders are the chain's (notebooks 02-05)."""
+    if SWEEP not in names:
+        return names
+    chosen = _chosen(src, dst, profile=profile)
+    if chosen is None:
+        raise VaesaeError(f"--runs {SWEEP}: no readings_choice.json in {src / profile} or {dst / profile}")
+    sweep = [run_folder(run, r) for r in SAE_READINGS if r not in ("literal", chosen) for run in R.sweep_runs()]
+    out: list[str] = []
+    for n in names:
+        out += [f for f in (sweep if n == SWEEP else [n]) if f not in out]
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m vaesae.workflow.imports", description=__doc__.split("\n\n")[0])
     ap.add_argument("src", type=Path, help="the device's results folder (as collect.sh brought it back)")
     ap.add_argument("dst", type=Path, help="the repository's results folder")
     ap.add_argument("--profile", default="paper")
-    ap.add_argument("--runs", required=True, help="comma-separated run folders, e.g. extended@standardised,l1@standardised")
+    ap.add_argument("--runs", required=True, help="comma-separated run folders, e.g. extended@standardised,l1@standardised; "
+                                                  "'sweep': notebook 10's runs of every reading but literal and the chosen one")
     ap.add_argument("--datasets", default=None, help="comma-separated (default: every dataset in SRC with the run)")
     ap.add_argument("--seeds", default=None, help="comma-separated (default: every seed in SRC with the run)")
     ap.add_argument("--replace", action="store_true", help="overwrite a run folder DST already has")
@@ -184,7 +203,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        wanted = [f.strip() for f in args.runs.split(",") if f.strip()]
+        wanted = _expand([f.strip() for f in args.runs.split(",") if f.strip()], args.src, args.dst, args.profile)
         for folder in wanted:
             check_folder(folder)
         datasets = args.datasets.split(",") if args.datasets else None
