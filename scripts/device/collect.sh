@@ -5,6 +5,7 @@
 # files of 16 MiB at most). Here:
 #   cat <files_at>/results.tgz* | tar -xzf - -C <folder>
 #   PYTHONPATH=lib python -m vaesae.workflow.imports <folder>/results results --runs extended@standardised,...
+#   (--runs sweep: notebook 10's runs of the readings but literal and the chosen one)
 # (the runs with the chain they were trained from, kept in <run>/lineage/ where it is not the committed one)
 set -euo pipefail
 run=${VAESAE_DEVICE_RUN:-/root/run}
