@@ -127,6 +127,9 @@ def test_a_profile_job_that_trains_takes_brackets_and_trains_those_only(notebook
     by_id, _, _ = _jobs(tmp_path, only=["01", "02@chosen[dsprites:42]", "10[dsprites:43]"])
     assert by_id["02_stage2_sae_init@chosen[dsprites,seed42]"].deps == ["01_stage1_vae[dsprites,seed42]"]
     assert by_id["10_readings"].deps == ["01_stage1_vae[dsprites,seed43]"]
+    # narrowed to the rule's seed (42) the sweep may choose again: a chain of any dataset and seed waits for it
+    by_id, _, _ = _jobs(tmp_path, only=["01", "02@chosen[shapes3d:43]", "10[dsprites:42]"])
+    assert "10_readings" in by_id["02_stage2_sae_init@chosen[shapes3d,seed43]"].deps
     # without brackets a profile job keeps the study's datasets and seeds
     by_id, _, _ = _jobs(tmp_path, only=["08@chosen", "09"])
     assert by_id["08_is_collapse_intrinsic@chosen"].params["datasets"] == "dsprites,shapes3d"

@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 
 from .. import runs as R
 from ..analysis import coverage
+from ..analysis.readings import RULE_SEED
 from ..config import PROFILES, SAE_READINGS, run_folder, split_run_folder
 from ..errors import VaesaeError
 from ..io import REPO_ROOT, atomic_save_json, sha256_file
@@ -258,7 +259,15 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
     profile's :func:`leaves_out` jobs are left out the same way, unless ``full``. ``sweep`` False: notebook 10
     trains nothing (``train=False``) and redraws its table and figure from the records that exist."""
     left_out = () if (full or only is not None) else leaves_out(profile)
+    # a sweep narrowed to seeds with the rule's (SPEC §6: seed 42) may choose another reading: every job under the
+    # chosen reading waits for it, whatever its dataset and seed; narrowed to other seeds it keeps the recorded choice
+    # (readings.settled_choice), and only the jobs of its own datasets and seeds wait for it
+    sweep_chooses = (only is not None and _selected(SWEEP_NOTEBOOK, only)
+                     and RULE_SEED in narrowed(SWEEP_NOTEBOOK, only, datasets, seeds)[1])
+
     def skip(stem: str, dataset: str | None = None, seed: int | None = None) -> bool:
+        if stem == SWEEP_NOTEBOOK and sweep_chooses:
+            return False
         return only is not None and not _selected(stem, only, dataset, seed) or stem in left_out
 
     jobs: list[Job] = []
