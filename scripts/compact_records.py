@@ -112,7 +112,7 @@ def rerender_html(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
         if not nb.is_file() or page.name.endswith(".FAILED.html"):
             continue
         old = sha256_file(page)
-        render_file(nb, page, figures_dir=_figures_dir(results_dir))
+        render_file(nb, page)   # its figures are linked by link_pages, with one index for every page
         new = sha256_file(page)
         if new != old:
             changed[page] = (old, new)

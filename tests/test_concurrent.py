@@ -80,13 +80,13 @@ def test_concurrent_rejects_bad_counts(bad, message, tmp_path):
 
 
 def test_scheduler_shares_a_gpu_by_the_measured_aggregate_and_waits_for_dependencies():
-    two = [("a", 10.0, set()), ("b", 10.0, set())]
+    two = [("a", [10.0], set(), 1), ("b", [10.0], set(), 1)]
     f = bench_project._factor({2: 150.0}, 100.0)                       # 2 runs together: 1.5x one run
     assert f(1) == 1.0 and f(2) == 1.5 and f(3) == 1.5
     assert bench_project.simulate_wall(two, 1, 1, f) == pytest.approx(20.0)
     assert bench_project.simulate_wall(two, 1, 2, f) == pytest.approx(20.0 / 1.5)
     assert bench_project.simulate_wall(two, 2, 1, f) == pytest.approx(10.0)
-    chain = [("a", 10.0, set()), ("b", 5.0, {"a"}), ("c", 10.0, set())]
+    chain = [("a", [10.0], set(), 1), ("b", [5.0], {"a"}, 1), ("c", [10.0], set(), 1)]
     # a and c share the GPU (rate 0.75 each) until both end at 13.33 s, then b runs alone
     assert bench_project.simulate_wall(chain, 1, 2, f) == pytest.approx(20.0 / 1.5 + 5.0)
 
@@ -115,12 +115,12 @@ def test_a_job_trains_its_units_side_by_side_in_the_one_slot_it_holds():
     assert bench_project.simulate_wall(four, 1, 1, f) == pytest.approx(2 * 20.0 / 1.5)   # two waves of two
     assert bench_project.simulate_wall([("r", [10.0] * 4, set(), 1)], 1, 1, f) == pytest.approx(40.0)
     # a one-run job waiting for it starts only when its last unit has ended, even with a free slot
-    assert bench_project.simulate_wall(four + [("b", 5.0, {"r"})], 1, 2, f) == pytest.approx(2 * 20.0 / 1.5 + 5.0)
+    assert bench_project.simulate_wall(four + [("b", [5.0], {"r"}, 1)], 1, 2, f) == pytest.approx(2 * 20.0 / 1.5 + 5.0)
     tp = {d: {"stage1": 2e5, "stage2": 2e5, "stage3": 1e5} for d in bench_steps.N_TRAIN}
     jobs = {j: (units, width) for j, units, _, width in bench_project.study_jobs(bench_project.study_runs(tp, 0.1), "pipeline")}
     assert len(jobs["08[r0]"][0]) == 24 and jobs["08[r0]"][1] == 4            # 2 datasets x 3 seeds x 4 remedies
     assert len(jobs["09[r0]"][0]) == 24 and jobs["09[r0]"][1] == 4            # the init-seed chain is one unit
-    assert jobs["03[dsprites,0,r0]"] == (jobs["03[dsprites,0,r0]"][0], 1) and len(jobs["03[dsprites,0,r0]"][0]) == 1
+    assert len(jobs["03[dsprites,0,r0]"][0]) == 1 and jobs["03[dsprites,0,r0]"][1] == 1   # one run, alone
 
 
 def test_project_again_from_a_stored_benchmark_without_a_device(tmp_path, capsys):

@@ -344,4 +344,4 @@ def test_a_study_of_other_seeds_leaves_the_chosen_readings_runs_to_its_chain(tmp
     sweep.train_readings(["dsprites"], [43], PROFILE, results_dir=tmp_path, readings=("literal", "centred", "standardised"),
                          device="cpu", leave="centred")
     sweep.complete_curves(["dsprites"], [43], PROFILE, ["centred"], results_dir=tmp_path, device="cpu", leave="centred")
-    assert units == [("dsprites", 43, ("standardised",))]
+    assert units == [("dsprites", 43, "standardised")]

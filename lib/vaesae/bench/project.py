@@ -86,17 +86,18 @@ def study_jobs(runs: list[dict[str, Any]], graph: str, *,
     return [(j, list(jobs[j][0].values()), jobs[j][1], side(j, len(jobs[j][0]))) for j in order]
 
 
-def simulate_wall(jobs: list[tuple], gpus: int, per_gpu: int, factor: Callable[[int], float]) -> float:
-    """Wall seconds of ``jobs`` on ``gpus`` GPUs with at most ``per_gpu`` jobs on each, the pipeline's way: a job
-    starts, in list order, once the jobs it waits for are done, on the least busy GPU, and holds its slot until its
-    last unit ends. A job is ``(job, seconds, waits_for)`` (one run) or ``(job, [seconds of each unit], waits_for,
-    width)``: its units train ``width`` at a time, each a process of its own, the next starting when one ends
-    (:mod:`vaesae.training.parallel`). n processes sharing a GPU together do ``factor(n)`` seconds of single-run
-    work per second (the measured aggregate over the single rate), shared equally."""
-    units = {j[0]: (list(j[1]) if isinstance(j[1], (list, tuple)) else [j[1]]) for j in jobs}
-    width = {j[0]: (j[3] if len(j) > 3 else 1) for j in jobs}
-    deps = {j[0]: j[2] for j in jobs}
-    order = [j[0] for j in jobs]
+def simulate_wall(jobs: list[tuple[str, list[float], set[str], int]], gpus: int, per_gpu: int,
+                  factor: Callable[[int], float]) -> float:
+    """Wall seconds of ``jobs`` (:func:`study_jobs`: job, seconds of each unit, jobs it waits for, width) on ``gpus``
+    GPUs with at most ``per_gpu`` jobs on each, the pipeline's way: a job starts, in list order, once the jobs it
+    waits for are done, on the least busy GPU, and holds its slot until its last unit ends; its units train
+    ``width`` at a time, each a process of its own, the next starting when one ends (:mod:`vaesae.training.parallel`).
+    n processes sharing a GPU together do ``factor(n)`` seconds of single-run work per second (the measured
+    aggregate over the single rate), shared equally."""
+    units = {j: list(u) for j, u, _, _ in jobs}
+    width = {j: w for j, _, _, w in jobs}
+    deps = {j: d for j, _, d, _ in jobs}
+    order = [j for j, *_ in jobs]
     done: set[str] = set()
     active: dict[str, list[float]] = {}   # job -> remaining seconds of its units training now
     on: dict[str, int] = {}               # job -> its GPU

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import runs as R
-from ..analysis.readings import CHOICE_FILE, warm_epochs
+from ..analysis.readings import chosen_reading, warm_epochs
 from ..analysis.study import LINEAGE
 from ..config import SAE_READINGS, run_folder, split_run_folder
 from ..errors import VaesaeError
@@ -63,11 +63,11 @@ def _is_job_of(stem: str, run: str, reading: str, chosen: str | None = None) -> 
 
 
 def _chosen(*results: Path, profile: str) -> str | None:
-    """The chosen reading recorded in the first of ``results`` that has ``<profile>/readings_choice.json``."""
+    """The chosen reading recorded in the first of ``results`` with a valid ``<profile>/readings_choice.json``."""
     for root in results:
         try:
-            return str(load_json(root / profile / CHOICE_FILE)["chosen"])
-        except (OSError, ValueError, KeyError, TypeError, VaesaeError):
+            return chosen_reading(root, profile)
+        except VaesaeError:
             continue
     return None
 

@@ -273,6 +273,7 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
     jobs: list[Job] = []
     missing: list[str] = []
     by_stem: dict[str, list[str]] = {}
+    by_id: dict[str, Job] = {}
     root = results_dir / profile
     for stem, scope, deps, runs in stages():
         base, _, variant = stem.partition("@")
@@ -307,7 +308,7 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
             params = {k: v for k, v in unit.items() if k in declared and v is not None}
             dep_ids = _dep_ids(deps, scope, dataset, seed, by_stem, skip)
             if scope == "profile":   # a profile job that trains (08, 09) writes into every dataset's and seed's folder
-                dep_ids = [i for i in dep_ids if _within(i, own_d, own_s)]
+                dep_ids = [i for i in dep_ids if by_id[i].dataset in (None, *own_d) and by_id[i].seed in (None, *own_s)]
                 record_dirs = [root / d / f"seed{s}" / r for d in own_d for s in own_s for r in runs]
                 record_dirs += [root / f for f in PROFILE_FILES.get(stem, ())]
             else:
@@ -315,18 +316,9 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
             if skip(stem, dataset, seed):
                 continue
             jobs.append(Job(jid, nb_path, out_dir / f"{stem}.ipynb", params, dep_ids, record_dirs, dataset, seed))
+            by_id[jid] = jobs[-1]
             by_stem.setdefault(stem, []).append(jid)
     return jobs, missing
-
-
-def _within(job_id: str, datasets: Sequence[str], seeds: Sequence[int]) -> bool:
-    """Whether job ``job_id`` ("03_stage3_topk[dsprites,seed42]", "00_data[shapes3d]", "10_readings") is of one of
-    ``datasets`` and ``seeds`` (a job without a dataset or seed is of all of them)."""
-    _, _, unit = job_id.partition("[")
-    if not unit:
-        return True
-    dataset, _, seed = unit.rstrip("]").partition(",")
-    return dataset in datasets and (not seed or int(seed.removeprefix("seed")) in seeds)
 
 
 def _stem(job: Job) -> str:
@@ -363,21 +355,35 @@ def _selected(stem: str, only: Sequence[str], dataset: str | None = None, seed: 
     return False
 
 
+def _brackets(stem: str, only: Sequence[str]) -> list[tuple[str, int | None]] | None:
+    """The (dataset, seed) pairs ``only``'s brackets give profile job ``stem`` (08, 09, 10); None when an item names it
+    without a bracket or none names it. The job runs once for the product of its datasets and seeds: brackets that
+    are not one, or that give seeds in some items and not in others, are one-line errors."""
+    named = [(d, s) for nb, d, s in map(_split_only, only) if _selected(stem, [nb])]
+    if not named or any(d is None for d, _ in named):
+        return None
+    if any(s is None for _, s in named) and any(s is not None for _, s in named):
+        raise VaesaeError(f"--only: {stem} runs once for the datasets and seeds named; name it with seeds everywhere "
+                          "or nowhere")
+    pairs = set(named)
+    product = {(d, s) for d in {d for d, _ in pairs} for s in {s for _, s in pairs}}
+    if pairs != product:
+        missing = ", ".join(f"[{d}:{s}]" for d, s in sorted(product - pairs))
+        raise VaesaeError(f"--only: {stem} runs once for every dataset and seed named (their product): add {missing} "
+                          "or run the others in another study")
+    return named
+
+
 def narrowed(stem: str, only: Sequence[str] | None, datasets: Sequence[str],
              seeds: Sequence[int]) -> tuple[list[str], list[int]]:
     """The datasets and seeds a profile job that trains per dataset and seed (:data:`TRAIN_SWITCH`: 08, 09, 10) is
     given: those its ``only`` items name in brackets (``"08@chosen[shapes3d:42]"``; a bracket without a seed: every
-    seed of the study), else the study's. The job runs once for the product of its datasets and seeds, so the
-    brackets naming it must form one (checked by :func:`_parse_only`)."""
-    if not only:
+    seed of the study, :func:`_brackets`), else the study's."""
+    named = _brackets(stem, only) if only else None
+    if named is None:
         return list(datasets), list(seeds)
-    items = [_split_only(it) for it in only]
-    mine = [(d, s) for nb, d, s in items if _selected(stem, [nb])]
-    if not mine or any(d is None for d, _ in mine):
-        return list(datasets), list(seeds)
-    named_d = {d for d, _ in mine}
-    named_s = set(seeds) if any(s is None for _, s in mine) else {s for _, s in mine}
-    return [d for d in datasets if d in named_d], [s for s in seeds if s in named_s]
+    named_s = set(seeds) if any(s is None for _, s in named) else {s for _, s in named}
+    return [d for d in datasets if d in {d for d, _ in named}], [s for s in seeds if s in named_s]
 
 
 def _parse_only(text: str, datasets: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[str]:
@@ -404,24 +410,9 @@ def _parse_only(text: str, datasets: Sequence[str] | None = None, seeds: Sequenc
             raise VaesaeError(f"--only: {it!r}: dataset {d!r} is not among --datasets {','.join(datasets)}")
         if seeds is not None and s is not None and s not in seeds:
             raise VaesaeError(f"--only: {it!r}: seed {s} is not among --seeds {','.join(map(str, seeds))}")
-    # a profile job that trains per dataset and seed runs once for the product of the datasets and seeds named
-    for st, scope in graph.items():
-        if scope != "profile" or st.partition("@")[0] not in TRAIN_SWITCH:
-            continue
-        named = [(d, s) for nb, d, s in map(_split_only, items) if _selected(st, [nb])]
-        if not named or any(d is None for d, _ in named):
-            continue
-        if any(s is None for _, s in named):
-            if any(s is not None for _, s in named):
-                raise VaesaeError(f"--only: {st} runs once for the datasets and seeds named; name it with seeds "
-                                  "everywhere or nowhere")
-            continue
-        pairs = set(named)
-        product = {(d, s) for d in {d for d, _ in pairs} for s in {s for _, s in pairs}}
-        if pairs != product:
-            missing = ", ".join(f"[{d}:{s}]" for d, s in sorted(product - pairs))
-            raise VaesaeError(f"--only: {st} runs once for every dataset and seed named (their product): "
-                              f"add {missing} or run the others in another study")
+    for st, scope in graph.items():   # a profile job that trains per dataset and seed: its brackets, checked
+        if scope == "profile" and st.partition("@")[0] in TRAIN_SWITCH:
+            _brackets(st, items)
     return items
 
 

@@ -92,7 +92,9 @@ def _parser() -> _Parser:
     ap.add_argument("--figures-dir", default="figures", help="where figures go")
     ap.add_argument("--only", default=None, help="comma-separated notebook numbers or names to run (e.g. 01,02,03 or 07; "
                     "03@chosen for the chain under the chosen SAE reading; 04@chosen[dsprites:42] or 00[shapes3d] for one "
-                    "dataset and seed only; 08, 09 and 10, which train per dataset and seed, take brackets too: 08@chosen[shapes3d:42] trains the remedies of Shapes3D seed 42 only); their dependencies outside the list count as met")
+                    "dataset and seed only; 08, 09 and 10, which train per dataset and seed, take brackets too: "
+                    "08@chosen[shapes3d:42] trains the remedies of Shapes3D seed 42 only); their dependencies outside "
+                    "the list count as met")
     ap.add_argument("--remedies", dest="remedies", nargs="?", const=True, default=None, metavar="LIST",
                     help="train the remedy sparsifiers in 08 (and 08@chosen): all of them, or those of a comma-separated "
                          "LIST (e.g. topk_aux,elastic; default: all for smoke and paper, none for quick)")
