@@ -26,6 +26,11 @@ notebook by :mod:`vaesae.report.nbhtml` (the same cells, outputs and embedded im
 Every page then links, not embeds, each image that is a PNG under the ``figures/`` folder beside the results
 directory (``vaesae.report.nbhtml.link_figures``, as the runner renders pages now).
 
+The predecessors kept inside a run folder (``<run>/lineage/<predecessor folder>/`` and their pages, the layout
+before the seeds' pools) move to the seed's pool, ``<seed dir>/lineage/<predecessor folder>.<SHA-256 start>/``
+(:func:`vaesae.analysis.study.lineage_entry`), each record once: a record two runs kept is checked to be the same
+bytes and kept once (no manifest lists lineage files).
+
 Then every ``<results>/<profile>/_manifest/*.json`` is updated: an output whose recorded SHA-256
 was the old file's gets the new file's; a deleted file's entry is removed. Any other entry (a file
 that did not verify before) is left as it was, so a job that did not verify still does not.
@@ -167,6 +172,50 @@ def strip_notebooks(results_dir: Path) -> dict[Path, tuple[str, str | None]]:
     return changed
 
 
+def pool_lineage(results_dir: Path) -> list[Path]:
+    """Move every run folder's ``lineage/`` into its seed's pool (module docstring); returns the entries made. Stops
+    with nothing of that run folder moved when a file would be left behind or differs from the pool's copy."""
+    import filecmp
+    import shutil
+
+    from vaesae.analysis.readings import chosen_reading
+    from vaesae.analysis.study import LINEAGE, lineage_entry
+    from vaesae.config import split_run_folder
+    from vaesae.errors import VaesaeError
+    from vaesae.workflow.imports import _is_job_of
+
+    made = []
+    for old in sorted(results_dir.glob(f"*/*/seed*/*/{LINEAGE}")):
+        run_dir, seed_dir = old.parent, old.parent.parent
+        if run_dir.name == LINEAGE:
+            continue   # the pool itself
+        try:
+            chosen = chosen_reading(results_dir, seed_dir.parent.parent.name)
+        except VaesaeError:
+            chosen = None
+        moves: list[tuple[Path, Path]] = []
+        pages = sorted(old.glob("*.html"))
+        for sub in sorted(p for p in old.iterdir() if p.is_dir()):
+            sha = json.loads((sub / "run.json").read_text())["checkpoint_sha256"]
+            entry = seed_dir / LINEAGE / lineage_entry(sub.name, sha)
+            run, reading = split_run_folder(sub.name)
+            mine = [p for p in sub.iterdir()] + [p for p in pages if _is_job_of(p.stem, run, reading, chosen)]
+            moves += [(p, entry / p.name) for p in mine]
+        left = {p for p in old.rglob("*") if p.is_file()} - {a for a, _ in moves}
+        if left:
+            raise SystemExit(f"{old}: {', '.join(sorted(p.name for p in left))} belong to no kept predecessor; nothing moved")
+        for a, b in moves:
+            if b.exists() and not filecmp.cmp(a, b, shallow=False):
+                raise SystemExit(f"{a} differs from {b}, the pool's copy of the same checkpoint's record; nothing moved")
+        for a, b in moves:
+            if not b.exists():
+                b.parent.mkdir(parents=True, exist_ok=True)
+                made += [b.parent] if b.parent not in made else []
+                shutil.copyfile(a, b)
+        shutil.rmtree(old)
+    return made
+
+
 def update_manifests(results_dir: Path, changed: dict[Path, tuple[str, str | None]]) -> list[Path]:
     by_path = {p.resolve(): v for p, v in changed.items()}
     touched = []
@@ -206,12 +255,13 @@ def main(argv: list[str]) -> int:
             linked = link_pages(d)
             # a page rendered again above and then linked: its manifest holds the digest from before both
             changed.update({p: (changed.get(p, v)[0], v[1]) for p, v in linked.items()})
+            pooled = pool_lineage(d)
         finally:
             touched = update_manifests(d, changed)
         n_del = sum(1 for v in changed.values() if v[1] is None)
         print(f"{d}: {len(changed) - n_del - len(set(pages) | set(stripped) | set(linked))} records rewritten, {n_del} records deleted (duplicate k500 records, unpublished readings' stage 2), "
               f"{len(pages)} notebook pages rendered compact, {len(stripped)} notebooks' images left to their pages, "
-              f"{len(linked)} pages linking their figures, "
+              f"{len(linked)} pages linking their figures, {len(pooled)} lineage entries pooled, "
               f"{len(touched)} manifests updated")
     return 0
 

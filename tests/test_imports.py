@@ -46,16 +46,22 @@ def _device(root, *, retrained=True, extended_input=None):
     (root / "paper" / "_manifest" / f"04_extended@chosen__{DS}_seed{SEED}.json").write_text("{}")
 
 
+def _kept(seed_dir):
+    """The files of a seed's lineage pool, relative to it."""
+    pool = seed_dir / "lineage"
+    return sorted(p.relative_to(pool).as_posix() for p in pool.rglob("*") if p.is_file())
+
+
 def test_a_run_from_a_retrained_chain_keeps_it_and_is_paired_with_it(tmp_path):
     src, dst = tmp_path / "device", tmp_path / "repo"
     _committed(dst)
     _device(src)
     assert imports.main([str(src), str(dst), "--runs", f"extended@{R}"]) == 0
-    run_dir = dst / "paper" / DS / f"seed{SEED}" / f"extended@{R}"
-    kept = sorted(p.relative_to(run_dir / "lineage").as_posix() for p in (run_dir / "lineage").rglob("*") if p.is_file())
-    assert kept == ["01_stage1_vae.html", "02_stage2_sae_init@chosen.html", "03_stage3_topk@chosen.html",
-                    "stage1/epochs.csv", "stage1/run.json", f"stage2@{R}/epochs.csv", f"stage2@{R}/run.json",
-                    f"topk@{R}/epochs.csv", f"topk@{R}/run.json"]
+    seed_dir = dst / "paper" / DS / f"seed{SEED}"
+    assert _kept(seed_dir) == ["stage1.A/01_stage1_vae.html", "stage1.A/epochs.csv", "stage1.A/run.json",
+                               f"stage2@{R}.B/02_stage2_sae_init@chosen.html", f"stage2@{R}.B/epochs.csv", f"stage2@{R}.B/run.json",
+                               f"topk@{R}.C/03_stage3_topk@chosen.html", f"topk@{R}.C/epochs.csv", f"topk@{R}.C/run.json"]
+    assert not (seed_dir / f"extended@{R}" / "lineage").exists()
     assert (dst / "paper" / "_manifest" / f"04_extended@chosen__{DS}_seed{SEED}.json").is_file()
     assert sorted(p.name for p in (dst / "paper" / DS / f"seed{SEED}").glob("04_*")) == \
         ["04_extended@chosen.html", "04_extended@chosen.ipynb"]
@@ -78,7 +84,7 @@ def test_a_run_that_continued_the_committed_state_keeps_no_lineage(tmp_path):
     _committed(dst)
     _device(src, retrained=False)
     assert imports.main([str(src), str(dst), "--runs", f"extended@{R}"]) == 0
-    assert not (dst / "paper" / DS / f"seed{SEED}" / f"extended@{R}" / "lineage").exists()
+    assert not (dst / "paper" / DS / f"seed{SEED}" / "lineage").exists()
     s = st.load_study(dst, "paper", R)
     assert s.predecessor(DS, SEED, "extended").where == "committed"
     assert st.table3(s).set_index("dataset").loc["Shapes3D", "init dead % (ours)"].startswith("82.0")
@@ -134,11 +140,8 @@ def test_a_sweep_reading_comes_with_its_warm_up_and_without_the_chosen_readings_
     seed_dir = dst / "paper" / DS / f"seed{SEED}"
     # the warm-up, partial as meant, arrives; it started from the stage 2 imported with it: no lineage of its own
     assert json.loads((seed_dir / "topk@centred" / "run.json").read_text())["partial"] is True
-    assert not (seed_dir / "topk@centred" / "lineage").exists()
-    # stage 2 started from the device's stage 1, kept with its page
-    kept = sorted(p.relative_to(seed_dir / "stage2@centred" / "lineage").as_posix()
-                  for p in (seed_dir / "stage2@centred" / "lineage").rglob("*") if p.is_file())
-    assert kept == ["01_stage1_vae.html", "stage1/epochs.csv", "stage1/run.json"]
+    # stage 2 started from the device's stage 1, kept with its page (and nothing else: the warm-up's stage 2 came too)
+    assert _kept(seed_dir) == ["stage1.A/01_stage1_vae.html", "stage1.A/epochs.csv", "stage1.A/run.json"]
     # notebook 10's runs have no per-seed job: the chosen reading's pages and manifests stay on the device
     assert not list(seed_dir.glob("*.html")) and not (dst / "paper" / "_manifest").exists()
     # a Top-k run of a sweep reading stopped before the end of the warm-up is an unfinished job
@@ -240,3 +243,124 @@ def test_a_device_rerun_is_compared_with_the_committed_run_of_its_own_seed(tmp_p
     shutil.copytree(rerun, rerun.parent / "stage2")
     got = writeup._device_reruns(root / "paper", st.load_study(root, "paper"))
     assert [(r["run"], r["seed"], r["ref"], r["delta"]) for r in got] == [("topk", SEED, 80.0, 1.0)]
+
+
+def _l1_session(root, stage2="B", l1="L"):
+    """A device session that trained an L1 run under the chosen reading from a retrained stage 1 'A' and stage 2."""
+    _run(root, "stage1", 0.0, "A", None, commit="dev0001")
+    _run(root, f"stage2@{R}", 20.0, stage2, "A", commit="dev0001")
+    _run(root, f"l1@{R}", 40.0, l1, stage2, commit="dev0001")
+    nb = root / "paper" / DS / f"seed{SEED}"
+    for name in ("01_stage1_vae", "02_stage2_sae_init@chosen", "05_l1_comparison@chosen"):
+        (nb / f"{name}.html").write_text(f"<html>{stage2}</html>")
+
+
+def test_runs_of_one_retrained_chain_share_its_records_across_imports(tmp_path, capsys):
+    """The extended run and then, in a second import, an L1 run of the same device session keep stage 1 'A' and
+    stage 2 'B' once; both pair with them."""
+    src, dst = tmp_path / "device", tmp_path / "repo"
+    _committed(dst)
+    _device(src)
+    _run(src, f"l1@{R}", 40.0, "L", "B", commit="dev0001")
+    (src / "paper" / DS / f"seed{SEED}" / "05_l1_comparison@chosen.html").write_text("<html></html>")
+    assert imports.main([str(src), str(dst), "--runs", f"extended@{R}"]) == 0
+    seed_dir = dst / "paper" / DS / f"seed{SEED}"
+    before = _kept(seed_dir)
+    capsys.readouterr()
+    assert imports.main([str(src), str(dst), "--runs", f"l1@{R}"]) == 0
+    assert "(0 new)" in capsys.readouterr().out
+    assert _kept(seed_dir) == before and len([p for p in (seed_dir / "lineage").iterdir()]) == 3
+    s = st.load_study(dst, "paper", R)
+    assert s.predecessor(DS, SEED, "l1").meta["checkpoint_sha256"] == "B"
+    assert s.predecessor(DS, SEED, "extended").meta["checkpoint_sha256"] == "C"
+    assert [(k.run, k.folder) for _, _, k in s.kept()] == [("stage1", "stage1"), ("stage2", f"stage2@{R}"), ("topk", f"topk@{R}")]
+    assert [k.folder for _, _, k in st.load_study(dst, "paper").kept()] == ["stage1"]   # literal: another reading's kept
+
+
+def test_a_replaced_run_takes_the_records_only_it_led_to_with_it(tmp_path):
+    """L1 from stage 2 'B' is imported again from a later session (stage 2 'Q' from the same stage 1 'A'): 'B' goes,
+    'A' stays, and it stays only while a run leads to it."""
+    src, src2, dst = tmp_path / "device", tmp_path / "device2", tmp_path / "repo"
+    _committed(dst)
+    _l1_session(src)
+    _l1_session(src2, stage2="Q", l1="M")
+    assert imports.main([str(src), str(dst), "--runs", f"l1@{R}"]) == 0
+    seed_dir = dst / "paper" / DS / f"seed{SEED}"
+    assert sorted(p.name for p in (seed_dir / "lineage").iterdir()) == ["stage1.A", f"stage2@{R}.B"]
+    assert imports.main([str(src2), str(dst), "--runs", f"l1@{R}", "--replace"]) == 0
+    assert sorted(p.name for p in (seed_dir / "lineage").iterdir()) == ["stage1.A", f"stage2@{R}.Q"]
+    assert (seed_dir / "lineage" / f"stage2@{R}.Q" / "02_stage2_sae_init@chosen.html").read_text() == "<html>Q</html>"
+    assert st.load_study(dst, "paper", R).predecessor(DS, SEED, "l1").meta["checkpoint_sha256"] == "Q"
+    import shutil
+    shutil.rmtree(seed_dir / f"l1@{R}")
+    assert imports.prune_lineage(seed_dir) == ["stage1.A", f"stage2@{R}.Q"] and not (seed_dir / "lineage").exists()
+
+
+def test_a_lineage_entry_not_named_by_its_checkpoint_is_one_line(tmp_path):
+    root = tmp_path / "repo"
+    _committed(root)
+    seed_dir = root / "paper" / DS / f"seed{SEED}"
+    d = seed_dir / "lineage" / f"stage2@{R}.Z"
+    d.mkdir(parents=True)
+    pd.DataFrame({"epoch": [0]}).to_csv(d / "epochs.csv", index=False)
+    (d / "run.json").write_text(json.dumps({"checkpoint_sha256": "B"}))
+    with pytest.raises(st.VaesaeError, match="is not a lineage entry"):
+        st.load_study(root, "paper", R)
+
+
+def _compact_records():
+    import importlib.util
+
+    from vaesae.io import REPO_ROOT
+    spec = importlib.util.spec_from_file_location("compact_records", REPO_ROOT / "scripts" / "compact_records.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _old_layout(root, run, pred_folders):
+    """``<run>/lineage/<predecessor folder>/`` with their pages at the lineage folder's top: the layout before pools."""
+    seed_dir = root / "paper" / DS / f"seed{SEED}"
+    old = seed_dir / run / "lineage"
+    for pf, (ck, inp) in pred_folders.items():
+        (old / pf).mkdir(parents=True)
+        pd.DataFrame({"epoch": [0], "k": [50], "dead_pct@0.001": [80.0]}).to_csv(old / pf / "epochs.csv", index=False)
+        (old / pf / "run.json").write_text(json.dumps({"checkpoint_sha256": ck, "input_sha256": inp}))
+    for name in ("01_stage1_vae", "02_stage2_sae_init@chosen", "03_stage3_topk@chosen")[:len(pred_folders)]:
+        (old / f"{name}.html").write_text(f"<html>{name}</html>")
+    return old
+
+
+def test_compact_records_pools_the_lineage_of_the_old_layout_once(tmp_path):
+    root = tmp_path / "repo"
+    _committed(root)
+    (root / "paper" / "readings_choice.json").write_text(json.dumps({"chosen": R}))
+    _run(root, f"extended@{R}", 76.0, "D", "C")
+    _run(root, f"l1@{R}", 40.0, "L", "B")
+    chain = {"stage1": ("A", None), f"stage2@{R}": ("B", "A"), f"topk@{R}": ("C", "B")}
+    _old_layout(root, f"extended@{R}", chain)
+    _old_layout(root, f"l1@{R}", dict(list(chain.items())[:2]))
+    made = _compact_records().pool_lineage(root)
+    seed_dir = root / "paper" / DS / f"seed{SEED}"
+    assert sorted(p.name for p in made) == ["stage1.A", f"stage2@{R}.B", f"topk@{R}.C"]
+    assert _kept(seed_dir) == ["stage1.A/01_stage1_vae.html", "stage1.A/epochs.csv", "stage1.A/run.json",
+                               f"stage2@{R}.B/02_stage2_sae_init@chosen.html", f"stage2@{R}.B/epochs.csv", f"stage2@{R}.B/run.json",
+                               f"topk@{R}.C/03_stage3_topk@chosen.html", f"topk@{R}.C/epochs.csv", f"topk@{R}.C/run.json"]
+    assert not list(seed_dir.glob("*/lineage"))   # no run folder keeps a lineage of its own
+    s = st.load_study(root, "paper", R)
+    assert s.predecessor(DS, SEED, "extended").where == "lineage" and s.predecessor(DS, SEED, "l1").where == "lineage"
+    assert _compact_records().pool_lineage(root) == []   # a second run changes nothing
+
+
+def test_compact_records_stops_on_two_copies_of_one_record_that_differ(tmp_path):
+    root = tmp_path / "repo"
+    _committed(root)
+    chain = {"stage1": ("A", None)}
+    _old_layout(root, "l1", chain)
+    old = _old_layout(root, "topk_aux", chain)
+    (old / "stage1" / "epochs.csv").write_text("epoch\n7\n")
+    with pytest.raises(SystemExit, match="differs from"):
+        _compact_records().pool_lineage(root)
+    # l1's lineage moved first (its own, whole); topk_aux's stays where it was, nothing of it lost
+    assert (old / "stage1" / "epochs.csv").read_text() == "epoch\n7\n" and (old / "01_stage1_vae.html").is_file()
+    assert not (root / "paper" / DS / f"seed{SEED}" / "l1" / "lineage").exists()

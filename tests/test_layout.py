@@ -188,6 +188,47 @@ def test_the_projection_counts_every_missing_run_and_page_at_its_committed_mean(
     assert m["projected_add_bytes"] == missing and m["projected_bytes"] == today + missing
 
 
+def test_the_lineage_to_come_is_one_chain_per_dataset_seed_and_kind_of_work():
+    """Four remedies of one seed share one retrained stage 1 and stage 2; a sweep's Top-k comes with its own stage 2
+    (imported together: not kept) and every sweep reading shares stage 1; the chosen chain's extended run keeps its
+    stage 1, 2 and 3 apart from the remedies' (another session)."""
+    from vaesae.report import treesize as T
+
+    ch = "standardised"
+    remedies = [f"dsprites/seed43/{r}@{ch}" for r in ("topk_aux", "topk_init", "batchtopk", "elastic")]
+    assert T.lineage_to_come(remedies, ch) == [("dsprites/seed43", "stage1", ("remedy", ch)),
+                                              ("dsprites/seed43", f"stage2@{ch}", ("remedy", ch))]
+    sweep = [f"shapes3d/seed44/{r}@{rd}" for rd in ("centred", "boost_steps") for r in ("stage2", "topk")]
+    assert T.lineage_to_come(sweep, ch) == [("shapes3d/seed44", "stage1", ("sweep",))]
+    got = T.lineage_to_come(remedies + [f"dsprites/seed43/extended@{ch}", "dsprites/seed44/extended"], ch)
+    assert len(got) == 2 + 3 + 3 and ("dsprites/seed44", "topk", ("study", "literal")) in got
+    assert ("dsprites/seed43", f"topk@{ch}", ("study", ch)) in got
+
+
+def test_the_projection_adds_the_lineage_to_come_at_its_committed_mean(tmp_path):
+    """Two kept entries (stage 1: 60 bytes, a stage 2: 40): each entry to come is counted at its own run's mean, and
+    the tracked entries are reported apart."""
+    import json
+    import subprocess
+
+    from vaesae.analysis import coverage
+    from vaesae.report import treesize as T
+
+    base = tmp_path / "results/paper"
+    for entry, n in (("stage1.aaaaaaaaaaaa", 60), ("stage2@centred.bbbbbbbbbbbb", 40)):
+        (base / "dsprites/seed42/lineage" / entry).mkdir(parents=True)
+        (base / "dsprites/seed42/lineage" / entry / "run.json").write_bytes(b"x" * n)
+    (base / "readings_choice.json").write_text(json.dumps({"chosen": "centred"}))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    m = T.measure(tmp_path, "paper")
+    assert m["lineage_entries"] == 2 and m["lineage_bytes"] == 100 and m["runs_committed"] == 0
+    to_come = T.lineage_to_come(coverage.expected("centred")["runs"], "centred")
+    size = {"stage1": 60, "stage2": 40}   # other predecessors (topk, stage2_init1): their kind's mean, else every entry's (50)
+    want = sum(size.get(f.partition("@")[0], 50) for _, f, _ in to_come)
+    assert m["projected_lineage_entries"] == len(to_come) > 0 and m["projected_lineage_bytes"] == want
+
+
 def test_the_projection_outside_a_checkout_is_one_line(tmp_path):
     from vaesae.report import treesize as T
     with pytest.raises(VaesaeError, match="not a git checkout"):

@@ -202,3 +202,9 @@ def test_the_claimed_differences_stand_side_by_side_per_reading(tmp_path):
     assert "| extended − Top-k | dSprites | dead % | 0 | not run | consistent (no difference detected) (0 [−2, −1], p n/a, n 3/3) |" in findings
     assert "| MSE |" not in findings.split("### The claimed differences")[1].split("\n## ")[0]
     assert "Counted per reading: literal: 1 contradicted; centred: 1 consistent (no difference detected), 1 supported." in findings
+
+
+def test_a_signed_change_that_rounds_to_zero_has_no_sign():
+    sf = writeup._env().filters["sf"]
+    assert [sf(x) for x in (-0.04, 0.0, 0.04, -0.05001, 6.62, -2.2, None)] == ["0.0", "0.0", "0.0", "−0.1", "+6.6", "−2.2", "n/a"]
+    assert sf(-0.004, 2) == "0.00" and sf(-0.006, 2) == "−0.01"

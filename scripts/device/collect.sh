@@ -6,7 +6,7 @@
 #   cat <files_at>/results.tgz* | tar -xzf - -C <folder>
 #   PYTHONPATH=lib python -m vaesae.workflow.imports <folder>/results results --runs extended@standardised,...
 #   (--runs sweep: notebook 10's runs of the readings but literal and the chosen one)
-# (the runs with the chain they were trained from, kept in <run>/lineage/ where it is not the committed one)
+# (the runs with the chain they were trained from, kept in <dataset>/seed<s>/lineage/ where it is not the committed one)
 set -euo pipefail
 run=${VAESAE_DEVICE_RUN:-/root/run}
 [[ -e $run/t0 ]] || { echo "BARE MACHINE: nothing to collect ($run/t0 missing)"; exit 4; }

@@ -26,10 +26,25 @@ from ..metrics.evaluate import dead_col, spec_col
 from ..metrics.records import load_neurons, neurons_path
 
 # A run trained on the GPU from a predecessor that was trained again there (its checkpoint cannot leave the machine,
-# and GPU training is not bit-repeatable, so it differs from the committed predecessor) keeps that predecessor's
-# records in <run folder>/lineage/<predecessor folder>/ (python -m vaesae.workflow.imports): Study.start pairs the
-# run with the state it really started from
+# and GPU training is not bit-repeatable, so it differs from the committed predecessor) has that predecessor's
+# records kept once per dataset and seed, in <seed dir>/lineage/<predecessor folder>.<first 12 hex of its
+# checkpoint_sha256>/ (python -m vaesae.workflow.imports; the runs of one device session share one entry): Study.start
+# pairs the run with the state it really started from, found by the SHA-256 it recorded as its input
 LINEAGE = "lineage"
+
+
+def lineage_entry(folder: str, checkpoint_sha256: str) -> str:
+    """The name of a predecessor's entry in a seed's :data:`LINEAGE` folder: ``topk@standardised.3f1c0a9be2d4``."""
+    return f"{folder}.{checkpoint_sha256[:12]}"
+
+
+class Kept(NamedTuple):
+    """A predecessor's records kept in a seed's :data:`LINEAGE` folder."""
+
+    run: str              # its registered run (``topk``)
+    folder: str           # its run folder (``topk@standardised``): the reading it was trained under
+    meta: dict            # its run.json
+    rows: pd.DataFrame    # its per-epoch records
 RUNS = R.names()   # every registered run (vaesae.runs): the study's, the remedies' (08) and the ablations' (09)
 DATASET_LABEL = {"dsprites": "dSprites", "shapes3d": "Shapes3D"}
 METHOD_LABEL = {r.name: r.label for r in R.rows(group="study") if r.label}   # topk, extended, l1
@@ -40,7 +55,7 @@ DEAD, SPEC = dead_col(), spec_col()
 class Start(NamedTuple):
     """The state a run started from (:meth:`Study.predecessor`)."""
 
-    where: str            # "committed" (the predecessor's own folder) or "lineage" (kept in the run's lineage/)
+    where: str            # "committed" (the predecessor's own folder) or "lineage" (kept in the seed's lineage/)
     rows: pd.DataFrame    # its per-epoch records
     meta: dict            # its run.json
 
@@ -55,9 +70,9 @@ class Study:
     neurons: dict[tuple[str, int, str], dict]     # (dataset, seed, "k500" | run) -> arrays
     sources: set[str] = field(default_factory=set)
     reading: str = "literal"                      # the SAE reading of SPEC §6 whose records these are
-    # (dataset, seed, run) -> {predecessor run: (run.json, epochs)}: the records under ``<run folder>/lineage/`` of
-    # the predecessors a run was trained from when they are not the committed ones (:data:`LINEAGE`)
-    lineage: dict[tuple[str, int, str], dict[str, tuple[dict, pd.DataFrame]]] = field(default_factory=dict)
+    # (dataset, seed) -> {checkpoint_sha256: Kept}: the records under ``<seed dir>/lineage/`` of the predecessors runs
+    # were trained from when they are not the committed ones (:data:`LINEAGE`), every reading's
+    lineage: dict[tuple[str, int], dict[str, Kept]] = field(default_factory=dict)
 
     @property
     def datasets(self) -> list[str]:
@@ -110,7 +125,7 @@ class Study:
 
     def predecessor(self, dataset: str, seed: int, run: str) -> Start | None:
         """The state ``run`` started from (its registry ``from_run``): the committed predecessor when
-        :meth:`continues_committed`, else a record under the run's ``lineage/`` folder whose ``checkpoint_sha256``
+        :meth:`continues_committed`, else the record in the seed's ``lineage/`` folder whose ``checkpoint_sha256``
         is the run's ``input_sha256``. None when neither has records: the run continued a state that was not
         kept, and a paired comparison with it cannot be made."""
         pred = R.get(run).from_run
@@ -120,10 +135,18 @@ class Study:
             rows = self.rows(dataset, pred, seed)
             return Start("committed", rows, self.runs[(dataset, seed, pred)]) if not rows.empty else None
         want = self.runs.get((dataset, seed, run), {}).get("input_sha256")
-        kept = self.lineage.get((dataset, seed, run), {}).get(pred)
-        if kept is not None and want is not None and kept[0].get("checkpoint_sha256") == want and not kept[1].empty:
-            return Start("lineage", kept[1], kept[0])
+        kept = self.lineage.get((dataset, seed), {}).get(want) if want else None
+        if kept is not None and kept.run == pred and not kept.rows.empty:
+            return Start("lineage", kept.rows, kept.meta)
         return None
+
+    def kept(self) -> list[tuple[str, int, Kept]]:
+        """(dataset, seed, record) of every predecessor kept in a seed's ``lineage/`` folder that was trained under
+        this study's reading (stage 1's under every reading), in dataset, seed and folder order."""
+        from ..config import run_folder
+
+        return [(ds, seed, k) for (ds, seed), pool in sorted(self.lineage.items())
+                for k in sorted(pool.values(), key=lambda k: k.folder) if run_folder(k.run, self.reading) == k.folder]
 
     def start(self, dataset: str, run: str) -> pd.DataFrame:
         """The last epoch of the state each seed's ``run`` started from (:meth:`predecessor`), one row per seed,
@@ -213,9 +236,9 @@ def study_readings(results_dir: str | Path, profile: str) -> list[str]:
     return out
 
 
-def _load_lineage(folder: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
-    """``{run: (run.json, epochs)}`` of the records kept in a run's ``lineage/`` folder (its subfolders are run
-    folders, ``topk@standardised``: the run's name is the part before ``@``)."""
+def _load_lineage(folder: Path) -> dict[str, Kept]:
+    """``{checkpoint_sha256: Kept}`` of the records in a seed's ``lineage/`` folder (:func:`lineage_entry`: each
+    subfolder is a run folder's name, ``topk@standardised``, then ``.`` and the start of its checkpoint's SHA-256)."""
     from ..config import split_run_folder
 
     out = {}
@@ -226,7 +249,11 @@ def _load_lineage(folder: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
             meta = json.loads((sub / "run.json").read_text())
         except json.JSONDecodeError:
             raise VaesaeError(f"{sub / 'run.json'} is damaged; copy it again from the device's records") from None
-        out[split_run_folder(sub.name)[0]] = (meta, pd.read_csv(sub / "epochs.csv"))
+        name, sha = sub.name.rpartition(".")[0], meta.get("checkpoint_sha256")
+        if not sha or sub.name != lineage_entry(name, sha):
+            raise VaesaeError(f"{sub} is not a lineage entry <run folder>.<first 12 hex of its checkpoint_sha256>; "
+                              "import the run again with python -m vaesae.workflow.imports --replace")
+        out[sha] = Kept(split_run_folder(name)[0], name, meta, pd.read_csv(sub / "epochs.csv"))
     return out
 
 
@@ -242,6 +269,9 @@ def load_study(results_dir: str | Path, profile: str, reading: str = "literal") 
             seed = _seed_of(seed_dir)
             if seed is None:
                 continue
+            kept = _load_lineage(seed_dir / LINEAGE)
+            if kept:
+                lineage[(ds_dir.name, seed)] = kept
             for run in R.names():   # read at call time: a row added to the registry is loaded too
                 run_dir = seed_dir / run_folder(run, reading)
                 if not run_dir.is_dir():
@@ -261,9 +291,6 @@ def load_study(results_dir: str | Path, profile: str, reading: str = "literal") 
                     df = pd.read_csv(csv)
                     df["dataset"], df["seed"], df["run"] = ds_dir.name, seed, run
                     frames.append(df)
-                kept = _load_lineage(run_dir / LINEAGE)
-                if kept:
-                    lineage[(ds_dir.name, seed, run)] = kept
                 npz = neurons_path(run_dir)
                 if npz.is_file():
                     neurons[(ds_dir.name, seed, run)] = load_neurons(npz)

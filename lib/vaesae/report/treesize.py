@@ -9,6 +9,11 @@ per-seed page).
 
     python -m vaesae.report.treesize            # prints the table and writes results/bench/tree_size.json
 
+The predecessors a device session trained again for its runs are kept once per dataset and seed in the seed's
+``lineage/`` folder (:mod:`vaesae.workflow.imports`); :func:`lineage_to_come` counts the entries the missing runs
+will bring, one per predecessor for each kind of work (:func:`session_of`) still missing at a dataset and seed,
+at the mean size of the entries of the same run (else of the same kind of training, else of every entry).
+
 The README's size paragraph is generated from that JSON (:mod:`vaesae.report.writeup`), and ``tests/test_layout.py``
 fails when the tree itself is over the budget.
 """
@@ -24,6 +29,8 @@ from typing import Iterable, Sequence
 
 from .. import runs as R
 from ..analysis import coverage
+from ..analysis.study import LINEAGE
+from ..config import split_run_folder
 from ..errors import VaesaeError
 from ..io import REPO_ROOT, atomic_save_json, git_commit
 
@@ -37,6 +44,38 @@ def tracked_sizes(root: Path = REPO_ROOT) -> dict[str, int]:
     except (OSError, subprocess.CalledProcessError) as e:
         raise VaesaeError(f"{root} is not a git checkout: nothing tracked to measure ({e})") from None
     return {p: os.path.getsize(root / p) for p in out.decode().split("\0") if p and (root / p).is_file()}
+
+
+def session_of(run: str, reading: str, chosen: str) -> tuple[str, ...]:
+    """The kind of work a run of the full study is trained in, as device sessions are planned: the chain of one
+    reading (``("study", reading)``), notebook 10's sweep, the remedies or the ablations of the chosen reading."""
+    row = R.get(run)
+    if row.sweep and reading not in ("literal", chosen):
+        return ("sweep",)
+    return (row.group, reading)
+
+
+def lineage_to_come(missing: Iterable[str], chosen: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The lineage entries (``("<ds>/seed<s>", predecessor folder, session)``) the ``missing`` run folders
+    (``<ds>/seed<s>/<folder>``) will bring: each missing run's chain back to stage 1 (the registry's ``from_run``),
+    once per dataset, seed and :func:`session_of` (one device session trains one chain for every run of that kind
+    there); a predecessor missing in the same session is imported with it, not kept."""
+    from ..config import run_folder, split_run_folder
+
+    groups: dict[tuple[str, tuple[str, ...]], set[str]] = {}
+    for f in missing:
+        base, _, folder = f.rpartition("/")
+        run, reading = split_run_folder(folder)
+        groups.setdefault((base, session_of(run, reading, chosen)), set()).add(folder)
+    out = set()
+    for (base, session), folders in groups.items():
+        for folder in folders:
+            run, reading = split_run_folder(folder)
+            pred = R.get(run).from_run
+            while pred is not None and run_folder(pred, reading) not in folders:
+                out.add((base, run_folder(pred, reading), session))
+                pred = R.get(pred).from_run
+    return sorted(out)
 
 
 def _mean(values: Iterable[int]) -> float | None:
@@ -54,12 +93,15 @@ def measure(root: Path = REPO_ROOT, profile: str = "paper", chosen: str | None =
     want = coverage.expected(chosen)
     folder_bytes: dict[str, int] = {}
     page_bytes: dict[str, int] = {}
+    entry_bytes: dict[str, int] = {}   # "<ds>/seed<s>/lineage/<entry>" -> bytes
     for path, n in sizes.items():
         if not path.startswith(prefix):
             continue
         rel = path[len(prefix):]
         parts = rel.split("/")
-        if len(parts) == 4 and parts[1].startswith("seed"):             # <ds>/seed<s>/<run folder>/<file>
+        if len(parts) == 5 and parts[1].startswith("seed") and parts[2] == LINEAGE:   # <ds>/seed<s>/lineage/<entry>/<file>
+            entry_bytes["/".join(parts[:4])] = entry_bytes.get("/".join(parts[:4]), 0) + n
+        elif len(parts) == 4 and parts[1].startswith("seed"):           # <ds>/seed<s>/<run folder>/<file>
             folder_bytes["/".join(parts[:3])] = folder_bytes.get("/".join(parts[:3]), 0) + n
         elif len(parts) == 3 and parts[1].startswith("seed") and parts[2][:2] in coverage.PER_SEED_NOTEBOOKS:
             stem = "/".join(parts[:2]) + "/" + parts[2].rsplit(".", 1)[0]
@@ -75,6 +117,15 @@ def measure(root: Path = REPO_ROOT, profile: str = "paper", chosen: str | None =
     largest = max((v for v in by_run.values() if v), default=0.0)   # a kind with no folder yet: the largest run's mean
     add_runs = sum(by_run.get(run_of(f)) or by_kind.get(R.kind_of(run_of(f))) or largest for f in missing_runs)
     add_pages = sum(by_nb.get(nb_of(p)) or any_page for p in missing_pages)
+    entry_run = lambda e: split_run_folder(e.split("/")[3].rpartition(".")[0])[0]
+    by_entry = {r: _mean(b for e, b in entry_bytes.items() if entry_run(e) == r) for r in {entry_run(e) for e in entry_bytes}}
+    by_entry_kind = {k: _mean(b for e, b in entry_bytes.items() if R.kind_of(entry_run(e)) == k) for k in R.KINDS}
+    any_entry = _mean(entry_bytes.values()) or 0.0
+    to_come = lineage_to_come(missing_runs, chosen)
+    add_lineage = 0.0
+    for _, folder, _ in to_come:
+        pred = split_run_folder(folder)[0]
+        add_lineage += by_entry.get(pred) or by_entry_kind.get(R.kind_of(pred)) or any_entry
     total = sum(sizes.values())
     return {
         "benchmark": "tree_size", "budget_mib": BUDGET_MIB, "git_commit": git_commit(), "profile": profile, "chosen_reading": chosen,
@@ -83,16 +134,24 @@ def measure(root: Path = REPO_ROOT, profile: str = "paper", chosen: str | None =
         "npz_bytes": sum(n for p, n in sizes.items() if p.startswith(prefix) and p.endswith(".npz")),
         "runs_committed": len(want["runs"] & folder_bytes.keys()), "runs_expected": len(want["runs"]),
         "pages_committed": len(want["pages"] & page_bytes.keys()), "pages_expected": len(want["pages"]),
-        "projected_add_bytes": round(add_runs + add_pages), "projected_bytes": round(total + add_runs + add_pages),
+        "lineage_bytes": sum(entry_bytes.values()), "lineage_entries": len(entry_bytes),
+        "projected_lineage_entries": len(to_come), "projected_lineage_bytes": round(add_lineage),
+        "projected_add_bytes": round(add_runs + add_pages + add_lineage),
+        "projected_bytes": round(total + add_runs + add_pages + add_lineage),
         "method": "every expected run folder or per-seed page not yet tracked, at the mean size of the tracked ones "
-                  "of the same run (else the same kind of training, else the largest run's mean) or notebook (else every per-seed page)",
+                  "of the same run (else the same kind of training, else the largest run's mean) or notebook (else every per-seed page); "
+                  "and the lineage entries their device sessions bring (one retrained chain per dataset, seed and kind of work), "
+                  "at the mean size of the tracked entries of the same run (else kind of training, else every entry)",
     }
 
 
 def summary(m: dict) -> str:
     """The printed table of :func:`measure`."""
     rows = [("tracked tree today", m["tracked_bytes"]), (f"of which results/{m['profile']}", m["results_bytes"]),
-            ("of which neuron records (.npz)", m["npz_bytes"]), ("the full study adds (projected)", m["projected_add_bytes"]),
+            ("of which neuron records (.npz)", m["npz_bytes"]),
+            (f"of which lineage ({m['lineage_entries']} entries)", m["lineage_bytes"]),
+            ("the full study adds (projected)", m["projected_add_bytes"]),
+            (f"of which lineage ({m['projected_lineage_entries']} entries)", m["projected_lineage_bytes"]),
             ("the full study's tree (projected)", m["projected_bytes"]), ("budget", m["budget_mib"] * MIB)]
     lines = [f"{name:<36} {n / MIB:7.1f} MiB" for name, n in rows]
     lines.append(f"run folders committed {m['runs_committed']} of {m['runs_expected']}, per-seed pages "

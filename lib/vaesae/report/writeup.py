@@ -175,18 +175,17 @@ def _device_reruns(root: Path, study) -> list[dict[str, Any]]:
 
 
 def _lineage_reruns(S) -> list[dict[str, Any]]:
-    """The same seed's run trained twice: each k = k_end run kept in a run's ``lineage/`` folder (a chain the GPU
-    trained again from stage 1, since a checkpoint cannot leave it) against the committed run of that name, seed and
-    reading (:func:`_trained_again`). Per (dataset, run): the seeds, each one's dead % change (lineage − committed),
+    """The same seed's run trained twice: each k = k_end run kept in a seed's ``lineage/`` folder (a chain the GPU
+    trained again from stage 1, since a checkpoint cannot leave it; :meth:`Study.kept`) against the committed run of
+    that name, seed and reading (:func:`_trained_again`). Per (dataset, run): the seeds, each one's dead % change (lineage − committed),
     the mean of their absolute values and, for scale, the std over seeds of the committed runs."""
     from ..analysis.study import DATASET_LABEL, dead_col
 
     found: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for (ds, seed, run), kept in sorted(S.lineage.items()):
-        for pred, (meta, df) in sorted(kept.items()):
-            pair = _trained_again(S, ds, seed, pred, meta, df)
-            if pair is not None:
-                found.setdefault((ds, pred), []).append((seed, pair[0] - pair[1]))
+    for ds, seed, kept in S.kept():
+        pair = _trained_again(S, ds, seed, kept.run, kept.meta, kept.rows)
+        if pair is not None:
+            found.setdefault((ds, kept.run), []).append((seed, pair[0] - pair[1]))
     out = []
     for (ds, pred), pairs in sorted(found.items()):
         committed = S.final(ds, pred)[dead_col()]
@@ -458,7 +457,9 @@ def _env():
     env.filters["n0"] = _fmt_int
     missing = lambda x: x is None or (isinstance(x, float) and math.isnan(x))   # noqa: E731 -> "n/a"
     env.filters["f"] = lambda x, d=1: "n/a" if missing(x) else f"{x:.{d}f}"
-    env.filters["sf"] = lambda x, d=1: "n/a" if x is None else f"{x:+.{d}f}".replace("-", "−")
+    # with a sign, but none on a change that rounds to zero (-0.04 is "0.0", not "−0.0")
+    env.filters["sf"] = lambda x, d=1: ("n/a" if x is None else f"{0:.{d}f}" if round(x, d) == 0
+                                        else f"{x:+.{d}f}".replace("-", "−"))
     # 3 significant digits with a sign (claimed differences: dead % and MSE differ by orders of magnitude); p values 2
     env.filters["g3"] = lambda x: "n/a" if missing(x) else "0" if x == 0 else f"{x:+.3g}".replace("-", "−")
     env.filters["g2"] = lambda x: "n/a" if missing(x) else f"{x:.2g}"

@@ -13,8 +13,11 @@ with the committed predecessor would compare two chains. So for each run named:
   notebook (``.ipynb``, ``.html``), manifest and log;
 * its chain is walked back through the registry's ``from_run``: a predecessor whose committed ``checkpoint_sha256``
   is the run's ``input_sha256`` ends the walk (the run continued the committed state); otherwise the device's record
-  of it, which must carry that SHA-256, is kept in ``<run folder>/lineage/<predecessor folder>/`` (``run.json``,
-  ``epochs.csv`` and its notebook's HTML), and the walk goes on from it.
+  of it, which must carry that SHA-256, is kept in the seed's ``lineage/<predecessor folder>.<first 12 hex of that
+  SHA-256>/`` (``run.json``, ``epochs.csv`` and its notebook's HTML; :func:`vaesae.analysis.study.lineage_entry`), and
+  the walk goes on from it. The runs one device session trained from one retrained chain (an L1 run and the
+  remedies from one stage 2) share its entries: each predecessor is kept once per dataset and seed. An entry no
+  committed run leads to any more (its run imported again with ``--replace``) is removed.
 
 Notebook 10's sweep runs (``stage2@centred,topk@centred``, ...; the Top-k run stopped, as meant, at the end of the
 warm-up) import the same way; their job is the profile job 10, which the report step draws again from the records, so
@@ -34,7 +37,7 @@ from typing import Sequence
 
 from .. import runs as R
 from ..analysis.readings import chosen_reading, warm_epochs
-from ..analysis.study import LINEAGE
+from ..analysis.study import LINEAGE, lineage_entry
 from ..config import SAE_READINGS, run_folder, split_run_folder
 from ..errors import VaesaeError
 from ..io import atomic_write_bytes, load_json
@@ -106,7 +109,8 @@ def plan_import(src: Path, dst: Path, profile: str, dataset: str, seed: int, fol
                 replace: bool = False, importing: Sequence[str] = ()) -> dict:
     """What importing run folder ``folder`` of one dataset and seed copies, checked, nothing written.
 
-    Returns ``{"folder", "records": [Path], "lineage": [(predecessor folder, [Path])], "jobs": [(Path, rel)]}``.
+    Returns ``{"folder", "records": [Path], "lineage": [(entry name, [Path])], "jobs": [(Path, rel)]}``, the
+    lineage's entries (:func:`~vaesae.analysis.study.lineage_entry`) in walk order.
     Raises :class:`VaesaeError` (one line) when the run is not in ``src``, is already in ``dst`` (without
     ``replace``), or started from a state that is neither committed in ``dst`` nor recorded in ``src``.
     A predecessor among ``importing`` (the folders of the same dataset and seed imported with it) ends the walk
@@ -135,37 +139,77 @@ def plan_import(src: Path, dst: Path, profile: str, dataset: str, seed: int, fol
                               f"neither committed in {d_dir} nor recorded in {s_dir}; bring that run's records back too")
         if pf in importing:
             break   # committed by this very import
+        here = d_dir / LINEAGE / lineage_entry(pf, want)
+        if here.is_dir() and load_json(here / "run.json").get("checkpoint_sha256") != want:
+            raise VaesaeError(f"{here} holds another record than the {pf} of SHA-256 {want[:12]}…; remove it and import again")
         html = [p for p in sorted(s_dir.glob("*.html")) if _is_job_of(p.stem, pred, reading, chosen)]
-        lineage.append((pf, [s_dir / pf / f for f in RECORD_FILES if (s_dir / pf / f).is_file()] + html))
+        lineage.append((lineage_entry(pf, want), [s_dir / pf / f for f in RECORD_FILES if (s_dir / pf / f).is_file()] + html))
         cur, pred = load_json(theirs), R.get(pred).from_run
     return {"folder": folder, "records": _records(s_dir / folder), "lineage": lineage,
             "jobs": _job_files(src, profile, dataset, seed, run, reading, chosen)}
 
 
 def apply_import(plan: dict, dst: Path, profile: str, dataset: str, seed: int) -> list[Path]:
-    """Write what :func:`plan_import` listed; returns the paths written. The run folder (its lineage inside) is
-    built beside its place and moved in, replacing an older one whole."""
+    """Write what :func:`plan_import` listed; returns the paths written. Each lineage entry the seed's ``lineage/``
+    folder lacks is built beside its place and moved in (one already there is the same record: its SHA-256 is in
+    its name and run.json); then the run folder, replacing an older one whole; then the entries no run leads to any
+    more are removed (:func:`prune_lineage`)."""
     d_dir = _seed_dir(dst, profile, dataset, seed)
+    written: list[Path] = []
+    for entry, files in plan["lineage"]:
+        final = d_dir / LINEAGE / entry
+        if final.is_dir():
+            continue
+        stage = d_dir / LINEAGE / f".{entry}.importing"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        for p in files:
+            shutil.copyfile(p, stage / p.name)
+        stage.replace(final)
+        written += sorted(final.iterdir())
     final, stage = d_dir / plan["folder"], d_dir / f".{plan['folder']}.importing"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     for p in plan["records"]:
         shutil.copyfile(p, stage / p.name)
-    for pf, files in plan["lineage"]:
-        (stage / LINEAGE / pf).mkdir(parents=True)
-        for p in files:
-            shutil.copyfile(p, stage / LINEAGE / (pf if p.suffix != ".html" else "") / p.name)
     old = d_dir / f".{plan['folder']}.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.replace(old)
     stage.replace(final)
     shutil.rmtree(old, ignore_errors=True)
-    written = sorted(p for p in final.rglob("*") if p.is_file())
+    written += sorted(p for p in final.rglob("*") if p.is_file())
     for p, rel in plan["jobs"]:
         atomic_write_bytes(dst / profile / rel, p.read_bytes())
         written.append(dst / profile / rel)
+    prune_lineage(d_dir)
     return written
+
+
+def prune_lineage(seed_dir: Path) -> list[str]:
+    """Remove the entries of ``seed_dir``'s ``lineage/`` folder that no run folder of the seed leads to (through
+    ``input_sha256``, from entry to entry); returns their names. The folder goes when it is left empty."""
+    pool = seed_dir / LINEAGE
+    if not pool.is_dir():
+        return []
+    sha_of = {}
+    for sub in (p for p in pool.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            sha_of[sub.name] = load_json(sub / "run.json").get("checkpoint_sha256")
+        except VaesaeError:
+            sha_of[sub.name] = None   # unreadable: not ours to judge, kept
+    wanted = {load_json(p).get("input_sha256") for p in seed_dir.glob("*/run.json") if p.parent.name != LINEAGE}
+    while True:   # follow each kept entry to the state it started from
+        more = {load_json(pool / n / "run.json").get("input_sha256") for n, sha in sha_of.items() if sha in wanted}
+        if more <= wanted:
+            break
+        wanted |= more
+    gone = sorted(n for n, sha in sha_of.items() if sha is not None and sha not in wanted)
+    for n in gone:
+        shutil.rmtree(pool / n)
+    if not any(pool.iterdir()):
+        pool.rmdir()
+    return gone
 
 
 SWEEP = "sweep"   # --runs sweep: notebook 10's runs of every reading but literal and the chosen one
@@ -219,9 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not plans:
             raise VaesaeError(f"no run folder {', '.join(wanted)} in {args.src / args.profile} for those datasets and seeds")
         for ds, seed, plan in plans:   # every run checked before anything is written
-            chain = " <- ".join(pf for pf, _ in plan["lineage"]) or "the committed predecessor"
+            chain = " <- ".join(e for e, _ in plan["lineage"]) or "the committed predecessor"
+            pool = _seed_dir(args.dst, args.profile, ds, seed) / LINEAGE
+            new = sum(not (pool / e).is_dir() for e, _ in plan["lineage"])
             print(f"{ds} seed {seed} {plan['folder']}: {len(plan['records'])} records, started from {chain}"
-                  + (", kept in lineage/" if plan["lineage"] else "") + f"; {len(plan['jobs'])} job files")
+                  + (f", kept in {ds}/seed{seed}/{LINEAGE}/ ({new} new)" if plan["lineage"] else "")
+                  + f"; {len(plan['jobs'])} job files")
             if not args.dry_run:
                 apply_import(plan, args.dst, args.profile, ds, seed)
     except (VaesaeError, ValueError) as exc:
