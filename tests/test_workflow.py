@@ -597,6 +597,12 @@ def test_list_estimates_fall_back_to_other_seeds_and_sum_along_the_longest_chain
     # ... which --list names for the jobs it covers: 02 of dSprites at seeds 42, 43 and 44 (no other job has a time
     # from another device; shapes3d's 02 has none at all)
     assert pipeline.devices_with_times(jobs, tmp_path / "results", "smoke", est) == {"cuda": 3}
+    # --list shares what it read between the two: the same answers, with the manifests read once
+    memo: dict = {}
+    assert pipeline.like_estimates(jobs, tmp_path / "results", "smoke", own, memo) == est
+    import shutil
+    shutil.rmtree(folder / pipeline.MANIFEST_DIR)
+    assert pipeline.devices_with_times(jobs, tmp_path / "results", "smoke", est, memo) == {"cuda": 3}
     est["02_stage2_sae_init[dsprites,seed44]"] = 5.0
     est["03_stage3_topk[dsprites,seed44]"] = 50.0
     # 01 -> 02 -> 03 of dSprites seed 44 is the longest chain: 120 + 5 + 50

@@ -669,25 +669,30 @@ def plan(jobs: list[Job], results_dir: Path, profile: str, *, force: bool = Fals
     return estimates
 
 
-def like_estimates(jobs: list[Job], results_dir: Path, profile: str,
-                   estimates: Mapping[str, float | None]) -> dict[str, float | None]:
+def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: Mapping[str, float | None],
+                   memo: dict | None = None) -> dict[str, float | None]:
     """Each job's last recorded duration (``estimates``, from :func:`plan`), or where it has none the median of those
     recorded for the same notebook and dataset at other seeds with the same ``device`` parameter (their manifests in
     ``results/<profile>/_manifest/``); None where neither exists. Durations are those of the machine and the packing
-    that made each manifest (jobs that shared a GPU ran slower than alone)."""
+    that made each manifest (jobs that shared a GPU ran slower than alone). ``memo``: the manifests read so far
+    (:func:`_recorded_times`), shared with :func:`devices_with_times` so each is read once."""
     out: dict[str, float | None] = {}
     for job in jobs:
         own = estimates.get(job.id)
         if own is not None or job.seed is None:
             out[job.id] = own
             continue
-        found = [t for device, t in _recorded_times(job, results_dir, profile) if device == job.params.get("device")]
+        found = [t for device, t in _recorded_times(job, results_dir, profile, memo) if device == job.params.get("device")]
         out[job.id] = statistics.median(found) if found else None
     return out
 
 
-def _recorded_times(job: Job, results_dir: Path, profile: str) -> list[tuple[str | None, float]]:
-    """(``device`` parameter, seconds) of every manifest of ``job``'s notebook and dataset, any seed."""
+def _recorded_times(job: Job, results_dir: Path, profile: str, memo: dict | None = None) -> list[tuple[str | None, float]]:
+    """(``device`` parameter, seconds) of every manifest of ``job``'s notebook and dataset, any seed; kept in
+    ``memo`` by notebook and dataset when one is given (the jobs of every seed read the same manifests)."""
+    key = (job.id.split("[")[0], job.dataset)
+    if memo is not None and key in memo:
+        return memo[key]
     out = []
     for path in sorted((results_dir / profile / MANIFEST_DIR).glob(f"{job.id.split('[')[0]}__{job.dataset}_seed*.json")):
         try:
@@ -696,18 +701,20 @@ def _recorded_times(job: Job, results_dir: Path, profile: str) -> list[tuple[str
             continue
         if m.get("elapsed_s") is not None:
             out.append((m.get("params", {}).get("device"), float(m["elapsed_s"])))
+    if memo is not None:
+        memo[key] = out
     return out
 
 
 def devices_with_times(jobs: list[Job], results_dir: Path, profile: str,
-                       estimates: Mapping[str, float | None]) -> dict[str, int]:
+                       estimates: Mapping[str, float | None], memo: dict | None = None) -> dict[str, int]:
     """For the jobs without an estimate (:func:`like_estimates`): each other ``device`` parameter with times recorded
     for their notebook and dataset -> how many of them it covers (``--list`` suggests planning with it)."""
     count: dict[str, int] = {}
     for job in jobs:
         if estimates.get(job.id) is not None or job.seed is None:
             continue
-        for device in sorted({d for d, _ in _recorded_times(job, results_dir, profile)} - {job.params.get("device")}):
+        for device in sorted({d for d, _ in _recorded_times(job, results_dir, profile, memo)} - {job.params.get("device")}):
             if device:
                 count[device] = count.get(device, 0) + 1
     return count

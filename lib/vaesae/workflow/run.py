@@ -225,7 +225,8 @@ def _print_plan(st: _Study) -> int:
     took when last recorded (:func:`like_estimates`), their sum and the longest chain among them."""
     own = plan(st.jobs, st.results_dir, st.args.profile, force=st.args.force)
     todo = [j for j in st.jobs if j.state != "skipped"]
-    est = like_estimates(todo, st.results_dir, st.args.profile, own)
+    memo: dict = {}   # the manifests of each notebook and dataset, read once for both
+    est = like_estimates(todo, st.results_dir, st.args.profile, own, memo)
     for j in st.jobs:
         when = f"  ({fmt_seconds(est[j.id])})" if j.state != "skipped" and est[j.id] is not None else ""
         print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {j.id}{_narrowed_note(j, st)}{when}  "
@@ -236,7 +237,7 @@ def _print_plan(st: _Study) -> int:
               f"time as last recorded, {fmt_seconds(critical_path(todo, est))} along the longest chain of "
               "dependencies" + (f"; {unknown} with no recorded time" if unknown else "")
               + " (each job's own time, else the median of its notebook and dataset at other seeds)")
-        for device, n in devices_with_times(todo, st.results_dir, st.args.profile, est).items():
+        for device, n in devices_with_times(todo, st.results_dir, st.args.profile, est, memo).items():
             print(f"times recorded with --device {device} exist for {n} of the jobs with none: pass --device {device} "
                   "to plan for that machine")
     return 0
