@@ -6,6 +6,7 @@ import json
 import pandas as pd
 import pytest
 
+from test_records import _compact_records
 from vaesae.analysis import study as st
 from vaesae.workflow import imports
 
@@ -306,16 +307,6 @@ def test_a_lineage_entry_not_named_by_its_checkpoint_is_one_line(tmp_path):
     (d / "run.json").write_text(json.dumps({"checkpoint_sha256": "B"}))
     with pytest.raises(st.VaesaeError, match="is not a lineage entry"):
         st.load_study(root, "paper", R)
-
-
-def _compact_records():
-    import importlib.util
-
-    from vaesae.io import REPO_ROOT
-    spec = importlib.util.spec_from_file_location("compact_records", REPO_ROOT / "scripts" / "compact_records.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _old_layout(root, run, pred_folders):
