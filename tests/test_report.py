@@ -266,3 +266,18 @@ def test_claim_tests_at_one_seed_is_one_line(study):
     sec = sec[:sec.index("</section>")]
     assert "Needs ≥ 2 seeds per group" in sec and "<th>p_value</th>" not in sec and "<th>ci95_lo</th>" not in sec
     assert "<th>difference</th>" in sec and ">nan<" not in sec
+
+
+def test_a_page_and_record_kept_in_lineage_are_named_as_such(study):
+    """A seed's lineage/ entry (a predecessor a device session trained again) is listed beside the committed run of
+    the same name, and told apart from it: in the notebook list, its table of contents line, and the provenance."""
+    results, figures = study
+    entry = results / PROFILE / "dsprites" / "seed42" / "lineage" / "stage1.0123456789ab"
+    atomic_write_text(entry / "01_stage1_vae.html", "<html><body><p>stage one, again</p></body></html>")
+    atomic_save_json(entry / "run.json", {"profile": PROFILE, "dataset": "dsprites", "data_source": "procedural", "seed": 42,
+                                          "git_commit": "dev0001", "checkpoint_sha256": "0123456789ab" + "0" * 52})
+    page = report_page.build_report(results, figures, PROFILE).read_text()
+    note = "lineage stage1.0123456789ab: trained again on the device for a later run, not the committed run"
+    assert page.count(note) == 2   # the table of contents and the notebook list
+    assert 'href="dsprites/seed42/01_stage1_vae.html">01_stage1_vae</a> (dsprites, seed 42)</li>' in page
+    assert "<td>stage1 (lineage 0123456789ab)</td>" in page and "<td>stage1</td>" in page

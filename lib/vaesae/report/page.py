@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis import coverage
-from ..analysis.study import unpaired_runs
+from ..analysis.study import LINEAGE, unpaired_runs
 from ..errors import VaesaeError
 from ..io import atomic_write_text, repo_path
 from .nbhtml import relative_url
@@ -89,6 +89,9 @@ def _collect_runs(root: Path, problems: list[str]) -> list[dict[str, Any]]:
         rec = dict(rec)
         rec["_path"] = path
         rec["_run"] = path.parent.name
+        if path.parent.parent.name == LINEAGE:   # a predecessor kept for a run trained from a retrained chain
+            folder, _, sha = path.parent.name.rpartition(".")
+            rec["_run"] = f"{folder} (lineage {sha})"
         runs.append(rec)
     return runs
 
@@ -160,6 +163,11 @@ def _render_notebooks(root: Path, report_dir: Path, problems: list[str], figures
                 and not html_path.name.endswith(".FAILED.html")):
             entries.append({"path": html_path, "href": relative_url(html_path, report_dir), "name": html_path.stem, "failed": False})
 
+    for e in entries:   # a page kept with a predecessor in a seed's lineage/: say so beside its name
+        rel = e["path"].relative_to(root).parts
+        if len(rel) > 3 and rel[2] == LINEAGE:
+            kept = f"lineage {rel[3]}: trained again on the device for a later run, not the committed run"
+            e["note"] = f"{kept}; {e['note']}" if e.get("note") else kept
     groups: dict[tuple, dict[str, Any]] = {}
     for e in entries:
         rel = e["path"].parent.relative_to(root).parts
@@ -556,7 +564,7 @@ reproducing arXiv 2603.18056 (<code>{{ paper_url }}</code>; cited as text, so th
 {% endfor %}{% for f in data_figures %}<li><a href="#{{ f.anchor }}">{{ f.title }}</a></li>
 {% endfor %}</ol></li>
 <li><a href="#notebooks">Executed notebooks</a> ({{ notebook_count }})<ol>
-{% for g in notebooks %}{% for e in g["items"] %}<li><a href="{{ e.href }}">{{ e.name }}</a> ({{ g.label }})</li>
+{% for g in notebooks %}{% for e in g["items"] %}<li><a href="{{ e.href }}">{{ e.name }}</a> ({{ g.label }}{% if e.note %}; {{ e.note }}{% endif %})</li>
 {% endfor %}{% endfor %}</ol></li>
 <li><a href="#runs">Runs: the provenance of each</a></li>
 <li><a href="#environment">Environment</a></li>
