@@ -146,3 +146,56 @@ def test_project_again_from_a_stored_benchmark_without_a_device(tmp_path, capsys
     assert exc.value.code != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "holds no training benchmark" in err
+
+
+def _records_but(root, chosen, left_out):
+    """A paper results tree with a run.json in every run folder of the full study but ``left_out``."""
+    from vaesae.analysis import coverage
+    for f in coverage.expected(chosen)["runs"] - set(left_out):
+        (root / "paper" / f).mkdir(parents=True)
+        (root / "paper" / f / "run.json").write_text("{}")
+    (root / "paper" / "readings_choice.json").write_text(json.dumps({"chosen": chosen}))
+
+
+def test_what_remains_trains_each_predecessor_once_and_the_sweep_to_its_warm_up(tmp_path, capsys):
+    """Two remedies and a literal extended run of dSprites seed 43 and a sweep reading of Shapes3D seed 44 are
+    missing: stage 1 of each is trained again once, the chains' stage 2 (and Top-k for the extended run) too; the sweep's
+    Top-k runs its 5 warm-up epochs only; 08's remedies are units of one job, the sweep one unit per reading."""
+    from vaesae.analysis.readings import warm_epochs
+    from vaesae.config import get_config
+
+    ch, results = "standardised", tmp_path / "results"
+    left = ["dsprites/seed43/topk_aux@standardised", "dsprites/seed43/elastic@standardised", "dsprites/seed43/extended",
+            "shapes3d/seed44/stage2@centred", "shapes3d/seed44/topk@centred"]
+    _records_but(results, ch, left)
+    tp = {d: {"stage1": 2e5, "stage2": 2e5, "stage3": 1e5} for d in bench_steps.N_TRAIN}
+    runs = {r["id"]: r for r in bench_project.remaining_runs(tp, 0.1, results)}
+    assert sorted(i for i, r in runs.items() if r["missing"]) == sorted(left)
+    assert sorted(i for i, r in runs.items() if not r["missing"]) == [
+        "dsprites/seed43/stage1", "dsprites/seed43/stage2", "dsprites/seed43/stage2@standardised", "dsprites/seed43/topk",
+        "shapes3d/seed44/stage1"]
+    n, cfg = bench_steps.N_TRAIN["dsprites"], get_config("paper")
+    assert runs["dsprites/seed43/extended"]["seconds"] == pytest.approx(n * cfg.epochs_extended / 1e5 + cfg.epochs_extended * 0.1)
+    assert runs["dsprites/seed43/extended"]["deps"] == ["dsprites/seed43/topk"]
+    m = bench_steps.N_TRAIN["shapes3d"]
+    assert runs["shapes3d/seed44/topk@centred"]["seconds"] == pytest.approx(m * warm_epochs("paper") / 1e5 + warm_epochs("paper") * 0.1)
+    assert {runs[f]["job"] for f in left[:2]} == {"08@chosen"} and runs[left[0]]["unit"] != runs[left[1]]["unit"]
+    assert {runs[f]["unit"] for f in left[3:]} == {"shapes3d,44,centred"} and runs[left[3]]["job"] == "10"
+    rem = bench_project.project_remaining(tp, 0.1, None, results)
+    assert rem["runs_missing"] == 5 and rem["runs_retrained"] == 5
+    assert rem["gpu_min_missing"] == pytest.approx(sum(r["seconds"] for r in runs.values() if r["missing"]) / 60)
+    walls = {(r["graph"], r["gpus"]): r["wall_min"] for r in rem["rows"]}
+    # one GPU, one job at a time: every run in turn
+    assert walls[("pipeline", 1)] == pytest.approx(rem["gpu_min_missing"] + rem["gpu_min_retrained"])
+    # eight: the literal chain to extended is the longest; 08's two remedies one after the other in its one job
+    chain = sum(runs[f]["seconds"] for f in ("dsprites/seed43/stage1", "dsprites/seed43/stage2", "dsprites/seed43/topk",
+                                             "dsprites/seed43/extended")) / 60
+    assert walls[("per_run", 8)] == pytest.approx(chain) and walls[("per_seed", 8)] >= walls[("per_run", 8)]
+    # the command: remaining.json beside the benchmark's results, the benchmark's own file untouched
+    path = tmp_path / "GPU_concurrent.json"
+    path.write_text(json.dumps({"throughput": tp, "evaluation": {"eval_s": 0.1}, "git_commit": "a" * 40}))
+    before = path.read_text()
+    assert bench_cli.main(["project", str(path), "--remaining", "--results-dir", str(results)]) == 0
+    saved = json.loads((results / "bench" / "remaining.json").read_text())
+    assert saved["runs_missing"] == 5 and saved["made_by"]["measured_by"] == "a" * 40 and path.read_text() == before
+    assert "5 runs" in capsys.readouterr().out

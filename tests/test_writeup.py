@@ -208,3 +208,35 @@ def test_a_signed_change_that_rounds_to_zero_has_no_sign():
     sf = writeup._env().filters["sf"]
     assert [sf(x) for x in (-0.04, 0.0, 0.04, -0.05001, 6.62, -2.2, None)] == ["0.0", "0.0", "0.0", "−0.1", "+6.6", "−2.2", "n/a"]
     assert sf(-0.004, 2) == "0.00" and sf(-0.006, 2) == "−0.01"
+
+
+def test_the_projection_of_what_remains_says_when_it_is_older_than_the_records(tmp_path):
+    """remaining.json (python -m vaesae.bench project --remaining) is printed under "Not run yet" while it counted as
+    many missing runs as the records lack; once a run came in after it, FINDINGS says it is older."""
+    from vaesae.analysis import coverage
+    from vaesae.io import REPO_ROOT
+
+    make_fake_study(tmp_path, profile="paper")
+    choice = json.loads((REPO_ROOT / "results" / "paper" / "readings_choice.json").read_text())
+    (tmp_path / "paper" / "readings_choice.json").write_text(json.dumps(choice))   # the real choice: standardised
+    now = len(coverage.missing(tmp_path, "paper", "standardised"))
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    rows = [{"graph": g, "gpus": n, "jobs_per_gpu": 2, "mps": True, "wall_min": w, "jobs": 9}
+            for g, n, w in (("pipeline", 1, 300.0), ("pipeline", 8, 70.0), ("per_seed", 8, 31.0), ("per_run", 8, 27.0))]
+    rem = {"benchmark": "remaining", "runs_missing": now, "runs_retrained": 12, "gpu_min_missing": 250.0,
+           "gpu_min_retrained": 40.0, "rows": rows, "assumptions": "the fake ones",
+           "made_by": {"benchmark": "GPU_concurrent.json", "measured_by": "a" * 40, "git_commit": "b" * 40}}
+    (bench / "remaining.json").write_text(json.dumps(rem))
+    got = writeup._remaining(bench, tmp_path, "paper")
+    assert choice["chosen"] == "standardised" and got["current"] and got["one"]["wall_min"] == 300.0 and got["eight_seed"]["wall_min"] == 31.0
+    part = writeup._env().get_template("FINDINGS_remaining.md.j2")   # the part of "Not run yet" it fills
+    text = part.render(remaining=got, missing=["a line"])
+    assert f"{now} runs of 250 GPU-minutes" in text and "70 min with the pipeline's jobs" in text and "older than" not in text
+    (bench / "remaining.json").write_text(json.dumps({**rem, "runs_missing": now + 1}))
+    got = writeup._remaining(bench, tmp_path, "paper")
+    assert not got["current"]
+    text = part.render(remaining=got, missing=["a line"])
+    assert f"This projection counted {now + 1} missing runs; the records lack {now} now" in text
+    assert part.render(remaining=got, missing=[]).strip() == ""   # nothing missing: nothing to project
+    assert writeup._remaining(bench, tmp_path, "smoke") is None

@@ -72,6 +72,13 @@ def recorded_not_run(results_dir: str | Path, profile: str) -> list[str]:
     return not_run(results_dir, profile, chosen)
 
 
+def missing(results_dir: str | Path, profile: str, chosen: str) -> list[str]:
+    """The full study's run folders (``<ds>/seed<s>/<folder>``, :func:`expected` under reading ``chosen``) with no
+    ``run.json`` under ``results_dir/profile``, sorted."""
+    root = Path(results_dir) / profile
+    return sorted(f for f in expected(chosen)["runs"] if not (root / f / "run.json").is_file())
+
+
 def not_run(results_dir: str | Path, profile: str, chosen: str | None) -> list[str]:
     """The full study's runs with no ``run.json`` under ``results_dir/profile`` yet, one line per kind of run:
     ``"<what>: dSprites seeds 43, 44; Shapes3D all seeds"``. Only the paper profile has a full study; other profiles

@@ -35,14 +35,19 @@ def _add_conv(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_conv)
 
 
+REMAINING_JSON = "remaining.json"   # results/bench/: python -m vaesae.bench project --remaining
+
+
 def cmd_project(args: argparse.Namespace) -> int:
     """Project the whole study again from a concurrent benchmark's stored measurements, with this commit's model of
-    the pipeline (no device needed): its ``study_projection`` is replaced and says which commit projected it."""
+    the pipeline (no device needed): its ``study_projection`` is replaced and says which commit projected it. With
+    ``--remaining``: what the committed paper records still lack (:func:`project_remaining`), written to
+    ``results/bench/remaining.json`` for the report step; the benchmark's file is left as it is."""
     import json
     from pathlib import Path
 
     from ..io import atomic_save_json, git_commit
-    from .project import _print_study, project_study
+    from .project import _print_remaining, _print_study, project_remaining, project_study
 
     path = Path(args.file) if args.file else next(iter(sorted((REPO_ROOT / "results" / "bench").glob("*_concurrent.json"))), None)
     if path is None or not path.is_file():
@@ -53,6 +58,14 @@ def cmd_project(args: argparse.Namespace) -> int:
         tp, eval_s = d["throughput"], d["evaluation"]["eval_s"]
     except (OSError, ValueError, KeyError, TypeError):
         raise VaesaeError(f"{path} holds no training benchmark (throughput and evaluation); not a bench train JSON") from None
+    made_by = {"git_commit": git_commit(), "measured_by": d.get("git_commit", "not recorded"), "benchmark": path.name}
+    if args.remaining:
+        rem = project_remaining(tp, eval_s, d.get("stage3_concurrent"), Path(args.results_dir), "paper")
+        out = Path(args.results_dir) / "bench" / REMAINING_JSON
+        atomic_save_json(out, {"benchmark": "remaining", **rem, "made_by": made_by})
+        _print_remaining(rem)
+        print(f"wrote {out}")
+        return 0
     study = project_study(tp, eval_s, d.get("stage3_concurrent"))
     study["made_by"] = {"git_commit": git_commit(), "measured_by": d.get("git_commit", "not recorded"),
                         "note": "projected again by python -m vaesae.bench project from the stored measurements"}
@@ -67,6 +80,9 @@ def _add_project(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("project", help="project the whole paper study again from a stored concurrent benchmark "
                                        "(results/bench/<device>_concurrent.json) with this commit's pipeline model")
     p.add_argument("file", nargs="?", default=None, help="the JSON (default: the first results/bench/*_concurrent.json)")
+    p.add_argument("--remaining", action="store_true", help="project what the committed paper records still lack "
+                                                            "instead, into <results>/bench/remaining.json")
+    p.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="the records (default: results)")
     p.set_defaults(func=cmd_project)
 
 

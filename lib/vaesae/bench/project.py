@@ -18,6 +18,12 @@ STUDY_REMEDIES = 4        # 08's remedy sparsifiers, each a stage-3-length run f
 STUDY_GPUS = (1, 8)
 
 
+def run_seconds(tp: dict[str, float], n: int, stage: str, epochs: int, eval_s: float) -> float:
+    """GPU seconds of one run alone: ``epochs`` passes over ``n`` images at the measured images/s of its ``stage``
+    (``tp``: ``stage1``, ``stage2``, ``stage3``), and its evaluations (stage 3: every epoch; stages 1 and 2: once)."""
+    return n * epochs / tp[stage] + (epochs if stage == "stage3" else 1) * eval_s
+
+
 def study_runs(tp: dict[str, dict[str, float]], eval_s: float, *, readings: int = STUDY_READINGS,
                seeds: int = SUITE_SEEDS) -> list[dict[str, Any]]:
     """Every training run of the paper study with its GPU seconds when it runs alone (from the measured
@@ -41,23 +47,68 @@ def study_runs(tp: dict[str, dict[str, float]], eval_s: float, *, readings: int 
 
     for d, n in N_TRAIN.items():
         t = tp[d] if d in have else tp[have[0]]
-        one3 = lambda epochs: n * epochs / t["stage3"] + epochs * eval_s          # noqa: E731
+        one3 = lambda epochs: run_seconds(t, n, "stage3", epochs, eval_s)          # noqa: E731
         for s in range(seeds):
             u = f"{d},{s}"
-            s1 = add(f"stage1[{u}]", n * e1 / t["stage1"] + eval_s, [], f"01[{u}]")
+            s1 = add(f"stage1[{u}]", run_seconds(t, n, "stage1", e1, eval_s), [], f"01[{u}]")
             for r in range(readings):
                 v = f"{u},r{r}"
-                s2 = add(f"stage2[{v}]", n * e2 / t["stage2"] + eval_s, [s1], f"02[{v}]")
+                s2 = add(f"stage2[{v}]", run_seconds(t, n, "stage2", e2, eval_s), [s1], f"02[{v}]")
                 tk = add(f"topk[{v}]", one3(e3), [s2], f"03[{v}]")
                 add(f"extended[{v}]", one3(ex), [tk], f"04[{v}]")
                 l1 = add(f"l1[{v}]", one3(e3), [s2], f"05[{v}]")
                 for k in range(STUDY_REMEDIES):
                     add(f"remedy{k}[{v}]", one3(e3), [s2], f"08[r{r}]", after=(tk, l1))
-                a2 = add(f"stage2_init1[{v}]", n * e2 / t["stage2"] + eval_s, [s1], f"09[r{r}]", after=(tk,),
+                a2 = add(f"stage2_init1[{v}]", run_seconds(t, n, "stage2", e2, eval_s), [s1], f"09[r{r}]", after=(tk,),
                          unit=f"init1[{v}]")   # the init-seed variant's chain: one unit of 09's side by side
                 add(f"topk_init1[{v}]", one3(e3), [a2], f"09[r{r}]", unit=f"init1[{v}]")
                 for name in ("lr_x0.1", "lr_x10", "adam"):
                     add(f"topk_{name}[{v}]", one3(e3), [s2], f"09[r{r}]", after=(tk,))
+    return runs
+
+
+def remaining_runs(tp: dict[str, dict[str, float]], eval_s: float, results_dir: Any, profile: str = "paper") -> list[dict[str, Any]]:
+    """The runs of the full study (:func:`vaesae.analysis.coverage.expected`) with no ``run.json`` under
+    ``results_dir`` yet, in :func:`study_runs`' form, with the predecessors they train from trained again once
+    per dataset and seed (a checkpoint cannot leave the GPU machine: the committed ones are records only), each in
+    the pipeline job that trains it: 01-05 per dataset and seed (``@chosen`` for the chosen reading), 08 and 09 of
+    the chosen reading and notebook 10's sweep (one unit per dataset, seed and reading: its stage 2 and the Top-k
+    warm-up) as one job each."""
+    from .. import runs as R
+    from ..analysis import coverage
+    from ..analysis.readings import chosen_reading, warm_epochs
+    from ..config import get_config, run_folder, split_run_folder
+
+    cfg = get_config(profile)
+    chosen = chosen_reading(results_dir, profile)
+    epochs = {"stage1": cfg.epochs_stage1, "stage2": cfg.epochs_stage2, "stage3": cfg.epochs_stage3,
+              "extended": cfg.epochs_extended}
+    missing = coverage.missing(results_dir, profile, chosen)
+    need: dict[str, None] = {}   # every folder to train, predecessors first
+    for f in missing:
+        base, _, folder = f.rpartition("/")
+        run, reading = split_run_folder(folder)
+        for r in R.lineage(run):
+            need.setdefault(f"{base}/{run_folder(r, reading)}")
+    runs: list[dict[str, Any]] = []
+    for f in need:
+        base, _, folder = f.rpartition("/")
+        ds, seed = base.split("/")[0], int(base.split("/")[1][4:])
+        run, reading = split_run_folder(folder)
+        row, kind = R.get(run), R.kind_of(run)
+        t = tp.get(ds) or next(iter(tp.values()))
+        stage = "stage3" if kind == "extended" else kind
+        sweep = row.sweep and reading not in ("literal", chosen)
+        n_ep = warm_epochs(profile) if sweep and kind == "stage3" else epochs[kind]
+        if sweep:
+            job, unit = "10", f"{ds},{seed},{reading}"
+        elif row.group in ("remedy", "ablation"):
+            job, unit = f"{row.notebook[:2]}@chosen", (f"init1[{ds},{seed}]" if run in R.lineage("topk_init1") else f)
+        else:
+            job, unit = f"{row.notebook[:2]}{'@chosen' if reading != 'literal' else ''}[{ds},{seed}]", f
+        pred = f"{base}/{run_folder(row.from_run, reading)}" if row.from_run else None
+        runs.append({"id": f, "seconds": run_seconds(t, N_TRAIN[ds], stage, n_ep, eval_s), "deps": [pred] if pred else [],
+                     "job": job, "after": [], "unit": unit, "missing": f in missing})
     return runs
 
 
@@ -78,10 +129,10 @@ def study_jobs(runs: list[dict[str, Any]], graph: str, *,
         unit = r["unit"] if graph == "pipeline" else r["id"]
         j[0][unit] = j[0].get(unit, 0.0) + r["seconds"]
         j[1] |= {of[x] for x in r["deps"] + (r["after"] if graph == "pipeline" else [])} - {key(r)}
-    rank = {"01": 0, "02": 1, "03": 2, "04": 3, "05": 4, "08": 5, "09": 6}
+    rank = {"01": 0, "02": 1, "03": 2, "04": 3, "05": 4, "08": 5, "09": 6, "10": 7}
     stage = {r["id"]: r["job"][:2] for r in runs}
     order = sorted(jobs, key=lambda j: rank[j[:2]] if graph == "pipeline" else rank[stage[j]])
-    side = lambda j, n: (min(n, MAX_SIDE_BY_SIDE) if side_by_side and graph == "pipeline" and j[:2] in ("08", "09")   # noqa: E731
+    side = lambda j, n: (min(n, MAX_SIDE_BY_SIDE) if side_by_side and graph == "pipeline" and j[:2] in ("08", "09", "10")   # noqa: E731
                          else 1)
     return [(j, list(jobs[j][0].values()), jobs[j][1], side(j, len(jobs[j][0]))) for j in order]
 
@@ -190,6 +241,49 @@ def project_study(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str
                            f"{conc['dataset'] if conc else '-'}), by its processes (08 and 09 train up to "
                            "4 runs side by side under MPS); notebooks' start-up, notebook 10's sweep and the untrained jobs "
                            "(00, 06, 07) not counted"}
+
+
+def project_remaining(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str, Any] | None, results_dir: Any,
+                      profile: str = "paper", *, gpus: tuple[int, ...] = STUDY_GPUS) -> dict[str, Any]:
+    """What the full study still lacks (:func:`remaining_runs`): GPU minutes alone, and projected wall minutes on
+    each GPU count of ``gpus`` as one study, the fastest of 1-4 jobs per GPU (MPS where ``conc`` measured it), the
+    way :func:`project_study` projects the whole one. ``graph``: ``pipeline``, the pipeline's jobs (08, 09 and 10
+    are one job each, holding one GPU for every dataset's and seed's runs); ``per_seed``, the same with those three
+    split into one job per dataset and seed (not how the pipeline runs them: what splitting them would give);
+    ``per_run``, every run a job of its own (a lower bound)."""
+    runs = remaining_runs(tp, eval_s, results_dir, profile)
+    single, agg = 1.0, {}
+    if conc and conc["rows"]:
+        single = conc["single_img_s"]
+        agg = {r["n"]: r["aggregate_img_s"] for r in conc["rows"] if r["mps"]}
+    f = _factor(agg, single) if agg else (lambda n: 1.0)
+    split = [dict(r, job=f"{r['job']}[{r['id'].rsplit('/', 1)[0]}]") if r["job"][:2] in ("08", "09", "10") else r for r in runs]
+    rows = []
+    for graph, rs, g_kind in (("pipeline", runs, "pipeline"), ("per_seed", split, "pipeline"), ("per_run", runs, "per_run")):
+        # one job per GPU runs without the MPS daemon, so without units side by side (vaesae.training.parallel)
+        alone, shared = study_jobs(rs, g_kind, side_by_side=False), study_jobs(rs, g_kind, side_by_side=bool(agg))
+        for g in gpus:
+            walls = {n: simulate_wall(alone if n == 1 else shared, g, n, (lambda k: 1.0) if n == 1 else f) / 60
+                     if rs else 0.0 for n in sorted(set(agg) | {1})}
+            n = min(walls, key=walls.get)
+            rows.append({"graph": graph, "gpus": g, "jobs_per_gpu": n, "mps": bool(agg) and n > 1, "wall_min": walls[n],
+                         "jobs": len(shared)})
+    return {"runs_missing": sum(1 for r in runs if r["missing"]), "runs_retrained": sum(1 for r in runs if not r["missing"]),
+            "gpu_min_missing": sum(r["seconds"] for r in runs if r["missing"]) / 60,
+            "gpu_min_retrained": sum(r["seconds"] for r in runs if not r["missing"]) / 60, "rows": rows,
+            "assumptions": "the runs of vaesae.analysis.coverage without a run.json, each predecessor they train from "
+                           "trained again once per dataset and seed, all in one study; every run alone at the measured "
+                           "images/s of its stage (notebook 10's Top-k for its warm-up only); a shared GPU as in the "
+                           "whole study's projection; notebooks' start-up and the untrained jobs not counted"}
+
+
+def _print_remaining(rem: dict[str, Any]) -> None:
+    print(f"\nwhat the full study still lacks: {rem['runs_missing']} runs ({rem['gpu_min_missing']:.0f} GPU-minutes when each "
+          f"runs alone), and {rem['runs_retrained']} predecessors they train from trained again "
+          f"({rem['gpu_min_retrained']:.0f} GPU-minutes); as one study, wall minutes:")
+    for r in rem["rows"]:
+        print(f"  {r['gpus']} GPU(s), {r['graph']:<8s} ({r['jobs']} jobs): {r['wall_min']:6.1f} min "
+              f"({r['jobs_per_gpu']} per GPU, MPS {'on' if r['mps'] else 'off'})")
 
 
 def _print_study(study: dict[str, Any]) -> None:

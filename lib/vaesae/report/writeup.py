@@ -89,6 +89,22 @@ def _concurrent(bench_dir: Path) -> dict[str, Any] | None:
             "study": d.get("study_projection")}
 
 
+def _remaining(bench_dir: Path, results_dir: Path, profile: str) -> dict[str, Any] | None:
+    """The projection of what the full study still lacks (``python -m vaesae.bench project --remaining``,
+    ``remaining.json``), with ``current``: whether it counted as many missing runs as the records lack now (else it
+    was made before the last runs came in, and says so). None for another profile or without the file."""
+    from ..analysis.readings import choice_path, chosen_reading
+
+    d = _bench_file(bench_dir, "remaining")
+    if profile != "paper" or not d or "rows" not in d or not choice_path(results_dir, profile).is_file():
+        return None
+    now = len(coverage.missing(results_dir, profile, chosen_reading(results_dir, profile)))
+    rows = {(r["graph"], r["gpus"]): r for r in d["rows"]}
+    return {**d, "current": d.get("runs_missing") == now, "missing_now": now, "by": rows,
+            "one": rows.get(("pipeline", 1)), "eight": rows.get(("pipeline", 8)), "eight_seed": rows.get(("per_seed", 8)),
+            "eight_run": rows.get(("per_run", 8))}
+
+
 def _conv(bench_dir: Path) -> dict[str, Any] | None:
     """The convolution benchmark (``python -m vaesae.bench conv``): per dataset the forms' ms per run and the layers."""
     d = _bench_file(bench_dir, "_conv")
@@ -414,6 +430,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     bench_dir = Path(bench_dir) if bench_dir is not None else results_dir / "bench"
     bench = _bench(bench_dir)
     tree_size = _bench_file(bench_dir, "tree_size")   # python -m vaesae.report.treesize
+    remaining = _remaining(bench_dir, results_dir, profile)
     reruns = _device_reruns(results_dir / profile, S)
     ablation_runs = sorted({r for (_, _, r) in S.runs if r in R.ablation_variants()})
     # every published reading's records: the header's commits and devices
@@ -433,7 +450,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
-            "conv": _conv(bench_dir), "by_reading": by_reading, "tree_size": tree_size,
+            "conv": _conv(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
             "claimed": _claimed_differences(results_dir, profile, [b["reading"] for b in by_reading]),
             "not_run": coverage.recorded_not_run(results_dir, profile)}
 
