@@ -186,7 +186,9 @@ def test_claim_tests_rows_and_columns():
     assert t.note.str.contains("under-covers").all()
     # issue 18: each claim's verdict from Welch's p and the bootstrap interval (CLAIM_RULE)
     assert k.claimed == "+" and k.verdict == "supported"
-    assert m.claimed == "0" and m.verdict == "consistent (no difference detected)"
+    # ... and, a claim of no difference, inside its margin (±10 % of A) by the equivalence test: supported
+    assert m.claimed == "0" and m.verdict == "supported" and m.p_equivalence < 0.05
+    assert m.margin_hi == pytest.approx(-m.margin_lo) == pytest.approx(0.1 * m.mean_a)
     assert r.claimed == "" and r.verdict == "no claim"
     assert x.verdict == "supported"
 
@@ -196,9 +198,44 @@ def test_claim_verdict_rule():
     assert v("+", 1, 3, float("nan"), float("nan"), float("nan")) == "needs ≥ 2 seeds"
     assert v("+", 3, 3, 0.01, 0.5, 2.0) == "supported" and v("−", 3, 3, 0.01, 0.5, 2.0) == "contradicted"
     assert v("−", 3, 3, 0.01, -2.0, -0.5) == "supported" and v("+", 3, 3, 0.2, -0.1, 2.0) == "inconclusive"
-    assert v("0", 3, 3, 0.01, 0.5, 2.0) == "contradicted" and v("0", 3, 3, 0.3, -1, 1).startswith("consistent")
+    # no difference claimed: inside the margin with TOST's p < 0.05, wholly beyond an end, or neither
+    eq = {"p_equivalence": 0.01, "p_below": 0.99, "p_above": 0.99, "constant": False}
+    assert v("0", 3, 3, 0.01, -0.5, 0.5, eq, (-1.0, 1.0)) == "supported"   # p < 0.05 against 0 does not contradict
+    assert v("0", 3, 3, 0.3, -0.5, 0.5, {**eq, "p_equivalence": 0.2}, (-1.0, 1.0)) == "inconclusive"
+    assert v("0", 3, 3, 0.3, -1.5, 0.5, eq, (-1.0, 1.0)) == "inconclusive"   # the interval crosses an end
+    assert v("0", 3, 3, 0.01, 1.5, 2.0, {**eq, "p_above": 0.01}, (-1.0, 1.0)) == "contradicted"
+    assert v("0", 3, 3, 0.01, -4.4, -3.6, {**eq, "p_below": 0.01}, (-5.0, float("inf"))) == "supported"   # no recovery
+    assert v("0", 3, 3, 0.01, -9.0, -6.0, {**eq, "p_below": 0.01}, (-5.0, float("inf"))) == "contradicted"
+    assert v("0", 3, 3, 0.01, 5.0, 9.0, eq, (-5.0, float("inf"))) == "supported"   # a rise is no recovery
+    const = {"p_equivalence": float("nan"), "constant": True}
+    assert v("0", 3, 3, float("nan"), 0.0, 0.0, const, (0.0, 0.0), 0.0) == "supported"   # 0 -> 0 on every seed
+    assert v("0", 3, 3, float("nan"), 3.0, 3.0, const, (-1.0, 1.0), 3.0) == "contradicted"
     assert v("", 3, 3, 0.01, 0.5, 2.0) == "no claim"
     assert "Welch" in stats.CLAIM_RULE and "bootstrap" in stats.CLAIM_RULE
+
+
+def test_equivalence_test_is_two_one_sided_welch_tests():
+    """TOST (Schuirmann 1987) against scipy's one-sided Welch tests; an open end is left out; constant groups have
+    no test."""
+    from scipy import stats as sps
+
+    a, b = np.array([1.0, 1.2, 0.9, 1.1]), np.array([1.3, 1.1, 1.25, 1.2])
+    got = stats.equivalence_test(a, b, -0.5, 0.5)
+    lo = sps.ttest_ind(b + 0.5, a, equal_var=False, alternative="greater").pvalue
+    hi = sps.ttest_ind(b - 0.5, a, equal_var=False, alternative="less").pvalue
+    assert got["p_equivalence"] == pytest.approx(max(lo, hi)) and got["p_equivalence"] < 0.05
+    assert got["p_below"] == pytest.approx(1 - lo) and got["p_above"] == pytest.approx(1 - hi)
+    assert stats.equivalence_test(a, b, -0.01, 0.01)["p_equivalence"] > 0.5   # a difference of 0.11 is not inside ±0.01
+    one = stats.equivalence_test(a, b, -0.5, float("inf"))
+    assert one["p_equivalence"] == pytest.approx(lo) and one["p_above"] == 1.0
+    flat = stats.equivalence_test([2.0, 2.0], [2.0, 2.0], -1.0, 1.0)
+    assert flat["constant"] and np.isnan(flat["p_equivalence"])
+    assert np.isnan(stats.equivalence_test([1.0], [1.0, 2.0], -1.0, 1.0)["p_equivalence"])
+    # the margins are the verdict rule's tolerances
+    assert stats.claim_margin("k=50 (Top-k, end of stage 3) − k=500 (end of stage 2)", "MIG", 0.3) == (-0.05, 0.05)
+    assert stats.claim_margin("k=50 (Top-k, end of stage 3) − k=500 (end of stage 2)", "MSE", 0.02) == pytest.approx((-0.002, 0.002))
+    assert stats.claim_margin("end of extended training − end of stage 3 (Top-k, k=50)", "dead %", 80.0) == (-5.0, float("inf"))
+    assert np.isnan(stats.claim_margin("L1 − Top-k (end of stage 3)", "dead %", 1.0)[0])
 
 
 def test_claim_tests_is_reproducible_from_the_seed():

@@ -14,6 +14,15 @@ module tests each one two ways:
   R. J. Tibshirani (1993), *An Introduction to the Bootstrap*, Chapman & Hall, ch. 13: each group is
   resampled independently with replacement (through :func:`scipy.stats.bootstrap` with
   ``paired=False, method="percentile"``).
+* For a claim of **no difference** ("MIG and MSE stay stable", "no recovery"), an **equivalence test**:
+  two one-sided tests (TOST), D. J. Schuirmann (1987), "A comparison of the two one-sided tests procedure
+  and the power approach for assessing the equivalence of average bioavailability", *Journal of
+  Pharmacokinetics and Biopharmaceutics* 15 (6), 657–680, each a one-sided Welch test of the difference
+  against one end of a margin: the claim is supported when the difference lies inside the margin, not
+  merely when no difference is detected (absence of evidence). The margins are the verdict rule's
+  tolerances for the same claims (:data:`vaesae.analysis.paper.TOLERANCE`: |dMIG| ≤ 0.05, |dMSE| ≤ 10 % of A,
+  extended training lowers dead % by at most 5 points, specialised counts within 20 % of A), fixed there
+  before any claim test.
 
 Conventions, everywhere in this module:
 
@@ -44,10 +53,11 @@ import pandas as pd
 from scipy import stats as _sps
 
 from ..sparsity.base import REMEDIES
+from .paper import TOLERANCE
 from .study import DATASET_LABEL, Study, dead_col, spec_col
 
-__all__ = ["welch_test", "bootstrap_diff_ci", "claim_tests", "claim_verdict", "COLUMNS", "TITLE", "CAPTION", "CLAIM_RULE",
-           "N_RESAMPLES", "FEW_SEEDS", "ALPHA"]
+__all__ = ["welch_test", "bootstrap_diff_ci", "equivalence_test", "claim_margin", "claim_tests", "claim_verdict",
+           "COLUMNS", "TITLE", "CAPTION", "CLAIM_RULE", "N_RESAMPLES", "FEW_SEEDS", "ALPHA"]
 
 N_RESAMPLES = 9999
 FEW_SEEDS = 5  # below this many values in a group the bootstrap interval gets a note (it under-covers)
@@ -56,21 +66,29 @@ NOTE_NO_VARIANCE = "zero variance in both groups: t undefined"
 NOTE_FEW = f"fewer than {FEW_SEEDS} seeds in a group: the bootstrap interval under-covers"
 
 COLUMNS = ["comparison", "dataset", "metric", "n_a", "n_b", "mean_a", "mean_b", "difference",
-           "ci95_lo", "ci95_hi", "welch_t", "df", "p_value", "claimed", "verdict", "note"]
+           "ci95_lo", "ci95_hi", "welch_t", "df", "p_value", "claimed", "margin_lo", "margin_hi", "p_equivalence",
+           "verdict", "note"]
 ALPHA = 0.05
 CLAIM_RULE = (
     "Verdict per row (vaesae.analysis.stats.CLAIM_RULE), only where both groups have at least 2 seeds; 'claimed' is the paper's "
     "direction of B − A (+: B larger, −: B smaller, 0: no difference, blank: the paper claims none). "
     f"+ or −: 'supported' when Welch's p < {ALPHA} and the bootstrap 95 % interval excludes 0 on the claimed side; "
     f"'contradicted' when p < {ALPHA} and the interval excludes 0 on the other side; else 'inconclusive'. "
-    f"0: 'contradicted' when p < {ALPHA} and the interval excludes 0; else 'consistent (no difference detected)'. "
+    "0 (no difference beyond a margin, the verdict rule's tolerance for the claim: MIG ±0.05, MSE ±10 % of A, "
+    "specialised ±20 % of A; extended training's dead % at least −5 points, any rise allowed): 'supported' when the "
+    f"equivalence test's p (TOST, two one-sided Welch tests against the margin's ends) < {ALPHA} and the bootstrap "
+    f"interval lies inside the margin; 'contradicted' when the one-sided Welch test against the end it lies beyond gives "
+    f"p < {ALPHA} and the interval lies wholly beyond it; else 'inconclusive' (no variance in either group: 'supported' "
+    "when every seed's values are equal and inside the margin). "
     "Blank: 'no claim'. With fewer than 2 seeds in a group: 'needs ≥ 2 seeds'."
 )
 TITLE = "Statistical tests of the paper's claimed differences (Welch t-test, bootstrap 95 % CI, across seeds)"
 CAPTION = ("Each row compares two groups of per-seed values, A and B, named in 'comparison' as \"B − A\"; "
            "difference = mean_b − mean_a. welch_t, df (Welch–Satterthwaite) and p_value (two-sided): Welch (1947); "
            "ci95_lo/hi: percentile bootstrap of the difference of means, groups resampled independently "
-           "(Efron & Tibshirani 1993). The groups share seeds, so the unpaired test is conservative. "
+           "(Efron & Tibshirani 1993). margin_lo/hi and p_equivalence, for a claim of no difference: the margin the "
+           "difference must lie within and the p of two one-sided Welch tests against its ends (TOST, Schuirmann 1987). "
+           "The groups share seeds, so the unpaired test is conservative. "
            "NaN with a note where a group has fewer than 2 seeds. Rows whose runs are not in the study are left out.")
 
 
@@ -180,16 +198,84 @@ def _claimed(comparison: str, metric: str) -> str:
     return next((v for (prefix, m), v in _CLAIMED.items() if comparison.startswith(prefix) and m == metric), "")
 
 
-def claim_verdict(claimed: str, n_a: int, n_b: int, p_value: float, lo: float, hi: float) -> str:
-    """The verdict of one row by :data:`CLAIM_RULE`."""
+def equivalence_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, low: float, high: float) -> dict:
+    """Two one-sided Welch tests (TOST, Schuirmann 1987) of ``low < mean_b − mean_a < high``.
+
+    Parameters
+    ----------
+    a, b : array-like of float, shape (n_a,) and (n_b,)
+        Per-seed values of the two groups; non-finite values are dropped.
+    low, high : float
+        The margin's ends (``low < high``); ``-inf`` or ``inf`` for an open side (a one-sided claim: the test
+        against that end is left out, its p taken as 0).
+
+    Returns
+    -------
+    dict with keys
+        ``p_equivalence`` (float: the larger of the two one-sided p, the test's p), ``p_below`` and
+        ``p_above`` (float: one-sided Welch p of ``difference < low`` and of ``difference > high``: small when the
+        difference lies beyond that end), ``constant`` (bool: neither group varies, so no test can run; the
+        p values are then NaN).
+    """
+    a, b = _values(a), _values(b)
+    out = {"p_equivalence": math.nan, "p_below": math.nan, "p_above": math.nan,
+           "constant": bool(a.size and b.size and np.ptp(a) == 0 and np.ptp(b) == 0)}
+    if a.size < 2 or b.size < 2 or out["constant"]:
+        return out
+
+    def one_sided(shift: float, alternative: str) -> float:
+        if not math.isfinite(shift):
+            return 0.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(_sps.ttest_ind(b - shift, a, equal_var=False, alternative=alternative).pvalue)
+
+    above_low, below_high = one_sided(low, "greater"), one_sided(high, "less")   # the two halves of TOST
+    out.update(p_equivalence=max(above_low, below_high), p_below=(1.0 - above_low) if math.isfinite(low) else 1.0,
+               p_above=(1.0 - below_high) if math.isfinite(high) else 1.0)
+    return out
+
+
+# The margin of each claim of no difference (claimed "0"): the verdict rule's tolerance for that claim
+# (vaesae.analysis.paper.TOLERANCE), as (its key, whether a rise is allowed without limit)
+_MARGIN = {("k=50", "MIG"): ("stable_mig", False), ("k=50", "MSE"): ("stable_mse", False),
+           ("end of extended", "dead %"): ("recovery", True), ("end of extended", "specialised"): ("specialized", False)}
+
+
+def claim_margin(comparison: str, metric: str, mean_a: float) -> tuple[float, float]:
+    """(low, high) the difference B − A must lie within for a claim of no difference to hold: the verdict rule's
+    tolerance, absolute or relative to ``mean_a``; ``high`` is ``inf`` where only a fall is claimed absent (no
+    recovery). (nan, nan) for a comparison with no such claim."""
+    key = next((v for (prefix, m), v in _MARGIN.items() if comparison.startswith(prefix) and m == metric), None)
+    if key is None:
+        return (math.nan, math.nan)
+    mode, tol = TOLERANCE[key[0]]
+    width = tol if mode == "abs" else tol * abs(mean_a)
+    return (-width, math.inf if key[1] else width)
+
+
+def claim_verdict(claimed: str, n_a: int, n_b: int, p_value: float, lo: float, hi: float,
+                  equivalence: dict | None = None, margin: tuple[float, float] = (math.nan, math.nan),
+                  difference: float = math.nan) -> str:
+    """The verdict of one row by :data:`CLAIM_RULE`; a claim of no difference ("0") reads ``equivalence``
+    (:func:`equivalence_test`), its ``margin`` (:func:`claim_margin`) and the ``difference`` of the means."""
     if min(n_a, n_b) < 2:
         return "needs ≥ 2 seeds"
     if not claimed:
         return "no claim"
+    if claimed == "0":
+        eq, (m_lo, m_hi) = equivalence or {}, margin
+        if eq.get("constant"):   # every seed the same value: the difference is exact
+            return "supported" if m_lo <= difference <= m_hi else "contradicted"
+        inside = math.isfinite(lo) and math.isfinite(hi) and m_lo < lo and hi < m_hi
+        if inside and eq.get("p_equivalence", math.nan) < ALPHA:
+            return "supported"
+        if ((math.isfinite(hi) and hi < m_lo and eq.get("p_below", math.nan) < ALPHA)
+                or (math.isfinite(lo) and lo > m_hi and eq.get("p_above", math.nan) < ALPHA)):
+            return "contradicted"
+        return "inconclusive"
     significant = math.isfinite(p_value) and p_value < ALPHA
     above, below = math.isfinite(lo) and lo > 0, math.isfinite(hi) and hi < 0
-    if claimed == "0":
-        return "contradicted" if significant and (above or below) else "consistent (no difference detected)"
     right, wrong = (above, below) if claimed == "+" else (below, above)
     if significant and right:
         return "supported"
@@ -260,11 +346,15 @@ def claim_tests(study: Study, rng: np.random.Generator, n_resamples: int = N_RES
         notes = [w["note"]] if w["note"] else []
         if min(a.size, b.size) >= 2 and min(a.size, b.size) < FEW_SEEDS:
             notes.append(NOTE_FEW)
+        claimed = _claimed(comparison, metric)
+        margin = claim_margin(comparison, metric, w["mean_a"]) if claimed == "0" else (math.nan, math.nan)
+        eq = equivalence_test(a, b, *margin) if claimed == "0" else {"p_equivalence": math.nan}
         rows.append({"comparison": comparison, "dataset": dataset, "metric": metric, "n_a": w["n_a"], "n_b": w["n_b"],
                      "mean_a": w["mean_a"], "mean_b": w["mean_b"], "difference": w["difference"],
                      "ci95_lo": lo, "ci95_hi": hi, "welch_t": w["t"], "df": w["df"], "p_value": w["p_value"],
-                     "claimed": _claimed(comparison, metric),
-                     "verdict": claim_verdict(_claimed(comparison, metric), w["n_a"], w["n_b"], w["p_value"], lo, hi),
+                     "claimed": claimed, "margin_lo": margin[0], "margin_hi": margin[1],
+                     "p_equivalence": eq["p_equivalence"],
+                     "verdict": claim_verdict(claimed, w["n_a"], w["n_b"], w["p_value"], lo, hi, eq, margin, w["difference"]),
                      "note": "; ".join(notes)})
     return pd.DataFrame(rows, columns=COLUMNS)
 

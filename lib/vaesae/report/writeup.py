@@ -323,7 +323,8 @@ def _claimed_differences(results_dir: Path, profile: str, readings: Sequence[str
             key = (r["comparison"], r["dataset"], r["metric"])
             row = rows.setdefault(key, {"comparison": key[0], "dataset": key[1], "metric": key[2],
                                         "claimed": r["claimed"], "by": {x: None for x in readings}})
-            row["by"][reading] = {k: r[k] for k in ("verdict", "difference", "ci95_lo", "ci95_hi", "p_value", "n_a", "n_b")}
+            row["by"][reading] = {k: r.get(k) for k in ("verdict", "difference", "ci95_lo", "ci95_hi", "p_value", "p_equivalence",
+                                                        "n_a", "n_b")}
     if not counts:
         return None
     return {"readings": [r for r in readings if r in counts], "rows": list(rows.values()), "counts": counts}
