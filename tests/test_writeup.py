@@ -3,6 +3,8 @@ regenerated from the same records."""
 
 import json
 
+import pytest
+
 from test_study import make_fake_study
 
 from vaesae.report import writeup
@@ -240,3 +242,22 @@ def test_the_projection_of_what_remains_says_when_it_is_older_than_the_records(t
     assert f"This projection counted {now + 1} missing runs; the records lack {now} now" in text
     assert part.render(remaining=got, missing=[]).strip() == ""   # nothing missing: nothing to project
     assert writeup._remaining(bench, tmp_path, "smoke") is None
+
+
+def test_the_headline_table_gives_our_spread_and_n(tmp_path):
+    """Ours beside the paper's in the headline table: mean ± std over the seeds with n; one seed: the mean alone."""
+    import pandas as pd
+
+    make_fake_study(tmp_path, profile="smoke", seeds=(42, 43, 44))
+    ctx = writeup.context(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
+    cell = next(c for c in ctx["cells"] if c["ds"] == "dsprites" and c["key"] == "topk")
+    f = pd.concat(pd.read_csv(tmp_path / "smoke" / "dsprites" / f"seed{s}" / "topk" / "epochs.csv").tail(1) for s in (42, 43, 44))
+    assert cell["n"] == 3 and cell["sd"]["dead"] == pytest.approx(f["dead_pct@0.001"].std(ddof=1))
+    text = writeup.render_findings(ctx)
+    row = next(line for line in text.splitlines() if line.startswith("| dSprites | Top-k | 34.4 ± 0.9 / **"))
+    assert f"**{cell['dead']:.1f} ± {cell['sd']['dead']:.1f}**" in row and row.endswith("| 3 |")
+    one = tmp_path / "one"
+    make_fake_study(one, profile="smoke", seeds=(42,))
+    ctx = writeup.context(one, "smoke", bench_dir=one / "no-bench")
+    row = next(line for line in writeup.render_findings(ctx).splitlines() if line.startswith("| dSprites | Top-k |"))
+    assert "± " not in row.split(" / ", 1)[1].split("|")[0] and row.endswith("| 1 |")

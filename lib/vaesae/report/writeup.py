@@ -41,6 +41,14 @@ def _mean(df: pd.DataFrame, col: str) -> float | None:
     return float(v.mean()) if len(v) else None
 
 
+def _sd(df: pd.DataFrame, col: str) -> float | None:
+    """The std over seeds (ddof 1) of ``col``; None with fewer than 2 values."""
+    if df is None or df.empty or col not in df:
+        return None
+    v = df[col].astype(float).dropna()
+    return float(v.std(ddof=1)) if len(v) > 1 else None
+
+
 # issue 17: aggregate stage-3 images/s of one H200 with several runs on it (target, stretch)
 CONCURRENT_TARGET_IMG_S, CONCURRENT_STRETCH_IMG_S = 200_000, 300_000
 
@@ -398,7 +406,9 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             pc = {c.metric: c for c in paper.CLAIMS if c.id.startswith("t1_") and c.dataset == ds and c.method == method}
             cells.append({"dataset": st.DATASET_LABEL[ds], "ds": ds, "method": st.METHOD_LABEL[method], "key": method,
                           "paper": {m: (c.paper, c.paper_std) for m, c in pc.items()},
-                          "dead": _mean(f, dead), "mig": _mean(f, "mig"), "mse": _mean(f, "mse"), "spec": _mean(f, spec)})
+                          "dead": _mean(f, dead), "mig": _mean(f, "mig"), "mse": _mean(f, "mse"), "spec": _mean(f, spec),
+                          "sd": {"dead": _sd(f, dead), "mig": _sd(f, "mig"), "mse": _sd(f, "mse"), "spec": _sd(f, spec)},
+                          "n": int(f[dead].notna().sum()) if dead in f else 0})
     per_ds = _per_dataset(S, dead, spec)
     ratios = [c["paper"]["mig"][0] / c["mig"] for c in cells if c.get("mig") and "mig" in c["paper"]]
     mse_ratios = [c["paper"]["mse"][0] / c["mse"] for c in cells if c.get("mse") and "mse" in c["paper"]]
