@@ -200,6 +200,17 @@ def _factor(aggregates: dict[int, float], single: float) -> Callable[[int], floa
     return f
 
 
+def _modes(conc: dict[str, Any] | None) -> tuple[float, dict[str, dict[int, float]]]:
+    """(one run's images/s alone, ``{"no_mps" | "mps": {N runs: their aggregate images/s}}``) of a concurrent
+    measurement (:func:`vaesae.bench.concurrent.run_concurrent`); (1.0, {"no_mps": {}}) without one."""
+    modes: dict[str, dict[int, float]] = {"no_mps": {}}
+    if not conc or not conc["rows"]:
+        return 1.0, modes
+    for r in conc["rows"]:
+        modes.setdefault("mps" if r["mps"] else "no_mps", {})[r["n"]] = r["aggregate_img_s"]
+    return float(conc["single_img_s"]), modes
+
+
 def project_study(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str, Any] | None = None, *,
                   gpus: tuple[int, ...] = STUDY_GPUS, readings: int = STUDY_READINGS) -> dict[str, Any]:
     """Projected wall minutes of the whole paper study (:func:`study_runs`) on each GPU count of ``gpus``, for
@@ -208,19 +219,14 @@ def project_study(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str
     the pipeline's job graph (08 and 09 training their runs side by side under MPS) and for every run a job of its
     own; ``best`` holds the fastest per GPU count. The rows sort by graph, GPUs, then MPS and runs per GPU."""
     runs = study_runs(tp, eval_s, readings=readings)
-    modes: dict[str, dict[int, float]] = {"no_mps": {}}
-    single = 1.0
-    if conc and conc["rows"]:
-        single = conc["single_img_s"]
-        for r in conc["rows"]:
-            modes.setdefault("mps" if r["mps"] else "no_mps", {})[r["n"]] = r["aggregate_img_s"]
+    single, modes = _modes(conc)
     rows = []
     for graph in ("pipeline", "per_run"):
         for mode, agg in modes.items():
             # 08 and 09 train their runs side by side under the MPS daemon only (vaesae.training.parallel), which the
             # runner starts for more than one job per GPU; a GPU's processes may then outnumber its jobs
             jobs = study_jobs(runs, graph, side_by_side=mode == "mps")
-            f = _factor(agg, single if conc else 1.0)
+            f = _factor(agg, single)
             for g in gpus:
                 for n in sorted(set(agg) | {1}):
                     if n == 1 and mode == "mps":
@@ -252,10 +258,8 @@ def project_remaining(tp: dict[str, dict[str, float]], eval_s: float, conc: dict
     split into one job per dataset and seed (not how the pipeline runs them: what splitting them would give);
     ``per_run``, every run a job of its own (a lower bound)."""
     runs = remaining_runs(tp, eval_s, results_dir, profile)
-    single, agg = 1.0, {}
-    if conc and conc["rows"]:
-        single = conc["single_img_s"]
-        agg = {r["n"]: r["aggregate_img_s"] for r in conc["rows"] if r["mps"]}
+    single, modes = _modes(conc)
+    agg = modes.get("mps", {})
     f = _factor(agg, single) if agg else (lambda n: 1.0)
     split = [dict(r, job=f"{r['job']}[{r['id'].rsplit('/', 1)[0]}]") if r["job"][:2] in ("08", "09", "10") else r for r in runs]
     rows = []
