@@ -307,6 +307,9 @@ def test_a_lineage_entry_not_named_by_its_checkpoint_is_one_line(tmp_path):
     (d / "run.json").write_text(json.dumps({"checkpoint_sha256": "B"}))
     with pytest.raises(st.VaesaeError, match="is not a lineage entry"):
         st.load_study(root, "paper", R)
+    # an import's staging folder left by a crash is not an entry: the study loads
+    d.rename(seed_dir / "lineage" / f".stage2@{R}.B.importing")
+    assert st.load_study(root, "paper", R).lineage == {}
 
 
 def _old_layout(root, run, pred_folders):

@@ -242,7 +242,8 @@ def _load_lineage(folder: Path) -> dict[str, Kept]:
     from ..config import split_run_folder
 
     out = {}
-    for sub in sorted(p for p in folder.glob("*") if p.is_dir()) if folder.is_dir() else []:
+    # a hidden folder is an import's staging one (vaesae.workflow.imports), not an entry
+    for sub in sorted(p for p in folder.glob("*") if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else []:
         if not (sub / "run.json").is_file() or not (sub / "epochs.csv").is_file():
             continue
         try:
