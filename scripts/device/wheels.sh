@@ -8,8 +8,11 @@ cd "$(dirname "$0")/../.."
 # in requirements.txt but already on the image (the numerical stack: its own builds, compiled against each other), or
 # only for Jupyter's servers, the tests and the import linter; every pure-Python helper is carried even where the image
 # may have it (annotated-types, which pydantic needs, was missing there on 2026-12-03 and the study stopped at once);
-# PuLP (16 MB: Snakemake imports it only for its ILP scheduler and falls back to the greedy one without it)
-skip='^(contourpy|cycler|execnet|fonttools|h5py|hypothesis|iniconfig|joblib|kiwisolver|matplotlib|mpmath|narwhals|networkx|numpy|pandas|pillow|pluggy|pyparsing|pytest|pytest-xdist|python-dateutil|scikit-learn|scipy|seaborn|six|sortedcontainers|sympy|threadpoolctl|torch|argon2-cffi|argon2-cffi-bindings|arrow|async-lru|babel|cffi|pycparser|fqdn|grimp|import-linter|ipywidgets|isoduration|json5|jupyter|jupyter-console|jupyter-events|jupyter-lsp|jupyter-builder|jupyter-server|jupyter-server-terminals|jupyterlab|jupyterlab-server|jupyterlab-widgets|lark|notebook|notebook-shim|overrides|python-json-logger|rfc3339-validator|rfc3986-validator|rfc3987-syntax|send2trash|terminado|uri-template|webcolors|websocket-client|widgetsnbextension|pulp)$'
+# PuLP (16 MB: Snakemake imports it only for its ILP scheduler and falls back to the greedy one without it); debugpy
+# (5.4 MB: ipykernel's debugger, which it leaves off without it) and jedi with parso (5 MB: IPython's completions, looked
+# up lazily): the copy the device receives, tree and .whl together, must stay under 64 MiB as the tree grows (checked on
+# 2026-12-05: a smoke study of 00-02 through Snakemake and papermill in an environment without the three)
+skip='^(debugpy|jedi|parso|contourpy|cycler|execnet|fonttools|h5py|hypothesis|iniconfig|joblib|kiwisolver|matplotlib|mpmath|narwhals|networkx|numpy|pandas|pillow|pluggy|pyparsing|pytest|pytest-xdist|python-dateutil|scikit-learn|scipy|seaborn|six|sortedcontainers|sympy|threadpoolctl|torch|argon2-cffi|argon2-cffi-bindings|arrow|async-lru|babel|cffi|pycparser|fqdn|grimp|import-linter|ipywidgets|isoduration|json5|jupyter|jupyter-console|jupyter-events|jupyter-lsp|jupyter-builder|jupyter-server|jupyter-server-terminals|jupyterlab|jupyterlab-server|jupyterlab-widgets|lark|notebook|notebook-shim|overrides|python-json-logger|rfc3339-validator|rfc3986-validator|rfc3987-syntax|send2trash|terminado|uri-template|webcolors|websocket-client|widgetsnbextension|pulp)$'
 pins=()
 while IFS= read -r pin; do
   [[ $(tr 'A-Z_.' 'a-z--' <<< "${pin%%==*}") =~ $skip ]] || pins+=("$pin")
