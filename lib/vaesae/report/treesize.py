@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 from .. import runs as R
 from ..analysis import coverage
 from ..analysis.study import LINEAGE
-from ..config import split_run_folder
+from ..config import run_folder, split_run_folder
 from ..errors import VaesaeError
 from ..io import REPO_ROOT, atomic_save_json, git_commit
 
@@ -60,8 +60,6 @@ def lineage_to_come(missing: Iterable[str], chosen: str) -> list[tuple[str, str,
     (``<ds>/seed<s>/<folder>``) will bring: each missing run's chain back to stage 1 (the registry's ``from_run``),
     once per dataset, seed and :func:`session_of` (one device session trains one chain for every run of that kind
     there); a predecessor missing in the same session is imported with it, not kept."""
-    from ..config import run_folder, split_run_folder
-
     groups: dict[tuple[str, tuple[str, ...]], set[str]] = {}
     for f in missing:
         base, _, folder = f.rpartition("/")

@@ -34,18 +34,21 @@ README_PARTS = ("results-summary", "performance", "size")
 _MARK = re.compile(r"(<!-- BEGIN GENERATED (?P<name>[\w-]+) -->\n).*?(<!-- END GENERATED (?P=name) -->)", re.S)
 
 
-def _mean(df: pd.DataFrame, col: str) -> float | None:
+def _values(df: pd.DataFrame, col: str) -> pd.Series:
+    """``col`` of ``df`` as floats without NaN (empty when the frame or the column is missing)."""
     if df is None or df.empty or col not in df:
-        return None
-    v = df[col].astype(float).dropna()
+        return pd.Series(dtype=float)
+    return df[col].astype(float).dropna()
+
+
+def _mean(df: pd.DataFrame, col: str) -> float | None:
+    v = _values(df, col)
     return float(v.mean()) if len(v) else None
 
 
 def _sd(df: pd.DataFrame, col: str) -> float | None:
     """The std over seeds (ddof 1) of ``col``; None with fewer than 2 values."""
-    if df is None or df.empty or col not in df:
-        return None
-    v = df[col].astype(float).dropna()
+    v = _values(df, col)
     return float(v.std(ddof=1)) if len(v) > 1 else None
 
 
@@ -108,7 +111,7 @@ def _remaining(bench_dir: Path, results_dir: Path, profile: str) -> dict[str, An
         return None
     now = len(coverage.missing(results_dir, profile, chosen_reading(results_dir, profile)))
     rows = {(r["graph"], r["gpus"]): r for r in d["rows"]}
-    return {**d, "current": d.get("runs_missing") == now, "missing_now": now, "by": rows,
+    return {**d, "current": d.get("runs_missing") == now, "missing_now": now,
             "one": rows.get(("pipeline", 1)), "eight": rows.get(("pipeline", 8)), "eight_seed": rows.get(("per_seed", 8)),
             "eight_run": rows.get(("per_run", 8))}
 
@@ -408,7 +411,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
                           "paper": {m: (c.paper, c.paper_std) for m, c in pc.items()},
                           "dead": _mean(f, dead), "mig": _mean(f, "mig"), "mse": _mean(f, "mse"), "spec": _mean(f, spec),
                           "sd": {"dead": _sd(f, dead), "mig": _sd(f, "mig"), "mse": _sd(f, "mse"), "spec": _sd(f, spec)},
-                          "n": int(f[dead].notna().sum()) if dead in f else 0})
+                          "n": len(_values(f, dead))})
     per_ds = _per_dataset(S, dead, spec)
     ratios = [c["paper"]["mig"][0] / c["mig"] for c in cells if c.get("mig") and "mig" in c["paper"]]
     mse_ratios = [c["paper"]["mse"][0] / c["mse"] for c in cells if c.get("mse") and "mse" in c["paper"]]

@@ -192,19 +192,20 @@ def prune_lineage(seed_dir: Path) -> list[str]:
     pool = seed_dir / LINEAGE
     if not pool.is_dir():
         return []
-    sha_of = {}
+    entries: dict[str, tuple[str | None, str | None]] = {}   # name -> (its checkpoint's SHA-256, its input's)
     for sub in (p for p in pool.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            sha_of[sub.name] = load_json(sub / "run.json").get("checkpoint_sha256")
+            meta = load_json(sub / "run.json")
+            entries[sub.name] = (meta.get("checkpoint_sha256"), meta.get("input_sha256"))
         except VaesaeError:
-            sha_of[sub.name] = None   # unreadable: not ours to judge, kept
-    wanted = {load_json(p).get("input_sha256") for p in seed_dir.glob("*/run.json") if p.parent.name != LINEAGE}
+            entries[sub.name] = (None, None)   # unreadable: not ours to judge, kept
+    wanted = {load_json(p).get("input_sha256") for p in seed_dir.glob("*/run.json")}
     while True:   # follow each kept entry to the state it started from
-        more = {load_json(pool / n / "run.json").get("input_sha256") for n, sha in sha_of.items() if sha in wanted}
+        more = {inp for sha, inp in entries.values() if sha in wanted}
         if more <= wanted:
             break
         wanted |= more
-    gone = sorted(n for n, sha in sha_of.items() if sha is not None and sha not in wanted)
+    gone = sorted(n for n, (sha, _) in entries.items() if sha is not None and sha not in wanted)
     for n in gone:
         shutil.rmtree(pool / n)
     if not any(pool.iterdir()):

@@ -694,7 +694,7 @@ def _recorded_times(job: Job, results_dir: Path, profile: str, memo: dict | None
     if memo is not None and key in memo:
         return memo[key]
     out = []
-    for path in sorted((results_dir / profile / MANIFEST_DIR).glob(f"{job.id.split('[')[0]}__{job.dataset}_seed*.json")):
+    for path in sorted((results_dir / profile / MANIFEST_DIR).glob(f"{key[0]}__{job.dataset}_seed*.json")):
         try:
             m = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
