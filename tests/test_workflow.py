@@ -608,3 +608,18 @@ def test_list_estimates_fall_back_to_other_seeds_and_sum_along_the_longest_chain
     # 01 -> 02 -> 03 of dSprites seed 44 is the longest chain: 120 + 5 + 50
     assert pipeline.critical_path(jobs, est) == 175.0
     assert pipeline.critical_path([], est) == 0.0
+
+
+def test_a_job_takes_its_own_recorded_time_only_from_a_manifest_with_its_parameters(fake_notebooks, tmp_path):
+    # 10_readings' manifest of 2026-12-04 came from the CPU redraw without the sweep (9.7 s); the device study of
+    # 2026-12-05 then planned the sweep itself as "estimate 0:10"
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites"], [42], results_dir=tmp_path / "results",
+                                  figures_dir=tmp_path / "figures", source="auto", device="cpu", only=["01"])
+    job = next(j for j in jobs if j.id.startswith("01_"))
+    folder = tmp_path / "results" / "smoke"
+    (folder / pipeline.MANIFEST_DIR).mkdir(parents=True)
+    path = folder / job.manifest_name
+    path.write_text(json.dumps({"elapsed_s": 9.7, "params": {**job.params, "device": "cuda"}, "outputs": {}}))
+    assert pipeline.verify_manifest(tmp_path / "results", "smoke", job) == (False, None)
+    path.write_text(json.dumps({"elapsed_s": 9.7, "params": job.params, "outputs": {}}))
+    assert pipeline.verify_manifest(tmp_path / "results", "smoke", job) == (False, 9.7)

@@ -471,13 +471,17 @@ def write_manifest(results_dir: Path, profile: str, job: Job, commit: str) -> No
 
 def verify_manifest(results_dir: Path, profile: str, job: Job) -> tuple[bool, float | None]:
     """Whether the job's recorded outputs all exist with their recorded SHA-256, made with the same parameters from
-    the same notebook (manifests written before the notebook's SHA-256 was recorded are checked without it)."""
+    the same notebook (manifests written before the notebook's SHA-256 was recorded are checked without it); and its
+    recorded duration, None when it was made with other parameters (another device, or a profile job with its
+    training switched off: 10's redraw without the sweep took seconds, the sweep itself minutes)."""
     path = _manifest_path(results_dir, profile, job)
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False, None
-    if manifest.get("params") != job.params or not manifest.get("outputs"):
+    if manifest.get("params") != job.params:
+        return False, None
+    if not manifest.get("outputs"):
         return False, manifest.get("elapsed_s")
     if "notebook_sha256" in manifest and manifest["notebook_sha256"] != sha256_file(job.notebook):
         return False, manifest.get("elapsed_s")
