@@ -21,3 +21,26 @@ def test_save_table_writes_csv_markdown_and_latex(tmp_path):
     assert (tmp_path / "smoke" / "tables" / "t.tex").read_text() == (
         "% T\n% C.\n\\begin{tabular}{ll}\n\\toprule\nrun & dead \\% \\\\\n\\midrule\ntopk & 34.44 \\\\\nl1 & 41.7 \\\\\n"
         "\\bottomrule\n\\end{tabular}\n")
+
+
+_ADD_ENTRIES = """
+import sys
+from pathlib import Path
+from vaesae import artifacts
+d, who = Path(sys.argv[1]), sys.argv[2]
+for i in range(40):
+    artifacts._update_index(d, {"name": f"{who}-{i}", "title": "t", "caption": "c", "order": i})
+"""
+
+
+def test_index_updates_from_processes_side_by_side_lose_no_entry(tmp_path):
+    # the pipeline runs jobs side by side as processes (06, 08 and 10 at once on the GPU), each adding its tables
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    procs = [subprocess.Popen([sys.executable, "-c", _ADD_ENTRIES, str(tmp_path), f"p{k}"], env=env) for k in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 4
+    names = {e["name"] for e in artifacts.read_index(tmp_path)}
+    assert names == {f"p{k}-{i}" for k in range(4) for i in range(40)}

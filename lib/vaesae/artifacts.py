@@ -8,6 +8,7 @@ source and the profile: :func:`caption_suffix` writes that part.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import math
@@ -20,6 +21,9 @@ import numpy as np
 from .io import atomic_save_json, atomic_write_bytes, atomic_write_text, repo_path
 
 _LOCK = threading.Lock()
+# index.json is read, changed and written again: jobs side by side (the pipeline's --jobs, 06, 08 and 10 at once)
+# are processes, so the update holds a lock on this file beside it as well as the threads' lock
+INDEX_LOCK = ".index.lock"
 
 
 def caption_suffix(profile: str, sources: Iterable[str], seeds: Iterable[int] | None = None,
@@ -60,7 +64,9 @@ def made_with(metas: Iterable[dict]) -> str:
 
 def _update_index(directory: Path, entry: dict[str, Any]) -> None:
     path = directory / "index.json"
-    with _LOCK:
+    directory.mkdir(parents=True, exist_ok=True)
+    with _LOCK, open(directory / INDEX_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file closes
         try:
             entries = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
