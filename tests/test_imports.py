@@ -358,3 +358,22 @@ def test_compact_records_stops_on_two_copies_of_one_record_that_differ(tmp_path)
     # l1's lineage moved first (its own, whole); topk_aux's stays where it was, nothing of it lost
     assert (old / "stage1" / "epochs.csv").read_text() == "epoch\n7\n" and (old / "01_stage1_vae.html").is_file()
     assert not (root / "paper" / DS / f"seed{SEED}" / "l1" / "lineage").exists()
+
+
+def test_a_split_remedy_job_brings_its_run_without_its_per_seed_page(tmp_path):
+    # --split (several GPUs) trains 08@chosen per dataset and seed, its notebook in the seed's folder; the run comes
+    # into the tree, the page stays on the device: 08's page is its profile job's, drawn again from the records
+    src, dst = tmp_path / "device", tmp_path / "repo"
+    _committed(dst)
+    _run(src, f"topk_aux@{R}", 40.0, "X", "b", commit="dev0001")   # from the committed stage 2
+    seed_dir = src / "paper" / DS / f"seed{SEED}"
+    for ext in ("ipynb", "html"):
+        (seed_dir / f"08_is_collapse_intrinsic@chosen.{ext}").write_text("{}")
+    for sub, ext in (("_manifest", "json"), ("logs", "log")):
+        (src / "paper" / sub).mkdir(parents=True)
+        (src / "paper" / sub / f"08_is_collapse_intrinsic@chosen__{DS}_seed{SEED}.{ext}").write_text("{}")
+    (src / "paper" / "readings_choice.json").write_text(json.dumps({"chosen": R}))
+    assert imports.main([str(src), str(dst), "--runs", f"topk_aux@{R}"]) == 0
+    mine = dst / "paper" / DS / f"seed{SEED}"
+    assert (mine / f"topk_aux@{R}" / "run.json").is_file() and not list(mine.glob("08_*"))
+    assert not (dst / "paper" / "_manifest").exists() and not (dst / "paper" / "logs").exists()

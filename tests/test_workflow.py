@@ -623,3 +623,98 @@ def test_a_job_takes_its_own_recorded_time_only_from_a_manifest_with_its_paramet
     assert pipeline.verify_manifest(tmp_path / "results", "smoke", job) == (False, None)
     path.write_text(json.dumps({"elapsed_s": 9.7, "params": job.params, "outputs": {}}))
     assert pipeline.verify_manifest(tmp_path / "results", "smoke", job) == (False, 9.7)
+
+
+# ---------------------------------------------------------------------------------------------
+# --split (issue 23): 08, 09 and 10 train each dataset and seed in a job of their own, then compare
+
+
+def _switched_notebooks(d: Path) -> None:
+    """08, 09 and 10 declaring what the real ones do: their datasets, seeds and training switch."""
+    common = {"profile": "smoke", "results_dir": "results", "datasets": "dsprites", "seeds": "42"}
+    _write_nb(d / "08_is_collapse_intrinsic.ipynb", {**common, "remedies": "x"})
+    _write_nb(d / "09_ablations.ipynb", {**common, "variants": "x"})
+    _write_nb(d / "10_readings.ipynb", {**common, "train": True})
+
+
+def test_split_trains_per_dataset_and_seed_then_compares_in_the_profile_job(fake_notebooks, tmp_path):
+    _switched_notebooks(fake_notebooks)
+    root = tmp_path / "results" / "smoke"
+
+    def build(seeds=(42, 43), **kw):
+        jobs, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], list(seeds), results_dir=tmp_path / "results",
+                                      figures_dir=tmp_path / "figures", source="auto", device="cpu", **kw)
+        return {j.id: j for j in jobs}
+
+    whole, by_id = build(), build(split=True)
+    pairs = [("dsprites", 42), ("dsprites", 43), ("shapes3d", 42), ("shapes3d", 43)]
+    j8 = by_id["08_is_collapse_intrinsic"]
+    split8 = [f"08_is_collapse_intrinsic[{d},seed{s}]" for d, s in pairs]
+    for (d, s), jid in zip(pairs, split8):
+        job = by_id[jid]
+        assert (job.dataset, job.seed) == (d, s)
+        assert job.params["datasets"] == d and job.params["seeds"] == str(s) and job.params["remedies"]
+        assert job.deps == [f"{n}[{d},seed{s}]" for n in ("02_stage2_sae_init", "03_stage3_topk", "05_l1_comparison")]
+        assert job.record_dirs == [root / d / f"seed{s}" / r for r in pipeline.job_runs("08_is_collapse_intrinsic")]
+        assert job.output == root / d / f"seed{s}" / "08_is_collapse_intrinsic.ipynb"
+    # the profile job compares what they recorded, after them: it trains nothing and owns no run folder
+    assert j8.params["remedies"] == "" and j8.params["datasets"] == "dsprites,shapes3d" and j8.record_dirs == []
+    assert set(split8) <= set(j8.deps) and set(whole["08_is_collapse_intrinsic"].deps) <= set(j8.deps)
+    assert not pipeline.trains(j8) and all(pipeline.trains(by_id[i]) for i in split8)
+    assert by_id["09_ablations"].params["variants"] == "" and "09_ablations[shapes3d,seed43]" in by_id
+    assert set(split8) <= set(by_id["07_figures"].deps)
+    # without a recorded choice 10 stays one job (a job of one seed would choose from that seed alone) ...
+    assert "10_readings[dsprites,seed43]" not in by_id and by_id["10_readings"].record_dirs == whole["10_readings"].record_dirs
+    # ... with one, the seeds other than the rule's train apart and keep it; 10's own job trains seed 42 and compares
+    (root / pipeline.CHOICE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (root / pipeline.CHOICE_FILE).write_text(json.dumps({"chosen": "centred"}))
+    by_id = build(split=True)
+    assert {i for i in by_id if i.startswith("10_readings[")} == {"10_readings[dsprites,seed43]", "10_readings[shapes3d,seed43]"}
+    j10 = by_id["10_readings"]
+    assert "train" not in j10.params and {"10_readings[dsprites,seed43]", "10_readings[shapes3d,seed43]"} <= set(j10.deps)
+    assert {d.parent.name for d in j10.record_dirs if d.suffix != ".json"} == {"seed42"}
+    assert root / pipeline.CHOICE_FILE in j10.record_dirs
+    only43 = build(seeds=(43,), split=True)["10_readings"]   # every pair apart: 10's own job only compares
+    assert only43.params["train"] is False and only43.record_dirs == [root / pipeline.CHOICE_FILE]
+    # a job that trains nothing is not split; nor is anything without split
+    off = build(split=True, remedies=False, sweep=False)
+    assert not any(i.startswith(("08_is_collapse_intrinsic[", "10_readings[")) for i in off)
+    assert off["08_is_collapse_intrinsic"].params["remedies"] == "" and off["10_readings"].params["train"] is False
+    assert not any(i.startswith(("08", "09", "10")) and "[" in i for i in build())
+    # --only's brackets narrow the split jobs too
+    narrow = build(split=True, only=["08[shapes3d:43]"])
+    assert [i for i in narrow if i.startswith("08")] == ["08_is_collapse_intrinsic[shapes3d,seed43]", "08_is_collapse_intrinsic"]
+    assert narrow["08_is_collapse_intrinsic"].params["datasets"] == "shapes3d"
+
+
+def test_a_split_job_has_a_snakemake_rule_of_its_own(fake_notebooks, tmp_path):
+    _switched_notebooks(fake_notebooks)
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42, 43], results_dir=tmp_path / "results",
+                                  figures_dir=tmp_path, source="auto", device="cpu", split=True)
+    from vaesae.workflow import snake
+
+    study = snake.Study(_table(tmp_path, jobs, gpu=True))
+    kinds = {k.rule: k for k in study.kinds()}
+    assert len(kinds) == 11 + 2   # 08 and 09 split (10 without a recorded choice is not)
+    apart, whole = kinds["nb08_is_collapse_intrinsic_per_seed"], kinds["nb08_is_collapse_intrinsic"]
+    assert apart.pattern == "_manifest/08_is_collapse_intrinsic__{dataset}_seed{seed}.json"
+    assert whole.pattern == "_manifest/08_is_collapse_intrinsic.json"
+
+    class W:
+        dataset, seed = "shapes3d", "43"
+
+    assert apart.job_id(W) == "08_is_collapse_intrinsic[shapes3d,seed43]" and whole.job_id(W) == "08_is_collapse_intrinsic"
+    assert "_manifest/08_is_collapse_intrinsic__shapes3d_seed43.json" in [str(f) for f in whole.inputs(W)]
+    assert set(study.targets()) == {j.manifest_name for j in jobs}
+
+
+@pytest.mark.parametrize("extra, gpus, split", [
+    ([], 2, False), (["--jobs-per-gpu", "1"], 2, True), (["--jobs-per-gpu", "4"], 1, False),
+    (["--jobs-per-gpu", "1", "--no-split"], 2, False), (["--split", "--device", "cpu"], 0, True),
+    (["--cluster", "slurm"], 0, True), (["--jobs", "2", "--device", "cpu"], 0, False)])
+def test_split_by_default_where_jobs_spread_over_gpus_or_a_cluster(extra, gpus, split, fake_notebooks, tmp_path, monkeypatch):
+    _switched_notebooks(fake_notebooks)
+    monkeypatch.setattr(runner, "_gpu_count", lambda: gpus)
+    st = runner._prepare(runner._parser().parse_args(["--profile", "smoke", "--results-dir", str(tmp_path / "results"),
+                                                      "--figures-dir", str(tmp_path / "f"), *extra]))
+    assert any(j.id.startswith("08_is_collapse_intrinsic[") for j in st.jobs) is split

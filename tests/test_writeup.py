@@ -234,7 +234,8 @@ def test_the_projection_of_what_remains_says_when_it_is_older_than_the_records(t
     assert choice["chosen"] == "standardised" and got["current"] and got["one"]["wall_min"] == 300.0 and got["eight_seed"]["wall_min"] == 31.0
     part = writeup._env().get_template("FINDINGS_remaining.md.j2")   # the part of "Not run yet" it fills
     text = part.render(remaining=got, missing=["a line"])
-    assert f"{now} runs of 250 GPU-minutes" in text and "70 min with the pipeline's jobs" in text and "older than" not in text
+    assert f"{now} runs of 250 GPU-minutes" in text and "70 min with `--no-split`" in text and "31 min with those three split" in text
+    assert "older than" not in text
     (bench / "remaining.json").write_text(json.dumps({**rem, "runs_missing": now + 1}))
     got = writeup._remaining(bench, tmp_path, "paper")
     assert not got["current"]

@@ -255,7 +255,7 @@ def project_remaining(tp: dict[str, dict[str, float]], eval_s: float, conc: dict
     each GPU count of ``gpus`` as one study, the fastest of 1-4 jobs per GPU (MPS where ``conc`` measured it), the
     way :func:`project_study` projects the whole one. ``graph``: ``pipeline``, the pipeline's jobs (08, 09 and 10
     are one job each, holding one GPU for every dataset's and seed's runs); ``per_seed``, the same with those three
-    split into one job per dataset and seed (not how the pipeline runs them: what splitting them would give);
+    split into one job per dataset and seed (``--split``, the pipeline's default on several GPUs);
     ``per_run``, every run a job of its own (a lower bound)."""
     runs = remaining_runs(tp, eval_s, results_dir, profile)
     single, modes = _modes(conc)

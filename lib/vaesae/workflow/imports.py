@@ -41,6 +41,7 @@ from ..analysis.study import LINEAGE, lineage_entry
 from ..config import SAE_READINGS, run_folder, split_run_folder
 from ..errors import VaesaeError
 from ..io import atomic_write_bytes, load_json
+from .jobs import TRAIN_SWITCH
 
 # a run folder's records (with its neurons_*.npz); the lineage keeps these of a predecessor, not its arrays
 RECORD_FILES = ("epochs.csv", "run.json")
@@ -58,8 +59,12 @@ def _is_job_of(stem: str, run: str, reading: str, chosen: str | None = None) -> 
     """Whether a job file's stem (``04_extended@chosen``; a manifest's or log's part before ``__``) is the job that
     trains ``run`` under ``reading``: the notebook alone for literal and stage 1, ``<notebook>@...`` for the chosen
     reading (any non-literal one when ``chosen`` is not known). Another reading's runs are notebook 10's sweep, a
-    profile job: no per-seed job file is theirs."""
+    profile job: no per-seed job file is theirs. Nor are the per-seed jobs ``--split`` makes of 08, 09 and 10
+    (:data:`vaesae.workflow.jobs.TRAIN_SWITCH`): their notebook's page is its profile job's, drawn again where the
+    records are, and the projection of the tree's size counts no other."""
     nb = R.get(run).notebook
+    if nb in TRAIN_SWITCH:
+        return False
     if reading == "literal" or R.kind_of(run) == "stage1":
         return stem == nb
     return (chosen is None or reading == chosen) and stem.startswith(nb + "@")

@@ -249,7 +249,7 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
                figures_dir: Path, source: str, device: str,
                only: Sequence[str] | None = None, remedies: bool | Sequence[str] | None = None,
                ablations: bool | Sequence[str] | None = None, full: bool = False,
-               sweep: bool | None = None) -> tuple[list[Job], list[str]]:
+               sweep: bool | None = None, split: bool = False) -> tuple[list[Job], list[str]]:
     """The job list in dependency order, and the notebooks of the study that do not exist yet.
 
     ``only``: notebook numbers or stems (``"03"``, ``"07_figures"``), each optionally for one dataset or dataset
@@ -257,7 +257,9 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
     and a selected job's dependencies outside the selection count as met (its notebook reads
     whatever records exist: e.g. ``07`` on a study whose extended runs are missing). Without ``only`` the
     profile's :func:`leaves_out` jobs are left out the same way, unless ``full``. ``sweep`` False: notebook 10
-    trains nothing (``train=False``) and redraws its table and figure from the records that exist."""
+    trains nothing (``train=False``) and redraws its table and figure from the records that exist. ``split``: each
+    profile job that trains per dataset and seed (08, 09, 10) trains them in a job per dataset and seed instead
+    (:func:`_split_units`), so that on several GPUs they train side by side; the profile job then compares."""
     left_out = () if (full or only is not None) else leaves_out(profile)
     # a sweep narrowed to seeds with the rule's (SPEC §6: seed 42) may choose another reading: every job under the
     # chosen reading waits for it, whatever its dataset and seed; narrowed to other seeds it keeps the recorded choice
@@ -285,31 +287,30 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
         declared = _declared_parameters(nb_path)
         if variant and "reading_sae" not in declared:   # a notebook without the parameter has no second chain
             continue
-        offered = {
-            "profile": profile,
-            # relative to the repository when inside it, so that a manifest written on another machine
-            # (the GPU that trained the paper profile) verifies in any checkout
-            "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
-            "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
-            "remedies": train_list(base, profile, remedies, chosen=bool(variant)) if TRAIN_SWITCH.get(base) == "remedies" else None,
-            "variants": train_list(base, profile, ablations, chosen=bool(variant)) if TRAIN_SWITCH.get(base) == "variants" else None,
-            # only the variant jobs get it: the literal jobs' parameters (and so their manifests) stay as they were
-            "reading_sae": variant if variant else None,
-            # notebook 10 without its sweep: passed only when switched off, so that a training job's parameters
-            # (and the manifests already written) stay as they were
-            "train": False if (TRAIN_SWITCH.get(base) == "train" and sweep is False) else None,
-        }
+        offered = _offered(base, variant, profile, results_dir=results_dir, figures_dir=figures_dir, source=source,
+                           device=device, datasets=datasets, seeds=seeds, remedies=remedies, ablations=ablations,
+                           sweep=sweep)
         # a profile job that trains per dataset and seed (08, 09, 10) may be narrowed by --only's brackets
         own_d, own_s = narrowed(stem, only, datasets, seeds) if base in TRAIN_SWITCH else (list(datasets), list(seeds))
         if (own_d, own_s) != (list(datasets), list(seeds)):
             offered |= {"datasets": ",".join(own_d), "seeds": ",".join(map(str, own_s))}
+        pairs = [(d, s) for d in own_d for s in own_s]
+        apart = _split_units(stem, offered, pairs, recorded_choice(root) is not None) if split and scope == "profile" else []
+        for job in _split_jobs(stem, nb_path, declared, offered, deps, runs, root,
+                               [(d, s) for d, s in apart if not skip(stem, d, s)], by_stem, skip):
+            jobs.append(job)
+            by_id[job.id] = job
+            by_stem.setdefault(stem, []).append(job.id)
+        if apart and not [pair for pair in pairs if pair not in apart]:   # all trained apart: it compares only
+            offered = offered | {TRAIN_SWITCH[base]: False if TRAIN_SWITCH[base] == "train" else ""}
         for dataset, seed, jid, out_dir in _units(stem, scope, datasets, seeds, root):
             unit = {"dataset": dataset, "seed": seed if seed is not None else own_s[0], **offered}
             params = {k: v for k, v in unit.items() if k in declared and v is not None}
             dep_ids = _dep_ids(deps, scope, dataset, seed, by_stem, skip)
             if scope == "profile":   # a profile job that trains (08, 09) writes into every dataset's and seed's folder
                 dep_ids = [i for i in dep_ids if by_id[i].dataset in (None, *own_d) and by_id[i].seed in (None, *own_s)]
-                record_dirs = [root / d / f"seed{s}" / r for d in own_d for s in own_s for r in runs]
+                dep_ids += [i for i in by_stem.get(stem, []) if by_id[i].dataset is not None]   # its split jobs
+                record_dirs = [root / d / f"seed{s}" / r for d, s in pairs if (d, s) not in apart for r in runs]
                 record_dirs += [root / f for f in PROFILE_FILES.get(stem, ())]
             else:
                 record_dirs = [out_dir / r for r in runs]
@@ -319,6 +320,63 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
             by_id[jid] = jobs[-1]
             by_stem.setdefault(stem, []).append(jid)
     return jobs, missing
+
+
+def _offered(base: str, variant: str, profile: str, *, results_dir: Path, figures_dir: Path, source: str, device: str,
+             datasets: Sequence[str], seeds: Sequence[int], remedies: bool | Sequence[str] | None,
+             ablations: bool | Sequence[str] | None, sweep: bool | None) -> dict[str, object]:
+    """The parameters a job of notebook ``base`` (``variant``: "chosen" for its "@chosen" job, else "") is offered;
+    it gets those its notebook declares and that are not None (:func:`build_jobs`)."""
+    return {
+        "profile": profile,
+        # relative to the repository when inside it, so that a manifest written on another machine
+        # (the GPU that trained the paper profile) verifies in any checkout
+        "results_dir": _rel(results_dir), "figures_dir": _rel(figures_dir), "source": source,
+        "device": device, "datasets": ",".join(datasets), "seeds": ",".join(map(str, seeds)),
+        "remedies": train_list(base, profile, remedies, chosen=bool(variant)) if TRAIN_SWITCH.get(base) == "remedies" else None,
+        "variants": train_list(base, profile, ablations, chosen=bool(variant)) if TRAIN_SWITCH.get(base) == "variants" else None,
+        # only the variant jobs get it: the literal jobs' parameters (and so their manifests) stay as they were
+        "reading_sae": variant if variant else None,
+        # notebook 10 without its sweep: passed only when switched off, so that a training job's parameters
+        # (and the manifests already written) stay as they were
+        "train": False if (TRAIN_SWITCH.get(base) == "train" and sweep is False) else None,
+    }
+
+
+def _split_jobs(stem: str, nb_path: Path, declared: set[str], offered: Mapping[str, object], deps: Sequence[str],
+                runs: Sequence[str], root: Path, pairs: Sequence[tuple[str, int]], by_stem: dict[str, list[str]],
+                skip) -> list[Job]:
+    """Profile job ``stem``'s training as a job per (dataset, seed) of ``pairs`` (:func:`_split_units`): its
+    notebook for that dataset and seed, in that seed's folder, after that seed's jobs it needs."""
+    out = []
+    for d, s in pairs:
+        unit = {**offered, "datasets": d, "seeds": str(s)}
+        seed_dir = root / d / f"seed{s}"
+        out.append(Job(f"{stem}[{d},seed{s}]", nb_path, seed_dir / f"{stem}.ipynb",
+                       {k: v for k, v in unit.items() if k in declared and v is not None},
+                       _dep_ids(deps, "seed", d, s, by_stem, skip), [seed_dir / r for r in runs], d, s))
+    return out
+
+
+def _split_units(stem: str, offered: Mapping[str, object], pairs: Sequence[tuple[str, int]],
+                 choice_recorded: bool) -> list[tuple[str, int]]:
+    """The (dataset, seed) pairs profile job ``stem`` trains in a job of their own under ``build_jobs(split=True)``:
+    every pair of a job that trains per dataset and seed (:data:`TRAIN_SWITCH`: 08 with remedies to train, 09 with
+    ablations, 10 with its sweep on), none of one that only compares. 10 splits only the pairs of seeds other than
+    the rule's (:data:`RULE_SEED`, SPEC §6), and only once a choice is recorded (``choice_recorded``): every run of
+    10 writes the choice and removes the per-neuron records of the readings not chosen, so a job of one dataset at
+    the rule's seed would choose from that dataset alone, and one at another seed before any choice would choose
+    from its own seed; at other seeds it keeps the recorded choice (:func:`vaesae.analysis.readings.settled_choice`).
+    10's own job trains the rest after them, and compares. Each split job writes its notebook into its seed's folder
+    (``<dataset>/seed<s>/08_is_collapse_intrinsic@chosen.ipynb``)."""
+    base = stem.partition("@")[0]
+    switch = TRAIN_SWITCH.get(base)
+    if switch is None or offered.get(switch) in ("", False):
+        return []
+    if base == SWEEP_NOTEBOOK:
+        return [(d, s) for d, s in pairs if s != RULE_SEED] if choice_recorded else []
+    return list(pairs)
+
 
 
 def _stem(job: Job) -> str:
@@ -434,11 +492,21 @@ def resolve_record_dir(d: Path) -> Path | None:
     run, reading = split_run_folder(d.name)
     if reading != CHOSEN:
         return d
+    chosen = recorded_choice(d.parents[2]) if len(d.parents) > 2 else None
     try:
-        chosen = json.loads((d.parents[2] / CHOICE_FILE).read_text())["chosen"]
-        return d.with_name(run_folder(run, chosen))
-    except (OSError, IndexError, json.JSONDecodeError, KeyError, TypeError, VaesaeError):
+        return None if chosen is None else d.with_name(run_folder(run, chosen))
+    except (VaesaeError, KeyError):   # not a reading, not a run of the registry
         return None
+
+
+def recorded_choice(root: Path) -> str | None:
+    """The reading notebook 10 chose, from ``root/readings_choice.json`` (``root``: ``results/<profile>``); None
+    while none is recorded or the file is not a choice."""
+    try:
+        chosen = json.loads((root / CHOICE_FILE).read_text())["chosen"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return chosen if isinstance(chosen, str) else None
 
 
 def record_dirs(job: Job) -> list[Path]:

@@ -107,6 +107,13 @@ def _parser() -> _Parser:
     ap.add_argument("--no-sweep", dest="sweep", action="store_false", default=None,
                     help="10 trains nothing: its readings table and figure are drawn again from the records that exist "
                          "(on a CPU, from a GPU's records)")
+    ap.add_argument("--split", dest="split", action="store_true", default=None,
+                    help="08, 09 and 10 train each dataset and seed in a job of its own (its notebook in the seed's "
+                         "folder), then compare in their own job, so that on several GPUs or a cluster they train side "
+                         "by side (10 splits only seeds other than 42, once a reading is chosen); default: on a cluster "
+                         "and where the study's slots span more than one GPU")
+    ap.add_argument("--no-split", dest="split", action="store_false", help="08, 09 and 10 train every dataset and seed "
+                                                                          "in their one job each")
     ap.add_argument("--full", action="store_true",
                     help="also run the jobs the profile leaves out (quick: extended training and the literal reading's "
                          "L1, about 13 more minutes on 2 CPU cores)")
@@ -181,14 +188,16 @@ def _prepare(args: argparse.Namespace) -> _Study:
     # a LIST's names are checked where the jobs are built (jobs.train_list)
     remedies, ablations = (_parse_list(a, None, n) if isinstance(a, str) else a
                            for a, n in ((args.remedies, "remedies"), (args.ablations, "ablations")))
-    jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
-                               source=args.source, device=args.device, only=only, remedies=remedies,
-                               ablations=ablations, full=args.full, sweep=args.sweep)
     gpus = 0 if args.cluster or args.device == "cpu" else _gpu_count()   # --device cpu: no job uses a GPU
-
     per_gpu = args.jobs_per_gpu or 1
     n_jobs = args.jobs if args.jobs is not None else (gpus * per_gpu if gpus and args.jobs_per_gpu else 1)
     slots = gpu_slots(gpus, per_gpu, n_jobs)
+    # by default where the jobs spread over machines or GPUs; on one GPU the units of 08, 09 and 10 already train
+    # side by side inside their job (vaesae.training.parallel)
+    split = args.split if args.split is not None else bool(args.cluster) or len(set(slots) - {None}) > 1
+    jobs, missing = build_jobs(args.profile, datasets, seeds, results_dir=results_dir, figures_dir=figures_dir,
+                               source=args.source, device=args.device, only=only, remedies=remedies,
+                               ablations=ablations, full=args.full, sweep=args.sweep, split=split)
     return _Study(args, datasets, seeds, results_dir, figures_dir, only, jobs, missing, gpus, per_gpu, n_jobs, slots)
 
 

@@ -37,12 +37,16 @@ class Study:
         return [j.manifest_name for j in self.jobs.values()]
 
     def kinds(self) -> list[Kind]:
-        stems: dict[str, object] = {}
+        # a profile job split per dataset and seed (jobs.build_jobs(split=True): 08, 09, 10) is two kinds of one stem:
+        # the split jobs' rule is named "<rule>_per_seed"
+        kinds: dict[tuple[str, bool], object] = {}
         for j in self.jobs.values():
-            stems.setdefault(j.stem, j)
-        return [self._kind(stem, j) for stem, j in stems.items()]
+            kinds.setdefault((j.stem, j.seed is not None), j)
+        both = {stem for stem, per_seed in kinds if per_seed and (stem, False) in kinds}
+        return [self._kind(stem, j, "_per_seed" if per_seed and stem in both else "")
+                for (stem, per_seed), j in kinds.items()]
 
-    def _kind(self, stem: str, example) -> Kind:
+    def _kind(self, stem: str, example, suffix: str = "") -> Kind:
         if example.seed is not None:
             pattern = f"_manifest/{stem}__{{dataset}}_seed{{seed}}.json"
             job_id = lambda wildcards: f"{stem}[{wildcards.dataset},seed{wildcards.seed}]"   # noqa: E731
@@ -61,5 +65,5 @@ class Study:
         def notebook_params(wildcards):
             return json.dumps(self.jobs[job_id(wildcards)].params, sort_keys=True)
 
-        return Kind(rule="nb" + re.sub(r"\W", "_", stem), pattern=pattern, inputs=inputs, job_id=job_id,
+        return Kind(rule="nb" + re.sub(r"\W", "_", stem) + suffix, pattern=pattern, inputs=inputs, job_id=job_id,
                     notebook_params=notebook_params, gpu=1 if self.settings.get("gpu") else 0)
