@@ -378,7 +378,6 @@ def _split_units(stem: str, offered: Mapping[str, object], pairs: Sequence[tuple
     return list(pairs)
 
 
-
 def _stem(job: Job) -> str:
     return job.notebook.stem
 
