@@ -64,7 +64,6 @@ def made_with(metas: Iterable[dict]) -> str:
 
 def _update_index(directory: Path, entry: dict[str, Any]) -> None:
     path = directory / "index.json"
-    directory.mkdir(parents=True, exist_ok=True)
     with _LOCK, open(directory / INDEX_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file closes
         try:

@@ -150,6 +150,15 @@ PROFILE_FILES = {SWEEP_NOTEBOOK: (CHOICE_FILE,)}
 # in its 7th epoch)
 # 10's switch is its bool `train` (--no-sweep), passed only when off
 TRAIN_SWITCH = {"08_is_collapse_intrinsic": "remedies", "09_ablations": "variants", SWEEP_NOTEBOOK: "train"}
+# each switch's value when off (train_list's for a list of runs)
+SWITCH_OFF = {"remedies": "", "variants": "", "train": False}
+
+
+def training_on(notebook: str, params: Mapping[str, object]) -> bool:
+    """Whether a job of ``notebook`` with ``params`` trains: always, unless it is switched (:data:`TRAIN_SWITCH`) and
+    its switch is off (an empty list of runs, ``train=False``); a switch absent or None is on."""
+    switch = TRAIN_SWITCH.get(notebook)
+    return switch is None or params.get(switch) is None or bool(params[switch])
 
 
 def train_list(stem: str, profile: str, asked: bool | Sequence[str] | None, *, chosen: bool = False) -> str:
@@ -277,6 +286,7 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
     by_stem: dict[str, list[str]] = {}
     by_id: dict[str, Job] = {}
     root = results_dir / profile
+    choice_recorded = split and recorded_choice(root) is not None   # 10 splits only then (_split_units)
     for stem, scope, deps, runs in stages():
         base, _, variant = stem.partition("@")
         nb_path = NOTEBOOKS / f"{base}.ipynb"
@@ -295,14 +305,13 @@ def build_jobs(profile: str, datasets: Sequence[str], seeds: Sequence[int], *, r
         if (own_d, own_s) != (list(datasets), list(seeds)):
             offered |= {"datasets": ",".join(own_d), "seeds": ",".join(map(str, own_s))}
         pairs = [(d, s) for d in own_d for s in own_s]
-        apart = _split_units(stem, offered, pairs, recorded_choice(root) is not None) if split and scope == "profile" else []
-        for job in _split_jobs(stem, nb_path, declared, offered, deps, runs, root,
-                               [(d, s) for d, s in apart if not skip(stem, d, s)], by_stem, skip):
+        apart = _split_units(stem, offered, pairs, choice_recorded) if split and scope == "profile" else []
+        for job in _split_jobs(stem, nb_path, declared, offered, deps, runs, root, apart, by_stem, skip):
             jobs.append(job)
             by_id[job.id] = job
             by_stem.setdefault(stem, []).append(job.id)
         if apart and not [pair for pair in pairs if pair not in apart]:   # all trained apart: it compares only
-            offered = offered | {TRAIN_SWITCH[base]: False if TRAIN_SWITCH[base] == "train" else ""}
+            offered = offered | {TRAIN_SWITCH[base]: SWITCH_OFF[TRAIN_SWITCH[base]]}
         for dataset, seed, jid, out_dir in _units(stem, scope, datasets, seeds, root):
             unit = {"dataset": dataset, "seed": seed if seed is not None else own_s[0], **offered}
             params = {k: v for k, v in unit.items() if k in declared and v is not None}
@@ -370,8 +379,7 @@ def _split_units(stem: str, offered: Mapping[str, object], pairs: Sequence[tuple
     10's own job trains the rest after them, and compares. Each split job writes its notebook into its seed's folder
     (``<dataset>/seed<s>/08_is_collapse_intrinsic@chosen.ipynb``)."""
     base = stem.partition("@")[0]
-    switch = TRAIN_SWITCH.get(base)
-    if switch is None or offered.get(switch) in ("", False):
+    if base not in TRAIN_SWITCH or not training_on(base, offered):
         return []
     if base == SWEEP_NOTEBOOK:
         return [(d, s) for d, s in pairs if s != RULE_SEED] if choice_recorded else []
@@ -689,8 +697,7 @@ def check_foreign_outputs(results_dir: Path, profile: str, commit: str, *, reuse
 def trains(job: Job) -> bool:
     """Whether the job trains anything: a switched job (:data:`TRAIN_SWITCH`) only when its switch is on (08 and
     09: it lists runs to train; 10: ``train`` is not passed as False)."""
-    switch = TRAIN_SWITCH.get(_stem(job))
-    return switch is None or bool(job.params.get(switch, True))
+    return training_on(_stem(job), job.params)
 
 
 def checkpoints_missing(job: Job, results_dir: Path) -> bool:
