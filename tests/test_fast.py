@@ -240,6 +240,26 @@ def test_verify_cli_on_the_cpu_finds_both_paths_equal(tmp_path, capsys):
             bench_verify.cmd_verify(bench_cli.build_parser().parse_args(["verify", "--device", "cpu", *bad]))
 
 
+def test_checkpoint_bench_on_the_cpu_times_both_writes(tmp_path, capsys):
+    rc = bench_cli.main(["checkpoint", "--device", "cpu", "--profile", "smoke", "--steps", "2", "--repeats", "2",
+                         "--images", "64", "--out", str(tmp_path / "out"), "--tmp-dir", str(tmp_path)])
+    assert rc == 0
+    data = json.loads(next((tmp_path / "out").glob("*_checkpoint.json")).read_text())
+    assert data["profile"] == "smoke" and data["checkpoint_mb"] > 0 and len(data["repeats"]) == 2
+    for key in ("inplace_s", "background_block_s", "background_write_s", "step_ms_alone"):
+        assert data[key] > 0, key
+    assert data["saved_per_checkpoint_s"] == pytest.approx(data["inplace_s"] - data["background_cost_s"])
+    cfg = get_config("smoke")
+    for run, n_epochs in (("topk", cfg.epochs_stage3), ("extended", cfg.epochs_extended)):
+        # last.pt after each epoch e with (e + 1) % checkpoint_every == 0, but not after the last (final.pt)
+        assert data["last_pt_per_run"][run] == sum((e + 1) % cfg.checkpoint_every == 0 for e in range(n_epochs - 1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]   # its checkpoints removed
+    assert "background save returns after" in capsys.readouterr().out
+    for bad in (["--repeats", "0"], ["--dataset", "mnist"], ["--profile", "huge"]):
+        with pytest.raises(VaesaeError):
+            bench_cli.cmd_checkpoint(bench_cli.build_parser().parse_args(["checkpoint", "--device", "cpu", *bad]))
+
+
 # ------------------------------------------------------------------ CUDA (device machine only)
 
 

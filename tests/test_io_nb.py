@@ -2,6 +2,7 @@
 
 import errno
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,49 @@ def test_torch_load_is_weights_only(tmp_path):
     (tmp_path / "trunc.pt").write_bytes((tmp_path / "ok.pt").read_bytes()[:20])
     with pytest.raises(VaesaeError, match="damaged"):
         io.torch_load(tmp_path / "trunc.pt")
+
+
+def test_background_saver_writes_the_snapshot_of_the_moment_it_was_asked(tmp_path, monkeypatch):
+    w, rows = torch.zeros(1000), [{"epoch": 0}]
+    ck = {"model": {"w": w}, "rows": rows, "wall": {"train_s": 1.0}}
+    go, write = threading.Event(), io.atomic_torch_save
+
+    def held_write(path, obj):   # the write starts only once training has changed everything
+        assert go.wait(10)
+        write(path, obj)
+
+    monkeypatch.setattr(io, "atomic_torch_save", held_write)
+    saver = io.BackgroundSaver()
+    saver.save(tmp_path / "last.pt", ck)
+    assert saver.busy
+    w += 1.0                         # training goes on changing the live tensors, lists and dicts
+    rows.append({"epoch": 1})
+    ck["wall"]["train_s"] += 2.0
+    go.set()
+    saver.wait()
+    assert not saver.busy
+    got = io.torch_load(tmp_path / "last.pt")
+    assert torch.equal(got["model"]["w"], torch.zeros(1000)) and got["rows"] == [{"epoch": 0}]
+    assert got["wall"] == {"train_s": 1.0}
+    saver.save(tmp_path / "last.pt", ck)   # the next write replaces it atomically
+    saver.wait()
+    assert torch.equal(io.torch_load(tmp_path / "last.pt")["model"]["w"], torch.ones(1000))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_background_saver_hands_a_failed_write_to_the_caller(tmp_path, monkeypatch):
+    io.atomic_torch_save(tmp_path / "last.pt", {"epoch": 5})
+
+    def refuse(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(io.os, "replace", refuse)
+    saver = io.BackgroundSaver()
+    saver.save(tmp_path / "last.pt", {"epoch": 10})
+    with pytest.raises(VaesaeError, match="no space left"):
+        saver.wait()
+    saver.wait()   # raised once
+    assert io.torch_load(tmp_path / "last.pt")["epoch"] == 5   # the checkpoint before is kept
 
 
 def test_provenance_has_every_field():

@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +122,30 @@ def test_resume_equals_uninterrupted(tree, tmp_path, monkeypatch):
     na = io.load_npz(root / "results" / "smoke" / "dsprites" / "seed42" / "topk" / "neurons_final.npz")
     nb = io.load_npz(results / "smoke" / "dsprites" / "seed42" / "topk" / "neurons_final.npz")
     assert all(np.array_equal(na[k], nb[k]) for k in na)
+
+
+def test_last_pt_is_written_beside_training_and_the_run_waits_for_it(tree, tmp_path, monkeypatch):
+    """Every last.pt goes to the background saver; a slow write neither outlives the run (no last.pt reappears
+    after final.pt) nor changes what is trained."""
+    root, metas = tree
+    src = root / "checkpoints" / "smoke" / "dsprites" / "seed42"
+    dst = tmp_path / "checkpoints" / "smoke" / "dsprites" / "seed42"
+    shutil.copytree(src / "stage2", dst / "stage2")
+    written, write = [], io.atomic_torch_save
+
+    def slow_write(path, obj):   # the saver's thread only: train's own writes call its imported name
+        time.sleep(0.5)
+        write(path, obj)
+        written.append((threading.current_thread().name, int(obj["epoch"])))
+
+    monkeypatch.setattr(io, "atomic_torch_save", slow_write)
+    meta = train.run_stage("topk", "dsprites", 42, "smoke", results_dir=tmp_path / "results",
+                           **{**KW, "overrides": {**TINY, "checkpoint_every": 1}})
+    assert written == [("vaesae-checkpoint", e) for e in (1, 2, 3)]   # epochs 1-3 of 4; the 4th is final.pt
+    assert (dst / "topk" / "final.pt").is_file() and not (dst / "topk" / "last.pt").exists()
+    assert meta["checkpoint_sha256"] == io.sha256_file(dst / "topk" / "final.pt")
+    rows = pd.read_csv(tmp_path / "results" / "smoke" / "dsprites" / "seed42" / "topk" / "epochs.csv")
+    pd.testing.assert_frame_equal(rows.drop(columns=WALL), _csv(root, "topk").drop(columns=WALL), check_exact=True)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -136,6 +136,12 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
     (bench / "GPU-X_conv.json").write_text(json.dumps({
         "environment": env, "batch": 512, "datasets": {d: {"forms": forms, "layers": [{"layer": "enc1 Conv2d", "ms": 0.25}]}
                                                       for d in ("dsprites", "shapes3d")}}))
+    (bench / "GPU-X_checkpoint.json").write_text(json.dumps({
+        "benchmark": "checkpoint", "environment": env, "git_commit": "1234567abc", "dataset": "dsprites",
+        "checkpoint_mb": 823.2, "repeats": [{}, {}, {}], "inplace_s": 3.1, "background_block_s": 0.2,
+        "background_write_s": 3.3, "step_ms_alone": 4.5, "step_ms_during_write": 4.6, "background_cost_s": 0.27,
+        "saved_per_checkpoint_s": 2.83, "last_pt_per_run": {"topk": 9, "extended": 19},
+        "saved_per_run_s": {"topk": 25.47, "extended": 53.77}}))
     c = writeup._concurrent(bench)
     assert c["best"]["aggregate_img_s"] == 210_000.0 and c["target"] == 200_000
     v = writeup._conv(bench)
@@ -156,6 +162,9 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
     text = readme.read_text()
     assert "The best aggregate, 210,000 img/s (N = 4, MPS on), meets the target of" in text
     assert "| grouped 2 | 1.500 | 1.500 |" in text and "commit `abcdef0`" in text
+    assert "commit `1234567`; dsprites, stage 3 with AdamW's state, 823 MB, median of 3" in text
+    assert ("2.83 s saved per checkpoint, 25 s per topk run (9 `last.pt`), 54 s per extended run (19 `last.pt`)."
+            in text)
 
 
 def test_seeds_line_and_the_literal_summary_give_each_dataset_its_own_n(tmp_path):

@@ -1,4 +1,4 @@
-"""``python -m vaesae.bench {metrics,train,verify,conv,project}``: the command line (this package's ``__main__``)."""
+"""``python -m vaesae.bench {metrics,train,verify,conv,checkpoint,project}``: the command line (this package's ``__main__``)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,41 @@ def _add_conv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replays", type=int, default=100, help="graph replays timed per form (default 100)")
     p.add_argument("--out", default=str(REPO_ROOT / "results" / "bench"), help="directory for <device-name>_conv.json")
     p.set_defaults(func=cmd_conv)
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from ..config import PROFILES
+    from .checkpoint import _print_checkpoint, run_checkpoint_bench
+    from .steps import N_TRAIN
+
+    for name in ("steps", "repeats", "images"):
+        if getattr(args, name) < 1:
+            raise VaesaeError(f"--{name} must be at least 1")
+    if args.dataset not in N_TRAIN:
+        raise VaesaeError(f"unknown dataset {args.dataset!r}; choose from {', '.join(N_TRAIN)}")
+    if args.profile not in PROFILES:
+        raise VaesaeError(f"unknown profile {args.profile!r}; choose from {', '.join(PROFILES)}")
+    result = run_checkpoint_bench(device=_device(args.device), dataset=args.dataset, steps=args.steps,
+                                  n_images=args.images, repeats=args.repeats, profile=args.profile,
+                                  tmp_dir=args.tmp_dir)
+    _print_checkpoint(result)
+    _write_result(result, args.out, suffix="_checkpoint")
+    return 0
+
+
+def _add_checkpoint(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("checkpoint", help="a stage-3 checkpoint written in place against in the background: what "
+                                          "each costs the training loop")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--dataset", default="dsprites")
+    p.add_argument("--profile", default="paper", help="the model's size (default paper: about 820 MB a checkpoint)")
+    p.add_argument("--steps", type=int, default=50, help="steps timed without a write in flight (default 50)")
+    p.add_argument("--images", type=int, default=16_384, help="procedural training images resident on the device")
+    p.add_argument("--repeats", type=int, default=3, help="checkpoints timed each way; the median is kept (default 3)")
+    p.add_argument("--tmp-dir", default=None, help="where the checkpoints are written (default the system's "
+                                                   "temporary directory; training writes beside the results)")
+    p.add_argument("--out", default=str(REPO_ROOT / "results" / "bench"), help="directory for <device-name>_checkpoint.json")
+    p.set_defaults(func=cmd_checkpoint)
 
 
 REMAINING_JSON = "remaining.json"   # results/bench/: python -m vaesae.bench project --remaining
@@ -93,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_verify(sub)
     _add_conv(sub)
+    _add_checkpoint(sub)
     _add_project(sub)
     return parser
 

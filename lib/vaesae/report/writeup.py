@@ -82,7 +82,7 @@ def _bench(bench_dir: Path) -> dict[str, Any] | None:
 
 def _bench_file(bench_dir: Path, suffix: str) -> dict[str, Any] | None:
     """The newest-named ``<device><suffix>.json`` of the benchmark (``_concurrent``: N runs on one GPU and the study
-    projection; ``_conv``: the convolution stacks' forms; ``tree_size``), with its file name, or None."""
+    projection; ``_conv``: the convolution stacks' forms; ``_checkpoint``: the checkpoint's writes; ``tree_size``), with its file name, or None."""
     return next(iter(_bench_jsons(bench_dir, f"*{suffix}.json", newest_first=True)), None)
 
 
@@ -128,6 +128,13 @@ def _conv(bench_dir: Path) -> dict[str, Any] | None:
     out["ms"] = {ds: {f["form"]: f["ms_per_run"] for f in v["forms"]} for ds, v in d["datasets"].items()}
     out["single"] = single
     return out
+
+
+def _checkpoint(bench_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint benchmark (``python -m vaesae.bench checkpoint``): a stage-3 checkpoint written in place and in
+    the background, what the training loop pays for each, and the time saved per run."""
+    d = _bench_file(bench_dir, "_checkpoint")
+    return d if d and "inplace_s" in d and "saved_per_run_s" in d else None
 
 
 def _variants(bench: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -464,7 +471,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
-            "conv": _conv(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
+            "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
             "claimed": _claimed_differences(results_dir, profile, [b["reading"] for b in by_reading]),
             "not_run": coverage.recorded_not_run(results_dir, profile)}
 

@@ -37,7 +37,9 @@ Records (all written atomically, each with :func:`vaesae.io.provenance`):
 ``neurons_final.npz`` (every run with an SAE; stage 2's is also its k = 500 record), in the compact
 layout of :mod:`vaesae.metrics.records` (read them with :func:`vaesae.metrics.records.load_neurons`).
 Checkpoints: ``<checkpoints>/<profile>/<dataset>/seed<seed>/<run>/{last.pt, final.pt}``, read
-with ``weights_only=True``. An interrupted run resumes from ``last.pt`` and ends with the same
+with ``weights_only=True``; ``last.pt`` (every ``checkpoint_every`` epochs) is a snapshot written by
+:class:`vaesae.io.BackgroundSaver` while the next epoch trains, ``final.pt`` in place once that write is
+on disk (``python -m vaesae.bench checkpoint`` times both). An interrupted run resumes from ``last.pt`` and ends with the same
 numbers (bitwise on the CPU): every epoch reseeds torch from (seed, global epoch) and the data
 order depends only on (seed, global epoch). A completed run (``final.pt`` + ``run.json``) made
 with the same parameters from the same input checkpoint is skipped unless ``force``; one made with
@@ -63,7 +65,7 @@ from .. import runs as R
 from ..cliargs import Parser
 from ..config import READINGS, Config, get_config
 from ..errors import VaesaeError, cli
-from ..io import atomic_save_json, atomic_torch_save, atomic_write_text, provenance, repo_path, sha256_file, torch_load
+from ..io import BackgroundSaver, atomic_save_json, atomic_torch_save, atomic_write_text, provenance, repo_path, sha256_file, torch_load
 from .engine import StepEngine
 from ..model.hybrid import SAE, HybridVAESAE, bernoulli_nll, count_parameters, kl_standard_normal, squared_error
 from ..model.revival import Revival, revival_kinds
@@ -517,6 +519,7 @@ class Progress:
     ckpt_epoch: int = 0                             # the epoch count of the newest last.pt
     last_eval: dict[str, float] = field(default_factory=dict)  # the latest evaluation's scalars (progress bar)
     resumed: bool = False
+    saver: BackgroundSaver = field(default_factory=BackgroundSaver)   # last.pt written beside the next epoch
 
 
 def run_stage(stage: str, dataset: str, seed: int, profile: str = "quick", *, results_dir: str | Path = "results",
@@ -747,12 +750,19 @@ def resume_run(spec: RunSpec, data: RunData, parts: Parts) -> Progress:
     return prog
 
 
-def _save_checkpoint(spec: RunSpec, parts: Parts, prog: Progress, path: Path, epoch: int, final: bool) -> None:
-    """``last.pt`` (to resume) or ``final.pt`` (the run's end; stage 3 keeps its optimiser for extended training)."""
+def _save_checkpoint(spec: RunSpec, parts: Parts, prog: Progress, path: Path, epoch: int, final: bool,
+                     background: bool = False) -> None:
+    """``last.pt`` (to resume) or ``final.pt`` (the run's end; stage 3 keeps its optimiser for extended training).
+    ``background``: written by ``prog.saver`` while training goes on (a snapshot of this moment); else here and
+    now, after any write in flight."""
     ck = {"format": CHECKPOINT_FORMAT, "stage": spec.stage, "config": spec.params, "epoch": epoch,
           **parts.state_dict(optimizer=not final or spec.kind == "stage3"),
           "rows": prog.rows, "wall": prog.wall, "input_sha256": spec.in_sha, "final": final}
-    atomic_torch_save(path, ck)
+    if background:
+        prog.saver.save(path, ck)
+    else:
+        prog.saver.wait()
+        atomic_torch_save(path, ck)
 
 
 # ---- fit
@@ -784,6 +794,7 @@ def fit(spec: RunSpec, data: RunData, parts: Parts, prog: Progress, progress: bo
             _after_epoch(spec.stage, epoch)
     finally:
         epoch_bar.close()
+        prog.saver.wait()   # no write in flight once fit returns or raises
     if spec.end < spec.n_epochs and prog.ckpt_epoch != spec.end and prog.start < spec.end:
         # stopped early (stop_after): a checkpoint to resume from
         _save_checkpoint(spec, parts, prog, spec.last_path, spec.end, final=False)
@@ -869,6 +880,7 @@ def fit_epoch(spec: RunSpec, data: RunData, parts: Parts, engine: StepEngine, pr
     _train_batches(spec, data, engine, epoch, state, prog, progress)
     means, seen, _ = engine.end_epoch()   # the epoch's one host sync: the loss sums
     if not math.isfinite(means["loss"]):
+        prog.saver.wait()   # the message names the last checkpoint on disk
         raise _diverged(spec, data, engine, prog, epoch, means["loss"])
     train_s = time.perf_counter() - t_epoch
 
@@ -925,11 +937,11 @@ def _end_of_epoch_files(spec: RunSpec, data: RunData, parts: Parts, prog: Progre
             npz.update(val_activity)   # the second dead count
             # compact layout (vaesae.metrics.records); stage 2's k = 500 record is this same file
             save_neurons(neurons_path(spec.run_dir), npz)
-        _save_checkpoint(spec, parts, prog, spec.final_path, epoch + 1, final=True)
+        _save_checkpoint(spec, parts, prog, spec.final_path, epoch + 1, final=True)   # after last.pt's write
         if spec.last_path.exists():
             spec.last_path.unlink()
     elif (epoch + 1) % spec.cfg.checkpoint_every == 0:
-        _save_checkpoint(spec, parts, prog, spec.last_path, epoch + 1, final=False)
+        _save_checkpoint(spec, parts, prog, spec.last_path, epoch + 1, final=False, background=True)
         prog.ckpt_epoch = epoch + 1
 
 
