@@ -80,3 +80,54 @@ def test_bad_parameters_are_one_line(text, why):
     with pytest.raises(SystemExit, match=why):
         execute.parse_params(text)
     assert execute.parse_params('{"seed": 42, "train": false}') == {"seed": 42, "train": False}
+
+
+def test_the_job_processes_load_neither_torch_nor_the_iri_grammar(tmp_path):
+    """The runner, a job's step and papermill's process read notebooks, never tensors: importing them loads no torch,
+    and after without_iri_grammar() nbformat, papermill and nbconvert load no rfc3987-syntax grammar (Lark), while
+    nbformat still tells a valid notebook from an invalid one. The report the runner rebuilds at the end draws
+    nothing, so it loads no matplotlib or seaborn (its list of the paper's figures is plain data)."""
+    code = "\n".join([
+        "import json, sys",
+        "from pathlib import Path",
+        "from vaesae.workflow import execute, external, run, step",
+        "external.without_iri_grammar()",
+        "import nbconvert, nbformat, papermill",
+        "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('1')])",
+        "nbformat.validate(nb)",
+        "nb.cells[0]['cell_type'] = 'nonsense'",
+        "try:",
+        "    nbformat.validate(nb); invalid = 'accepted'",
+        "except nbformat.ValidationError:",
+        "    invalid = 'refused'",
+        "torch = 'torch' in sys.modules",
+        f"external.build_report(Path({str(tmp_path / 'results')!r}), Path({str(tmp_path / 'figures')!r}), 'smoke')",
+        "print(json.dumps({'torch': torch, 'lark': 'lark' in sys.modules, 'invalid': invalid,",
+        "                  'drawing': sorted(m for m in ('matplotlib', 'seaborn') if m in sys.modules)}))",
+    ])
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT / "lib")})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout.splitlines()[-1]) == {"torch": False, "lark": False, "invalid": "refused", "drawing": []}
+    assert (tmp_path / "results" / "smoke" / "report.html").is_file()
+
+
+def test_each_job_process_skips_the_grammar_at_its_start(tmp_path, monkeypatch):
+    """The runner (./run_all.sh), the step and papermill's process each call without_iri_grammar() once their
+    arguments are read, before anything imports nbformat."""
+    from vaesae.workflow import external, run, step
+
+    class Called(Exception):
+        pass
+
+    def called() -> None:
+        raise Called
+
+    monkeypatch.setattr(external, "without_iri_grammar", called)
+    monkeypatch.setattr(execute, "without_iri_grammar", called)
+    with pytest.raises(Called):
+        execute.main([str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb")])
+    with pytest.raises(Called):
+        step.main([str(tmp_path / "jobs.json"), "00_data[dsprites]"])
+    with pytest.raises(Called):
+        run.main(["--profile", "smoke", "--results-dir", str(tmp_path / "results"), "--list"])

@@ -57,7 +57,7 @@ def test_every_sparsifier_and_metric_module_is_in_its_independence_contract():
     # base (the interface) and the paper's two (topk, which the remedies extend, and l1) are not remedies
     assert remedies == sparsifiers - {"vaesae.sparsity.base", "vaesae.sparsity.topk", "vaesae.sparsity.l1"}
     metrics = set(_contract("metrics")["modules"])
-    helpers = {"common", "evaluate", "records", "alignment"}   # shared checks, the wrapper, the file format, the referee's
+    helpers = {"common", "columns", "evaluate", "records", "alignment"}   # shared checks, column names, the wrapper, the file format, the referee's
     assert metrics == {f"vaesae.metrics.{m.name}" for m in pkgutil.iter_modules([str(PACKAGE / "metrics")])
                        if m.name not in helpers}
 

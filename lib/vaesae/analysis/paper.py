@@ -181,3 +181,33 @@ def verdict(claim: Claim, ours: Sequence[float] | None, *, direction_holds: bool
     if direction_holds:
         return "direction-only"
     return "not reproduced"
+
+
+# The paper's figures: (number, name, dataset, run the figure reads, title, what it shows). The report shows
+# each one or a placeholder that names the runs it waits for.
+PAPER_FIGURES: tuple[tuple[int, str, str | None, str, str, str], ...] = (
+    (1, "fig1_dsprites_per_seed", "dsprites", "topk", "Figure 1: dSprites per-seed trajectories",
+     "Specialised neurons, dead %, k, MIG and MSE at the end of every stage-3 epoch, one line per seed."),
+    (2, "fig2_dsprites_aggregate", "dsprites", "topk", "Figure 2: dSprites aggregated over seeds",
+     "Dead % and MIG along stage 3, the mean over seeds (a ± std band where there are two or more)."),
+    (3, "fig3_shapes3d_per_seed", "shapes3d", "topk", "Figure 3: Shapes3D per-seed trajectories",
+     "Specialised neurons, dead %, k, MIG and MSE at the end of every stage-3 epoch, one line per seed."),
+    (4, "fig4_shapes3d_aggregate", "shapes3d", "topk", "Figure 4: Shapes3D aggregated over seeds",
+     "Dead % and MIG along stage 3, the mean over seeds (a ± std band where there are two or more)."),
+    (5, "fig5_cross_dataset", None, "topk", "Figure 5: cross-dataset comparison",
+     "Dead %, specialised neurons and MIG against k as it falls from 500 to 50, both datasets."),
+    (6, "fig6_dsprites_topk_vs_l1", "dsprites", "l1", "Figure 6: dSprites Top-k vs L1",
+     "MIG, specialised neurons and dead % along stage 3 for Top-k and for L1, and the final share of specialised and alive neurons."),
+    (7, "fig7_shapes3d_topk_vs_l1", "shapes3d", "l1", "Figure 7: Shapes3D Top-k vs L1",
+     "MIG, specialised neurons and dead % along stage 3 for Top-k and for L1, and the final share of specialised and alive neurons."),
+    (8, "fig8_dsprites_extended", "dsprites", "extended", "Figure 8: dSprites extended training",
+     "Stage 3 followed by 100 more epochs at k = 50: MIG, specialised neurons and dead %."),
+    (9, "fig9_shapes3d_extended", "shapes3d", "extended", "Figure 9: Shapes3D extended training",
+     "Stage 3 followed by 100 more epochs at k = 50: MIG, specialised neurons and dead %."),
+    (10, "fig10_dsprites_thresholds", "dsprites", "topk", "Figure 10: dSprites threshold sensitivity",
+     "Specialised count against the specialisation threshold and dead % against the dead threshold, at k = 50."),
+    (11, "fig11_shapes3d_thresholds", "shapes3d", "topk", "Figure 11: Shapes3D threshold sensitivity",
+     "Specialised count against the specialisation threshold and dead % against the dead threshold, at k = 50."),
+)
+WAITS_FOR = {"topk": "the Top-k stage-3 runs (notebook 03)", "l1": "the L1 runs (notebook 05) beside the Top-k runs",
+             "extended": "the extended runs (notebook 04, 100 epochs at k = 50 after stage 3)"}

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import config as C
 from ..errors import VaesaeError
-from ..metrics.evaluate import dead_col, dead_pre_col
+from ..metrics.columns import dead_col, dead_pre_col
 
 
 DATASETS = ("dsprites", "shapes3d")

@@ -22,7 +22,7 @@ from .labels import mean_std
 from .. import runs as R
 from ..errors import VaesaeError
 from ..io import repo_path
-from ..metrics.evaluate import dead_col, spec_col
+from ..metrics.columns import dead_col, spec_col
 from ..metrics.records import load_neurons, neurons_path
 
 # A run trained on the GPU from a predecessor that was trained again there (its checkpoint cannot leave the machine,

@@ -32,6 +32,7 @@ Modules
 Evaluation metrics (SPEC §4): one module per metric, pure functions, and one evaluation wrapper.
 
 common          constants (bins, thresholds) and input checks shared by every metric
+columns         the metric columns' names (``dead_pct@0.001``, ``spec@0.5``) and their thresholds, without torch
 mig             the Mutual Information Gap (Chen et al. 2018; disentanglement_lib's estimator)
 mutual_info     neuron-factor mutual information, normalisations, specialised neurons, the firing-rate ceiling
 activity        activation rates and dead neurons

@@ -10,15 +10,10 @@ import numpy as np
 import torch
 
 from ..errors import VaesaeError
+from .columns import DEFAULT_DEAD_THRESHOLD, DEFAULT_SPEC_THRESHOLD, SPEC_THRESHOLDS  # noqa: F401 (every metric's constants)
 
 
 NUM_BINS = 20
-SPEC_THRESHOLDS: dict[str, tuple[float, ...]] = {
-    "specialized": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
-    "dead": (0.0005, 0.001, 0.002, 0.005, 0.01),
-}
-DEFAULT_SPEC_THRESHOLD = 0.5
-DEFAULT_DEAD_THRESHOLD = 0.001
 NORMALIZATIONS = ("factor", "neuron", "none")
 TOP_IMAGES = 16  # evaluation images kept per neuron (indices into the evaluation set, largest activation first)
 

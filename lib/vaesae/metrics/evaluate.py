@@ -14,30 +14,11 @@ import torch
 
 from ..errors import VaesaeError
 from .activity import dead_fraction
+from .columns import dead_col, dead_pre_col, spec_col, threshold_key  # noqa: F401 (the columns summarize() names)
 from .common import DEFAULT_DEAD_THRESHOLD, DEFAULT_SPEC_THRESHOLD, NUM_BINS, SPEC_THRESHOLDS, TOP_IMAGES, _as_tensor, _check_acts_torch, _check_codes_np, _check_factors_np, _check_factors_torch, _to_numpy
 from .mig import mig_per_factor
 from .mutual_info import _neuron_stats, normalize_mi, specialized_count
 from .reconstruction import fraction_of_variance_unexplained
-
-
-def threshold_key(t: float) -> str:
-    """How a threshold appears in column names: 0.001 -> "0.001", 0.5 -> "0.5"."""
-    return f"{float(t):g}"
-
-
-def dead_col(t: float = DEFAULT_DEAD_THRESHOLD) -> str:
-    """The column of dead % at activation-rate threshold ``t`` (:func:`summarize`'s key): "dead_pct@0.001"."""
-    return f"dead_pct@{threshold_key(t)}"
-
-
-def dead_pre_col(t: float = DEFAULT_DEAD_THRESHOLD) -> str:
-    """The column of dead % on the activations before the sparsifier (SPEC §6's second count): "dead_pre_pct@0.001"."""
-    return f"dead_pre_pct@{threshold_key(t)}"
-
-
-def spec_col(t: float = DEFAULT_SPEC_THRESHOLD) -> str:
-    """The column of specialised neurons at MI / H(factor) threshold ``t`` (:func:`summarize`'s key): "spec@0.5"."""
-    return f"spec@{threshold_key(t)}"
 
 
 def summarize(

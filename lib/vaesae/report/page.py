@@ -373,10 +373,8 @@ def _provenance_row(r: dict[str, Any], report_dir: Path) -> dict[str, Any]:
 
 def _with_placeholders(figures: list[dict[str, Any]], fig_dir: Path, profile: str, have_runs: bool) -> list[dict[str, Any]]:
     """The paper's Figures 1-11 that are not drawn, as placeholders naming the runs each waits for, in order."""
-    try:
-        from ..analysis.figures import PAPER_FIGURES, WAITS_FOR
-    except Exception:  # matplotlib missing: the page still builds, without placeholders
-        return figures
+    from ..analysis.paper import PAPER_FIGURES, WAITS_FOR
+
     names = {f["name"] for f in figures}
     out = list(figures)
     for order, (num, name, ds, run, title, what) in enumerate(PAPER_FIGURES):

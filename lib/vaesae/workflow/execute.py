@@ -21,6 +21,8 @@ import argparse
 import json
 import sys
 
+from .external import without_iri_grammar
+
 KERNEL = "python3"
 
 
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="{}", help="the parameters, one JSON object")
     args = ap.parse_args(argv)
     params = parse_params(args.params)
+    without_iri_grammar()   # before papermill imports nbformat
 
     import logging
 

@@ -1,10 +1,22 @@
 """The two modules of the package the runner uses beyond the top-level ones (vaesae.runs, config, io, errors,
 cliargs, mps): the notebook HTML renderer and the report. Their imports live here alone, so that moving either
-module is a one-line change."""
+module is a one-line change. And what the runner's processes do before importing the notebook tools
+(:func:`without_iri_grammar`)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+
+def without_iri_grammar() -> None:
+    """Keep this process's jsonschema from loading ``rfc3987_syntax``. jsonschema (which nbformat imports, and with it
+    papermill and nbconvert) loads that package for its "iri" format checks when it is installed (here through
+    jupyter-events' ``jsonschema[format-nongpl]``), and the package compiles a Lark grammar at import: 1.4 s of CPU in
+    every process that reads a notebook, three a job (the runner, the step and papermill's process). nbformat
+    validates notebooks without a format checker, so nothing here reads that format. Call it before the first import
+    of nbformat; where the package is already loaded it stays."""
+    sys.modules.setdefault("rfc3987_syntax", None)   # None: `import rfc3987_syntax` raises ImportError, which jsonschema expects
 
 
 def render_html(executed: Path, figures_dir: Path | None = None) -> None:

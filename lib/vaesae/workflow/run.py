@@ -435,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``./run_all.sh``: parse and check the arguments, build the jobs, print the plan (``--list``) or run them."""
     args = _parser().parse_args(argv)
     _check_args(args)
+    external.without_iri_grammar()   # before build_jobs reads the notebooks' parameters with papermill
     st = _prepare(args)
     _announce(st)
     if args.list:

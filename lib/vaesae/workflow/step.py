@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2:
         print("usage: python -m vaesae.workflow.step TABLE JOB_ID", file=sys.stderr)
         return 2
+    external.without_iri_grammar()
     return run(*argv)
 
 
