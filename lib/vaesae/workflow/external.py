@@ -12,10 +12,10 @@ from pathlib import Path
 def without_iri_grammar() -> None:
     """Keep this process's jsonschema from loading ``rfc3987_syntax``. jsonschema (which nbformat imports, and with it
     papermill and nbconvert) loads that package for its "iri" format checks when it is installed (here through
-    jupyter-events' ``jsonschema[format-nongpl]``), and the package compiles a Lark grammar at import: 1.4 s of CPU in
-    every process that reads a notebook, three a job (the runner, the step and papermill's process). nbformat
-    validates notebooks without a format checker, so nothing here reads that format. Call it before the first import
-    of nbformat; where the package is already loaded it stays."""
+    jupyter-events' ``jsonschema[format-nongpl]``), and the package compiles a Lark grammar at import: 1.4 s of CPU
+    (2 cores) in every process that reads a notebook: the runner's, once a study, and two a job (the step's and
+    papermill's). nbformat validates notebooks without a format checker, so nothing here reads that format. Call it
+    before the first import of nbformat; where the package is already loaded it stays."""
     sys.modules.setdefault("rfc3987_syntax", None)   # None: `import rfc3987_syntax` raises ImportError, which jsonschema expects
 
 
