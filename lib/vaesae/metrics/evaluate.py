@@ -14,7 +14,7 @@ import torch
 
 from ..errors import VaesaeError
 from .activity import dead_fraction
-from .columns import dead_col, dead_pre_col, spec_col, threshold_key  # noqa: F401 (the columns summarize() names)
+from .columns import dead_col, dead_pre_col, spec_col, threshold_key
 from .common import DEFAULT_DEAD_THRESHOLD, DEFAULT_SPEC_THRESHOLD, NUM_BINS, SPEC_THRESHOLDS, TOP_IMAGES, _as_tensor, _check_acts_torch, _check_codes_np, _check_factors_np, _check_factors_torch, _to_numpy
 from .mig import mig_per_factor
 from .mutual_info import _neuron_stats, normalize_mi, specialized_count
