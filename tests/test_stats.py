@@ -253,6 +253,36 @@ def test_claim_tests_is_reproducible_from_the_seed():
     assert not t1.ci95_lo.equals(t3.ci95_lo)
 
 
+def test_a_rows_interval_does_not_depend_on_the_other_rows():
+    """Each row's bootstrap has its own stream (row_rng): taking dSprites' extended run out of the study (two rows
+    earlier in the table) or a seed of it (fewer draws) leaves every other row's interval as it was."""
+    s = _study()
+    full = stats.claim_tests(s, np.random.default_rng(5), n_resamples=499).set_index(["comparison", "dataset", "metric"])
+    e = s.epochs
+
+    def without(mask):
+        t = stats.claim_tests(Study(s.profile, e[~mask].reset_index(drop=True), s.runs, {}, s.sources),
+                              np.random.default_rng(5), n_resamples=499)
+        return t.set_index(["comparison", "dataset", "metric"])
+
+    ext_rows = (e.dataset == "dsprites") & (e.run == "extended")
+    part = without(ext_rows)
+    assert len(part) == len(full) - 2
+    pd.testing.assert_frame_equal(part[["ci95_lo", "ci95_hi"]], full.loc[part.index, ["ci95_lo", "ci95_hi"]])
+    fewer = without(ext_rows & (e.seed == e.seed.max()))
+    ext = [i for i in fewer.index if i[0].startswith("end of extended") and i[1] == "dSprites"]
+    assert len(ext) == 2 and (fewer.loc[ext, "n_b"] == full.loc[ext, "n_b"] - 1).all()
+    rest = fewer.index.difference(ext)
+    pd.testing.assert_frame_equal(fewer.loc[rest, ["ci95_lo", "ci95_hi"]], full.loc[rest, ["ci95_lo", "ci95_hi"]])
+    # the stream is the key's: stable, and another key or root gives another stream
+    a = stats.row_rng(7, "x", "dSprites", "MIG").random(3)
+    assert np.array_equal(a, stats.row_rng(7, "x", "dSprites", "MIG").random(3))
+    assert not np.array_equal(a, stats.row_rng(7, "x", "Shapes3D", "MIG").random(3))
+    assert not np.array_equal(a, stats.row_rng(8, "x", "dSprites", "MIG").random(3))
+    with pytest.raises(TypeError, match="numpy.random.Generator"):
+        stats.claim_tests(s, 0)
+
+
 def test_claim_tests_with_one_seed_reports_nan_and_why():
     t = stats.claim_tests(_study(seeds=(42,)), np.random.default_rng(0))
     assert len(t) == 22 and (t.n_a == 1).all()

@@ -31,7 +31,10 @@ Conventions, everywhere in this module:
 * Non-finite values (NaN, ±inf) are dropped before anything is computed; ``n_a``, ``n_b`` count
   what is left.
 * Randomness is passed in explicitly as a :class:`numpy.random.Generator`; nothing here reads or
-  sets a global seed. The same generator state gives the same intervals.
+  sets a global seed. The same generator state gives the same intervals. :func:`claim_tests` takes one draw
+  from it and gives each row its own stream, keyed by the row's comparison, dataset and metric
+  (:func:`row_rng`): a row's interval does not change when other rows come or go (a seed or a run added
+  elsewhere in the study).
 * Nothing raises on too little data: with fewer than 2 values in a group (the committed paper-profile
   records hold seed 42 only) the statistics are NaN and ``note`` says why.
 
@@ -44,6 +47,7 @@ under-covers: its interval is narrower than a 95 % interval should be, and ``not
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from typing import Sequence
@@ -56,7 +60,7 @@ from ..sparsity.base import REMEDIES
 from .paper import TOLERANCE
 from .study import DATASET_LABEL, Study, dead_col, spec_col
 
-__all__ = ["welch_test", "bootstrap_diff_ci", "equivalence_test", "claim_margin", "claim_tests", "claim_verdict",
+__all__ = ["welch_test", "bootstrap_diff_ci", "row_rng", "equivalence_test", "claim_margin", "claim_tests", "claim_verdict",
            "COLUMNS", "TITLE", "CAPTION", "CLAIM_RULE", "N_RESAMPLES", "FEW_SEEDS", "ALPHA"]
 
 N_RESAMPLES = 9999
@@ -315,6 +319,24 @@ def _comparisons(study: Study) -> list[tuple[str, str, str, pd.DataFrame, pd.Dat
     return out
 
 
+def row_rng(root: int, *key: str) -> np.random.Generator:
+    """The bootstrap stream of one row of :func:`claim_tests`: ``numpy.random.default_rng`` of the
+    :class:`numpy.random.SeedSequence` ``[root, w_1, ..., w_4]``, the ``w_i`` the first 16 bytes of the SHA-256 of
+    the key's strings (joined by a newline) as four 32-bit words. Stable across processes and platforms (unlike
+    Python's salted ``hash``); a different key or root gives an unrelated stream.
+
+    Parameters
+    ----------
+    root : int
+        A non-negative integer (one draw from the caller's generator).
+    *key : str
+        What names the row, e.g. ``(comparison, dataset, metric)``.
+    """
+    digest = hashlib.sha256("\n".join(key).encode()).digest()[:16]
+    words = [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
+    return np.random.default_rng(np.random.SeedSequence([int(root), *words]))
+
+
 def claim_tests(study: Study, rng: np.random.Generator, n_resamples: int = N_RESAMPLES, level: float = 0.95) -> pd.DataFrame:
     """One row per difference the paper claims, with Welch's test and a bootstrap interval.
 
@@ -324,7 +346,8 @@ def claim_tests(study: Study, rng: np.random.Generator, n_resamples: int = N_RES
         The records of one profile; each group is one value per seed, the last evaluated epoch of
         a run (``study.final``) or the end of stage 2 (``study.k500``).
     rng : numpy.random.Generator
-        Drives every bootstrap, row by row in table order.
+        One draw from it seeds every row's own bootstrap stream (:func:`row_rng`), so a row's interval
+        depends on this generator and its own groups, not on which rows come before it.
     n_resamples, level : int, float
         Passed to :func:`bootstrap_diff_ci` (the columns keep the names ``ci95_lo``/``ci95_hi``
         whatever ``level`` is).
@@ -341,13 +364,16 @@ def claim_tests(study: Study, rng: np.random.Generator, n_resamples: int = N_RES
         be tested, and the verdict table already says which claims were not measured. A group with
         one seed gives NaN statistics and a note.
     """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0)), not {type(rng).__name__}")
+    root = int(rng.integers(2**63))
     rows = []
     for comparison, dataset, metric, fa, fb, col in _comparisons(study):
         a, b = _group(fa, col), _group(fb, col)
         if a.size == 0 or b.size == 0:
             continue
         w = welch_test(a, b)
-        lo, hi = bootstrap_diff_ci(a, b, rng, n_resamples=n_resamples, level=level)
+        lo, hi = bootstrap_diff_ci(a, b, row_rng(root, comparison, dataset, metric), n_resamples=n_resamples, level=level)
         notes = [w["note"]] if w["note"] else []
         if min(a.size, b.size) >= 2 and min(a.size, b.size) < FEW_SEEDS:
             notes.append(NOTE_FEW)
@@ -375,6 +401,7 @@ def save_claim_tests(study: Study, results_dir, stats_seed: int = 0, n_resamples
 
     name, title, order = reading_tag(study.reading, "claim_tests", TITLE, 10)
     save_table(claims, results_dir, study.profile, name, title=title, order=order,
-               caption=f"{CAPTION} {CLAIM_RULE} Bootstrap: {n_resamples} resamples, numpy.random.default_rng({stats_seed}). "
+               caption=f"{CAPTION} {CLAIM_RULE} Bootstrap: {n_resamples} resamples, numpy.random.default_rng({stats_seed}) "
+               "(one draw, then a stream per row keyed by comparison, dataset and metric). "
                f"SAE reading: {study.reading} (SPEC §6). " + caption_suffix(study.profile, study.sources, study.seeds))
     return title, claims
