@@ -163,6 +163,7 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
     assert "The best aggregate, 210,000 img/s (N = 4, MPS on), meets the target of" in text
     assert "| grouped 2 | 1.500 | 1.500 |" in text and "commit `abcdef0`" in text
     assert "commit `1234567`; dsprites, stage 3 with AdamW's state, 823 MB, median of 3" in text
+    assert "\n\n**Checkpoints** (" in text   # a paragraph of its own, not the tail of the conv section's last line
     assert ("2.83 s saved per checkpoint, 25 s per topk run (9 `last.pt`), 54 s per extended run (19 `last.pt`)."
             in text)
 
