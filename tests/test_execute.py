@@ -131,3 +131,61 @@ def test_each_job_process_skips_the_grammar_at_its_start(tmp_path, monkeypatch):
         step.main([str(tmp_path / "jobs.json"), "00_data[dsprites]"])
     with pytest.raises(Called):
         run.main(["--profile", "smoke", "--results-dir", str(tmp_path / "results"), "--list"])
+
+
+# ------------------------------------------------------------------------------------------------
+# python -m vaesae.bench jobs: the same processes, timed on a job with nothing to train
+
+
+def test_the_jobs_probe_is_a_notebooks_imports_and_parameters_cells(tmp_path):
+    from vaesae.bench import jobs
+
+    probe = json.loads(jobs.probe_notebook(REPO_ROOT / jobs.PROBE_SOURCE, tmp_path / "p.ipynb").read_text())
+    src = ["".join(c["source"]) for c in probe["cells"]]
+    assert len(src) == 2 and "from vaesae.training import train" in src[0] and "nb.begin(globals())" in src[0]
+    assert probe["cells"][1]["metadata"]["tags"] == ["parameters"] and "seed: int = 42" in src[1]
+    assert all(c["outputs"] == [] and c["execution_count"] is None for c in probe["cells"])
+    nbformat.validate(nbformat.reads(json.dumps(probe), as_version=4))
+    no_params = _notebook(tmp_path / "n.ipynb")   # its parameters cell comes first: no imports cell before it
+    with pytest.raises(jobs.VaesaeError, match="an imports cell followed by a cell tagged 'parameters'"):
+        jobs.probe_notebook(no_params, tmp_path / "q.ipynb")
+
+
+def test_the_study_counts_the_files_it_wrote_but_not_snakemakes(tmp_path, monkeypatch):
+    from vaesae.bench import jobs
+
+    def fake(cmd, env, what):
+        assert cmd[1:3] == ["-m", "vaesae.workflow"] and env["OMP_NUM_THREADS"] == "1"
+        profile = Path(cmd[cmd.index("--results-dir") + 1]) / "smoke"
+        for rel in ("dsprites/seed42/stage1/run.json", "dsprites/00_data.ipynb", ".snakemake/log/x.log"):
+            (profile / rel).parent.mkdir(parents=True, exist_ok=True)
+            (profile / rel).write_text("{}")
+        return 12.5
+
+    monkeypatch.setattr(jobs, "_timed", fake)
+    got = jobs._study(tmp_path)
+    assert got["files"] == 2 and got["wall_s"] == 12.5 and got["args"][:2] == ["--profile", "smoke"]
+
+
+@pytest.mark.integration
+def test_the_jobs_bench_times_every_part_and_writes_its_json(tmp_path, capsys):
+    from vaesae.bench.cli import main
+
+    assert main(["jobs", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    (out,) = tmp_path.glob("*_jobs.json")
+    r = json.loads(out.read_text())
+    parts = ("python_s", "step_imports_s", "execute_s", "imports_cell_s", "html_s", "job_s")
+    assert r["benchmark"] == "jobs" and len(r["repeats"]) == 1 and all(r[k] > 0 for k in parts)
+    assert r["imports_cell_s"] < r["execute_s"] and r["git_commit"] and "study" not in r
+    printed = capsys.readouterr().out
+    assert "the whole job (step)" in printed and f"wrote {out}" in printed
+
+
+def test_the_jobs_bench_refuses_no_repeats_in_one_line(capsys):
+    from vaesae.bench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["jobs", "--repeats", "0"])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert "--repeats must be at least 1" in err and "\n" not in err

@@ -23,6 +23,7 @@ def test_regenerating_twice_gives_identical_files(tmp_path):
         "targets": {"eval_s": 2.0, "seed_s": 180, "stage1_img_s": 500000, "stage3_img_s": 300000, "suite_s": 3600}, "rows": []}))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- BEGIN GENERATED results-summary -->\nold\n<!-- END GENERATED results-summary -->\nmiddle\n"
+                      "<!-- BEGIN GENERATED jobs -->\nold\n<!-- END GENERATED jobs -->\n"
                       "<!-- BEGIN GENERATED performance -->\nold\n<!-- END GENERATED performance -->\n"
                       "<!-- BEGIN GENERATED size -->\nold\n<!-- END GENERATED size -->\nend\n")
     (bench / "tree_size.json").write_text(json.dumps({
@@ -36,6 +37,7 @@ def test_regenerating_twice_gives_identical_files(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and "middle\n" in text and text.endswith("end\n") and "\nold\n" not in text
     assert "2.00×" in text   # computed: 500 / 250
+    assert "No job-overhead benchmark is recorded" in text
     assert "the tracked tree is 3.0 MiB (3,145,728 bytes in\n7 files)" in text and "projected to add 2.0 MiB" in text
     assert "5.0 MiB in all against the budget of 40 MiB" in text and "commit `abcdef0`" in text
     findings = (tmp_path / "smoke" / "FINDINGS.md").read_text()
@@ -142,6 +144,11 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
         "background_write_s": 3.3, "step_ms_alone": 4.5, "step_ms_during_write": 4.6, "background_cost_s": 0.27,
         "saved_per_checkpoint_s": 2.83, "last_pt_per_run": {"topk": 9, "extended": 19},
         "saved_per_run_s": {"topk": 25.47, "extended": 53.77}}))
+    (bench / "cpu-2-cores_jobs.json").write_text(json.dumps({
+        "benchmark": "jobs", "environment": {"device": "cpu (2 cores)"}, "git_commit": "fedcba9876", "repeats": [{}, {}],
+        "probe": "notebooks/01_stage1_vae.ipynb", "python_s": 0.02, "step_imports_s": 0.21, "execute_s": 5.61,
+        "imports_cell_s": 3.14, "html_s": 1.12, "job_s": 7.46,
+        "study": {"args": ["--profile", "smoke"], "threads_per_job": 1, "wall_s": 169.6, "files": 1105}}))
     c = writeup._concurrent(bench)
     assert c["best"]["aggregate_img_s"] == 210_000.0 and c["target"] == 200_000
     v = writeup._conv(bench)
@@ -156,6 +163,7 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
         "targets": {"eval_s": 2.0, "seed_s": 180, "stage1_img_s": 5, "stage3_img_s": 3, "suite_s": 3600}, "rows": []}))
     readme = tmp_path / "README.md"
     readme.write_text("<!-- BEGIN GENERATED results-summary -->\n<!-- END GENERATED results-summary -->\n"
+                      "<!-- BEGIN GENERATED jobs -->\n<!-- END GENERATED jobs -->\n"
                       "<!-- BEGIN GENERATED performance -->\n<!-- END GENERATED performance -->\n"
                       "<!-- BEGIN GENERATED size -->\n<!-- END GENERATED size -->\n")
     writeup.write(tmp_path, "smoke", readme=readme, bench_dir=bench)
@@ -163,6 +171,12 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
     assert "The best aggregate, 210,000 img/s (N = 4, MPS on), meets the target of" in text
     assert "| grouped 2 | 1.500 | 1.500 |" in text and "commit `abcdef0`" in text
     assert "commit `1234567`; dsprites, stage 3 with AdamW's state, 823 MB, median of 3" in text
+    jobs = " ".join(text.split())   # the part's sentences wrap
+    assert ("(`results/bench/cpu-2-cores_jobs.json`, cpu (2 cores), commit `fedcba9`, median of 2): a job with nothing "
+            "to train") in jobs
+    assert ("takes 7.5 s in its own processes: the step's imports 0.21 s, papermill's process 5.6 s (of which the "
+            "notebook's imports, in the kernel, 3.1 s) and the HTML page 1.1 s; the smoke study on dSprites "
+            "(`--profile smoke`, one thread a job) took 2:50 and wrote 1,105 files.") in jobs
     assert "\n\n**Checkpoints** (" in text   # a paragraph of its own, not the tail of the conv section's last line
     assert ("2.83 s saved per checkpoint, 25 s per topk run (9 `last.pt`), 54 s per extended run (19 `last.pt`)."
             in text)
@@ -178,7 +192,7 @@ def test_seeds_line_and_the_literal_summary_give_each_dataset_its_own_n(tmp_path
         shutil.rmtree(tmp_path / "smoke" / "dsprites" / "seed43" / run)
     readme = tmp_path / "README.md"
     readme.write_text("".join(f"<!-- BEGIN GENERATED {n} -->\n<!-- END GENERATED {n} -->\n"
-                              for n in ("results-summary", "performance", "size")))
+                              for n in ("results-summary", "jobs", "performance", "size")))
     writeup.write(tmp_path, "smoke", readme=readme, bench_dir=tmp_path / "no-bench")
     findings = (tmp_path / "smoke" / "FINDINGS.md").read_text()
     assert "**Seeds.** `literal`: Top-k at 1 seed (dSprites), 2 seeds (Shapes3D)." in findings

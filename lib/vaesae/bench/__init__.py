@@ -41,7 +41,7 @@ noise. It writes ``results/bench/<device-name>_verify_<profile>.json``::
 
 Modules
 -------
-Benchmarks that print timings (not timed tests): ``python -m vaesae.bench {metrics,train,verify,conv}``.
+Benchmarks that print timings (not timed tests): ``python -m vaesae.bench {metrics,train,verify,conv,checkpoint,jobs,project}``.
 
 cli         the command line (``python -m vaesae.bench``; this package's ``__main__``)
 metrics     the metrics alone (``metrics``)
@@ -51,6 +51,13 @@ concurrent  several stage-3 runs on one GPU, with and without the CUDA MPS daemo
 project     the study's wall time projected from the step timings
 verify      ``verify``: short chains on the fast and the reference path
 conv        ``conv``: where the convolution time goes
+checkpoint  ``checkpoint``: a stage-3 checkpoint written in place against in the background
+jobs        ``jobs``: a notebook job's own processes, and the smoke study
 
-Layer: the top, beside :mod:`vaesae.workflow`; nothing imports it.
+``jobs`` times what a notebook job of the pipeline costs in its own processes (the step, papermill and its kernel,
+the HTML page) on a job with nothing to train, and with ``--study`` the dSprites smoke study (:mod:`vaesae.bench.jobs`)::
+
+    python -m vaesae.bench jobs [--repeats 3] [--study]
+
+Layer: the top, above :mod:`vaesae.workflow` (``jobs`` builds the step's table with it); nothing imports it.
 """

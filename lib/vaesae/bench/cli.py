@@ -1,4 +1,4 @@
-"""``python -m vaesae.bench {metrics,train,verify,conv,checkpoint,project}``: the command line (this package's ``__main__``)."""
+"""``python -m vaesae.bench {metrics,train,verify,conv,checkpoint,jobs,project}``: the command line (this package's ``__main__``)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,25 @@ def _add_checkpoint(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_checkpoint)
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from .jobs import _print_jobs, run_jobs_bench
+
+    result = run_jobs_bench(repeats=args.repeats, study=args.study)
+    _print_jobs(result)
+    _write_result(result, args.out, suffix="_jobs")
+    return 0
+
+
+def _add_jobs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("jobs", help="what a notebook job of the pipeline costs in its own processes (step, papermill, "
+                                    "kernel, HTML page), on a job with nothing to train; with --study, the dSprites "
+                                    "smoke study's wall time")
+    p.add_argument("--repeats", type=int, default=3, help="times each part is timed; the median is kept (default 3)")
+    p.add_argument("--study", action="store_true", help="then run the dSprites smoke study (about 3 min on 2 cores)")
+    p.add_argument("--out", default=str(REPO_ROOT / "results" / "bench"), help="directory for <device-name>_jobs.json")
+    p.set_defaults(func=cmd_jobs)
+
+
 REMAINING_JSON = "remaining.json"   # results/bench/: python -m vaesae.bench project --remaining
 
 
@@ -129,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(sub)
     _add_conv(sub)
     _add_checkpoint(sub)
+    _add_jobs(sub)
     _add_project(sub)
     return parser
 

@@ -30,7 +30,7 @@ from ..errors import VaesaeError, cli
 from ..io import atomic_write_text
 
 TEMPLATES = Path(__file__).with_name("templates")
-README_PARTS = ("results-summary", "performance", "size")
+README_PARTS = ("results-summary", "jobs", "performance", "size")
 _MARK = re.compile(r"(<!-- BEGIN GENERATED (?P<name>[\w-]+) -->\n).*?(<!-- END GENERATED (?P=name) -->)", re.S)
 
 
@@ -135,6 +135,13 @@ def _checkpoint(bench_dir: Path) -> dict[str, Any] | None:
     the background, what the training loop pays for each, and the time saved per run."""
     d = _bench_file(bench_dir, "_checkpoint")
     return d if d and "inplace_s" in d and "saved_per_run_s" in d else None
+
+
+def _jobs(bench_dir: Path) -> dict[str, Any] | None:
+    """The job-overhead benchmark (``python -m vaesae.bench jobs``): a notebook job's own processes, timed on a job
+    with nothing to train, and the smoke study's wall time when it was run with ``--study``."""
+    d = _bench_file(bench_dir, "_jobs")
+    return d if d and "job_s" in d and "execute_s" in d else None
 
 
 def _variants(bench: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -471,7 +478,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
-            "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
+            "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "jobs": _jobs(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
             "claimed": _claimed_differences(results_dir, profile, [b["reading"] for b in by_reading]),
             "not_run": coverage.recorded_not_run(results_dir, profile)}
 
@@ -500,6 +507,7 @@ def _env():
                                         else f"{x:+.{d}f}".replace("-", "−"))
     # 3 significant digits with a sign (claimed differences: dead % and MSE differ by orders of magnitude); p values 2
     env.filters["g3"] = lambda x: "n/a" if missing(x) else "0" if x == 0 else f"{x:+.3g}".replace("-", "−")
+    env.filters["mmss"] = lambda s: "n/a" if missing(s) else f"{int(round(s)) // 60}:{int(round(s)) % 60:02d}"
     env.filters["g2"] = lambda x: "n/a" if missing(x) else f"{x:.2g}"
     # a - b, or None when either is missing (a reading's whole stage 3 not recorded yet): "n/a" through f / sf
     env.globals["minus"] = lambda a, b: None if a is None or b is None else a - b
