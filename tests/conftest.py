@@ -18,8 +18,10 @@ test that no longer exists; ``-m slow`` (the old name of the end-to-end tier) is
 """
 
 import os
+import platform
 import re
 import subprocess
+import time
 from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -138,10 +140,64 @@ def tiers_of(item: pytest.Item) -> list[str]:
     return given
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--suite-json", default=None, metavar="PATH",
+                     help="write this session's times to PATH as JSON: its wall time, the outcomes and test time per "
+                          "tier, the slowest tests (python -m vaesae.report.writeup prints it in the README's Tests)")
+
+
+class SuiteTimes:
+    """``--suite-json PATH``: what the session took, written when it ends (by pytest-xdist's controller, which gets
+    every worker's reports). A test's time is its setup, call and teardown together; its tier the marker collection
+    gave it. The JSON's ``benchmark`` is ``"suite"``."""
+
+    SLOWEST = 15
+
+    def __init__(self, config: pytest.Config, path: str) -> None:
+        self.config, self.path, self.t0 = config, Path(path), time.time()
+        self.tests: dict[str, dict] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        t = self.tests.setdefault(report.nodeid, {"s": 0.0, "outcomes": set(), "tier": None})
+        t["s"] += report.duration
+        t["outcomes"].add((report.when, report.outcome))
+        t["tier"] = t["tier"] or next((k for k in TIERS if k in report.keywords), None)
+
+    @staticmethod
+    def outcome(outcomes: set) -> str:
+        if any(o == "failed" for _, o in outcomes):
+            return "failed"
+        return "passed" if ("call", "passed") in outcomes else "skipped"
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        from vaesae.io import atomic_save_json, git_commit
+
+        counts = {"passed": 0, "skipped": 0, "failed": 0}
+        tiers: dict[str, dict] = {}
+        for t in self.tests.values():
+            o = self.outcome(t["outcomes"])
+            counts[o] += 1
+            tier = tiers.setdefault(t["tier"] or "none", {"passed": 0, "skipped": 0, "failed": 0, "test_s": 0.0})
+            tier[o] += 1
+            tier["test_s"] += t["s"]
+        slowest = sorted(self.tests.items(), key=lambda kv: -kv[1]["s"])[:self.SLOWEST]
+        atomic_save_json(self.path, {
+            "benchmark": "suite", "git_commit": git_commit(), "wall_s": time.time() - self.t0, "exitstatus": int(exitstatus),
+            "args": list(self.config.invocation_params.args), "markexpr": self.config.option.markexpr or "",
+            "workers": getattr(self.config.option, "numprocesses", None) or 0,
+            "environment": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                            "slurm_cluster": bool(os.environ.get("SLURM_CONF"))},
+            "counts": counts, "tiers": tiers,
+            "slowest": [{"test": k, "tier": v["tier"], "s": v["s"]} for k, v in slowest]})
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if re.search(r"\bslow\b", config.option.markexpr or ""):
         raise pytest.UsageError("the 'slow' marker is gone: use -m unit (the fast tier), -m integration or -m e2e "
                                 "(see tests/conftest.py)")
+    path = config.getoption("suite_json", None)
+    if path and not hasattr(config, "workerinput"):   # the controller (or the only process) writes it
+        config.pluginmanager.register(SuiteTimes(config, path), "vaesae-suite-times")
 
 
 @pytest.hookimpl(tryfirst=True)   # before -m deselects anything: every collected test is checked

@@ -58,3 +58,26 @@ def test_the_leading_files_are_collected_first(suite):
     result = suite.runpytest_subprocess("--collect-only", "-q")
     got = [line.split("::")[0] for line in result.stdout.lines if "::" in line]
     assert got == ["test_faults.py", "test_e2e.py", "test_tiers.py", "test_slurm.py", "test_records.py"], result.stdout.lines
+
+
+def test_suite_json_records_the_outcomes_and_times_per_tier(suite):
+    """--suite-json: the session's wall time, outcomes per tier (a failing fixture counts as failed, a skip as
+    skipped), the slowest tests first; -m's expression and the commit are recorded."""
+    import json
+
+    suite.makepyfile(test_records="import pytest, time\n\ndef test_slow():\n    time.sleep(0.3)\n\n"
+                                  "def test_skip():\n    pytest.skip('no GPU')\n\n"
+                                  "@pytest.fixture\ndef broken():\n    raise RuntimeError('x')\n\n"
+                                  "def test_error(broken):\n    pass\n",
+                     test_faults="def test_fail():\n    assert False\n\ndef test_ok():\n    pass\n")
+    out = suite.path / "times.json"
+    suite.runpytest_subprocess("--suite-json", str(out)).assert_outcomes(passed=2, failed=1, skipped=1, errors=1)
+    d = json.loads(out.read_text())
+    assert d["benchmark"] == "suite" and d["markexpr"] == "" and d["exitstatus"] == 1 and d["git_commit"]
+    assert d["counts"] == {"passed": 2, "skipped": 1, "failed": 2}
+    assert {k: (v["passed"], v["skipped"], v["failed"]) for k, v in d["tiers"].items()} == {"unit": (1, 1, 1), "e2e": (1, 0, 1)}
+    assert d["slowest"][0]["test"] == "test_records.py::test_slow" and d["slowest"][0]["s"] >= 0.3
+    assert d["wall_s"] >= d["slowest"][0]["s"] and d["tiers"]["unit"]["test_s"] >= 0.3
+    suite.runpytest_subprocess("-m", "e2e", "--suite-json", str(out)).assert_outcomes(passed=1, failed=1, deselected=3)
+    d = json.loads(out.read_text())
+    assert d["markexpr"] == "e2e" and set(d["tiers"]) == {"e2e"} and d["counts"]["passed"] == 1

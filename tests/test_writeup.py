@@ -24,6 +24,7 @@ def test_regenerating_twice_gives_identical_files(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- BEGIN GENERATED results-summary -->\nold\n<!-- END GENERATED results-summary -->\nmiddle\n"
                       "<!-- BEGIN GENERATED jobs -->\nold\n<!-- END GENERATED jobs -->\n"
+                      "<!-- BEGIN GENERATED suite -->\nold\n<!-- END GENERATED suite -->\n"
                       "<!-- BEGIN GENERATED performance -->\nold\n<!-- END GENERATED performance -->\n"
                       "<!-- BEGIN GENERATED size -->\nold\n<!-- END GENERATED size -->\nend\n")
     (bench / "tree_size.json").write_text(json.dumps({
@@ -37,7 +38,7 @@ def test_regenerating_twice_gives_identical_files(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and "middle\n" in text and text.endswith("end\n") and "\nold\n" not in text
     assert "2.00×" in text   # computed: 500 / 250
-    assert "No job-overhead benchmark is recorded" in text
+    assert "No job-overhead benchmark is recorded" in text and "No suite timing is recorded" in text
     assert "the tracked tree is 3.0 MiB (3,145,728 bytes in\n7 files)" in text and "projected to add 2.0 MiB" in text
     assert "5.0 MiB in all against the budget of 40 MiB" in text and "commit `abcdef0`" in text
     findings = (tmp_path / "smoke" / "FINDINGS.md").read_text()
@@ -149,6 +150,12 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
         "probe": "notebooks/01_stage1_vae.ipynb", "python_s": 0.02, "step_imports_s": 0.21, "execute_s": 5.61,
         "imports_cell_s": 3.14, "html_s": 1.12, "job_s": 7.46,
         "study": {"args": ["--profile", "smoke"], "threads_per_job": 1, "wall_s": 169.6, "files": 1105}}))
+    for name, expr, wall in (("suite_unit.json", "unit", 121.4), ("suite_all.json", "", 1607.0)):
+        (bench / name).write_text(json.dumps({
+            "benchmark": "suite", "git_commit": "0123456789", "wall_s": wall, "markexpr": expr, "workers": 2,
+            "environment": {"cpus": 2, "slurm_cluster": expr == ""}, "counts": {"passed": 800, "skipped": 24, "failed": 0},
+            "tiers": {"unit": {"test_s": 100.0}, "e2e": {"test_s": 1500.0}},
+            "slowest": [{"test": "tests/test_faults.py::test_kills", "s": 677.0}, {"test": "tests/x.py::test_b", "s": 61.0}]}))
     c = writeup._concurrent(bench)
     assert c["best"]["aggregate_img_s"] == 210_000.0 and c["target"] == 200_000
     v = writeup._conv(bench)
@@ -164,6 +171,7 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text("<!-- BEGIN GENERATED results-summary -->\n<!-- END GENERATED results-summary -->\n"
                       "<!-- BEGIN GENERATED jobs -->\n<!-- END GENERATED jobs -->\n"
+                      "<!-- BEGIN GENERATED suite -->\n<!-- END GENERATED suite -->\n"
                       "<!-- BEGIN GENERATED performance -->\n<!-- END GENERATED performance -->\n"
                       "<!-- BEGIN GENERATED size -->\n<!-- END GENERATED size -->\n")
     writeup.write(tmp_path, "smoke", readme=readme, bench_dir=bench)
@@ -171,6 +179,12 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
     assert "The best aggregate, 210,000 img/s (N = 4, MPS on), meets the target of" in text
     assert "| grouped 2 | 1.500 | 1.500 |" in text and "commit `abcdef0`" in text
     assert "commit `1234567`; dsprites, stage 3 with AdamW's state, 823 MB, median of 3" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `./run_tests.sh")]
+    assert rows == [
+        "| `./run_tests.sh` with the local SLURM cluster (`suite_all.json`) | `0123456` | 2 cores, 2 workers | 26:47 | "
+        "800 passed, 24 skipped, 0 failed | unit 1:40, e2e 25:00 | `test_kills` 11:17; `test_b` 1:01 |",
+        "| `./run_tests.sh -m unit` (`suite_unit.json`) | `0123456` | 2 cores, 2 workers | 2:01 | "
+        "800 passed, 24 skipped, 0 failed | unit 1:40, e2e 25:00 | `test_kills` 11:17; `test_b` 1:01 |"]   # whole suite first
     jobs = " ".join(text.split())   # the part's sentences wrap
     assert ("(`results/bench/cpu-2-cores_jobs.json`, cpu (2 cores), commit `fedcba9`, median of 2): a job with nothing "
             "to train") in jobs
@@ -192,7 +206,7 @@ def test_seeds_line_and_the_literal_summary_give_each_dataset_its_own_n(tmp_path
         shutil.rmtree(tmp_path / "smoke" / "dsprites" / "seed43" / run)
     readme = tmp_path / "README.md"
     readme.write_text("".join(f"<!-- BEGIN GENERATED {n} -->\n<!-- END GENERATED {n} -->\n"
-                              for n in ("results-summary", "jobs", "performance", "size")))
+                              for n in ("results-summary", "jobs", "suite", "performance", "size")))
     writeup.write(tmp_path, "smoke", readme=readme, bench_dir=tmp_path / "no-bench")
     findings = (tmp_path / "smoke" / "FINDINGS.md").read_text()
     assert "**Seeds.** `literal`: Top-k at 1 seed (dSprites), 2 seeds (Shapes3D)." in findings

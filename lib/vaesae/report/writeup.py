@@ -30,7 +30,7 @@ from ..errors import VaesaeError, cli
 from ..io import atomic_write_text
 
 TEMPLATES = Path(__file__).with_name("templates")
-README_PARTS = ("results-summary", "jobs", "performance", "size")
+README_PARTS = ("results-summary", "jobs", "suite", "performance", "size")
 _MARK = re.compile(r"(<!-- BEGIN GENERATED (?P<name>[\w-]+) -->\n).*?(<!-- END GENERATED (?P=name) -->)", re.S)
 
 
@@ -142,6 +142,13 @@ def _jobs(bench_dir: Path) -> dict[str, Any] | None:
     with nothing to train, and the smoke study's wall time when it was run with ``--study``."""
     d = _bench_file(bench_dir, "_jobs")
     return d if d and "job_s" in d and "execute_s" in d else None
+
+
+def _suites(bench_dir: Path) -> list[dict[str, Any]]:
+    """The test suite's recorded sessions (``./run_tests.sh --suite-json results/bench/suite*.json``), the whole
+    suite (no ``-m``) first, then by marker expression; a tier's ``test_s`` sums its tests' setup, call and teardown."""
+    runs = [d for d in _bench_jsons(bench_dir, "suite*.json") if d.get("benchmark") == "suite" and "counts" in d]
+    return sorted(runs, key=lambda d: (d.get("markexpr", "") != "", d.get("markexpr", ""), d["_file"]))
 
 
 def _variants(bench: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -478,7 +485,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
-            "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "jobs": _jobs(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
+            "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "jobs": _jobs(bench_dir), "suites": _suites(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
             "claimed": _claimed_differences(results_dir, profile, [b["reading"] for b in by_reading]),
             "not_run": coverage.recorded_not_run(results_dir, profile)}
 
