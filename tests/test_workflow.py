@@ -360,6 +360,33 @@ def test_each_step_takes_a_slot_of_the_least_busy_gpu(tmp_path, monkeypatch):
         assert slurm is None   # SLURM's GPU (CUDA_VISIBLE_DEVICES as the scheduler set it)
 
 
+def test_a_step_counts_the_jobs_beside_it_on_its_gpu(tmp_path, monkeypatch):
+    """jobs_on_gpu counts the held slots of one GPU (the caller's own included) and takes none; wait_sampling samples
+    at the start and then every interval until the process ends; the manifest gets their mean and maximum."""
+    import contextlib
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    slots = [0, 1, 0, 1]
+    with contextlib.ExitStack() as stack:
+        mine = stack.enter_context(step.gpu_slot(slots, tmp_path))
+        assert mine == 0 and step.jobs_on_gpu(slots, tmp_path, 0) == 1 and step.jobs_on_gpu(slots, tmp_path, 1) == 0
+        assert stack.enter_context(step.gpu_slot(slots, tmp_path)) == 1
+        assert stack.enter_context(step.gpu_slot(slots, tmp_path)) == 0
+        assert step.jobs_on_gpu(slots, tmp_path, 0) == 2 and step.jobs_on_gpu(slots, tmp_path, 1) == 1
+        assert step.jobs_on_gpu(slots, tmp_path, 0) == 2   # counting took no slot
+        assert stack.enter_context(step.gpu_slot(slots, tmp_path)) == 1   # the least busy GPU, as before
+    assert step.jobs_on_gpu(slots, tmp_path, 0) == 0
+    seen = iter([0, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.6)"])
+    rc, samples = step.wait_sampling(proc, lambda: next(seen), every=0.1)
+    assert rc == 0 and 3 <= len(samples) <= 20 and samples[:3] == [0, 2, 3]
+    assert step.sharing_of([0, 2, 3, 3]) == {"mean": 2.0, "max": 3, "samples": 4} and step.sharing_of([]) is None
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    assert step.wait_sampling(proc, None) == (3, [])
+
+
 FAKE_MPS = """#!/bin/sh
 # a stand-in for nvidia-cuda-mps-control: logs each call (its arguments, stdin, the pipe directory)
 if [ "$1" = "-d" ]; then echo "start $CUDA_MPS_PIPE_DIRECTORY" >> "$MPS_LOG"; exit ${MPS_START_RC:-0}; fi
@@ -608,6 +635,40 @@ def test_list_estimates_fall_back_to_other_seeds_and_sum_along_the_longest_chain
     # 01 -> 02 -> 03 of dSprites seed 44 is the longest chain: 120 + 5 + 50
     assert pipeline.critical_path(jobs, est) == 175.0
     assert pipeline.critical_path([], est) == 0.0
+
+
+def test_list_plans_with_the_times_of_jobs_that_ran_alone_on_their_gpu(fake_notebooks, tmp_path):
+    """A manifest's gpu_others says whether the job shared its GPU: an own time that was shared gives way to the
+    median of the same notebook and dataset alone at other seeds; 'basis' says which kind each estimate is."""
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42, 43, 44], results_dir=tmp_path / "results",
+                                  figures_dir=tmp_path / "figures", source="auto", device="cpu", only=["01", "02"])
+    by_id = {j.id: j for j in jobs}
+    folder = tmp_path / "results" / "smoke"
+    (folder / pipeline.MANIFEST_DIR).mkdir(parents=True)
+
+    def manifest(job_id, elapsed, others):
+        job = by_id[job_id]
+        gpu = None if others is None else {"mean": others, "max": round(others), "samples": 9}
+        (folder / job.manifest_name).write_text(json.dumps({"elapsed_s": elapsed, "params": job.params, "gpu_others": gpu}))
+
+    manifest("01_stage1_vae[dsprites,seed42]", 250.0, 3.0)    # shared with three others
+    manifest("01_stage1_vae[dsprites,seed43]", 120.0, 0.0)    # alone
+    manifest("01_stage1_vae[dsprites,seed44]", 110.0, 0.2)    # alone (another job only at its very end)
+    manifest("02_stage2_sae_init[dsprites,seed42]", 80.0, 2.5)
+    manifest("02_stage2_sae_init[dsprites,seed43]", 90.0, 1.0)
+    manifest("01_stage1_vae[shapes3d,seed42]", 100.0, None)   # an older manifest: not recorded
+    own = {j.id: None for j in jobs}
+    own.update({"01_stage1_vae[dsprites,seed42]": 250.0, "01_stage1_vae[dsprites,seed44]": 110.0,
+                "02_stage2_sae_init[dsprites,seed42]": 80.0, "01_stage1_vae[shapes3d,seed42]": 100.0})
+    basis: dict = {}
+    est = pipeline.like_estimates(jobs, tmp_path / "results", "smoke", own, basis=basis)
+    assert (est["01_stage1_vae[dsprites,seed42]"], basis["01_stage1_vae[dsprites,seed42]"]) == (115.0, "alone")
+    assert (est["01_stage1_vae[dsprites,seed44]"], basis["01_stage1_vae[dsprites,seed44]"]) == (110.0, "alone")  # its own
+    assert (est["02_stage2_sae_init[dsprites,seed42]"], basis["02_stage2_sae_init[dsprites,seed42]"]) == (80.0, "shared")
+    assert (est["02_stage2_sae_init[dsprites,seed44]"], basis["02_stage2_sae_init[dsprites,seed44]"]) == (85.0, "shared")
+    assert (est["01_stage1_vae[shapes3d,seed42]"], basis["01_stage1_vae[shapes3d,seed42]"]) == (100.0, "")
+    assert (est["01_stage1_vae[shapes3d,seed43]"], basis["01_stage1_vae[shapes3d,seed43]"]) == (100.0, "")
+    assert est["02_stage2_sae_init[shapes3d,seed42]"] is None and basis["02_stage2_sae_init[shapes3d,seed42]"] == ""
 
 
 def test_a_job_takes_its_own_recorded_time_only_from_a_manifest_with_its_parameters(fake_notebooks, tmp_path):

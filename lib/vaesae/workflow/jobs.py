@@ -194,6 +194,7 @@ class Job:
     state: str = "waiting"  # waiting (to run), skipped (outputs verify), done, failed, blocked
     elapsed: float | None = None
     message: str = ""
+    sharing: dict | None = None   # other jobs seen on its GPU while it ran (vaesae.workflow.step.sharing_of)
 
     @property
     def stem(self) -> str:
@@ -539,7 +540,7 @@ def write_manifest(results_dir: Path, profile: str, job: Job, commit: str) -> No
     outputs = {_rel(p, results_dir.parent): sha256_file(p) for p in _job_outputs(job)}
     atomic_save_json(_manifest_path(results_dir, profile, job), {
         "job": job.id, "notebook": _rel(job.notebook), "notebook_sha256": sha256_file(job.notebook),
-        "params": job.params, "git_commit": commit, "elapsed_s": job.elapsed, "outputs": outputs,
+        "params": job.params, "git_commit": commit, "elapsed_s": job.elapsed, "gpu_others": job.sharing, "outputs": outputs,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
 
@@ -747,27 +748,48 @@ def plan(jobs: list[Job], results_dir: Path, profile: str, *, force: bool = Fals
     return estimates
 
 
+ALONE_BELOW = 0.5   # a job that saw fewer other jobs than this on its GPU, on average, ran alone
+
+
 def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: Mapping[str, float | None],
-                   memo: dict | None = None) -> dict[str, float | None]:
-    """Each job's last recorded duration (``estimates``, from :func:`plan`), or where it has none the median of those
-    recorded for the same notebook and dataset at other seeds with the same ``device`` parameter (their manifests in
-    ``results/<profile>/_manifest/``); None where neither exists. Durations are those of the machine and the packing
-    that made each manifest (jobs that shared a GPU ran slower than alone). ``memo``: the manifests read so far
-    (:func:`_recorded_times`), shared with :func:`devices_with_times` so each is read once."""
+                   memo: dict | None = None, basis: dict | None = None) -> dict[str, float | None]:
+    """Each job's time to plan with: its last recorded duration (``estimates``, from :func:`plan`) when it ran alone
+    on its GPU; else the median of the times of its notebook and dataset that ran alone (any seed, the same
+    ``device`` parameter); else its own time; else the median of those recorded for its notebook and dataset at
+    other seeds; None where none exists. Whether a job ran alone is in its manifest (``gpu_others``, written by
+    :mod:`vaesae.workflow.step` on a GPU slot since 2026-12-05; older manifests and the CPU's do not say): jobs that
+    shared a GPU ran up to twice as slow. ``basis``, when given, gets each job's "alone", "shared" (every time it
+    rests on was shared) or "" (not recorded). ``memo``: the manifests read so far (:func:`_recorded_times`), shared
+    with :func:`devices_with_times` so each is read once."""
     out: dict[str, float | None] = {}
+    basis = {} if basis is None else basis
     for job in jobs:
         own = estimates.get(job.id)
-        if own is not None or job.seed is None:
-            out[job.id] = own
+        if job.seed is None:
+            out[job.id], basis[job.id] = own, ""
             continue
-        found = [t for device, t in _recorded_times(job, results_dir, profile, memo) if device == job.params.get("device")]
-        out[job.id] = statistics.median(found) if found else None
+        found = [r for r in _recorded_times(job, results_dir, profile, memo) if r[0] == job.params.get("device")]
+        alone = [t for _, t, others, _ in found if others is not None and others < ALONE_BELOW]
+        mine = next((others for _, _, others, seed in found if seed == job.seed), None) if own is not None else None
+        if own is not None and mine is not None and mine < ALONE_BELOW:
+            out[job.id], basis[job.id] = own, "alone"
+        elif alone:
+            out[job.id], basis[job.id] = statistics.median(alone), "alone"
+        elif own is not None:
+            out[job.id], basis[job.id] = own, "shared" if mine is not None else ""
+        elif found:
+            shared = all(others is not None for _, _, others, _ in found)
+            out[job.id], basis[job.id] = statistics.median(t for _, t, _, _ in found), "shared" if shared else ""
+        else:
+            out[job.id], basis[job.id] = None, ""
     return out
 
 
-def _recorded_times(job: Job, results_dir: Path, profile: str, memo: dict | None = None) -> list[tuple[str | None, float]]:
-    """(``device`` parameter, seconds) of every manifest of ``job``'s notebook and dataset, any seed; kept in
-    ``memo`` by notebook and dataset when one is given (the jobs of every seed read the same manifests)."""
+def _recorded_times(job: Job, results_dir: Path, profile: str,
+                    memo: dict | None = None) -> list[tuple[str | None, float, float | None, int | None]]:
+    """(``device`` parameter, seconds, mean other jobs on its GPU or None, seed) of every manifest of ``job``'s
+    notebook and dataset, any seed; kept in ``memo`` by notebook and dataset when one is given (the jobs of every
+    seed read the same manifests)."""
     key = (job.id.split("[")[0], job.dataset)
     if memo is not None and key in memo:
         return memo[key]
@@ -778,7 +800,9 @@ def _recorded_times(job: Job, results_dir: Path, profile: str, memo: dict | None
         except (OSError, json.JSONDecodeError):
             continue
         if m.get("elapsed_s") is not None:
-            out.append((m.get("params", {}).get("device"), float(m["elapsed_s"])))
+            others = (m.get("gpu_others") or {}).get("mean")
+            out.append((m.get("params", {}).get("device"), float(m["elapsed_s"]),
+                        None if others is None else float(others), m.get("params", {}).get("seed")))
     if memo is not None:
         memo[key] = out
     return out
@@ -792,7 +816,7 @@ def devices_with_times(jobs: list[Job], results_dir: Path, profile: str,
     for job in jobs:
         if estimates.get(job.id) is not None or job.seed is None:
             continue
-        for device in sorted({d for d, _ in _recorded_times(job, results_dir, profile, memo)} - {job.params.get("device")}):
+        for device in sorted({r[0] for r in _recorded_times(job, results_dir, profile, memo)} - {job.params.get("device")}):
             if device:
                 count[device] = count.get(device, 0) + 1
     return count

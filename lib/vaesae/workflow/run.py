@@ -231,13 +231,16 @@ def _narrowed_note(job: Job, st: _Study) -> str:
 
 def _print_plan(st: _Study) -> int:
     """``--list``: every job and whether its outputs are complete, nothing run; for the jobs to run, the time each
-    took when last recorded (:func:`like_estimates`), their sum and the longest chain among them."""
+    took when last recorded, alone on its GPU where known (:func:`like_estimates`), their sum and the longest chain
+    among them."""
     own = plan(st.jobs, st.results_dir, st.args.profile, force=st.args.force)
     todo = [j for j in st.jobs if j.state != "skipped"]
     memo: dict = {}   # the manifests of each notebook and dataset, read once for both
-    est = like_estimates(todo, st.results_dir, st.args.profile, own, memo)
+    basis: dict = {}
+    est = like_estimates(todo, st.results_dir, st.args.profile, own, memo, basis)
     for j in st.jobs:
-        when = f"  ({fmt_seconds(est[j.id])})" if j.state != "skipped" and est[j.id] is not None else ""
+        how = {"alone": " alone", "shared": ", GPU shared"}.get(basis.get(j.id, ""), "")
+        when = f"  ({fmt_seconds(est[j.id])}{how})" if j.state != "skipped" and est[j.id] is not None else ""
         print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {j.id}{_narrowed_note(j, st)}{when}  "
               f"<- {', '.join(j.deps) or '-'}")
     if todo:
@@ -245,7 +248,9 @@ def _print_plan(st: _Study) -> int:
         print(f"{len(todo)} of {len(st.jobs)} jobs to run: {fmt_seconds(sum(v or 0.0 for v in est.values()))} of job "
               f"time as last recorded, {fmt_seconds(critical_path(todo, est))} along the longest chain of "
               "dependencies" + (f"; {unknown} with no recorded time" if unknown else "")
-              + " (each job's own time, else the median of its notebook and dataset at other seeds)")
+              + " (each job's own time when it ran alone on its GPU, else the median of its notebook and dataset "
+              "alone at any seed, else its own time, else the median at other seeds; 'GPU shared': other jobs ran "
+              "beside it, up to twice as slow)")
         for device, n in devices_with_times(todo, st.results_dir, st.args.profile, est, memo).items():
             print(f"times recorded with --device {device} exist for {n} of the jobs with none: pass --device {device} "
                   "to plan for that machine")

@@ -10,7 +10,9 @@ this process is killed outright, papermill gets SIGTERM (Linux PR_SET_PDEATHSIG)
 On a machine with GPUs (the table's ``slots``: one entry per job that may run at once, its GPU) the step takes the
 free slot of the least busy GPU under a file lock and runs the notebook with ``CUDA_VISIBLE_DEVICES`` set to it;
 Snakemake's ``gpu`` resource keeps at most that many GPU jobs running. Under SLURM the GPU is the one the
-scheduler gave the job. Prints ``[HH:MM:SS]  running  JOB`` and ``done JOB in m:ss`` / ``failed JOB - why``.
+scheduler gave the job. A step on a GPU slot counts the other jobs holding slots of its GPU at its start and every
+:data:`SHARE_SAMPLE_S` seconds, and its manifest records them (``gpu_others``), so that a job's recorded time says
+whether it ran alone (``--list`` plans with the times of jobs that ran alone where there are any). Prints ``[HH:MM:SS]  running  JOB`` and ``done JOB in m:ss`` / ``failed JOB - why``.
 """
 
 from __future__ import annotations
@@ -149,6 +151,47 @@ def gpu_slot(slots: list, lock_dir: Path):
             held[1].close()
 
 
+SHARE_SAMPLE_S = 10.0   # how often a step on a GPU counts the jobs beside it (the manifest's gpu_others)
+
+
+def jobs_on_gpu(slots: list, lock_dir: Path, gpu: int) -> int:
+    """How many of ``gpu``'s slots are held now, the caller's own included: each slot lock of that GPU tried without
+    waiting, under the assignment lock (so no step takes a slot meanwhile), and let go at once."""
+    held = 0
+    with open(lock_dir / "assign.lock", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        for i, g in enumerate(slots):
+            if g != gpu:
+                continue
+            with open(lock_dir / f"slot{i}.lock", "a") as fh:   # closing it lets go of a lock taken here
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    held += 1
+    return held
+
+
+def wait_sampling(proc: subprocess.Popen, sample, every: float = SHARE_SAMPLE_S) -> tuple[int, list[int]]:
+    """``proc``'s exit status once it ends, and ``sample()`` taken at its start and every ``every`` seconds until
+    then (no samples when ``sample`` is None)."""
+    samples: list[int] = []
+    while True:
+        if sample is not None:
+            samples.append(sample())
+        try:
+            return proc.wait(timeout=every if sample is not None else None), samples
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def sharing_of(samples: list[int]) -> dict | None:
+    """The manifest's ``gpu_others``: the mean and most other jobs seen on the job's GPU, and how many samples;
+    None for a job without a GPU slot (the CPU, or SLURM's own GPU)."""
+    if not samples:
+        return None
+    return {"mean": sum(samples) / len(samples), "max": max(samples), "samples": len(samples)}
+
+
 def run(table_path: str, job_id: str) -> int:
     settings, jobs = read_table(table_path)
     job: Job = jobs[job_id]
@@ -174,7 +217,9 @@ def run(table_path: str, job_id: str) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        with gpu_slot(settings.get("slots") or [], results_dir / profile / ".gpu-slots") as gpu:
+        slots, lock_dir = settings.get("slots") or [], results_dir / profile / ".gpu-slots"
+        with gpu_slot(slots, lock_dir) as gpu:
+            others = None if gpu is None else (lambda: jobs_on_gpu(slots, lock_dir, gpu) - 1)
             env = environment_of(settings)
             env["JUPYTER_RUNTIME_DIR"] = str(runtime_dir)
             if gpu is not None:
@@ -183,11 +228,11 @@ def run(table_path: str, job_id: str) -> int:
                 with open(log_path, "w") as log:
                     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
                                             preexec_fn=_child_setup)
-                    returncode = proc.wait()
+                    returncode, samples = wait_sampling(proc, others)
                 if returncode == 0 or not kernel_lost_its_port(log_path.read_text(errors="replace")):
                     break
                 say("retrying", job.id, " (its kernel found its port taken by another job's kernel)")
-        job.elapsed = time.time() - t0
+        job.elapsed, job.sharing = time.time() - t0, sharing_of(samples)
         if returncode == 0 and tmp_out.exists():
             os.replace(tmp_out, job.output)
             job.failed_output.unlink(missing_ok=True)
