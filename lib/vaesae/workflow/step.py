@@ -12,7 +12,8 @@ free slot of the least busy GPU under a file lock and runs the notebook with ``C
 Snakemake's ``gpu`` resource keeps at most that many GPU jobs running. Under SLURM the GPU is the one the
 scheduler gave the job. A step on a GPU slot counts the other jobs holding slots of its GPU at its start and every
 :data:`SHARE_SAMPLE_S` seconds, and its manifest records them (``gpu_others``), so that a job's recorded time says
-whether it ran alone (``--list`` plans with the times of jobs that ran alone where there are any). Prints ``[HH:MM:SS]  running  JOB`` and ``done JOB in m:ss`` / ``failed JOB - why``.
+whether it ran alone (``--list`` plans with the times of jobs that ran alone where there are any).
+Prints ``[HH:MM:SS]  running  JOB`` and ``done JOB in m:ss`` / ``failed JOB - why``.
 """
 
 from __future__ import annotations
