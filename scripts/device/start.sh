@@ -21,7 +21,9 @@
 # so), and the one of 6.3 minutes was not. Shorter commands cost a few seconds each (the tree's transfer).
 # Pack chains: one study may train different chains for different datasets and seeds side by side (--jobs-per-gpu 4,
 # --only items with brackets: 04@chosen[dsprites:42],05@chosen[shapes3d:44]); plan with --list here first (each job's
-# last recorded time, their sum and the longest chain). A chain that ends within the first command cannot be lost.
+# time, alone on its GPU where the manifests say so, their sum and the longest chain; jobs side by side run slower:
+# on 2026-12-05 a dSprites chain to extended training took 18:02 alone, its Top-k 5:06 against 11:49 beside three
+# other jobs). A chain that ends within the first command cannot be lost.
 set -euo pipefail
 run=${VAESAE_DEVICE_RUN:-/root/run}   # where the study runs (tests point it elsewhere)
 again=0; [[ ${1:-} == --again ]] && { again=1; shift; }
