@@ -671,6 +671,14 @@ def test_list_plans_with_the_times_of_jobs_that_ran_alone_on_their_gpu(fake_note
     assert est["02_stage2_sae_init[shapes3d,seed42]"] is None and basis["02_stage2_sae_init[shapes3d,seed42]"] == ""
 
 
+def test_the_running_line_names_the_estimate_and_whether_it_was_made_alone():
+    settings = {"estimates": {"a": 306.0, "b": 715.0, "c": 61.0}, "estimate_basis": {"a": "alone", "b": "shared"}}
+    assert step.estimate_note(settings, "a") == " (estimate 5:06, alone)"
+    assert step.estimate_note(settings, "b") == " (estimate 11:55, GPU shared)"
+    assert step.estimate_note(settings, "c") == " (estimate 1:01)"   # a manifest that does not say
+    assert step.estimate_note(settings, "d") == "" and step.estimate_note({}, "a") == ""
+
+
 def test_a_job_takes_its_own_recorded_time_only_from_a_manifest_with_its_parameters(fake_notebooks, tmp_path):
     # 10_readings' manifest of 2026-12-04 came from the CPU redraw without the sweep (9.7 s); the device study of
     # 2026-12-05 then planned the sweep itself as "estimate 0:10"

@@ -415,9 +415,12 @@ def _execute(st: _Study) -> int:
         rc, interrupted = 0, False
         if to_run:
             table = root / TABLE
+            basis: dict = {}   # each job's running line names the time --list would plan it with, alone where known
+            planned = like_estimates(to_run, st.results_dir, args.profile, estimates, basis=basis)
             write_table(table, st.jobs, profile=args.profile, results_dir=str(st.results_dir), commit=commit,
                         gpu=st.gpu_jobs, slots=[s for s in st.slots if s is not None] if st.gpu_jobs else [],
-                        estimates={k: v for k, v in estimates.items() if v is not None},
+                        estimates={k: v for k, v in planned.items() if v is not None},
+                        estimate_basis={k: basis[k] for k, v in planned.items() if v is not None and basis.get(k)},
                         environment={v: os.environ.get(v) for v in SNAKEMAKE_SETS})
             # a job to run loses its manifest first: Snakemake runs what is missing (and, its inputs being ancient,
             # nothing else), and a run stopped before the job finishes leaves it to run again

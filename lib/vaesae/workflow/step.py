@@ -193,12 +193,22 @@ def sharing_of(samples: list[int]) -> dict | None:
     return {"mean": sum(samples) / len(samples), "max": max(samples), "samples": len(samples)}
 
 
+def estimate_note(settings: dict, job_id: str) -> str:
+    """What the running line says of the job's time to come: the table's estimate (the time ``--list`` plans with,
+    :func:`vaesae.workflow.jobs.like_estimates`) and whether it was made alone on its GPU or beside other jobs;
+    nothing without one."""
+    est = settings.get("estimates", {}).get(job_id)
+    if not est:
+        return ""
+    how = {"alone": ", alone", "shared": ", GPU shared"}.get(settings.get("estimate_basis", {}).get(job_id, ""), "")
+    return f" (estimate {fmt_seconds(est)}{how})"
+
+
 def run(table_path: str, job_id: str) -> int:
     settings, jobs = read_table(table_path)
     job: Job = jobs[job_id]
     results_dir, profile = Path(settings["results_dir"]), settings["profile"]
-    est = settings.get("estimates", {}).get(job_id)
-    say("running", job.id, f" (estimate {fmt_seconds(est)})" if est else "")
+    say("running", job.id, estimate_note(settings, job_id))
     job.output.parent.mkdir(parents=True, exist_ok=True)
     log_dir = results_dir / profile / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
