@@ -275,3 +275,11 @@ def provenance(*, profile: str, dataset: str, source: str, seed: int | None, par
         "params": dict(params or {}),
         "environment": environment_info(),
     }
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """m:ss ("?" for None): the job lines, ``--list`` and the README's measured times."""
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"

@@ -139,6 +139,13 @@ def welch_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray)
     return out
 
 
+def _generator(rng: np.random.Generator) -> np.random.Generator:
+    """``rng`` itself; TypeError when it is not a :class:`numpy.random.Generator` (no hidden global or fresh seed)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0)), not {type(rng).__name__}")
+    return rng
+
+
 def bootstrap_diff_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, rng: np.random.Generator,
                       n_resamples: int = N_RESAMPLES, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of ``mean_b − mean_a``, each group resampled independently.
@@ -164,8 +171,7 @@ def bootstrap_diff_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.n
     TypeError
         When ``rng`` is not a :class:`numpy.random.Generator` (no hidden global or fresh seed).
     """
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0)), not {type(rng).__name__}")
+    _generator(rng)
     a, b = _values(a), _values(b)
     if a.size < 2 or b.size < 2:
         return (math.nan, math.nan)
@@ -364,9 +370,7 @@ def claim_tests(study: Study, rng: np.random.Generator, n_resamples: int = N_RES
         be tested, and the verdict table already says which claims were not measured. A group with
         one seed gives NaN statistics and a note.
     """
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0)), not {type(rng).__name__}")
-    root = int(rng.integers(2**63))
+    root = int(_generator(rng).integers(2**63))
     rows = []
     for comparison, dataset, metric, fa, fb, col in _comparisons(study):
         a, b = _group(fa, col), _group(fb, col)

@@ -27,7 +27,7 @@ from .. import runs as R
 from ..artifacts import makers
 from ..analysis import coverage
 from ..errors import VaesaeError, cli
-from ..io import atomic_write_text
+from ..io import atomic_write_text, fmt_seconds
 
 TEMPLATES = Path(__file__).with_name("templates")
 README_PARTS = ("results-summary", "jobs", "suite", "performance", "size")
@@ -514,7 +514,7 @@ def _env():
                                         else f"{x:+.{d}f}".replace("-", "−"))
     # 3 significant digits with a sign (claimed differences: dead % and MSE differ by orders of magnitude); p values 2
     env.filters["g3"] = lambda x: "n/a" if missing(x) else "0" if x == 0 else f"{x:+.3g}".replace("-", "−")
-    env.filters["mmss"] = lambda s: "n/a" if missing(s) else f"{int(round(s)) // 60}:{int(round(s)) % 60:02d}"
+    env.filters["mmss"] = lambda s: "n/a" if missing(s) else fmt_seconds(s)
     env.filters["g2"] = lambda x: "n/a" if missing(x) else f"{x:.2g}"
     # a - b, or None when either is missing (a reading's whole stage 3 not recorded yet): "n/a" through f / sf
     env.globals["minus"] = lambda a, b: None if a is None or b is None else a - b

@@ -833,12 +833,6 @@ def critical_path(jobs: list[Job], seconds: Mapping[str, float | None]) -> float
     return max(finish.values(), default=0.0)
 
 
-def fmt_seconds(seconds: float | None) -> str:
-    """m:ss ("?" for None)."""
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,11 +30,11 @@ from typing import Iterable, Sequence
 from ..cliargs import Parser
 from ..config import PROFILES
 from ..errors import VaesaeError, cli
-from ..io import REPO_ROOT, git_commit, repo_path
+from ..io import REPO_ROOT, fmt_seconds, git_commit, repo_path
 from . import external
 from .step import SNAKEMAKE_SETS
 from .jobs import (DATASETS, DEFAULT_SEEDS, Job, StudyLock, _gpu_count, _parse_only, _rel, build_jobs,
-                   check_foreign_outputs, clean_leftovers, critical_path, devices_with_times, fmt_seconds, gpu_slots,
+                   check_foreign_outputs, clean_leftovers, critical_path, devices_with_times, gpu_slots,
                    leaves_out, like_estimates, plan, write_table)
 
 SNAKEFILE = REPO_ROOT / "workflow" / "Snakefile"
@@ -246,7 +246,7 @@ def _print_plan(st: _Study) -> int:
     if todo:
         unknown = sum(1 for j in todo if est[j.id] is None)
         print(f"{len(todo)} of {len(st.jobs)} jobs to run: {fmt_seconds(sum(v or 0.0 for v in est.values()))} of job "
-              f"time as last recorded, {fmt_seconds(critical_path(todo, est))} along the longest chain of "
+              f"time as planned, {fmt_seconds(critical_path(todo, est))} along the longest chain of "
               "dependencies" + (f"; {unknown} with no recorded time" if unknown else "")
               + " (each job's own time when it ran alone on its GPU, else the median of its notebook and dataset "
               "alone at any seed, else its own time, else the median at other seeds; 'GPU shared': other jobs ran "

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from ..io import REPO_ROOT
 from . import external
-from .jobs import Job, fmt_seconds, read_table, write_manifest
+from ..io import fmt_seconds
+from .jobs import Job, read_table, write_manifest
 
 
 # set by Snakemake for every job it starts (its threads, its tmpdir resource); the notebook gets them as they were where
@@ -120,6 +121,20 @@ def stop_family(proc: subprocess.Popen, grace: float = 10.0) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def _free_slots(slots: list, lock_dir: Path) -> dict[int, list]:
+    """Each GPU's free slots now, as the slot lock files this call took (GPU -> open files, slot order). The caller
+    holds ``assign.lock``, so no step takes or counts a slot meanwhile, and closes the files it does not keep."""
+    free: dict[int, list] = {}
+    for i, gpu in enumerate(slots):
+        fh = open(lock_dir / f"slot{i}.lock", "a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            free.setdefault(gpu, []).append(fh)
+        except OSError:
+            fh.close()
+    return free
+
+
 @contextlib.contextmanager
 def gpu_slot(slots: list, lock_dir: Path):
     """The free slot of the least busy GPU (most free slots left; the lowest number on a tie), held until the job
@@ -131,14 +146,7 @@ def gpu_slot(slots: list, lock_dir: Path):
     held = None
     with open(lock_dir / "assign.lock", "a") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
-        free: dict[int, list] = {}
-        for i, gpu in enumerate(slots):
-            fh = open(lock_dir / f"slot{i}.lock", "a")
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                free.setdefault(gpu, []).append(fh)
-            except OSError:
-                fh.close()
+        free = _free_slots(slots, lock_dir)
         if free:
             best = max(free, key=lambda g: (len(free[g]), -g))
             held = (best, free[best].pop(0))
@@ -156,20 +164,15 @@ SHARE_SAMPLE_S = 10.0   # how often a step on a GPU counts the jobs beside it (t
 
 
 def jobs_on_gpu(slots: list, lock_dir: Path, gpu: int) -> int:
-    """How many of ``gpu``'s slots are held now, the caller's own included: each slot lock of that GPU tried without
-    waiting, under the assignment lock (so no step takes a slot meanwhile), and let go at once."""
-    held = 0
+    """How many of ``gpu``'s slots are held now, the caller's own included (:func:`_free_slots` under the assignment
+    lock, every lock it took let go at once)."""
     with open(lock_dir / "assign.lock", "a") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
-        for i, g in enumerate(slots):
-            if g != gpu:
-                continue
-            with open(lock_dir / f"slot{i}.lock", "a") as fh:   # closing it lets go of a lock taken here
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    held += 1
-    return held
+        free = _free_slots(slots, lock_dir)
+        for fhs in free.values():
+            for fh in fhs:
+                fh.close()
+    return slots.count(gpu) - len(free.get(gpu, []))
 
 
 def wait_sampling(proc: subprocess.Popen, sample, every: float = SHARE_SAMPLE_S) -> tuple[int, list[int]]:
