@@ -225,23 +225,35 @@ def test_the_claimed_differences_stand_side_by_side_per_reading(tmp_path):
     base = {"n_a": 3, "n_b": 3, "ci95_lo": -2.0, "ci95_hi": -1.0, "p_value": 0.01}
     rows = {"claim_tests": [
                 {"comparison": "L1 − Top-k", "dataset": "Shapes3D", "metric": "dead %", "claimed": "+", "verdict": "contradicted", "difference": -1.5, **base},
-                {"comparison": "L1 − Top-k", "dataset": "Shapes3D", "metric": "MSE", "claimed": None, "verdict": "no claim", "difference": 0.1, **base}],
+                {"comparison": "L1 − Top-k", "dataset": "Shapes3D", "metric": "MSE", "claimed": None, "verdict": "no claim", "difference": 0.1, **base},
+                {"comparison": "Shapes3D − dSprites", "dataset": "both", "metric": "dead %", "claimed": "+", "verdict": "supported", "difference": 9.0, **base}],
             "claim_tests@centred": [
                 {"comparison": "L1 − Top-k", "dataset": "Shapes3D", "metric": "dead %", "claimed": "+", "verdict": "supported", "difference": 2.25, **base},
-                {"comparison": "extended − Top-k", "dataset": "dSprites", "metric": "dead %", "claimed": "0", "verdict": "consistent (no difference detected)", "difference": 0.0, **base | {"p_value": None}}]}
+                {"comparison": "extended − Top-k", "dataset": "dSprites", "metric": "dead %", "claimed": "0", "verdict": "consistent (no difference detected)", "difference": 0.0, **base | {"p_value": None}},
+                {"comparison": "Shapes3D − dSprites", "dataset": "both", "metric": "dead %", "claimed": "+", "verdict": "supported", "difference": 8.0, **base}]}
     (root / "tables").mkdir(exist_ok=True)
     for name, rs in rows.items():
         pd.DataFrame(rs).to_csv(root / "tables" / f"{name}.csv", index=False)
     got = writeup._claimed_differences(tmp_path, "smoke", ["literal", "centred"])
-    assert got["counts"] == {"literal": {"contradicted": 1}, "centred": {"consistent (no difference detected)": 1, "supported": 1}}
-    assert [(r["comparison"], r["metric"]) for r in got["rows"]] == [("L1 − Top-k", "dead %"), ("extended − Top-k", "dead %")]
+    assert got["counts"] == {"literal": {"contradicted": 1, "supported": 1},
+                             "centred": {"consistent (no difference detected)": 1, "supported": 2}}
+    # a row only the second reading has keeps its place among the rows both have, not after them
+    assert [(r["comparison"], r["metric"]) for r in got["rows"]] == [
+        ("L1 − Top-k", "dead %"), ("extended − Top-k", "dead %"), ("Shapes3D − dSprites", "dead %")]
     writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
     findings = (root / "FINDINGS.md").read_text()
     assert ("| L1 − Top-k | Shapes3D | dead % | + | contradicted (−1.5 [−2, −1], p 0.01, n 3/3) | "
             "supported (+2.25 [−2, −1], p 0.01, n 3/3) |") in findings
     assert "| extended − Top-k | dSprites | dead % | 0 | not run | consistent (no difference detected) (0 [−2, −1], p n/a, n 3/3) |" in findings
     assert "| MSE |" not in findings.split("### The claimed differences")[1].split("\n## ")[0]
-    assert "Counted per reading: literal: 1 contradicted; centred: 1 consistent (no difference detected), 1 supported." in findings
+    assert "Counted per reading: literal: 1 contradicted, 1 supported; centred: 1 consistent (no difference detected), 2 supported." in findings
+
+
+def test_merging_the_readings_row_orders_keeps_each_ones_order():
+    """Items only a later list has go right after their predecessor in that list; the first list's order stands."""
+    assert writeup._merge_orders([["a", "c", "x"], ["a", "b", "c", "d"]]) == ["a", "b", "c", "d", "x"]
+    assert writeup._merge_orders([["c"], ["a", "b", "c"]]) == ["a", "b", "c"]
+    assert writeup._merge_orders([[], ["a", "b"], ["b", "e", "a"]]) == ["a", "b", "e"]
 
 
 def test_a_signed_change_that_rounds_to_zero_has_no_sign():

@@ -343,6 +343,7 @@ def _claimed_differences(results_dir: Path, profile: str, readings: Sequence[str
 
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     counts: dict[str, dict[str, int]] = {}
+    orders: list[list[tuple[str, str, str]]] = []
     for reading in readings:
         name, _, _ = reading_tag(reading, "claim_tests", "", 0)
         path = results_dir / profile / "tables" / f"{name}.csv"
@@ -351,15 +352,38 @@ def _claimed_differences(results_dir: Path, profile: str, readings: Sequence[str
         t = pd.read_csv(path, dtype={"claimed": str})
         t = t[t["claimed"].notna() & (t["claimed"].str.strip() != "")]
         counts[reading] = {str(k): int(v) for k, v in t["verdict"].value_counts().sort_index().items()}
+        orders.append([])
         for r in t.to_dict("records"):
             key = (r["comparison"], r["dataset"], r["metric"])
+            orders[-1].append(key)
             row = rows.setdefault(key, {"comparison": key[0], "dataset": key[1], "metric": key[2],
                                         "claimed": r["claimed"], "by": {x: None for x in readings}})
             row["by"][reading] = {k: r.get(k) for k in ("verdict", "difference", "ci95_lo", "ci95_hi", "p_value", "p_equivalence",
                                                         "n_a", "n_b")}
     if not counts:
         return None
-    return {"readings": [r for r in readings if r in counts], "rows": list(rows.values()), "counts": counts}
+    return {"readings": [r for r in readings if r in counts], "rows": [rows[k] for k in _merge_orders(orders)],
+            "counts": counts}
+
+
+def _merge_orders(orders: Sequence[Sequence[Any]]) -> list[Any]:
+    """One order of the union of ``orders``' items that keeps each list's own order where the lists agree: an item
+    only a later list has goes right after the item before it in that list (first when none is before it), so a
+    row one reading lacks keeps its place among the others instead of going to the end.
+
+    >>> _merge_orders([["a", "c", "x"], ["a", "b", "c", "d"]])
+    ['a', 'b', 'c', 'd', 'x']
+    """
+    out: list[Any] = []
+    for order in orders:
+        after = -1   # where the last item of this list already placed stands in ``out``
+        for item in order:
+            if item in out:
+                after = out.index(item)
+            else:
+                out.insert(after + 1, item)
+                after += 1
+    return out
 
 
 # the runs beside Top-k stage 3 whose seeds the header of FINDINGS.md names, with their names there
