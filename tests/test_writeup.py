@@ -22,7 +22,8 @@ def test_regenerating_twice_gives_identical_files(tmp_path):
                        "shapes3d_seed_stages123_s": 150, "suite_s": 4000},
         "targets": {"eval_s": 2.0, "seed_s": 180, "stage1_img_s": 500000, "stage3_img_s": 300000, "suite_s": 3600}, "rows": []}))
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- BEGIN GENERATED results-summary -->\nold\n<!-- END GENERATED results-summary -->\nmiddle\n"
+    readme.write_text("intro\n<!-- BEGIN GENERATED main-job -->\nold\n<!-- END GENERATED main-job -->\n"
+                      "<!-- BEGIN GENERATED results-summary -->\nold\n<!-- END GENERATED results-summary -->\nmiddle\n"
                       "<!-- BEGIN GENERATED jobs -->\nold\n<!-- END GENERATED jobs -->\n"
                       "<!-- BEGIN GENERATED suite -->\nold\n<!-- END GENERATED suite -->\n"
                       "<!-- BEGIN GENERATED performance -->\nold\n<!-- END GENERATED performance -->\n"
@@ -169,7 +170,13 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
                        "shapes3d_seed_stages123_s": 1, "suite_s": 1},
         "targets": {"eval_s": 2.0, "seed_s": 180, "stage1_img_s": 5, "stage3_img_s": 3, "suite_s": 3600}, "rows": []}))
     readme = tmp_path / "README.md"
-    readme.write_text("<!-- BEGIN GENERATED results-summary -->\n<!-- END GENERATED results-summary -->\n"
+    (bench / "cpu-2-cores_main_job.json").write_text(json.dumps({
+        "benchmark": "main_job", "environment": {"device": "cpu (2 cores)"}, "git_commit": "abc1234def", "source_dirty": False,
+        "started_utc": "2026-12-05T14:40:00+00:00", "load_1min_at_start": 0.08, "cores": 2, "python": "3.11.2",
+        "command": "./run_all.sh", "profile": "quick", "pip_cache": "as found", "setup_s": 63.2, "study_s": 674.0,
+        "total_s": 737.2, "jobs": 19}))
+    readme.write_text("<!-- BEGIN GENERATED main-job -->\n<!-- END GENERATED main-job -->\n"
+                      "<!-- BEGIN GENERATED results-summary -->\n<!-- END GENERATED results-summary -->\n"
                       "<!-- BEGIN GENERATED jobs -->\n<!-- END GENERATED jobs -->\n"
                       "<!-- BEGIN GENERATED suite -->\n<!-- END GENERATED suite -->\n"
                       "<!-- BEGIN GENERATED performance -->\n<!-- END GENERATED performance -->\n"
@@ -186,6 +193,9 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
         "| `./run_tests.sh -m unit` (`suite_unit.json`) | `0123456` | 2 cores, 2 workers | 2:01 | "
         "800 passed, 24 skipped, 0 failed | unit 1:40, e2e 25:00 | `test_kills` 11:17; `test_b` 1:01 |"]   # whole suite first
     jobs = " ".join(text.split())   # the part's sentences wrap
+    assert ("(`results/bench/cpu-2-cores_main_job.json`): `./run_all.sh` took **12:17** on a fresh clone of `abc1234` on "
+            "2026-12-05 (cpu (2 cores), load 0.08 at the start, Python 3.11.2): 1:03 creating `.venv/` and installing the "
+            "pinned packages (pip's download cache as the machine had it), then 11:14 the study (quick profile, 19 jobs).") in jobs
     assert ("(`results/bench/cpu-2-cores_jobs.json`, cpu (2 cores), commit `fedcba9`, median of 2): a job with nothing "
             "to train") in jobs
     assert ("takes 7.5 s in its own processes: the step's imports 0.21 s, papermill's process 5.6 s (of which the "
@@ -206,8 +216,9 @@ def test_seeds_line_and_the_literal_summary_give_each_dataset_its_own_n(tmp_path
         shutil.rmtree(tmp_path / "smoke" / "dsprites" / "seed43" / run)
     readme = tmp_path / "README.md"
     readme.write_text("".join(f"<!-- BEGIN GENERATED {n} -->\n<!-- END GENERATED {n} -->\n"
-                              for n in ("results-summary", "jobs", "suite", "performance", "size")))
+                              for n in ("main-job", "results-summary", "jobs", "suite", "performance", "size")))
     writeup.write(tmp_path, "smoke", readme=readme, bench_dir=tmp_path / "no-bench")
+    assert "No timing of `./run_all.sh` on a fresh clone is recorded" in readme.read_text()
     findings = (tmp_path / "smoke" / "FINDINGS.md").read_text()
     assert "**Seeds.** `literal`: Top-k at 1 seed (dSprites), 2 seeds (Shapes3D)." in findings
     text = readme.read_text()

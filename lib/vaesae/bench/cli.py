@@ -1,4 +1,4 @@
-"""``python -m vaesae.bench {metrics,train,verify,conv,checkpoint,jobs,project}``: the command line (this package's ``__main__``)."""
+"""``python -m vaesae.bench {metrics,train,verify,conv,checkpoint,jobs,main-job,project}``: the command line (this package's ``__main__``)."""
 
 from __future__ import annotations
 
@@ -89,6 +89,30 @@ def _add_jobs(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_jobs)
 
 
+def cmd_main_job(args: argparse.Namespace) -> int:
+    from .mainjob import _print_main_job, run_main_job_bench
+
+    study_args = args.study_args[1:] if args.study_args[:1] == ["--"] else args.study_args
+    result = run_main_job_bench(study_args, repo=args.repo, cold=args.cold, keep=args.keep)
+    _print_main_job(result)
+    _write_result(result, args.out, suffix="_main_job")
+    return 0
+
+
+def _add_main_job(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("main-job", help="the README's first command, ./run_all.sh, on a fresh clone of HEAD: the "
+                                        "environment's set-up and the study timed apart (quick profile: about "
+                                        "13 min on 2 cores)")
+    p.add_argument("--cold", action="store_true", help="without pip's download cache (PIP_NO_CACHE_DIR=1), as on a "
+                                                       "machine that never installed the packages")
+    p.add_argument("--keep", default=None, help="clone into this new folder and keep it (default: a temporary one)")
+    p.add_argument("--repo", default=str(REPO_ROOT), help="the git checkout whose HEAD is cloned (default: this one)")
+    p.add_argument("--out", default=str(REPO_ROOT / "results" / "bench"), help="directory for <device-name>_main_job.json")
+    p.add_argument("study_args", nargs=argparse.REMAINDER,
+                   help="after --: ./run_all.sh's options (default none: the quick profile), e.g. -- --profile smoke")
+    p.set_defaults(func=cmd_main_job)
+
+
 REMAINING_JSON = "remaining.json"   # results/bench/: python -m vaesae.bench project --remaining
 
 
@@ -149,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_conv(sub)
     _add_checkpoint(sub)
     _add_jobs(sub)
+    _add_main_job(sub)
     _add_project(sub)
     return parser
 

@@ -73,7 +73,7 @@ _Parser = partial(Parser, see="./run_all.sh --help")  # one line, exit 2
 def _parser() -> _Parser:
     """``./run_all.sh``'s command line."""
     ap = _Parser(prog="run_all.sh", description="Run the study: every numbered notebook for every dataset and seed, in dependency order.")
-    ap.add_argument("--profile", default="quick", help="smoke (seconds, for tests), quick (default, ~20 min on 2 CPU cores) or paper (SPEC.md exactly, needs a GPU)")
+    ap.add_argument("--profile", default="quick", help="smoke (seconds, for tests), quick (default: both datasets, seed 42, on the CPU; the README gives its time) or paper (SPEC.md exactly, needs a GPU)")
     ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: dsprites,shapes3d")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: 42 for smoke/quick, 42,43,44 for paper)")
     ap.add_argument("--jobs", type=int, default=None,

@@ -1,0 +1,103 @@
+"""python -m vaesae.bench main-job: the README's first command timed on a fresh clone of HEAD, on a repository whose
+set-up and study are small scripts (the real one takes minutes)."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vaesae.bench import mainjob
+from vaesae.errors import VaesaeError
+
+pytestmark = pytest.mark.unit
+
+ENSURE_ENV = """mkdir -p .venv
+printf '%s\\n' "VIRTUAL_ENV=${VIRTUAL_ENV:-}" "PYTHONPATH=${PYTHONPATH:-}" "VAESAE_GIT_COMMIT=${VAESAE_GIT_COMMIT:-}" \\
+  "PIP_NO_CACHE_DIR=${PIP_NO_CACHE_DIR:-}" "PATH=$PATH" > .venv/seen
+"""
+RUN_ALL = """#!/usr/bin/env bash
+set -e
+source scripts/ensure_env.sh
+[ "$(cat marker)" = committed ] || { echo "the clone has the uncommitted marker"; exit 5; }
+mkdir -p results/smoke/_manifest results/smoke/dsprites
+for j in a b c; do echo '{}' > results/smoke/_manifest/$j.json; done
+echo '{}' > results/smoke/dsprites/not_a_manifest.json
+[ -z "${FAIL:-}" ] || { echo "first line"; echo "the study broke here"; exit 7; }
+"""
+
+
+def _repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "ensure_env.sh").write_text(ENSURE_ENV)
+    (repo / "run_all.sh").write_text(RUN_ALL)
+    (repo / "run_all.sh").chmod(0o755)
+    (repo / "marker").write_text("committed\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "fake"], cwd=repo, check=True)
+    (repo / "marker").write_text("uncommitted\n")   # a change the clone must not have
+    return repo
+
+
+def test_it_times_head_in_a_clone_with_its_own_environment(tmp_path, monkeypatch):
+    repo = _repo(tmp_path)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    venv = tmp_path / "active-venv"
+    monkeypatch.setenv("VIRTUAL_ENV", str(venv))
+    monkeypatch.setenv("PATH", f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/lib")
+    monkeypatch.setenv("VAESAE_GIT_COMMIT", "0" * 40)
+    kept = tmp_path / "kept"
+    r = mainjob.run_main_job_bench(["--profile", "smoke", "--datasets", "dsprites"], repo=repo, cold=True, keep=kept)
+    assert r["git_commit"] == head and r["source_dirty"] is True
+    assert r["profile"] == "smoke" and r["jobs"] == 3   # the manifests only
+    assert r["command"] == "./run_all.sh --profile smoke --datasets dsprites" and r["pip_cache"] == "off"
+    assert r["total_s"] == pytest.approx(r["setup_s"] + r["study_s"]) and r["setup_s"] > 0 and r["study_s"] > 0
+    assert (kept / "marker").read_text() == "committed\n"
+    seen = dict(line.split("=", 1) for line in (kept / ".venv" / "seen").read_text().splitlines())
+    assert seen["VIRTUAL_ENV"] == seen["PYTHONPATH"] == seen["VAESAE_GIT_COMMIT"] == ""
+    assert seen["PIP_NO_CACHE_DIR"] == "1" and str(venv / "bin") not in seen["PATH"].split(os.pathsep)
+
+
+def test_a_failing_study_is_one_line_with_its_last_output_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from vaesae.bench.cli import main
+
+    repo = _repo(tmp_path)
+    monkeypatch.setenv("FAIL", "1")
+    with pytest.raises(SystemExit) as exc:
+        main(["main-job", "--repo", str(repo), "--out", str(tmp_path / "out"), "--", "--profile", "smoke"])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert err == "error: ./run_all.sh failed in the fresh clone (exit 7): the study broke here"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, why", [(["--profile", "nope"], "unknown profile 'nope'"),
+                                       (["--profile", "smoke", "--list"], "--list runs nothing")])
+def test_bad_study_arguments_stop_it_before_anything_is_cloned(tmp_path, args, why):
+    kept = tmp_path / "kept"
+    with pytest.raises(VaesaeError, match=why):
+        mainjob.run_main_job_bench(args, repo=_repo(tmp_path), keep=kept)
+    assert not kept.exists()
+
+
+def test_a_kept_folder_that_exists_is_refused(tmp_path):
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(VaesaeError, match="exists already"):
+        mainjob.run_main_job_bench([], repo=_repo(tmp_path), keep=tmp_path / "kept")
+
+
+def test_the_cli_writes_the_json_beside_the_other_benchmarks(tmp_path, capsys):
+    from vaesae.bench.cli import main
+
+    repo = _repo(tmp_path)
+    assert main(["main-job", "--repo", str(repo), "--out", str(tmp_path / "out"), "--", "--profile", "smoke"]) == 0
+    (out,) = (tmp_path / "out").glob("*_main_job.json")
+    r = json.loads(out.read_text())
+    assert r["benchmark"] == "main_job" and r["jobs"] == 3 and r["pip_cache"] == "as found"
+    printed = capsys.readouterr().out
+    assert "./run_all.sh --profile smoke on a fresh clone of" in printed and f"wrote {out}" in printed
