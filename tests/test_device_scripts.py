@@ -2,6 +2,7 @@
 by ``collect.sh``. Run here on a stand-in of the device's /root/run (``VAESAE_DEVICE_RUN``) with stand-in ``python3``
 and ``nvidia-smi`` on PATH: the scripts' own logic, not the study."""
 
+import json
 import os
 import subprocess
 import tarfile
@@ -17,6 +18,11 @@ SHA, OTHER = "a" * 40, "b" * 40
 # python3 -c ...: the import check passes; python3 -m vaesae.workflow ARGS: a study that prints its arguments
 FAKE_PY = """#!/usr/bin/env bash
 [[ $1 == -c ]] && exit 0
+if [[ $2 == vaesae.bench ]]; then   # a benchmark that records the variables it ran with
+  mkdir -p results/bench
+  printf '{"jupyter_path": "%s", "commit": "%s", "args": "%s"}' "$JUPYTER_PATH" "$VAESAE_GIT_COMMIT" "${*:3}" > results/bench/GPU_jobs.json
+  exit 0
+fi
 shift 2; echo "study $*"; echo "summary (paper profile, wall time 0:01): 1 done"
 """
 
@@ -94,3 +100,26 @@ def test_a_fresh_start_on_a_used_machine_points_to_again(machine):
     _, env = machine
     r = _sh("start.sh", SHA, "--only", "05", env=env)
     assert r.returncode == 2 and "--again" in r.stderr
+
+
+@pytest.mark.unit
+def test_bench_runs_in_the_studys_environment_and_brings_back_only_what_it_wrote(machine, tmp_path):
+    run, env = machine
+    older = run / "results" / "bench" / "GPU_conv.json"   # a benchmark of the tree start.sh copied, not of this call
+    older.parent.mkdir(parents=True)
+    older.write_text("{}")
+    os.utime(older, (time.time() - 60, time.time() - 60))
+    r = _sh("bench.sh", "jobs", "--repeats", "3", env=env)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["GPU_jobs.json"] and "brought back: GPU_jobs.json" in r.stdout
+    assert json.loads((out / "GPU_jobs.json").read_text()) == {
+        "jupyter_path": "/tmp/site/share/jupyter", "commit": SHA, "args": "jobs --repeats 3"}
+    assert [p.name for p in (run / "results" / "bench").iterdir() if p.name.startswith(".")] == []   # no marker left
+
+
+@pytest.mark.unit
+def test_bench_on_a_bare_machine_says_so(tmp_path):
+    env = {**os.environ, "VAESAE_DEVICE_RUN": str(tmp_path / "none"), "OUT": str(tmp_path)}
+    r = _sh("bench.sh", "jobs", env=env)
+    assert r.returncode == 4 and "BARE MACHINE" in r.stdout

@@ -16,6 +16,7 @@
 # given back between two commands loses its disk, and what an earlier command brought back is then all there is.
 # Typical chain: start.sh ... && wait.sh 380; collect.sh   then   wait.sh 400; collect.sh   ...
 # and, once it has ended with budget left:   start.sh --again <commit> --only ... && wait.sh 380; collect.sh
+# or a benchmark in the study's environment:   bench.sh jobs --repeats 3   (its JSON comes back in $OUT)
 # Keep each command near 6-7 minutes, not the full 10: in the sessions of 2026-12-04 every command that ran about
 # 9.5 minutes was followed by a gap of more than 30 s on the caller's side (the machine given back; five chains lost
 # so), and the one of 6.3 minutes was not. Shorter commands cost a few seconds each (the tree's transfer).
@@ -26,6 +27,7 @@
 # other jobs). A chain that ends within the first command cannot be lost.
 set -euo pipefail
 run=${VAESAE_DEVICE_RUN:-/root/run}   # where the study runs (tests point it elsewhere)
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 again=0; [[ ${1:-} == --again ]] && { again=1; shift; }
 commit=${1:?usage: start.sh [--again] <40-hex commit> [workflow options]}; shift
 [[ $commit =~ ^[0-9a-f]{40}$ ]] || { echo "start.sh: '$commit' is not a full commit SHA-1" >&2; exit 2; }
@@ -46,8 +48,7 @@ else
   date +%s > t0   # the first start: collect.sh packs what is newer
 fi
 date +%s > tstudy   # this study's start: wait.sh's clock
-# JUPYTER_PATH: the wheels' data files (nbconvert's templates, ipykernel's kernel spec) lie in /tmp/site/share/jupyter
-export JUPYTER_PATH=/tmp/site/share/jupyter PYTHONPATH=/tmp/site:$run/lib PYTHONUNBUFFERED=1 MPLBACKEND=Agg VAESAE_GIT_COMMIT=$commit
+source "$here/env.sh"   # the study's variables (bench.sh uses the same)
 # what the study imports, before anything starts (a missing wheel otherwise ends it in its first second)
 python3 -c 'import snakemake.cli, snakemake_executor_plugin_slurm, papermill, ipykernel, pooch, vaesae.workflow.run, nbformat
 import vaesae.workflow.execute as x; x.kernel_manager_class()
