@@ -22,7 +22,9 @@ set -e
 source scripts/ensure_env.sh
 [ "$(cat marker)" = committed ] || { echo "the clone has the uncommitted marker"; exit 5; }
 mkdir -p results/smoke/_manifest results/smoke/dsprites
-for j in a b c; do echo '{}' > results/smoke/_manifest/$j.json; done
+for j in a b c; do printf '{"job": "job_%s", "elapsed_s": 2}' $j > results/smoke/_manifest/$j.json; done
+echo '{"job": "job_d", "elapsed_s": 7.5}' > results/smoke/_manifest/d.json
+echo 'not json' > results/smoke/_manifest/e.json
 echo '{}' > results/smoke/dsprites/not_a_manifest.json
 [ -z "${FAIL:-}" ] || { echo "first line"; echo "the study broke here"; exit 7; }
 """
@@ -54,7 +56,8 @@ def test_it_times_head_in_a_clone_with_its_own_environment(tmp_path, monkeypatch
     kept = tmp_path / "kept"
     r = mainjob.run_main_job_bench(["--profile", "smoke", "--datasets", "dsprites"], repo=repo, cold=True, keep=kept)
     assert r["git_commit"] == head and r["source_dirty"] is True
-    assert r["profile"] == "smoke" and r["jobs"] == 3   # the manifests only
+    assert r["profile"] == "smoke" and r["jobs"] == 5   # the manifests only
+    assert list(r["jobs_s"].items()) == [("job_d", 7.5), ("job_a", 2.0), ("job_b", 2.0), ("job_c", 2.0), ("e", None)]
     assert r["command"] == "./run_all.sh --profile smoke --datasets dsprites" and r["pip_cache"] == "off"
     assert r["total_s"] == pytest.approx(r["setup_s"] + r["study_s"]) and r["setup_s"] > 0 and r["study_s"] > 0
     assert (kept / "marker").read_text() == "committed\n"
@@ -98,6 +101,6 @@ def test_the_cli_writes_the_json_beside_the_other_benchmarks(tmp_path, capsys):
     assert main(["main-job", "--repo", str(repo), "--out", str(tmp_path / "out"), "--", "--profile", "smoke"]) == 0
     (out,) = (tmp_path / "out").glob("*_main_job.json")
     r = json.loads(out.read_text())
-    assert r["benchmark"] == "main_job" and r["jobs"] == 3 and r["pip_cache"] == "as found"
+    assert r["benchmark"] == "main_job" and r["jobs"] == 5 and r["pip_cache"] == "as found"
     printed = capsys.readouterr().out
     assert "./run_all.sh --profile smoke on a fresh clone of" in printed and f"wrote {out}" in printed

@@ -108,12 +108,29 @@ def run_main_job_bench(study_args: Sequence[str] = (), *, repo: str | Path = REP
         venv_python = _python_version(clone / ".venv" / "bin" / "python", env)
         study_s = _run(["./run_all.sh", *study_args], clone, env, "./run_all.sh", log)
         manifests = Path(clone, results_dir) / profile / "_manifest"   # an absolute --results-dir stays absolute
-        jobs = len(list(manifests.glob("*.json"))) if manifests.is_dir() else 0
+        jobs_s = job_times(manifests)
     return {"benchmark": "main_job", "environment": environment_info(), "git_commit": commit,
             "source_dirty": dirty, "started_utc": started, "load_1min_at_start": load, "cores": os.cpu_count(),
             "python": venv_python, "command": " ".join(["./run_all.sh", *study_args]), "profile": profile,
             "pip_cache": "off" if cold else "as found", "setup_s": setup_s, "study_s": study_s,
-            "total_s": setup_s + study_s, "jobs": jobs}
+            "total_s": setup_s + study_s, "jobs": len(jobs_s), "jobs_s": jobs_s}
+
+
+def job_times(manifests: Path) -> dict[str, float | None]:
+    """Each job's wall seconds in the study (its manifest's ``elapsed_s``, None where a manifest lacks it or cannot
+    be read), keyed by the job, longest first."""
+    import json
+
+    out: dict[str, float | None] = {}
+    for p in sorted(manifests.glob("*.json")) if manifests.is_dir() else []:
+        try:
+            m = json.loads(p.read_text())
+        except (OSError, ValueError):
+            out[p.stem] = None
+            continue
+        e = m.get("elapsed_s") if isinstance(m, dict) else None
+        out[str(m.get("job", p.stem)) if isinstance(m, dict) else p.stem] = float(e) if isinstance(e, (int, float)) else None
+    return dict(sorted(out.items(), key=lambda kv: -(kv[1] or 0.0)))
 
 
 def _print_main_job(r: dict[str, Any]) -> None:
@@ -125,5 +142,7 @@ def _print_main_job(r: dict[str, Any]) -> None:
     print(f"  set-up (.venv, pinned packages)  {fmt_seconds(r['setup_s'])}")
     print(f"  study ({r['profile']} profile, {r['jobs']} jobs)     {fmt_seconds(r['study_s'])}")
     print(f"  total                            {fmt_seconds(r['total_s'])}")
+    for job, sec in list(r["jobs_s"].items())[:5]:
+        print(f"    {job:<44} {fmt_seconds(sec)}")
     if r["source_dirty"]:
         print("  (the checkout had uncommitted changes; the clone timed its HEAD without them)")
