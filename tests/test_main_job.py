@@ -20,6 +20,7 @@ printf '%s\\n' "VIRTUAL_ENV=${VIRTUAL_ENV:-}" "PYTHONPATH=${PYTHONPATH:-}" "VAES
 RUN_ALL = """#!/usr/bin/env bash
 set -e
 source scripts/ensure_env.sh
+sleep 0.1
 [ "$(cat marker)" = committed ] || { echo "the clone has the uncommitted marker"; exit 5; }
 mkdir -p results/smoke/_manifest results/smoke/dsprites
 for j in a b c; do printf '{"job": "job_%s", "elapsed_s": 2}' $j > results/smoke/_manifest/$j.json; done
@@ -60,6 +61,8 @@ def test_it_times_head_in_a_clone_with_its_own_environment(tmp_path, monkeypatch
     assert list(r["jobs_s"].items()) == [("job_d", 7.5), ("job_a", 2.0), ("job_b", 2.0), ("job_c", 2.0), ("e", None)]
     assert r["command"] == "./run_all.sh --profile smoke --datasets dsprites" and r["pip_cache"] == "off"
     assert r["total_s"] == pytest.approx(r["setup_s"] + r["study_s"]) and r["setup_s"] > 0 and r["study_s"] > 0
+    if Path("/proc/stat").is_file():
+        assert set(r["cpu"]) == {"setup", "study"} and sum(r["cpu"]["study"].values()) == pytest.approx(1.0)
     assert (kept / "marker").read_text() == "committed\n"
     seen = dict(line.split("=", 1) for line in (kept / ".venv" / "seen").read_text().splitlines())
     assert seen["VIRTUAL_ENV"] == seen["PYTHONPATH"] == seen["VAESAE_GIT_COMMIT"] == ""
@@ -104,3 +107,15 @@ def test_the_cli_writes_the_json_beside_the_other_benchmarks(tmp_path, capsys):
     assert r["benchmark"] == "main_job" and r["jobs"] == 5 and r["pip_cache"] == "as found"
     printed = capsys.readouterr().out
     assert "./run_all.sh --profile smoke on a fresh clone of" in printed and f"wrote {out}" in printed
+
+
+def test_cpu_shares_are_the_columns_parts_of_the_time_between_two_readings(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 20 300 5 0 0 0 0 0\ncpu0 50 0 10 150 2 0 0 0 0 0\n")
+    a = mainjob.cpu_ticks(stat)
+    stat.write_text("cpu  160 0 30 320 5 0 0 10 0 0\n")
+    got = mainjob.cpu_shares(a, mainjob.cpu_ticks(stat))
+    assert got == pytest.approx({"user": 0.6, "nice": 0, "system": 0.1, "idle": 0.2, "iowait": 0, "irq": 0,
+                                 "softirq": 0, "steal": 0.1})
+    assert mainjob.cpu_ticks(tmp_path / "none") is None and mainjob.cpu_shares(None, a) is None
+    assert mainjob.cpu_shares(a, a) is None   # no time between them

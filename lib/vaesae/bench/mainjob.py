@@ -3,7 +3,9 @@
 A user's first run starts from a clone with no ``.venv/``: ``run_all.sh`` sources ``scripts/ensure_env.sh`` (a
 virtual environment, the pinned packages from the registry, the package itself, the kernel) and then runs the study.
 This clones the repository's committed HEAD into a temporary folder (uncommitted changes are not in it: the number
-belongs to a commit) and times the two parts apart, each as a process of its own in the clone:
+belongs to a commit) and times the two parts apart, each as a process of its own in the clone, with the whole
+machine's CPU time over each (``cpu``: the shares of /proc/stat's columns, so that a slow run tells a busy or stolen
+machine from slow code) and each job's own time (``jobs_s``, from the study's manifests):
 
 ``setup_s``
     ``bash -c 'source scripts/ensure_env.sh'``: what the first ``./run_all.sh`` spends before its study.
@@ -47,16 +49,42 @@ def clone_env(cold: bool, base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str, log: Path) -> float:
-    """Wall seconds of ``cmd`` in ``cwd``, its output appended to ``log``; VaesaeError naming its last line if it fails."""
-    t0 = time.perf_counter()
+# the columns of /proc/stat's "cpu" line, in clock ticks summed over the cores (proc(5))
+CPU_COLUMNS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def cpu_ticks(stat: str | Path = "/proc/stat") -> dict[str, int] | None:
+    """The whole machine's CPU time so far by :data:`CPU_COLUMNS` (None where there is no such file: not Linux)."""
+    try:
+        first = Path(stat).read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if first[:1] != ["cpu"] or len(first) < 1 + len(CPU_COLUMNS):
+        return None
+    return dict(zip(CPU_COLUMNS, (int(x) for x in first[1:1 + len(CPU_COLUMNS)])))
+
+
+def cpu_shares(before: dict[str, int] | None, after: dict[str, int] | None) -> dict[str, float] | None:
+    """Each column's share of the CPU time between two :func:`cpu_ticks` (they sum to 1): how busy the cores were
+    (``idle``: a part that did not keep them busy; ``steal``: time the hypervisor gave to other machines)."""
+    if before is None or after is None:
+        return None
+    d = {k: after[k] - before[k] for k in CPU_COLUMNS}
+    total = sum(d.values())
+    return {k: v / total for k, v in d.items()} if total > 0 else None
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str, log: Path) -> tuple[float, dict[str, float] | None]:
+    """(wall seconds, :func:`cpu_shares` over them) of ``cmd`` in ``cwd``, its output appended to ``log``;
+    VaesaeError naming its last line if it fails."""
+    before, t0 = cpu_ticks(), time.perf_counter()
     with open(log, "a") as f:
         p = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
-    wall = time.perf_counter() - t0
+    wall, shares = time.perf_counter() - t0, cpu_shares(before, cpu_ticks())
     if p.returncode != 0:
         lines = [l for l in log.read_text(errors="replace").splitlines() if l.strip()]
         raise VaesaeError(f"{what} failed in the fresh clone (exit {p.returncode}): {lines[-1] if lines else 'no output'}")
-    return wall
+    return wall, shares
 
 
 def _git(args: list[str], cwd: Path) -> str:
@@ -104,16 +132,17 @@ def run_main_job_bench(study_args: Sequence[str] = (), *, repo: str | Path = REP
         log = Path(tmp) / "main_job.log"
         _git(["clone", "--quiet", "--no-hardlinks", str(repo.resolve()), str(clone)], repo)
         env = clone_env(cold)
-        setup_s = _run(["bash", "-c", "source scripts/ensure_env.sh"], clone, env, "the environment's set-up", log)
+        setup_s, setup_cpu = _run(["bash", "-c", "source scripts/ensure_env.sh"], clone, env, "the environment's set-up", log)
         venv_python = _python_version(clone / ".venv" / "bin" / "python", env)
-        study_s = _run(["./run_all.sh", *study_args], clone, env, "./run_all.sh", log)
+        study_s, study_cpu = _run(["./run_all.sh", *study_args], clone, env, "./run_all.sh", log)
         manifests = Path(clone, results_dir) / profile / "_manifest"   # an absolute --results-dir stays absolute
         jobs_s = job_times(manifests)
     return {"benchmark": "main_job", "environment": environment_info(), "git_commit": commit,
             "source_dirty": dirty, "started_utc": started, "load_1min_at_start": load, "cores": os.cpu_count(),
             "python": venv_python, "command": " ".join(["./run_all.sh", *study_args]), "profile": profile,
             "pip_cache": "off" if cold else "as found", "setup_s": setup_s, "study_s": study_s,
-            "total_s": setup_s + study_s, "jobs": len(jobs_s), "jobs_s": jobs_s}
+            "total_s": setup_s + study_s, "jobs": len(jobs_s), "jobs_s": jobs_s,
+            "cpu": {"setup": setup_cpu, "study": study_cpu}}
 
 
 def job_times(manifests: Path) -> dict[str, float | None]:
@@ -142,6 +171,9 @@ def _print_main_job(r: dict[str, Any]) -> None:
     print(f"  set-up (.venv, pinned packages)  {fmt_seconds(r['setup_s'])}")
     print(f"  study ({r['profile']} profile, {r['jobs']} jobs)     {fmt_seconds(r['study_s'])}")
     print(f"  total                            {fmt_seconds(r['total_s'])}")
+    for part, shares in r["cpu"].items():
+        if shares:
+            print(f"  {part}: the cores {1 - shares['idle'] - shares['iowait']:.0%} busy, {shares['steal']:.1%} stolen")
     for job, sec in list(r["jobs_s"].items())[:5]:
         print(f"    {job:<44} {fmt_seconds(sec)}")
     if r["source_dirty"]:
