@@ -119,3 +119,12 @@ def test_cpu_shares_are_the_columns_parts_of_the_time_between_two_readings(tmp_p
                                  "softirq": 0, "steal": 0.1})
     assert mainjob.cpu_ticks(tmp_path / "none") is None and mainjob.cpu_shares(None, a) is None
     assert mainjob.cpu_shares(a, a) is None   # no time between them
+
+
+def test_the_cpu_model_is_the_first_cores_model_name(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\nprocessor\t: 1\n"
+                    "model name\t: other\n")
+    assert mainjob.cpu_model(info) == "AMD EPYC 7B13"
+    info.write_text("processor\t: 0\n")
+    assert mainjob.cpu_model(info) is None and mainjob.cpu_model(tmp_path / "none") is None

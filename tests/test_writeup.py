@@ -174,7 +174,9 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
         "benchmark": "main_job", "environment": {"device": "cpu (2 cores)"}, "git_commit": "abc1234def", "source_dirty": False,
         "started_utc": "2026-12-05T14:40:00+00:00", "load_1min_at_start": 0.08, "cores": 2, "python": "3.11.2",
         "command": "./run_all.sh", "profile": "quick", "pip_cache": "as found", "setup_s": 63.2, "study_s": 674.0,
-        "total_s": 737.2, "jobs": 19}))
+        "total_s": 737.2, "jobs": 19, "jobs_s": {"10_readings": 268.0, "01_stage1_vae[dsprites,seed42]": 95.5, "x": 61.0, "y": 2.0},
+        "cpu": {"setup": None, "study": {"user": 0.8, "nice": 0.0, "system": 0.05, "idle": 0.12, "iowait": 0.01, "irq": 0.0,
+                                         "softirq": 0.0, "steal": 0.02}}}))
     readme.write_text("<!-- BEGIN GENERATED main-job -->\n<!-- END GENERATED main-job -->\n"
                       "<!-- BEGIN GENERATED results-summary -->\n<!-- END GENERATED results-summary -->\n"
                       "<!-- BEGIN GENERATED jobs -->\n<!-- END GENERATED jobs -->\n"
@@ -195,7 +197,9 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
     jobs = " ".join(text.split())   # the part's sentences wrap
     assert ("(`results/bench/cpu-2-cores_main_job.json`): `./run_all.sh` took **12:17** on a fresh clone of `abc1234` on "
             "2026-12-05 (cpu (2 cores), load 0.08 at the start, Python 3.11.2): 1:03 creating `.venv/` and installing the "
-            "pinned packages (pip's download cache as the machine had it), then 11:14 the study (quick profile, 19 jobs).") in jobs
+            "pinned packages (pip's download cache as the machine had it), then 11:14 the study (quick profile, 19 jobs), the "
+            "cores 87 % busy during it and 2.0 % of their time taken by other machines (steal); the longest jobs: "
+            "`10_readings` 4:28, `01_stage1_vae[dsprites,seed42]` 1:36, `x` 1:01.") in jobs
     assert ("(`results/bench/cpu-2-cores_jobs.json`, cpu (2 cores), commit `fedcba9`, median of 2): a job with nothing "
             "to train") in jobs
     assert ("takes 7.5 s in its own processes: the step's imports 0.21 s, papermill's process 5.6 s (of which the "

@@ -74,6 +74,19 @@ def cpu_shares(before: dict[str, int] | None, after: dict[str, int] | None) -> d
     return {k: v / total for k, v in d.items()} if total > 0 else None
 
 
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The first core's "model name" in ``cpuinfo`` (None where there is none): machines with the same core count
+    differ in speed, and a time is read beside the CPU that made it."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str, log: Path) -> tuple[float, dict[str, float] | None]:
     """(wall seconds, :func:`cpu_shares` over them) of ``cmd`` in ``cwd``, its output appended to ``log``;
     VaesaeError naming its last line if it fails."""
@@ -138,7 +151,7 @@ def run_main_job_bench(study_args: Sequence[str] = (), *, repo: str | Path = REP
         manifests = Path(clone, results_dir) / profile / "_manifest"   # an absolute --results-dir stays absolute
         jobs_s = job_times(manifests)
     return {"benchmark": "main_job", "environment": environment_info(), "git_commit": commit,
-            "source_dirty": dirty, "started_utc": started, "load_1min_at_start": load, "cores": os.cpu_count(),
+            "source_dirty": dirty, "started_utc": started, "load_1min_at_start": load, "cores": os.cpu_count(), "cpu_model": cpu_model(),
             "python": venv_python, "command": " ".join(["./run_all.sh", *study_args]), "profile": profile,
             "pip_cache": "off" if cold else "as found", "setup_s": setup_s, "study_s": study_s,
             "total_s": setup_s + study_s, "jobs": len(jobs_s), "jobs_s": jobs_s,
@@ -166,7 +179,7 @@ def _print_main_job(r: dict[str, Any]) -> None:
     from ..io import fmt_seconds
 
     load = "n/a" if r["load_1min_at_start"] is None else f"{r['load_1min_at_start']:.2f}"
-    print(f"{r['command']} on a fresh clone of {r['git_commit'][:7]} ({r['environment']['device']}, load {load} at "
+    print(f"{r['command']} on a fresh clone of {r['git_commit'][:7]} ({r['environment']['device']}, {r['cpu_model']}, load {load} at "
           f"the start, pip cache {r['pip_cache']}, Python {r['python']}):")
     print(f"  set-up (.venv, pinned packages)  {fmt_seconds(r['setup_s'])}")
     print(f"  study ({r['profile']} profile, {r['jobs']} jobs)     {fmt_seconds(r['study_s'])}")
