@@ -174,7 +174,7 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
         "benchmark": "main_job", "environment": {"device": "cpu (2 cores)"}, "git_commit": "abc1234def", "source_dirty": False,
         "started_utc": "2026-12-05T14:40:00+00:00", "load_1min_at_start": 0.08, "cores": 2, "python": "3.11.2",
         "command": "./run_all.sh", "profile": "quick", "pip_cache": "as found", "setup_s": 63.2, "study_s": 674.0,
-        "total_s": 737.2, "jobs": 19, "jobs_s": {"10_readings": 268.0, "01_stage1_vae[dsprites,seed42]": 95.5, "x": 61.0, "y": 2.0},
+        "total_s": 737.2, "jobs": 19, "jobs_s": {"00_data": 2.0, "01_stage1_vae[dsprites,seed42]": 95.5, "10_readings": 268.0, "x": 61.0, "z": None},
         "cpu": {"setup": None, "study": {"user": 0.8, "nice": 0.0, "system": 0.05, "idle": 0.12, "iowait": 0.01, "irq": 0.0,
                                          "softirq": 0.0, "steal": 0.02}}}))
     readme.write_text("<!-- BEGIN GENERATED main-job -->\n<!-- END GENERATED main-job -->\n"

@@ -147,7 +147,10 @@ def _jobs(bench_dir: Path) -> dict[str, Any] | None:
 def _main_job(bench_dir: Path) -> dict[str, Any] | None:
     """``./run_all.sh`` timed on a fresh clone (``python -m vaesae.bench main-job``): its set-up and study apart."""
     d = _bench_file(bench_dir, "_main_job")
-    return d if d and d.get("benchmark") == "main_job" and "total_s" in d else None
+    if not d or d.get("benchmark") != "main_job" or "total_s" not in d:
+        return None
+    times = [(job, s) for job, s in (d.get("jobs_s") or {}).items() if s is not None]
+    return {**d, "longest": sorted(times, key=lambda kv: -kv[1])[:3]}   # the JSON's keys are stored sorted by name
 
 
 def _suites(bench_dir: Path) -> list[dict[str, Any]]:
