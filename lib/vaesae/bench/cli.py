@@ -101,8 +101,8 @@ def cmd_main_job(args: argparse.Namespace) -> int:
 
 def _add_main_job(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("main-job", help="the README's first command, ./run_all.sh, on a fresh clone of HEAD: the "
-                                        "environment's set-up and the study timed apart (quick profile: about "
-                                        "13 min on 2 cores)")
+                                        "environment's set-up and the study timed apart (as long as a first "
+                                        "./run_all.sh takes: the README's first section gives it)")
     p.add_argument("--cold", action="store_true", help="without pip's download cache (PIP_NO_CACHE_DIR=1), as on a "
                                                        "machine that never installed the packages")
     p.add_argument("--keep", default=None, help="clone into this new folder and keep it (default: a temporary one)")
