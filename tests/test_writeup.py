@@ -327,3 +327,21 @@ def test_the_headline_table_gives_our_spread_and_n(tmp_path):
     ctx = writeup.context(one, "smoke", bench_dir=one / "no-bench")
     row = next(line for line in writeup.render_findings(ctx).splitlines() if line.startswith("| dSprites | Top-k |"))
     assert "± " not in row.split(" / ", 1)[1].split("|")[0] and row.endswith("| 1 |")
+
+
+def test_table7_gives_each_published_reading_its_own_column():
+    """A stage one reading has not run stays 'n/a' in its column (the template says 'not run'); the devices are those
+    of any reading; the rows keep the first reading's order."""
+    def row(ds, stage, ours, device):
+        return {"dataset": ds, "stage": stage, "paper (min, RTX 5090)": "~2", "ours (min)": ours, "our device": device}
+
+    by = [{"reading": "literal", "table7": [row("dSprites", "stage 1", "3.0 (n=1)", "GPU A"),
+                                            row("dSprites", "extended", "n/a", "—")]},
+          {"reading": "centred", "table7": [row("dSprites", "extended", "9.0 (n=1)", "GPU B"),
+                                            row("dSprites", "stage 1", "3.1 (n=1)", "GPU A, GPU C")]}]
+    got = writeup._table7_side_by_side(by)
+    assert [(r["stage"], r["ours"], r["devices"]) for r in got] == [
+        ("stage 1", {"literal": "3.0 (n=1)", "centred": "3.1 (n=1)"}, "GPU A, GPU C"),
+        ("extended", {"literal": "n/a", "centred": "9.0 (n=1)"}, "GPU B")]
+    only_one = writeup._table7_side_by_side(by[:1] + [{"reading": "centred", "table7": []}])
+    assert only_one[0]["ours"] == {"literal": "3.0 (n=1)", "centred": "n/a"}

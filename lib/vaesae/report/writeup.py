@@ -339,8 +339,24 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
                     "intrinsic": remedy, "lineage_reruns": _lineage_reruns(S),
                     "unpaired": S.unpaired_lines(), "seeds": core, "n": len(core), "partial": partial,
                     "topk_n": {st.DATASET_LABEL[d]: len(S.seeds_for(d, "topk")) for d in S.datasets},
-                    "others": _other_seeds(S), "metas": list(S.runs.values())})
+                    "others": _other_seeds(S), "metas": list(S.runs.values()),
+                    "table7": st.table7(S).to_dict("records") if S.datasets else []})
     return out
+
+
+def _table7_side_by_side(by_reading: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Table 7 (wall time per stage, ``study.table7``) with one column of ours per published reading: per dataset and
+    stage, the paper's minutes, ``ours`` {reading: "mean ± std (n=N)" or "n/a"} and the devices of any reading, in the
+    first reading's row order."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for b in by_reading:
+        for r in b["table7"]:
+            row = rows.setdefault((r["dataset"], r["stage"]), {"dataset": r["dataset"], "stage": r["stage"],
+                                                               "paper": r["paper (min, RTX 5090)"], "ours": {}, "devices": set()})
+            row["ours"][b["reading"]] = r["ours (min)"]
+            row["devices"].update(x for x in r["our device"].split(", ") if x not in ("", "—"))
+    return [{**r, "ours": {b["reading"]: r["ours"].get(b["reading"], "n/a") for b in by_reading},
+             "devices": ", ".join(sorted(r["devices"])) or "—"} for r in rows.values()]
 
 
 def _claimed_differences(results_dir: Path, profile: str, readings: Sequence[str]) -> dict[str, Any] | None:
@@ -494,7 +510,6 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
                          if remedy_seeds else "no remedy run yet")
     verdicts = pd.read_csv(results_dir / profile / "tables" / "verdicts.csv", dtype=str, keep_default_na=False) \
         if (results_dir / profile / "tables" / "verdicts.csv").exists() else pd.DataFrame()
-    t7 = st.table7(S)
     bench_dir = Path(bench_dir) if bench_dir is not None else results_dir / "bench"
     bench = _bench(bench_dir)
     tree_size = _bench_file(bench_dir, "tree_size")   # python -m vaesae.report.treesize
@@ -513,7 +528,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "cells": cells, "ds": per_ds, "mig_ratio": (min(ratios), max(ratios)) if ratios else None,
             "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
             "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
-            "remedies": remedies, "remedy_seeds_text": remedy_seeds_text, "verdicts": verdicts.to_dict("records"), "table7": t7.to_dict("records"), "bench": bench,
+            "remedies": remedies, "remedy_seeds_text": remedy_seeds_text, "verdicts": verdicts.to_dict("records"), "table7_by_reading": _table7_side_by_side(by_reading), "bench": bench,
             "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "devices": devices, "paper": paper,
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
