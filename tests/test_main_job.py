@@ -78,8 +78,13 @@ def test_a_failing_study_is_one_line_with_its_last_output_and_writes_nothing(tmp
         main(["main-job", "--repo", str(repo), "--out", str(tmp_path / "out"), "--", "--profile", "smoke"])
     assert exc.value.code != 0
     err = capsys.readouterr().err.strip()
-    assert err == "error: ./run_all.sh failed in the fresh clone (exit 7): the study broke here"
+    assert err == ("error: ./run_all.sh failed in the fresh clone (exit 7): the study broke here "
+                   "(--keep DIR keeps the clone and its whole output)")
     assert not (tmp_path / "out").exists()
+    with pytest.raises(VaesaeError, match=r"the study broke here \(its whole output: .*kept\.log\)") as exc:
+        mainjob.run_main_job_bench(["--profile", "smoke"], repo=repo, keep=tmp_path / "kept")
+    log = (tmp_path / "kept.log").read_text()
+    assert "first line" in log and "the study broke here" in log and (tmp_path / "kept" / "marker").is_file()
 
 
 @pytest.mark.parametrize("args, why", [(["--profile", "nope"], "unknown profile 'nope'"),

@@ -87,16 +87,20 @@ def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
     return None
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str, log: Path) -> tuple[float, dict[str, float] | None]:
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str, log: Path,
+         kept: bool = False) -> tuple[float, dict[str, float] | None]:
     """(wall seconds, :func:`cpu_shares` over them) of ``cmd`` in ``cwd``, its output appended to ``log``;
-    VaesaeError naming its last line if it fails."""
+    VaesaeError naming its last line if it fails, and where the whole output is (``kept``: ``log`` stays) or how
+    to keep it."""
     before, t0 = cpu_ticks(), time.perf_counter()
     with open(log, "a") as f:
         p = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
     wall, shares = time.perf_counter() - t0, cpu_shares(before, cpu_ticks())
     if p.returncode != 0:
         lines = [l for l in log.read_text(errors="replace").splitlines() if l.strip()]
-        raise VaesaeError(f"{what} failed in the fresh clone (exit {p.returncode}): {lines[-1] if lines else 'no output'}")
+        where = f"its whole output: {log}" if kept else "--keep DIR keeps the clone and its whole output"
+        raise VaesaeError(f"{what} failed in the fresh clone (exit {p.returncode}): "
+                          f"{lines[-1] if lines else 'no output'} ({where})")
     return wall, shares
 
 
@@ -131,7 +135,8 @@ def study_layout(study_args: Sequence[str]) -> tuple[str, str]:
 def run_main_job_bench(study_args: Sequence[str] = (), *, repo: str | Path = REPO_ROOT, cold: bool = False,
                        keep: str | Path | None = None) -> dict[str, Any]:
     """Clone ``repo``'s HEAD, time its environment's set-up and ``./run_all.sh study_args`` there (module docstring);
-    the clone is removed afterwards unless ``keep`` names a folder to clone into (it must not exist)."""
+    the clone is removed afterwards unless ``keep`` names a folder to clone into (it must not exist; the two parts'
+    output is then kept beside it, in ``<keep>.log``)."""
     profile, results_dir = study_layout(study_args)
     repo = Path(repo)
     commit = _git(["rev-parse", "HEAD"], repo)
@@ -142,12 +147,12 @@ def run_main_job_bench(study_args: Sequence[str] = (), *, repo: str | Path = REP
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory(prefix="vaesae-main-job-") as tmp:
         clone = Path(keep) if keep is not None else Path(tmp) / "clone"
-        log = Path(tmp) / "main_job.log"
+        log = (clone.parent / f"{clone.name}.log") if keep is not None else Path(tmp) / "main_job.log"   # beside a kept clone
         _git(["clone", "--quiet", "--no-hardlinks", str(repo.resolve()), str(clone)], repo)
         env = clone_env(cold)
-        setup_s, setup_cpu = _run(["bash", "-c", "source scripts/ensure_env.sh"], clone, env, "the environment's set-up", log)
+        setup_s, setup_cpu = _run(["bash", "-c", "source scripts/ensure_env.sh"], clone, env, "the environment's set-up", log, keep is not None)
         venv_python = _python_version(clone / ".venv" / "bin" / "python", env)
-        study_s, study_cpu = _run(["./run_all.sh", *study_args], clone, env, "./run_all.sh", log)
+        study_s, study_cpu = _run(["./run_all.sh", *study_args], clone, env, "./run_all.sh", log, keep is not None)
         manifests = Path(clone, results_dir) / profile / "_manifest"   # an absolute --results-dir stays absolute
         jobs_s = job_times(manifests)
     return {"benchmark": "main_job", "environment": environment_info(), "git_commit": commit,
