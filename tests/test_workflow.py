@@ -787,3 +787,48 @@ def test_split_by_default_where_jobs_spread_over_gpus_or_a_cluster(extra, gpus, 
     st = runner._prepare(runner._parser().parse_args(["--profile", "smoke", "--results-dir", str(tmp_path / "results"),
                                                       "--figures-dir", str(tmp_path / "f"), *extra]))
     assert any(j.id.startswith("08_is_collapse_intrinsic[") for j in st.jobs) is split
+
+
+def test_packed_wall_slows_jobs_that_share_a_gpu_as_the_benchmark_measured():
+    """Two 10-s jobs on one GPU with two slots: at MPS's measured 1.5x for two runs, 20/1.5 s; without MPS (no row),
+    one run's rate shared, 20 s; on two GPUs, 10 s. A dependency outside the jobs counts as met, a job without a
+    time as 0."""
+    from vaesae.workflow.schedule import packed_wall
+
+    conc = {"single_img_s": 100.0, "rows": [{"mps": True, "n": 1, "aggregate_img_s": 100.0},
+                                            {"mps": True, "n": 2, "aggregate_img_s": 150.0}]}
+    two = [("a", ["done-before"]), ("b", [])]
+    assert packed_wall(two, {"a": 10.0, "b": 10.0}, 1, 2, conc, mps=True) == pytest.approx(20.0 / 1.5)
+    assert packed_wall(two, {"a": 10.0, "b": 10.0}, 1, 2, conc, mps=False) == pytest.approx(20.0)
+    assert packed_wall(two, {"a": 10.0, "b": 10.0}, 2, 1, conc, mps=True) == pytest.approx(10.0)
+    chain = [("a", []), ("b", ["a"]), ("c", [])]   # b waits for a; c beside them
+    assert packed_wall(chain, {"a": 10.0, "b": 5.0, "c": None}, 1, 2, conc, mps=True) == pytest.approx(15.0)
+    assert packed_wall([], {}, 1, 2, conc, mps=True) == 0.0
+
+
+@pytest.mark.parametrize("bench, words", [(True, "packed 2 a GPU on 2 GPU(s), MPS on: about "),
+                                          (False, "packed 2 a GPU on 2 GPU(s): no estimate, no concurrent benchmark")])
+def test_list_plans_a_gpu_study_packed_on_the_gpus_it_is_told_of(bench, words, fake_notebooks, tmp_path, capsys):
+    results = tmp_path / "results"
+    if bench:
+        (results / "bench").mkdir(parents=True)
+        (results / "bench" / "GPU-X_concurrent.json").write_text(json.dumps({"stage3_concurrent": {
+            "single_img_s": 100.0, "rows": [{"mps": True, "n": 2, "aggregate_img_s": 150.0}]}}))
+    argv = ["--profile", "smoke", "--results-dir", str(results), "--figures-dir", str(tmp_path / "figures"),
+            "--device", "cuda", "--list", "--only", "01,02"]
+    assert runner.main(argv + ["--gpus", "2", "--jobs-per-gpu", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "4 at a time on 2 GPU(s), up to 2 per GPU" in out and words in out
+    assert runner.main(argv + ["--gpus", "1"]) == 0   # one slot: nothing is packed
+    assert "packed" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [["--gpus", "2"], ["--gpus", "0", "--list"], ["--gpus", "2", "--list", "--device", "cpu"]])
+def test_gpus_is_refused_in_one_line_outside_planning(extra, tmp_path, capsys):
+    argv = ["--profile", "smoke", "--results-dir", str(tmp_path / "results"), *extra]
+    with pytest.raises(SystemExit) as exc:
+        runner.main(argv)
+    assert exc.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert "--gpus plans a study on GPUs" in err and "\n" not in err
+    assert not (tmp_path / "results").exists()

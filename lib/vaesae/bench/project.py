@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..errors import VaesaeError
+from ..workflow.schedule import _factor, _modes, simulate_wall  # noqa: F401 (the simulation lives with the pipeline)
 from .steps import N_TRAIN, SUITE_SEEDS
 
 
@@ -135,80 +136,6 @@ def study_jobs(runs: list[dict[str, Any]], graph: str, *,
     side = lambda j, n: (min(n, MAX_SIDE_BY_SIDE) if side_by_side and graph == "pipeline" and j[:2] in ("08", "09", "10")   # noqa: E731
                          else 1)
     return [(j, list(jobs[j][0].values()), jobs[j][1], side(j, len(jobs[j][0]))) for j in order]
-
-
-def simulate_wall(jobs: list[tuple[str, list[float], set[str], int]], gpus: int, per_gpu: int,
-                  factor: Callable[[int], float]) -> float:
-    """Wall seconds of ``jobs`` (:func:`study_jobs`: job, seconds of each unit, jobs it waits for, width) on ``gpus``
-    GPUs with at most ``per_gpu`` jobs on each, the pipeline's way: a job starts, in list order, once the jobs it
-    waits for are done, on the least busy GPU, and holds its slot until its last unit ends; its units train
-    ``width`` at a time, each a process of its own, the next starting when one ends (:mod:`vaesae.training.parallel`).
-    n processes sharing a GPU together do ``factor(n)`` seconds of single-run work per second (the measured
-    aggregate over the single rate), shared equally."""
-    units = {j: list(u) for j, u, _, _ in jobs}
-    width = {j: w for j, _, _, w in jobs}
-    deps = {j: d for j, _, d, _ in jobs}
-    order = [j for j, *_ in jobs]
-    done: set[str] = set()
-    active: dict[str, list[float]] = {}   # job -> remaining seconds of its units training now
-    on: dict[str, int] = {}               # job -> its GPU
-    slots, procs = [0] * gpus, [0] * gpus
-    t = 0.0
-
-    def refill(j: str) -> None:
-        while units[j] and len(active[j]) < width[j]:
-            active[j].append(units[j].pop(0))
-            procs[on[j]] += 1
-
-    while len(done) < len(jobs):
-        for j in order:
-            if j in done or j in on or not deps[j] <= done:
-                continue
-            g = min(range(gpus), key=lambda i: slots[i])
-            if slots[g] >= per_gpu:
-                break
-            on[j], active[j] = g, []
-            slots[g] += 1
-            refill(j)
-        if not on:
-            raise VaesaeError("the study's job graph has a cycle")
-        rate = [factor(n) / n if n else 0.0 for n in procs]
-        dt = min(rem / rate[on[j]] for j in on for rem in active[j])
-        t += dt
-        for j in list(on):
-            g = on[j]
-            left = [rem - rate[g] * dt for rem in active[j]]
-            ended = sum(1 for rem in left if rem <= 1e-9 * max(1.0, t))
-            active[j] = [rem for rem in left if rem > 1e-9 * max(1.0, t)]
-            procs[g] -= ended
-            refill(j)
-            if not active[j]:
-                slots[on.pop(j)] -= 1
-                done.add(j)
-    return t
-
-
-def _factor(aggregates: dict[int, float], single: float) -> Callable[[int], float]:
-    """n -> aggregate(n) / single, linear between measured n (1 at n = 1 when unmeasured), flat beyond."""
-    pts = sorted({1: single, **aggregates}.items())
-
-    def f(n: int) -> float:
-        for (a, ya), (b, yb) in zip(pts, pts[1:]):
-            if a <= n <= b:
-                return (ya + (yb - ya) * (n - a) / (b - a)) / single
-        return pts[-1][1] / single if n > pts[-1][0] else pts[0][1] / single
-    return f
-
-
-def _modes(conc: dict[str, Any] | None) -> tuple[float, dict[str, dict[int, float]]]:
-    """(one run's images/s alone, ``{"no_mps" | "mps": {N runs: their aggregate images/s}}``) of a concurrent
-    measurement (:func:`vaesae.bench.concurrent.run_concurrent`); (1.0, {"no_mps": {}}) without one."""
-    modes: dict[str, dict[int, float]] = {"no_mps": {}}
-    if not conc or not conc["rows"]:
-        return 1.0, modes
-    for r in conc["rows"]:
-        modes.setdefault("mps" if r["mps"] else "no_mps", {})[r["n"]] = r["aggregate_img_s"]
-    return float(conc["single_img_s"]), modes
 
 
 def project_study(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str, Any] | None = None, *,

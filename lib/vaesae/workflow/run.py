@@ -119,6 +119,9 @@ def _parser() -> _Parser:
                          "L1, about 13 more minutes on 2 CPU cores)")
     ap.add_argument("--reuse", action="store_true", help="keep finished jobs made by another commit (default: refuse to mix)")
     ap.add_argument("--list", action="store_true", help="print the jobs and their state, run nothing")
+    ap.add_argument("--gpus", type=int, default=None,
+                    help="with --list: plan for this many GPUs instead of the ones found here (e.g. a GPU machine's "
+                         "study planned on a laptop), with --jobs-per-gpu")
     ap.add_argument("--cluster", default=None,
                     help="run the jobs through a Snakemake profile: a folder of profiles/ (slurm: SLURM's sbatch, one "
                          "GPU per job when --device cuda or the paper profile) or a path to one")
@@ -137,6 +140,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise VaesaeError(f"--jobs must be at least 1, got {args.jobs}")
     if args.jobs_per_gpu is not None and args.jobs_per_gpu < 1:
         raise VaesaeError(f"--jobs-per-gpu must be at least 1, got {args.jobs_per_gpu}")
+    if args.gpus is not None and (not args.list or args.gpus < 1 or args.device == "cpu" or args.cluster):
+        raise VaesaeError("--gpus plans a study on GPUs: it takes a number of at least 1, with --list, without "
+                          "--device cpu or --cluster (a study uses the GPUs it finds)")
     if args.cluster is not None and not (_cluster_profile(args.cluster) / "config.yaml").is_file():
         names = sorted(c.parent.name for c in CLUSTER_PROFILES.glob("*/config.yaml"))
         raise VaesaeError(f"--cluster: no Snakemake profile {args.cluster!r} (a config.yaml in it); choose from "
@@ -188,7 +194,7 @@ def _prepare(args: argparse.Namespace) -> _Study:
     # a LIST's names are checked where the jobs are built (jobs.train_list)
     remedies, ablations = (_parse_list(a, None, n) if isinstance(a, str) else a
                            for a, n in ((args.remedies, "remedies"), (args.ablations, "ablations")))
-    gpus = 0 if args.cluster or args.device == "cpu" else _gpu_count()   # --device cpu: no job uses a GPU
+    gpus = args.gpus if args.gpus is not None else 0 if args.cluster or args.device == "cpu" else _gpu_count()
     per_gpu = args.jobs_per_gpu or 1
     n_jobs = args.jobs if args.jobs is not None else (gpus * per_gpu if gpus and args.jobs_per_gpu else 1)
     slots = gpu_slots(gpus, per_gpu, n_jobs)
@@ -251,10 +257,33 @@ def _print_plan(st: _Study) -> int:
               + " (each job's own time when it ran alone on its GPU, else the median of its notebook and dataset "
               "alone at any seed, else its own time, else the median at other seeds; 'GPU shared': other jobs ran "
               "beside it, up to twice as slow)")
+        packed = _packed_note(st, todo, est)
+        if packed:
+            print(packed)
         for device, n in devices_with_times(todo, st.results_dir, st.args.profile, est, memo).items():
             print(f"times recorded with --device {device} exist for {n} of the jobs with none: pass --device {device} "
                   "to plan for that machine")
     return 0
+
+
+def _packed_note(st: _Study, todo: list[Job], est: dict) -> str | None:
+    """For jobs that would share GPUs (more slots than one): their wall time packed as the study would start them,
+    from :func:`vaesae.workflow.schedule.packed_wall` and the newest concurrent benchmark under the results folder's
+    ``bench/``; None on one slot, and a line saying why where no benchmark is recorded."""
+    if not st.gpus or len(st.slots) < 2:
+        return None
+    from .schedule import concurrent_benchmark, packed_wall
+
+    found = concurrent_benchmark(st.results_dir / "bench")
+    if found is None:
+        return (f"packed {st.per_gpu} a GPU on {st.gpus} GPU(s): no estimate, no concurrent benchmark in "
+                f"{_rel(st.results_dir / 'bench')} (python -m vaesae.bench train --concurrent 1,2,3,4 on a GPU writes one)")
+    name, conc = found
+    mps = st.per_gpu > 1 and not st.args.no_mps
+    wall = packed_wall([(j.id, j.deps) for j in todo], est, st.gpus, st.per_gpu, conc, mps)
+    return (f"packed {st.per_gpu} a GPU on {st.gpus} GPU(s), MPS {'on' if mps else 'off'}: about {fmt_seconds(wall)} "
+            f"(each job as planned above, slowed while it shares its GPU as stage-3 runs were in {name}; an upper "
+            "estimate, since jobs' start-up and evaluation overlap better than training)")
 
 
 def snakemake_command(st: _Study, table: Path) -> list[str]:
