@@ -10,6 +10,7 @@ from vaesae.bench import (
     steps as bench_steps, project as bench_project, cli as bench_cli, train as bench_train, concurrent as
     bench_concurrent)
 from vaesae.errors import VaesaeError
+from vaesae.workflow import schedule
 
 FAKE_MPS = """#!/bin/sh
 if [ "$1" = "-d" ]; then echo "start $CUDA_MPS_PIPE_DIRECTORY" >> "$MPS_LOG"; exit ${MPS_START_RC:-0}; fi
@@ -81,14 +82,14 @@ def test_concurrent_rejects_bad_counts(bad, message, tmp_path):
 
 def test_scheduler_shares_a_gpu_by_the_measured_aggregate_and_waits_for_dependencies():
     two = [("a", [10.0], set(), 1), ("b", [10.0], set(), 1)]
-    f = bench_project._factor({2: 150.0}, 100.0)                       # 2 runs together: 1.5x one run
+    f = schedule.sharing_factor({2: 150.0}, 100.0)                       # 2 runs together: 1.5x one run
     assert f(1) == 1.0 and f(2) == 1.5 and f(3) == 1.5
-    assert bench_project.simulate_wall(two, 1, 1, f) == pytest.approx(20.0)
-    assert bench_project.simulate_wall(two, 1, 2, f) == pytest.approx(20.0 / 1.5)
-    assert bench_project.simulate_wall(two, 2, 1, f) == pytest.approx(10.0)
+    assert schedule.simulate_wall(two, 1, 1, f) == pytest.approx(20.0)
+    assert schedule.simulate_wall(two, 1, 2, f) == pytest.approx(20.0 / 1.5)
+    assert schedule.simulate_wall(two, 2, 1, f) == pytest.approx(10.0)
     chain = [("a", [10.0], set(), 1), ("b", [5.0], {"a"}, 1), ("c", [10.0], set(), 1)]
     # a and c share the GPU (rate 0.75 each) until both end at 13.33 s, then b runs alone
-    assert bench_project.simulate_wall(chain, 1, 2, f) == pytest.approx(20.0 / 1.5 + 5.0)
+    assert schedule.simulate_wall(chain, 1, 2, f) == pytest.approx(20.0 / 1.5 + 5.0)
 
 
 def test_study_projection_counts_every_run_and_the_pipelines_serial_jobs():
@@ -110,12 +111,12 @@ def test_study_projection_counts_every_run_and_the_pipelines_serial_jobs():
 def test_a_job_trains_its_units_side_by_side_in_the_one_slot_it_holds():
     """08 and 09 train their runs up to 4 at once inside one job (vaesae.training.parallel): the GPU's rate is shared
     by processes, not jobs, and the job holds its slot until its last unit ends."""
-    f = bench_project._factor({2: 150.0}, 100.0)                       # 2 processes together: 1.5x one run
+    f = schedule.sharing_factor({2: 150.0}, 100.0)                       # 2 processes together: 1.5x one run
     four = [("r", [10.0, 10.0, 10.0, 10.0], set(), 2)]
-    assert bench_project.simulate_wall(four, 1, 1, f) == pytest.approx(2 * 20.0 / 1.5)   # two waves of two
-    assert bench_project.simulate_wall([("r", [10.0] * 4, set(), 1)], 1, 1, f) == pytest.approx(40.0)
+    assert schedule.simulate_wall(four, 1, 1, f) == pytest.approx(2 * 20.0 / 1.5)   # two waves of two
+    assert schedule.simulate_wall([("r", [10.0] * 4, set(), 1)], 1, 1, f) == pytest.approx(40.0)
     # a one-run job waiting for it starts only when its last unit has ended, even with a free slot
-    assert bench_project.simulate_wall(four + [("b", [5.0], {"r"}, 1)], 1, 2, f) == pytest.approx(2 * 20.0 / 1.5 + 5.0)
+    assert schedule.simulate_wall(four + [("b", [5.0], {"r"}, 1)], 1, 2, f) == pytest.approx(2 * 20.0 / 1.5 + 5.0)
     tp = {d: {"stage1": 2e5, "stage2": 2e5, "stage3": 1e5} for d in bench_steps.N_TRAIN}
     jobs = {j: (units, width) for j, units, _, width in bench_project.study_jobs(bench_project.study_runs(tp, 0.1), "pipeline")}
     assert len(jobs["08[r0]"][0]) == 24 and jobs["08[r0]"][1] == 4            # 2 datasets x 3 seeds x 4 remedies

@@ -96,6 +96,13 @@ def test_bad_study_arguments_stop_it_before_anything_is_cloned(tmp_path, args, w
     assert not kept.exists()
 
 
+def test_a_folder_that_is_no_git_checkout_is_refused_before_anything_is_cloned(tmp_path):
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(VaesaeError, match="is not a git checkout with a commit"):
+        mainjob.run_main_job_bench([], repo=tmp_path / "plain", keep=tmp_path / "kept")
+    assert not (tmp_path / "kept").exists()
+
+
 def test_a_kept_folder_that_exists_is_refused(tmp_path):
     (tmp_path / "kept").mkdir()
     with pytest.raises(VaesaeError, match="exists already"):

@@ -806,10 +806,16 @@ def test_packed_wall_slows_jobs_that_share_a_gpu_as_the_benchmark_measured():
     assert packed_wall([], {}, 1, 2, conc, mps=True) == 0.0
 
 
-@pytest.mark.parametrize("bench, words", [(True, "packed 2 a GPU on 2 GPU(s), MPS on: about "),
+@pytest.mark.parametrize("bench, words", [(True, "packed 2 a GPU on 2 GPU(s), MPS on: about 1:40 "),
                                           (False, "packed 2 a GPU on 2 GPU(s): no estimate, no concurrent benchmark")])
 def test_list_plans_a_gpu_study_packed_on_the_gpus_it_is_told_of(bench, words, fake_notebooks, tmp_path, capsys):
     results = tmp_path / "results"
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42], results_dir=results,
+                                  figures_dir=tmp_path / "figures", source="auto", device="cuda", only=["01", "02"])
+    (results / "smoke" / pipeline.MANIFEST_DIR).mkdir(parents=True)
+    for job in jobs:   # stage 1 of each dataset took 100 s; stage 2 has no time (0)
+        if job.id.startswith("01_"):
+            (results / "smoke" / job.manifest_name).write_text(json.dumps({"elapsed_s": 100.0, "params": job.params}))
     if bench:
         (results / "bench").mkdir(parents=True)
         (results / "bench" / "GPU-X_concurrent.json").write_text(json.dumps({"stage3_concurrent": {
@@ -819,6 +825,9 @@ def test_list_plans_a_gpu_study_packed_on_the_gpus_it_is_told_of(bench, words, f
     assert runner.main(argv + ["--gpus", "2", "--jobs-per-gpu", "2"]) == 0
     out = capsys.readouterr().out
     assert "4 at a time on 2 GPU(s), up to 2 per GPU" in out and words in out
+    if bench:   # both stage 1s on one GPU: 200 s of work at 1.5x
+        assert runner.main(argv + ["--gpus", "1", "--jobs-per-gpu", "2"]) == 0
+        assert "packed 2 a GPU on 1 GPU(s), MPS on: about 2:13 " in capsys.readouterr().out
     assert runner.main(argv + ["--gpus", "1"]) == 0   # one slot: nothing is packed
     assert "packed" not in capsys.readouterr().out
 

@@ -239,13 +239,19 @@ def git_commit(root: Path = REPO_ROOT) -> str:
     the paper profile) may carry no or stale git metadata, so whoever sends it names the commit."""
     if os.environ.get("VAESAE_GIT_COMMIT"):
         return os.environ["VAESAE_GIT_COMMIT"]
+    head = git_head(root)
+    return "unknown" if head is None else head[0] + ("-dirty" if head[1] else "")
+
+
+def git_head(root: Path) -> tuple[str, bool] | None:
+    """(HEAD's hash, whether tracked files are modified) of the checkout at ``root``; None where it is none."""
     env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, env=env).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True, env=env).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("VAESAE_GIT_COMMIT", "unknown")
-    return sha + ("-dirty" if dirty else "")
+        return None
+    return sha, bool(dirty)
 
 
 def environment_info() -> dict[str, Any]:

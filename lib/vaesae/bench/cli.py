@@ -127,7 +127,8 @@ def cmd_project(args: argparse.Namespace) -> int:
     from ..io import atomic_save_json, git_commit
     from .project import _print_remaining, _print_study, project_remaining, project_study
 
-    path = Path(args.file) if args.file else next(iter(sorted((REPO_ROOT / "results" / "bench").glob("*_concurrent.json"))), None)
+    # the newest-named, as the report and --list pick it
+    path = Path(args.file) if args.file else next(iter(sorted((REPO_ROOT / "results" / "bench").glob("*_concurrent.json"), reverse=True)), None)
     if path is None or not path.is_file():
         raise VaesaeError(f"no concurrent benchmark {'at ' + str(path) if path else 'in results/bench'}; "
                           "run python -m vaesae.bench train --concurrent 1,2,3,4 on a GPU first")
@@ -157,7 +158,7 @@ def cmd_project(args: argparse.Namespace) -> int:
 def _add_project(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("project", help="project the whole paper study again from a stored concurrent benchmark "
                                        "(results/bench/<device>_concurrent.json) with this commit's pipeline model")
-    p.add_argument("file", nargs="?", default=None, help="the JSON (default: the first results/bench/*_concurrent.json)")
+    p.add_argument("file", nargs="?", default=None, help="the JSON (default: the newest-named results/bench/*_concurrent.json)")
     p.add_argument("--remaining", action="store_true", help="project what the committed paper records still lack "
                                                             "instead, into <results>/bench/remaining.json")
     p.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="the records (default: results)")

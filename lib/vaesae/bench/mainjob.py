@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import VaesaeError
-from ..io import REPO_ROOT, environment_info
+from ..io import REPO_ROOT, environment_info, git_head
 
 # what the clone's processes must not inherit: they set up and name their own environment and commit
 STRIPPED = ("VIRTUAL_ENV", "VAESAE_VENV", "PYTHONPATH", "VAESAE_GIT_COMMIT", "PYTHONHOME")
@@ -104,13 +104,6 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str, log: Path,
     return wall, shares
 
 
-def _git(args: list[str], cwd: Path) -> str:
-    p = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise VaesaeError(f"git {' '.join(args)} failed in {cwd}: {(p.stderr.strip().splitlines() or ['no output'])[-1]}")
-    return p.stdout.strip()
-
-
 def _python_version(python: Path, env: dict[str, str]) -> str | None:
     """The Python version of the clone's environment (``python`` may be absent where the set-up put it elsewhere)."""
     if not python.exists():
@@ -139,8 +132,10 @@ def run_main_job_bench(study_args: Sequence[str] = (), *, repo: str | Path = REP
     output is then kept beside it, in ``<keep>.log``)."""
     profile, results_dir = study_layout(study_args)
     repo = Path(repo)
-    commit = _git(["rev-parse", "HEAD"], repo)
-    dirty = bool(_git(["status", "--porcelain", "--untracked-files=no"], repo))
+    head = git_head(repo)
+    if head is None:
+        raise VaesaeError(f"{repo} is not a git checkout with a commit: the bench clones its HEAD")
+    commit, dirty = head
     if keep is not None and Path(keep).exists():
         raise VaesaeError(f"--keep {keep}: it exists already; name a folder to create")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -148,7 +143,10 @@ def run_main_job_bench(study_args: Sequence[str] = (), *, repo: str | Path = REP
     with tempfile.TemporaryDirectory(prefix="vaesae-main-job-") as tmp:
         clone = Path(keep) if keep is not None else Path(tmp) / "clone"
         log = (clone.parent / f"{clone.name}.log") if keep is not None else Path(tmp) / "main_job.log"   # beside a kept clone
-        _git(["clone", "--quiet", "--no-hardlinks", str(repo.resolve()), str(clone)], repo)
+        p = subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(repo.resolve()), str(clone)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise VaesaeError(f"git clone of {repo} failed: {(p.stderr.strip().splitlines() or ['no output'])[-1]}")
         env = clone_env(cold)
         setup_s, setup_cpu = _run(["bash", "-c", "source scripts/ensure_env.sh"], clone, env, "the environment's set-up", log, keep is not None)
         venv_python = _python_version(clone / ".venv" / "bin" / "python", env)

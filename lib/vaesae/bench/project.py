@@ -4,10 +4,10 @@ simulation of the pipeline's scheduling on 1 and 8 GPUs.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import VaesaeError
-from ..workflow.schedule import _factor, _modes, simulate_wall  # noqa: F401 (the simulation lives with the pipeline)
+from ..workflow.schedule import concurrent_modes, sharing_factor, simulate_wall
 from .steps import N_TRAIN, SUITE_SEEDS
 
 
@@ -146,14 +146,14 @@ def project_study(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str
     the pipeline's job graph (08 and 09 training their runs side by side under MPS) and for every run a job of its
     own; ``best`` holds the fastest per GPU count. The rows sort by graph, GPUs, then MPS and runs per GPU."""
     runs = study_runs(tp, eval_s, readings=readings)
-    single, modes = _modes(conc)
+    single, modes = concurrent_modes(conc)
     rows = []
     for graph in ("pipeline", "per_run"):
         for mode, agg in modes.items():
             # 08 and 09 train their runs side by side under the MPS daemon only (vaesae.training.parallel), which the
             # runner starts for more than one job per GPU; a GPU's processes may then outnumber its jobs
             jobs = study_jobs(runs, graph, side_by_side=mode == "mps")
-            f = _factor(agg, single)
+            f = sharing_factor(agg, single)
             for g in gpus:
                 for n in sorted(set(agg) | {1}):
                     if n == 1 and mode == "mps":
@@ -185,9 +185,9 @@ def project_remaining(tp: dict[str, dict[str, float]], eval_s: float, conc: dict
     split into one job per dataset and seed (``--split``, the pipeline's default on several GPUs);
     ``per_run``, every run a job of its own (a lower bound)."""
     runs = remaining_runs(tp, eval_s, results_dir, profile)
-    single, modes = _modes(conc)
+    single, modes = concurrent_modes(conc)
     agg = modes.get("mps", {})
-    f = _factor(agg, single) if agg else (lambda n: 1.0)
+    f = sharing_factor(agg, single) if agg else (lambda n: 1.0)
     split = [dict(r, job=f"{r['job']}[{r['id'].rsplit('/', 1)[0]}]") if r["job"][:2] in ("08", "09", "10") else r for r in runs]
     rows = []
     for graph, rs, g_kind in (("pipeline", runs, "pipeline"), ("per_seed", split, "pipeline"), ("per_run", runs, "per_run")):

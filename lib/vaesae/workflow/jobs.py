@@ -833,8 +833,6 @@ def critical_path(jobs: list[Job], seconds: Mapping[str, float | None]) -> float
     return max(finish.values(), default=0.0)
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # the job table: what the Snakefile and each job's step read (written by vaesae.workflow.run)
 

@@ -64,7 +64,7 @@ def simulate_wall(jobs: list[tuple[str, list[float], set[str], int]], gpus: int,
     return t
 
 
-def _factor(aggregates: dict[int, float], single: float) -> Callable[[int], float]:
+def sharing_factor(aggregates: dict[int, float], single: float) -> Callable[[int], float]:
     """n -> aggregate(n) / single, linear between measured n (1 at n = 1 when unmeasured), flat beyond."""
     pts = sorted({1: single, **aggregates}.items())
 
@@ -76,7 +76,7 @@ def _factor(aggregates: dict[int, float], single: float) -> Callable[[int], floa
     return f
 
 
-def _modes(conc: dict[str, Any] | None) -> tuple[float, dict[str, dict[int, float]]]:
+def concurrent_modes(conc: dict[str, Any] | None) -> tuple[float, dict[str, dict[int, float]]]:
     """(one run's images/s alone, ``{"no_mps" | "mps": {N runs: their aggregate images/s}}``) of a concurrent
     measurement (:func:`vaesae.bench.concurrent.run_concurrent`); (1.0, {"no_mps": {}}) without one."""
     modes: dict[str, dict[int, float]] = {"no_mps": {}}
@@ -107,8 +107,8 @@ def packed_wall(jobs: Sequence[tuple[str, Sequence[str]]], seconds: Mapping[str,
     shares its GPU as ``conc``'s stage-3 processes were (MPS on or off). A dependency outside ``jobs`` counts as
     met. An upper estimate where jobs have parts that leave the GPU idle (start-up, evaluation): those overlap
     better than training does."""
-    single, modes = _modes(dict(conc))
-    factor = _factor(modes.get("mps" if mps else "no_mps") or modes["no_mps"], single)
+    single, modes = concurrent_modes(dict(conc))
+    factor = sharing_factor(modes.get("mps" if mps else "no_mps") or modes["no_mps"], single)
     ids = {j for j, _ in jobs}
     sim = [(j, [float(seconds.get(j) or 0.0)], {d for d in deps if d in ids}, 1) for j, deps in jobs]
     return simulate_wall(sim, gpus, per_gpu, factor) if sim else 0.0

@@ -30,9 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..io import REPO_ROOT
+from ..io import REPO_ROOT, fmt_seconds
 from . import external
-from ..io import fmt_seconds
 from .jobs import Job, read_table, write_manifest
 
 
