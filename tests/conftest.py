@@ -57,6 +57,7 @@ FILE_TIERS = {
     "test_layout.py": "unit",
     "test_metrics.py": "unit",
     "test_model.py": "unit",
+    "test_profile_bench.py": "unit",
     "test_readings.py": "unit",
     "test_readings_pipeline.py": "unit",
     "test_readings_train.py": "unit",
@@ -95,6 +96,8 @@ TEST_TIERS = {
     "test_concurrent.py::test_concurrent_train_bench_on_cpu_writes_the_table_and_json": "integration",
     # a CLI in a subprocess
     "test_data.py::test_cli_as_a_module_prints_no_traceback": "integration",
+    # profiles and times the smoke model's step on the CPU (a few seconds)
+    "test_profile_bench.py::test_profile_on_the_cpu_prints_the_families_and_writes_the_json": "integration",
     # trains two short chains (fast and reference paths)
     "test_fast.py::test_verify_cli_on_the_cpu_finds_both_paths_equal": "integration",
     # one real papermill run through the rule's step; Snakemake on fake notebooks (papermill, 3 runs)

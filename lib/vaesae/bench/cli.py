@@ -1,4 +1,4 @@
-"""``python -m vaesae.bench {metrics,train,verify,conv,checkpoint,jobs,main-job,project}``: the command line (this package's ``__main__``)."""
+"""``python -m vaesae.bench {metrics,train,verify,conv,checkpoint,jobs,main-job,project,profile}``: the command line (this package's ``__main__``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 from ..errors import VaesaeError, cli
 from ..io import REPO_ROOT
 from .metrics import _add_metrics
+from .profile import _add_profile
 from .train import _add_train, _device, _write_result
 from .verify import _add_verify
 
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_jobs(sub)
     _add_main_job(sub)
     _add_project(sub)
+    _add_profile(sub)
     return parser
 
 
