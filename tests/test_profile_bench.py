@@ -28,42 +28,46 @@ def test_each_operator_falls_in_its_family(op, fam):
 
 
 def _ev(name, device, *, kernels=(), self_cpu=0.0, elapsed=0.0, is_async=False):
+    """A profiler event; ``kernels``: (kernel name, µs) it launched."""
     return SimpleNamespace(name=name, device_type=device, is_async=is_async, self_cpu_time_total=self_cpu,
-                           kernels=[SimpleNamespace(duration=d) for d in kernels],
+                           kernels=[SimpleNamespace(name=k, duration=d) for k, d in kernels],
                            time_range=SimpleNamespace(elapsed_us=lambda: elapsed))
 
 
 EVENTS = [
-    _ev("aten::cudnn_convolution", CPU, kernels=(30.0, 10.0), self_cpu=5.0),
-    _ev("aten::mm", CPU, kernels=(20.0,), self_cpu=3.0),
-    _ev("aten::mm", CPU, kernels=(20.0,), self_cpu=3.0),
+    _ev("aten::cudnn_convolution", CPU, kernels=(("conv", 30.0), ("conv", 10.0)), self_cpu=5.0),
+    _ev("aten::mm", CPU, kernels=(("gemm", 20.0),), self_cpu=3.0),
+    _ev("aten::mm", CPU, kernels=(("gemm", 20.0),), self_cpu=3.0),
     _ev("aten::linear", CPU, self_cpu=1.0),                       # launched nothing itself
-    _ev("aten::topk", CPU, kernels=(5.0,), self_cpu=2.0, is_async=True),   # async: never counted
-    # the kernels as the trace lists them: 80 charged above, 15 that no operator launched
-    *[_ev("kernel", CUDA, elapsed=e) for e in (30.0, 10.0, 20.0, 20.0, 15.0)],
+    _ev("aten::topk", CPU, kernels=(("topk", 5.0),), self_cpu=2.0, is_async=True),   # async: never counted
+    # the kernels as the trace lists them: 80 µs charged above; 15 of a third gemm and 5 of a memset that no
+    # operator launched
+    *[_ev(n, CUDA, elapsed=e) for n, e in (("conv", 30.0), ("conv", 10.0), ("gemm", 20.0), ("gemm", 20.0),
+                                          ("gemm", 15.0), ("memset", 5.0))],
 ]
 
 
 def test_kernels_are_charged_to_the_operator_that_launched_them():
-    times, calls, total = bench_profile.op_times(EVENTS, device_kernels=True)
+    times, calls, total, unlinked = bench_profile.op_times(EVENTS, device_kernels=True)
     assert times == {"aten::cudnn_convolution": 40.0, "aten::mm": 40.0}
     assert calls == {"aten::cudnn_convolution": 1, "aten::mm": 2}
-    assert total == 95.0
+    assert total == 100.0 and unlinked == {"gemm": 15.0, "memset": 5.0}
 
 
 def test_on_the_cpu_each_operator_counts_its_own_time():
-    times, calls, total = bench_profile.op_times(EVENTS, device_kernels=False)
+    times, calls, total, unlinked = bench_profile.op_times(EVENTS, device_kernels=False)
     assert times == {"aten::cudnn_convolution": 5.0, "aten::mm": 6.0, "aten::linear": 1.0}
-    assert calls["aten::mm"] == 2 and total == 12.0
+    assert calls["aten::mm"] == 2 and total == 12.0 and unlinked == {}
 
 
 def test_the_breakdown_is_per_step_with_shares_of_the_total_and_what_no_operator_launched():
-    times, calls, total = bench_profile.op_times(EVENTS, device_kernels=True)
-    b = bench_profile.breakdown(times, calls, total, steps=2, top=1)
-    assert b["total_ms"] == pytest.approx(0.0475) and b["unattributed_ms"] == pytest.approx(0.0075)
+    times, calls, total, unlinked = bench_profile.op_times(EVENTS, device_kernels=True)
+    b = bench_profile.breakdown(times, calls, total, steps=2, unlinked=unlinked, top=1)
+    assert b["total_ms"] == pytest.approx(0.05) and b["unattributed_ms"] == pytest.approx(0.01)
     assert [(f["family"], f["ms"]) for f in b["families"]] == [("convolution", pytest.approx(0.02)),
                                                               ("matmul", pytest.approx(0.02))]
-    assert b["families"][0]["share"] == pytest.approx(0.02 / 0.0475)
+    assert b["families"][0]["share"] == pytest.approx(0.02 / 0.05)
+    assert b["unlinked"] == [{"kernel": "gemm", "ms": pytest.approx(0.0075)}]
     assert b["ops"] == [{"op": "aten::cudnn_convolution", "family": "convolution", "ms": pytest.approx(0.02),
                          "calls": 0.5}]
 

@@ -48,15 +48,18 @@ def family(op: str) -> str:
     return OTHER
 
 
-def op_times(events: Iterable[Any], *, device_kernels: bool) -> tuple[dict[str, float], dict[str, int], float]:
+def op_times(events: Iterable[Any], *, device_kernels: bool) -> tuple[dict[str, float], dict[str, int], float, dict[str, float]]:
     """Each operator's own time in µs from profiler ``events`` (``torch.profiler.profile().events()``).
 
     ``device_kernels``: charge every kernel to the operator that launched it (``event.kernels``, CUDA) and return
-    the time of every kernel the trace holds as the third value (kernels no operator launched count there too);
-    otherwise each CPU operator's self time, and the sum of those third. Returns ({operator: µs}, {operator: calls},
-    total µs)."""
+    the time of every kernel the trace holds as the third value, and, by kernel name, the time no operator was
+    charged with as the fourth (kernels whose launching operator the trace did not link); otherwise each CPU
+    operator's self time, their sum third and nothing fourth. Returns ({operator: µs}, {operator: calls}, total µs,
+    {kernel: µs})."""
     times: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
+    charged: dict[str, float] = defaultdict(float)
+    traced: dict[str, float] = defaultdict(float)
     total = 0.0
     for e in events:
         if getattr(e, "is_async", False):
@@ -64,6 +67,8 @@ def op_times(events: Iterable[Any], *, device_kernels: bool) -> tuple[dict[str, 
         if e.device_type == torch.autograd.DeviceType.CPU:
             if device_kernels:
                 us = float(sum(k.duration for k in e.kernels))
+                for k in e.kernels:
+                    charged[k.name] += float(k.duration)
             else:
                 us = float(e.self_cpu_time_total)
                 total += us
@@ -71,14 +76,17 @@ def op_times(events: Iterable[Any], *, device_kernels: bool) -> tuple[dict[str, 
                 times[e.name] += us
                 calls[e.name] += 1
         elif device_kernels:
-            total += float(e.time_range.elapsed_us())
-    return dict(times), dict(calls), total
+            us = float(e.time_range.elapsed_us())
+            total += us
+            traced[e.name] += us
+    unlinked = {k: us - charged.get(k, 0.0) for k, us in traced.items() if us - charged.get(k, 0.0) > 0}
+    return dict(times), dict(calls), total, unlinked
 
 
 def breakdown(times: dict[str, float], calls: dict[str, int], total_us: float, steps: int, *,
-              top: int = 15) -> dict[str, Any]:
+              unlinked: dict[str, float] | None = None, top: int = 15) -> dict[str, Any]:
     """Per step, in ms: the families' times (largest first, with their share of ``total_us``), the ``top`` operators,
-    the total and what no operator launched (``unattributed_ms``: kernels whose launching operator the trace lost)."""
+    the total, what no operator launched (``unattributed_ms``) and its largest kernels by name (``unlinked``)."""
     fam: dict[str, float] = defaultdict(float)
     for op, us in times.items():
         fam[family(op)] += us
@@ -89,7 +97,9 @@ def breakdown(times: dict[str, float], calls: dict[str, int], total_us: float, s
             for f, us in sorted(fam.items(), key=lambda kv: -kv[1])]
     ops = [{"op": op, "family": family(op), "ms": us * per, "calls": calls.get(op, 0) / steps}
            for op, us in sorted(times.items(), key=lambda kv: -kv[1])[:top]]
-    return {"total_ms": total_ms, "unattributed_ms": max(0.0, total_ms - attributed), "families": fams, "ops": ops}
+    unl = [{"kernel": k, "ms": us * per} for k, us in sorted((unlinked or {}).items(), key=lambda kv: -kv[1])[:top]]
+    return {"total_ms": total_ms, "unattributed_ms": max(0.0, total_ms - attributed), "families": fams, "ops": ops,
+            "unlinked": unl}
 
 
 def profile_step(dataset: str, kind: str, device: torch.device, *, steps: int, warmup: int, n_images: int,
@@ -114,12 +124,12 @@ def profile_step(dataset: str, kind: str, device: torch.device, *, steps: int, w
         for i in range(warmup, warmup + steps):
             engine.step(images[order[i]])
         _sync(device)
-    times, calls, total = op_times(prof.events(), device_kernels=cuda)
+    times, calls, total, unlinked = op_times(prof.events(), device_kernels=cuda)
     del engine, images, prof
     if cuda:
         torch.cuda.empty_cache()
     out = {"dataset": dataset, "stage": kind, "epoch": epoch, "measure": "kernel time" if cuda else "operator CPU time",
-           **breakdown(times, calls, total, steps)}
+           **breakdown(times, calls, total, steps, unlinked=unlinked)}
     for path, over in (("project", None), ("eager", {"cuda_graphs": False})):
         r = time_project_step(dataset, kind, device, epoch=epoch, steps=steps, warmup=warmup, n_images=n_images,
                               overrides=over, profile=profile)
@@ -156,6 +166,10 @@ def _print_row(r: dict[str, Any]) -> None:
     print("  largest operators:")
     for o in r["ops"]:
         print(f"    {o['op'][:48]:48s} {o['ms']:8.3f} ms  {o['calls']:5.1f} calls  ({o['family']})")
+    if r["unlinked"]:
+        print("  largest kernels no operator launched:")
+        for k in r["unlinked"]:
+            print(f"    {k['kernel'][:90]:90s} {k['ms']:8.3f} ms")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
