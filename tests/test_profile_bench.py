@@ -44,6 +44,9 @@ EVENTS = [
     # operator launched
     *[_ev(n, CUDA, elapsed=e) for n, e in (("conv", 30.0), ("conv", 10.0), ("gemm", 20.0), ("gemm", 20.0),
                                           ("gemm", 15.0), ("memset", 5.0))],
+    # the optimiser's range annotation on the GPU's timeline: named like its CPU event, spanning kernels counted above
+    _ev("Optimizer.step#AdamW.step", CPU, self_cpu=1.0),
+    _ev("Optimizer.step#AdamW.step", CUDA, elapsed=40.0),
 ]
 
 
@@ -56,8 +59,9 @@ def test_kernels_are_charged_to_the_operator_that_launched_them():
 
 def test_on_the_cpu_each_operator_counts_its_own_time():
     times, calls, total, unlinked = bench_profile.op_times(EVENTS, device_kernels=False)
-    assert times == {"aten::cudnn_convolution": 5.0, "aten::mm": 6.0, "aten::linear": 1.0}
-    assert calls["aten::mm"] == 2 and total == 12.0 and unlinked == {}
+    assert times == {"aten::cudnn_convolution": 5.0, "aten::mm": 6.0, "aten::linear": 1.0,
+                     "Optimizer.step#AdamW.step": 1.0}
+    assert calls["aten::mm"] == 2 and total == 13.0 and unlinked == {}
 
 
 def test_the_breakdown_is_per_step_with_shares_of_the_total_and_what_no_operator_launched():

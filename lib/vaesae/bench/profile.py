@@ -55,12 +55,15 @@ def op_times(events: Iterable[Any], *, device_kernels: bool) -> tuple[dict[str, 
     the time of every kernel the trace holds as the third value, and, by kernel name, the time no operator was
     charged with as the fourth (kernels whose launching operator the trace did not link); otherwise each CPU
     operator's self time, their sum third and nothing fourth. Returns ({operator: µs}, {operator: calls}, total µs,
-    {kernel: µs})."""
+    {kernel: µs}). A device event named like a CPU one is a range annotation on the GPU's timeline (the optimiser's
+    ``Optimizer.step#AdamW.step``), not a kernel: it spans kernels counted already, so it is left out."""
     times: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
     charged: dict[str, float] = defaultdict(float)
     traced: dict[str, float] = defaultdict(float)
     total = 0.0
+    events = list(events)
+    cpu_names = {e.name for e in events if e.device_type == torch.autograd.DeviceType.CPU}
     for e in events:
         if getattr(e, "is_async", False):
             continue
@@ -75,7 +78,7 @@ def op_times(events: Iterable[Any], *, device_kernels: bool) -> tuple[dict[str, 
             if us > 0:
                 times[e.name] += us
                 calls[e.name] += 1
-        elif device_kernels:
+        elif device_kernels and e.name not in cpu_names:
             us = float(e.time_range.elapsed_us())
             total += us
             traced[e.name] += us
