@@ -151,6 +151,19 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
         "probe": "notebooks/01_stage1_vae.ipynb", "python_s": 0.02, "step_imports_s": 0.21, "execute_s": 5.61,
         "imports_cell_s": 3.14, "html_s": 1.12, "job_s": 7.46,
         "study": {"args": ["--profile", "smoke"], "threads_per_job": 1, "wall_s": 169.6, "files": 1105}}))
+    (bench / "GPU-X_jobs.json").write_text(json.dumps({   # a second machine's, without --study
+        "benchmark": "jobs", "environment": {"device": "GPU X"}, "git_commit": "a1b2c3d4e5", "repeats": [{}, {}, {}],
+        "probe": "notebooks/01_stage1_vae.ipynb", "python_s": 0.05, "step_imports_s": 0.34, "execute_s": 9.27,
+        "imports_cell_s": 5.58, "html_s": 2.34, "job_s": 10.82}))
+    fams = [{"family": "convolution", "ms": 1.5, "share": 0.3}, {"family": "matmul", "ms": 0.9, "share": 0.2}]
+    (bench / "GPU-X_profile.json").write_text(json.dumps({
+        "benchmark": "profile", "environment": {"device": "GPU X"}, "git_commit": "9876543210", "params": {"steps": 20},
+        "rows": [{"dataset": "dsprites", "stage": "stage1", "total_ms": 2.49, "step_ms_project": 2.58, "families": fams},
+                 {"dataset": "dsprites", "stage": "stage3", "total_ms": 4.776, "step_ms_project": 4.885, "cuda_graph": True,
+                  "families": fams},
+                 {"dataset": "shapes3d", "stage": "stage3", "total_ms": 4.598, "step_ms_project": 4.729, "cuda_graph": True,
+                  "families": [{"family": "matmul", "ms": 0.8, "share": 0.2}, {"family": "top-k and sort", "ms": 0.1,
+                                                                                "share": 0.02}]}]}))
     for name, expr, wall in (("suite_unit.json", "unit", 121.4), ("suite_all.json", "", 1607.0)):
         (bench / name).write_text(json.dumps({
             "benchmark": "suite", "git_commit": "0123456789", "wall_s": wall, "markexpr": expr, "workers": 2,
@@ -200,11 +213,19 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
             "pinned packages (pip's download cache as the machine had it), then 11:14 the study (quick profile, 19 jobs), the "
             "cores 87 % busy during it and 2.0 % of their time taken by other machines (steal); the longest jobs: "
             "`10_readings` 4:28, `01_stage1_vae[dsprites,seed42]` 1:36, `x` 1:01.") in jobs
-    assert ("(`results/bench/cpu-2-cores_jobs.json`, cpu (2 cores), commit `fedcba9`, median of 2): a job with nothing "
-            "to train") in jobs
-    assert ("takes 7.5 s in its own processes: the step's imports 0.21 s, papermill's process 5.6 s (of which the "
-            "notebook's imports, in the kernel, 3.1 s) and the HTML page 1.1 s; the smoke study on dSprites "
-            "(`--profile smoke`, one thread a job) took 2:50 and wrote 1,105 files.") in jobs
+    assert ("- GPU X (`results/bench/GPU-X_jobs.json`, commit `a1b2c3d`, 3 repeats): 10.8 s in the job's own processes: "
+            "the step's imports 0.34 s, papermill's process 9.3 s (of which the notebook's imports, in the kernel, 5.6 s) "
+            "and the HTML page 2.3 s. - cpu (2 cores) (`results/bench/cpu-2-cores_jobs.json`, commit `fedcba9`, 2 "
+            "repeats): 7.5 s in the job's own processes: the step's imports 0.21 s, papermill's process 5.6 s (of which "
+            "the notebook's imports, in the kernel, 3.1 s) and the HTML page 1.1 s; with `--study`, the smoke study on "
+            "dSprites (`--profile smoke`, one thread a job) took 2:50 and wrote 1,105 files.") in jobs
+    # the step's profile: one column per dataset, a family one dataset lacks at 0, the kernels against the step
+    assert "\n".join([
+        "| family | dSprites | Shapes3D |", "|---|---|---|", "| convolution | 1.500 | 0.000 |", "| matmul | 0.900 | 0.800 |",
+        "| top-k and sort | 0.000 | 0.100 |", "| all kernels | 4.776 | 4.598 |",
+        "| the step on the project's path (one CUDA graph) | 4.885 | 4.729 |", "| kernels ÷ that step | 98 % | 97 % |", "",
+        "Other stages, all kernels against the step on the project's path: dSprites stage1 2.49 / 2.58 ms."]) in text
+    assert "(`python -m vaesae.bench profile`, `results/bench/GPU-X_profile.json`, GPU X,\ncommit `9876543`)" in text
     assert "\n\n**Checkpoints** (" in text   # a paragraph of its own, not the tail of the conv section's last line
     assert ("2.83 s saved per checkpoint, 25 s per topk run (9 `last.pt`), 54 s per extended run (19 `last.pt`)."
             in text)

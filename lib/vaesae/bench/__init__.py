@@ -41,7 +41,7 @@ noise. It writes ``results/bench/<device-name>_verify_<profile>.json``::
 
 Modules
 -------
-Benchmarks that print timings (not timed tests): ``python -m vaesae.bench {metrics,train,verify,conv,checkpoint,jobs,project}``.
+Benchmarks that print timings (not timed tests): ``python -m vaesae.bench {metrics,train,verify,conv,checkpoint,jobs,main-job,project,profile}``.
 
 cli         the command line (``python -m vaesae.bench``; this package's ``__main__``)
 metrics     the metrics alone (``metrics``)
@@ -53,11 +53,19 @@ verify      ``verify``: short chains on the fast and the reference path
 conv        ``conv``: where the convolution time goes
 checkpoint  ``checkpoint``: a stage-3 checkpoint written in place against in the background
 jobs        ``jobs``: a notebook job's own processes, and the smoke study
+mainjob     ``main-job``: the README's first command on a fresh clone, set-up and study apart
+profile     ``profile``: where one training step's time goes, by operator family (torch.profiler)
 
 ``jobs`` times what a notebook job of the pipeline costs in its own processes (the step, papermill and its kernel,
 the HTML page) on a job with nothing to train, and with ``--study`` the dSprites smoke study (:mod:`vaesae.bench.jobs`)::
 
     python -m vaesae.bench jobs [--repeats 3] [--study]
+
+``profile`` runs the project's step eagerly under ``torch.profiler``, charges every kernel to the operator that launched
+it and groups the operators into families (convolutions, matmuls, the optimiser, ...), beside the step's wall time on
+the project's path (:mod:`vaesae.bench.profile`); it writes ``results/bench/<device-name>_profile.json``::
+
+    python -m vaesae.bench profile [--datasets dsprites,shapes3d] [--stages stage1,stage2,stage3] [--steps 20]
 
 Layer: the top, above :mod:`vaesae.workflow` (``jobs`` builds the step's table with it); nothing imports it.
 """

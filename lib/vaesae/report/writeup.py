@@ -137,11 +137,29 @@ def _checkpoint(bench_dir: Path) -> dict[str, Any] | None:
     return d if d and "inplace_s" in d and "saved_per_run_s" in d else None
 
 
-def _jobs(bench_dir: Path) -> dict[str, Any] | None:
-    """The job-overhead benchmark (``python -m vaesae.bench jobs``): a notebook job's own processes, timed on a job
-    with nothing to train, and the smoke study's wall time when it was run with ``--study``."""
-    d = _bench_file(bench_dir, "_jobs")
-    return d if d and "job_s" in d and "execute_s" in d else None
+def _jobs(bench_dir: Path) -> list[dict[str, Any]]:
+    """The job-overhead benchmarks (``python -m vaesae.bench jobs``), one per machine, by file name: a notebook job's
+    own processes, timed on a job with nothing to train, and the smoke study's wall time when run with ``--study``."""
+    return [d for d in _bench_jsons(bench_dir, "*_jobs.json") if "job_s" in d and "execute_s" in d]
+
+
+def _profile(bench_dir: Path) -> dict[str, Any] | None:
+    """The newest-named step profile (``python -m vaesae.bench profile``) with its stage-3 rows side by side: the
+    families' ms per step in each dataset (largest first by the first dataset), the kernel time against the step on
+    the project's path, and the other stages' rows."""
+    d = _bench_file(bench_dir, "_profile")
+    if not d or d.get("benchmark") != "profile" or not d.get("rows"):
+        return None
+    s3 = {r["dataset"]: r for r in d["rows"] if r["stage"] == "stage3"}
+    if not s3:
+        return None
+    first = next(iter(s3.values()))
+    order = [f["family"] for f in first["families"]]
+    order += sorted({f["family"] for r in s3.values() for f in r["families"]} - set(order))
+    fams = [{"family": fam, "ms": {ds: next((f["ms"] for f in r["families"] if f["family"] == fam), 0.0)
+                                   for ds, r in s3.items()}} for fam in order]
+    return {**d, "stage3": s3, "datasets": list(s3), "families": fams,
+            "others": [r for r in d["rows"] if r["stage"] != "stage3"]}
 
 
 def _main_job(bench_dir: Path) -> dict[str, Any] | None:
@@ -533,7 +551,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
-            "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "jobs": _jobs(bench_dir), "main_job": _main_job(bench_dir), "suites": _suites(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
+            "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "jobs": _jobs(bench_dir), "profile_bench": _profile(bench_dir), "main_job": _main_job(bench_dir), "suites": _suites(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
             "claimed": _claimed_differences(results_dir, profile, [b["reading"] for b in by_reading]),
             "not_run": coverage.recorded_not_run(results_dir, profile)}
 
