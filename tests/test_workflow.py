@@ -841,3 +841,45 @@ def test_gpus_is_refused_in_one_line_outside_planning(extra, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--gpus plans a study on GPUs" in err and "\n" not in err
     assert not (tmp_path / "results").exists()
+
+
+def test_list_plans_a_job_never_run_with_its_notebooks_times_under_another_reading(tmp_path):
+    """The literal reading's extended training has no time recorded for dSprites, the chosen reading's has: the
+    plan takes the median of those that ran alone (else of all), at the same device, and says so ('other reading');
+    a job's own notebook's times, where any exist, come first. (The real notebooks: the fakes declare no reading.)"""
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42, 43], results_dir=tmp_path / "results",
+                                  figures_dir=tmp_path / "figures", source="auto", device="cuda",
+                                  only=["04", "04@chosen"])
+    by_id = {j.id: j for j in jobs}
+    assert {"04_extended[dsprites,seed42]", "04_extended@chosen[dsprites,seed42]"} <= set(by_id)
+    folder = tmp_path / "results" / "smoke"
+    (folder / pipeline.MANIFEST_DIR).mkdir(parents=True)
+
+    def manifest(job_id, elapsed, others, **params):
+        job = by_id[job_id]
+        gpu = None if others is None else {"mean": others, "max": round(others), "samples": 9}
+        (folder / job.manifest_name).write_text(json.dumps({"elapsed_s": elapsed, "params": {**job.params, **params},
+                                                            "gpu_others": gpu}))
+
+    manifest("04_extended@chosen[dsprites,seed42]", 600.0, 0.0)     # alone
+    manifest("04_extended@chosen[dsprites,seed43]", 900.0, 1.0)     # shared: not used while one ran alone
+    manifest("04_extended@chosen[shapes3d,seed42]", 500.0, None)    # not recorded whether alone
+    manifest("04_extended@chosen[shapes3d,seed43]", 50.0, 0.0, device="cpu")   # another device: never borrowed
+    manifest("04_extended[shapes3d,seed42]", 400.0, 0.0)            # the literal notebook's own time for Shapes3D
+    own = {j.id: None for j in jobs}
+    own.update({"04_extended@chosen[dsprites,seed42]": 600.0, "04_extended@chosen[dsprites,seed43]": 900.0,
+                "04_extended@chosen[shapes3d,seed42]": 500.0, "04_extended[shapes3d,seed42]": 400.0})
+    basis: dict = {}
+    est = pipeline.like_estimates(jobs, tmp_path / "results", "smoke", own, basis=basis)
+    for seed in (42, 43):
+        job = f"04_extended[dsprites,seed{seed}]"
+        assert (est[job], basis[job]) == (600.0, "other reading")
+    assert (est["04_extended[shapes3d,seed43]"], basis["04_extended[shapes3d,seed43]"]) == (400.0, "alone")
+    # and back: the chosen reading's Shapes3D seed 43 has its own notebook's seed-42 time (not recorded as alone)
+    assert (est["04_extended@chosen[shapes3d,seed43]"], basis["04_extended@chosen[shapes3d,seed43]"]) == (500.0, "")
+    # nothing recorded under any reading at this device: no estimate
+    (folder / by_id["04_extended@chosen[dsprites,seed42]"].manifest_name).unlink()
+    (folder / by_id["04_extended@chosen[dsprites,seed43]"].manifest_name).unlink()
+    est = pipeline.like_estimates(jobs, tmp_path / "results", "smoke", own | {"04_extended@chosen[dsprites,seed42]": None,
+                                                                              "04_extended@chosen[dsprites,seed43]": None})
+    assert est["04_extended[dsprites,seed42]"] is None

@@ -749,6 +749,8 @@ def plan(jobs: list[Job], results_dir: Path, profile: str, *, force: bool = Fals
 
 
 ALONE_BELOW = 0.5   # a job that saw fewer other jobs than this on its GPU, on average, ran alone
+# what --list and the running line say of an estimate's basis (like_estimates); "" (not recorded) says nothing
+BASIS_WORDS = {"alone": "alone", "shared": "GPU shared", "other reading": "under another reading"}
 
 
 def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: Mapping[str, float | None],
@@ -758,8 +760,9 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
     ``device`` parameter); else its own time; else the median of those recorded for its notebook and dataset at
     other seeds; None where none exists. Whether a job ran alone is in its manifest (``gpu_others``, written by
     :mod:`vaesae.workflow.step` on a GPU slot since 2026-12-05; older manifests and the CPU's do not say): jobs that
-    shared a GPU ran up to twice as slow. ``basis``, when given, gets each job's "alone", "shared" (every time it
-    rests on was shared) or "" (not recorded). ``memo``: the manifests read so far (:func:`_recorded_times`), shared
+    shared a GPU ran up to twice as slow; and last, the same notebook and dataset under another reading (the
+    median of its times alone, else of all). ``basis``, when given, gets each job's "alone", "shared" (every time it
+    rests on was shared), "other reading" or "" (not recorded). ``memo``: the manifests read so far (:func:`_recorded_times`), shared
     with :func:`devices_with_times` so each is read once."""
     out: dict[str, float | None] = {}
     basis = {} if basis is None else basis
@@ -781,20 +784,35 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
             shared = all(others is not None for _, _, others, _ in found)
             out[job.id], basis[job.id] = statistics.median(t for _, t, _, _ in found), "shared" if shared else ""
         else:
-            out[job.id], basis[job.id] = None, ""
+            # the same notebook and dataset under another reading (04_extended for 04_extended@chosen and back): the
+            # reading changes what the SAE reads, not what a step costs
+            kin = [r for r in _recorded_times(job, results_dir, profile, memo, other_readings=True)
+                   if r[0] == job.params.get("device")]
+            kin_alone = [t for _, t, others, _ in kin if others is not None and others < ALONE_BELOW]
+            out[job.id] = statistics.median(kin_alone or [t for _, t, _, _ in kin]) if kin else None
+            basis[job.id] = "other reading" if kin else ""
     return out
 
 
-def _recorded_times(job: Job, results_dir: Path, profile: str,
-                    memo: dict | None = None) -> list[tuple[str | None, float, float | None, int | None]]:
+def _recorded_times(job: Job, results_dir: Path, profile: str, memo: dict | None = None, *,
+                    other_readings: bool = False) -> list[tuple[str | None, float, float | None, int | None]]:
     """(``device`` parameter, seconds, mean other jobs on its GPU or None, seed) of every manifest of ``job``'s
-    notebook and dataset, any seed; kept in ``memo`` by notebook and dataset when one is given (the jobs of every
-    seed read the same manifests)."""
-    key = (job.id.split("[")[0], job.dataset)
+    notebook and dataset, any seed; with ``other_readings``, of the same notebook under the other readings instead
+    (``04_extended`` for ``04_extended@chosen`` and back); kept in ``memo`` by notebook, dataset and that choice when
+    one is given (the jobs of every seed read the same manifests)."""
+    name = job.id.split("[")[0]
+    key = (name, job.dataset) + (("other readings",) if other_readings else ())
     if memo is not None and key in memo:
         return memo[key]
+    folder = results_dir / profile / MANIFEST_DIR
+    if other_readings:
+        base = name.split("@")[0]
+        paths = sorted(p for p in folder.glob(f"{base}*__{job.dataset}_seed*.json")
+                       if p.name.split("__")[0].split("@")[0] == base and p.name.split("__")[0] != name)
+    else:
+        paths = sorted(folder.glob(f"{name}__{job.dataset}_seed*.json"))
     out = []
-    for path in sorted((results_dir / profile / MANIFEST_DIR).glob(f"{key[0]}__{job.dataset}_seed*.json")):
+    for path in paths:
         try:
             m = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):

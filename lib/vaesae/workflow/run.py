@@ -33,7 +33,7 @@ from ..errors import VaesaeError, cli
 from ..io import REPO_ROOT, fmt_seconds, git_commit, repo_path
 from . import external
 from .step import SNAKEMAKE_SETS
-from .jobs import (DATASETS, DEFAULT_SEEDS, Job, StudyLock, _gpu_count, _parse_only, _rel, build_jobs,
+from .jobs import (BASIS_WORDS, DATASETS, DEFAULT_SEEDS, Job, StudyLock, _gpu_count, _parse_only, _rel, build_jobs,
                    check_foreign_outputs, clean_leftovers, critical_path, devices_with_times, gpu_slots,
                    leaves_out, like_estimates, plan, write_table)
 
@@ -245,7 +245,8 @@ def _print_plan(st: _Study) -> int:
     basis: dict = {}
     est = like_estimates(todo, st.results_dir, st.args.profile, own, memo, basis)
     for j in st.jobs:
-        how = {"alone": " alone", "shared": ", GPU shared"}.get(basis.get(j.id, ""), "")
+        words = BASIS_WORDS.get(basis.get(j.id, ""))
+        how = f", {words}" if words else ""
         when = f"  ({fmt_seconds(est[j.id])}{how})" if j.state != "skipped" and est[j.id] is not None else ""
         print(f"  {'complete' if j.state == 'skipped' else 'to run':>8}  {j.id}{_narrowed_note(j, st)}{when}  "
               f"<- {', '.join(j.deps) or '-'}")
@@ -255,8 +256,8 @@ def _print_plan(st: _Study) -> int:
               f"time as planned, {fmt_seconds(critical_path(todo, est))} along the longest chain of "
               "dependencies" + (f"; {unknown} with no recorded time" if unknown else "")
               + " (each job's own time when it ran alone on its GPU, else the median of its notebook and dataset "
-              "alone at any seed, else its own time, else the median at other seeds; 'GPU shared': other jobs ran "
-              "beside it, up to twice as slow)")
+              "alone at any seed, else its own time, else the median at other seeds, else the same notebook's under "
+              "another reading; 'GPU shared': other jobs ran beside it, up to twice as slow)")
         packed = _packed_note(st, todo, est)
         if packed:
             print(packed)

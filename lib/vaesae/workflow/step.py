@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..io import REPO_ROOT, fmt_seconds
 from . import external
-from .jobs import Job, read_table, write_manifest
+from .jobs import BASIS_WORDS, Job, read_table, write_manifest
 
 
 # set by Snakemake for every job it starts (its threads, its tmpdir resource); the notebook gets them as they were where
@@ -202,8 +202,8 @@ def estimate_note(settings: dict, job_id: str) -> str:
     est = settings.get("estimates", {}).get(job_id)
     if not est:
         return ""
-    how = {"alone": ", alone", "shared": ", GPU shared"}.get(settings.get("estimate_basis", {}).get(job_id, ""), "")
-    return f" (estimate {fmt_seconds(est)}{how})"
+    words = BASIS_WORDS.get(settings.get("estimate_basis", {}).get(job_id, ""))
+    return f" (estimate {fmt_seconds(est)}{', ' + words if words else ''})"
 
 
 def run(table_path: str, job_id: str) -> int:
