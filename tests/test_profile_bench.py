@@ -78,7 +78,7 @@ def test_the_breakdown_is_per_step_with_shares_of_the_total_and_what_no_operator
 
 @pytest.mark.parametrize("args, why", [
     (["--datasets", "mnist"], "--datasets: unknown mnist"), (["--stages", "stage4"], "--stages: unknown stage4"),
-    (["--stages", ","], "--stages: unknown (none)"), (["--steps", "0"], "--steps must be at least 1"),
+    (["--stages", ","], "--stages: names none; choose from stage1, stage2, stage3"), (["--steps", "0"], "--steps must be at least 1"),
     (["--warmup", "-1"], "--warmup must not be negative"), (["--profile", "nope"], "unknown profile 'nope'"),
     (["--images", "8"], "--images must be at least the batch size (32)"),
 ])

@@ -11,7 +11,7 @@ import torch
 
 from ..errors import VaesaeError
 from .metrics import _sync
-from .steps import _project_engine
+from .steps import STAGE_EPOCH, _project_engine
 
 
 # ---------------------------------------------------------------------------------------------
@@ -31,7 +31,7 @@ def _concurrent_worker(rank: int, dataset: str, device: str, profile: str, n_ima
         if threads:
             torch.set_num_threads(threads)
         dev = torch.device(device)
-        epoch = min(45, get_config(profile).epochs_stage3 - 1)     # the paper's stage 3 at k = 50, as time_project_step
+        epoch = min(STAGE_EPOCH["stage3"], get_config(profile).epochs_stage3 - 1)   # stage 3 at k = 50, as time_project_step
         n_batches = 64
         cfg, engine, images, order = _project_engine(dataset, "stage3", dev, epoch=epoch, n_images=n_images,
                                                      n_batches=n_batches, profile=profile)

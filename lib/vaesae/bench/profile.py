@@ -22,6 +22,7 @@ import torch
 from ..errors import VaesaeError
 from ..io import REPO_ROOT, environment_info
 from .metrics import _sync
+from .steps import STAGE_EPOCH   # the epoch each stage is timed in, as ``bench train`` times it (stage 3 at k = 50)
 
 # Operator families, in the order they are tried: the first whose substrings occur in the operator's name (lower
 # case, "aten::" and the autograd node's prefix included) takes it. Matched on the innermost operator, the one that
@@ -35,7 +36,6 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("copy and cast", ("copy_", "_to_copy", "clone", "contiguous", "fill_", "zero_")),
 )
 OTHER = "elementwise and reductions"
-STAGE_EPOCH = {"stage1": 0, "stage2": 0, "stage3": 45}   # stage 3 at k = 50 (epoch 45), as ``bench train`` times it
 
 
 def family(op: str) -> str:
@@ -187,12 +187,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise VaesaeError("--warmup must not be negative")
     datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
-    bad = [d for d in datasets if d not in N_TRAIN] or None
-    if not datasets or bad:
-        raise VaesaeError(f"--datasets: unknown {', '.join(bad or ['(none)'])}; choose from {', '.join(N_TRAIN)}")
-    bad = [s for s in stages if s not in STAGE_EPOCH] or None
-    if not stages or bad:
-        raise VaesaeError(f"--stages: unknown {', '.join(bad or ['(none)'])}; choose from {', '.join(STAGE_EPOCH)}")
+    for flag, names, known in (("--datasets", datasets, N_TRAIN), ("--stages", stages, STAGE_EPOCH)):
+        bad = [n for n in names if n not in known]
+        if not names or bad:
+            what = f"unknown {', '.join(bad)}" if bad else "names none"
+            raise VaesaeError(f"{flag}: {what}; choose from {', '.join(known)}")
     if args.profile not in PROFILES:
         raise VaesaeError(f"unknown profile {args.profile!r}; choose from {', '.join(PROFILES)}")
     if args.images < cfg_batch(args.profile):

@@ -15,7 +15,7 @@ from ..errors import VaesaeError
 from ..io import REPO_ROOT, atomic_save_json, environment_info, repo_path
 from .concurrent import _print_concurrent, concurrent_aggregates, run_concurrent
 from .project import VARIANTS, _print_study, project_study
-from .steps import N_TRAIN, TRAIN_TARGETS, agreement, cfg_batch, project_times, time_evaluation, time_project_step, time_reference_step
+from .steps import N_TRAIN, STAGE_EPOCH, TRAIN_TARGETS, agreement, cfg_batch, project_times, time_evaluation, time_project_step, time_reference_step
 
 
 def run_train_bench(*, device: str, steps: int, warmup: int, n_images: int, datasets: tuple[str, ...],
@@ -42,7 +42,7 @@ def run_train_bench(*, device: str, steps: int, warmup: int, n_images: int, data
     rows: list[dict[str, Any]] = []
     tp: dict[str, dict[str, float]] = {}
     for ds in datasets:
-        for kind, epoch in (("stage1", 0), ("stage2", 0), ("stage3", 45)):   # stage 3 at k = 50 (epoch 45)
+        for kind, epoch in STAGE_EPOCH.items():   # stage 3 at k = 50
             r = time_project_step(ds, kind, dev, epoch=epoch, steps=steps, warmup=warmup, n_images=n_images, profile=profile)
             rows.append({"dataset": ds, "stage": kind, "path": "project", **r})
             tp.setdefault(ds, {})[kind] = r["img_s"]
@@ -50,7 +50,7 @@ def run_train_bench(*, device: str, steps: int, warmup: int, n_images: int, data
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
         for name in variants:
-            r = time_project_step(ds, "stage3", dev, epoch=45, steps=steps, warmup=warmup, n_images=n_images,
+            r = time_project_step(ds, "stage3", dev, epoch=STAGE_EPOCH["stage3"], steps=steps, warmup=warmup, n_images=n_images,
                                   overrides=VARIANTS[name], profile=profile)
             rows.append({"dataset": ds, "stage": "stage3", "path": f"variant:{name}", **r})
             tp[ds][f"stage3_{name}"] = r["img_s"]
@@ -58,14 +58,14 @@ def run_train_bench(*, device: str, steps: int, warmup: int, n_images: int, data
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
         if reference:
-            r = time_reference_step(ds, dev, epoch=45, steps=steps, warmup=warmup, n_images=n_images, profile=profile)
+            r = time_reference_step(ds, dev, epoch=STAGE_EPOCH["stage3"], steps=steps, warmup=warmup, n_images=n_images, profile=profile)
             rows.append({"dataset": ds, "stage": "stage3", "path": "reference", **r})
             tp[ds]["stage3_reference"] = r["img_s"]
             print(f"  {ds:9s} stage3  reference {r['img_s']:12,.0f} img/s  ({r['step_ms']:.2f} ms/step)", flush=True)
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     ev = time_evaluation(datasets[0], dev, n_eval=n_eval, profile=profile)
-    agree = agreement(datasets[0], dev, epoch=45, n_images=cfg_batch(profile), profile=profile)
+    agree = agreement(datasets[0], dev, epoch=STAGE_EPOCH["stage3"], n_images=cfg_batch(profile), profile=profile)
     proj = project_times(tp, ev["eval_s"])
     result = {"benchmark": "train", "environment": environment_info(), "torch_threads": torch.get_num_threads(),
               "params": {"device": device, "steps": steps, "warmup": warmup, "n_images": n_images, "datasets": list(datasets),
