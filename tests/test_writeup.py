@@ -158,12 +158,18 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
     fams = [{"family": "convolution", "ms": 1.5, "share": 0.3}, {"family": "matmul", "ms": 0.9, "share": 0.2}]
     (bench / "GPU-X_profile.json").write_text(json.dumps({
         "benchmark": "profile", "environment": {"device": "GPU X"}, "git_commit": "9876543210", "params": {"steps": 20},
-        "rows": [{"dataset": "dsprites", "stage": "stage1", "total_ms": 2.49, "step_ms_project": 2.58, "families": fams},
+        "rows": [{"dataset": "dsprites", "stage": "stage1", "total_ms": 2.49, "step_ms_project": 2.58, "families": fams,
+                  "measure": "kernel time"},
                  {"dataset": "dsprites", "stage": "stage3", "total_ms": 4.776, "step_ms_project": 4.885, "cuda_graph": True,
-                  "families": fams},
+                  "families": fams, "measure": "kernel time"},
                  {"dataset": "shapes3d", "stage": "stage3", "total_ms": 4.598, "step_ms_project": 4.729, "cuda_graph": True,
                   "families": [{"family": "matmul", "ms": 0.8, "share": 0.2}, {"family": "top-k and sort", "ms": 0.1,
                                                                                 "share": 0.02}]}]}))
+    # a profile made on the CPU (named after the GPU's by sort order) does not replace the GPU's in the README
+    (bench / "cpu-2-cores_profile.json").write_text(json.dumps({
+        "benchmark": "profile", "environment": {"device": "cpu (2 cores)"}, "git_commit": "0000000000",
+        "params": {"steps": 2}, "rows": [{"dataset": "dsprites", "stage": "stage3", "measure": "operator CPU time",
+                                          "total_ms": 9.0, "step_ms_project": 9.5, "cuda_graph": False, "families": fams}]}))
     for name, expr, wall in (("suite_unit.json", "unit", 121.4), ("suite_all.json", "", 1607.0)):
         (bench / name).write_text(json.dumps({
             "benchmark": "suite", "git_commit": "0123456789", "wall_s": wall, "markexpr": expr, "workers": 2,

@@ -144,11 +144,14 @@ def _jobs(bench_dir: Path) -> list[dict[str, Any]]:
 
 
 def _profile(bench_dir: Path) -> dict[str, Any] | None:
-    """The newest-named step profile (``python -m vaesae.bench profile``) with its stage-3 rows side by side: the
-    families' ms per step in each dataset (largest first by the first dataset), the kernel time against the step on
-    the project's path, and the other stages' rows."""
-    d = _bench_file(bench_dir, "_profile")
-    if not d or d.get("benchmark") != "profile" or not d.get("rows"):
+    """The newest-named step profile (``python -m vaesae.bench profile``) of a GPU, else of any machine (the README's
+    performance section is the GPU's: a profile run on the CPU does not replace it), with its stage-3 rows side by
+    side: the families' ms per step in each dataset (largest first by the first dataset), the kernel time against
+    the step on the project's path, and the other stages' rows."""
+    found = [d for d in _bench_jsons(bench_dir, "*_profile.json", newest_first=True)
+             if d.get("benchmark") == "profile" and d.get("rows")]
+    d = next((d for d in found if d["rows"][0].get("measure") == "kernel time"), found[0] if found else None)
+    if d is None:
         return None
     s3 = {r["dataset"]: r for r in d["rows"] if r["stage"] == "stage3"}
     if not s3:
