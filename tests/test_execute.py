@@ -112,6 +112,25 @@ def test_the_job_processes_load_neither_torch_nor_the_iri_grammar(tmp_path):
     assert (tmp_path / "results" / "smoke" / "report.html").is_file()
 
 
+def test_the_training_notebooks_imports_cells_load_no_seaborn():
+    """The training notebooks (01-05) draw with matplotlib alone: their imports cells (each job's first second or
+    two) load neither seaborn nor scipy.stats under them (about 1.1 s of the cell's 2.9 s on 2 cores, 2026-12-05);
+    the dataset notebook's density map imports seaborn where it draws. One process runs the five cells."""
+    import nbformat
+
+    cells = []
+    for stem in ("01_stage1_vae", "02_stage2_sae_init", "03_stage3_topk", "04_extended", "05_l1_comparison"):
+        nb = nbformat.read(str(REPO_ROOT / "notebooks" / f"{stem}.ipynb"), as_version=4)
+        cells.append(next(c for c in nb.cells if c.cell_type == "code").source)
+        assert "from vaesae" in cells[-1]
+    code = "\n".join(cells) + ("\nimport json, sys\n"
+                               "print(json.dumps(sorted(m for m in ('seaborn', 'scipy.stats') if m in sys.modules)))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT / "lib"), "MPLBACKEND": "Agg"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout.splitlines()[-1]) == []
+
+
 def test_each_job_process_skips_the_grammar_at_its_start(tmp_path, monkeypatch):
     """The runner (./run_all.sh), the step and papermill's process each call without_iri_grammar() once their
     arguments are read, before anything imports nbformat."""

@@ -16,7 +16,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
 from ..data.loader import Dataset  # noqa: E402
@@ -116,6 +115,8 @@ def pixel_density(ds: Dataset, n: int | None = None, seed: int = 0, device="cpu"
 
 def density_map(ds: Dataset, mean_image: np.ndarray, n: int):
     """dSprites: the per-pixel frequency of 'on'; Shapes3D: the mean image and its mean intensity."""
+    import seaborn as sns   # here, not at the top: a second of every training notebook's start-up, which never uses it
+
     what = "the whole dataset" if n == len(ds) else f"{n:,} random images"
     if mean_image.ndim == 2:
         fig, ax = plt.subplots(figsize=(6.2, 5.4), layout="constrained")
