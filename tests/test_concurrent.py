@@ -200,3 +200,18 @@ def test_what_remains_trains_each_predecessor_once_and_the_sweep_to_its_warm_up(
     saved = json.loads((results / "bench" / "remaining.json").read_text())
     assert saved["runs_missing"] == 5 and saved["made_by"]["measured_by"] == "a" * 40 and path.read_text() == before
     assert "5 runs" in capsys.readouterr().out
+    # without a file: the newest-named benchmark in <results-dir>/bench that has concurrent rows, as --list takes it
+    bench = results / "bench"
+    conc = {"dataset": "dsprites", "single_img_s": 100.0, "rows": [{"mps": True, "n": 2, "aggregate_img_s": 150.0}]}
+    (bench / "A_concurrent.json").write_text(json.dumps({"throughput": tp, "evaluation": {"eval_s": 0.1},
+                                                         "git_commit": "b" * 40, "stage3_concurrent": conc}))
+    (bench / "Z_concurrent.json").write_text(json.dumps({"throughput": tp, "evaluation": {"eval_s": 0.1},
+                                                         "git_commit": "c" * 40}))   # no rows: skipped
+    assert bench_cli.main(["project", "--remaining", "--results-dir", str(results)]) == 0
+    saved = json.loads((bench / "remaining.json").read_text())
+    assert saved["made_by"]["benchmark"] == "A_concurrent.json" and saved["made_by"]["measured_by"] == "b" * 40
+    for f in bench.glob("*_concurrent.json"):
+        f.unlink()
+    with pytest.raises(SystemExit):
+        bench_cli.main(["project", "--remaining", "--results-dir", str(results)])
+    assert f"no concurrent benchmark in {bench}" in capsys.readouterr().err

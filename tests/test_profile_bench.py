@@ -77,8 +77,8 @@ def test_the_breakdown_is_per_step_with_shares_of_the_total_and_what_no_operator
 
 
 @pytest.mark.parametrize("args, why", [
-    (["--datasets", "mnist"], "--datasets: unknown mnist"), (["--stages", "stage4"], "--stages: unknown stage4"),
-    (["--stages", ","], "--stages: names none; choose from stage1, stage2, stage3"), (["--steps", "0"], "--steps must be at least 1"),
+    (["--datasets", "mnist"], "unknown dataset 'mnist'"), (["--stages", "stage1,stage4"], "unknown stage 'stage4'"),
+    (["--stages", ","], "--stages names no stage; choose from stage1, stage2, stage3"), (["--steps", "0"], "--steps must be at least 1"),
     (["--warmup", "-1"], "--warmup must not be negative"), (["--profile", "nope"], "unknown profile 'nope'"),
     (["--images", "8"], "--images must be at least the batch size (32)"),
 ])
@@ -103,6 +103,8 @@ def test_profile_on_the_cpu_prints_the_families_and_writes_the_json(tmp_path, ca
     s1, s3 = res["rows"]
     for r in res["rows"]:
         assert r["measure"] == "operator CPU time" and r["total_ms"] > 0 and r["step_ms_eager"] > 0
+        # on the CPU the project's path is the eager step (no CUDA graph): timed once, not on a second model
+        assert r["step_ms_project"] == r["step_ms_eager"] and r["cuda_graph"] is False
         assert sum(f["ms"] for f in r["families"]) == pytest.approx(r["total_ms"])   # CPU: every µs is an operator's
         assert r["families"][0]["family"] == "convolution"      # the smoke model's step is mostly its conv stacks
     fams3 = {f["family"] for f in s3["families"]}

@@ -7,7 +7,6 @@ integration tests run Snakemake for real on fake notebooks and one real papermil
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vaesae.errors import VaesaeError
 from vaesae.workflow import jobs as pipeline
 from vaesae.workflow import run as runner
 from vaesae.workflow import step

@@ -128,10 +128,12 @@ def cmd_project(args: argparse.Namespace) -> int:
     from ..io import atomic_save_json, git_commit
     from .project import _print_remaining, _print_study, project_remaining, project_study
 
-    # the newest-named, as the report and --list pick it
-    path = Path(args.file) if args.file else next(iter(sorted((REPO_ROOT / "results" / "bench").glob("*_concurrent.json"), reverse=True)), None)
+    from ..workflow.schedule import concurrent_benchmark
+
+    found = None if args.file else concurrent_benchmark(Path(args.results_dir) / "bench")   # the one --list reads
+    path = Path(args.file) if args.file else (found[0] if found else None)
     if path is None or not path.is_file():
-        raise VaesaeError(f"no concurrent benchmark {'at ' + str(path) if path else 'in results/bench'}; "
+        raise VaesaeError(f"no concurrent benchmark {'at ' + str(path) if path else 'in ' + str(Path(args.results_dir) / 'bench')}; "
                           "run python -m vaesae.bench train --concurrent 1,2,3,4 on a GPU first")
     try:
         d = json.loads(path.read_text())
@@ -147,8 +149,7 @@ def cmd_project(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return 0
     study = project_study(tp, eval_s, d.get("stage3_concurrent"))
-    study["made_by"] = {"git_commit": git_commit(), "measured_by": d.get("git_commit", "not recorded"),
-                        "note": "projected again by python -m vaesae.bench project from the stored measurements"}
+    study["made_by"] = {**made_by, "note": "projected again by python -m vaesae.bench project from the stored measurements"}
     d["study_projection"] = study
     atomic_save_json(path, d)
     _print_study(study)
@@ -159,7 +160,8 @@ def cmd_project(args: argparse.Namespace) -> int:
 def _add_project(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("project", help="project the whole paper study again from a stored concurrent benchmark "
                                        "(results/bench/<device>_concurrent.json) with this commit's pipeline model")
-    p.add_argument("file", nargs="?", default=None, help="the JSON (default: the newest-named results/bench/*_concurrent.json)")
+    p.add_argument("file", nargs="?", default=None, help="the JSON (default: the newest-named <results-dir>/bench/"
+                                                         "*_concurrent.json with concurrent rows, as --list reads it)")
     p.add_argument("--remaining", action="store_true", help="project what the committed paper records still lack "
                                                             "instead, into <results>/bench/remaining.json")
     p.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="the records (default: results)")

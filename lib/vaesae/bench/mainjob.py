@@ -164,17 +164,13 @@ def run_main_job_bench(study_args: Sequence[str] = (), *, repo: str | Path = REP
 def job_times(manifests: Path) -> dict[str, float | None]:
     """Each job's wall seconds in the study (its manifest's ``elapsed_s``, None where a manifest lacks it or cannot
     be read), keyed by the job, longest first."""
-    import json
+    from ..workflow.jobs import read_manifest
 
     out: dict[str, float | None] = {}
     for p in sorted(manifests.glob("*.json")) if manifests.is_dir() else []:
-        try:
-            m = json.loads(p.read_text())
-        except (OSError, ValueError):
-            out[p.stem] = None
-            continue
-        e = m.get("elapsed_s") if isinstance(m, dict) else None
-        out[str(m.get("job", p.stem)) if isinstance(m, dict) else p.stem] = float(e) if isinstance(e, (int, float)) else None
+        m = read_manifest(p) or {}
+        e = m.get("elapsed_s")
+        out[str(m.get("job", p.stem))] = float(e) if isinstance(e, (int, float)) else None
     return dict(sorted(out.items(), key=lambda kv: -(kv[1] or 0.0)))
 
 

@@ -21,7 +21,6 @@ import torch
 
 from ..errors import VaesaeError
 from ..io import REPO_ROOT, environment_info
-from .metrics import _sync
 from .steps import STAGE_EPOCH   # the epoch each stage is timed in, as ``bench train`` times it (stage 3 at k = 50)
 
 # Operator families, in the order they are tried: the first whose substrings occur in the operator's name (lower
@@ -107,40 +106,39 @@ def breakdown(times: dict[str, float], calls: dict[str, int], total_us: float, s
 
 def profile_step(dataset: str, kind: str, device: torch.device, *, steps: int, warmup: int, n_images: int,
                  profile: str = "paper") -> dict[str, Any]:
-    """The breakdown of ``steps`` eager steps of ``kind`` (after ``warmup`` untimed ones), and the step's wall time
-    on the project's path and eagerly (:func:`vaesae.bench.steps.time_project_step`)."""
+    """One eager engine of ``kind``: ``warmup`` untimed steps, ``steps`` timed (the eager step's wall time), ``steps``
+    more under the profiler (the breakdown); then the step on the project's path
+    (:func:`vaesae.bench.steps.time_project_step`: a CUDA graph on CUDA; on the CPU it is the eager step)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from .steps import _project_engine, time_project_step
+    from .steps import _project_engine, run_steps, time_project_step
 
     epoch = STAGE_EPOCH[kind]
     cuda = device.type == "cuda"
     _cfg, engine, images, order = _project_engine(dataset, kind, device, epoch=epoch, n_images=n_images,
-                                                  n_batches=warmup + steps, overrides={"cuda_graphs": False},
+                                                  n_batches=warmup + 2 * steps, overrides={"cuda_graphs": False},
                                                   profile=profile)
-    for i in range(warmup):
+
+    def one(i: int) -> None:
         engine.step(images[order[i]])
-    _sync(device)
+
+    run_steps(one, 0, warmup, device)
+    eager_ms = 1e3 * run_steps(one, warmup, warmup + steps, device) / steps
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with torch_profile(activities=activities) as prof:
-        for i in range(warmup, warmup + steps):
-            engine.step(images[order[i]])
-        _sync(device)
+        run_steps(one, warmup + steps, warmup + 2 * steps, device)
     times, calls, total, unlinked = op_times(prof.events(), device_kernels=cuda)
     del engine, images, prof
+    out = {"dataset": dataset, "stage": kind, "epoch": epoch, "measure": "kernel time" if cuda else "operator CPU time",
+           **breakdown(times, calls, total, steps, unlinked=unlinked), "step_ms_eager": eager_ms,
+           "step_ms_project": eager_ms, "cuda_graph": False}
     if cuda:
         torch.cuda.empty_cache()
-    out = {"dataset": dataset, "stage": kind, "epoch": epoch, "measure": "kernel time" if cuda else "operator CPU time",
-           **breakdown(times, calls, total, steps, unlinked=unlinked)}
-    for path, over in (("project", None), ("eager", {"cuda_graphs": False})):
         r = time_project_step(dataset, kind, device, epoch=epoch, steps=steps, warmup=warmup, n_images=n_images,
-                              overrides=over, profile=profile)
-        out[f"step_ms_{path}"] = r["step_ms"]
-        if path == "project":
-            out["cuda_graph"] = r["cuda_graph"]
-        if cuda:
-            torch.cuda.empty_cache()
+                              profile=profile)
+        out.update(step_ms_project=r["step_ms"], cuda_graph=r["cuda_graph"])
+        torch.cuda.empty_cache()
     return out
 
 
@@ -178,20 +176,15 @@ def _print_row(r: dict[str, Any]) -> None:
 def cmd_profile(args: argparse.Namespace) -> int:
     from ..config import PROFILES
     from .steps import N_TRAIN, cfg_batch
-    from .train import _device, _write_result
+    from .train import _device, _write_result, parse_names
 
     for name in ("steps", "images"):
         if getattr(args, name) < 1:
             raise VaesaeError(f"--{name} must be at least 1")
     if args.warmup < 0:
         raise VaesaeError("--warmup must not be negative")
-    datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
-    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
-    for flag, names, known in (("--datasets", datasets, N_TRAIN), ("--stages", stages, STAGE_EPOCH)):
-        bad = [n for n in names if n not in known]
-        if not names or bad:
-            what = f"unknown {', '.join(bad)}" if bad else "names none"
-            raise VaesaeError(f"{flag}: {what}; choose from {', '.join(known)}")
+    datasets = parse_names(args.datasets, N_TRAIN, "dataset", "--datasets")
+    stages = parse_names(args.stages, STAGE_EPOCH, "stage", "--stages")
     if args.profile not in PROFILES:
         raise VaesaeError(f"unknown profile {args.profile!r}; choose from {', '.join(PROFILES)}")
     if args.images < cfg_batch(args.profile):

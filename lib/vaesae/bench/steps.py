@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -101,21 +101,29 @@ def _project_engine(dataset: str, kind: str, device: torch.device, *, epoch: int
     return cfg, engine, images, order
 
 
+def run_steps(step: Callable[[int], Any], first: int, last: int, device: torch.device) -> float:
+    """Wall seconds of ``step(i)`` for i in ``first .. last - 1`` (one training step on the i-th batch), the device
+    synchronised before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for i in range(first, last):
+        step(i)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def time_project_step(dataset: str, kind: str, device: torch.device, *, epoch: int, steps: int, warmup: int,
                       n_images: int, overrides: dict[str, Any] | None = None, profile: str = "paper") -> dict[str, Any]:
     """Images/s of the project's own step (vaesae.training.engine.StepEngine with the paper profile's switches, or
     with ``overrides`` of them)."""
     cfg, engine, images, order = _project_engine(dataset, kind, device, epoch=epoch, n_images=n_images,
                                                  n_batches=warmup + steps, overrides=overrides, profile=profile)
-    for i in range(warmup):
+    def one(i: int) -> None:
         engine.step(images[order[i]])
-    _sync(device)
-    t0 = time.perf_counter()
-    for i in range(warmup, warmup + steps):
-        engine.step(images[order[i]])
+
+    run_steps(one, 0, warmup, device)
+    wall = run_steps(one, warmup, warmup + steps, device)
     means, _, _ = engine.end_epoch()      # the epoch's one host sync
-    _sync(device)
-    wall = time.perf_counter() - t0
     out = {"img_s": steps * cfg.batch_size / wall, "step_ms": 1e3 * wall / steps, "loss": means.get("loss"),
            "cuda_graph": bool(engine.graph is not None), "settings": {k: str(v) for k, v in engine.settings.items()}}
     del engine, images
@@ -145,14 +153,8 @@ def time_reference_step(dataset: str, device: torch.device, *, epoch: int, steps
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
 
-    for i in range(warmup):
-        one(i)
-    _sync(device)
-    t0 = time.perf_counter()
-    for i in range(warmup, warmup + steps):
-        one(i)
-    _sync(device)
-    wall = time.perf_counter() - t0
+    run_steps(one, 0, warmup, device)
+    wall = run_steps(one, warmup, warmup + steps, device)
     del model, opt, images
     return {"img_s": steps * cfg.batch_size / wall, "step_ms": 1e3 * wall / steps}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -139,6 +139,19 @@ def _write_result(result: dict[str, Any], out_dir: str | Path, suffix: str = "")
     return out
 
 
+def parse_names(text: str, known: Iterable[str], what: str, flag: str, *, empty_ok: bool = False) -> tuple[str, ...]:
+    """The comma-separated names in ``text`` (a command-line list), each one of ``known``: VaesaeError naming the
+    first unknown one, or, unless ``empty_ok``, saying that ``flag`` named none."""
+    known = list(known)
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names and not empty_ok:
+        raise VaesaeError(f"{flag} names no {what}; choose from {', '.join(known)}")
+    for n in names:
+        if n not in known:
+            raise VaesaeError(f"unknown {what} {n!r}; choose from {', '.join(known)}")
+    return names
+
+
 def _parse_concurrent(text: str) -> tuple[int, ...]:
     if not text.strip():
         return ()
@@ -157,15 +170,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise VaesaeError(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0:
         raise VaesaeError("--warmup must not be negative")
-    datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
-    for d in datasets:
-        if d not in N_TRAIN:
-            raise VaesaeError(f"unknown dataset {d!r}; choose from {', '.join(N_TRAIN)}")
+    datasets = parse_names(args.datasets, N_TRAIN, "dataset", "--datasets")
     args.device = _device(args.device)
-    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    for v in variants:
-        if v not in VARIANTS:
-            raise VaesaeError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    variants = parse_names(args.variants, VARIANTS, "variant", "--variants", empty_ok=True)
     concurrent = _parse_concurrent(args.concurrent)
     if not args.concurrent_window > 0:
         raise VaesaeError("--concurrent-window must be positive")

@@ -161,7 +161,10 @@ def _profile(bench_dir: Path) -> dict[str, Any] | None:
     order += sorted({f["family"] for r in s3.values() for f in r["families"]} - set(order))
     fams = [{"family": fam, "ms": {ds: next((f["ms"] for f in r["families"] if f["family"] == fam), 0.0)
                                    for ds, r in s3.items()}} for fam in order]
+    from ..analysis.study import DATASET_LABEL
+
     return {**d, "stage3": s3, "datasets": list(s3), "families": fams,
+            "labels": {r["dataset"]: DATASET_LABEL.get(r["dataset"], r["dataset"]) for r in d["rows"]},
             "others": [r for r in d["rows"] if r["stage"] != "stage3"]}
 
 

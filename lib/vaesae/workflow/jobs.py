@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .. import runs as R
 from ..analysis import coverage
@@ -536,6 +536,15 @@ def _rel(path: Path, base: Path = REPO_ROOT) -> str:
     return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
 
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """A job's manifest (:func:`write_manifest`) as a dict, None where it cannot be read or is no JSON object."""
+    try:
+        m = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) else None
+
+
 def write_manifest(results_dir: Path, profile: str, job: Job, commit: str) -> None:
     outputs = {_rel(p, results_dir.parent): sha256_file(p) for p in _job_outputs(job)}
     atomic_save_json(_manifest_path(results_dir, profile, job), {
@@ -550,12 +559,8 @@ def verify_manifest(results_dir: Path, profile: str, job: Job) -> tuple[bool, fl
     the same notebook (manifests written before the notebook's SHA-256 was recorded are checked without it); and its
     recorded duration, None when it was made with other parameters (another device, or a profile job with its
     training switched off: 10's redraw without the sweep took seconds, the sweep itself minutes)."""
-    path = _manifest_path(results_dir, profile, job)
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False, None
-    if manifest.get("params") != job.params:
+    manifest = read_manifest(_manifest_path(results_dir, profile, job))
+    if manifest is None or manifest.get("params") != job.params:
         return False, None
     if not manifest.get("outputs"):
         return False, manifest.get("elapsed_s")
@@ -813,10 +818,7 @@ def _recorded_times(job: Job, results_dir: Path, profile: str, memo: dict | None
         paths = sorted(folder.glob(f"{name}__{job.dataset}_seed*.json"))
     out = []
     for path in paths:
-        try:
-            m = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+        m = read_manifest(path) or {}
         if m.get("elapsed_s") is not None:
             others = (m.get("gpu_others") or {}).get("mean")
             out.append((m.get("params", {}).get("device"), float(m["elapsed_s"]),

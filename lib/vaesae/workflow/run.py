@@ -279,11 +279,11 @@ def _packed_note(st: _Study, todo: list[Job], est: dict) -> str | None:
     if found is None:
         return (f"packed {st.per_gpu} a GPU on {st.gpus} GPU(s): no estimate, no concurrent benchmark in "
                 f"{_rel(st.results_dir / 'bench')} (python -m vaesae.bench train --concurrent 1,2,3,4 on a GPU writes one)")
-    name, conc = found
+    path, conc = found
     mps = st.per_gpu > 1 and not st.args.no_mps
     wall = packed_wall([(j.id, j.deps) for j in todo], est, st.gpus, st.per_gpu, conc, mps)
     return (f"packed {st.per_gpu} a GPU on {st.gpus} GPU(s), MPS {'on' if mps else 'off'}: about {fmt_seconds(wall)} "
-            f"(each job as planned above, slowed while it shares its GPU as stage-3 runs were in {name}; an upper "
+            f"(each job as planned above, slowed while it shares its GPU as stage-3 runs were in {path.name}; an upper "
             "estimate, since jobs' start-up and evaluation overlap better than training)")
 
 

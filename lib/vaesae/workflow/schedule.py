@@ -87,16 +87,16 @@ def concurrent_modes(conc: dict[str, Any] | None) -> tuple[float, dict[str, dict
     return float(conc["single_img_s"]), modes
 
 
-def concurrent_benchmark(bench_dir: Path) -> tuple[str, dict[str, Any]] | None:
-    """(file name, its ``stage3_concurrent``) of the newest-named ``*_concurrent.json`` in ``bench_dir`` that has
-    one, or None."""
+def concurrent_benchmark(bench_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(path, its ``stage3_concurrent``) of the newest-named ``*_concurrent.json`` in ``bench_dir`` that has one, or
+    None: the benchmark ``--list`` and ``python -m vaesae.bench project`` read."""
     for p in sorted(Path(bench_dir).glob("*_concurrent.json"), reverse=True) if Path(bench_dir).is_dir() else []:
         try:
             conc = json.loads(p.read_text()).get("stage3_concurrent")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(conc, dict) and conc.get("rows"):
-            return p.name, conc
+            return p, conc
     return None
 
 
