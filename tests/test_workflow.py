@@ -881,3 +881,111 @@ def test_list_plans_a_job_never_run_with_its_notebooks_times_under_another_readi
     est = pipeline.like_estimates(jobs, tmp_path / "results", "smoke", own | {"04_extended@chosen[dsprites,seed42]": None,
                                                                               "04_extended@chosen[dsprites,seed43]": None})
     assert est["04_extended[dsprites,seed42]"] is None
+
+
+def test_units_wall_trains_a_jobs_runs_width_at_a_time_at_the_measured_rate():
+    """Two 10-s units, two at a time under MPS at the measured 1.5x: 20/1.5 s; one at a time: 20 s; three at once
+    (width 4, three units): 30/1.5 s; three two at a time, the third starting when one ends: 20/1.5 + 10 s; none: 0."""
+    from vaesae.workflow.schedule import units_wall
+
+    conc = {"single_img_s": 100.0, "rows": [{"mps": True, "n": 2, "aggregate_img_s": 150.0}]}
+    assert units_wall([10.0, 10.0], conc, 2) == pytest.approx(20.0 / 1.5)
+    assert units_wall([10.0, 10.0], conc, 1) == pytest.approx(20.0)
+    assert units_wall([10.0, 10.0, 10.0], conc, 4) == pytest.approx(30.0 / 1.5)   # flat beyond the measured n = 2
+    assert units_wall([10.0, 10.0, 10.0], conc, 2) == pytest.approx(20.0 / 1.5 + 10.0)
+    assert units_wall([], conc, 4) == 0.0
+
+
+def test_a_substudy_job_is_planned_from_its_runs_at_the_chains_times(tmp_path):
+    """08, 09 and 10 train runs their manifests do not time (a CPU redraw trains none): --list plans each from what it
+    trains now, every run at the time of the chain's stage-2 or Top-k job on its dataset, alone where known, under
+    the job's own reading; side by side as the study would train them, else one after the other; no time where a
+    chain time is missing. (The real notebooks: the fakes declare no switch.)"""
+    from vaesae.config import get_config, SAE_READINGS, warm_up_epochs
+
+    results = tmp_path / "results"
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42], results_dir=results,
+                                  figures_dir=tmp_path / "figures", source="auto", device="cuda",
+                                  only=["08@chosen", "09", "10"], remedies=["topk_aux", "elastic"],
+                                  ablations=["topk_init1", "topk_adam"])
+    assert {"08_is_collapse_intrinsic@chosen", "09_ablations", "10_readings"} <= {j.id for j in jobs}
+    folder = results / "smoke" / pipeline.MANIFEST_DIR
+    folder.mkdir(parents=True)
+
+    def manifest(name, dataset, seed, elapsed, others, device="cuda"):
+        gpu = None if others is None else {"mean": others, "max": round(others), "samples": 9}
+        (folder / f"{name}__{dataset}_seed{seed}.json").write_text(json.dumps(
+            {"elapsed_s": elapsed, "params": {"device": device, "seed": seed}, "gpu_others": gpu}))
+
+    manifest("03_stage3_topk@chosen", "dsprites", 43, 100.0, 0.0)      # alone
+    manifest("03_stage3_topk@chosen", "dsprites", 44, 250.0, 3.0)      # shared: not used while one ran alone
+    manifest("03_stage3_topk@chosen", "shapes3d", 43, 200.0, None)     # not recorded whether alone
+    manifest("03_stage3_topk@chosen", "shapes3d", 44, 20.0, 0.0, device="cpu")   # another device: never used
+    own = {j.id: 15.7 for j in jobs}   # each job's own manifest: a redraw that trained nothing
+    basis: dict = {}
+    est = pipeline.like_estimates(jobs, results, "smoke", own, basis=basis)
+    remedies = "08_is_collapse_intrinsic@chosen"
+    # two remedies on each dataset, one after the other: 2 x 100 + 2 x 200; Shapes3D's time was not made alone
+    assert (est[remedies], basis[remedies]) == (600.0, "runs, shared")
+    longest = pipeline.like_estimates(jobs, results, "smoke", own, side_by_side=max)
+    assert longest[remedies] == 200.0
+    # dSprites alone: every time it rests on was made alone
+    dsprites_only, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42], results_dir=results,
+                                           figures_dir=tmp_path / "figures", source="auto", device="cuda",
+                                           only=["08@chosen[dsprites:42]"], remedies=["topk_aux", "elastic"])
+    basis = {}
+    est = pipeline.like_estimates(dsprites_only, results, "smoke", {}, basis=basis)
+    assert (est[remedies], basis[remedies]) == (200.0, "runs")
+
+    # 09 (the literal reading): no literal time at all, so the chosen reading's; the init-seed ablation is a stage 2
+    # and a Top-k, and no stage 2 is recorded: no estimate from the runs, the job's own time instead
+    ablations = "09_ablations"
+    basis = {}
+    est = pipeline.like_estimates(jobs, results, "smoke", own, basis=basis)
+    assert (est[ablations], basis[ablations]) == (15.7, "")
+    manifest("02_stage2_sae_init", "dsprites", 42, 10.0, 0.0)
+    manifest("02_stage2_sae_init", "shapes3d", 42, 30.0, 0.0)
+    manifest("03_stage3_topk", "shapes3d", 42, 50.0, 0.0)              # the literal reading's own, for Shapes3D
+    est = pipeline.like_estimates(jobs, results, "smoke", own, basis=basis)
+    # dSprites: (10 + 100) + 100 (the chosen reading's Top-k); Shapes3D: (30 + 50) + 50
+    assert est[ablations] == pytest.approx(210.0 + 130.0)
+
+    # 10 at the rule's seed, no choice recorded: every non-literal reading's stage 2 and warm-up, then the chosen
+    # reading's rest of Top-k, per dataset (the chosen reading's chain times: 10 has no reading of its own)
+    cfg = get_config("smoke")
+    warm = warm_up_epochs(cfg.schedule_split) / cfg.epochs_stage3
+    manifest("02_stage2_sae_init@chosen", "dsprites", 43, 40.0, 0.0)
+    manifest("02_stage2_sae_init@chosen", "shapes3d", 43, 60.0, 0.0)
+    n = len([r for r in SAE_READINGS if r != "literal"])
+    sweep = pipeline.like_estimates(jobs, results, "smoke", own)["10_readings"]
+    # the plain names (02_stage2_sae_init, 03_stage3_topk) first: dSprites 10 and (chosen) 100, Shapes3D 30 and 50
+    per_dataset = {"dsprites": (10.0, 100.0), "shapes3d": (30.0, 50.0)}
+    want = sum(n * (s2 + warm * s3) + (1 - warm) * s3 for s2, s3 in per_dataset.values())
+    assert sweep == pytest.approx(want)
+    # at another seed, with the choice settled on seed 42: that reading is the chain's, and no curve is trained
+    (results / "smoke" / pipeline.CHOICE_FILE).write_text(json.dumps({"chosen": "centred", "seed": 42}))
+    later, _ = pipeline.build_jobs("smoke", ["dsprites"], [43], results_dir=results, figures_dir=tmp_path / "figures",
+                                   source="auto", device="cuda", only=["10"])
+    sweep = pipeline.like_estimates(later, results, "smoke", {})["10_readings"]
+    assert sweep == pytest.approx((n - 1) * (10.0 + warm * 100.0))
+
+
+def test_a_substudy_jobs_runs_share_its_gpu_only_where_the_study_runs_mps(tmp_path):
+    """The runner's own condition for the MPS daemon (jobs sharing a GPU, no --no-mps) decides whether --list plans a
+    sub-study job's runs side by side (at the newest concurrent benchmark's rate) or one after the other."""
+    results = tmp_path / "results"
+    (results / "bench").mkdir(parents=True)
+    (results / "bench" / "GPU-X_concurrent.json").write_text(json.dumps({"stage3_concurrent": {
+        "single_img_s": 100.0, "rows": [{"mps": True, "n": 2, "aggregate_img_s": 150.0}]}}))
+
+    def study(*extra):
+        return runner._prepare(runner._parser().parse_args(
+            ["--profile", "smoke", "--results-dir", str(results), "--figures-dir", str(tmp_path / "f"),
+             "--device", "cuda", "--list", *extra]))
+
+    shared = study("--gpus", "1", "--jobs-per-gpu", "4")
+    assert shared.shares_gpus and shared.side_by_side()([10.0, 10.0]) == pytest.approx(20.0 / 1.5)
+    assert study("--gpus", "1", "--jobs-per-gpu", "4", "--no-mps").side_by_side() is None
+    assert study("--gpus", "1").side_by_side() is None and not study("--gpus", "1").shares_gpus
+    (results / "bench" / "GPU-X_concurrent.json").unlink()
+    assert study("--gpus", "1", "--jobs-per-gpu", "4").side_by_side() is None   # no benchmark: no rate to use

@@ -26,12 +26,12 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .. import runs as R
 from ..analysis import coverage
-from ..analysis.readings import RULE_SEED
-from ..config import PROFILES, SAE_READINGS, run_folder, split_run_folder
+from ..analysis.readings import RULE_SEED, settled_choice
+from ..config import PROFILES, SAE_READINGS, get_config, run_folder, split_run_folder, warm_up_epochs
 from ..errors import VaesaeError
 from ..io import REPO_ROOT, atomic_save_json, sha256_file
 
@@ -755,11 +755,14 @@ def plan(jobs: list[Job], results_dir: Path, profile: str, *, force: bool = Fals
 
 ALONE_BELOW = 0.5   # a job that saw fewer other jobs than this on its GPU, on average, ran alone
 # what --list and the running line say of an estimate's basis (like_estimates); "" (not recorded) says nothing
-BASIS_WORDS = {"alone": "alone", "shared": "GPU shared", "other reading": "under another reading"}
+BASIS_WORDS = {"alone": "alone", "shared": "GPU shared", "other reading": "under another reading",
+               "runs": "its runs at the chain's times alone", "runs, shared": "its runs at the chain's times, "
+               "not all made alone"}
 
 
 def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: Mapping[str, float | None],
-                   memo: dict | None = None, basis: dict | None = None) -> dict[str, float | None]:
+                   memo: dict | None = None, basis: dict | None = None,
+                   side_by_side: Callable[[list[float]], float] | None = None) -> dict[str, float | None]:
     """Each job's time to plan with: its last recorded duration (``estimates``, from :func:`plan`) when it ran alone
     on its GPU; else the median of the times of its notebook and dataset that ran alone (any seed, the same
     ``device`` parameter); else its own time; else the median of those recorded for its notebook and dataset at
@@ -767,16 +770,29 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
     :mod:`vaesae.workflow.step` on a GPU slot since 2026-12-05; older manifests and the CPU's do not say): jobs that
     shared a GPU ran up to twice as slow; and last, the same notebook and dataset under another reading (the
     median of its times alone, else of all). ``basis``, when given, gets each job's "alone", "shared" (every time it
-    rests on was shared), "other reading" or "" (not recorded). ``memo``: the manifests read so far (:func:`_recorded_times`), shared
-    with :func:`devices_with_times` so each is read once."""
+    rests on was shared), "other reading", "runs" / "runs, shared" or "" (not recorded). ``memo``: the manifests read so far (:func:`_recorded_times`), shared
+    with :func:`devices_with_times` so each is read once.
+
+    A sub-study job that trains (08, 09, 10: :data:`TRAIN_SWITCH`) is planned from what it will train now, not from a
+    time of its own (its manifest may come from a run that trained other runs, or none): its runs, each at the time
+    of the chain's job of its kind on its dataset (:func:`substudy_seconds`; basis "runs" where every such time was
+    made alone, else "runs, shared": an upper estimate, jobs beside it ran up to twice as slow); ``side_by_side`` says how
+    its units share its GPU (seconds of each unit alone -> wall seconds; default: one after the other)."""
     out: dict[str, float | None] = {}
     basis = {} if basis is None else basis
     for job in jobs:
         own = estimates.get(job.id)
+        if _stem(job) in TRAIN_SWITCH and trains(job):
+            runs = substudy_seconds(job, results_dir, profile, memo, side_by_side)
+            if runs is not None:
+                out[job.id], basis[job.id] = runs[0], "runs" if runs[1] else "runs, shared"
+                continue
         if job.seed is None:
             out[job.id], basis[job.id] = own, ""
             continue
-        found = [r for r in _recorded_times(job, results_dir, profile, memo) if r[0] == job.params.get("device")]
+        name = job.id.split("[")[0]
+        found = [r for r in _recorded_times(name, job.dataset, results_dir, profile, memo)
+                 if r[0] == job.params.get("device")]
         alone = [t for _, t, others, _ in found if others is not None and others < ALONE_BELOW]
         mine = next((others for _, _, others, seed in found if seed == job.seed), None) if own is not None else None
         if own is not None and mine is not None and mine < ALONE_BELOW:
@@ -791,7 +807,7 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
         else:
             # the same notebook and dataset under another reading (04_extended for 04_extended@chosen and back): the
             # reading changes what the SAE reads, not what a step costs
-            kin = [r for r in _recorded_times(job, results_dir, profile, memo, other_readings=True)
+            kin = [r for r in _recorded_times(name, job.dataset, results_dir, profile, memo, other_readings=True)
                    if r[0] == job.params.get("device")]
             kin_alone = [t for _, t, others, _ in kin if others is not None and others < ALONE_BELOW]
             out[job.id] = statistics.median(kin_alone or [t for _, t, _, _ in kin]) if kin else None
@@ -799,23 +815,22 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
     return out
 
 
-def _recorded_times(job: Job, results_dir: Path, profile: str, memo: dict | None = None, *,
+def _recorded_times(name: str, dataset: str | None, results_dir: Path, profile: str, memo: dict | None = None, *,
                     other_readings: bool = False) -> list[tuple[str | None, float, float | None, int | None]]:
-    """(``device`` parameter, seconds, mean other jobs on its GPU or None, seed) of every manifest of ``job``'s
-    notebook and dataset, any seed; with ``other_readings``, of the same notebook under the other readings instead
-    (``04_extended`` for ``04_extended@chosen`` and back); kept in ``memo`` by notebook, dataset and that choice when
-    one is given (the jobs of every seed read the same manifests)."""
-    name = job.id.split("[")[0]
-    key = (name, job.dataset) + (("other readings",) if other_readings else ())
+    """(``device`` parameter, seconds, mean other jobs on its GPU or None, seed) of every manifest of job ``name``
+    (its id up to the brackets: ``04_extended@chosen``) on ``dataset``, any seed; with ``other_readings``, of the same
+    notebook under the other readings instead (``04_extended`` for ``04_extended@chosen`` and back); kept in ``memo``
+    by notebook, dataset and that choice when one is given (the jobs of every seed read the same manifests)."""
+    key = (name, dataset) + (("other readings",) if other_readings else ())
     if memo is not None and key in memo:
         return memo[key]
     folder = results_dir / profile / MANIFEST_DIR
     if other_readings:
         base = name.split("@")[0]
-        paths = sorted(p for p in folder.glob(f"{base}*__{job.dataset}_seed*.json")
+        paths = sorted(p for p in folder.glob(f"{base}*__{dataset}_seed*.json")
                        if p.name.split("__")[0].split("@")[0] == base and p.name.split("__")[0] != name)
     else:
-        paths = sorted(folder.glob(f"{name}__{job.dataset}_seed*.json"))
+        paths = sorted(folder.glob(f"{name}__{dataset}_seed*.json"))
     out = []
     for path in paths:
         m = read_manifest(path) or {}
@@ -828,6 +843,68 @@ def _recorded_times(job: Job, results_dir: Path, profile: str, memo: dict | None
     return out
 
 
+def substudy_phases(job: Job, profile: str, results_dir: Path) -> list[list[tuple[str, tuple[tuple[str, float], ...]]]]:
+    """What sub-study job ``job`` (08, 09 or 10, :data:`TRAIN_SWITCH`) trains, as phases trained one after the other,
+    each a list of units trained side by side (:mod:`vaesae.training.parallel`), each unit (dataset, its runs one
+    after the other as (the chain's job name, share of that job's time)): 08's remedies and 09's stage-3 ablations
+    are stage-3 runs from stage 2, a Top-k job's time each (as ``python -m vaesae.bench project`` counts them), 09's
+    init-seed ablation also a stage 2's; 10's readings (all but literal and a settled choice,
+    :func:`vaesae.analysis.readings.settled_choice`) a stage 2 and the warm-up's share of a Top-k, then, with its
+    ``curves`` ("chosen" while no choice is settled, or "all"), the rest of those Top-k runs. The chain's jobs are
+    those of the job's own reading (``03_stage3_topk@chosen`` for ``08_is_collapse_intrinsic@chosen``)."""
+    base, variant = _stem(job), job.id.split("[")[0].partition("@")[2]
+    suffix = f"@{variant}" if variant else ""
+    chain = {"stage2": R.get("stage2").notebook + suffix, "stage3": R.get("topk").notebook + suffix}
+    if job.seed is not None:
+        pairs = [(str(job.dataset), job.seed)]
+    else:   # the profile job: the datasets and seeds it trains itself (not those trained apart, --split)
+        pairs = list(dict.fromkeys((d.parent.parent.name, int(d.parent.name[4:])) for d in job.record_dirs
+                                   if d.parent.name.startswith("seed") and d.parent.name[4:].isdigit()))
+    if base == SWEEP_NOTEBOOK:
+        cfg = get_config(profile)
+        warm = min(1.0, warm_up_epochs(cfg.schedule_split) / cfg.epochs_stage3)
+        leave = settled_choice(results_dir, profile, [s for _, s in pairs])
+        readings = [r for r in SAE_READINGS if r not in ("literal", leave)]
+        phases = [[(d, ((chain["stage2"], 1.0), (chain["stage3"], warm))) for d, _ in pairs for _ in readings]]
+        curves = {"chosen": 1 if leave is None else 0, "all": len(readings)}.get(str(job.params.get("curves", "chosen")), 0)
+        if curves and warm < 1.0:
+            phases.append([(d, ((chain["stage3"], 1.0 - warm),)) for d, _ in pairs for _ in range(curves)])
+        return phases
+    units = []
+    for d, _ in pairs:
+        for name in (n for n in str(job.params.get(TRAIN_SWITCH[base]) or "").split(",") if n):
+            group = R.get(name).group
+            units.append((d, tuple((chain[R.get(r).kind], 1.0) for r in R.lineage(name) if R.get(r).group == group)))
+    return [units]
+
+
+def substudy_seconds(job: Job, results_dir: Path, profile: str, memo: dict | None = None,
+                     side_by_side: Callable[[list[float]], float] | None = None) -> tuple[float, bool] | None:
+    """(the time to plan sub-study job ``job`` with, whether every chain time it rests on was made alone): each unit
+    of :func:`substudy_phases` the sum of its runs' shares of the chain's job times on its dataset (the median of
+    those that ran alone, else of all, at the job's ``device``; the same notebook under another reading where its
+    own reading has none), its units' wall time by ``side_by_side`` (default: one after the other, as on the CPU or
+    without MPS), phase after phase. None where a time it needs is not recorded."""
+    device = job.params.get("device")
+    total, all_alone = 0.0, True
+    for units in substudy_phases(job, profile, results_dir):
+        seconds = []
+        for dataset, runs in units:
+            t = 0.0
+            for name, share in runs:
+                found = ([r for r in _recorded_times(name, dataset, results_dir, profile, memo) if r[0] == device]
+                         or [r for r in _recorded_times(name, dataset, results_dir, profile, memo, other_readings=True)
+                             if r[0] == device])
+                if not found:
+                    return None
+                alone = [s for _, s, others, _ in found if others is not None and others < ALONE_BELOW]
+                all_alone = all_alone and bool(alone)
+                t += share * statistics.median(alone or [s for _, s, _, _ in found])
+            seconds.append(t)
+        total += (side_by_side or sum)(seconds) if seconds else 0.0
+    return total, all_alone
+
+
 def devices_with_times(jobs: list[Job], results_dir: Path, profile: str,
                        estimates: Mapping[str, float | None], memo: dict | None = None) -> dict[str, int]:
     """For the jobs without an estimate (:func:`like_estimates`): each other ``device`` parameter with times recorded
@@ -836,7 +913,8 @@ def devices_with_times(jobs: list[Job], results_dir: Path, profile: str,
     for job in jobs:
         if estimates.get(job.id) is not None or job.seed is None:
             continue
-        for device in sorted({r[0] for r in _recorded_times(job, results_dir, profile, memo)} - {job.params.get("device")}):
+        recorded = _recorded_times(job.id.split("[")[0], job.dataset, results_dir, profile, memo)
+        for device in sorted({r[0] for r in recorded} - {job.params.get("device")}):
             if device:
                 count[device] = count.get(device, 0) + 1
     return count

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from functools import partial
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ..cliargs import Parser
 from ..config import PROFILES
@@ -176,6 +176,29 @@ class _Study:
         return self.results_dir / self.args.profile
 
     @property
+    def shares_gpus(self) -> bool:
+        """Whether jobs share a GPU here (each job on a GPU, more than one slot on one of them): the runner then
+        starts the MPS daemon unless --no-mps, and 08, 09 and 10 train their runs side by side under it."""
+        return self.gpu_jobs and self.per_gpu > 1 and max(Counter(self.slots).values(), default=0) > 1
+
+    def side_by_side(self) -> Callable[[list[float]], float] | None:
+        """How a sub-study job's runs share its GPU in this study, for the time to plan it with
+        (:func:`vaesae.workflow.jobs.substudy_seconds`): under the MPS daemon up to
+        :data:`vaesae.training.parallel.MAX_SIDE_BY_SIDE` at once, each slowed as the stage-3 runs of the newest
+        concurrent benchmark under the results folder's ``bench/`` were; else None, one after the other (as
+        :func:`vaesae.training.parallel.workers_for` trains them without MPS and on the CPU)."""
+        if not self.shares_gpus or self.args.no_mps:
+            return None
+        from ..training.parallel import MAX_SIDE_BY_SIDE
+        from .schedule import concurrent_benchmark, units_wall
+
+        found = concurrent_benchmark(self.results_dir / "bench")
+        if found is None:
+            return None
+        conc = found[1]
+        return lambda seconds: units_wall(seconds, conc, MAX_SIDE_BY_SIDE)
+
+    @property
     def gpu_jobs(self) -> bool:
         """Whether each job takes a GPU: this machine's, or under a cluster profile the scheduler's (--device cuda,
         or auto for the paper profile, which needs one)."""
@@ -243,7 +266,7 @@ def _print_plan(st: _Study) -> int:
     todo = [j for j in st.jobs if j.state != "skipped"]
     memo: dict = {}   # the manifests of each notebook and dataset, read once for both
     basis: dict = {}
-    est = like_estimates(todo, st.results_dir, st.args.profile, own, memo, basis)
+    est = like_estimates(todo, st.results_dir, st.args.profile, own, memo, basis, st.side_by_side())
     for j in st.jobs:
         words = BASIS_WORDS.get(basis.get(j.id, ""))
         how = f", {words}" if words else ""
@@ -257,7 +280,9 @@ def _print_plan(st: _Study) -> int:
               "dependencies" + (f"; {unknown} with no recorded time" if unknown else "")
               + " (each job's own time when it ran alone on its GPU, else the median of its notebook and dataset "
               "alone at any seed, else its own time, else the median at other seeds, else the same notebook's under "
-              "another reading; 'GPU shared': other jobs ran beside it, up to twice as slow)")
+              "another reading; 'GPU shared': other jobs ran beside it, up to twice as slow; a job of 08, 09 or 10 "
+              "that trains: its runs, each at the time of the chain's stage-2 or Top-k job on its dataset, side by "
+              "side as the job would train them)")
         packed = _packed_note(st, todo, est)
         if packed:
             print(packed)
@@ -358,8 +383,7 @@ def _snakemake(st: _Study, cmd: list[str]) -> tuple[int, bool]:
     this process alone are passed on (:func:`_stop`). Either way the jobs are stopped before this returns."""
     from ..mps import MPSDaemon
 
-    shared = st.gpu_jobs and st.per_gpu > 1 and max(Counter(st.slots).values()) > 1
-    mps = MPSDaemon() if shared and not st.args.no_mps else None
+    mps = MPSDaemon() if st.shares_gpus and not st.args.no_mps else None
     interrupted: list[int] = []
     stopping: list = []
     proc: subprocess.Popen | None = None
@@ -446,7 +470,8 @@ def _execute(st: _Study) -> int:
         if to_run:
             table = root / TABLE
             basis: dict = {}   # each job's running line names the time --list would plan it with, alone where known
-            planned = like_estimates(to_run, st.results_dir, args.profile, estimates, basis=basis)
+            planned = like_estimates(to_run, st.results_dir, args.profile, estimates, basis=basis,
+                                     side_by_side=st.side_by_side())
             write_table(table, st.jobs, profile=args.profile, results_dir=str(st.results_dir), commit=commit,
                         gpu=st.gpu_jobs, slots=[s for s in st.slots if s is not None] if st.gpu_jobs else [],
                         estimates={k: v for k, v in planned.items() if v is not None},

@@ -107,8 +107,22 @@ def packed_wall(jobs: Sequence[tuple[str, Sequence[str]]], seconds: Mapping[str,
     shares its GPU as ``conc``'s stage-3 processes were (MPS on or off). A dependency outside ``jobs`` counts as
     met. An upper estimate where jobs have parts that leave the GPU idle (start-up, evaluation): those overlap
     better than training does."""
-    single, modes = concurrent_modes(dict(conc))
-    factor = sharing_factor(modes.get("mps" if mps else "no_mps") or modes["no_mps"], single)
     ids = {j for j, _ in jobs}
     sim = [(j, [float(seconds.get(j) or 0.0)], {d for d in deps if d in ids}, 1) for j, deps in jobs]
-    return simulate_wall(sim, gpus, per_gpu, factor) if sim else 0.0
+    return simulate_wall(sim, gpus, per_gpu, _factor(conc, mps)) if sim else 0.0
+
+
+def units_wall(units: Sequence[float], conc: Mapping[str, Any], width: int, mps: bool = True) -> float:
+    """Wall seconds of one job's units on its GPU (:mod:`vaesae.training.parallel`: ``width`` processes at a time,
+    the next starting when one ends), each as long as ``units`` says alone, slowed while they share the GPU as
+    ``conc``'s stage-3 processes were (MPS on or off)."""
+    if not units:
+        return 0.0
+    sim = [("units", [float(u) for u in units], set(), max(1, min(int(width), len(units))))]
+    return simulate_wall(sim, 1, 1, _factor(conc, mps))
+
+
+def _factor(conc: Mapping[str, Any], mps: bool) -> Callable[[int], float]:
+    """:func:`sharing_factor` of ``conc``'s measurements with MPS on or off (off's where on's are missing)."""
+    single, modes = concurrent_modes(dict(conc))
+    return sharing_factor(modes.get("mps" if mps else "no_mps") or modes["no_mps"], single)
