@@ -984,8 +984,10 @@ def test_a_substudy_jobs_runs_share_its_gpu_only_where_the_study_runs_mps(tmp_pa
              "--device", "cuda", "--list", *extra]))
 
     shared = study("--gpus", "1", "--jobs-per-gpu", "4")
-    assert shared.shares_gpus and shared.side_by_side()([10.0, 10.0]) == pytest.approx(20.0 / 1.5)
+    assert shared.mps and shared.side_by_side()([10.0, 10.0]) == pytest.approx(20.0 / 1.5)
     assert study("--gpus", "1", "--jobs-per-gpu", "4", "--no-mps").side_by_side() is None
-    assert study("--gpus", "1").side_by_side() is None and not study("--gpus", "1").shares_gpus
+    assert study("--gpus", "1").side_by_side() is None and not study("--gpus", "1").mps
+    assert not study("--gpus", "2", "--jobs-per-gpu", "2", "--jobs", "2").mps   # one job a GPU: nothing shares
+    assert not study("--cluster", "slurm", "--jobs-per-gpu", "2", "--jobs", "4").mps   # SLURM places the jobs
     (results / "bench" / "GPU-X_concurrent.json").unlink()
     assert study("--gpus", "1", "--jobs-per-gpu", "4").side_by_side() is None   # no benchmark: no rate to use

@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from .. import runs as R
 from ..analysis import coverage
@@ -790,29 +790,52 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
         if job.seed is None:
             out[job.id], basis[job.id] = own, ""
             continue
-        name = job.id.split("[")[0]
-        found = [r for r in _recorded_times(name, job.dataset, results_dir, profile, memo)
-                 if r[0] == job.params.get("device")]
-        alone = [t for _, t, others, _ in found if others is not None and others < ALONE_BELOW]
-        mine = next((others for _, _, others, seed in found if seed == job.seed), None) if own is not None else None
-        if own is not None and mine is not None and mine < ALONE_BELOW:
+        name, device = job.id.split("[")[0], job.params.get("device")
+        mine = next((others for dev, _, others, seed in _recorded_times(name, job.dataset, results_dir, profile, memo)
+                     if dev == device and seed == job.seed), None) if own is not None else None
+        typical = _notebook_time(name, job.dataset, device, results_dir, profile, memo)
+        if own is not None and _alone(mine):
             out[job.id], basis[job.id] = own, "alone"
-        elif alone:
-            out[job.id], basis[job.id] = statistics.median(alone), "alone"
+        elif typical is not None and typical.alone and not typical.other_reading:
+            out[job.id], basis[job.id] = typical.seconds, "alone"
         elif own is not None:
             out[job.id], basis[job.id] = own, "shared" if mine is not None else ""
-        elif found:
-            shared = all(others is not None for _, _, others, _ in found)
-            out[job.id], basis[job.id] = statistics.median(t for _, t, _, _ in found), "shared" if shared else ""
+        elif typical is not None:
+            out[job.id] = typical.seconds
+            basis[job.id] = "other reading" if typical.other_reading else "shared" if typical.shared else ""
         else:
-            # the same notebook and dataset under another reading (04_extended for 04_extended@chosen and back): the
-            # reading changes what the SAE reads, not what a step costs
-            kin = [r for r in _recorded_times(name, job.dataset, results_dir, profile, memo, other_readings=True)
-                   if r[0] == job.params.get("device")]
-            kin_alone = [t for _, t, others, _ in kin if others is not None and others < ALONE_BELOW]
-            out[job.id] = statistics.median(kin_alone or [t for _, t, _, _ in kin]) if kin else None
-            basis[job.id] = "other reading" if kin else ""
+            out[job.id], basis[job.id] = None, ""
     return out
+
+
+def _alone(others: float | None) -> bool:
+    """Whether a job that saw ``others`` other jobs on its GPU on average (None: not recorded) ran alone."""
+    return others is not None and others < ALONE_BELOW
+
+
+class NotebookTime(NamedTuple):
+    """The time to plan a job of one notebook and dataset with, from the recorded ones (:func:`_notebook_time`)."""
+
+    seconds: float
+    alone: bool           # the median of times made alone
+    shared: bool          # every time it rests on was recorded as shared
+    other_reading: bool   # the notebook's times under the other readings (its own reading has none)
+
+
+def _notebook_time(name: str, dataset: str | None, device: str | None, results_dir: Path, profile: str,
+                   memo: dict | None = None) -> NotebookTime | None:
+    """The median of job ``name``'s times on ``dataset`` at ``device`` (any seed) made alone, else of all of them;
+    where none is recorded, the same of its notebook under the other readings (``04_extended`` for
+    ``04_extended@chosen`` and back: the reading changes what the SAE reads, not what a step costs); None where
+    neither has one."""
+    for other in (False, True):
+        found = [(t, o) for dev, t, o, _ in _recorded_times(name, dataset, results_dir, profile, memo,
+                                                             other_readings=other) if dev == device]
+        if found:
+            alone = [t for t, o in found if _alone(o)]
+            return NotebookTime(statistics.median(alone or [t for t, _ in found]), bool(alone),
+                                not alone and all(o is not None for _, o in found), other)
+    return None
 
 
 def _recorded_times(name: str, dataset: str | None, results_dir: Path, profile: str, memo: dict | None = None, *,
@@ -881,9 +904,8 @@ def substudy_phases(job: Job, profile: str, results_dir: Path) -> list[list[tupl
 def substudy_seconds(job: Job, results_dir: Path, profile: str, memo: dict | None = None,
                      side_by_side: Callable[[list[float]], float] | None = None) -> tuple[float, bool] | None:
     """(the time to plan sub-study job ``job`` with, whether every chain time it rests on was made alone): each unit
-    of :func:`substudy_phases` the sum of its runs' shares of the chain's job times on its dataset (the median of
-    those that ran alone, else of all, at the job's ``device``; the same notebook under another reading where its
-    own reading has none), its units' wall time by ``side_by_side`` (default: one after the other, as on the CPU or
+    of :func:`substudy_phases` the sum of its runs' shares of the chain's job times on its dataset
+    (:func:`_notebook_time`, at the job's ``device``), its units' wall time by ``side_by_side`` (default: one after the other, as on the CPU or
     without MPS), phase after phase. None where a time it needs is not recorded."""
     device = job.params.get("device")
     total, all_alone = 0.0, True
@@ -892,14 +914,11 @@ def substudy_seconds(job: Job, results_dir: Path, profile: str, memo: dict | Non
         for dataset, runs in units:
             t = 0.0
             for name, share in runs:
-                found = ([r for r in _recorded_times(name, dataset, results_dir, profile, memo) if r[0] == device]
-                         or [r for r in _recorded_times(name, dataset, results_dir, profile, memo, other_readings=True)
-                             if r[0] == device])
-                if not found:
+                typical = _notebook_time(name, dataset, device, results_dir, profile, memo)
+                if typical is None:
                     return None
-                alone = [s for _, s, others, _ in found if others is not None and others < ALONE_BELOW]
-                all_alone = all_alone and bool(alone)
-                t += share * statistics.median(alone or [s for _, s, _, _ in found])
+                all_alone = all_alone and typical.alone
+                t += share * typical.seconds
             seconds.append(t)
         total += (side_by_side or sum)(seconds) if seconds else 0.0
     return total, all_alone

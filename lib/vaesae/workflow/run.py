@@ -176,10 +176,12 @@ class _Study:
         return self.results_dir / self.args.profile
 
     @property
-    def shares_gpus(self) -> bool:
-        """Whether jobs share a GPU here (each job on a GPU, more than one slot on one of them): the runner then
-        starts the MPS daemon unless --no-mps, and 08, 09 and 10 train their runs side by side under it."""
-        return self.gpu_jobs and self.per_gpu > 1 and max(Counter(self.slots).values(), default=0) > 1
+    def mps(self) -> bool:
+        """Whether the study runs the MPS daemon: jobs share a GPU here (each job on a GPU, more than one slot on one
+        of them) and not --no-mps. 08, 09 and 10 then train their runs side by side under it."""
+        on_gpu = Counter(s for s in self.slots if s is not None)   # a cluster's slots have no GPU of this machine
+        shared = self.gpu_jobs and self.per_gpu > 1 and max(on_gpu.values(), default=0) > 1
+        return shared and not self.args.no_mps
 
     def side_by_side(self) -> Callable[[list[float]], float] | None:
         """How a sub-study job's runs share its GPU in this study, for the time to plan it with
@@ -187,7 +189,7 @@ class _Study:
         :data:`vaesae.training.parallel.MAX_SIDE_BY_SIDE` at once, each slowed as the stage-3 runs of the newest
         concurrent benchmark under the results folder's ``bench/`` were; else None, one after the other (as
         :func:`vaesae.training.parallel.workers_for` trains them without MPS and on the CPU)."""
-        if not self.shares_gpus or self.args.no_mps:
+        if not self.mps:
             return None
         from ..training.parallel import MAX_SIDE_BY_SIDE
         from .schedule import concurrent_benchmark, units_wall
@@ -305,9 +307,8 @@ def _packed_note(st: _Study, todo: list[Job], est: dict) -> str | None:
         return (f"packed {st.per_gpu} a GPU on {st.gpus} GPU(s): no estimate, no concurrent benchmark in "
                 f"{_rel(st.results_dir / 'bench')} (python -m vaesae.bench train --concurrent 1,2,3,4 on a GPU writes one)")
     path, conc = found
-    mps = st.per_gpu > 1 and not st.args.no_mps
-    wall = packed_wall([(j.id, j.deps) for j in todo], est, st.gpus, st.per_gpu, conc, mps)
-    return (f"packed {st.per_gpu} a GPU on {st.gpus} GPU(s), MPS {'on' if mps else 'off'}: about {fmt_seconds(wall)} "
+    wall = packed_wall([(j.id, j.deps) for j in todo], est, st.gpus, st.per_gpu, conc, st.mps)
+    return (f"packed {st.per_gpu} a GPU on {st.gpus} GPU(s), MPS {'on' if st.mps else 'off'}: about {fmt_seconds(wall)} "
             f"(each job as planned above, slowed while it shares its GPU as stage-3 runs were in {path.name}; an upper "
             "estimate, since jobs' start-up and evaluation overlap better than training)")
 
@@ -383,7 +384,7 @@ def _snakemake(st: _Study, cmd: list[str]) -> tuple[int, bool]:
     this process alone are passed on (:func:`_stop`). Either way the jobs are stopped before this returns."""
     from ..mps import MPSDaemon
 
-    mps = MPSDaemon() if st.shares_gpus and not st.args.no_mps else None
+    mps = MPSDaemon() if st.mps else None
     interrupted: list[int] = []
     stopping: list = []
     proc: subprocess.Popen | None = None
