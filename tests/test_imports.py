@@ -80,6 +80,42 @@ def test_a_run_from_a_retrained_chain_keeps_it_and_is_paired_with_it(tmp_path):
     assert cap.endswith("seed 42 (n=1). Made by commit dev0001; torch unknown; unknown.")
 
 
+def test_a_retrained_predecessor_keeps_its_jobs_manifest_and_list_plans_with_its_time(tmp_path):
+    """Each lineage entry keeps the manifest of the job that trained it there (as manifest.json; not another
+    reading's job of the same notebook), and --list's times count it: the Top-k job's time made alone on the device
+    is the one to plan the chosen reading's Top-k with, although the committed Top-k's manifest says nothing."""
+    from vaesae.workflow import jobs as J
+
+    src, dst = tmp_path / "device", tmp_path / "repo"
+    _committed(dst)
+    _device(src)
+    folder = src / "paper" / "_manifest"
+    for name, secs, others in (("01_stage1_vae", 100.0, 0.0), ("02_stage2_sae_init@chosen", 50.0, 0.0),
+                               ("03_stage3_topk@chosen", 300.0, 0.0), ("03_stage3_topk", 999.0, 0.0)):
+        (folder / f"{name}__{DS}_seed{SEED}.json").write_text(json.dumps({
+            "elapsed_s": secs, "job": f"{name}[{DS},seed{SEED}]", "gpu_others": {"mean": others, "max": 0, "samples": 9},
+            "params": {"dataset": DS, "seed": SEED, "device": "cuda"}}))
+    (dst / "paper" / "_manifest").mkdir(parents=True)
+    (dst / "paper" / "_manifest" / f"03_stage3_topk@chosen__{DS}_seed{SEED}.json").write_text(json.dumps({
+        "elapsed_s": 700.0, "job": f"03_stage3_topk@chosen[{DS},seed{SEED}]", "params": {"device": "cuda", "seed": SEED}}))
+    assert imports.main([str(src), str(dst), "--runs", f"extended@{R}"]) == 0
+    kept = _kept(dst / "paper" / DS / f"seed{SEED}")
+    assert [k for k in kept if k.endswith("manifest.json")] == \
+        ["stage1.A/manifest.json", f"stage2@{R}.B/manifest.json", f"topk@{R}.C/manifest.json"]
+    pool = dst / "paper" / DS / f"seed{SEED}" / "lineage"
+    assert json.loads((pool / f"topk@{R}.C" / "manifest.json").read_text())["elapsed_s"] == 300.0
+    times = J._recorded_times("03_stage3_topk@chosen", DS, dst, "paper")
+    assert sorted(t for _, t, _, _ in times) == [300.0, 700.0]
+    assert J._notebook_time("03_stage3_topk@chosen", DS, "cuda", dst, "paper") == J.NotebookTime(300.0, True, False, False)
+    # an entry kept by an older import, without the manifest, gets it when the run is imported again
+    (pool / f"topk@{R}.C" / "manifest.json").unlink()
+    assert imports.main([str(src), str(dst), "--runs", f"extended@{R}", "--replace"]) == 0
+    assert (pool / f"topk@{R}.C" / "manifest.json").is_file()
+    # another notebook's kept manifest is not this one's; the literal Top-k has none of its own: the kept one, alone
+    assert [t for _, t, _, _ in J._recorded_times("02_stage2_sae_init@chosen", DS, dst, "paper")] == [50.0]
+    assert J._notebook_time("03_stage3_topk", DS, "cuda", dst, "paper") == J.NotebookTime(300.0, True, False, True)
+
+
 def test_a_run_that_continued_the_committed_state_keeps_no_lineage(tmp_path):
     src, dst = tmp_path / "device", tmp_path / "repo"
     _committed(dst)

@@ -844,7 +844,9 @@ def test_gpus_is_refused_in_one_line_outside_planning(extra, tmp_path, capsys):
 def test_list_plans_a_job_never_run_with_its_notebooks_times_under_another_reading(tmp_path):
     """The literal reading's extended training has no time recorded for dSprites, the chosen reading's has: the
     plan takes the median of those that ran alone (else of all), at the same device, and says so ('other reading');
-    a job's own notebook's times, where any exist, come first. (The real notebooks: the fakes declare no reading.)"""
+    a job's own notebook's times come first among those made alone, and among the rest, but a time made alone under
+    another reading beats its own notebook's not known to be alone (the reading changes what the SAE reads, not
+    what a step costs). (The real notebooks: the fakes declare no reading.)"""
     jobs, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42, 43], results_dir=tmp_path / "results",
                                   figures_dir=tmp_path / "figures", source="auto", device="cuda",
                                   only=["04", "04@chosen"])
@@ -871,10 +873,20 @@ def test_list_plans_a_job_never_run_with_its_notebooks_times_under_another_readi
     est = pipeline.like_estimates(jobs, tmp_path / "results", "smoke", own, basis=basis)
     for seed in (42, 43):
         job = f"04_extended[dsprites,seed{seed}]"
-        assert (est[job], basis[job]) == (600.0, "other reading")
+        assert (est[job], basis[job]) == (600.0, "alone, other reading")
     assert (est["04_extended[shapes3d,seed43]"], basis["04_extended[shapes3d,seed43]"]) == (400.0, "alone")
-    # and back: the chosen reading's Shapes3D seed 43 has its own notebook's seed-42 time (not recorded as alone)
+    # and back: the chosen reading's Shapes3D seed 43 has its own notebook's seed-42 time, not recorded as alone,
+    # and the literal one's made alone: that one
+    assert (est["04_extended@chosen[shapes3d,seed43]"], basis["04_extended@chosen[shapes3d,seed43]"]) == \
+        (400.0, "alone, other reading")
+    # with no time made alone anywhere, its own notebook's (any) before another reading's
+    manifest("04_extended[shapes3d,seed42]", 400.0, 1.0)
+    manifest("04_extended@chosen[dsprites,seed42]", 600.0, 2.0)
+    basis = {}
+    est = pipeline.like_estimates(jobs, tmp_path / "results", "smoke", own, basis=basis)
     assert (est["04_extended@chosen[shapes3d,seed43]"], basis["04_extended@chosen[shapes3d,seed43]"]) == (500.0, "")
+    assert (est["04_extended[dsprites,seed43]"], basis["04_extended[dsprites,seed43]"]) == (750.0, "other reading")
+    assert (est["04_extended@chosen[dsprites,seed43]"], basis["04_extended@chosen[dsprites,seed43]"]) == (900.0, "shared")
     # nothing recorded under any reading at this device: no estimate
     (folder / by_id["04_extended@chosen[dsprites,seed42]"].manifest_name).unlink()
     (folder / by_id["04_extended@chosen[dsprites,seed43]"].manifest_name).unlink()

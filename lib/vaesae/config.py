@@ -75,6 +75,14 @@ def reading_changes(reading: str) -> int:
     return len(reading_parts(reading))
 
 
+# A run trained on the GPU from a predecessor that was trained again there (its checkpoint cannot leave the machine,
+# and GPU training is not bit-repeatable, so it differs from the committed predecessor) has that predecessor's
+# records kept once per dataset and seed, in <seed dir>/lineage/<predecessor folder>.<first 12 hex of its
+# checkpoint_sha256>/ (python -m vaesae.workflow.imports; the runs of one device session share one entry): Study.start
+# pairs the run with the state it really started from, found by the SHA-256 it recorded as its input
+LINEAGE = "lineage"
+
+
 def run_folder(run: str, reading_sae: str = "literal") -> str:
     """The records folder of ``run`` under ``reading_sae``: ``run`` for literal and for stage 1 (which does not
     depend on the reading), else ``run@reading`` (e.g. ``topk@centred+boost_steps``), so that records of

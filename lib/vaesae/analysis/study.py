@@ -20,17 +20,11 @@ import pandas as pd
 from . import paper
 from .labels import mean_std
 from .. import runs as R
+from ..config import LINEAGE   # re-exported: page, treesize and imports name it from here
 from ..errors import VaesaeError
 from ..io import repo_path
 from ..metrics.columns import dead_col, spec_col
 from ..metrics.records import load_neurons, neurons_path
-
-# A run trained on the GPU from a predecessor that was trained again there (its checkpoint cannot leave the machine,
-# and GPU training is not bit-repeatable, so it differs from the committed predecessor) has that predecessor's
-# records kept once per dataset and seed, in <seed dir>/lineage/<predecessor folder>.<first 12 hex of its
-# checkpoint_sha256>/ (python -m vaesae.workflow.imports; the runs of one device session share one entry): Study.start
-# pairs the run with the state it really started from, found by the SHA-256 it recorded as its input
-LINEAGE = "lineage"
 
 
 def lineage_entry(folder: str, checkpoint_sha256: str) -> str:

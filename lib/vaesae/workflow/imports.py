@@ -14,8 +14,8 @@ with the committed predecessor would compare two chains. So for each run named:
 * its chain is walked back through the registry's ``from_run``: a predecessor whose committed ``checkpoint_sha256``
   is the run's ``input_sha256`` ends the walk (the run continued the committed state); otherwise the device's record
   of it, which must carry that SHA-256, is kept in the seed's ``lineage/<predecessor folder>.<first 12 hex of that
-  SHA-256>/`` (``run.json``, ``epochs.csv`` and its notebook's HTML; :func:`vaesae.analysis.study.lineage_entry`), and
-  the walk goes on from it. The runs one device session trained from one retrained chain (an L1 run and the
+  SHA-256>/`` (``run.json``, ``epochs.csv``, its notebook's HTML and its job's manifest as ``manifest.json``, whose
+  time ``--list`` plans with: :func:`vaesae.analysis.study.lineage_entry`), and the walk goes on from it. The runs one device session trained from one retrained chain (an L1 run and the
   remedies from one stage 2) share its entries: each predecessor is kept once per dataset and seed. An entry no
   committed run leads to any more (its run imported again with ``--replace``) is removed.
 
@@ -41,7 +41,7 @@ from ..analysis.study import LINEAGE, lineage_entry
 from ..config import SAE_READINGS, run_folder, split_run_folder
 from ..errors import VaesaeError
 from ..io import atomic_write_bytes, load_json
-from .jobs import TRAIN_SWITCH
+from .jobs import LINEAGE_MANIFEST, MANIFEST_DIR, TRAIN_SWITCH
 
 # a run folder's records (with its neurons_*.npz); the lineage keeps these of a predecessor, not its arrays
 RECORD_FILES = ("epochs.csv", "run.json")
@@ -114,7 +114,7 @@ def plan_import(src: Path, dst: Path, profile: str, dataset: str, seed: int, fol
                 replace: bool = False, importing: Sequence[str] = ()) -> dict:
     """What importing run folder ``folder`` of one dataset and seed copies, checked, nothing written.
 
-    Returns ``{"folder", "records": [Path], "lineage": [(entry name, [Path])], "jobs": [(Path, rel)]}``, the
+    Returns ``{"folder", "records": [Path], "lineage": [(entry name, [(Path, name there)])], "jobs": [(Path, rel)]}``, the
     lineage's entries (:func:`~vaesae.analysis.study.lineage_entry`) in walk order.
     Raises :class:`VaesaeError` (one line) when the run is not in ``src``, is already in ``dst`` (without
     ``replace``), or started from a state that is neither committed in ``dst`` nor recorded in ``src``.
@@ -147,8 +147,11 @@ def plan_import(src: Path, dst: Path, profile: str, dataset: str, seed: int, fol
         here = d_dir / LINEAGE / lineage_entry(pf, want)
         if here.is_dir() and load_json(here / "run.json").get("checkpoint_sha256") != want:
             raise VaesaeError(f"{here} holds another record than the {pf} of SHA-256 {want[:12]}…; remove it and import again")
-        html = [p for p in sorted(s_dir.glob("*.html")) if _is_job_of(p.stem, pred, reading, chosen)]
-        lineage.append((lineage_entry(pf, want), [s_dir / pf / f for f in RECORD_FILES if (s_dir / pf / f).is_file()] + html))
+        html = [(p, p.name) for p in sorted(s_dir.glob("*.html")) if _is_job_of(p.stem, pred, reading, chosen)]
+        manifest = [(p, LINEAGE_MANIFEST) for p in sorted((src / profile / MANIFEST_DIR).glob(f"*__{dataset}_seed{seed}.json"))
+                    if _is_job_of(p.name.split("__")[0], pred, reading, chosen)]
+        lineage.append((lineage_entry(pf, want), [(s_dir / pf / f, f) for f in RECORD_FILES if (s_dir / pf / f).is_file()]
+                        + html + manifest[:1]))
         cur, pred = load_json(theirs), R.get(pred).from_run
     return {"folder": folder, "records": _records(s_dir / folder), "lineage": lineage,
             "jobs": _job_files(src, profile, dataset, seed, run, reading, chosen)}
@@ -156,20 +159,24 @@ def plan_import(src: Path, dst: Path, profile: str, dataset: str, seed: int, fol
 
 def apply_import(plan: dict, dst: Path, profile: str, dataset: str, seed: int) -> list[Path]:
     """Write what :func:`plan_import` listed; returns the paths written. Each lineage entry the seed's ``lineage/``
-    folder lacks is built beside its place and moved in (one already there is the same record: its SHA-256 is in
-    its name and run.json); then the run folder, replacing an older one whole; then the entries no run leads to any
+    folder lacks is built beside its place and moved in (one already there is the same record, its SHA-256 is in
+    its name and run.json: it gets the files it lacks, such as the manifest older imports did not keep); then the run folder, replacing an older one whole; then the entries no run leads to any
     more are removed (:func:`prune_lineage`)."""
     d_dir = _seed_dir(dst, profile, dataset, seed)
     written: list[Path] = []
     for entry, files in plan["lineage"]:
         final = d_dir / LINEAGE / entry
-        if final.is_dir():
+        if final.is_dir():   # the same record (its SHA-256 names it): add what an older import did not keep
+            for p, name in files:
+                if not (final / name).exists():
+                    atomic_write_bytes(final / name, p.read_bytes())
+                    written.append(final / name)
             continue
         stage = d_dir / LINEAGE / f".{entry}.importing"
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir(parents=True)
-        for p in files:
-            shutil.copyfile(p, stage / p.name)
+        for p, name in files:
+            shutil.copyfile(p, stage / name)
         stage.replace(final)
         written += sorted(final.iterdir())
     final, stage = d_dir / plan["folder"], d_dir / f".{plan['folder']}.importing"

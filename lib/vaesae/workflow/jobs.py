@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 from .. import runs as R
 from ..analysis import coverage
 from ..analysis.readings import RULE_SEED, settled_choice
-from ..config import PROFILES, SAE_READINGS, get_config, run_folder, split_run_folder, warm_up_epochs
+from ..config import LINEAGE, PROFILES, SAE_READINGS, get_config, run_folder, split_run_folder, warm_up_epochs
 from ..errors import VaesaeError
 from ..io import REPO_ROOT, atomic_save_json, sha256_file
 
@@ -487,6 +487,9 @@ def _parse_only(text: str, datasets: Sequence[str] | None = None, seeds: Sequenc
 
 
 MANIFEST_DIR = "_manifest"
+# the job manifest of a predecessor trained again on a device for a later run, kept with its records in the seed's
+# lineage/ entry (vaesae.workflow.imports): its time counts among its notebook's recorded ones (_recorded_times)
+LINEAGE_MANIFEST = "manifest.json"
 
 
 def _manifest_path(results_dir: Path, profile: str, job: Job) -> Path:
@@ -756,6 +759,7 @@ def plan(jobs: list[Job], results_dir: Path, profile: str, *, force: bool = Fals
 ALONE_BELOW = 0.5   # a job that saw fewer other jobs than this on its GPU, on average, ran alone
 # what --list and the running line say of an estimate's basis (like_estimates); "" (not recorded) says nothing
 BASIS_WORDS = {"alone": "alone", "shared": "GPU shared", "other reading": "under another reading",
+               "alone, other reading": "alone under another reading",
                "runs": "its runs at the chain's times alone", "runs, shared": "its runs at the chain's times, "
                "not all made alone"}
 
@@ -765,12 +769,14 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
                    side_by_side: Callable[[list[float]], float] | None = None) -> dict[str, float | None]:
     """Each job's time to plan with: its last recorded duration (``estimates``, from :func:`plan`) when it ran alone
     on its GPU; else the median of the times of its notebook and dataset that ran alone (any seed, the same
-    ``device`` parameter); else its own time; else the median of those recorded for its notebook and dataset at
-    other seeds; None where none exists. Whether a job ran alone is in its manifest (``gpu_others``, written by
-    :mod:`vaesae.workflow.step` on a GPU slot since 2026-12-05; older manifests and the CPU's do not say): jobs that
-    shared a GPU ran up to twice as slow; and last, the same notebook and dataset under another reading (the
-    median of its times alone, else of all). ``basis``, when given, gets each job's "alone", "shared" (every time it
-    rests on was shared), "other reading", "runs" / "runs, shared" or "" (not recorded). ``memo``: the manifests read so far (:func:`_recorded_times`), shared
+    ``device`` parameter; those of predecessors trained again for a later run and kept in lineage entries count
+    too), else the same under another reading; else its own time; else the median of those recorded for its
+    notebook and dataset at other seeds; None where none exists. Whether a job ran alone is in its manifest
+    (``gpu_others``, written by :mod:`vaesae.workflow.step` on a GPU slot since 2026-12-05; older manifests and the
+    CPU's do not say): jobs that shared a GPU ran up to twice as slow; and last, the same notebook and dataset under
+    another reading (the median of all its times). ``basis``, when given, gets each job's "alone", "alone, other
+    reading", "shared" (every time it rests on was shared), "other reading", "runs" / "runs, shared" or "" (not
+    recorded): the keys of :data:`BASIS_WORDS`. ``memo``: the manifests read so far (:func:`_recorded_times`), shared
     with :func:`devices_with_times` so each is read once.
 
     A sub-study job that trains (08, 09, 10: :data:`TRAIN_SWITCH`) is planned from what it will train now, not from a
@@ -796,8 +802,8 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
         typical = _notebook_time(name, job.dataset, device, results_dir, profile, memo)
         if own is not None and _alone(mine):
             out[job.id], basis[job.id] = own, "alone"
-        elif typical is not None and typical.alone and not typical.other_reading:
-            out[job.id], basis[job.id] = typical.seconds, "alone"
+        elif typical is not None and typical.alone:
+            out[job.id], basis[job.id] = typical.seconds, "alone, other reading" if typical.other_reading else "alone"
         elif own is not None:
             out[job.id], basis[job.id] = own, "shared" if mine is not None else ""
         elif typical is not None:
@@ -824,39 +830,44 @@ class NotebookTime(NamedTuple):
 
 def _notebook_time(name: str, dataset: str | None, device: str | None, results_dir: Path, profile: str,
                    memo: dict | None = None) -> NotebookTime | None:
-    """The median of job ``name``'s times on ``dataset`` at ``device`` (any seed) made alone, else of all of them;
-    where none is recorded, the same of its notebook under the other readings (``04_extended`` for
-    ``04_extended@chosen`` and back: the reading changes what the SAE reads, not what a step costs); None where
-    neither has one."""
+    """The median of job ``name``'s times on ``dataset`` at ``device`` (any seed) made alone; else of its notebook's
+    made alone under the other readings (``04_extended`` for ``04_extended@chosen`` and back: the reading changes
+    what the SAE reads, not what a step costs); else of all of job ``name``'s; else of all under the other readings;
+    None where neither has one."""
+    found = {other: [(t, o) for dev, t, o, _ in _recorded_times(name, dataset, results_dir, profile, memo,
+                                                                other_readings=other) if dev == device]
+             for other in (False, True)}
     for other in (False, True):
-        found = [(t, o) for dev, t, o, _ in _recorded_times(name, dataset, results_dir, profile, memo,
-                                                             other_readings=other) if dev == device]
-        if found:
-            alone = [t for t, o in found if _alone(o)]
-            return NotebookTime(statistics.median(alone or [t for t, _ in found]), bool(alone),
-                                not alone and all(o is not None for _, o in found), other)
+        alone = [t for t, o in found[other] if _alone(o)]
+        if alone:
+            return NotebookTime(statistics.median(alone), True, False, other)
+    for other in (False, True):
+        if found[other]:
+            return NotebookTime(statistics.median([t for t, _ in found[other]]), False,
+                                all(o is not None for _, o in found[other]), other)
     return None
 
 
 def _recorded_times(name: str, dataset: str | None, results_dir: Path, profile: str, memo: dict | None = None, *,
                     other_readings: bool = False) -> list[tuple[str | None, float, float | None, int | None]]:
     """(``device`` parameter, seconds, mean other jobs on its GPU or None, seed) of every manifest of job ``name``
-    (its id up to the brackets: ``04_extended@chosen``) on ``dataset``, any seed; with ``other_readings``, of the same
+    (its id up to the brackets: ``04_extended@chosen``) on ``dataset``, any seed, those kept with predecessors in the
+    seeds' lineage entries (:data:`LINEAGE_MANIFEST`: trained again on a device) included; with ``other_readings``, of the same
     notebook under the other readings instead (``04_extended`` for ``04_extended@chosen`` and back); kept in ``memo``
     by notebook, dataset and that choice when one is given (the jobs of every seed read the same manifests)."""
     key = (name, dataset) + (("other readings",) if other_readings else ())
     if memo is not None and key in memo:
         return memo[key]
     folder = results_dir / profile / MANIFEST_DIR
-    if other_readings:
-        base = name.split("@")[0]
-        paths = sorted(p for p in folder.glob(f"{base}*__{dataset}_seed*.json")
-                       if p.name.split("__")[0].split("@")[0] == base and p.name.split("__")[0] != name)
-    else:
-        paths = sorted(folder.glob(f"{name}__{dataset}_seed*.json"))
+    base = name.split("@")[0]
+    mine = ((lambda stem: stem.split("@")[0] == base and stem != name) if other_readings else (lambda stem: stem == name))
+    paths = sorted(p for p in folder.glob(f"{base}*__{dataset}_seed*.json") if mine(p.name.split("__")[0]))
+    kept = sorted((results_dir / profile / str(dataset)).glob(f"seed*/{LINEAGE}/*/{LINEAGE_MANIFEST}"))
     out = []
-    for path in paths:
+    for path in paths + kept:
         m = read_manifest(path) or {}
+        if path in kept and not mine(str(m.get("job", "")).split("[")[0]):
+            continue
         if m.get("elapsed_s") is not None:
             others = (m.get("gpu_others") or {}).get("mean")
             out.append((m.get("params", {}).get("device"), float(m["elapsed_s"]),

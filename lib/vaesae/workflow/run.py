@@ -281,7 +281,8 @@ def _print_plan(st: _Study) -> int:
               f"time as planned, {fmt_seconds(critical_path(todo, est))} along the longest chain of "
               "dependencies" + (f"; {unknown} with no recorded time" if unknown else "")
               + " (each job's own time when it ran alone on its GPU, else the median of its notebook and dataset "
-              "alone at any seed, else its own time, else the median at other seeds, else the same notebook's under "
+              "alone at any seed (a predecessor's trained again for a later run too), else the same under another "
+              "reading, else its own time, else the median at other seeds, else the same notebook's under "
               "another reading; 'GPU shared': other jobs ran beside it, up to twice as slow; a job of 08, 09 or 10 "
               "that trains: its runs, each at the time of the chain's stage-2 or Top-k job on its dataset, side by "
               "side as the job would train them)")
