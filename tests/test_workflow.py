@@ -669,6 +669,25 @@ def test_list_plans_with_the_times_of_jobs_that_ran_alone_on_their_gpu(fake_note
     assert est["02_stage2_sae_init[shapes3d,seed42]"] is None and basis["02_stage2_sae_init[shapes3d,seed42]"] == ""
 
 
+def test_the_data_job_is_planned_with_its_time_at_another_seed_only(fake_notebooks, tmp_path):
+    """00_data's manifest names the seed whose images it shows (the first of --seeds): a study of other seeds plans
+    it with that time; a manifest made with any other parameter changed (another source) gives none."""
+    folder = tmp_path / "results" / "smoke"
+
+    def plan(seeds):
+        jobs, _ = pipeline.build_jobs("smoke", ["dsprites"], seeds, results_dir=tmp_path / "results",
+                                      figures_dir=tmp_path / "figures", source="procedural", device="cpu", only=["00"])
+        return jobs, pipeline.like_estimates(jobs, tmp_path / "results", "smoke", {j.id: None for j in jobs})
+
+    jobs, _ = plan([42])
+    (job,) = jobs
+    (folder / pipeline.MANIFEST_DIR).mkdir(parents=True)
+    (folder / job.manifest_name).write_text(json.dumps({"elapsed_s": 14.0, "params": job.params}))
+    assert plan([43])[1] == {job.id: 14.0}
+    (folder / job.manifest_name).write_text(json.dumps({"elapsed_s": 14.0, "params": {**job.params, "source": "real"}}))
+    assert plan([43])[1] == {job.id: None}
+
+
 def test_the_running_line_names_the_estimate_and_whether_it_was_made_alone():
     settings = {"estimates": {"a": 306.0, "b": 715.0, "c": 61.0}, "estimate_basis": {"a": "alone", "b": "shared"}}
     assert step.estimate_note(settings, "a") == " (estimate 5:06, alone)"

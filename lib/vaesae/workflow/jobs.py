@@ -794,6 +794,11 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
                 out[job.id], basis[job.id] = runs[0], "runs" if runs[1] else "runs, shared"
                 continue
         if job.seed is None:
+            if own is None:   # 00_data's seed only picks the images it shows: its time at another seed is its time
+                m = read_manifest(_manifest_path(results_dir, profile, job)) or {}
+                theirs = m.get("params") if isinstance(m.get("params"), dict) else {}
+                if m.get("elapsed_s") is not None and {**theirs, "seed": None} == {**job.params, "seed": None}:
+                    own = float(m["elapsed_s"])
             out[job.id], basis[job.id] = own, ""
             continue
         name, device = job.id.split("[")[0], job.params.get("device")
