@@ -212,6 +212,24 @@ def test_bench_variants_are_switches_of_the_config_and_a_bad_one_is_refused():
         bench_train.cmd_train(bench_cli.build_parser().parse_args(["train", "--device", "cpu", "--variants", "sae_bf16,fp8"]))
 
 
+def test_bench_times_each_remedy_sparsifier_in_top_ks_place_and_refuses_an_unknown_one(tmp_path, capsys):
+    """--sparsifiers: a stage-3 row per remedy of notebook 08, its step built with that sparsifier (each remedy's
+    step differs from Top-k's, so its loss does), beside Top-k's; an unknown name is one line, nothing written."""
+    tiny = ["train", "--device", "cpu", "--profile", "smoke", "--datasets", "dsprites", "--steps", "2", "--warmup", "1",
+            "--images", "64", "--eval-n", "100", "--no-reference", "--out", str(tmp_path)]
+    with pytest.raises(VaesaeError, match="unknown sparsifier 'topk_typo'; choose from topk_aux"):
+        bench_train.cmd_train(bench_cli.build_parser().parse_args(tiny + ["--sparsifiers", "topk_aux,topk_typo"]))
+    assert not list(tmp_path.iterdir())
+    assert bench_cli.main(tiny + ["--sparsifiers", "batchtopk,elastic"]) == 0
+    res = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert res["params"]["sparsifiers"] == ["batchtopk", "elastic"]
+    rows = {r["path"]: r for r in res["rows"] if r["stage"] == "stage3"}
+    assert set(rows) == {"project", "sparsifier:batchtopk", "sparsifier:elastic"}
+    assert set(res["throughput"]["dsprites"]) == {"stage1", "stage2", "stage3", "stage3_batchtopk", "stage3_elastic"}
+    assert rows["sparsifier:elastic"]["loss"] != rows["project"]["loss"]
+    assert "stage-3 sparsifier batchtopk" in capsys.readouterr().out
+
+
 def test_verify_summary_compares_the_mean_difference_with_the_seed_spread():
     finals = {"fast": {0: {"dead_pct@0.001": 80.0, "mig": 0.10, "mse": 0.010},
                        1: {"dead_pct@0.001": 82.0, "mig": 0.12, "mse": 0.011}},

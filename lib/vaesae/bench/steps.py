@@ -54,12 +54,13 @@ def reference_stage3_loss(model, x: torch.Tensor, k: int, k_latent: int, cfg) ->
 
 
 def _bench_setup(dataset: str, kind: str, device: torch.device, *, fast: bool, n_images: int, seed: int = 0,
-                 overrides: dict[str, Any] | None = None, profile: str = "paper"):
+                 overrides: dict[str, Any] | None = None, profile: str = "paper", sparsifier: str = "topk"):
     """(config, dataset, images, parts) of one paper-profile run of ``kind`` ("stage1", "stage2", "stage3") on
     ``device``, as training builds them (:func:`vaesae.training.train.build_parts`: model, optimiser, Top-k sparsifiers,
     revival where the config has it, begun), and ``n_images`` procedural training images resident there (uint8).
     ``overrides``: speed switches changed from the paper profile's (the fast path only). ``profile``: another
-    profile's model (the tests' tiny CPU form of the concurrent benchmark)."""
+    profile's model (the tests' tiny CPU form of the concurrent benchmark). ``sparsifier``: stage 2's and 3's
+    (:func:`vaesae.sparsity.make_sparsifier`; a remedy of notebook 08 in its place, as that notebook trains it)."""
     from ..training import train as T
     from ..config import get_config
     from ..data.loader import load_dataset
@@ -72,7 +73,7 @@ def _bench_setup(dataset: str, kind: str, device: torch.device, *, fast: bool, n
     images = ds.images_torch(idx, device)
     torch.manual_seed(seed)
     model = HybridVAESAE.from_config(cfg, ds.channels).to(device)
-    parts = T.build_parts(model, cfg, kind, "topk" if kind != "stage1" else None, device)
+    parts = T.build_parts(model, cfg, kind, sparsifier if kind != "stage1" else None, device)
     parts.begin_stage()
     return cfg, ds, images, parts
 
@@ -88,11 +89,11 @@ def _epoch_ctx(cfg, parts, epoch: int) -> tuple[dict, dict, dict]:
 
 
 def _project_engine(dataset: str, kind: str, device: torch.device, *, epoch: int, n_images: int, n_batches: int,
-                    overrides: dict[str, Any] | None = None, profile: str = "paper"):
+                    overrides: dict[str, Any] | None = None, profile: str = "paper", sparsifier: str = "topk"):
     """(config, vaesae.training.engine.StepEngine of one run of ``kind`` in its epoch ``epoch``, resident images, ``n_batches``
     seeded rows of batch indices): the project's own step, as training runs it."""
     cfg, ds, images, parts = _bench_setup(dataset, kind, device, fast=True, n_images=n_images, overrides=overrides,
-                                          profile=profile)
+                                          profile=profile, sparsifier=sparsifier)
     engine = parts.engine(cfg, device)
     ctx, state, lstate = _epoch_ctx(cfg, parts, epoch)
     engine.begin_epoch(ctx, signature=(tuple(state.items()), tuple(lstate.items()), 1, 1))
@@ -113,11 +114,13 @@ def run_steps(step: Callable[[int], Any], first: int, last: int, device: torch.d
 
 
 def time_project_step(dataset: str, kind: str, device: torch.device, *, epoch: int, steps: int, warmup: int,
-                      n_images: int, overrides: dict[str, Any] | None = None, profile: str = "paper") -> dict[str, Any]:
+                      n_images: int, overrides: dict[str, Any] | None = None, profile: str = "paper",
+                      sparsifier: str = "topk") -> dict[str, Any]:
     """Images/s of the project's own step (vaesae.training.engine.StepEngine with the paper profile's switches, or
-    with ``overrides`` of them)."""
+    with ``overrides`` of them; Top-k, or ``sparsifier`` in its place)."""
     cfg, engine, images, order = _project_engine(dataset, kind, device, epoch=epoch, n_images=n_images,
-                                                 n_batches=warmup + steps, overrides=overrides, profile=profile)
+                                                 n_batches=warmup + steps, overrides=overrides, profile=profile,
+                                                 sparsifier=sparsifier)
     def one(i: int) -> None:
         engine.step(images[order[i]])
 

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 import torch
 
+from .. import runs as R
 from ..errors import VaesaeError
 from ..io import REPO_ROOT, atomic_save_json, environment_info, repo_path
 from .concurrent import _print_concurrent, concurrent_aggregates, run_concurrent
@@ -21,12 +22,13 @@ from .steps import N_TRAIN, STAGE_EPOCH, TRAIN_TARGETS, agreement, cfg_batch, pr
 def run_train_bench(*, device: str, steps: int, warmup: int, n_images: int, datasets: tuple[str, ...],
                     reference: bool, n_eval: int, variants: tuple[str, ...] = (), concurrent: tuple[int, ...] = (),
                     window_s: float = 10.0, mps: bool = True, profile: str = "paper", chunk: int = 20,
-                    threads: int | None = None) -> dict[str, Any]:
+                    threads: int | None = None, sparsifiers: tuple[str, ...] = ()) -> dict[str, Any]:
     """The single-run timings, and with ``concurrent`` the concurrent stage-3 runs (:func:`run_concurrent`) first,
     while this process has no CUDA context yet (every CUDA context of the measurement lives in a worker, so the
     MPS daemon meets no context made before it), then the study projection (:func:`project_study`).
     ``profile``: the model and batch of another profile (smoke: the tests' tiny CPU form; its numbers mean
-    nothing); the projections are always of the paper protocol."""
+    nothing); the projections are always of the paper protocol. ``sparsifiers``: notebook 08's remedies, each timed
+    in Top-k's place at stage 3's epoch (what a remedy run's step costs beside a Top-k run's)."""
     if device == "cuda" and not torch.cuda.is_available():
         raise VaesaeError("--device cuda asked for, but torch sees no CUDA device")
     dev = torch.device(device)
@@ -57,6 +59,15 @@ def run_train_bench(*, device: str, steps: int, warmup: int, n_images: int, data
             print(f"  {ds:9s} stage3  {name:22s} {r['img_s']:12,.0f} img/s  ({r['step_ms']:.2f} ms/step)", flush=True)
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
+        for name in sparsifiers:
+            r = time_project_step(ds, "stage3", dev, epoch=STAGE_EPOCH["stage3"], steps=steps, warmup=warmup, n_images=n_images,
+                                  profile=profile, sparsifier=name)
+            rows.append({"dataset": ds, "stage": "stage3", "path": f"sparsifier:{name}", **r})
+            tp[ds][f"stage3_{name}"] = r["img_s"]
+            print(f"  {ds:9s} stage3  {name:22s} {r['img_s']:12,.0f} img/s  ({r['step_ms']:.2f} ms/step, "
+                  f"graph {r['cuda_graph']})", flush=True)
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
         if reference:
             r = time_reference_step(ds, dev, epoch=STAGE_EPOCH["stage3"], steps=steps, warmup=warmup, n_images=n_images, profile=profile)
             rows.append({"dataset": ds, "stage": "stage3", "path": "reference", **r})
@@ -69,7 +80,7 @@ def run_train_bench(*, device: str, steps: int, warmup: int, n_images: int, data
     proj = project_times(tp, ev["eval_s"])
     result = {"benchmark": "train", "environment": environment_info(), "torch_threads": torch.get_num_threads(),
               "params": {"device": device, "steps": steps, "warmup": warmup, "n_images": n_images, "datasets": list(datasets),
-                         "variants": list(variants), "concurrent": list(concurrent), "concurrent_window_s": window_s,
+                         "variants": list(variants), "sparsifiers": list(sparsifiers), "concurrent": list(concurrent), "concurrent_window_s": window_s,
                          "batch_size": cfg_batch(profile), "profile": profile, "stage3_k": 50},
               "rows": rows, "throughput": tp, "evaluation": ev, "agreement": agree, "projection": proj,
               "targets": TRAIN_TARGETS}
@@ -91,10 +102,12 @@ def _print_train(result: dict[str, Any]) -> None:
         ref = t.get("stage3_reference")
         ratio = f"{t['stage3'] / ref:5.2f}x" if ref else "   -"
         print(f"{ds:9s} {t['stage1']:13,.0f} {t['stage2']:13,.0f} {t['stage3']:13,.0f} {ref or 0:11,.0f} {ratio:>6s}")
+    remedies = set(result["params"].get("sparsifiers", ()))
     for ds, t in tp.items():
         for key, val in t.items():
             if key.startswith("stage3_") and key != "stage3_reference":
-                print(f"{ds:9s} stage-3 variant {key[7:]:24s} {val:12,.0f} img/s ({val / t['stage3']:.2f}x the default path)")
+                what = "sparsifier" if key[7:] in remedies else "variant   "
+                print(f"{ds:9s} stage-3 {what} {key[7:]:24s} {val:12,.0f} img/s ({val / t['stage3']:.2f}x the default path)")
     print(f"evaluation ({ev['n_eval']} images, forward + every metric): {ev['eval_s']:.3f} s (max {ev['eval_max_s']:.3f})")
     print(f"agreement: top-k rows equal in fp32 {100 * ag['topk_fp32_rows_equal']:.2f} %, loss rel. diff in bf16 "
           f"{ag['loss_rel_diff']:.2e} (reference {ag['loss_reference']:.4f}, fast {ag['loss_fast_bf16']:.4f})")
@@ -173,6 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     datasets = parse_names(args.datasets, N_TRAIN, "dataset", "--datasets")
     args.device = _device(args.device)
     variants = parse_names(args.variants, VARIANTS, "variant", "--variants", empty_ok=True)
+    sparsifiers = parse_names(args.sparsifiers, R.remedies(), "sparsifier", "--sparsifiers", empty_ok=True)
     concurrent = _parse_concurrent(args.concurrent)
     if not args.concurrent_window > 0:
         raise VaesaeError("--concurrent-window must be positive")
@@ -185,7 +199,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = run_train_bench(device=args.device, steps=args.steps, warmup=args.warmup, n_images=args.images,
                              datasets=datasets, reference=not args.no_reference, n_eval=args.eval_n, variants=variants,
                              concurrent=concurrent, window_s=args.concurrent_window, mps=not args.no_mps,
-                             profile=args.profile, chunk=args.concurrent_chunk, threads=args.concurrent_threads)
+                             profile=args.profile, chunk=args.concurrent_chunk, threads=args.concurrent_threads,
+                             sparsifiers=sparsifiers)
     _print_train(result)
     _write_result(result, args.out, suffix="_concurrent" if concurrent else "")
     return 0
@@ -202,6 +217,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-reference", action="store_true", help="skip the eager reference")
     p.add_argument("--variants", default="", help="comma-separated stage-3 variants to time beside the default path: "
                                                   + ", ".join(VARIANTS) + " (default none)")
+    p.add_argument("--sparsifiers", default="", help="comma-separated remedies of notebook 08 to time in Top-k's place "
+                   "at stage 3 (" + ", ".join(R.remedies()) + "; default none)")
     p.add_argument("--concurrent", default="", help="comma-separated numbers N of concurrent stage-3 runs on one device "
                    "(e.g. 1,2,3,4; default none): N processes, each its own CUDA context, timed over a common window, "
                    "without and (CUDA, when nvidia-cuda-mps-control is on PATH) with the MPS daemon; feeds the study projection")
