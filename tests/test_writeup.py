@@ -187,7 +187,10 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
         "evaluation": {"eval_s": 0.5, "n_eval": 100},
         "projection": {"dsprites_seed_all_runs_s": 1, "shapes3d_seed_all_runs_s": 1, "dsprites_seed_stages123_s": 1,
                        "shapes3d_seed_stages123_s": 1, "suite_s": 1},
-        "targets": {"eval_s": 2.0, "seed_s": 180, "stage1_img_s": 5, "stage3_img_s": 3, "suite_s": 3600}, "rows": []}))
+        "targets": {"eval_s": 2.0, "seed_s": 180, "stage1_img_s": 5, "stage3_img_s": 3, "suite_s": 3600},
+        "rows": [{"dataset": "dsprites", "stage": "stage3", "path": "project", "img_s": 100_000.0},
+                 {"dataset": "dsprites", "stage": "stage3", "path": "variant:sae_bf16", "img_s": 102_000.0},
+                 {"dataset": "dsprites", "stage": "stage3", "path": "sparsifier:elastic", "img_s": 80_000.0}]}))
     readme = tmp_path / "README.md"
     (bench / "cpu-2-cores_main_job.json").write_text(json.dumps({
         "benchmark": "main_job", "environment": {"device": "cpu (2 cores)"}, "git_commit": "abc1234def", "source_dirty": False,
@@ -232,6 +235,9 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
         "| the step on the project's path (one CUDA graph) | 4.885 | 4.729 |", "| kernels ÷ that step | 98 % | 97 % |", "",
         "Other stages, all kernels against the step on the project's path: dSprites stage1 2.49 / 2.58 ms."]) in text
     assert "(`python -m vaesae.bench profile`, `results/bench/GPU-X_profile.json`, GPU X,\ncommit `9876543`)" in text
+    # the off-by-default switches and the remedies in Top-k's place, each in its own table, against the default step
+    assert "| `sae_bf16` | 102,000 / — | 1.02 / — |" in text and "| `elastic` | 80,000 / — | 0.80 / — |" in text
+    assert text.index("| `sae_bf16`") < text.index("| remedy | img/s | × Top-k |") < text.index("| `elastic`")
     assert "\n\n**Checkpoints** (" in text   # a paragraph of its own, not the tail of the conv section's last line
     assert ("2.83 s saved per checkpoint, 25 s per topk run (9 `last.pt`), 54 s per extended run (19 `last.pt`)."
             in text)

@@ -20,6 +20,9 @@
 # Keep each command near 6-7 minutes, not the full 10: in the sessions of 2026-12-04 every command that ran about
 # 9.5 minutes was followed by a gap of more than 30 s on the caller's side (the machine given back; five chains lost
 # so), and the one of 6.3 minutes was not. Shorter commands cost a few seconds each (the tree's transfer).
+# Name the kind the machine is: on 2026-12-05 a call naming no kind got an H100, and the next call (wait.sh, naming
+# none) asked for an H200 instead, which gave the warm H100 back with the study's checkpoints on it (a chain lost 8
+# minutes in). Once `run` reports the machine, name it on every later call (nvidia-h100-x1 or nvidia-h200).
 # Pack chains: one study may train different chains for different datasets and seeds side by side (--jobs-per-gpu 4,
 # --only items with brackets: 04@chosen[dsprites:42],05@chosen[shapes3d:44]); plan with --list here first (each job's
 # time, alone on its GPU where the manifests say so, their sum and the longest chain; jobs side by side run slower:

@@ -184,16 +184,17 @@ def _suites(bench_dir: Path) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda d: (d.get("markexpr", "") != "", d.get("markexpr", ""), d["_file"]))
 
 
-def _variants(bench: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The off-by-default speed switches the benchmark timed (rows ``path == "variant:NAME"``), per dataset beside
-    the default path's stage-3 rate."""
+def _variants(bench: dict[str, Any] | None, kind: str = "variant") -> list[dict[str, Any]]:
+    """The off-by-default speed switches the benchmark timed (rows ``path == "variant:NAME"``), or with ``kind``
+    "sparsifier" notebook 08's remedies in Top-k's place (``bench train --sparsifiers``), per dataset beside the
+    default path's stage-3 rate."""
     if not bench:
         return []
     rows = bench.get("rows", [])
     default = {r["dataset"]: r["img_s"] for r in rows if r.get("path") == "project" and r.get("stage") == "stage3"}
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
-        if str(r.get("path", "")).startswith("variant:") and r.get("stage") == "stage3" and r["dataset"] in default:
+        if str(r.get("path", "")).startswith(f"{kind}:") and r.get("stage") == "stage3" and r["dataset"] in default:
             v = out.setdefault(r["path"].split(":", 1)[1], {"name": r["path"].split(":", 1)[1]})
             v[r["dataset"]] = {"img_s": r["img_s"], "ratio": r["img_s"] / default[r["dataset"]]}
     return list(out.values())
@@ -556,7 +557,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "devices": devices, "paper": paper,
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
-            "variants": _variants(bench), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
+            "variants": _variants(bench), "remedy_steps": _variants(bench, "sparsifier"), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
             "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "jobs": _jobs(bench_dir), "profile_bench": _profile(bench_dir), "main_job": _main_job(bench_dir), "suites": _suites(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
             "claimed": _claimed_differences(results_dir, profile, [b["reading"] for b in by_reading]),
             "not_run": coverage.recorded_not_run(results_dir, profile)}
