@@ -802,8 +802,10 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
             out[job.id], basis[job.id] = own, ""
             continue
         name, device = job.id.split("[")[0], job.params.get("device")
-        mine = next((others for dev, _, others, seed in _recorded_times(name, job.dataset, results_dir, profile, memo)
-                     if dev == device and seed == job.seed), None) if own is not None else None
+        mine = None   # the other jobs its own manifest saw on its GPU (a lineage entry's are another run's)
+        if own is not None:
+            gpu = (read_manifest(_manifest_path(results_dir, profile, job)) or {}).get("gpu_others") or {}
+            mine = float(gpu["mean"]) if isinstance(gpu, dict) and gpu.get("mean") is not None else None
         typical = _notebook_time(name, job.dataset, device, results_dir, profile, memo)
         if own is not None and _alone(mine):
             out[job.id], basis[job.id] = own, "alone"
