@@ -75,8 +75,9 @@ def _bench_jsons(bench_dir: Path, pattern: str = "*.json", *, newest_first: bool
 
 
 def _bench(bench_dir: Path) -> dict[str, Any] | None:
-    """The training benchmark JSON (``benchmark == "train"``) with the most rows (the first such by name), or None."""
-    train = [d for d in _bench_jsons(bench_dir) if d.get("benchmark") == "train"]
+    """The training benchmark JSON (``benchmark == "train"``, with its throughput table) with the most rows (the first
+    such by name), or None."""
+    train = [d for d in _bench_jsons(bench_dir) if d.get("benchmark") == "train" and "throughput" in d]
     return max(train, key=lambda d: len(d.get("rows", [])), default=None)
 
 
@@ -198,6 +199,19 @@ def _variants(bench: dict[str, Any] | None, kind: str = "variant") -> list[dict[
             v = out.setdefault(r["path"].split(":", 1)[1], {"name": r["path"].split(":", 1)[1]})
             v[r["dataset"]] = {"img_s": r["img_s"], "ratio": r["img_s"] / default[r["dataset"]]}
     return list(out.values())
+
+
+def _remedy_steps(bench_dir: Path) -> dict[str, Any] | None:
+    """Notebook 08's remedies timed in Top-k's place (``bench train --sparsifiers``): the training benchmark with the
+    most such rows (a short one of the remedies alone, or the full one), its file, device and commit, and the rows
+    of :func:`_variants`; None where no benchmark timed them."""
+    timed = [(len(rows), d) for d in _bench_jsons(bench_dir) if d.get("benchmark") == "train"
+             for rows in [_variants(d, "sparsifier")] if rows]
+    if not timed:
+        return None
+    _, d = max(timed, key=lambda t: t[0])
+    return {"_file": d["_file"], "device": d.get("environment", {}).get("device", "?"),
+            "git_commit": d.get("git_commit", "not recorded"), "rows": _variants(d, "sparsifier")}
 
 
 def _verify(bench_dir: Path) -> dict[str, Any] | None:
@@ -557,7 +571,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "devices": devices, "paper": paper,
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
-            "variants": _variants(bench), "remedy_steps": _variants(bench, "sparsifier"), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
+            "variants": _variants(bench), "remedy_steps": _remedy_steps(bench_dir), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
             "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "jobs": _jobs(bench_dir), "profile_bench": _profile(bench_dir), "main_job": _main_job(bench_dir), "suites": _suites(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
             "claimed": _claimed_differences(results_dir, profile, [b["reading"] for b in by_reading]),
             "not_run": coverage.recorded_not_run(results_dir, profile)}
