@@ -927,6 +927,39 @@ def test_units_wall_trains_a_jobs_runs_width_at_a_time_at_the_measured_rate():
     assert units_wall([], conc, 4) == 0.0
 
 
+def test_a_remedy_run_is_planned_at_its_steps_cost_against_top_ks(tmp_path):
+    """bench train --sparsifiers timed each remedy's stage-3 step beside Top-k's: 08's runs cost the chain's Top-k
+    time times that ratio, from the benchmark of the job's kind of device that timed the most remedies (a CPU's
+    never plans a GPU study); a remedy it did not time, or no benchmark, costs one Top-k time."""
+    from vaesae.workflow.schedule import remedy_time_ratios
+
+    results = tmp_path / "results"
+    bench = results / "bench"
+    bench.mkdir(parents=True)
+
+    def train_bench(name, device, timed):
+        rows = [{"dataset": "dsprites", "stage": "stage3", "path": "project", "img_s": 100.0}]
+        rows += [{"dataset": "dsprites", "stage": "stage3", "path": f"sparsifier:{r}", "img_s": v} for r, v in timed.items()]
+        (bench / name).write_text(json.dumps({"benchmark": "train", "environment": {"device": device}, "rows": rows}))
+
+    train_bench("GPU-A_remedies.json", "GPU A", {"topk_aux": 80.0})
+    train_bench("GPU-B.json", "GPU B", {"topk_aux": 50.0, "batchtopk": 100.0})           # more remedies: this one
+    train_bench("cpu-2-cores.json", "cpu (2 cores)", {"topk_aux": 10.0, "elastic": 10.0, "batchtopk": 10.0})
+    (bench / "broken.json").write_text("{")
+    assert remedy_time_ratios(bench, gpu=True) == ({("dsprites", "topk_aux"): 2.0, ("dsprites", "batchtopk"): 1.0},
+                                                   "GPU-B.json")
+    assert remedy_time_ratios(bench, gpu=False)[1] == "cpu-2-cores.json"
+    assert remedy_time_ratios(tmp_path / "none", gpu=True) == ({}, None)
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites"], [42], results_dir=results, figures_dir=tmp_path / "figures",
+                                  source="auto", device="cuda", only=["08@chosen[dsprites:42]"],
+                                  remedies=["topk_aux", "elastic"])
+    (results / "smoke" / pipeline.MANIFEST_DIR).mkdir(parents=True)
+    (results / "smoke" / pipeline.MANIFEST_DIR / "03_stage3_topk@chosen__dsprites_seed43.json").write_text(json.dumps(
+        {"elapsed_s": 100.0, "params": {"device": "cuda", "seed": 43}, "gpu_others": {"mean": 0.0, "max": 0, "samples": 9}}))
+    est = pipeline.like_estimates(jobs, results, "smoke", {})
+    assert est["08_is_collapse_intrinsic@chosen"] == pytest.approx(2.0 * 100.0 + 100.0)   # topk_aux x2, elastic untimed
+
+
 def test_a_substudy_job_is_planned_from_its_runs_at_the_chains_times(tmp_path):
     """08, 09 and 10 train runs their manifests do not time (a CPU redraw trains none): --list plans each from what it
     trains now, every run at the time of the chain's stage-2 or Top-k job on its dataset, alone where known, under

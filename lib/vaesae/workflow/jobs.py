@@ -34,6 +34,7 @@ from ..analysis.readings import RULE_SEED, settled_choice
 from ..config import LINEAGE, PROFILES, SAE_READINGS, get_config, run_folder, split_run_folder, warm_up_epochs
 from ..errors import VaesaeError
 from ..io import REPO_ROOT, atomic_save_json, sha256_file
+from .schedule import remedy_time_ratios
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 DATASETS = coverage.DATASETS
@@ -892,7 +893,9 @@ def substudy_phases(job: Job, profile: str, results_dir: Path) -> list[list[tupl
     init-seed ablation also a stage 2's; 10's readings (all but literal and a settled choice,
     :func:`vaesae.analysis.readings.settled_choice`) a stage 2 and the warm-up's share of a Top-k, then, with its
     ``curves`` ("chosen" while no choice is settled, or "all"), the rest of those Top-k runs. The chain's jobs are
-    those of the job's own reading (``03_stage3_topk@chosen`` for ``08_is_collapse_intrinsic@chosen``)."""
+    those of the job's own reading (``03_stage3_topk@chosen`` for ``08_is_collapse_intrinsic@chosen``). A remedy's
+    share is its step's cost against Top-k's where ``bench train --sparsifiers`` measured it on the job's kind of
+    device (:func:`vaesae.workflow.schedule.remedy_time_ratios`, ``<results_dir>/bench``), else 1."""
     base, variant = _stem(job), job.id.split("[")[0].partition("@")[2]
     suffix = f"@{variant}" if variant else ""
     chain = {"stage2": R.get("stage2").notebook + suffix, "stage3": R.get("topk").notebook + suffix}
@@ -911,11 +914,13 @@ def substudy_phases(job: Job, profile: str, results_dir: Path) -> list[list[tupl
         if curves and warm < 1.0:
             phases.append([(d, ((chain["stage3"], 1.0 - warm),)) for d, _ in pairs for _ in range(curves)])
         return phases
+    cost, _ = remedy_time_ratios(results_dir / "bench", gpu=job.params.get("device") == "cuda")
     units = []
     for d, _ in pairs:
         for name in (n for n in str(job.params.get(TRAIN_SWITCH[base]) or "").split(",") if n):
             group = R.get(name).group
-            units.append((d, tuple((chain[R.get(r).kind], 1.0) for r in R.lineage(name) if R.get(r).group == group)))
+            units.append((d, tuple((chain[R.get(r).kind], cost.get((d, r), 1.0)) for r in R.lineage(name)
+                                   if R.get(r).group == group)))
     return [units]
 
 

@@ -284,8 +284,8 @@ def _print_plan(st: _Study) -> int:
               "alone at any seed (a predecessor's trained again for a later run too), else the same under another "
               "reading, else its own time, else the median at other seeds, else the same notebook's under "
               "another reading; 'GPU shared': other jobs ran beside it, up to twice as slow; a job of 08, 09 or 10 "
-              "that trains: its runs, each at the time of the chain's stage-2 or Top-k job on its dataset, side by "
-              "side as the job would train them)")
+              "that trains: its runs, each at the time of the chain's stage-2 or Top-k job on its dataset (a remedy's "
+              "scaled by its step's measured cost), side by side as the job would train them)")
         packed = _packed_note(st, todo, est)
         if packed:
             print(packed)

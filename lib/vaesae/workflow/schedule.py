@@ -100,6 +100,27 @@ def concurrent_benchmark(bench_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+def remedy_time_ratios(bench_dir: Path, gpu: bool) -> tuple[dict[tuple[str, str], float], str | None]:
+    """({(dataset, remedy): seconds of a remedy's stage-3 step ÷ Top-k's in the same benchmark}, its file name) from
+    the training benchmark (``python -m vaesae.bench train --sparsifiers``, rows ``sparsifier:NAME``) in
+    ``bench_dir`` that timed the most remedies, made on a GPU (``gpu``) or on a CPU; ({}, None) where none did: a
+    remedy run then costs a Top-k run's time, as ``python -m vaesae.bench project`` counts it."""
+    best: tuple[int, str, dict[tuple[str, str], float]] | None = None
+    for p in sorted(Path(bench_dir).glob("*.json")) if Path(bench_dir).is_dir() else []:
+        try:
+            d = json.loads(p.read_text())
+            rows = [r for r in d.get("rows", []) if r.get("stage") == "stage3"] if d.get("benchmark") == "train" else []
+            on_gpu = not str(d["environment"]["device"]).lower().startswith("cpu")
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            continue
+        topk = {r["dataset"]: r["img_s"] for r in rows if r.get("path") == "project"}
+        ratios = {(r["dataset"], r["path"].split(":", 1)[1]): topk[r["dataset"]] / r["img_s"] for r in rows
+                  if str(r.get("path", "")).startswith("sparsifier:") and r["dataset"] in topk and r.get("img_s")}
+        if ratios and on_gpu == gpu and (best is None or len(ratios) > best[0]):
+            best = (len(ratios), p.name, ratios)
+    return ({}, None) if best is None else (best[2], best[1])
+
+
 def packed_wall(jobs: Sequence[tuple[str, Sequence[str]]], seconds: Mapping[str, float | None], gpus: int, per_gpu: int,
                 conc: Mapping[str, Any], mps: bool) -> float:
     """Wall seconds of ``jobs`` ((job, the jobs it waits for), in the order they would start) on ``gpus`` GPUs with
