@@ -181,6 +181,16 @@ def test_what_remains_trains_each_predecessor_once_and_the_sweep_to_its_warm_up(
     m = bench_steps.N_TRAIN["shapes3d"]
     assert runs["shapes3d/seed44/topk@centred"]["seconds"] == pytest.approx(m * warm_epochs("paper") / 1e5 + warm_epochs("paper") * 0.1)
     assert {runs[f]["job"] for f in left[:2]} == {"08@chosen"} and runs[left[0]]["unit"] != runs[left[1]]["unit"]
+    e3 = cfg.epochs_stage3
+    assert runs[left[0]]["seconds"] == pytest.approx(n * e3 / 1e5 + e3 * 0.1)   # no remedy timed: a Top-k's time
+    (results / "bench").mkdir(parents=True)    # a GPU timed topk_aux's step at half Top-k's rate
+    (results / "bench" / "GPU_remedies.json").write_text(json.dumps({"benchmark": "train", "environment": {"device": "GPU"},
+        "rows": [{"dataset": "dsprites", "stage": "stage3", "path": p, "img_s": v}
+                 for p, v in (("project", 1000.0), ("sparsifier:topk_aux", 500.0))]}))
+    timed = {r["id"]: r for r in bench_project.remaining_runs(tp, 0.1, results)}
+    assert timed[left[0]]["seconds"] == pytest.approx(2 * n * e3 / 1e5 + e3 * 0.1)   # its training twice as long
+    assert timed[left[1]]["seconds"] == runs[left[1]]["seconds"]                     # elastic: not timed
+    (results / "bench" / "GPU_remedies.json").unlink()
     assert {runs[f]["unit"] for f in left[3:]} == {"shapes3d,44,centred"} and runs[left[3]]["job"] == "10"
     rem = bench_project.project_remaining(tp, 0.1, None, results)
     assert rem["runs_missing"] == 5 and rem["runs_retrained"] == 5

@@ -74,8 +74,13 @@ def remaining_runs(tp: dict[str, dict[str, float]], eval_s: float, results_dir: 
     per dataset and seed (a checkpoint cannot leave the GPU machine: the committed ones are records only), each in
     the pipeline job that trains it: 01-05 per dataset and seed (``@chosen`` for the chosen reading), 08 and 09 of
     the chosen reading and notebook 10's sweep (one unit per dataset, seed and reading: its stage 2 and the Top-k
-    warm-up) as one job each."""
+    warm-up) as one job each. A remedy's training costs Top-k's times its step's measured cost against Top-k's
+    (:func:`vaesae.workflow.schedule.remedy_time_ratios`, a GPU's ``bench train --sparsifiers`` in
+    ``<results_dir>/bench``; 1 where none timed it)."""
+    from pathlib import Path
+
     from .. import runs as R
+    from ..workflow.schedule import remedy_time_ratios
     from ..analysis import coverage
     from ..analysis.readings import chosen_reading, warm_epochs
     from ..config import get_config, run_folder, split_run_folder
@@ -85,6 +90,7 @@ def remaining_runs(tp: dict[str, dict[str, float]], eval_s: float, results_dir: 
     epochs = {"stage1": cfg.epochs_stage1, "stage2": cfg.epochs_stage2, "stage3": cfg.epochs_stage3,
               "extended": cfg.epochs_extended}
     missing = coverage.missing(results_dir, profile, chosen)
+    cost, _ = remedy_time_ratios(Path(results_dir) / "bench", gpu=True)
     need: dict[str, None] = {}   # every folder to train, predecessors first
     for f in missing:
         base, _, folder = f.rpartition("/")
@@ -99,6 +105,8 @@ def remaining_runs(tp: dict[str, dict[str, float]], eval_s: float, results_dir: 
         row, kind = R.get(run), R.kind_of(run)
         t = tp.get(ds) or next(iter(tp.values()))
         stage = "stage3" if kind == "extended" else kind
+        if row.group == "remedy" and (ds, run) in cost:
+            t = {**t, "stage3": t["stage3"] / cost[(ds, run)]}
         sweep = row.sweep and reading not in ("literal", chosen)
         n_ep = warm_epochs(profile) if sweep and kind == "stage3" else epochs[kind]
         if sweep:
