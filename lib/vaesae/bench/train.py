@@ -51,18 +51,13 @@ def run_train_bench(*, device: str, steps: int, warmup: int, n_images: int, data
             print(f"  {ds:9s} {kind:7s} project   {r['img_s']:12,.0f} img/s  ({r['step_ms']:.2f} ms/step, graph {r['cuda_graph']})", flush=True)
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-        for name in variants:
+        # the stage-3 step with a speed switch changed, or with a remedy of notebook 08 in Top-k's place
+        other_paths = ([("variant", n, {"overrides": VARIANTS[n]}) for n in variants]
+                       + [("sparsifier", n, {"sparsifier": n}) for n in sparsifiers])
+        for what, name, how in other_paths:
             r = time_project_step(ds, "stage3", dev, epoch=STAGE_EPOCH["stage3"], steps=steps, warmup=warmup, n_images=n_images,
-                                  overrides=VARIANTS[name], profile=profile)
-            rows.append({"dataset": ds, "stage": "stage3", "path": f"variant:{name}", **r})
-            tp[ds][f"stage3_{name}"] = r["img_s"]
-            print(f"  {ds:9s} stage3  {name:22s} {r['img_s']:12,.0f} img/s  ({r['step_ms']:.2f} ms/step)", flush=True)
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
-        for name in sparsifiers:
-            r = time_project_step(ds, "stage3", dev, epoch=STAGE_EPOCH["stage3"], steps=steps, warmup=warmup, n_images=n_images,
-                                  profile=profile, sparsifier=name)
-            rows.append({"dataset": ds, "stage": "stage3", "path": f"sparsifier:{name}", **r})
+                                  profile=profile, **how)
+            rows.append({"dataset": ds, "stage": "stage3", "path": f"{what}:{name}", **r})
             tp[ds][f"stage3_{name}"] = r["img_s"]
             print(f"  {ds:9s} stage3  {name:22s} {r['img_s']:12,.0f} img/s  ({r['step_ms']:.2f} ms/step, "
                   f"graph {r['cuda_graph']})", flush=True)

@@ -205,13 +205,13 @@ def _remedy_steps(bench_dir: Path) -> dict[str, Any] | None:
     """Notebook 08's remedies timed in Top-k's place (``bench train --sparsifiers``): the training benchmark with the
     most such rows (a short one of the remedies alone, or the full one), its file, device and commit, and the rows
     of :func:`_variants`; None where no benchmark timed them."""
-    timed = [(len(rows), d) for d in _bench_jsons(bench_dir) if d.get("benchmark") == "train"
+    timed = [(rows, d) for d in _bench_jsons(bench_dir) if d.get("benchmark") == "train"
              for rows in [_variants(d, "sparsifier")] if rows]
     if not timed:
         return None
-    _, d = max(timed, key=lambda t: t[0])
+    rows, d = max(timed, key=lambda t: len(t[0]))
     return {"_file": d["_file"], "device": d.get("environment", {}).get("device", "?"),
-            "git_commit": d.get("git_commit", "not recorded"), "rows": _variants(d, "sparsifier")}
+            "git_commit": d.get("git_commit", "not recorded"), "rows": rows}
 
 
 def _verify(bench_dir: Path) -> dict[str, Any] | None:

@@ -794,19 +794,18 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
             if runs is not None:
                 out[job.id], basis[job.id] = runs[0], "runs" if runs[1] else "runs, shared"
                 continue
+        m = read_manifest(_manifest_path(results_dir, profile, job)) or {}   # its own (plan() gave its time)
         if job.seed is None:
-            if own is None:   # 00_data's seed only picks the images it shows: its time at another seed is its time
-                m = read_manifest(_manifest_path(results_dir, profile, job)) or {}
-                theirs = m.get("params") if isinstance(m.get("params"), dict) else {}
-                if m.get("elapsed_s") is not None and {**theirs, "seed": None} == {**job.params, "seed": None}:
-                    own = float(m["elapsed_s"])
+            # a job without a seed of its own (00_data) takes one only to pick what it shows: its time at another
+            # seed is its time
+            theirs = m.get("params") if isinstance(m.get("params"), dict) else {}
+            if own is None and m.get("elapsed_s") is not None and {**theirs, "seed": None} == {**job.params, "seed": None}:
+                own = float(m["elapsed_s"])
             out[job.id], basis[job.id] = own, ""
             continue
         name, device = job.id.split("[")[0], job.params.get("device")
-        mine = None   # the other jobs its own manifest saw on its GPU (a lineage entry's are another run's)
-        if own is not None:
-            gpu = (read_manifest(_manifest_path(results_dir, profile, job)) or {}).get("gpu_others") or {}
-            mine = float(gpu["mean"]) if isinstance(gpu, dict) and gpu.get("mean") is not None else None
+        gpu = m.get("gpu_others") if own is not None else None   # what its own manifest saw (a lineage entry's: another run)
+        mine = float(gpu["mean"]) if isinstance(gpu, dict) and gpu.get("mean") is not None else None
         typical = _notebook_time(name, job.dataset, device, results_dir, profile, memo)
         if own is not None and _alone(mine):
             out[job.id], basis[job.id] = own, "alone"
@@ -872,9 +871,9 @@ def _recorded_times(name: str, dataset: str | None, results_dir: Path, profile: 
     paths = sorted(p for p in folder.glob(f"{base}*__{dataset}_seed*.json") if mine(p.name.split("__")[0]))
     kept = sorted((results_dir / profile / str(dataset)).glob(f"seed*/{LINEAGE}/*/{LINEAGE_MANIFEST}"))
     out = []
-    for path in paths + kept:
+    for path, in_lineage in [(p, False) for p in paths] + [(p, True) for p in kept]:
         m = read_manifest(path) or {}
-        if path in kept and not mine(str(m.get("job", "")).split("[")[0]):
+        if in_lineage and not mine(str(m.get("job", "")).split("[")[0]):   # a kept manifest names its job inside
             continue
         if m.get("elapsed_s") is not None:
             others = (m.get("gpu_others") or {}).get("mean")
