@@ -9,6 +9,7 @@ import pytest
 from vaesae.bench import (
     steps as bench_steps, project as bench_project, cli as bench_cli, train as bench_train, concurrent as
     bench_concurrent)
+from vaesae.config import get_config
 from vaesae.errors import VaesaeError
 from vaesae.workflow import schedule
 
@@ -106,6 +107,14 @@ def test_study_projection_counts_every_run_and_the_pipelines_serial_jobs():
     remedies = sum(r["seconds"] for r in runs if r["job"] == "08[r0]") / 60
     assert alone[("pipeline", 8)] > remedies and alone[("per_run", 8)] < alone[("pipeline", 8)]
     assert alone[("per_run", 8)] >= study["gpu_min_alone"] / 8
+    # a remedy whose step a benchmark timed at twice Top-k's trains twice as long (its evaluation as long as Top-k's)
+    costly = bench_project.project_study(tp, 0.1, remedy_cost={("dsprites", "topk_aux"): 2.0}, remedy_cost_from="GPU.json")
+    slow = {r["id"]: r["seconds"] for r in bench_project.study_runs(tp, 0.1, remedy_cost={("dsprites", "topk_aux"): 2.0})}
+    fast = {r["id"]: r["seconds"] for r in runs}
+    e3, n = get_config("paper").epochs_stage3, bench_steps.N_TRAIN["dsprites"]
+    assert slow["topk_aux[dsprites,0,r0]"] - fast["topk_aux[dsprites,0,r0]"] == pytest.approx(n * e3 / 1e5)
+    assert slow["topk_aux[shapes3d,0,r0]"] == fast["topk_aux[shapes3d,0,r0]"] and slow["elastic[dsprites,0,r0]"] == fast["elastic[dsprites,0,r0]"]
+    assert costly["gpu_min_alone"] == pytest.approx(sum(slow.values()) / 60) and "GPU.json" in costly["assumptions"]
 
 
 def test_a_job_trains_its_units_side_by_side_in_the_one_slot_it_holds():
@@ -132,10 +141,17 @@ def test_project_again_from_a_stored_benchmark_without_a_device(tmp_path, capsys
     path = tmp_path / "GPU_concurrent.json"
     path.write_text(json.dumps({"throughput": tp, "evaluation": {"eval_s": 0.1}, "stage3_concurrent": conc,
                                 "git_commit": "a" * 40, "study_projection": {"stale": True}}))
-    assert bench_cli.main(["project", str(path)]) == 0
+    # the remedies' step costs come from the GPU benchmark in --results-dir that timed them
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "GPU_remedies.json").write_text(json.dumps({"benchmark": "train", "environment": {"device": "GPU"}, "rows": [
+        {"dataset": "dsprites", "stage": "stage3", "path": "project", "img_s": 100.0},
+        {"dataset": "dsprites", "stage": "stage3", "path": "sparsifier:topk_aux", "img_s": 50.0}]}))
+    assert bench_cli.main(["project", str(path), "--results-dir", str(tmp_path)]) == 0
     study = json.loads(path.read_text())["study_projection"]
     assert "stale" not in study and study["made_by"]["measured_by"] == "a" * 40 and study["made_by"]["git_commit"]
-    assert study == {**bench_project.project_study(tp, 0.1, conc), "made_by": study["made_by"]}
+    assert study == {**bench_project.project_study(tp, 0.1, conc, remedy_cost={("dsprites", "topk_aux"): 2.0},
+                                                   remedy_cost_from="GPU_remedies.json"), "made_by": study["made_by"]}
+    assert study["gpu_min_alone"] > bench_project.project_study(tp, 0.1, conc)["gpu_min_alone"]
     # under MPS the pipeline's 08 and 09 train side by side: 2 processes do 1.5x, so 8 GPUs x 2 beat 8 x 1 alone
     rows = {(r["graph"], r["gpus"], r["jobs_per_gpu"], r["mps"]): r["wall_min"] for r in study["rows"]}
     assert rows[("pipeline", 8, 2, True)] < rows[("pipeline", 8, 1, False)]

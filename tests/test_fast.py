@@ -228,6 +228,8 @@ def test_bench_times_each_remedy_sparsifier_in_top_ks_place_and_refuses_an_unkno
     assert set(res["throughput"]["dsprites"]) == {"stage1", "stage2", "stage3", "stage3_batchtopk", "stage3_elastic"}
     assert rows["sparsifier:elastic"]["loss"] != rows["project"]["loss"]
     assert "stage-3 sparsifier batchtopk" in capsys.readouterr().out
+    # its study projection counts each remedy at the cost this benchmark measured for it
+    assert "measured cost against Top-k's (this benchmark)" in res["study_projection"]["assumptions"]
 
 
 def test_verify_summary_compares_the_mean_difference_with_the_seed_spread():

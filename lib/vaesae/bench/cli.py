@@ -128,7 +128,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     from ..io import atomic_save_json, git_commit
     from .project import _print_remaining, _print_study, project_remaining, project_study
 
-    from ..workflow.schedule import concurrent_benchmark
+    from ..workflow.schedule import concurrent_benchmark, remedy_time_ratios
 
     found = None if args.file else concurrent_benchmark(Path(args.results_dir) / "bench")   # the one --list reads
     path = Path(args.file) if args.file else (found[0] if found else None)
@@ -148,7 +148,8 @@ def cmd_project(args: argparse.Namespace) -> int:
         _print_remaining(rem)
         print(f"wrote {out}")
         return 0
-    study = project_study(tp, eval_s, d.get("stage3_concurrent"))
+    cost, cost_from = remedy_time_ratios(Path(args.results_dir) / "bench", gpu=True)
+    study = project_study(tp, eval_s, d.get("stage3_concurrent"), remedy_cost=cost, remedy_cost_from=cost_from)
     study["made_by"] = {**made_by, "note": "projected again by python -m vaesae.bench project from the stored measurements"}
     d["study_projection"] = study
     atomic_save_json(path, d)

@@ -4,7 +4,7 @@ simulation of the pipeline's scheduling on 1 and 8 GPUs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import VaesaeError
 from ..workflow.schedule import concurrent_modes, sharing_factor, simulate_wall
@@ -15,7 +15,6 @@ from .steps import N_TRAIN, SUITE_SEEDS
 # the whole paper study in wall time, on G GPUs with M runs per GPU (issue 17)
 
 STUDY_READINGS = 2        # SAE readings the paper study runs (each: stages 2-3, extended, L1, remedies, ablations)
-STUDY_REMEDIES = 4        # 08's remedy sparsifiers, each a stage-3-length run from stage 2
 STUDY_GPUS = (1, 8)
 
 
@@ -26,13 +25,16 @@ def run_seconds(tp: dict[str, float], n: int, stage: str, epochs: int, eval_s: f
 
 
 def study_runs(tp: dict[str, dict[str, float]], eval_s: float, *, readings: int = STUDY_READINGS,
-               seeds: int = SUITE_SEEDS) -> list[dict[str, Any]]:
+               seeds: int = SUITE_SEEDS, remedy_cost: Mapping[tuple[str, str], float] | None = None) -> list[dict[str, Any]]:
     """Every training run of the paper study with its GPU seconds when it runs alone (from the measured
     single-run images/s, ``tp``, and the per-epoch evaluation, as :func:`project_times` counts them), the runs it
     trains from, and the pipeline job that trains it (stage 1 is shared by the readings; each reading has its
     own stage 2, Top-k, extended, L1, the 4 remedies in its 08 job and the ablations in its 09 job: a re-drawn
-    stage 2 and its Top-k, lr x 0.1, lr x 10, Adam). Every stage-3-length run is timed at the Top-k rate. A
-    dataset without measured rates takes the other's."""
+    stage 2 and its Top-k, lr x 0.1, lr x 10, Adam). Every stage-3-length run is timed at the Top-k rate, but a
+    remedy at Top-k's times its step's measured cost against Top-k's, ``remedy_cost[(dataset, remedy)]``
+    (:func:`vaesae.workflow.schedule.remedy_ratios_of`; 1 where it holds none). A dataset without measured rates
+    takes the other's."""
+    from .. import runs as R
     from ..config import get_config
 
     cfg = get_config("paper")
@@ -58,8 +60,10 @@ def study_runs(tp: dict[str, dict[str, float]], eval_s: float, *, readings: int 
                 tk = add(f"topk[{v}]", one3(e3), [s2], f"03[{v}]")
                 add(f"extended[{v}]", one3(ex), [tk], f"04[{v}]")
                 l1 = add(f"l1[{v}]", one3(e3), [s2], f"05[{v}]")
-                for k in range(STUDY_REMEDIES):
-                    add(f"remedy{k}[{v}]", one3(e3), [s2], f"08[r{r}]", after=(tk, l1))
+                for name in R.remedies():
+                    slow = (remedy_cost or {}).get((d, name), 1.0)   # its training at Top-k's rate / slow; evaluation as Top-k's
+                    add(f"{name}[{v}]", run_seconds({**t, "stage3": t["stage3"] / slow}, n, "stage3", e3, eval_s), [s2],
+                        f"08[r{r}]", after=(tk, l1))
                 a2 = add(f"stage2_init1[{v}]", run_seconds(t, n, "stage2", e2, eval_s), [s1], f"09[r{r}]", after=(tk,),
                          unit=f"init1[{v}]")   # the init-seed variant's chain: one unit of 09's side by side
                 add(f"topk_init1[{v}]", one3(e3), [a2], f"09[r{r}]", unit=f"init1[{v}]")
@@ -147,13 +151,16 @@ def study_jobs(runs: list[dict[str, Any]], graph: str, *,
 
 
 def project_study(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str, Any] | None = None, *,
-                  gpus: tuple[int, ...] = STUDY_GPUS, readings: int = STUDY_READINGS) -> dict[str, Any]:
+                  gpus: tuple[int, ...] = STUDY_GPUS, readings: int = STUDY_READINGS,
+                  remedy_cost: Mapping[tuple[str, str], float] | None = None, remedy_cost_from: str | None = None) -> dict[str, Any]:
     """Projected wall minutes of the whole paper study (:func:`study_runs`) on each GPU count of ``gpus``, for
     1 run per GPU and, from the concurrent measurement ``conc`` (:func:`run_concurrent`), for every measured N
     runs per GPU with and without MPS (each rate of a shared GPU scaled by that mode's measured aggregate), for
     the pipeline's job graph (08 and 09 training their runs side by side under MPS) and for every run a job of its
-    own; ``best`` holds the fastest per GPU count. The rows sort by graph, GPUs, then MPS and runs per GPU."""
-    runs = study_runs(tp, eval_s, readings=readings)
+    own; ``best`` holds the fastest per GPU count. The rows sort by graph, GPUs, then MPS and runs per GPU.
+    ``remedy_cost``: each remedy's step cost against Top-k's (:func:`study_runs`), measured by the benchmark
+    named ``remedy_cost_from``."""
+    runs = study_runs(tp, eval_s, readings=readings, remedy_cost=remedy_cost)
     single, modes = concurrent_modes(conc)
     rows = []
     for graph in ("pipeline", "per_run"):
@@ -177,7 +184,9 @@ def project_study(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str
     return {"gpu_min_alone": sum(r["seconds"] for r in runs) / 60, "runs": len(runs), "readings": readings,
             "seeds": SUITE_SEEDS, "datasets": list(N_TRAIN), "rows": rows, "best": best,
             "assumptions": "every run's single-run time from the measured stage-1/2/3 images/s and per-epoch evaluation; "
-                           "every stage-3-length run (Top-k, extended, L1, remedies, ablations) at the Top-k rate; "
+                           "every stage-3-length run (Top-k, extended, L1, ablations) at the Top-k rate; each remedy "
+                           + (f"at Top-k's times its step's measured cost against Top-k's ({remedy_cost_from}); "
+                              if remedy_cost else "at the Top-k rate too (no benchmark timed the remedies); ") +
                            "on a shared GPU every stage scales like the measured concurrent stage 3 (dataset "
                            f"{conc['dataset'] if conc else '-'}), by its processes (08 and 09 train up to "
                            "4 runs side by side under MPS); notebooks' start-up, notebook 10's sweep and the untrained jobs "

@@ -15,6 +15,7 @@ from .. import runs as R
 from ..errors import VaesaeError
 from ..io import REPO_ROOT, atomic_save_json, environment_info, repo_path
 from .concurrent import _print_concurrent, concurrent_aggregates, run_concurrent
+from ..workflow.schedule import remedy_ratios_of, remedy_time_ratios
 from .project import VARIANTS, _print_study, project_study
 from .steps import N_TRAIN, STAGE_EPOCH, TRAIN_TARGETS, agreement, cfg_batch, project_times, time_evaluation, time_project_step, time_reference_step
 
@@ -82,7 +83,11 @@ def run_train_bench(*, device: str, steps: int, warmup: int, n_images: int, data
     if conc is not None:
         result["stage3_concurrent"] = conc
         result["stage3_concurrent_aggregate_img_s"] = concurrent_aggregates(conc)
-    result["study_projection"] = project_study(tp, ev["eval_s"], conc)
+    # each remedy's cost from this benchmark's own rows, else from results/bench's that timed the most on this kind of device
+    cost, cost_from = remedy_ratios_of([r for r in rows if r["stage"] == "stage3"]), "this benchmark"
+    if not cost:
+        cost, cost_from = remedy_time_ratios(REPO_ROOT / "results" / "bench", gpu=dev.type == "cuda")
+    result["study_projection"] = project_study(tp, ev["eval_s"], conc, remedy_cost=cost, remedy_cost_from=cost_from)
     return result
 
 

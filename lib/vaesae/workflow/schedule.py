@@ -100,11 +100,19 @@ def concurrent_benchmark(bench_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+def remedy_ratios_of(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], float]:
+    """{(dataset, remedy): seconds of a remedy's stage-3 step ÷ Top-k's} from one training benchmark's stage-3
+    ``rows`` (``path`` ``project``: Top-k; ``sparsifier:NAME``: a remedy of notebook 08 in its place)."""
+    topk = {r["dataset"]: r["img_s"] for r in rows if r.get("path") == "project"}
+    return {(r["dataset"], r["path"].split(":", 1)[1]): topk[r["dataset"]] / r["img_s"] for r in rows
+            if str(r.get("path", "")).startswith("sparsifier:") and r["dataset"] in topk and r.get("img_s")}
+
+
 def remedy_time_ratios(bench_dir: Path, gpu: bool) -> tuple[dict[tuple[str, str], float], str | None]:
     """({(dataset, remedy): seconds of a remedy's stage-3 step ÷ Top-k's in the same benchmark}, its file name) from
     the training benchmark (``python -m vaesae.bench train --sparsifiers``, rows ``sparsifier:NAME``) in
     ``bench_dir`` that timed the most remedies, made on a GPU (``gpu``) or on a CPU; ({}, None) where none did: a
-    remedy run then costs a Top-k run's time, as ``python -m vaesae.bench project`` counts it."""
+    remedy run then costs a Top-k run's time."""
     best: tuple[int, str, dict[tuple[str, str], float]] | None = None
     for p in sorted(Path(bench_dir).glob("*.json")) if Path(bench_dir).is_dir() else []:
         try:
@@ -113,9 +121,7 @@ def remedy_time_ratios(bench_dir: Path, gpu: bool) -> tuple[dict[tuple[str, str]
             on_gpu = not str(d["environment"]["device"]).lower().startswith("cpu")
         except (OSError, ValueError, AttributeError, KeyError, TypeError):
             continue
-        topk = {r["dataset"]: r["img_s"] for r in rows if r.get("path") == "project"}
-        ratios = {(r["dataset"], r["path"].split(":", 1)[1]): topk[r["dataset"]] / r["img_s"] for r in rows
-                  if str(r.get("path", "")).startswith("sparsifier:") and r["dataset"] in topk and r.get("img_s")}
+        ratios = remedy_ratios_of(rows)
         if ratios and on_gpu == gpu and (best is None or len(ratios) > best[0]):
             best = (len(ratios), p.name, ratios)
     return ({}, None) if best is None else (best[2], best[1])
