@@ -7,6 +7,7 @@ import pytest
 
 from test_study import make_fake_study
 
+from vaesae.bench.project import project_study
 from vaesae.report import writeup
 
 
@@ -134,7 +135,10 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
     env = {"device": "GPU X", "torch": "2.x", "cuda": "13"}
     (bench / "GPU-X_concurrent.json").write_text(json.dumps({
         "benchmark": "concurrent-only", "environment": env, "git_commit": "abcdef0123",
-        "stage3_concurrent": {"dataset": "dsprites", "window_s": 8.0, "rows": rows}}))
+        "stage3_concurrent": {"dataset": "dsprites", "window_s": 8.0, "rows": rows},
+        "study_projection": {**project_study({d: {"stage1": 2e5, "stage2": 2e5, "stage3": 1e5} for d in ("dsprites", "shapes3d")},
+                                             0.1, remedy_cost={("dsprites", "elastic"): 2.0}, remedy_cost_from="GPU-X_remedies.json"),
+                             "made_by": {"git_commit": "c0ffee1234", "measured_by": "abcdef0123"}}}))
     forms = [{"form": "single", "runs": 1, "ms": 2.0, "ms_per_run": 2.0},
              {"form": "grouped 2", "runs": 2, "ms": 3.0, "ms_per_run": 1.5}]
     (bench / "GPU-X_conv.json").write_text(json.dumps({
@@ -244,6 +248,9 @@ def test_the_concurrent_and_conv_benchmarks_reach_the_performance_part(tmp_path)
     assert "| `sae_bf16` | 102,000 / — | 1.02 / — |" in text and "| `elastic` | 90,000 / 90,000 | 0.90 / 0.90 |" in text
     assert text.index("| `sae_bf16`") < text.index("| remedy | img/s | × Top-k |") < text.index("| `batchtopk` | 50,000")
     assert "`results/bench/GPU-X_remedies.json`, GPU X, commit `feedbee`" in text
+    assert ("Projected by commit `c0ffee1` (`python -m vaesae.bench project`: 08 and 09 train up to 4 runs side by side "
+            "under MPS; each remedy at its step's measured cost against Top-k's, from `GPU-X_remedies.json`) from the "
+            "measurements of commit `abcdef0`.") in text
     assert "\n\n**Checkpoints** (" in text   # a paragraph of its own, not the tail of the conv section's last line
     assert ("2.83 s saved per checkpoint, 25 s per topk run (9 `last.pt`), 54 s per extended run (19 `last.pt`)."
             in text)

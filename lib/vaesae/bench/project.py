@@ -183,6 +183,7 @@ def project_study(tp: dict[str, dict[str, float]], eval_s: float, conc: dict[str
             b[r["graph"]] = r
     return {"gpu_min_alone": sum(r["seconds"] for r in runs) / 60, "runs": len(runs), "readings": readings,
             "seeds": SUITE_SEEDS, "datasets": list(N_TRAIN), "rows": rows, "best": best,
+            "remedy_cost_from": remedy_cost_from if remedy_cost else None,
             "assumptions": "every run's single-run time from the measured stage-1/2/3 images/s and per-epoch evaluation; "
                            "every stage-3-length run (Top-k, extended, L1, ablations) at the Top-k rate; each remedy "
                            + (f"at Top-k's times its step's measured cost against Top-k's ({remedy_cost_from}); "
