@@ -227,3 +227,24 @@ def test_a_remedy_is_compared_with_top_k_at_its_own_seeds():
     assert evidence["seeds"].iloc[0] == "42" and evidence["Top-k seeds"].iloc[0] == "42"
     # a remedy at a seed Top-k lacks is compared with Top-k's mean over the seeds it has
     assert intrinsic.paired_topk({"seeds": [42, 43], "dead": [90.0, 60.0]}, [44]) == {"seeds": [42, 43], "dead": [90.0, 60.0]}
+
+
+def test_dead_vs_k_gives_each_lines_seed_count_where_the_sparsifiers_differ():
+    """A remedy trained at one seed beside Top-k at two: the title no longer says "mean of 2 seeds" for every line;
+    each line's label carries its n. At equal counts the title says it once. Both columns share a dead-% scale."""
+    import matplotlib.pyplot as plt
+
+    one = _study({("dsprites", "topk"): 90.0, ("dsprites", "elastic"): 50.0})
+    two = pd.concat([one.epochs, one.epochs[one.epochs.run == "topk"].assign(seed=43)], ignore_index=True)
+    mixed = Study("smoke", two, {**one.runs, ("dsprites", 43, "topk"): {"data_source": "procedural"}}, {}, {"procedural"})
+    fig = intrinsic.fig_dead_vs_k(mixed, runs=("topk", "elastic"))
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.endswith("(n=2)") for t in labels) and any(t.endswith("(n=1)") for t in labels)
+    assert "each line's n in the legend" in fig._suptitle.get_text()
+    ax0, ax1 = fig.axes[:2]
+    assert ax0.get_ylim() == ax1.get_ylim() and ax1.get_ylabel() == ""
+    plt.close(fig)
+    fig = intrinsic.fig_dead_vs_k(one, runs=("topk", "elastic"))
+    assert "one seed, n = 1" in fig._suptitle.get_text()
+    assert not any("(n=" in t.get_text() for t in fig.legends[0].get_texts())
+    plt.close(fig)

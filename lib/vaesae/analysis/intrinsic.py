@@ -254,30 +254,36 @@ def ceiling_table(study: Study, runs: Sequence[str] | None = None) -> pd.DataFra
 
 def fig_dead_vs_k(study: Study, runs: Sequence[str] | None = None):
     """Dead % along stage 3 for every sparsifier: against k for the Top-k family (left), against the
-    epoch for all (right); one row per dataset, mean over seeds."""
+    epoch for all (right, the same dead-% scale); one row per dataset, mean over seeds. Where the sparsifiers' seed
+    counts differ (a remedy trained at fewer seeds than Top-k), each line's label gives its n."""
     runs = compared() if runs is None else runs
+    import textwrap
+
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     datasets = study.datasets
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.3 * max(1, len(datasets))), squeeze=False)
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.3 * max(1, len(datasets))), squeeze=False, sharey="row")
     palette = dict(zip(runs, sns.color_palette("tab10", len(runs))))
+    seeds = {(ds, r): study.rows(ds, r).seed.nunique() for ds in datasets for r in runs if not study.rows(ds, r).empty}
+    mixed = len(set(seeds.values())) > 1
     for i, ds in enumerate(datasets):
         for run in runs:
             rows = study.rows(ds, run)
             if rows.empty:
                 continue
+            name = run_label(run) + (f" (n={seeds[(ds, run)]})" if mixed else "")
             g = rows.groupby("epoch").agg(dead=(DEAD, "mean"), k=("k", "mean") if "k" in rows else (DEAD, "size")).reset_index()
-            axes[i, 1].plot(g["epoch"], g["dead"], label=run_label(run), color=palette[run], marker="o", ms=2)
+            axes[i, 1].plot(g["epoch"], g["dead"], label=name, color=palette[run], marker="o", ms=2)
             if "k" in rows and rows["k"].notna().any():
-                axes[i, 0].plot(g["k"], g["dead"], label=run_label(run), color=palette[run], marker="o", ms=2)
+                axes[i, 0].plot(g["k"], g["dead"], label=name, color=palette[run], marker="o", ms=2)
         axes[i, 0].invert_xaxis()
-        axes[i, 0].set(xlabel=label("k") + ", decreasing", ylabel=label(DEAD), title=f"{DATASET_LABEL[ds]}: Top-k family")
-        axes[i, 1].set(xlabel=label("epoch"), ylabel=label(DEAD), title=f"{DATASET_LABEL[ds]}: every sparsifier")
-        for ax in axes[i]:
-            ax.yaxis.label.set_size(8)
-    n = max((study.rows(ds, r).seed.nunique() for ds in datasets for r in runs if not study.rows(ds, r).empty), default=0)
-    fig.suptitle(f"Dead neurons along stage 3, every sparsifier ({'mean of %d seeds' % n if n >= 2 else 'one seed, n = 1'})")
+        axes[i, 0].set(xlabel=label("k") + ", decreasing", ylabel=textwrap.fill(label(DEAD), 36), title=f"{DATASET_LABEL[ds]}: Top-k family")
+        axes[i, 1].set(xlabel=label("epoch"), title=f"{DATASET_LABEL[ds]}: every sparsifier")
+        axes[i, 0].yaxis.label.set_size(8)
+    n = max(seeds.values(), default=0)
+    fig.suptitle("Dead neurons along stage 3, every sparsifier ("
+                 + ("mean over seeds; each line's n in the legend" if mixed else 'mean of %d seeds' % n if n >= 2 else 'one seed, n = 1') + ")")
     fig.tight_layout()
     legend_outside(fig, axes, fontsize=9, title="sparsifier")
     return fig
