@@ -391,3 +391,25 @@ def test_table7_gives_each_published_reading_its_own_column():
         ("extended", {"literal": "n/a", "centred": "9.0 (n=1)"}, "GPU B")]
     only_one = writeup._table7_side_by_side(by[:1] + [{"reading": "centred", "table7": []}])
     assert only_one[0]["ours"] == {"literal": "3.0 (n=1)", "centred": "n/a"}
+
+
+def test_the_chosen_readings_remedies_name_the_ones_that_meet_the_rule_apart_from_the_rest(tmp_path):
+    """FINDINGS under the chosen reading: how many remedies lower dead % by the rule's 10 points, which ones, then
+    every remedy against Top-k (the list once ran on from the count as if all of them met it)."""
+    import shutil
+
+    import pandas as pd
+
+    root = _study_with_centred_chosen(tmp_path, seeds=(42,))
+    base = root / "shapes3d" / "seed42"
+    for run, shift in (("elastic", -30.0), ("batchtopk", 1.0)):   # one far below Top-k's dead %, one above
+        shutil.copytree(base / "topk@centred", base / f"{run}@centred")
+        csv = base / f"{run}@centred" / "epochs.csv"
+        df = pd.read_csv(csv)
+        df[[c for c in df.columns if c.startswith("dead_pct")]] += shift
+        df.to_csv(csv, index=False)
+    writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
+    text = " ".join((root / "FINDINGS.md").read_text().split())
+    part = text.split("**Under `centred`** (notebook 08")[1].split("**How much")[0]
+    assert "1 lowers dead % by the rule's 10 points (adaptive elastic net (Chaudhry et al. 2026) on Shapes3D). Each against Top-k:" in part
+    assert part.index("BatchTopK") > part.index("Each against Top-k:")
