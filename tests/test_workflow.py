@@ -1055,3 +1055,35 @@ def test_a_substudy_jobs_runs_share_its_gpu_only_where_the_study_runs_mps(tmp_pa
     assert not study("--cluster", "slurm", "--jobs-per-gpu", "2", "--jobs", "4").mps   # SLURM places the jobs
     (results / "bench" / "GPU-X_concurrent.json").unlink()
     assert study("--gpus", "1", "--jobs-per-gpu", "4").side_by_side() is None   # no benchmark: no rate to use
+
+
+def test_a_gpu_study_is_planned_with_the_concurrent_benchmark_of_its_own_gpu(fake_notebooks, tmp_path, monkeypatch, capsys):
+    """Two GPUs' concurrent benchmarks: --list on a machine whose GPU made one plans with that one, wherever its name
+    sorts; on a machine whose GPU made none (or without nvidia-smi), with the newest-named."""
+    from vaesae.workflow import jobs as jobs_mod
+    from vaesae.workflow.schedule import concurrent_benchmark
+
+    results = tmp_path / "results"
+    (results / "bench").mkdir(parents=True)
+    for name, device, two in (("A-GPU", "GPU A", 200.0), ("Z-GPU", "GPU Z", 120.0)):
+        (results / "bench" / f"{name}_concurrent.json").write_text(json.dumps({"environment": {"device": device},
+            "stage3_concurrent": {"single_img_s": 100.0, "rows": [{"mps": True, "n": 2, "aggregate_img_s": two}]}}))
+    assert concurrent_benchmark(results / "bench", gpu="GPU A")[0].name == "A-GPU_concurrent.json"
+    assert concurrent_benchmark(results / "bench", gpu="GPU Q")[0].name == "Z-GPU_concurrent.json"
+    assert concurrent_benchmark(results / "bench")[0].name == "Z-GPU_concurrent.json"
+    jobs, _ = pipeline.build_jobs("smoke", ["dsprites", "shapes3d"], [42], results_dir=results,
+                                  figures_dir=tmp_path / "figures", source="auto", device="cuda", only=["01"])
+    (results / "smoke" / pipeline.MANIFEST_DIR).mkdir(parents=True)
+    for job in jobs:
+        (results / "smoke" / job.manifest_name).write_text(json.dumps({"elapsed_s": 100.0, "params": job.params}))
+    argv = ["--profile", "smoke", "--results-dir", str(results), "--figures-dir", str(tmp_path / "figures"),
+            "--device", "cuda", "--list", "--only", "01", "--gpus", "1", "--jobs-per-gpu", "2"]
+    for gpu, words in (("GPU A", "about 1:40 (each job as planned above, slowed while it shares its GPU as stage-3 runs "
+                                 "were in A-GPU_concurrent.json"),
+                       (None, "about 2:47 (each job as planned above, slowed while it shares its GPU as stage-3 runs "
+                              "were in Z-GPU_concurrent.json")):
+        monkeypatch.setattr(runner, "_gpu_name", lambda gpu=gpu: gpu)
+        assert runner.main(argv) == 0
+        assert words in capsys.readouterr().out
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert jobs_mod._gpu_name() is None

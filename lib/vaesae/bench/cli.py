@@ -162,7 +162,8 @@ def _add_project(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("project", help="project the whole paper study again from a stored concurrent benchmark "
                                        "(results/bench/<device>_concurrent.json) with this commit's pipeline model")
     p.add_argument("file", nargs="?", default=None, help="the JSON (default: the newest-named <results-dir>/bench/"
-                                                         "*_concurrent.json with concurrent rows, as --list reads it)")
+                                                         "*_concurrent.json with concurrent rows, as --list reads it on a "
+                                                         "machine whose GPU made none)")
     p.add_argument("--remaining", action="store_true", help="project what the committed paper records still lack "
                                                             "instead, into <results>/bench/remaining.json")
     p.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="the records (default: results)")

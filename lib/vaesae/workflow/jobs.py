@@ -590,6 +590,20 @@ def _gpu_count() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
+def _gpu_name() -> str | None:
+    """The name of this machine's first visible GPU (``nvidia-smi --query-gpu=name``, as torch names it, e.g.
+    "NVIDIA H200"); None without one or without the tool."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    names = [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+    return names[0] if names else None
+
+
 def gpu_slots(gpus: int, jobs_per_gpu: int, n_jobs: int) -> list[int | None]:
     """The runner's slots: one entry per job that may run at once, the GPU it runs on (None: no GPU).
 

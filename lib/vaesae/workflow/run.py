@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import signal
 import subprocess
@@ -33,7 +34,7 @@ from ..errors import VaesaeError, cli
 from ..io import REPO_ROOT, fmt_seconds, git_commit, repo_path
 from . import external
 from .step import SNAKEMAKE_SETS
-from .jobs import (BASIS_WORDS, DATASETS, DEFAULT_SEEDS, Job, StudyLock, _gpu_count, _parse_only, _rel, build_jobs,
+from .jobs import (BASIS_WORDS, DATASETS, DEFAULT_SEEDS, Job, StudyLock, _gpu_count, _gpu_name, _parse_only, _rel, build_jobs,
                    check_foreign_outputs, clean_leftovers, critical_path, devices_with_times, gpu_slots,
                    leaves_out, like_estimates, plan, write_table)
 
@@ -183,18 +184,27 @@ class _Study:
         shared = self.gpu_jobs and self.per_gpu > 1 and max(on_gpu.values(), default=0) > 1
         return shared and not self.args.no_mps
 
+    @functools.cached_property
+    def concurrent(self) -> tuple[Path, dict] | None:
+        """The concurrent benchmark under the results folder's ``bench/`` this study is planned with
+        (:func:`vaesae.workflow.schedule.concurrent_benchmark`): the one made on this machine's GPU where there is
+        one (a cluster's GPUs are not this machine's), else the newest-named."""
+        from .schedule import concurrent_benchmark
+
+        return concurrent_benchmark(self.results_dir / "bench", gpu=_gpu_name() if self.gpus and not self.args.cluster else None)
+
     def side_by_side(self) -> Callable[[list[float]], float] | None:
         """How a sub-study job's runs share its GPU in this study, for the time to plan it with
         (:func:`vaesae.workflow.jobs.substudy_seconds`): under the MPS daemon up to
         :data:`vaesae.training.parallel.MAX_SIDE_BY_SIDE` at once, each slowed as the stage-3 runs of the newest
-        concurrent benchmark under the results folder's ``bench/`` were; else None, one after the other (as
+        concurrent benchmark (:attr:`concurrent`) were; else None, one after the other (as
         :func:`vaesae.training.parallel.workers_for` trains them without MPS and on the CPU)."""
         if not self.mps:
             return None
         from ..training.parallel import MAX_SIDE_BY_SIDE
-        from .schedule import concurrent_benchmark, units_wall
+        from .schedule import units_wall
 
-        found = concurrent_benchmark(self.results_dir / "bench")
+        found = self.concurrent
         if found is None:
             return None
         conc = found[1]
@@ -297,13 +307,13 @@ def _print_plan(st: _Study) -> int:
 
 def _packed_note(st: _Study, todo: list[Job], est: dict) -> str | None:
     """For jobs that would share GPUs (more slots than one): their wall time packed as the study would start them,
-    from :func:`vaesae.workflow.schedule.packed_wall` and the newest concurrent benchmark under the results folder's
-    ``bench/``; None on one slot, and a line saying why where no benchmark is recorded."""
+    from :func:`vaesae.workflow.schedule.packed_wall` and the study's concurrent benchmark (:attr:`_Study.concurrent`);
+    None on one slot, and a line saying why where no benchmark is recorded."""
     if not st.gpus or len(st.slots) < 2:
         return None
-    from .schedule import concurrent_benchmark, packed_wall
+    from .schedule import packed_wall
 
-    found = concurrent_benchmark(st.results_dir / "bench")
+    found = st.concurrent
     if found is None:
         return (f"packed {st.per_gpu} a GPU on {st.gpus} GPU(s): no estimate, no concurrent benchmark in "
                 f"{_rel(st.results_dir / 'bench')} (python -m vaesae.bench train --concurrent 1,2,3,4 on a GPU writes one)")

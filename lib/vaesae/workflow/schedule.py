@@ -87,17 +87,22 @@ def concurrent_modes(conc: dict[str, Any] | None) -> tuple[float, dict[str, dict
     return float(conc["single_img_s"]), modes
 
 
-def concurrent_benchmark(bench_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """(path, its ``stage3_concurrent``) of the newest-named ``*_concurrent.json`` in ``bench_dir`` that has one, or
-    None: the benchmark ``--list`` and ``python -m vaesae.bench project`` read."""
+def concurrent_benchmark(bench_dir: Path, gpu: str | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """(path, its ``stage3_concurrent``) of the ``*_concurrent.json`` in ``bench_dir`` that has one: made on the GPU
+    named ``gpu`` (its ``environment.device``, e.g. "NVIDIA H100 80GB HBM3") where one was, else the newest-named;
+    None where none has one. The benchmark ``--list`` (with this machine's GPU) and ``python -m vaesae.bench
+    project`` read."""
+    found = []
     for p in sorted(Path(bench_dir).glob("*_concurrent.json"), reverse=True) if Path(bench_dir).is_dir() else []:
         try:
-            conc = json.loads(p.read_text()).get("stage3_concurrent")
+            d = json.loads(p.read_text())
+            conc, made_on = d.get("stage3_concurrent"), (d.get("environment") or {}).get("device")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(conc, dict) and conc.get("rows"):
-            return p, conc
-    return None
+            found.append((made_on is not None and made_on == gpu, p, conc))
+    best = next((f for f in found if f[0]), found[0] if found else None)
+    return None if best is None else (best[1], best[2])
 
 
 def remedy_ratios_of(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], float]:
