@@ -1085,5 +1085,18 @@ def test_a_gpu_study_is_planned_with_the_concurrent_benchmark_of_its_own_gpu(fak
         monkeypatch.setattr(runner, "_gpu_name", lambda gpu=gpu: gpu)
         assert runner.main(argv) == 0
         assert words in capsys.readouterr().out
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    # the name as nvidia-smi gives it (a fake on PATH); none where it fails or no GPU is visible
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text('#!/usr/bin/env bash\n[[ $1 == -L ]] && { echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-x)"; exit 0; }\n'
+                   'echo "NVIDIA H100 80GB HBM3"; echo "NVIDIA H100 80GB HBM3"\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert jobs_mod._gpu_name() == "NVIDIA H100 80GB HBM3" and jobs_mod._gpu_count() == 1
+    smi.write_text("#!/usr/bin/env bash\necho 'NVIDIA-SMI has failed'; exit 9\n")
     assert jobs_mod._gpu_name() is None
+    smi.write_text('#!/usr/bin/env bash\necho "NVIDIA H200"\n')
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert jobs_mod._gpu_name() is None and jobs_mod._gpu_count() == 0
