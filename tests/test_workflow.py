@@ -1089,12 +1089,12 @@ def test_a_gpu_study_is_planned_with_the_concurrent_benchmark_of_its_own_gpu(fak
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     smi = bin_dir / "nvidia-smi"
-    smi.write_text('#!/usr/bin/env bash\n[[ $1 == -L ]] && { echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-x)"; exit 0; }\n'
+    smi.write_text('#!/usr/bin/env bash\n[[ $1 == --query-gpu=name ]] || exit 2\n'
                    'echo "NVIDIA H100 80GB HBM3"; echo "NVIDIA H100 80GB HBM3"\n')
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert jobs_mod._gpu_name() == "NVIDIA H100 80GB HBM3" and jobs_mod._gpu_count() == 1
+    assert jobs_mod._gpu_name() == "NVIDIA H100 80GB HBM3" and jobs_mod._gpu_count() == 2
     smi.write_text("#!/usr/bin/env bash\necho 'NVIDIA-SMI has failed'; exit 9\n")
     assert jobs_mod._gpu_name() is None
     smi.write_text('#!/usr/bin/env bash\necho "NVIDIA H200"\n')

@@ -130,7 +130,7 @@ def cmd_project(args: argparse.Namespace) -> int:
 
     from ..workflow.schedule import concurrent_benchmark, remedy_time_ratios
 
-    found = None if args.file else concurrent_benchmark(Path(args.results_dir) / "bench")   # the one --list reads
+    found = None if args.file else concurrent_benchmark(Path(args.results_dir) / "bench")   # the newest-named
     path = Path(args.file) if args.file else (found[0] if found else None)
     if path is None or not path.is_file():
         raise VaesaeError(f"no concurrent benchmark {'at ' + str(path) if path else 'in ' + str(Path(args.results_dir) / 'bench')}; "

@@ -18,10 +18,12 @@ STUDY_READINGS = 2        # SAE readings the paper study runs (each: stages 2-3,
 STUDY_GPUS = (1, 8)
 
 
-def run_seconds(tp: dict[str, float], n: int, stage: str, epochs: int, eval_s: float) -> float:
+def run_seconds(tp: dict[str, float], n: int, stage: str, epochs: int, eval_s: float, slow: float = 1.0) -> float:
     """GPU seconds of one run alone: ``epochs`` passes over ``n`` images at the measured images/s of its ``stage``
-    (``tp``: ``stage1``, ``stage2``, ``stage3``), and its evaluations (stage 3: every epoch; stages 1 and 2: once)."""
-    return n * epochs / tp[stage] + (epochs if stage == "stage3" else 1) * eval_s
+    (``tp``: ``stage1``, ``stage2``, ``stage3``), ``slow`` times as long (a remedy's step against Top-k's,
+    :func:`vaesae.workflow.schedule.remedy_ratios_of`), and its evaluations (stage 3: every epoch; stages 1 and 2:
+    once), which ``slow`` leaves alone."""
+    return n * epochs / tp[stage] * slow + (epochs if stage == "stage3" else 1) * eval_s
 
 
 def study_runs(tp: dict[str, dict[str, float]], eval_s: float, *, readings: int = STUDY_READINGS,
@@ -61,9 +63,8 @@ def study_runs(tp: dict[str, dict[str, float]], eval_s: float, *, readings: int 
                 add(f"extended[{v}]", one3(ex), [tk], f"04[{v}]")
                 l1 = add(f"l1[{v}]", one3(e3), [s2], f"05[{v}]")
                 for name in R.remedies():
-                    slow = (remedy_cost or {}).get((d, name), 1.0)   # its training at Top-k's rate / slow; evaluation as Top-k's
-                    add(f"{name}[{v}]", run_seconds({**t, "stage3": t["stage3"] / slow}, n, "stage3", e3, eval_s), [s2],
-                        f"08[r{r}]", after=(tk, l1))
+                    add(f"{name}[{v}]", run_seconds(t, n, "stage3", e3, eval_s, (remedy_cost or {}).get((d, name), 1.0)),
+                        [s2], f"08[r{r}]", after=(tk, l1))
                 a2 = add(f"stage2_init1[{v}]", run_seconds(t, n, "stage2", e2, eval_s), [s1], f"09[r{r}]", after=(tk,),
                          unit=f"init1[{v}]")   # the init-seed variant's chain: one unit of 09's side by side
                 add(f"topk_init1[{v}]", one3(e3), [a2], f"09[r{r}]", unit=f"init1[{v}]")
@@ -109,8 +110,6 @@ def remaining_runs(tp: dict[str, dict[str, float]], eval_s: float, results_dir: 
         row, kind = R.get(run), R.kind_of(run)
         t = tp.get(ds) or next(iter(tp.values()))
         stage = "stage3" if kind == "extended" else kind
-        if row.group == "remedy" and (ds, run) in cost:
-            t = {**t, "stage3": t["stage3"] / cost[(ds, run)]}
         sweep = row.sweep and reading not in ("literal", chosen)
         n_ep = warm_epochs(profile) if sweep and kind == "stage3" else epochs[kind]
         if sweep:
@@ -120,7 +119,8 @@ def remaining_runs(tp: dict[str, dict[str, float]], eval_s: float, results_dir: 
         else:
             job, unit = f"{row.notebook[:2]}{'@chosen' if reading != 'literal' else ''}[{ds},{seed}]", f
         pred = f"{base}/{run_folder(row.from_run, reading)}" if row.from_run else None
-        runs.append({"id": f, "seconds": run_seconds(t, N_TRAIN[ds], stage, n_ep, eval_s), "deps": [pred] if pred else [],
+        slow = cost.get((ds, run), 1.0) if row.group == "remedy" else 1.0
+        runs.append({"id": f, "seconds": run_seconds(t, N_TRAIN[ds], stage, n_ep, eval_s, slow), "deps": [pred] if pred else [],
                      "job": job, "after": [], "unit": unit, "missing": f in missing})
     return runs
 

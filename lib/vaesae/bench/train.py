@@ -84,7 +84,7 @@ def run_train_bench(*, device: str, steps: int, warmup: int, n_images: int, data
         result["stage3_concurrent"] = conc
         result["stage3_concurrent_aggregate_img_s"] = concurrent_aggregates(conc)
     # each remedy's cost from this benchmark's own rows, else from results/bench's that timed the most on this kind of device
-    cost, cost_from = remedy_ratios_of([r for r in rows if r["stage"] == "stage3"]), "this benchmark"
+    cost, cost_from = remedy_ratios_of(rows), "this benchmark"
     if not cost:
         cost, cost_from = remedy_time_ratios(REPO_ROOT / "results" / "bench", gpu=dev.type == "cuda")
     result["study_projection"] = project_study(tp, ev["eval_s"], conc, remedy_cost=cost, remedy_cost_from=cost_from)

@@ -579,27 +579,27 @@ def verify_manifest(results_dir: Path, profile: str, job: Job) -> tuple[bool, fl
     return True, manifest.get("elapsed_s")
 
 
-def _nvidia_smi(*args: str) -> list[str]:
-    """The non-empty lines ``nvidia-smi ARGS`` prints; none without the tool, when it fails, or with
-    ``CUDA_VISIBLE_DEVICES=""`` (no GPU visible to this process)."""
+def _gpu_names() -> list[str]:
+    """The names of the GPUs visible to this process, as torch names them (``nvidia-smi --query-gpu=name``, e.g.
+    "NVIDIA H200"); none without the tool, when it fails, or with ``CUDA_VISIBLE_DEVICES=""``."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return []
     try:
-        out = subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
 def _gpu_count() -> int:
-    """GPUs visible to this process (``nvidia-smi -L``; 0 without the tool or with ``CUDA_VISIBLE_DEVICES=""``)."""
-    return sum(1 for line in _nvidia_smi("-L") if line.startswith("GPU "))
+    """GPUs visible to this process (:func:`_gpu_names`)."""
+    return len(_gpu_names())
 
 
 def _gpu_name() -> str | None:
-    """The name of this machine's first GPU (``nvidia-smi --query-gpu=name``, as torch names it, e.g. "NVIDIA H200");
-    None without one or without the tool."""
-    names = _nvidia_smi("--query-gpu=name", "--format=csv,noheader")
+    """The name of this machine's first GPU (:func:`_gpu_names`), None without one."""
+    names = _gpu_names()
     return names[0] if names else None
 
 

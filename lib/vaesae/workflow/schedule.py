@@ -106,8 +106,9 @@ def concurrent_benchmark(bench_dir: Path, gpu: str | None = None) -> tuple[Path,
 
 
 def remedy_ratios_of(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], float]:
-    """{(dataset, remedy): seconds of a remedy's stage-3 step ÷ Top-k's} from one training benchmark's stage-3
-    ``rows`` (``path`` ``project``: Top-k; ``sparsifier:NAME``: a remedy of notebook 08 in its place)."""
+    """{(dataset, remedy): seconds of a remedy's stage-3 step ÷ Top-k's} from one training benchmark's ``rows``
+    (stage 3: ``path`` ``project``, Top-k; ``sparsifier:NAME``, a remedy of notebook 08 in its place)."""
+    rows = [r for r in rows if r.get("stage") == "stage3"]
     topk = {r["dataset"]: r["img_s"] for r in rows if r.get("path") == "project"}
     return {(r["dataset"], r["path"].split(":", 1)[1]): topk[r["dataset"]] / r["img_s"] for r in rows
             if str(r.get("path", "")).startswith("sparsifier:") and r["dataset"] in topk and r.get("img_s")}
@@ -122,11 +123,10 @@ def remedy_time_ratios(bench_dir: Path, gpu: bool) -> tuple[dict[tuple[str, str]
     for p in sorted(Path(bench_dir).glob("*.json")) if Path(bench_dir).is_dir() else []:
         try:
             d = json.loads(p.read_text())
-            rows = [r for r in d.get("rows", []) if r.get("stage") == "stage3"] if d.get("benchmark") == "train" else []
+            ratios = remedy_ratios_of(d.get("rows", [])) if d.get("benchmark") == "train" else {}
             on_gpu = not str(d["environment"]["device"]).lower().startswith("cpu")
         except (OSError, ValueError, AttributeError, KeyError, TypeError):
             continue
-        ratios = remedy_ratios_of(rows)
         if ratios and on_gpu == gpu and (best is None or len(ratios) > best[0]):
             best = (len(ratios), p.name, ratios)
     return ({}, None) if best is None else (best[2], best[1])
