@@ -161,8 +161,7 @@ def test_figures_speak_words_and_show_a_spread_only_at_n_ge_2(tmp_path, seeds):
     write_figures(s, tmp_path / "figures")
     caps = {e["name"]: e["caption"] for e in artifacts.read_index(tmp_path / "figures" / "smoke")}
     assert len(set(c.split(" Runs:")[0] for c in caps.values())) >= 6, "one caption per figure, not one boilerplate"
-    assert all("SAE reading literal" in c and f"(n={1 if 'extended' in name else len(seeds)})" in c
-               for name, c in caps.items())   # Figures 8-9 draw one seed
+    assert all("SAE reading literal" in c and f"(n={len(seeds)})" in c for c in caps.values())
 
 
 def test_k500_is_read_at_both_ends_and_mse_stability_uses_the_warm_up(tmp_path):
@@ -240,9 +239,31 @@ def test_captions_name_the_commits_torch_and_devices_that_made_the_records(tmp_p
     assert "abcdef0" not in figures.figure_caption(s, "x.", "dsprites", "extended")   # only the records drawn
 
 
-def test_the_extended_figures_caption_names_the_one_seed_drawn(tmp_path):
+def test_the_extended_figures_draw_each_seed_paired_with_the_stage_3_it_continued(tmp_path):
+    """Figures 8-9: one line per seed whose extended run continued a recorded stage 3 (the paper draws seed 42 alone);
+    a seed whose starting state was not kept is left out of the figure and its caption; ``seed`` draws one."""
+    import matplotlib.pyplot as plt
+
     from vaesae.analysis import figures
 
     make_fake_study(tmp_path)
-    cap = figures.figure_caption(st.load_study(tmp_path, "smoke"), "x.", "shapes3d", "extended")
-    assert "seed 42 (n=1)" in cap and "43" not in cap
+    seed43 = tmp_path / "smoke" / "shapes3d" / "seed43"
+    for run, meta in (("topk", {"checkpoint_sha256": "c"}), ("extended", {"input_sha256": "C"})):   # C: not kept
+        f = seed43 / run / "run.json"
+        f.write_text(json.dumps({**json.loads(f.read_text()), **meta}))
+    s = st.load_study(tmp_path, "smoke")
+    cap = figures.figure_caption(s, "x.", "shapes3d", "extended")
+    assert "seeds 42, 44 (n=2)" in cap and "43" not in cap
+    fig = figures.fig_extended(s, "shapes3d")
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["seed 42", "seed 44", "end of stage 3"] and "seeds 42, 44, n = 2" in fig._suptitle.get_text()
+    dead = fig.axes[2]
+    ext = [ln for ln in dead.get_lines() if ln.get_label() == "seed 44"][0]
+    want = s.rows("shapes3d", "extended", 44)
+    assert list(ext.get_xdata()) == list(want.epoch + 10)   # after stage 3's 10 epochs
+    assert list(ext.get_ydata()) == list(want["dead_pct@0.001"])
+    plt.close(fig)
+    fig = figures.fig_extended(s, "shapes3d", seed=44)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["seed 44", "end of stage 3"]
+    plt.close(fig)
+    assert figures.fig_extended(s, "dsprites", seed=43) is not None   # dSprites' seed 43 is paired

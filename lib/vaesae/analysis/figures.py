@@ -14,7 +14,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -174,27 +173,32 @@ def _n_neurons(study: Study, dataset: str, seed: int) -> int:
 
 
 def fig_extended(study: Study, dataset: str, seed: int | None = None):
-    """Figures 8 and 9: stage 3 followed by extended training at k = 50 (one seed)."""
-    # the stage 3 each extended run continued: the committed one, or the one kept in its lineage (Study.predecessor)
+    """Figures 8 and 9: stage 3 followed by extended training at k = 50, one line per seed (the paper draws seed 42
+    alone); ``seed``, when it has an extended run, draws that one only (a per-seed page). Each seed's stage 3 is the
+    one its extended run continued (:meth:`Study.predecessor`: committed, or kept in the seed's ``lineage/``), drawn
+    lighter; seeds whose starting state was not kept are left out (no pair to draw)."""
     starts = {s: study.predecessor(dataset, s, "extended") for s in study.seeds_for(dataset, "extended")}
     seeds = sorted(s for s, found in starts.items() if found is not None)
     if not seeds:
         return None
-    seed = seed if seed in seeds else seeds[0]
-    where, t = starts[seed].where, starts[seed].rows
-    e = study.rows(dataset, "extended", seed)
-    end = int(t.epoch.max()) + 1
+    seeds = [seed] if seed in seeds else seeds
+    end = max(int(starts[s].rows.epoch.max()) + 1 for s in seeds)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for i, s in enumerate(seeds):
+        where, t, e = starts[s].where, starts[s].rows, study.rows(dataset, "extended", s)
+        color = f"C{i % 10}"
+        name = f"seed {s}" + (" (stage 3 retrained with it, lineage/)" if where == "lineage" else "")
+        for ax, y in zip(axes, ("mig", spec_col(), dead_col())):
+            ax.plot(t.epoch, t[y], color=color, alpha=0.45, marker="o", ms=1.5, lw=1)
+            ax.plot(e.epoch + end, e[y], color=color, marker="o", ms=2, label=name)
     for ax, y in zip(axes, ("mig", spec_col(), dead_col())):
-        ax.plot(t.epoch, t[y], color="tab:blue", marker="o", ms=2,
-                label="stage 3 (k 500 → 50)" + (", retrained with it (lineage/)" if where == "lineage" else ""))
-        ax.plot(e.epoch + end, e[y], color="tab:green", marker="o", ms=2, label="extended training (k = 50)")
         ax.axvline(end - 0.5, color="red", ls="--", lw=1, label="end of stage 3")
         ax.set_title(short(y))
         ax.set_ylabel(label(y), fontsize=8)
-        ax.set_xlabel("epoch: stage 3, then extended (from 0)")
-    _legend_outside(fig, axes)
-    fig.suptitle(f"{DATASET_LABEL[dataset]}: extended training at k = 50 (seed {seed}, n = 1)")
+        ax.set_xlabel("epoch: stage 3 (lighter), then extended (from 0)")
+    _legend_outside(fig, axes, title="extended run")
+    words = f"seed {seeds[0]}, n = 1" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}, n = {len(seeds)}"
+    fig.suptitle(f"{DATASET_LABEL[dataset]}: stage 3 (k 500 → 50), then extended training at k = 50 ({words})")
     fig.tight_layout()
     return fig
 
@@ -241,10 +245,10 @@ def figure_caption(study: Study, what: str, dataset: str | None, run: str) -> st
     seeds = sorted(set().union(*[set(study.seeds_for(d, r)) for d in dss for r in runs])) if dss else []
     readings = sorted({reading_of(m) for (d, s, r), m in study.runs.items() if d in dss and r in runs})
     names = ", ".join(f"{DATASET_LABEL[d]} {METHOD_LABEL.get(r, r)}" for d in dss for r in runs)
-    if run == "extended":   # Figures 8-9 draw one seed, with the stage 3 it continued (fig_extended's choice)
+    if run == "extended":   # Figures 8-9 draw each seed with the stage 3 it continued (fig_extended's choice)
         drawn = [(d, s, found) for d in dss for s in study.seeds_for(d, run)
-                 if (found := study.predecessor(d, s, run)) is not None][:1]
-        seeds = [s for _, s, _ in drawn]
+                 if (found := study.predecessor(d, s, run)) is not None]
+        seeds = sorted({s for _, s, _ in drawn})
         made = made_with([m for d, s, found in drawn for m in (study.runs[(d, s, run)], found.meta)])
     else:
         made = study.made_with(dss, runs, seeds)
