@@ -267,3 +267,37 @@ def test_the_extended_figures_draw_each_seed_paired_with_the_stage_3_it_continue
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["seed 44", "end of stage 3"]
     plt.close(fig)
     assert figures.fig_extended(s, "dsprites", seed=43) is not None   # dSprites' seed 43 is paired
+
+
+def test_the_topk_vs_l1_and_threshold_figures_are_the_mean_over_seeds(tmp_path):
+    """Figures 6-7 and 10-11: the mean over every seed recorded (the paper draws seed 42 alone) with a ± std band;
+    ``seed`` draws that seed's own values."""
+    import matplotlib.pyplot as plt
+
+    from vaesae.analysis import figures
+
+    make_fake_study(tmp_path)
+    s = st.load_study(tmp_path, "smoke")
+    dead = "dead_pct@0.001"
+    topk = s.rows("dsprites", "topk")
+    fig = figures.fig_topk_vs_l1(s, "dsprites")
+    assert "mean ± std over 3 seeds: 42, 43, 44" in fig._suptitle.get_text()
+    line = [ln for ln in fig.axes[2].get_lines() if ln.get_label() == "Top-k"][0]
+    assert np.allclose(line.get_ydata(), topk.groupby("epoch")[dead].mean())
+    alive = [b.get_height() for b in fig.axes[3].containers[0]]   # Top-k's bars: specialised, alive
+    assert np.isclose(alive[1], (100 - s.final("dsprites", "topk")[dead]).mean())
+    plt.close(fig)
+    fig = figures.fig_topk_vs_l1(s, "dsprites", seed=43)
+    line = [ln for ln in fig.axes[2].get_lines() if ln.get_label() == "Top-k"][0]
+    assert np.allclose(line.get_ydata(), topk[topk.seed == 43][dead]) and "seed 43, n = 1" in fig._suptitle.get_text()
+    plt.close(fig)
+    final = s.final("shapes3d", "topk")
+    fig = figures.fig_thresholds(s, "shapes3d")
+    line = [ln for ln in fig.axes[1].get_lines() if ln.get_label() == "ours"][0]
+    assert list(line.get_xdata()) == list(DEAD_T)
+    assert np.allclose(line.get_ydata(), [final[f"dead_pct@{t:g}"].mean() for t in DEAD_T])
+    plt.close(fig)
+    fig = figures.fig_thresholds(s, "shapes3d", seed=44)
+    line = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "ours, seed 44"][0]
+    assert np.allclose(line.get_ydata(), [final[final.seed == 44][f"spec@{t:g}"].iloc[0] for t in SPEC_T])
+    plt.close(fig)

@@ -113,48 +113,63 @@ def fig_cross_dataset(study: Study):
     return fig
 
 
-def _visible_bars(ax) -> None:
-    """Write each bar's value on it and draw a zero-height bar as a thick tick, so a 0 is seen as a 0."""
-    for container in ax.containers:
-        ax.bar_label(container, fmt="%.1f", fontsize=8, padding=2)
-        for bar in container:
+def _visible_bars(ax, spread: list[list[float]] | None = None) -> None:
+    """Write each bar's value on it and draw a zero-height bar as a thick tick, so a 0 is seen as a 0. ``spread``
+    (per container, per bar: the std its error bar shows) writes "mean ± std" above the error bar instead."""
+    for i, container in enumerate(ax.containers):
+        if spread is None:
+            ax.bar_label(container, fmt="%.1f", fontsize=8, padding=2)
+        for j, bar in enumerate(container):
+            if spread is not None:
+                h, sd = bar.get_height(), spread[i][j]
+                ax.annotate(f"{h:.1f} ± {sd:.1f}", (bar.get_x() + bar.get_width() / 2, h + sd), xytext=(0, 3),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=8)
             if bar.get_height() == 0:
                 ax.plot([bar.get_x(), bar.get_x() + bar.get_width()], [0, 0], color=bar.get_facecolor(), lw=4,
                         solid_capstyle="butt", zorder=5, clip_on=False)
 
 
+def _drawn_words(seeds: list[int]) -> str:
+    """A title's words for the seeds a figure aggregates: "seed 42, n = 1" or "mean ± std over 3 seeds: 42, 43, 44"."""
+    return f"seed {seeds[0]}, n = 1" if len(seeds) == 1 else f"mean ± std over {len(seeds)} seeds: {', '.join(map(str, seeds))}"
+
+
 def fig_topk_vs_l1(study: Study, dataset: str, seed: int | None = None):
-    """Figures 6 and 7: Top-k against L1 for one seed (the first available, 42 in the paper)."""
+    """Figures 6 and 7: Top-k against L1 along stage 3 and at its end, the mean over every seed with both runs (a ± std
+    band and error bar at n >= 2; the paper draws seed 42 alone); ``seed``, when it has both, draws that one only."""
     seeds = sorted(set(study.seeds_for(dataset, "topk")) & set(study.seeds_for(dataset, "l1")))
     if not seeds:
         return None
-    seed = seed if seed in seeds else seeds[0]
-    t, l = study.rows(dataset, "topk", seed), study.rows(dataset, "l1", seed)
+    seeds = [seed] if seed in seeds else seeds
+    t, l = (study.rows(dataset, run)[lambda df: df.seed.isin(seeds)] for run in ("topk", "l1"))
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     styles = {"L1": dict(color="tab:orange", ls="--", lw=1.6, marker="x", ms=4, zorder=2),
               "Top-k": dict(color="tab:blue", ls="-", lw=2.6, marker="o", ms=3, zorder=3, alpha=0.85)}
     for d, name in ((l, "L1"), (t, "Top-k")):   # L1 first, dashed; Top-k drawn over it, thicker: both visible
         for ax, c in zip(axes.flat, ("mig", spec_col(), dead_col())):
-            ax.plot(d.epoch, d[c], label=name, **styles[name])
+            _band(ax, d, c, name, **styles[name])
     for ax, c in zip(axes.flat, ("mig", spec_col(), dead_col())):
         ax.set_title(short(c))
         ax.set_ylabel(label(c), fontsize=8)
         ax.set_xlabel(label("epoch"))
-    m = _n_neurons(study, dataset, seed)
-    final = pd.DataFrame({
-        "method": ["Top-k", "L1"] * 2,
-        "metric": ["specialised\n(% of neurons)"] * 2 + ["alive\n(% of neurons)"] * 2,
-        "value": [100 * t[spec_col()].iloc[-1] / m, 100 * l[spec_col()].iloc[-1] / m,
-                  100 - t[dead_col()].iloc[-1], 100 - l[dead_col()].iloc[-1]],
-    })
-    sns.barplot(data=final, x="metric", y="value", hue="method", hue_order=["Top-k", "L1"],
-                palette={"Top-k": "tab:blue", "L1": "tab:orange"}, ax=axes[1, 1])
-    _visible_bars(axes[1, 1])
-    axes[1, 1].set_title("final state, end of stage 3")
+    rows = []
+    for d, name in ((t, "Top-k"), (l, "L1")):
+        for s, last in d.groupby("seed").tail(1).groupby("seed"):
+            m = _n_neurons(study, dataset, int(s))
+            rows += [{"method": name, "metric": "specialised\n(% of neurons)", "value": 100 * float(last[spec_col()].iloc[0]) / m},
+                     {"method": name, "metric": "alive\n(% of neurons)", "value": 100 - float(last[dead_col()].iloc[0])}]
+    bars, metrics = pd.DataFrame(rows), ["specialised\n(% of neurons)", "alive\n(% of neurons)"]
+    sns.barplot(data=bars, x="metric", y="value", hue="method", hue_order=["Top-k", "L1"], order=metrics,
+                palette={"Top-k": "tab:blue", "L1": "tab:orange"}, errorbar="sd" if len(seeds) > 1 else None,
+                capsize=0.1, ax=axes[1, 1])
+    sd = bars.groupby(["method", "metric"]).value.std(ddof=1)
+    _visible_bars(axes[1, 1], [[float(sd[(m, x)]) for x in metrics] for m in ("Top-k", "L1")] if len(seeds) > 1 else None)
+    axes[1, 1].set_title("final state, end of stage 3" + (" (mean ± std)" if len(seeds) > 1 else ""))
+    axes[1, 1].set_ylim(top=axes[1, 1].get_ylim()[1] * 1.08)   # room for the labels above the error bars
     axes[1, 1].set_xlabel("")
     axes[1, 1].set_ylabel("% of the dictionary's neurons")
     _legend_outside(fig, axes, title="method")
-    fig.suptitle(f"{DATASET_LABEL[dataset]}: Top-k vs L1 (seed {seed}, n = 1)")
+    fig.suptitle(f"{DATASET_LABEL[dataset]}: Top-k vs L1 ({_drawn_words(seeds)})")
     fig.tight_layout()
     return fig
 
@@ -204,27 +219,31 @@ def fig_extended(study: Study, dataset: str, seed: int | None = None):
 
 
 def fig_thresholds(study: Study, dataset: str, seed: int | None = None):
-    """Figures 10 and 11: specialised count and dead % against their thresholds (one seed, k = 50)."""
+    """Figures 10 and 11: specialised count and dead % against their thresholds at k = 50 (Top-k), the mean over
+    seeds (a ± std band at n >= 2; the paper draws seed 42 alone); ``seed``, when recorded, draws that one only."""
     f = study.final(dataset, "topk")
     if f.empty:
         return None
-    seed = seed if seed in set(f.seed) else int(f.seed.iloc[0])
-    row = f[f.seed == seed].iloc[0]
+    seeds = sorted(int(x) for x in f.seed.unique())
+    seeds = [seed] if seed in seeds else seeds
+    f = f[f.seed.isin(seeds)]
     sc, dc = _threshold_columns(f, "spec"), _threshold_columns(f, "dead_pct")
+    what = "ours" + ("" if len(seeds) > 1 else f", seed {seeds[0]}")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    axes[0].plot([t for t, _ in sc], [row[c] for _, c in sc], marker="o", label=f"ours, seed {seed}")
+    for ax, cols, color in ((axes[0], sc, None), (axes[1], dc, "tab:orange")):
+        long = pd.DataFrame([{"seed": r["seed"], "threshold": t, "value": r[c]} for r in f.to_dict("records") for t, c in cols])
+        _band(ax, long, "value", what, color=color, x="threshold", marker="o")
     axes[0].axvline(0.5, color="red", ls="--", lw=1, label="default threshold")
     axes[0].set_xlabel("specialisation threshold (MI / H(factor))")
     axes[0].set_ylabel("specialised neurons (count)")
     axes[0].set_title("specialised neurons")
-    axes[1].plot([t for t, _ in dc], [row[c] for _, c in dc], marker="o", color="tab:orange", label=f"ours, seed {seed}")
     axes[1].axvline(0.001, color="blue", ls="--", lw=1, label="default threshold")
     axes[1].set_xscale("log")
     axes[1].set_xlabel("dead threshold (activation rate, log scale)")
     axes[1].set_ylabel("dead neurons (% of the dictionary)")
     axes[1].set_title("dead neurons (%)")
     _legend_outside(fig, axes)
-    fig.suptitle(f"{DATASET_LABEL[dataset]}: threshold sensitivity at k = 50 (Top-k, seed {seed}, n = 1)")
+    fig.suptitle(f"{DATASET_LABEL[dataset]}: threshold sensitivity at k = 50 (Top-k, {_drawn_words(seeds)})")
     fig.tight_layout()
     return fig
 
