@@ -256,7 +256,8 @@ def test_the_extended_figures_draw_each_seed_paired_with_the_stage_3_it_continue
     assert "seeds 42, 44 (n=2)" in cap and "43" not in cap
     fig = figures.fig_extended(s, "shapes3d")
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend == ["seed 42", "seed 44", "end of stage 3"] and "seeds 42, 44, n = 2" in fig._suptitle.get_text()
+    assert sorted(legend) == ["end of stage 3", "paper, Table 3", "seed 42", "seed 44"]
+    assert "seeds 42, 44, n = 2" in fig._suptitle.get_text()
     dead = fig.axes[2]
     ext = [ln for ln in dead.get_lines() if ln.get_label() == "seed 44"][0]
     want = s.rows("shapes3d", "extended", 44)
@@ -264,7 +265,7 @@ def test_the_extended_figures_draw_each_seed_paired_with_the_stage_3_it_continue
     assert list(ext.get_ydata()) == list(want["dead_pct@0.001"])
     plt.close(fig)
     fig = figures.fig_extended(s, "shapes3d", seed=44)
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["seed 44", "end of stage 3"]
+    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == ["end of stage 3", "paper, Table 3", "seed 44"]
     plt.close(fig)
     assert figures.fig_extended(s, "dsprites", seed=43) is not None   # dSprites' seed 43 is paired
 
@@ -300,4 +301,50 @@ def test_the_topk_vs_l1_and_threshold_figures_are_the_mean_over_seeds(tmp_path):
     fig = figures.fig_thresholds(s, "shapes3d", seed=44)
     line = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "ours, seed 44"][0]
     assert np.allclose(line.get_ydata(), [final[final.seed == 44][f"spec@{t:g}"].iloc[0] for t in SPEC_T])
+    plt.close(fig)
+
+
+def _paper_marks(ax) -> dict[str, list[tuple[float, float]]]:
+    """{label: [(x, y), ...]} of the paper's numbers drawn on ``ax`` (error-bar diamonds and dashed lines)."""
+    from matplotlib.container import ErrorbarContainer
+
+    out: dict[str, list[tuple[float, float]]] = {}
+    for c in ax.containers:
+        if isinstance(c, ErrorbarContainer) and c.get_label().startswith("paper"):
+            line = c.lines[0]
+            out.setdefault(c.get_label(), []).extend(zip(line.get_xdata(), line.get_ydata()))
+    for line in ax.get_lines():
+        if line.get_label().startswith("paper"):
+            out.setdefault(line.get_label(), []).extend(zip(line.get_xdata(), line.get_ydata()))
+    return out
+
+
+def test_the_paper_figures_show_the_papers_numbers_beside_ours(tmp_path):
+    """Figures 1-11 put the paper's printed numbers (Tables 1-5, vaesae.analysis.paper) where ours are: the end of
+    stage 3 (k = 50), its start (Table 2, k = 500), each threshold, before and after extended training."""
+    import matplotlib.pyplot as plt
+
+    from vaesae.analysis import figures
+
+    make_fake_study(tmp_path, dsprites_dead=70.0, shapes_dead=90.0)
+    s = st.load_study(tmp_path, "smoke")
+    fig = figures.fig_aggregate(s, "shapes3d")   # stage 3: epochs 0-9
+    assert _paper_marks(fig.axes[0]) == {"paper, Table 1 (k = 50)": [(9, 62.7)], "paper, Table 2 (k = 500)": [(0, 4.8)]}
+    assert _paper_marks(fig.axes[1]) == {"paper, Table 1 (k = 50)": [(9, 0.183)]}
+    plt.close(fig)
+    fig = figures.fig_cross_dataset(s)
+    assert _paper_marks(fig.axes[0])["paper, dSprites (Tables 1-2)"] == [(50, 34.4), (500, 1.2)]
+    plt.close(fig)
+    fig = figures.fig_topk_vs_l1(s, "dsprites")
+    assert _paper_marks(fig.axes[2]) == {"paper, Top-k (Table 1)": [(9, 34.4)], "paper, L1 (Table 1)": [(9, 41.7)]}
+    bars = sorted(y for _, y in _paper_marks(fig.axes[3])["paper (Table 1)"])
+    m = figures._n_neurons(s, "dsprites", 42)
+    assert np.allclose(bars, sorted([100 * 1188 / m, 100 * 479 / m, 100 - 34.4, 100 - 41.7]))
+    plt.close(fig)
+    fig = figures.fig_extended(s, "dsprites")   # stage 3 ends at epoch 9, extended runs 20 epochs after it
+    assert _paper_marks(fig.axes[2]) == {"paper, Table 3": [(9, 34.4), (29, 34.7)]}
+    plt.close(fig)
+    fig = figures.fig_thresholds(s, "shapes3d")
+    assert _paper_marks(fig.axes[0]) == {"paper, Table 4": sorted(paper.TABLE4["shapes3d"].items())}
+    assert _paper_marks(fig.axes[1]) == {"paper, Table 5": sorted(paper.TABLE5["shapes3d"].items())}
     plt.close(fig)

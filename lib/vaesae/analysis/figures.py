@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .labels import label, legend_outside, short, spread_words  # noqa: E402
+from . import paper  # noqa: E402
 from .paper import PAPER_FIGURES, WAITS_FOR  # noqa: E402
 from .study import DATASET_LABEL, METHOD_LABEL, Study, _threshold_columns, dead_col, reading_tag, spec_col  # noqa: E402
 
@@ -41,6 +42,33 @@ def _band(ax, df: pd.DataFrame, y: str, label: str | None = None, color=None, x:
         ax.fill_between(xs, (m - s).to_numpy(), (m + s).to_numpy(), alpha=0.25, color=line.get_color(), lw=0)
 
 
+def _paper_metric(col: str) -> str | None:
+    """The paper's name (:mod:`vaesae.analysis.paper`) of one of our columns at the paper's thresholds, else None."""
+    return {dead_col(): "dead_pct", spec_col(): "specialized", "mig": "mig", "mse": "mse"}.get(col)
+
+
+def _paper_point(ax, x: float, found: tuple[float, float | None] | None, what: str, color: str = "black") -> None:
+    """The paper's number at ``x`` beside our lines: a hollow diamond, its std (where the paper gives one) as an
+    error bar, labelled ``what`` (e.g. "paper, Table 1 (k = 50)"). Nothing where ``found`` is None."""
+    if found is None:
+        return
+    value, sd = found
+    ax.errorbar([x], [value], yerr=None if sd is None else [sd], fmt="D", ms=7, mfc="white", mec=color, mew=1.5,
+                color=color, ecolor=color, capsize=3, zorder=6, label=what)   # color: the axes' cycle stays as it was
+
+
+def _paper_k50_k500(ax, dataset: str, col: str, x50: float, x500: float | None, color: str = "black",
+                    method: str = "topk") -> None:
+    """The paper's Table 1 value of ``col`` at ``x50`` and, for dead % and specialised (Top-k), Table 2's k = 500
+    value at ``x500`` (None: not drawn)."""
+    metric = _paper_metric(col)
+    if metric is None:
+        return
+    _paper_point(ax, x50, paper.table1_value(dataset, method, metric), "paper, Table 1 (k = 50)", color)
+    if x500 is not None and method == "topk":
+        _paper_point(ax, x500, paper.table2_value(dataset, metric), "paper, Table 2 (k = 500)", color)
+
+
 def _legend_outside(fig, axes, **kw) -> None:
     legend_outside(fig, axes, **kw)
 
@@ -62,6 +90,7 @@ def fig_per_seed(study: Study, dataset: str):
             if c in d:
                 ax.plot(d.epoch, d[c], marker="o", ms=2.5, label=f"seed {seed}")
     for ax, c in zip(axes.flat, cols):
+        _paper_k50_k500(ax, dataset, c, df.epoch.max(), df.epoch.min())
         ax.set_title(short(c))
         ax.set_ylabel(label(c), fontsize=8)
         ax.set_xlabel(label("epoch"))
@@ -83,6 +112,7 @@ def fig_aggregate(study: Study, dataset: str):
     _band(axes[0], df, dead_col(), what, marker="o", ms=2.5)
     _band(axes[1], df, "mig", what, marker="o", ms=2.5)
     for ax, c in zip(axes, (dead_col(), "mig")):
+        _paper_k50_k500(ax, dataset, c, df.epoch.max(), df.epoch.min())
         ax.set_title(short(c))
         ax.set_ylabel(label(c), fontsize=8)
         ax.set_xlabel(label("epoch"))
@@ -103,6 +133,11 @@ def fig_cross_dataset(study: Study):
     for ax, y in zip(axes, (dead_col(), spec_col(), "mig")):
         for ds, p in parts.items():
             _band(ax, p, y, DATASET_LABEL[ds], x="k", marker="o", ms=3)
+            color = ax.get_lines()[-1].get_color()
+            metric = _paper_metric(y)
+            if metric is not None:   # the paper's, in the dataset's colour
+                _paper_point(ax, 50, paper.table1_value(ds, "topk", metric), f"paper, {DATASET_LABEL[ds]} (Tables 1-2)", color)
+                _paper_point(ax, 500, paper.table2_value(ds, metric), f"paper, {DATASET_LABEL[ds]} (Tables 1-2)", color)
         ax.invert_xaxis()
         ax.set_title(short(y))
         ax.set_ylabel(label(y), fontsize=8)
@@ -149,6 +184,9 @@ def fig_topk_vs_l1(study: Study, dataset: str, seed: int | None = None):
         for ax, c in zip(axes.flat, ("mig", spec_col(), dead_col())):
             _band(ax, d, c, name, **styles[name])
     for ax, c in zip(axes.flat, ("mig", spec_col(), dead_col())):
+        for d, name, method in ((t, "Top-k", "topk"), (l, "L1", "l1")):
+            _paper_point(ax, d.epoch.max(), paper.table1_value(dataset, method, _paper_metric(c)),
+                         f"paper, {name} (Table 1)", styles[name]["color"])
         ax.set_title(short(c))
         ax.set_ylabel(label(c), fontsize=8)
         ax.set_xlabel(label("epoch"))
@@ -164,6 +202,12 @@ def fig_topk_vs_l1(study: Study, dataset: str, seed: int | None = None):
                 capsize=0.1, ax=axes[1, 1])
     sd = bars.groupby(["method", "metric"]).value.std(ddof=1)
     _visible_bars(axes[1, 1], [[float(sd[(m, x)]) for x in metrics] for m in ("Top-k", "L1")] if len(seeds) > 1 else None)
+    m = _n_neurons(study, dataset, seeds[0])
+    for container, method in zip(axes[1, 1].containers, ("topk", "l1")):   # the paper's share on each bar
+        spec, dead = (paper.table1_value(dataset, method, k) for k in ("specialized", "dead_pct"))
+        for bar, found in zip(container, (None if spec is None else (100 * spec[0] / m, None),
+                                          None if dead is None else (100 - dead[0], None))):
+            _paper_point(axes[1, 1], bar.get_x() + bar.get_width() / 2, found, "paper (Table 1)")
     axes[1, 1].set_title("final state, end of stage 3" + (" (mean ± std)" if len(seeds) > 1 else ""))
     axes[1, 1].set_ylim(top=axes[1, 1].get_ylim()[1] * 1.08)   # room for the labels above the error bars
     axes[1, 1].set_xlabel("")
@@ -206,6 +250,10 @@ def fig_extended(study: Study, dataset: str, seed: int | None = None):
         for ax, y in zip(axes, ("mig", spec_col(), dead_col())):
             ax.plot(t.epoch, t[y], color=color, alpha=0.45, marker="o", ms=1.5, lw=1)
             ax.plot(e.epoch + end, e[y], color=color, marker="o", ms=2, label=name)
+    last = end + max(int(study.rows(dataset, "extended", s).epoch.max()) for s in seeds)
+    t3 = paper.TABLE3.get(dataset, {})
+    for x, key in ((end - 1, "init"), (last, "final")):   # Table 3: dead % at the end of stage 3 and after 100 epochs
+        _paper_point(axes[2], x, t3.get(key), "paper, Table 3")
     for ax, y in zip(axes, ("mig", spec_col(), dead_col())):
         ax.axvline(end - 0.5, color="red", ls="--", lw=1, label="end of stage 3")
         ax.set_title(short(y))
@@ -233,6 +281,10 @@ def fig_thresholds(study: Study, dataset: str, seed: int | None = None):
     for ax, cols, color in ((axes[0], sc, None), (axes[1], dc, "tab:orange")):
         long = pd.DataFrame([{"seed": r["seed"], "threshold": t, "value": r[c]} for r in f.to_dict("records") for t, c in cols])
         _band(ax, long, "value", what, color=color, x="threshold", marker="o")
+    for ax, table, name in ((axes[0], paper.TABLE4, "Table 4"), (axes[1], paper.TABLE5, "Table 5")):
+        printed = sorted(table.get(dataset, {}).items())
+        if printed:
+            ax.plot(*zip(*printed), "D--", color="black", ms=7, mfc="white", mew=1.5, lw=1, zorder=6, label=f"paper, {name}")
     axes[0].axvline(0.5, color="red", ls="--", lw=1, label="default threshold")
     axes[0].set_xlabel("specialisation threshold (MI / H(factor))")
     axes[0].set_ylabel("specialised neurons (count)")

@@ -136,6 +136,22 @@ TABLE7_MIN = {  # minutes per seed on one RTX 5090
 }
 
 
+_SHORT = {"dead_pct": "dead", "mig": "mig", "mse": "mse", "specialized": "spec"}
+
+
+def table1_value(dataset: str, method: str, metric: str) -> tuple[float, float | None] | None:
+    """The paper's Table 1 (k = 50, its 3 seeds) for ``method`` (topk, l1) on ``dataset``: (mean, std) of ``metric``
+    (dead_pct, mig, mse, specialized), from :data:`CLAIMS`; None where the table has no such cell."""
+    c = next((c for c in CLAIMS if c.id == f"t1_{_SHORT.get(metric, metric)}_{dataset}_{method}"), None)
+    return None if c is None else (float(c.paper), None if c.paper_std is None else float(c.paper_std))
+
+
+def table2_value(dataset: str, metric: str) -> tuple[float, float | None] | None:
+    """The paper's Table 2 at k = 500 on ``dataset`` (dead_pct or specialized): (value, std or None); else None."""
+    c = next((c for c in CLAIMS if c.id == f"t2_{_SHORT.get(metric, metric)}500_{dataset}"), None)
+    return None if c is None else (float(c.paper), None if c.paper_std is None else float(c.paper_std))
+
+
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
     """Two-sided Student-t interval of the mean; None with fewer than 2 values."""
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
@@ -187,27 +203,40 @@ def verdict(claim: Claim, ours: Sequence[float] | None, *, direction_holds: bool
 # each one or a placeholder that names the runs it waits for.
 PAPER_FIGURES: tuple[tuple[int, str, str | None, str, str, str], ...] = (
     (1, "fig1_dsprites_per_seed", "dsprites", "topk", "Figure 1: dSprites per-seed trajectories",
-     "Specialised neurons, dead %, k, MIG and MSE at the end of every stage-3 epoch, one line per seed."),
+     "Specialised neurons, dead %, k, MIG and MSE at the end of every stage-3 epoch, one line per seed. Hollow "
+     "diamonds: the paper's Table 1 (k = 50, ± its std) and Table 2 (k = 500)."),
     (2, "fig2_dsprites_aggregate", "dsprites", "topk", "Figure 2: dSprites aggregated over seeds",
-     "Dead % and MIG along stage 3, the mean over seeds (a ± std band where there are two or more)."),
+     "Dead % and MIG along stage 3, the mean over seeds (a ± std band where there are two or more). Hollow diamonds: "
+     "the paper's Table 1 (k = 50, ± its std) and Table 2 (k = 500)."),
     (3, "fig3_shapes3d_per_seed", "shapes3d", "topk", "Figure 3: Shapes3D per-seed trajectories",
-     "Specialised neurons, dead %, k, MIG and MSE at the end of every stage-3 epoch, one line per seed."),
+     "Specialised neurons, dead %, k, MIG and MSE at the end of every stage-3 epoch, one line per seed. Hollow "
+     "diamonds: the paper's Table 1 (k = 50, ± its std) and Table 2 (k = 500)."),
     (4, "fig4_shapes3d_aggregate", "shapes3d", "topk", "Figure 4: Shapes3D aggregated over seeds",
-     "Dead % and MIG along stage 3, the mean over seeds (a ± std band where there are two or more)."),
+     "Dead % and MIG along stage 3, the mean over seeds (a ± std band where there are two or more). Hollow diamonds: "
+     "the paper's Table 1 (k = 50, ± its std) and Table 2 (k = 500)."),
     (5, "fig5_cross_dataset", None, "topk", "Figure 5: cross-dataset comparison",
-     "Dead %, specialised neurons and MIG against k as it falls from 500 to 50, both datasets."),
+     "Dead %, specialised neurons and MIG against k as it falls from 500 to 50, both datasets. Hollow diamonds, in "
+     "each dataset's colour: the paper's Table 1 (k = 50, ± its std) and Table 2 (k = 500)."),
     (6, "fig6_dsprites_topk_vs_l1", "dsprites", "l1", "Figure 6: dSprites Top-k vs L1",
-     "MIG, specialised neurons and dead % along stage 3 for Top-k and for L1, and the final share of specialised and alive neurons."),
+     "MIG, specialised neurons and dead % along stage 3 for Top-k and for L1, and the final share of specialised and "
+     "alive neurons. Hollow diamonds: the paper's Table 1 (± its std), on the lines and on the bars."),
     (7, "fig7_shapes3d_topk_vs_l1", "shapes3d", "l1", "Figure 7: Shapes3D Top-k vs L1",
-     "MIG, specialised neurons and dead % along stage 3 for Top-k and for L1, and the final share of specialised and alive neurons."),
+     "MIG, specialised neurons and dead % along stage 3 for Top-k and for L1, and the final share of specialised and "
+     "alive neurons. Hollow diamonds: the paper's Table 1 (± its std), on the lines and on the bars."),
     (8, "fig8_dsprites_extended", "dsprites", "extended", "Figure 8: dSprites extended training",
-     "Stage 3 followed by 100 more epochs at k = 50: MIG, specialised neurons and dead %, one line per seed (the paper's: seed 42)."),
+     "Stage 3 followed by 100 more epochs at k = 50: MIG, specialised neurons and dead %, one line per seed (the "
+     "paper's: seed 42). Hollow diamonds: the paper's Table 3 dead %, at the end of stage 3 and after the 100 "
+     "epochs."),
     (9, "fig9_shapes3d_extended", "shapes3d", "extended", "Figure 9: Shapes3D extended training",
-     "Stage 3 followed by 100 more epochs at k = 50: MIG, specialised neurons and dead %, one line per seed (the paper's: seed 42)."),
+     "Stage 3 followed by 100 more epochs at k = 50: MIG, specialised neurons and dead %, one line per seed (the "
+     "paper's: seed 42). Hollow diamonds: the paper's Table 3 dead %, at the end of stage 3 and after the 100 "
+     "epochs."),
     (10, "fig10_dsprites_thresholds", "dsprites", "topk", "Figure 10: dSprites threshold sensitivity",
-     "Specialised count against the specialisation threshold and dead % against the dead threshold, at k = 50."),
+     "Specialised count against the specialisation threshold and dead % against the dead threshold, at k = 50. "
+     "Diamonds, dashed: the paper's Tables 4 and 5."),
     (11, "fig11_shapes3d_thresholds", "shapes3d", "topk", "Figure 11: Shapes3D threshold sensitivity",
-     "Specialised count against the specialisation threshold and dead % against the dead threshold, at k = 50."),
+     "Specialised count against the specialisation threshold and dead % against the dead threshold, at k = 50. "
+     "Diamonds, dashed: the paper's Tables 4 and 5."),
 )
 WAITS_FOR = {"topk": "the Top-k stage-3 runs (notebook 03)", "l1": "the L1 runs (notebook 05) beside the Top-k runs",
              "extended": "the extended runs (notebook 04, 100 epochs at k = 50 after stage 3)"}
