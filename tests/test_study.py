@@ -325,6 +325,7 @@ def test_the_paper_figures_show_the_papers_numbers_beside_ours(tmp_path):
     import matplotlib.pyplot as plt
 
     from vaesae.analysis import figures
+    from vaesae.config import PAPER_NEURONS
 
     make_fake_study(tmp_path, dsprites_dead=70.0, shapes_dead=90.0)
     s = st.load_study(tmp_path, "smoke")
@@ -335,10 +336,16 @@ def test_the_paper_figures_show_the_papers_numbers_beside_ours(tmp_path):
     fig = figures.fig_cross_dataset(s)
     assert _paper_marks(fig.axes[0])["paper, dSprites (Tables 1-2)"] == [(50, 34.4), (500, 1.2)]
     plt.close(fig)
+    for rows in (tmp_path / "smoke" / "dsprites").glob("seed*/topk/epochs.csv"):   # a profile of m = 512: k 31 -> 3
+        df = pd.read_csv(rows)
+        df.assign(k=(df.k * 512 / PAPER_NEURONS).round().astype(int)).to_csv(rows, index=False)
+    fig = figures.fig_cross_dataset(st.load_study(tmp_path, "smoke"))
+    assert [x for x, _ in _paper_marks(fig.axes[0])["paper, dSprites (Tables 1-2)"]] == [3, 31]
+    plt.close(fig)
     fig = figures.fig_topk_vs_l1(s, "dsprites")
     assert _paper_marks(fig.axes[2]) == {"paper, Top-k (Table 1)": [(9, 34.4)], "paper, L1 (Table 1)": [(9, 41.7)]}
     bars = sorted(y for _, y in _paper_marks(fig.axes[3])["paper (Table 1)"])
-    m = figures._n_neurons(s, "dsprites", 42)
+    m = PAPER_NEURONS   # the paper's share of its own dictionary, whatever ours is
     assert np.allclose(bars, sorted([100 * 1188 / m, 100 * 479 / m, 100 - 34.4, 100 - 41.7]))
     plt.close(fig)
     fig = figures.fig_extended(s, "dsprites")   # stage 3 ends at epoch 9, extended runs 20 epochs after it

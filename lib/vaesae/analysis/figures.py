@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .labels import label, legend_outside, short, spread_words  # noqa: E402
+from ..config import PAPER_NEURONS  # noqa: E402
 from . import paper  # noqa: E402
 from .paper import PAPER_FIGURES, WAITS_FOR  # noqa: E402
 from .study import DATASET_LABEL, METHOD_LABEL, Study, _threshold_columns, dead_col, reading_tag, spec_col  # noqa: E402
@@ -136,8 +137,9 @@ def fig_cross_dataset(study: Study):
             color = ax.get_lines()[-1].get_color()
             metric = _paper_metric(y)
             if metric is not None:   # the paper's, in the dataset's colour
-                _paper_point(ax, 50, paper.table1_value(ds, "topk", metric), f"paper, {DATASET_LABEL[ds]} (Tables 1-2)", color)
-                _paper_point(ax, 500, paper.table2_value(ds, metric), f"paper, {DATASET_LABEL[ds]} (Tables 1-2)", color)
+                # at our schedule's ends: k = 50 and 500 per the paper's 8192 neurons, scaled with m in smaller profiles
+                _paper_point(ax, p.k.min(), paper.table1_value(ds, "topk", metric), f"paper, {DATASET_LABEL[ds]} (Tables 1-2)", color)
+                _paper_point(ax, p.k.max(), paper.table2_value(ds, metric), f"paper, {DATASET_LABEL[ds]} (Tables 1-2)", color)
         ax.invert_xaxis()
         ax.set_title(short(y))
         ax.set_ylabel(label(y), fontsize=8)
@@ -202,10 +204,9 @@ def fig_topk_vs_l1(study: Study, dataset: str, seed: int | None = None):
                 capsize=0.1, ax=axes[1, 1])
     sd = bars.groupby(["method", "metric"]).value.std(ddof=1)
     _visible_bars(axes[1, 1], [[float(sd[(m, x)]) for x in metrics] for m in ("Top-k", "L1")] if len(seeds) > 1 else None)
-    m = _n_neurons(study, dataset, seeds[0])
-    for container, method in zip(axes[1, 1].containers, ("topk", "l1")):   # the paper's share on each bar
+    for container, method in zip(axes[1, 1].containers, ("topk", "l1")):   # the paper's share (of its m) on each bar
         spec, dead = (paper.table1_value(dataset, method, k) for k in ("specialized", "dead_pct"))
-        for bar, found in zip(container, (None if spec is None else (100 * spec[0] / m, None),
+        for bar, found in zip(container, (None if spec is None else (100 * spec[0] / PAPER_NEURONS, None),
                                           None if dead is None else (100 - dead[0], None))):
             _paper_point(axes[1, 1], bar.get_x() + bar.get_width() / 2, found, "paper (Table 1)")
     axes[1, 1].set_title("final state, end of stage 3" + (" (mean ± std)" if len(seeds) > 1 else ""))
