@@ -257,7 +257,7 @@ def test_the_extended_figures_draw_each_seed_paired_with_the_stage_3_it_continue
     fig = figures.fig_extended(s, "shapes3d")
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert sorted(legend) == ["end of stage 3", "paper, Table 3", "seed 42", "seed 44"]
-    assert "seeds 42, 44, n = 2" in fig._suptitle.get_text()
+    assert "seeds 42, 44 (n = 2)" in fig._suptitle.get_text()
     dead = fig.axes[2]
     ext = [ln for ln in dead.get_lines() if ln.get_label() == "seed 44"][0]
     want = s.rows("shapes3d", "extended", 44)
@@ -290,7 +290,7 @@ def test_the_topk_vs_l1_and_threshold_figures_are_the_mean_over_seeds(tmp_path):
     plt.close(fig)
     fig = figures.fig_topk_vs_l1(s, "dsprites", seed=43)
     line = [ln for ln in fig.axes[2].get_lines() if ln.get_label() == "Top-k"][0]
-    assert np.allclose(line.get_ydata(), topk[topk.seed == 43][dead]) and "seed 43, n = 1" in fig._suptitle.get_text()
+    assert np.allclose(line.get_ydata(), topk[topk.seed == 43][dead]) and "seed 43 (n = 1)" in fig._suptitle.get_text()
     plt.close(fig)
     final = s.final("shapes3d", "topk")
     fig = figures.fig_thresholds(s, "shapes3d")

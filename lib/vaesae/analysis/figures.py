@@ -58,25 +58,27 @@ def _paper_point(ax, x: float, found: tuple[float, float | None] | None, what: s
                 color=color, ecolor=color, capsize=3, zorder=6, label=what)   # color: the axes' cycle stays as it was
 
 
-def _paper_k50_k500(ax, dataset: str, col: str, x50: float, x500: float | None, color: str = "black",
-                    method: str = "topk") -> None:
-    """The paper's Table 1 value of ``col`` at ``x50`` and, for dead % and specialised (Top-k), Table 2's k = 500
-    value at ``x500`` (None: not drawn)."""
+def _paper_k50_k500(ax, dataset: str, col: str, x50: float, x500: float, color: str = "black",
+                    what: str | None = None) -> None:
+    """The paper's Top-k value of ``col`` in Table 1 at ``x50`` and, for dead % and specialised, in Table 2 (k = 500)
+    at ``x500``; labelled by table, or both ``what``."""
     metric = _paper_metric(col)
-    if metric is None:
-        return
-    _paper_point(ax, x50, paper.table1_value(dataset, method, metric), "paper, Table 1 (k = 50)", color)
-    if x500 is not None and method == "topk":
-        _paper_point(ax, x500, paper.table2_value(dataset, metric), "paper, Table 2 (k = 500)", color)
+    if metric is not None:
+        _paper_point(ax, x50, paper.table1_value(dataset, "topk", metric), what or "paper, Table 1 (k = 50)", color)
+        _paper_point(ax, x500, paper.table2_value(dataset, metric), what or "paper, Table 2 (k = 500)", color)
 
 
 def _legend_outside(fig, axes, **kw) -> None:
     legend_outside(fig, axes, **kw)
 
 
-def _seeds_words(df: pd.DataFrame) -> str:
-    seeds = sorted(int(s) for s in df.seed.unique()) if not df.empty else []
-    return (f"seed {seeds[0]} (n = 1)" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (n = {len(seeds)})")
+def _seeds_words(seeds: list[int], mean: bool = False) -> str:
+    """A title's words for the seeds drawn: "seed 42 (n = 1)", "seeds 42, 43 (n = 2)", or where the figure draws
+    their mean (``mean``) "mean ± std over 2 seeds: 42, 43"."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]} (n = 1)"
+    listed = ", ".join(map(str, seeds))
+    return f"mean ± std over {len(seeds)} seeds: {listed}" if mean else f"seeds {listed} (n = {len(seeds)})"
 
 
 def fig_per_seed(study: Study, dataset: str):
@@ -97,7 +99,7 @@ def fig_per_seed(study: Study, dataset: str):
         ax.set_xlabel(label("epoch"))
     axes[1, 2].axis("off")
     _legend_outside(fig, axes, title="Top-k run")
-    fig.suptitle(f"{DATASET_LABEL[dataset]}: interpretability collapse per seed (Top-k, stage 3; {_seeds_words(df)})")
+    fig.suptitle(f"{DATASET_LABEL[dataset]}: interpretability collapse per seed (Top-k, stage 3; {_seeds_words(sorted(int(x) for x in df.seed.unique()))})")
     fig.tight_layout()
     return fig
 
@@ -134,12 +136,10 @@ def fig_cross_dataset(study: Study):
     for ax, y in zip(axes, (dead_col(), spec_col(), "mig")):
         for ds, p in parts.items():
             _band(ax, p, y, DATASET_LABEL[ds], x="k", marker="o", ms=3)
-            color = ax.get_lines()[-1].get_color()
-            metric = _paper_metric(y)
-            if metric is not None:   # the paper's, in the dataset's colour
-                # at our schedule's ends: k = 50 and 500 per the paper's 8192 neurons, scaled with m in smaller profiles
-                _paper_point(ax, p.k.min(), paper.table1_value(ds, "topk", metric), f"paper, {DATASET_LABEL[ds]} (Tables 1-2)", color)
-                _paper_point(ax, p.k.max(), paper.table2_value(ds, metric), f"paper, {DATASET_LABEL[ds]} (Tables 1-2)", color)
+            # the paper's, in the dataset's colour, at our schedule's ends: k = 50 and 500 per the paper's 8192 neurons,
+            # scaled with m in smaller profiles
+            _paper_k50_k500(ax, ds, y, p.k.min(), p.k.max(), ax.get_lines()[-1].get_color(),
+                            f"paper, {DATASET_LABEL[ds]} (Tables 1-2)")
         ax.invert_xaxis()
         ax.set_title(short(y))
         ax.set_ylabel(label(y), fontsize=8)
@@ -164,11 +164,6 @@ def _visible_bars(ax, spread: list[list[float]] | None = None) -> None:
             if bar.get_height() == 0:
                 ax.plot([bar.get_x(), bar.get_x() + bar.get_width()], [0, 0], color=bar.get_facecolor(), lw=4,
                         solid_capstyle="butt", zorder=5, clip_on=False)
-
-
-def _drawn_words(seeds: list[int]) -> str:
-    """A title's words for the seeds a figure aggregates: "seed 42, n = 1" or "mean ± std over 3 seeds: 42, 43, 44"."""
-    return f"seed {seeds[0]}, n = 1" if len(seeds) == 1 else f"mean ± std over {len(seeds)} seeds: {', '.join(map(str, seeds))}"
 
 
 def fig_topk_vs_l1(study: Study, dataset: str, seed: int | None = None):
@@ -214,7 +209,7 @@ def fig_topk_vs_l1(study: Study, dataset: str, seed: int | None = None):
     axes[1, 1].set_xlabel("")
     axes[1, 1].set_ylabel("% of the dictionary's neurons")
     _legend_outside(fig, axes, title="method")
-    fig.suptitle(f"{DATASET_LABEL[dataset]}: Top-k vs L1 ({_drawn_words(seeds)})")
+    fig.suptitle(f"{DATASET_LABEL[dataset]}: Top-k vs L1 ({_seeds_words(seeds, mean=True)})")
     fig.tight_layout()
     return fig
 
@@ -243,15 +238,16 @@ def fig_extended(study: Study, dataset: str, seed: int | None = None):
         return None
     seeds = [seed] if seed in seeds else seeds
     end = max(int(starts[s].rows.epoch.max()) + 1 for s in seeds)
+    ext = {s: study.rows(dataset, "extended", s) for s in seeds}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for i, s in enumerate(seeds):
-        where, t, e = starts[s].where, starts[s].rows, study.rows(dataset, "extended", s)
+        where, t, e = starts[s].where, starts[s].rows, ext[s]
         color = f"C{i % 10}"
         name = f"seed {s}" + (" (stage 3 retrained with it, lineage/)" if where == "lineage" else "")
         for ax, y in zip(axes, ("mig", spec_col(), dead_col())):
             ax.plot(t.epoch, t[y], color=color, alpha=0.45, marker="o", ms=1.5, lw=1)
             ax.plot(e.epoch + end, e[y], color=color, marker="o", ms=2, label=name)
-    last = end + max(int(study.rows(dataset, "extended", s).epoch.max()) for s in seeds)
+    last = end + max(int(e.epoch.max()) for e in ext.values())
     t3 = paper.TABLE3.get(dataset, {})
     for x, key in ((end - 1, "init"), (last, "final")):   # Table 3: dead % at the end of stage 3 and after 100 epochs
         _paper_point(axes[2], x, t3.get(key), "paper, Table 3")
@@ -261,8 +257,7 @@ def fig_extended(study: Study, dataset: str, seed: int | None = None):
         ax.set_ylabel(label(y), fontsize=8)
         ax.set_xlabel("epoch: stage 3 (lighter), then extended (from 0)")
     _legend_outside(fig, axes, title="extended run")
-    words = f"seed {seeds[0]}, n = 1" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}, n = {len(seeds)}"
-    fig.suptitle(f"{DATASET_LABEL[dataset]}: stage 3 (k 500 → 50), then extended training at k = 50 ({words})")
+    fig.suptitle(f"{DATASET_LABEL[dataset]}: stage 3 (k 500 → 50), then extended training at k = 50 ({_seeds_words(seeds)})")
     fig.tight_layout()
     return fig
 
@@ -296,7 +291,7 @@ def fig_thresholds(study: Study, dataset: str, seed: int | None = None):
     axes[1].set_ylabel("dead neurons (% of the dictionary)")
     axes[1].set_title("dead neurons (%)")
     _legend_outside(fig, axes)
-    fig.suptitle(f"{DATASET_LABEL[dataset]}: threshold sensitivity at k = 50 (Top-k, {_drawn_words(seeds)})")
+    fig.suptitle(f"{DATASET_LABEL[dataset]}: threshold sensitivity at k = 50 (Top-k, {_seeds_words(seeds, mean=True)})")
     fig.tight_layout()
     return fig
 

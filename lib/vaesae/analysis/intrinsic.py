@@ -265,13 +265,14 @@ def fig_dead_vs_k(study: Study, runs: Sequence[str] | None = None):
     datasets = study.datasets
     fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.3 * max(1, len(datasets))), squeeze=False, sharey="row")
     palette = dict(zip(runs, sns.color_palette("tab10", len(runs))))
-    seeds = {(ds, r): study.rows(ds, r).seed.nunique() for ds in datasets for r in runs if not study.rows(ds, r).empty}
+    found = {(ds, r): rows for ds in datasets for r in runs if not (rows := study.rows(ds, r)).empty}
+    seeds = {key: rows.seed.nunique() for key, rows in found.items()}
     mixed = len(set(seeds.values())) > 1
     for i, ds in enumerate(datasets):
         for run in runs:
-            rows = study.rows(ds, run)
-            if rows.empty:
+            if (ds, run) not in found:
                 continue
+            rows = found[(ds, run)]
             name = run_label(run) + (f" (n={seeds[(ds, run)]})" if mixed else "")
             g = rows.groupby("epoch").agg(dead=(DEAD, "mean"), k=("k", "mean") if "k" in rows else (DEAD, "size")).reset_index()
             axes[i, 1].plot(g["epoch"], g["dead"], label=name, color=palette[run], marker="o", ms=2)

@@ -139,17 +139,22 @@ TABLE7_MIN = {  # minutes per seed on one RTX 5090
 _SHORT = {"dead_pct": "dead", "mig": "mig", "mse": "mse", "specialized": "spec"}
 
 
+def claim_value(claim_id: str) -> tuple[float, float | None] | None:
+    """(the paper's number, its std or None) of claim ``claim_id`` in :data:`CLAIMS`; None without such a claim or
+    number."""
+    c = next((c for c in CLAIMS if c.id == claim_id), None)
+    return None if c is None or c.paper is None else (float(c.paper), None if c.paper_std is None else float(c.paper_std))
+
+
 def table1_value(dataset: str, method: str, metric: str) -> tuple[float, float | None] | None:
     """The paper's Table 1 (k = 50, its 3 seeds) for ``method`` (topk, l1) on ``dataset``: (mean, std) of ``metric``
-    (dead_pct, mig, mse, specialized), from :data:`CLAIMS`; None where the table has no such cell."""
-    c = next((c for c in CLAIMS if c.id == f"t1_{_SHORT.get(metric, metric)}_{dataset}_{method}"), None)
-    return None if c is None else (float(c.paper), None if c.paper_std is None else float(c.paper_std))
+    (dead_pct, mig, mse, specialized); None where the table has no such cell."""
+    return claim_value(f"t1_{_SHORT.get(metric, metric)}_{dataset}_{method}")
 
 
 def table2_value(dataset: str, metric: str) -> tuple[float, float | None] | None:
     """The paper's Table 2 at k = 500 on ``dataset`` (dead_pct or specialized): (value, std or None); else None."""
-    c = next((c for c in CLAIMS if c.id == f"t2_{_SHORT.get(metric, metric)}500_{dataset}"), None)
-    return None if c is None else (float(c.paper), None if c.paper_std is None else float(c.paper_std))
+    return claim_value(f"t2_{_SHORT.get(metric, metric)}500_{dataset}")
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 from .. import config as C
 from ..errors import VaesaeError
 from ..metrics.columns import dead_col, dead_pre_col
+from .paper import table1_value, table2_value
 
 
 DATASETS = ("dsprites", "shapes3d")
@@ -34,15 +35,9 @@ DEAD_PRE = dead_pre_col()        # dead on a = ReLU(pre) before top-k (SPEC §6'
 CHOICE_FILE = "readings_choice.json"
 
 
-def _paper_value(claim_id: str) -> float:
-    from .paper import CLAIMS
-
-    return float(next(c.paper for c in CLAIMS if c.id == claim_id))
-
-
 # the paper's numbers, from vaesae.analysis.paper (Table 2: k = 500; Table 1: Top-k at k = 50)
-PAPER_K500 = {d: _paper_value(f"t2_dead500_{d}") for d in DATASETS}   # 1.2, 4.8
-PAPER_K50 = {d: _paper_value(f"t1_dead_{d}_topk") for d in DATASETS}   # 34.4, 62.7
+PAPER_K500 = {d: table2_value(d, "dead_pct")[0] for d in DATASETS}          # 1.2, 4.8
+PAPER_K50 = {d: table1_value(d, "topk", "dead_pct")[0] for d in DATASETS}   # 34.4, 62.7
 
 RULE = (
     "Selection rule (SPEC §6, fixed before any reading was swept): for each declared reading, score = the sum over "
