@@ -235,7 +235,7 @@ def test_dead_vs_k_gives_each_lines_seed_count_where_the_sparsifiers_differ():
     import matplotlib.pyplot as plt
 
     one = _study({("dsprites", "topk"): 90.0, ("dsprites", "elastic"): 50.0})
-    two = pd.concat([one.epochs, one.epochs[one.epochs.run == "topk"].assign(seed=43)], ignore_index=True)
+    two = pd.concat([one.epochs, one.epochs[one.epochs.run == "topk"].assign(seed=43, **{"dead_pct@0.001": 70.0})], ignore_index=True)
     mixed = Study("smoke", two, {**one.runs, ("dsprites", 43, "topk"): {"data_source": "procedural"}}, {}, {"procedural"})
     fig = intrinsic.fig_dead_vs_k(mixed, runs=("topk", "elastic"))
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
@@ -243,8 +243,13 @@ def test_dead_vs_k_gives_each_lines_seed_count_where_the_sparsifiers_differ():
     assert "each line's n in the legend" in fig._suptitle.get_text()
     ax0, ax1 = fig.axes[:2]
     assert ax0.get_ylim() == ax1.get_ylim() and ax1.get_ylabel() == ""
+    # Top-k once more, dashed, at the remedy's seed only: the pairing the verdict uses (seed 43 at 70 % is left out)
+    paired = [ln for ln in ax1.get_lines() if ln.get_label().startswith("Top-k (paper) at the remedies' seed 42")]
+    assert len(paired) == 1 and paired[0].get_linestyle() == "--"
+    assert paired[0].get_ydata()[-1] == pytest.approx(90.0)
     plt.close(fig)
     fig = intrinsic.fig_dead_vs_k(one, runs=("topk", "elastic"))
     assert "one seed, n = 1" in fig._suptitle.get_text()
     assert not any("(n=" in t.get_text() for t in fig.legends[0].get_texts())
+    assert not any("remedies' seed" in t.get_text() for t in fig.legends[0].get_texts())
     plt.close(fig)

@@ -255,7 +255,8 @@ def ceiling_table(study: Study, runs: Sequence[str] | None = None) -> pd.DataFra
 def fig_dead_vs_k(study: Study, runs: Sequence[str] | None = None):
     """Dead % along stage 3 for every sparsifier: against k for the Top-k family (left), against the
     epoch for all (right, the same dead-% scale); one row per dataset, mean over seeds. Where the sparsifiers' seed
-    counts differ (a remedy trained at fewer seeds than Top-k), each line's label gives its n."""
+    counts differ (a remedy trained at fewer seeds than Top-k), each line's label gives its n, and Top-k is drawn a
+    second time, dashed, at the remedies' seeds only: the pairing the verdict compares (:func:`paired_topk`)."""
     runs = compared() if runs is None else runs
     import textwrap
 
@@ -278,6 +279,13 @@ def fig_dead_vs_k(study: Study, runs: Sequence[str] | None = None):
             axes[i, 1].plot(g["epoch"], g["dead"], label=name, color=palette[run], marker="o", ms=2)
             if "k" in rows and rows["k"].notna().any():
                 axes[i, 0].plot(g["k"], g["dead"], label=name, color=palette[run], marker="o", ms=2)
+        base = found.get((ds, "topk"))
+        at = sorted({int(s) for r in runs if r not in baselines() and (ds, r) in found for s in found[(ds, r)].seed})
+        if base is not None and at and set(at) < set(base.seed):
+            g = base[base.seed.isin(at)].groupby("epoch").agg(dead=(DEAD, "mean"), k=("k", "mean")).reset_index()
+            name = f"{run_label('topk')} at the remedies' seed{'s' if len(at) > 1 else ''} {', '.join(map(str, at))} (n={len(at)})"
+            for ax, x in ((axes[i, 0], g["k"]), (axes[i, 1], g["epoch"])):
+                ax.plot(x, g["dead"], label=name, color=palette["topk"], ls="--", lw=1)
         axes[i, 0].invert_xaxis()
         axes[i, 0].set(xlabel=label("k") + ", decreasing", ylabel=textwrap.fill(label(DEAD), 36), title=f"{DATASET_LABEL[ds]}: Top-k family")
         axes[i, 1].set(xlabel=label("epoch"), title=f"{DATASET_LABEL[ds]}: every sparsifier")
