@@ -784,11 +784,11 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
     """Each job's time to plan with: its last recorded duration (``estimates``, from :func:`plan`) when it ran alone
     on its GPU; else the median of the times of its notebook and dataset that ran alone (any seed, the same
     ``device`` parameter; those of predecessors trained again for a later run and kept in lineage entries count
-    too), else the same under another reading; else its own time; else the median of those recorded for its
-    notebook and dataset at other seeds; None where none exists. Whether a job ran alone is in its manifest
-    (``gpu_others``, written by :mod:`vaesae.workflow.step` on a GPU slot since 2026-12-05; older manifests and the
-    CPU's do not say): jobs that shared a GPU ran up to twice as slow; and last, the same notebook and dataset under
-    another reading (the median of all its times). ``basis``, when given, gets each job's "alone", "alone, other
+    too), else the same under another reading; else, none made alone, the least of its own time and those recorded
+    for its notebook and dataset at other seeds and under other readings (each an upper bound of the time alone);
+    None where none exists. Whether a job ran alone is in its manifest (``gpu_others``, written by
+    :mod:`vaesae.workflow.step` on a GPU slot since 2026-12-05; older manifests and the CPU's do not say): jobs
+    that shared a GPU ran up to twice as slow. ``basis``, when given, gets each job's "alone", "alone, other
     reading", "shared" (every time it rests on was shared), "other reading", "runs" / "runs, shared" or "" (not
     recorded): the keys of :data:`BASIS_WORDS`. ``memo``: the manifests read so far (:func:`_recorded_times`), shared
     with :func:`devices_with_times` so each is read once.
@@ -824,13 +824,11 @@ def like_estimates(jobs: list[Job], results_dir: Path, profile: str, estimates: 
             out[job.id], basis[job.id] = own, "alone"
         elif typical is not None and typical.alone:
             out[job.id], basis[job.id] = typical.seconds, "alone, other reading" if typical.other_reading else "alone"
-        elif own is not None:
-            out[job.id], basis[job.id] = own, "shared" if mine is not None else ""
-        elif typical is not None:
-            out[job.id] = typical.seconds
-            basis[job.id] = "other reading" if typical.other_reading else "shared" if typical.shared else ""
-        else:
-            out[job.id], basis[job.id] = None, ""
+        else:   # none made alone: the least time recorded, its own or its notebook's (each an upper bound)
+            found = ([(own, "shared" if mine is not None else "")] if own is not None else []) + (
+                [(typical.seconds, "other reading" if typical.other_reading else "shared" if typical.shared else "")]
+                if typical is not None else [])
+            out[job.id], basis[job.id] = min(found, key=lambda f: f[0]) if found else (None, "")
     return out
 
 
@@ -843,17 +841,17 @@ class NotebookTime(NamedTuple):
     """The time to plan a job of one notebook and dataset with, from the recorded ones (:func:`_notebook_time`)."""
 
     seconds: float
-    alone: bool           # the median of times made alone
+    alone: bool           # the median of times made alone (else the least of all, none known to be alone)
     shared: bool          # every time it rests on was recorded as shared
-    other_reading: bool   # the notebook's times under the other readings (its own reading has none)
+    other_reading: bool   # a time of the notebook under another reading
 
 
 def _notebook_time(name: str, dataset: str | None, device: str | None, results_dir: Path, profile: str,
                    memo: dict | None = None) -> NotebookTime | None:
     """The median of job ``name``'s times on ``dataset`` at ``device`` (any seed) made alone; else of its notebook's
     made alone under the other readings (``04_extended`` for ``04_extended@chosen`` and back: the reading changes
-    what the SAE reads, not what a step costs); else of all of job ``name``'s; else of all under the other readings;
-    None where neither has one."""
+    what the SAE reads, not what a step costs); else the least of all of them, its own reading's and the others'
+    (none known to be alone: each is an upper bound of the time alone); None where none is recorded."""
     found = {other: [(t, o) for dev, t, o, _ in _recorded_times(name, dataset, results_dir, profile, memo,
                                                                 other_readings=other) if dev == device]
              for other in (False, True)}
@@ -861,11 +859,14 @@ def _notebook_time(name: str, dataset: str | None, device: str | None, results_d
         alone = [t for t, o in found[other] if _alone(o)]
         if alone:
             return NotebookTime(statistics.median(alone), True, False, other)
-    for other in (False, True):
-        if found[other]:
-            return NotebookTime(statistics.median([t for t, _ in found[other]]), False,
-                                all(o is not None for _, o in found[other]), other)
-    return None
+    every = [(t, o, other) for other in (False, True) for t, o in found[other]]
+    if not every:
+        return None
+    # none made alone: each time is an upper bound of the time alone (other jobs on the GPU only slow a job down), so
+    # the least is the tightest one; a median of times made beside three other jobs planned a Shapes3D remedy job
+    # at 13:35 that took 4:44 alone (2026-12-06b)
+    seconds, _, other = min(every, key=lambda e: (e[0], e[2]))
+    return NotebookTime(seconds, False, all(o is not None for _, o, _ in every), other)
 
 
 def _recorded_times(name: str, dataset: str | None, results_dir: Path, profile: str, memo: dict | None = None, *,

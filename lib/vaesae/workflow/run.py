@@ -292,8 +292,8 @@ def _print_plan(st: _Study) -> int:
               "dependencies" + (f"; {unknown} with no recorded time" if unknown else "")
               + " (each job's own time when it ran alone on its GPU, else the median of its notebook and dataset "
               "alone at any seed (a predecessor's trained again for a later run too), else the same under another "
-              "reading, else its own time, else the median at other seeds, else the same notebook's under "
-              "another reading; 'GPU shared': other jobs ran beside it, up to twice as slow; a job of 08, 09 or 10 "
+              "reading, else the least of its own time and its notebook's at other seeds and readings, each an upper "
+              "bound of the time alone; 'GPU shared': other jobs ran beside it, up to twice as slow; a job of 08, 09 or 10 "
               "that trains: its runs, each at the time of the chain's stage-2 or Top-k job on its dataset (a remedy's "
               "scaled by its step's measured cost), side by side as the job would train them)")
         packed = _packed_note(st, todo, est)
