@@ -343,3 +343,17 @@ def test_notebook_07_is_committed_without_outputs_and_saves_the_claim_tests_per_
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert code and all(c.get("outputs") == [] and c.get("execution_count") is None for c in code)
     assert any("stats.save_claim_tests(" in "".join(c["source"]) for c in code)
+
+
+def test_the_rules_margins_are_written_from_the_tolerance_table(monkeypatch):
+    """The claim tests' margins and the verdict rule's tolerances are printed from paper.TOLERANCE (one place), so a
+    changed tolerance cannot leave a stale number in CLAIM_RULE, VERDICT_RULE or FINDINGS."""
+    from vaesae.analysis import paper, stats
+
+    assert stats.margin_words() in stats.CLAIM_RULE
+    assert paper.tolerance_words("dead_pct") + ";" in paper.VERDICT_RULE
+    monkeypatch.setitem(paper.TOLERANCE, "stable_mse", ("rel", 0.15))
+    monkeypatch.setitem(paper.TOLERANCE, "recovery", ("abs", 7.0))
+    words = stats.margin_words()
+    assert "MSE ±15 % of A" in words and "dead % at least −7 points (any rise allowed)" in words
+    assert paper.tolerance_words("mig") == "0.05" and paper.tolerance_words("recovery") == "7 points"

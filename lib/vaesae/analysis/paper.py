@@ -41,14 +41,26 @@ TOLERANCE = {
     "recovery": ("abs", 5.0),      # extended training lowers dead % by at most 5 points
 }
 
+
+
+def tolerance_words(key: str) -> str:
+    """:data:`TOLERANCE` ``[key]`` in words, for the rules' text (written from the table, never typed twice): "5
+    points" (dead %, absolute), "0.05" (MIG, absolute), "20 %" (relative)."""
+    mode, tol = TOLERANCE[key]
+    if mode == "rel":
+        return f"{100 * tol:g} %"
+    return f"{tol:g} points" if key in ("dead_pct", "recovery") else f"{tol:g}"
+
+
 VERDICT_RULE = (
     "Verdict rule: a value is 'reproduced' when the paper's number lies within the tolerance of our "
-    "mean (dead %: 5 points; MIG: 0.05; MSE, specialised counts and ratios: 20% relative); "
+    f"mean (dead %: {tolerance_words('dead_pct')}; MIG: {tolerance_words('mig')}; MSE: {tolerance_words('mse')}, "
+    f"specialised counts: {tolerance_words('specialized')}, ratios: {tolerance_words('ratio')}, these three relative); "
     "'inconclusive' when it does not but lies inside our 95% interval (Student t over seeds, n >= 2: "
     "the seeds spread too widely to tell the two apart); 'direction-only' when neither, but the "
-    "claim's direction holds; 'not reproduced' otherwise. Orderings, stability (|dMIG| <= 0.05, "
-    "|dMSE| <= 10%), 'no recovery' (dead % falls by at most 5 points) and robustness claims are "
-    "'reproduced' when the relation holds for our means. 'not measured': the runs are missing."
+    f"claim's direction holds; 'not reproduced' otherwise. Orderings, stability (|dMIG| <= {tolerance_words('stable_mig')}, "
+    f"|dMSE| <= {tolerance_words('stable_mse')}), 'no recovery' (dead % falls by at most {tolerance_words('recovery')}) "
+    "and robustness claims are 'reproduced' when the relation holds for our means. 'not measured': the runs are missing."
 )
 
 

@@ -73,13 +73,32 @@ COLUMNS = ["comparison", "dataset", "metric", "n_a", "n_b", "mean_a", "mean_b", 
            "ci95_lo", "ci95_hi", "welch_t", "df", "p_value", "claimed", "margin_lo", "margin_hi", "p_equivalence",
            "verdict", "note"]
 ALPHA = 0.05
+# The margin of each claim of no difference (claimed "0"): the verdict rule's tolerance for that claim
+# (vaesae.analysis.paper.TOLERANCE), as (its key, whether a rise is allowed without limit)
+_MARGIN = {("k=50", "MIG"): ("stable_mig", False), ("k=50", "MSE"): ("stable_mse", False),
+           ("end of extended", "dead %"): ("recovery", True), ("end of extended", "specialised"): ("specialized", False)}
+
+
+def margin_words() -> str:
+    """The margins of the claims of no difference in words, from :data:`_MARGIN` and the verdict rule's
+    :data:`~vaesae.analysis.paper.TOLERANCE` (CLAIM_RULE and FINDINGS print it): "MIG ±0.05, MSE ±10 % of A,
+    extended training's dead % at least −5 points (any rise allowed), specialised ±20 % of A"."""
+    from .paper import tolerance_words
+
+    words = []
+    for (comparison, metric), (key, rise) in _MARGIN.items():
+        amount = tolerance_words(key) + (" of A" if TOLERANCE[key][0] == "rel" else "")
+        name = ("extended training's " if comparison.startswith("end of extended") and metric == "dead %" else "") + metric
+        words.append(f"{name} at least −{amount} (any rise allowed)" if rise else f"{name} ±{amount}")
+    return ", ".join(words)
+
+
 CLAIM_RULE = (
     "Verdict per row (vaesae.analysis.stats.CLAIM_RULE), only where both groups have at least 2 seeds; 'claimed' is the paper's "
     "direction of B − A (+: B larger, −: B smaller, 0: no difference, blank: the paper claims none). "
     f"+ or −: 'supported' when Welch's p < {ALPHA} and the bootstrap 95 % interval excludes 0 on the claimed side; "
     f"'contradicted' when p < {ALPHA} and the interval excludes 0 on the other side; else 'inconclusive'. "
-    "0 (no difference beyond a margin, the verdict rule's tolerance for the claim: MIG ±0.05, MSE ±10 % of A, "
-    "specialised ±20 % of A; extended training's dead % at least −5 points, any rise allowed): 'supported' when the "
+    f"0 (no difference beyond a margin, the verdict rule's tolerance for the claim: {margin_words()}): 'supported' when the "
     f"equivalence test's p (TOST, two one-sided Welch tests against the margin's ends) < {ALPHA} and the bootstrap "
     f"interval lies inside the margin; 'contradicted' when the one-sided Welch test against the end it lies beyond gives "
     f"p < {ALPHA} and the interval lies wholly beyond it; else 'inconclusive' (no variance in either group: 'supported' "
@@ -244,12 +263,6 @@ def equivalence_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nd
     out.update(p_equivalence=max(above_low, below_high), p_below=(1.0 - above_low) if math.isfinite(low) else 1.0,
                p_above=(1.0 - below_high) if math.isfinite(high) else 1.0)
     return out
-
-
-# The margin of each claim of no difference (claimed "0"): the verdict rule's tolerance for that claim
-# (vaesae.analysis.paper.TOLERANCE), as (its key, whether a rise is allowed without limit)
-_MARGIN = {("k=50", "MIG"): ("stable_mig", False), ("k=50", "MSE"): ("stable_mse", False),
-           ("end of extended", "dead %"): ("recovery", True), ("end of extended", "specialised"): ("specialized", False)}
 
 
 def claim_margin(comparison: str, metric: str, mean_a: float) -> tuple[float, float]:

@@ -30,6 +30,9 @@ from ..errors import VaesaeError, cli
 from ..io import atomic_write_text, fmt_seconds
 
 TEMPLATES = Path(__file__).with_name("templates")
+# where the chosen reading's dead % starts to climb along stage 3 (FINDINGS): the first epoch this many points above
+# its value at the end of the warm-up
+CLIMB_POINTS = 5.0
 README_PARTS = ("main-job", "results-summary", "jobs", "suite", "performance", "size")
 _MARK = re.compile(r"(<!-- BEGIN GENERATED (?P<name>[\w-]+) -->\n).*?(<!-- END GENERATED (?P=name) -->)", re.S)
 
@@ -327,7 +330,7 @@ def _readings(results_dir: Path, profile: str, datasets: Sequence[str]) -> dict[
                 item.update(end=float(last[R.DEAD]), end_pre=float(last[R.DEAD_PRE]) if R.DEAD_PRE in curve else None,
                             end_k=int(last["k"]), peak=float(curve[R.DEAD].max()))
                 if item["wu"] is not None:
-                    up = curve[curve[R.DEAD] >= item["wu"] + 5.0]
+                    up = curve[curve[R.DEAD] >= item["wu"] + CLIMB_POINTS]
                     if len(up):
                         item.update(climb_epoch=int(up.epoch.iloc[0]), climb_k=int(up.k.iloc[0]))
             row[name] = item
@@ -373,7 +376,9 @@ def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
         core, partial = _seeds_of(S)
         # the verdict on "intrinsic" under this reading (notebook 08, or 08@chosen), from its remedies' records
         iv, it = intrinsic.intrinsic_verdict(S)
-        remedy = {"verdict": iv, "rows": it.to_dict("records"), "coverage": intrinsic.verdict_coverage(S)} if not it.empty else None
+        seeds = sorted({s for d in S.datasets for r in R.remedies() for s in S.seeds_for(d, r)})
+        remedy = {"verdict": iv, "rows": it.to_dict("records"), "coverage": intrinsic.verdict_coverage(S),
+                  "seeds": seeds} if not it.empty else None
         out.append({"reading": reading, "rows": rows, "verdict_counts": counts, "verdict_file": name, "table3": ext,
                     "intrinsic": remedy, "lineage_reruns": _lineage_reruns(S),
                     "unpaired": S.unpaired_lines(), "seeds": core, "n": len(core), "partial": partial,
@@ -506,6 +511,7 @@ def _per_dataset(S, dead: str, spec: str) -> dict[str, dict[str, Any]]:
 def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None = None) -> dict[str, Any]:
     """Every value the templates use, computed from the records, tables and benchmark."""
     from ..analysis import intrinsic, paper, study as st
+    from ..analysis.stats import margin_words
     from ..io import repo_path
 
     results_dir = repo_path(results_dir)
@@ -567,6 +573,9 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "cells": cells, "ds": per_ds, "mig_ratio": (min(ratios), max(ratios)) if ratios else None,
             "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
             "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
+            "claim_margins": margin_words(), "climb_points": CLIMB_POINTS,
+            "intrinsic_rule": {"avoided_pct": intrinsic.AVOIDED_DEAD_PCT, "mse_factor": intrinsic.MSE_FACTOR,
+                               "material_points": intrinsic.MATERIAL_POINTS},
             "remedies": remedies, "remedy_seeds_text": remedy_seeds_text, "verdicts": verdicts.to_dict("records"), "table7_by_reading": _table7_side_by_side(by_reading), "bench": bench,
             "reruns": reruns, "ablation_runs": ablation_runs, "commits": commits, "devices": devices, "paper": paper,
             "paper_k500": {c.dataset: c.paper for c in paper.CLAIMS if c.id.startswith("t2_dead500_")},
