@@ -574,6 +574,8 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
             "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
             "claim_margins": margin_words(), "climb_points": CLIMB_POINTS,
+            "paper_spec_range": (min(c.paper for c in paper.CLAIMS if c.metric == "specialized"),
+                                 max(c.paper for c in paper.CLAIMS if c.metric == "specialized")),
             "intrinsic_rule": {"avoided_pct": intrinsic.AVOIDED_DEAD_PCT, "mse_factor": intrinsic.MSE_FACTOR,
                                "material_points": intrinsic.MATERIAL_POINTS},
             "remedies": remedies, "remedy_seeds_text": remedy_seeds_text, "verdicts": verdicts.to_dict("records"), "table7_by_reading": _table7_side_by_side(by_reading), "bench": bench,
