@@ -423,3 +423,19 @@ def test_the_chosen_readings_remedies_name_the_ones_that_meet_the_rule_apart_fro
             "2026) on Shapes3D:") in chosen
     assert "the \"intrinsic\" claim is *weakened* under `centred`" in chosen
     assert "Under `literal`, of the remedies" not in summary   # the literal reading has no remedy records here
+
+
+@pytest.mark.parametrize("k500, heading", [
+    ((80.0, 90.0), "the neurons die in stage 2, at k = 500, not on the way to k = 50"),
+    ((10.0, 20.0), "most of the neurons dead at k = 50 die on the way there, not in stage 2"),
+    ((80.0, 20.0), "the neurons die in stage 2 on dSprites, on the way to k = 50 on the other dataset"),
+])
+def test_where_the_literal_neurons_die_is_read_from_the_records(tmp_path, k500, heading):
+    """FINDINGS' first difference says where the neurons die from the dead % at k = 500 against k = 50 (it was typed
+    as 'in stage 2' whatever the records said)."""
+    make_fake_study(tmp_path, profile="smoke", seeds=(42,))
+    ctx = writeup.context(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
+    for d, v in zip(("dsprites", "shapes3d"), k500):
+        ctx["ds"][d].update(k500_dead=v, topk_dead=90.0)
+    text = " ".join(writeup.render_findings(ctx).split())
+    assert f"1. **Under the literal reading {heading}** (dead % at the end of stage 2, k = 500, against k = 50: " in text
