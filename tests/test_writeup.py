@@ -417,7 +417,7 @@ def test_the_chosen_readings_remedies_name_the_ones_that_meet_the_rule_apart_fro
     # the rule's thresholds read from vaesae.analysis.intrinsic, not typed into the template
     summary = " ".join(writeup.render_readme_part("results-summary", writeup.context(tmp_path, "smoke",
                                                                                     bench_dir=tmp_path / "no-bench")).split())
-    chosen = summary.split("Under `centred`, of the remedies the paper did not try (seed 42; 2 of 8 remedy × dataset runs; not run: ")[1]
+    chosen = summary.split("Under `centred`, of the remedies the paper did not try (seed 42; 2 of 8 remedy x dataset runs; not run: ")[1]
     assert chosen.startswith("dSprites: topk_aux, topk_init, batchtopk, elastic; Shapes3D: topk_aux, topk_init), 0 of 2 end below 10 % dead")
     assert ("1 lowers dead % by at least 10 points against Top-k at the same seeds (adaptive elastic net (Chaudhry et al. "
             "2026) on Shapes3D:") in chosen
@@ -436,6 +436,9 @@ def test_where_the_literal_neurons_die_is_read_from_the_records(tmp_path, k500, 
     make_fake_study(tmp_path, profile="smoke", seeds=(42,))
     ctx = writeup.context(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
     for d, v in zip(("dsprites", "shapes3d"), k500):
-        ctx["ds"][d].update(k500_dead=v, topk_dead=90.0)
+        ctx["ds"][d].update(k500_dead=v, topk_dead=90.0, dies_in_stage2=writeup.dies_in_stage2(v, 90.0))
     text = " ".join(writeup.render_findings(ctx).split())
     assert f"1. **Under the literal reading {heading}** (dead % at the end of stage 2, k = 500, against k = 50: " in text
+    assert '"in stage 2" where the first is at least 50 % of the second' in text   # the rule's share, from STAGE2_SHARE
+    assert writeup.dies_in_stage2(45.0, 90.0) and not writeup.dies_in_stage2(44.9, 90.0)
+    assert not writeup.dies_in_stage2(None, 90.0) and not writeup.dies_in_stage2(80.0, None)

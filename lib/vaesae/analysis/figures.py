@@ -19,6 +19,7 @@ import seaborn as sns  # noqa: E402
 
 from .labels import label, legend_outside, short, spread_words  # noqa: E402
 from ..config import PAPER_NEURONS  # noqa: E402
+from ..metrics.columns import DEFAULT_DEAD_THRESHOLD, DEFAULT_SPEC_THRESHOLD  # noqa: E402
 from . import paper  # noqa: E402
 from .paper import PAPER_FIGURES, WAITS_FOR  # noqa: E402
 from .study import DATASET_LABEL, METHOD_LABEL, Study, _threshold_columns, dead_col, reading_tag, spec_col  # noqa: E402
@@ -281,11 +282,11 @@ def fig_thresholds(study: Study, dataset: str, seed: int | None = None):
         printed = sorted(table.get(dataset, {}).items())
         if printed:
             ax.plot(*zip(*printed), "D--", color="black", ms=7, mfc="white", mew=1.5, lw=1, zorder=6, label=f"paper, {name}")
-    axes[0].axvline(0.5, color="red", ls="--", lw=1, label="default threshold")
+    axes[0].axvline(DEFAULT_SPEC_THRESHOLD, color="red", ls="--", lw=1, label="default threshold")
     axes[0].set_xlabel("specialisation threshold (MI / H(factor))")
     axes[0].set_ylabel("specialised neurons (count)")
     axes[0].set_title("specialised neurons")
-    axes[1].axvline(0.001, color="blue", ls="--", lw=1, label="default threshold")
+    axes[1].axvline(DEFAULT_DEAD_THRESHOLD, color="blue", ls="--", lw=1, label="default threshold")
     axes[1].set_xscale("log")
     axes[1].set_xlabel("dead threshold (activation rate, log scale)")
     axes[1].set_ylabel("dead neurons (% of the dictionary)")

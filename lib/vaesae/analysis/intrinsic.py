@@ -252,6 +252,12 @@ def ceiling_table(study: Study, runs: Sequence[str] | None = None) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def _mean_curve(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per epoch of a run's rows [seeds x epochs]: the mean dead % over seeds and the mean k (``dead``, ``k``; k is a
+    count of rows where the run has no k column, as L1)."""
+    return rows.groupby("epoch").agg(dead=(DEAD, "mean"), k=("k", "mean") if "k" in rows else (DEAD, "size")).reset_index()
+
+
 def fig_dead_vs_k(study: Study, runs: Sequence[str] | None = None):
     """Dead % along stage 3 for every sparsifier: against k for the Top-k family (left), against the
     epoch for all (right, the same dead-% scale); one row per dataset, mean over seeds. Where the sparsifiers' seed
@@ -275,14 +281,14 @@ def fig_dead_vs_k(study: Study, runs: Sequence[str] | None = None):
                 continue
             rows = found[(ds, run)]
             name = run_label(run) + (f" (n={seeds[(ds, run)]})" if mixed else "")
-            g = rows.groupby("epoch").agg(dead=(DEAD, "mean"), k=("k", "mean") if "k" in rows else (DEAD, "size")).reset_index()
+            g = _mean_curve(rows)
             axes[i, 1].plot(g["epoch"], g["dead"], label=name, color=palette[run], marker="o", ms=2)
             if "k" in rows and rows["k"].notna().any():
                 axes[i, 0].plot(g["k"], g["dead"], label=name, color=palette[run], marker="o", ms=2)
         base = found.get((ds, "topk"))
         at = sorted({int(s) for r in runs if r not in baselines() and (ds, r) in found for s in found[(ds, r)].seed})
         if base is not None and at and set(at) < set(base.seed):
-            g = base[base.seed.isin(at)].groupby("epoch").agg(dead=(DEAD, "mean"), k=("k", "mean")).reset_index()
+            g = _mean_curve(base[base.seed.isin(at)])
             name = f"{run_label('topk')} at the remedies' seed{'s' if len(at) > 1 else ''} {', '.join(map(str, at))} (n={len(at)})"
             for ax, x in ((axes[i, 0], g["k"]), (axes[i, 1], g["epoch"])):
                 ax.plot(x, g["dead"], label=name, color=palette["topk"], ls="--", lw=1)

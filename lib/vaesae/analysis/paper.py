@@ -42,7 +42,6 @@ TOLERANCE = {
 }
 
 
-
 def tolerance_words(key: str) -> str:
     """:data:`TOLERANCE` ``[key]`` in words, for the rules' text (written from the table, never typed twice): "5
     points" (dead %, absolute), "0.05" (MIG, absolute), "20 %" (relative)."""

@@ -82,13 +82,13 @@ _MARGIN = {("k=50", "MIG"): ("stable_mig", False), ("k=50", "MSE"): ("stable_mse
 def margin_words() -> str:
     """The margins of the claims of no difference in words, from :data:`_MARGIN` and the verdict rule's
     :data:`~vaesae.analysis.paper.TOLERANCE` (CLAIM_RULE and FINDINGS print it): "MIG ±0.05, MSE ±10 % of A,
-    extended training's dead % at least −5 points (any rise allowed), specialised ±20 % of A"."""
+    extended training's dead % at least −5 points (any rise allowed), extended training's specialised ±20 % of A"."""
     from .paper import tolerance_words
 
     words = []
     for (comparison, metric), (key, rise) in _MARGIN.items():
         amount = tolerance_words(key) + (" of A" if TOLERANCE[key][0] == "rel" else "")
-        name = ("extended training's " if comparison.startswith("end of extended") and metric == "dead %" else "") + metric
+        name = ("extended training's " if comparison.startswith("end of extended") else "") + metric
         words.append(f"{name} at least −{amount} (any rise allowed)" if rise else f"{name} ±{amount}")
     return ", ".join(words)
 

@@ -33,6 +33,9 @@ TEMPLATES = Path(__file__).with_name("templates")
 # where the chosen reading's dead % starts to climb along stage 3 (FINDINGS): the first epoch this many points above
 # its value at the end of the warm-up
 CLIMB_POINTS = 5.0
+# where the literal reading's neurons die (FINDINGS): "in stage 2" on a dataset when the dead % at k = 500 (end of
+# stage 2) is at least this share of the dead % at k = 50, else "on the way to k = 50"
+STAGE2_SHARE = 0.5
 README_PARTS = ("main-job", "results-summary", "jobs", "suite", "performance", "size")
 _MARK = re.compile(r"(<!-- BEGIN GENERATED (?P<name>[\w-]+) -->\n).*?(<!-- END GENERATED (?P=name) -->)", re.S)
 
@@ -505,7 +508,14 @@ def _per_dataset(S, dead: str, spec: str) -> dict[str, dict[str, Any]]:
             **_stage1(S, ds),
             "extended": bool(S.seeds_for(ds, "extended")),
         }
+        per_ds[ds]["dies_in_stage2"] = dies_in_stage2(per_ds[ds]["k500_dead"], per_ds[ds]["topk_dead"])
     return per_ds
+
+
+def dies_in_stage2(k500_dead: float | None, k50_dead: float | None) -> bool:
+    """Whether a dataset's neurons die in stage 2 (FINDINGS): its dead % at k = 500 is at least :data:`STAGE2_SHARE`
+    of its dead % at k = 50; False where either is not recorded."""
+    return k500_dead is not None and k50_dead is not None and k500_dead >= STAGE2_SHARE * k50_dead
 
 
 def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None = None) -> dict[str, Any]:
@@ -567,15 +577,16 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     # n counts the seeds of the literal study's core run (Top-k stage 3), which the sections on the literal reading
     # use; each reading's own seeds (and the seeds with only some of their runs so far) are in by_reading
     core, partial = _seeds_of(S)
+    spec_counts = [c.paper for c in paper.CLAIMS if c.metric == "specialized"]
     all_seeds = sorted(set(S.seeds).union(*({*b["seeds"], *(p["seed"] for p in b["partial"])} for b in by_reading)))
     return {"profile": profile, "S": S, "seeds": core, "n": len(core), "partial": partial, "all_seeds": all_seeds,
             "datasets": S.datasets, "sources": sorted(S.sources),
             "cells": cells, "ds": per_ds, "mig_ratio": (min(ratios), max(ratios)) if ratios else None,
             "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
             "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
-            "claim_margins": margin_words(), "climb_points": CLIMB_POINTS,
-            "paper_spec_range": (min(c.paper for c in paper.CLAIMS if c.metric == "specialized"),
-                                 max(c.paper for c in paper.CLAIMS if c.metric == "specialized")),
+            "claim_margins": margin_words(), "climb_points": CLIMB_POINTS, "stage2_share": STAGE2_SHARE,
+            "dead_tolerance": paper.TOLERANCE["dead_pct"][1],
+            "paper_spec_range": (min(spec_counts), max(spec_counts)),
             "intrinsic_rule": {"avoided_pct": intrinsic.AVOIDED_DEAD_PCT, "mse_factor": intrinsic.MSE_FACTOR,
                                "material_points": intrinsic.MATERIAL_POINTS},
             "remedies": remedies, "remedy_seeds_text": remedy_seeds_text, "verdicts": verdicts.to_dict("records"), "table7_by_reading": _table7_side_by_side(by_reading), "bench": bench,
