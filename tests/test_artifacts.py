@@ -14,6 +14,11 @@ def test_latex_tables_keep_their_bytes():
     assert artifacts._latex(pd.DataFrame(columns=["a"])) == "\\begin{tabular}{l}\n\\toprule\na \\\\\n\\midrule\n\\bottomrule\n\\end{tabular}\n"
 
 
+def test_cells_keep_whole_numbers_up_to_a_billion_and_use_an_exponent_from_there():
+    cells = [artifacts._fmt(v) for v in (0.012345, 999.94, 114235.6, 999_999_999.0, 4.0551e28, -2.7e12, np.inf, 7)]
+    assert cells == ["0.01235", "999.9", "114236", "999999999", "4.055e+28", "-2.7e+12", "inf", "7"]
+
+
 def test_save_table_writes_csv_markdown_and_latex(tmp_path):
     df = pd.DataFrame({"run": ["topk", "l1"], "dead %": [34.44, 41.7]})
     paths = artifacts.save_table(df, tmp_path, "smoke", "t", title="T", caption="C.")

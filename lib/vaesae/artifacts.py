@@ -106,12 +106,16 @@ def save_figure(fig, figures_dir: str | Path, profile: str, name: str, *, title:
     return paths
 
 
+EXPONENT_FROM = 1e9   # a table cell this large (a diverged run's loss) is written with an exponent, not 10+ digits
+
+
 def _fmt(v) -> str:
     """A cell as text: floats to at most 4 significant digits without trailing zeros (|v| >= 1000 as a whole
-    number, never an exponent there), everything else as ``str``. The CSV keeps full precision."""
+    number, no exponent below :data:`EXPONENT_FROM`; from there, a diverged run's loss, 4 significant digits with
+    one), everything else as ``str``. The CSV keeps full precision."""
     if isinstance(v, (float, np.floating)):
         v = float(v)
-        if math.isfinite(v) and abs(v) >= 999.95:
+        if math.isfinite(v) and 999.95 <= abs(v) < EXPONENT_FROM:
             return f"{v:.0f}"
         return f"{v:.4g}" if math.isfinite(v) else str(v)
     return str(v)

@@ -33,6 +33,7 @@ import pandas as pd
 from .. import runs as R
 from ..metrics.alignment import alignment, ceiling_share, most_specialised, validation_after_reinit, validation_dead_pct
 from ..metrics.common import DEFAULT_DEAD_THRESHOLD
+from .divergence import divergence_notes
 from .labels import label, legend_outside
 from .labels import mean_std as _ms
 from .study import DATASET_LABEL, DEAD, SPEC, Study
@@ -141,9 +142,12 @@ def mean_of(values: Sequence[float]) -> float | None:
 
 
 def intrinsic_verdict(study: Study, remedies: Sequence[str] | None = None) -> tuple[str, pd.DataFrame]:
-    """(verdict, per dataset x remedy evidence) by :data:`INTRINSIC_RULE`."""
+    """(verdict, per dataset x remedy evidence) by :data:`INTRINSIC_RULE`. The evidence names the seeds and epochs
+    where a remedy's training diverged (:mod:`vaesae.analysis.divergence`; "" where none did): the rule counts such a
+    run as it counts any other, and the column says what its end-of-stage numbers are."""
     remedies = R.remedies() if remedies is None else remedies
     rows, any_avoided, any_material, any_measured = [], False, False, False
+    diverged = divergence_notes(study, remedies)
     for ds in study.datasets:
         base_all = final_values(study, ds, "topk")
         if mean_of(base_all["dead"]) is None:
@@ -165,7 +169,8 @@ def intrinsic_verdict(study: Study, remedies: Sequence[str] | None = None) -> tu
                          "MSE / Top-k MSE": round(mse / b_mse, 2) if mse is not None and b_mse else None,
                          "avoids collapse": bool(avoided), "lowers dead % materially": bool(material),
                          "seeds": ", ".join(map(str, v["seeds"])),
-                         "Top-k seeds": ", ".join(map(str, base["seeds"]))})
+                         "Top-k seeds": ", ".join(map(str, base["seeds"])),
+                         "diverged in training": diverged.get((ds, r), "")})
     if not any_measured:
         verdict = "not measured"
     elif any_avoided:

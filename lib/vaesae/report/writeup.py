@@ -276,6 +276,26 @@ def _device_reruns(root: Path, study) -> list[dict[str, Any]]:
     return out
 
 
+def _loss_words(x: float | None) -> str:
+    """A training loss for prose: "4.1e+28" from 1e5 up, else "3,716"; "n/a" when missing."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.1e}" if abs(x) >= 1e5 else f"{x:,.0f}"
+
+
+def _divergence(results_dir: Path, profile: str) -> dict[str, Any]:
+    """The runs whose training diverged, over every SAE reading's records (:func:`vaesae.analysis.divergence.
+    profile_divergence`): how many were checked, the rule's factor and, per diverged run, its table row with the two
+    losses in words."""
+    from ..analysis import divergence
+
+    checked, table = divergence.profile_divergence(results_dir, profile)
+    rows = [{**r, "largest_words": _loss_words(r["largest loss"]), "topk_words": _loss_words(r["Top-k largest loss"]),
+             "plural": "–" in r["diverged epochs"] or "," in r["diverged epochs"]}
+            for r in table.to_dict("records")]
+    return {"checked": checked, "factor": divergence.DIVERGENCE_FACTOR, "rows": rows}
+
+
 def _lineage_reruns(S) -> list[dict[str, Any]]:
     """The same seed's run trained twice: each k = k_end run kept in a seed's ``lineage/`` folder (a chain the GPU
     trained again from stage 1, since a checkpoint cannot leave it; :meth:`Study.kept`) against the committed run of
@@ -595,6 +615,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "remedy_steps": _remedy_steps(bench_dir), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
             "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "jobs": _jobs(bench_dir), "profile_bench": _profile(bench_dir), "main_job": _main_job(bench_dir), "suites": _suites(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
+            "divergence": _divergence(results_dir, profile),
             "claimed": _claimed_differences(results_dir, profile, [b["reading"] for b in by_reading]),
             "not_run": coverage.recorded_not_run(results_dir, profile)}
 
