@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from vaesae import runs as R
+
 from vaesae.bench import (
     steps as bench_steps, project as bench_project, cli as bench_cli, train as bench_train, concurrent as
     bench_concurrent)
@@ -96,14 +98,14 @@ def test_scheduler_shares_a_gpu_by_the_measured_aggregate_and_waits_for_dependen
 def test_study_projection_counts_every_run_and_the_pipelines_serial_jobs():
     tp = {d: {"stage1": 2e5, "stage2": 2e5, "stage3": 1e5} for d in bench_steps.N_TRAIN}
     study = bench_project.project_study(tp, 0.1)
-    # per dataset and seed: stage 1, and per reading 2 stage 2s (one for the init-seed ablation) and 11 runs of stage-3
-    # length or more (Top-k, extended, L1, 4 remedies, 4 ablations)
-    assert study["runs"] == 2 * 3 * (1 + 2 * 13)
+    # per dataset and seed: stage 1, and per reading 2 stage 2s (one for the init-seed ablation) and the runs of
+    # stage-3 length or more (Top-k, extended, L1, the registry's remedies, 4 ablations)
+    assert study["runs"] == 2 * 3 * (1 + 2 * (2 + 3 + len(R.remedies()) + 4))
     runs = bench_project.study_runs(tp, 0.1)
     assert sum(r["seconds"] for r in runs) / 60 == pytest.approx(study["gpu_min_alone"])
     alone = {(r["graph"], r["gpus"]): r["wall_min"] for r in study["rows"]}
     assert alone[("pipeline", 1)] == pytest.approx(study["gpu_min_alone"]) == pytest.approx(alone[("per_run", 1)])
-    # on 8 GPUs the pipeline's 08 job trains a reading's 24 remedy runs one after the other
+    # on 8 GPUs the pipeline's 08 job trains a reading's remedy runs (3 seeds x 2 datasets each) one after the other
     remedies = sum(r["seconds"] for r in runs if r["job"] == "08[r0]") / 60
     assert alone[("pipeline", 8)] > remedies and alone[("per_run", 8)] < alone[("pipeline", 8)]
     assert alone[("per_run", 8)] >= study["gpu_min_alone"] / 8
@@ -128,7 +130,7 @@ def test_a_job_trains_its_units_side_by_side_in_the_one_slot_it_holds():
     assert schedule.simulate_wall(four + [("b", [5.0], {"r"}, 1)], 1, 2, f) == pytest.approx(2 * 20.0 / 1.5 + 5.0)
     tp = {d: {"stage1": 2e5, "stage2": 2e5, "stage3": 1e5} for d in bench_steps.N_TRAIN}
     jobs = {j: (units, width) for j, units, _, width in bench_project.study_jobs(bench_project.study_runs(tp, 0.1), "pipeline")}
-    assert len(jobs["08[r0]"][0]) == 24 and jobs["08[r0]"][1] == 4            # 2 datasets x 3 seeds x 4 remedies
+    assert len(jobs["08[r0]"][0]) == 30 and jobs["08[r0]"][1] == 4            # 2 datasets x 3 seeds x 5 remedies
     assert len(jobs["09[r0]"][0]) == 24 and jobs["09[r0]"][1] == 4            # the init-seed chain is one unit
     assert len(jobs["03[dsprites,0,r0]"][0]) == 1 and jobs["03[dsprites,0,r0]"][1] == 1   # one run, alone
 

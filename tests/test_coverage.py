@@ -53,7 +53,8 @@ def test_the_full_study_of_one_seed_is_these_folders():
         "stage2@centred", "topk@centred", "extended@centred", "l1@centred",             # chosen
         *(f"{r}@{rd}" for r in ("stage2", "topk")                                        # notebook 10's sweep
           for rd in ("standardised", "boost_steps", "revive_stage2", "centred+boost_steps", "centred+revive_stage2")),
-        "topk_aux@centred", "topk_init@centred", "batchtopk@centred", "elastic@centred",  # remedies
+        "topk_aux@centred", "topk_init@centred", "topk_fold@centred", "batchtopk@centred",  # remedies
+        "elastic@centred",
     }
     seed42 = {f.split("/", 2)[2] for f in coverage.expected("centred")["runs"] if f.startswith("shapes3d/seed42/")}
     assert seed42 - runs == {"stage2_init1@centred", "topk_init1@centred", "topk_lr_x0.1@centred",   # ablations: seed 42

@@ -84,11 +84,11 @@ def test_records_carry_provenance(smoke_study):
     tmp, _ = smoke_study
     runs = list((tmp / "results" / "smoke").rglob("run.json"))
     literal = [r for r in runs if "@" not in r.parent.name]
-    assert len(literal) == 2 * 14  # stages 1-2, topk, extended, l1, the four remedies of 08 and the five ablation runs of 09
+    assert len(literal) == 2 * 15  # stages 1-2, topk, extended, l1, the five remedies of 08 and the five ablation runs of 09
     # notebook 10: stage2@r and topk@r of the six non-literal readings; the chosen chain adds extended@ and l1@ of its
-    # own, 08@chosen the four remedies and 09@chosen the five ablation runs
+    # own, 08@chosen the five remedies and 09@chosen the five ablation runs
     chosen = _chosen(tmp)
-    assert len(runs) - len(literal) == 2 * (12 + (0 if chosen == "literal" else 2 + 4 + 5))
+    assert len(runs) - len(literal) == 2 * (12 + (0 if chosen == "literal" else 2 + 5 + 5))
     for r in runs:
         meta = json.loads(r.read_text())
         assert meta["data_source"] == "procedural" and meta["profile"] == "smoke"
@@ -99,7 +99,7 @@ def test_the_intrinsic_comparison_has_every_sparsifier_and_a_verdict(smoke_study
     tmp, _ = smoke_study
     tables = tmp / "results" / "smoke" / "tables"
     comp = pd.read_csv(tables / "intrinsic_comparison.csv")
-    assert len(comp) == 2 * 6 and set(comp.run) == {"topk", "l1", "topk_aux", "topk_init", "batchtopk", "elastic"}
+    assert len(comp) == 2 * 7 and set(comp.run) == {"topk", "l1", "topk_aux", "topk_init", "topk_fold", "batchtopk", "elastic"}
     assert not comp["dead % (never active, validation pass)"].str.contains("n/a").any()
     title = next(e["title"] for e in json.loads((tables / "index.json").read_text()) if e["name"] == "intrinsic_verdict")
     assert title.rsplit(": ", 1)[1] in {"refuted", "weakened", "supported"}
@@ -108,7 +108,8 @@ def test_the_intrinsic_comparison_has_every_sparsifier_and_a_verdict(smoke_study
     chosen = _chosen(tmp)
     if chosen != "literal":
         comp = pd.read_csv(tables / f"intrinsic_comparison@{chosen}.csv")
-        assert len(comp) == 2 * 6 and set(comp.run) == {"topk", "l1", "topk_aux", "topk_init", "batchtopk", "elastic"}
+        assert len(comp) == 2 * 7 and set(comp.run) == {"topk", "l1", "topk_aux", "topk_init", "topk_fold", "batchtopk",
+                                                         "elastic"}
         assert (tmp / "results" / "smoke" / "shapes3d" / "seed42" / f"elastic@{chosen}" / "run.json").is_file()
         assert (tables / f"intrinsic_verdict@{chosen}.csv").is_file()
         assert (tmp / "figures" / "smoke" / f"intrinsic_dead_vs_k@{chosen}.png").stat().st_size > 1000

@@ -39,10 +39,11 @@ def test_verdict_rule(remedy_dead, remedy_mse, verdict):
 
 def test_verdict_coverage_names_the_runs_it_rests_on():
     part = _study({("dsprites", "topk"): 90.0, ("dsprites", "topk_aux"): 70.0, ("shapes3d", "topk"): 95.0})
-    assert intrinsic.verdict_coverage(part) == ("1 of 8 remedy x dataset runs; not run: dSprites: topk_init, batchtopk, "
-                                                "elastic; Shapes3D: topk_aux, topk_init, batchtopk, elastic")
+    assert intrinsic.verdict_coverage(part) == ("1 of 10 remedy x dataset runs; not run: dSprites: topk_init, topk_fold, "
+                                                "batchtopk, elastic; Shapes3D: topk_aux, topk_init, topk_fold, batchtopk, "
+                                                "elastic")
     full = _study({("dsprites", "topk"): 90.0, **{("dsprites", r): 50.0 for r in intrinsic.REMEDIES}})
-    assert intrinsic.verdict_coverage(full) == "all 4 remedy x dataset runs"
+    assert intrinsic.verdict_coverage(full) == "all 5 remedy x dataset runs"
 
 
 def test_no_remedy_records_means_not_measured():

@@ -10,7 +10,7 @@ from vaesae.sparsity.base import REMEDIES, SPARSIFIERS, make_sparsifier
 from vaesae.sparsity.elastic import AdaptiveElasticNet, adaptive_weights
 from vaesae.sparsity.batch_topk import BatchTopK, batch_topk_mask
 from vaesae.sparsity.topk_aux import TopKAux, aux_loss
-from vaesae.sparsity.topk_init import TopKInit, geometric_median, remove_parallel_grad
+from vaesae.sparsity.topk_init import TopKFold, TopKInit, geometric_median, remove_parallel_grad
 
 
 def _sae(d=12, m=30, seed=0):
@@ -20,7 +20,10 @@ def _sae(d=12, m=30, seed=0):
 
 def test_every_remedy_is_registered_and_built_for_stage3_only():
     cfg = get_config("smoke")
-    for name, cls in zip(REMEDIES, (TopKAux, TopKInit, BatchTopK, AdaptiveElasticNet)):
+    classes = {"topk_aux": TopKAux, "topk_init": TopKInit, "topk_fold": TopKFold, "batchtopk": BatchTopK,
+               "elastic": AdaptiveElasticNet}
+    assert set(REMEDIES) == set(classes)
+    for name, cls in classes.items():
         assert name in SPARSIFIERS
         assert type(make_sparsifier(name, cfg, stage="stage3", n_neurons=cfg.n_neurons)) is cls
         # the latent probe keeps its family's baseline
@@ -152,5 +155,57 @@ def test_topk_init_normalises_ties_and_centres():
     assert torch.allclose(sae.b_d.double(), geometric_median(data).double(), atol=1e-5) and sae.center_input
     with torch.no_grad():
         sae.W_d.mul_(2.0)
+    sp.after_update(sae)
+    assert torch.allclose(sae.W_d.norm(dim=0), torch.ones(30), atol=1e-6)
+
+
+def _trained_like_sae(reading: str, uneven: bool = True):
+    """An SAE as stage 2 leaves one: decoder columns of other norms than 1 (uneven, or all 2.5), an encoder no longer
+    tied, non-zero biases, under ``reading``'s input transform (standardised: fixed mu, sigma), with no boost."""
+    sae = _sae(d=12, m=30, seed=3)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        sae.W_d.mul_(torch.rand(30, generator=g) * 3 + 0.2 if uneven else torch.full((30,), 2.5))
+        sae.W_e.add_(0.3 * torch.randn(30, 12, generator=g))
+        sae.b_e.copy_(0.2 * torch.randn(30, generator=g))
+        sae.b_d.copy_(torch.randn(12, generator=g))
+        sae.in_mean.copy_(torch.randn(12, generator=g))
+        sae.in_std.copy_(torch.rand(12, generator=g) + 0.5)
+    sae.set_input_reading({"standardised"} if reading == "standardised" else set())
+    return sae
+
+
+def _recon(sae, h, k=5):
+    from vaesae.sparsity.topk import TopK
+
+    with torch.no_grad():
+        return sae(h, TopK(lambda e: k, 0.0), {"k": k}).recon
+
+
+@pytest.mark.parametrize("reading", ["literal", "standardised"])
+@pytest.mark.parametrize("k, uneven", [(30, True), (5, False)])
+def test_topk_fold_starts_stage3_computing_the_stage2_function(reading, k, uneven):
+    # exact where Top-k's choice cannot change: every neuron kept (k = m), or decoder norms all alike (the fold
+    # scales neuron i's activation by its norm, so with uneven norms Top-k then ranks by activation x norm)
+    sae = _trained_like_sae(reading, uneven)
+    h = torch.randn(64, 12, generator=torch.Generator().manual_seed(6)) * 2 + 1
+    before = _recon(sae, h, k)
+    sp = TopKFold(lambda e: k, 0.01, n_median=8)
+    sp.init(sae, lambda: sae.target(h), resumed=False)
+    assert sae.center_input
+    assert torch.allclose(sae.W_d.norm(dim=0), torch.ones(30), atol=1e-6)
+    assert torch.allclose(_recon(sae, h, k), before, atol=1e-4)
+    # the re-tie of topk_init, on the same SAE, does not start where stage 2 ended
+    other = _trained_like_sae(reading, uneven)
+    TopKInit(lambda e: k, 0.01, n_median=8).init(other, lambda: other.target(h), resumed=False)
+    assert not torch.allclose(_recon(other, h, k), before, atol=1e-2)
+
+
+def test_topk_fold_resumed_only_centres_and_keeps_the_constraint():
+    sae = _trained_like_sae("literal", uneven=True)
+    w_d, w_e, b_e = sae.W_d.clone(), sae.W_e.clone(), sae.b_e.clone()
+    sp = TopKFold(lambda e: 5, 0.01, n_median=8)
+    sp.init(sae, lambda: torch.zeros(4, 12), resumed=True)   # a checkpoint of the folded SAE: nothing is folded twice
+    assert sae.center_input and torch.equal(sae.W_d, w_d) and torch.equal(sae.W_e, w_e) and torch.equal(sae.b_e, b_e)
     sp.after_update(sae)
     assert torch.allclose(sae.W_d.norm(dim=0), torch.ones(30), atol=1e-6)

@@ -41,21 +41,21 @@ def test_every_row_is_consistent():
 def test_the_registry_reproduces_the_lists_it_replaced():
     """What the study ran before the registry: the same folders, jobs, trains-from pairs and profile defaults."""
     assert config.STAGES == ("stage1", "stage2", "topk", "extended", "l1")
-    assert study.RUNS == ("stage1", "stage2", "topk", "extended", "l1", "topk_aux", "topk_init", "batchtopk", "elastic",
-                          "stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
+    assert study.RUNS == ("stage1", "stage2", "topk", "extended", "l1", "topk_aux", "topk_init", "topk_fold", "batchtopk",
+                          "elastic", "stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
     assert thresholds.RUNS == ("stage2", "topk", "extended", "l1")
-    assert intrinsic.compared() == ("topk", "l1", "topk_aux", "topk_init", "batchtopk", "elastic")
+    assert intrinsic.compared() == ("topk", "l1", "topk_aux", "topk_init", "topk_fold", "batchtopk", "elastic")
     assert runs.ablation_variants() == ("topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
     readings = [r for r in config.SAE_READINGS if r != "literal"]
     assert dict((s, r) for s, _, _, r in pipeline.stages()) == {
         "00_data": (), "01_stage1_vae": ("stage1",), "02_stage2_sae_init": ("stage2",), "03_stage3_topk": ("topk",),
         "04_extended": ("extended",), "05_l1_comparison": ("l1",), "06_threshold_robustness": (),
-        "08_is_collapse_intrinsic": ("topk_aux", "topk_init", "batchtopk", "elastic"),
+        "08_is_collapse_intrinsic": ("topk_aux", "topk_init", "topk_fold", "batchtopk", "elastic"),
         "09_ablations": ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam"),
         "10_readings": tuple(f"{run}@{r}" for r in readings for run in ("stage2", "topk")),
         "02_stage2_sae_init@chosen": ("stage2@chosen",), "03_stage3_topk@chosen": ("topk@chosen",),
         "04_extended@chosen": ("extended@chosen",), "05_l1_comparison@chosen": ("l1@chosen",),
-        "08_is_collapse_intrinsic@chosen": tuple(f"{r}@chosen" for r in ("topk_aux", "topk_init", "batchtopk", "elastic")),
+        "08_is_collapse_intrinsic@chosen": tuple(f"{r}@chosen" for r in ("topk_aux", "topk_init", "topk_fold", "batchtopk", "elastic")),
         "09_ablations@chosen": tuple(f"{r}@chosen" for r in ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10",
                                                              "topk_adam")),
         "07_figures": ()}
@@ -67,9 +67,9 @@ def test_the_registry_reproduces_the_lists_it_replaced():
                                                  "08_is_collapse_intrinsic@chosen", "09_ablations@chosen"}
     assert pipeline.leaves_out("smoke") == pipeline.leaves_out("paper") == ()
     for profile, on in (("smoke", True), ("quick", False), ("paper", True)):
-        assert pipeline.train_list("08_is_collapse_intrinsic", profile, None) == ("topk_aux,topk_init,batchtopk,elastic" if on else "")
+        assert pipeline.train_list("08_is_collapse_intrinsic", profile, None) == ("topk_aux,topk_init,topk_fold,batchtopk,elastic" if on else "")
         assert pipeline.train_list("09_ablations", profile, None) == (",".join(runs.ablation_variants()) if on else "")
-        assert pipeline.train_list("08_is_collapse_intrinsic", profile, None, chosen=True) == ("topk_aux,topk_init,batchtopk,elastic" if on else "")
+        assert pipeline.train_list("08_is_collapse_intrinsic", profile, None, chosen=True) == ("topk_aux,topk_init,topk_fold,batchtopk,elastic" if on else "")
     assert runs.lineage("topk_init1") == ("stage1", "stage2_init1", "topk_init1")
 
 
@@ -127,7 +127,7 @@ def test_the_remedies_and_ablations_under_the_chosen_reading_are_jobs_of_noteboo
     kw = dict(results_dir=tmp_path / "results", figures_dir=tmp_path / "figures", source="procedural", device="cpu")
     jobs = {j.id: j for j in pipeline.build_jobs("paper", ["shapes3d"], [42], **kw)[0]}
     j = jobs["08_is_collapse_intrinsic@chosen"]
-    assert j.params["reading_sae"] == "chosen" and j.params["remedies"] == "topk_aux,topk_init,batchtopk,elastic"
+    assert j.params["reading_sae"] == "chosen" and j.params["remedies"] == "topk_aux,topk_init,topk_fold,batchtopk,elastic"
     assert set(j.deps) == {"02_stage2_sae_init@chosen[shapes3d,seed42]", "03_stage3_topk@chosen[shapes3d,seed42]",
                            "05_l1_comparison@chosen[shapes3d,seed42]", "08_is_collapse_intrinsic"}
     assert tmp_path / "results" / "paper" / "shapes3d" / "seed42" / "elastic@chosen" in j.record_dirs

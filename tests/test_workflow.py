@@ -58,7 +58,7 @@ def test_job_graph_follows_the_stage_dependencies(fake_notebooks, tmp_path):
     assert len(by_id["06_threshold_robustness"].deps) == 4
     # 08 trains the remedies of every dataset and seed: its records are in every seed folder
     j8 = by_id["08_is_collapse_intrinsic"]
-    assert len(j8.deps) == 3 * 4 and len(j8.record_dirs) == 2 * 2 * 4
+    assert len(j8.deps) == 3 * 4 and len(j8.record_dirs) == 2 * 2 * 5
     assert tmp_path / "results" / "smoke" / "shapes3d" / "seed43" / "batchtopk" in j8.record_dirs
     # 09 trains the ablations of every dataset and seed from the stage-1 and stage-2 checkpoints, compares with topk
     j9 = by_id["09_ablations"]

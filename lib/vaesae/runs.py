@@ -96,6 +96,7 @@ REGISTRY: tuple[Run, ...] = (
     # ---- issue 9: remedies for dead latents (notebook 08, vaesae.analysis.intrinsic)
     _remedy("topk_aux", "Top-k + aux loss (Gao et al. 2024)"),
     _remedy("topk_init", "Top-k + unit-norm decoder, pre-bias"),
+    _remedy("topk_fold", "Top-k + unit-norm decoder, folded"),
     _remedy("batchtopk", "BatchTopK (Bussmann et al. 2024)"),
     _remedy("elastic", "adaptive elastic net (Chaudhry et al. 2026)"),
     # ---- issue 9: ablations of Top-k stage 3 (notebook 09, vaesae.analysis.ablation); the init-seed variant trains its own

@@ -31,7 +31,7 @@ def study_runs(tp: dict[str, dict[str, float]], eval_s: float, *, readings: int 
     """Every training run of the paper study with its GPU seconds when it runs alone (from the measured
     single-run images/s, ``tp``, and the per-epoch evaluation, as :func:`project_times` counts them), the runs it
     trains from, and the pipeline job that trains it (stage 1 is shared by the readings; each reading has its
-    own stage 2, Top-k, extended, L1, the 4 remedies in its 08 job and the ablations in its 09 job: a re-drawn
+    own stage 2, Top-k, extended, L1, the remedies in its 08 job and the ablations in its 09 job: a re-drawn
     stage 2 and its Top-k, lr x 0.1, lr x 10, Adam). Every stage-3-length run is timed at the Top-k rate, but a
     remedy at Top-k's times its step's measured cost against Top-k's, ``remedy_cost[(dataset, remedy)]``
     (:func:`vaesae.workflow.schedule.remedy_ratios_of`; 1 where it holds none). A dataset without measured rates

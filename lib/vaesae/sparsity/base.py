@@ -27,7 +27,8 @@ and keep constraints, again without touching the loop.
 
 Remedies for dead latents (issue #9, each a drop-in stage 3 from the stage-2 checkpoint under
 the identical protocol): ``topk_aux`` (Gao et al. 2024's auxiliary loss), ``topk_init`` (unit-norm
-decoder, tied re-initialisation of the encoder, geometric-median pre-bias), ``batchtopk``
+decoder, tied re-initialisation of the encoder, geometric-median pre-bias), ``topk_fold`` (the same decoder
+constraint and centred input, the stage-2 SAE folded into that form without re-initialising), ``batchtopk``
 (Bussmann et al. 2024) and ``elastic`` (an adaptive elastic net after Chaudhry, Yano & Monod 2026).
 They act on the conv SAE; the 20-neuron latent probe keeps its family's baseline (Top-k; L1 for
 ``elastic``). Every choice the sources leave open is listed in :data:`REMEDY_READINGS`."""
@@ -167,7 +168,18 @@ REMEDY_READINGS: dict[str, str] = {
                  "pre_bias_n training images, and the input centred by it from then on (a = ReLU(W_e (h - b_d) + b_e + "
                  "boost), h_hat = W_d a + b_d); every step removes the gradient component parallel to each decoder column "
                  "and renormalises the columns after the optimiser step and after re-initialisation. The SPEC's stage-2 "
-                 "init is already tied and unit-norm; what stage 2 lacks is the constraint and the pre-bias",
+                 "init is already tied and unit-norm; what stage 2 lacks is the constraint and the pre-bias. Applied "
+                 "to a trained dictionary the re-tie does not start where stage 2 ended: the re-tied encoder's "
+                 "activations and the reconstruction grow many times over, and under the standardised reading the "
+                 "first epochs diverged (tables/intrinsic_divergence*); topk_fold is the same constraint without it",
+    "topk_fold": "topk_init's constraint and centred input reached without re-initialising (added after topk_init "
+                 "diverged under the standardised reading, 2026-12-06): decoder columns divided by their norms n_i, "
+                 "encoder rows and biases multiplied by them (the decoder-norm fold of SAE libraries), b_e += W_e b_d "
+                 "so that the centred input W_e (h - b_d) + b_e gives the stage-2 pre-activations; b_d stays the "
+                 "decoder bias stage 2 learned (no geometric median). Every set of active neurons then reconstructs as at the "
+                 "end of stage 2; Top-k ranks by activation x decoder norm from then on, a change only where the "
+                 "stage-2 norms differ (and the boost adds (n_i - 1) boost_i); every step then removes the gradient parallel to "
+                 "each decoder column and renormalises the columns, as topk_init",
     "batchtopk": "Bussmann, Leask & Nanda 2024 (arXiv:2412.06410): in training keep the k*B largest activations of the "
                  "flattened batch (k from the same schedule); at evaluation a = a * (a > theta) with theta the mean over "
                  "the epoch's training batches of the smallest activation kept (their estimator averages it over "

@@ -1,5 +1,7 @@
-"""Remedy ``topk_init``: Top-k with a unit-norm decoder, the encoder tied to it at the start of stage 3 and a
-geometric-median pre-bias.
+"""Remedies with a unit-norm decoder (Bricken et al. 2023; Gao et al. 2024): ``topk_init``, Top-k with the decoder
+normalised, the encoder tied to it at the start of stage 3 and a geometric-median pre-bias; ``topk_fold``, the same
+constraint and centred input reached without re-initialising anything (the stage-2 SAE folded into that form,
+computing the same function).
 """
 
 from __future__ import annotations
@@ -75,6 +77,40 @@ class TopKInit(TopK):
     def after_update(self, sae: Any) -> None:
         with torch.no_grad():
             sae.W_d.div_(sae.W_d.norm(dim=0, keepdim=True).clamp_min(1e-12))
+
+
+@register("topk_fold")
+class TopKFold(TopKInit):
+    """``topk_init``'s decoder constraint and centred input, started from the stage-2 SAE as it is instead of
+    re-initialised: at the start of stage 3 each decoder column is divided by its norm n_i and neuron i's encoder
+    row and bias are multiplied by it (``fold``, as SAE libraries fold decoder norms into the encoder), and the
+    encoder bias absorbs the centring by the learned decoder bias (b_e <- b_e + W_e b_d). Each neuron's
+    pre-activation is then n_i times what it was and its decoder column 1/n_i times, so every set of active neurons
+    reconstructs as before; Top-k now ranks the neurons by activation x decoder norm, which changes its choice only
+    where the norms differ (and the boost adds (n_i - 1) boost_i to neuron i's pre-activation). From there it trains
+    under the constraint: parallel gradient removed, columns renormalised after every step. The tied re-initialisation of ``topk_init`` is left out because, applied to a trained dictionary,
+    it starts stage 3 far from the stage-2 SAE (``tables/intrinsic_divergence*``); the pre-bias is the decoder bias
+    stage 2 learned, not a geometric median drawn again."""
+
+    def init(self, sae: Any, inputs: Callable[[], torch.Tensor], *, resumed: bool) -> None:
+        if not resumed:
+            fold(sae)
+        sae.center_input = True
+
+
+@torch.no_grad()
+def fold(sae: Any) -> None:
+    """Bring an SAE to unit-norm decoder columns and a centred input without changing what any set of active
+    neurons reconstructs: W_d [d, m] columns divided by their norms n [m], W_e [m, d] rows and b_e [m] multiplied by
+    them (pre-activations x n_i, up to the boost); when its input is not centred yet, b_e += W_e b_d so that
+    W_e (x - b_d) + b_e is that pre-activation. A dense (ReLU) SAE computes the same function after it; Top-k's
+    choice of neurons changes where the norms differ."""
+    n = sae.W_d.norm(dim=0).clamp_min(1e-12)
+    sae.W_d.div_(n)
+    sae.W_e.mul_(n[:, None])
+    sae.b_e.mul_(n)
+    if not sae.center_input:
+        sae.b_e.add_(sae.W_e @ sae.b_d)
 
 
 @torch.no_grad()
