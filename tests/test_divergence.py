@@ -46,6 +46,7 @@ def test_diverged_epochs_without_a_reference_reads_non_finite_losses_only():
 ])
 def test_epoch_spans(epochs, words):
     assert divergence.epoch_spans(epochs) == words
+    assert divergence.epoch_words(words) == (f"epochs {words}" if len(set(epochs)) > 1 else f"epoch {words}")
 
 
 def test_divergence_table_compares_with_top_k_at_the_same_dataset_and_seed():
@@ -100,3 +101,18 @@ def test_profile_divergence_reads_every_reading(tmp_path):
     checked, table = divergence.profile_divergence(tmp_path, "smoke")
     assert checked == 3
     assert table[["reading", "run", "diverged epochs"]].values.tolist() == [["centred", "topk_aux", "1"]]
+
+
+def test_findings_name_each_diverged_run_with_its_losses_in_words(tmp_path):
+    from vaesae.report import writeup
+
+    d = tmp_path / "paper" / "dsprites" / "seed42"
+    for run, loss in (("topk", [109.3, 90.0, 80.0]), ("topk_init", [4.06e28, 3.4e20, 85.0])):
+        (d / run).mkdir(parents=True)
+        (d / run / "run.json").write_text('{"data_source": "procedural"}')
+        pd.DataFrame({"epoch": range(3), "loss": loss, DEAD: 98.9}).to_csv(d / run / "epochs.csv", index=False)
+    got = writeup._divergence(tmp_path, "paper")
+    assert got["checked"] == 2 and got["factor"] == divergence.DIVERGENCE_FACTOR
+    (row,) = got["rows"]
+    assert (row["epochs_words"], row["largest_words"], row["topk_words"]) == ("epochs 0–1", "4.1e+28", "109")
+    assert writeup._loss_words(3716.05) == "3,716" and writeup._loss_words(None) == "n/a"

@@ -13,7 +13,7 @@ are not checked; a run without a Top-k run beside it is checked for non-finite l
 
 * :func:`diverged_epochs`: the pure core, on arrays.
 * :func:`checked_runs`: the runs of a study the check reads.
-* :func:`epoch_spans`: ``[0, 1, 2, 7]`` -> ``"0–2, 7"``.
+* :func:`epoch_spans`: ``[0, 1, 2, 7]`` -> ``"0–2, 7"``; :func:`epoch_words`: ``"epochs 0–2, 7"``.
 * :func:`divergence_table`: one row per run of a :class:`~vaesae.analysis.study.Study` with a diverged epoch.
 * :func:`divergence_notes`: per (dataset, run), the seeds and epochs, for the tables that compare runs.
 * :func:`profile_divergence`: every SAE reading's records of a profile at once (FINDINGS.md).
@@ -68,6 +68,11 @@ def epoch_spans(epochs: Sequence[int]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in out)
 
 
+def epoch_words(spans: str) -> str:
+    """:func:`epoch_spans`' text with its noun: ``"0"`` -> ``"epoch 0"``, ``"0–28"`` -> ``"epochs 0–28"``."""
+    return f"epochs {spans}" if ("–" in spans or "," in spans) else f"epoch {spans}"
+
+
 def checked_runs(study: Study, runs: Sequence[str] | None = None) -> list[tuple[str, int, str]]:
     """The (dataset, seed, run) of ``study`` with per-epoch records that the check reads: every run of
     :data:`CHECKED_KINDS` (``runs``: only those named)."""
@@ -120,8 +125,7 @@ def divergence_notes(study: Study, runs: Sequence[str] | None = None) -> dict[tu
     (:func:`divergence_table`), for the tables that compare runs at the end of their stage."""
     notes: dict[tuple[str, str], list[str]] = {}
     for d in _diverged(study, runs):
-        word = "epoch" if len(d["epochs"]) == 1 else "epochs"
-        notes.setdefault((d["ds"], d["run"]), []).append(f"seed {d['seed']}: {word} {epoch_spans(d['epochs'])} of {d['n']}")
+        notes.setdefault((d["ds"], d["run"]), []).append(f"seed {d['seed']}: {epoch_words(epoch_spans(d['epochs']))} of {d['n']}")
     return {k: "; ".join(v) for k, v in notes.items()}
 
 

@@ -291,7 +291,7 @@ def _divergence(results_dir: Path, profile: str) -> dict[str, Any]:
 
     checked, table = divergence.profile_divergence(results_dir, profile)
     rows = [{**r, "largest_words": _loss_words(r["largest loss"]), "topk_words": _loss_words(r["Top-k largest loss"]),
-             "plural": "–" in r["diverged epochs"] or "," in r["diverged epochs"]}
+             "epochs_words": divergence.epoch_words(r["diverged epochs"])}
             for r in table.to_dict("records")]
     return {"checked": checked, "factor": divergence.DIVERGENCE_FACTOR, "rows": rows}
 
