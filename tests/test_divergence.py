@@ -1,5 +1,6 @@
 """vaesae.analysis.divergence: the epochs whose training loss left a stable stage 3's range, and where they show."""
 
+import json
 import math
 
 import numpy as np
@@ -116,3 +117,19 @@ def test_findings_name_each_diverged_run_with_its_losses_in_words(tmp_path):
     (row,) = got["rows"]
     assert (row["epochs_words"], row["largest_words"], row["topk_words"]) == ("epochs 0–1", "4.1e+28", "109")
     assert writeup._loss_words(3716.05) == "3,716" and writeup._loss_words(None) == "n/a"
+
+
+def test_findings_list_the_runs_whose_init_hook_moved_the_sae(tmp_path):
+    from vaesae.report import writeup
+
+    d = tmp_path / "paper" / "shapes3d" / "seed43"
+    fits = {"topk": (0.24, 0.24), "topk_init": (0.24, 124.0), "topk_fold": (0.24, 0.23), "l1": None}
+    for run, fit in fits.items():
+        (d / run).mkdir(parents=True)
+        meta = {"data_source": "procedural", "start_fit": fit and {"k": 500, "n": 4096, "fvu_before_init": fit[0],
+                                                                    "fvu_after_init": fit[1]}}
+        (d / run / "run.json").write_text(json.dumps(meta))
+    got = writeup._start_fits(tmp_path, "paper")
+    assert got["unchanged"] == 1
+    assert [(r["label"], r["before"], r["after"]) for r in got["moved"]] == [
+        ("Top-k + unit-norm decoder, folded", 0.24, 0.23), ("Top-k + unit-norm decoder, pre-bias", 0.24, 124.0)]

@@ -209,3 +209,16 @@ def test_topk_fold_resumed_only_centres_and_keeps_the_constraint():
     assert sae.center_input and torch.equal(sae.W_d, w_d) and torch.equal(sae.W_e, w_e) and torch.equal(sae.b_e, b_e)
     sp.after_update(sae)
     assert torch.allclose(sae.W_d.norm(dim=0), torch.ones(30), atol=1e-6)
+
+
+def test_the_start_fit_is_the_fvu_of_the_k_largest_activations():
+    from vaesae.training.train import sae_fvu_at_k
+
+    sae = SAE(6, 6)
+    with torch.no_grad():   # an identity dictionary: x > 0 is reconstructed exactly from all six activations
+        sae.W_d.copy_(torch.eye(6))
+        sae.W_e.copy_(torch.eye(6))
+    h = torch.rand(40, 6, generator=torch.Generator().manual_seed(7)) + 0.1
+    assert sae_fvu_at_k(sae, h, 6, batch=7) == pytest.approx(0.0, abs=1e-12)
+    one = sae_fvu_at_k(sae, h, 1, batch=7)          # the largest coordinate alone leaves variance unexplained
+    assert one > 0.5 and one == pytest.approx(sae_fvu_at_k(sae, h, 1, batch=40), rel=1e-12)

@@ -63,6 +63,12 @@ def test_records_and_checkpoints(tree):
         assert meta["params"]["n_neurons"] == 128 and "readings" in meta and meta["git_commit"]
         assert (root / "checkpoints" / "smoke" / "dsprites" / "seed42" / run / "final.pt").is_file()
         assert not (root / "checkpoints" / "smoke" / "dsprites" / "seed42" / run / "last.pt").exists()
+        # stage 3 records how far the sparsifier's init hook moved the SAE (Top-k's hook changes nothing)
+        fit = meta["start_fit"]
+        if meta["stage_kind"] == "stage3":
+            assert fit["k"] == 8 and fit["n"] > 0 and 0 < fit["fvu_before_init"] == fit["fvu_after_init"]
+        else:
+            assert fit is None
         if run != "stage1":
             npz = load_neurons(base / run / "neurons_final.npz")
             assert npz["activation_rates"].shape == (128,) and npz["mi"].shape == (128, 5)

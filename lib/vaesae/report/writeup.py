@@ -296,6 +296,28 @@ def _divergence(results_dir: Path, profile: str) -> dict[str, Any]:
     return {"checked": checked, "factor": divergence.DIVERGENCE_FACTOR, "rows": rows}
 
 
+def _start_fits(results_dir: Path, profile: str) -> dict[str, Any]:
+    """Where stage 3 started (``run.json`` ``start_fit``, :func:`vaesae.training.train.sae_fvu_at_k`): over every SAE
+    reading's records, the runs whose sparsifier's init hook moved the SAE's FVU at k_start (before → after, each
+    run), and how many recorded it unchanged."""
+    from ..analysis.study import DATASET_LABEL, load_study
+    from ..config import SAE_READINGS
+
+    moved, unchanged = [], 0
+    for reading in SAE_READINGS:
+        S = load_study(results_dir, profile, reading=reading)
+        for (ds, seed, run), meta in sorted(S.runs.items()):
+            fit = meta.get("start_fit")
+            if not fit:
+                continue
+            if fit["fvu_after_init"] == fit["fvu_before_init"]:
+                unchanged += 1
+                continue
+            moved.append({"reading": reading, "dataset": DATASET_LABEL[ds], "seed": seed, "label": R.get(run).label,
+                          "before": fit["fvu_before_init"], "after": fit["fvu_after_init"], "k": fit["k"]})
+    return {"moved": moved, "unchanged": unchanged}
+
+
 def _lineage_reruns(S) -> list[dict[str, Any]]:
     """The same seed's run trained twice: each k = k_end run kept in a seed's ``lineage/`` folder (a chain the GPU
     trained again from stage 1, since a checkpoint cannot leave it; :meth:`Study.kept`) against the committed run of
@@ -615,7 +637,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "remedy_steps": _remedy_steps(bench_dir), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
             "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "jobs": _jobs(bench_dir), "profile_bench": _profile(bench_dir), "main_job": _main_job(bench_dir), "suites": _suites(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
-            "divergence": _divergence(results_dir, profile),
+            "divergence": _divergence(results_dir, profile), "start_fits": _start_fits(results_dir, profile),
             "claimed": _claimed_differences(results_dir, profile, [b["reading"] for b in by_reading]),
             "not_run": coverage.recorded_not_run(results_dir, profile)}
 

@@ -519,6 +519,9 @@ class Progress:
     ckpt_epoch: int = 0                             # the epoch count of the newest last.pt
     last_eval: dict[str, float] = field(default_factory=dict)  # the latest evaluation's scalars (progress bar)
     resumed: bool = False
+    # stage 3: the SAE's FVU at k_start on the pre-bias sample before and after the sparsifier's init hook
+    # (sae_fvu_at_k; topk_init re-ties the encoder there, topk_fold folds it), kept through a resume
+    start_fit: dict[str, Any] = field(default_factory=dict)
     saver: BackgroundSaver = field(default_factory=BackgroundSaver)   # last.pt written beside the next epoch
 
 
@@ -737,7 +740,8 @@ def resume_run(spec: RunSpec, data: RunData, parts: Parts) -> Progress:
     if ck is not None:
         parts.load_state_dict(ck)
         start = int(ck["epoch"])
-        prog = Progress(start=start, rows=list(ck["rows"]), wall=dict(ck["wall"]), ckpt_epoch=start, resumed=True)
+        prog = Progress(start=start, rows=list(ck["rows"]), wall=dict(ck["wall"]), ckpt_epoch=start, resumed=True,
+                        start_fit=dict(ck.get("start_fit") or {}))
         spec.say(f"{spec.stage}: resuming at epoch {start} of {spec.n_epochs} from {spec.last_path}")
         del ck
     else:
@@ -746,8 +750,33 @@ def resume_run(spec: RunSpec, data: RunData, parts: Parts) -> Progress:
             parts.model.sae.fit_input(_sae_sampler(spec, data, parts, raw=True))
         parts.begin_stage()
     if parts.sp is not None:
+        measure = spec.kind == "stage3" and not prog.resumed
+        if measure:   # how far the sparsifier's init hook moves the SAE from where stage 2 left it
+            h, k = _sae_sampler(spec, data, parts, raw=True)(), spec.cfg.k_start_eff
+            before = sae_fvu_at_k(parts.model.sae, h, k, spec.cfg.eval_batch)
         parts.sp.init(parts.model.sae, _sae_sampler(spec, data, parts), resumed=prog.resumed)
+        if measure:
+            prog.start_fit = {"k": k, "n": int(h.shape[0]), "fvu_before_init": before,
+                              "fvu_after_init": sae_fvu_at_k(parts.model.sae, h, k, spec.cfg.eval_batch)}
     return prog
+
+
+@torch.no_grad()
+def sae_fvu_at_k(sae: SAE, h: torch.Tensor, k: int, batch: int) -> float:
+    """The fraction of variance unexplained (:func:`vaesae.metrics.reconstruction.fraction_of_variance_unexplained`)
+    of ``sae``'s reconstruction of ``h`` [n, d] (in its reading's space, :meth:`SAE.target`) from the ``k`` largest
+    ReLU activations, boost included (Top-k as stage 3's first step keeps them), in chunks of ``batch`` rows."""
+    from ..metrics.reconstruction import fraction_of_variance_unexplained
+    from ..sparsity.topk import TopK
+
+    sp, sse, sumsq, sum_x = TopK(lambda e: k, 0.0), 0.0, 0.0, None
+    for s in range(0, h.shape[0], batch):
+        out = sae(h[s:s + batch], sp, {"k": k})
+        x = out.target.double()
+        sse += float((x - out.recon.double()).square().sum())
+        sumsq += float(x.square().sum())
+        sum_x = x.sum(dim=0) if sum_x is None else sum_x + x.sum(dim=0)
+    return fraction_of_variance_unexplained(sse, sum_x.cpu().numpy(), sumsq, h.shape[0])
 
 
 def _save_checkpoint(spec: RunSpec, parts: Parts, prog: Progress, path: Path, epoch: int, final: bool,
@@ -757,7 +786,7 @@ def _save_checkpoint(spec: RunSpec, parts: Parts, prog: Progress, path: Path, ep
     now, after any write in flight."""
     ck = {"format": CHECKPOINT_FORMAT, "stage": spec.stage, "config": spec.params, "epoch": epoch,
           **parts.state_dict(optimizer=not final or spec.kind == "stage3"),
-          "rows": prog.rows, "wall": prog.wall, "input_sha256": spec.in_sha, "final": final}
+          "rows": prog.rows, "wall": prog.wall, "input_sha256": spec.in_sha, "final": final, "start_fit": prog.start_fit}
     if background:
         prog.saver.save(path, ck)
     else:
@@ -967,7 +996,7 @@ def record_run(spec: RunSpec, data: RunData, parts: Parts, prog: Progress) -> di
         "final": final, "readings": READINGS,
         "boost_rate_effective": parts.revival.rate if parts.revival is not None else None,
         "n_train": int(len(data.train_idx)), "n_eval": int(len(data.ev_idx)), "batches_per_epoch": len(data.batches),
-        "device": str(spec.device), "data": data.ds.describe(),
+        "device": str(spec.device), "data": data.ds.describe(), "start_fit": prog.start_fit or None,
     })
     if partial:
         meta.update({"partial": True, "epochs_done": len(rows), "checkpoint": str(spec.last_path), "checkpoint_sha256": None})
