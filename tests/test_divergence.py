@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from vaesae.analysis import divergence, intrinsic
-from vaesae.analysis.study import DEAD, Study
+from vaesae.analysis.study import DEAD, Study, load_readings
 
 pytestmark = pytest.mark.unit
 
@@ -99,7 +99,7 @@ def test_profile_divergence_reads_every_reading(tmp_path):
     write("topk", "literal", [100.0, 90.0])
     write("topk", "centred", [100.0, 90.0])
     write("topk_aux", "centred", [100.0, 5000.0])
-    checked, table = divergence.profile_divergence(tmp_path, "smoke")
+    checked, table = divergence.profile_divergence(load_readings(tmp_path, "smoke"))
     assert checked == 3
     assert table[["reading", "run", "diverged epochs"]].values.tolist() == [["centred", "topk_aux", "1"]]
 
@@ -112,8 +112,8 @@ def test_findings_name_each_diverged_run_with_its_losses_in_words(tmp_path):
         (d / run).mkdir(parents=True)
         (d / run / "run.json").write_text('{"data_source": "procedural"}')
         pd.DataFrame({"epoch": range(3), "loss": loss, DEAD: 98.9}).to_csv(d / run / "epochs.csv", index=False)
-    got = writeup._divergence(tmp_path, "paper")
-    assert got["checked"] == 2 and got["factor"] == divergence.DIVERGENCE_FACTOR
+    got = writeup._divergence(load_readings(tmp_path, "paper"))
+    assert got["checked"] == 2 and got["rule"] == divergence.DIVERGENCE_RULE
     (row,) = got["rows"]
     assert (row["epochs_words"], row["largest_words"], row["topk_words"]) == ("epochs 0–1", "4.1e+28", "109")
     assert writeup._loss_words(3716.05) == "3,716" and writeup._loss_words(None) == "n/a"
@@ -129,7 +129,7 @@ def test_findings_list_the_runs_whose_init_hook_moved_the_sae(tmp_path):
         meta = {"data_source": "procedural", "start_fit": fit and {"k": 500, "n": 4096, "fvu_before_init": fit[0],
                                                                     "fvu_after_init": fit[1]}}
         (d / run / "run.json").write_text(json.dumps(meta))
-    got = writeup._start_fits(tmp_path, "paper")
+    got = writeup._start_fits(load_readings(tmp_path, "paper"))
     assert got["unchanged"] == 1
     assert [(r["label"], r["before"], r["after"]) for r in got["moved"]] == [
         ("Top-k + unit-norm decoder, folded", 0.24, 0.23), ("Top-k + unit-norm decoder, pre-bias", 0.24, 124.0)]

@@ -353,7 +353,9 @@ def test_the_rules_margins_are_written_from_the_tolerance_table(monkeypatch):
     assert stats.margin_words() in stats.CLAIM_RULE
     assert paper.tolerance_words("dead_pct") + ";" in paper.VERDICT_RULE
     monkeypatch.setitem(paper.TOLERANCE, "stable_mse", ("rel", 0.15))
-    monkeypatch.setitem(paper.TOLERANCE, "recovery", ("abs", 7.0))
+    monkeypatch.setitem(paper.TOLERANCE, "recovery", ("points", 7.0))
     words = stats.margin_words()
     assert "MSE ±15 % of A" in words and "dead % at least −7 points (any rise allowed)" in words
     assert paper.tolerance_words("mig") == "0.05" and paper.tolerance_words("recovery") == "7 points"
+    monkeypatch.setitem(paper.TOLERANCE, "mig", ("points", 3.0))   # the unit is the mode's, not the key's
+    assert paper.tolerance_words("mig") == "3 points"

@@ -22,7 +22,6 @@ are not checked; a run without a Top-k run beside it is checked for non-finite l
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -129,19 +128,16 @@ def divergence_notes(study: Study, runs: Sequence[str] | None = None) -> dict[tu
     return {k: "; ".join(v) for k, v in notes.items()}
 
 
-def profile_divergence(results_dir: str | Path, profile: str) -> tuple[int, pd.DataFrame]:
-    """(how many runs were checked, :func:`divergence_table` with a first column ``reading``) over the records of
-    every SAE reading of ``profile`` (SPEC §6: literal, the chosen one and notebook 10's sweep)."""
-    from ..config import SAE_READINGS
-    from .study import load_study
-
+def profile_divergence(studies: Sequence[Study]) -> tuple[int, pd.DataFrame]:
+    """(how many runs were checked, :func:`divergence_table` with a first column ``reading``) over ``studies``, one
+    per SAE reading of a profile (SPEC §6: literal, the chosen one and notebook 10's sweep;
+    :func:`vaesae.analysis.study.load_readings`)."""
     checked, frames = 0, []
-    for reading in SAE_READINGS:
-        S = load_study(results_dir, profile, reading=reading)
+    for S in studies:
         checked += len(checked_runs(S))
         t = divergence_table(S)
         if not t.empty:
-            frames.append(t.assign(reading=reading))
+            frames.append(t.assign(reading=S.reading))
     if not frames:
         return checked, pd.DataFrame(columns=["reading", *COLUMNS])
     return checked, pd.concat(frames, ignore_index=True)[["reading", *COLUMNS]]

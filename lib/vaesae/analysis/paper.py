@@ -29,26 +29,25 @@ from typing import Sequence
 
 import numpy as np
 
-# Tolerances used by the rule: absolute for percentages and MIG, relative for counts, MSE and ratios.
+# Tolerances used by the rule: absolute for percentages ("points": percentage points) and MIG ("abs"), relative
+# ("rel") for counts, MSE and ratios.
 TOLERANCE = {
-    "dead_pct": ("abs", 5.0),      # percentage points
+    "dead_pct": ("points", 5.0),
     "mig": ("abs", 0.05),
     "mse": ("rel", 0.20),
     "specialized": ("rel", 0.20),
     "ratio": ("rel", 0.20),
     "stable_mig": ("abs", 0.05),   # |MIG(k=50) - MIG(k=500)|
     "stable_mse": ("rel", 0.10),   # |MSE(k=50) / MSE(k=500) - 1|
-    "recovery": ("abs", 5.0),      # extended training lowers dead % by at most 5 points
+    "recovery": ("points", 5.0),   # extended training lowers dead % by at most this
 }
 
 
 def tolerance_words(key: str) -> str:
     """:data:`TOLERANCE` ``[key]`` in words, for the rules' text (written from the table, never typed twice): "5
-    points" (dead %, absolute), "0.05" (MIG, absolute), "20 %" (relative)."""
+    points" (percentage points), "0.05" (absolute), "20 %" (relative)."""
     mode, tol = TOLERANCE[key]
-    if mode == "rel":
-        return f"{100 * tol:g} %"
-    return f"{tol:g} points" if key in ("dead_pct", "recovery") else f"{tol:g}"
+    return {"rel": f"{100 * tol:g} %", "points": f"{tol:g} points"}.get(mode, f"{tol:g}")
 
 
 VERDICT_RULE = (
@@ -181,7 +180,7 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
 
 def within_tolerance(metric: str, ours: float, paper: float) -> bool:
     mode, tol = TOLERANCE[metric]
-    if mode == "abs":
+    if mode != "rel":   # "abs" or "points": absolute
         return abs(ours - paper) <= tol
     return abs(ours - paper) <= tol * abs(paper)
 

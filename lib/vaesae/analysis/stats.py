@@ -273,7 +273,7 @@ def claim_margin(comparison: str, metric: str, mean_a: float) -> tuple[float, fl
     if key is None:
         return (math.nan, math.nan)
     mode, tol = TOLERANCE[key[0]]
-    width = tol if mode == "abs" else tol * abs(mean_a)
+    width = tol * abs(mean_a) if mode == "rel" else tol
     return (-width, math.inf if key[1] else width)
 
 

@@ -297,6 +297,14 @@ def load_study(results_dir: str | Path, profile: str, reading: str = "literal") 
     return Study(profile, epochs, runs, neurons, sources, reading, lineage)
 
 
+def load_readings(results_dir: str | Path, profile: str) -> list[Study]:
+    """:func:`load_study` under every SAE reading of :data:`vaesae.config.SAE_READINGS` (those without records give
+    empty studies)."""
+    from ..config import SAE_READINGS
+
+    return [load_study(results_dir, profile, reading=r) for r in SAE_READINGS]
+
+
 def unpaired_runs(results_dir: str | Path, profile: str) -> list[str]:
     """:meth:`Study.unpaired_lines` of every reading the study is published under (:func:`study_readings`)."""
     return [line for reading in study_readings(results_dir, profile)

@@ -283,29 +283,27 @@ def _loss_words(x: float | None) -> str:
     return f"{x:.1e}" if abs(x) >= 1e5 else f"{x:,.0f}"
 
 
-def _divergence(results_dir: Path, profile: str) -> dict[str, Any]:
-    """The runs whose training diverged, over every SAE reading's records (:func:`vaesae.analysis.divergence.
-    profile_divergence`): how many were checked, the rule's factor and, per diverged run, its table row with the two
-    losses in words."""
+def _divergence(studies: Sequence[Any]) -> dict[str, Any]:
+    """The runs whose training diverged, over every SAE reading's records (``studies``,
+    :func:`vaesae.analysis.divergence.profile_divergence`): how many were checked, the rule's factor and, per diverged
+    run, its table row with the two losses in words."""
     from ..analysis import divergence
 
-    checked, table = divergence.profile_divergence(results_dir, profile)
+    checked, table = divergence.profile_divergence(studies)
     rows = [{**r, "largest_words": _loss_words(r["largest loss"]), "topk_words": _loss_words(r["Top-k largest loss"]),
              "epochs_words": divergence.epoch_words(r["diverged epochs"])}
             for r in table.to_dict("records")]
-    return {"checked": checked, "factor": divergence.DIVERGENCE_FACTOR, "rows": rows}
+    return {"checked": checked, "rule": divergence.DIVERGENCE_RULE, "rows": rows}
 
 
-def _start_fits(results_dir: Path, profile: str) -> dict[str, Any]:
+def _start_fits(studies: Sequence[Any]) -> dict[str, Any]:
     """Where stage 3 started (``run.json`` ``start_fit``, :func:`vaesae.training.train.sae_fvu_at_k`): over every SAE
-    reading's records, the runs whose sparsifier's init hook moved the SAE's FVU at k_start (before → after, each
-    run), and how many recorded it unchanged."""
-    from ..analysis.study import DATASET_LABEL, load_study
-    from ..config import SAE_READINGS
+    reading's records (``studies``), the runs whose sparsifier's init hook moved the SAE's FVU at k_start (before →
+    after, each run), and how many recorded it unchanged."""
+    from ..analysis.study import DATASET_LABEL
 
     moved, unchanged = [], 0
-    for reading in SAE_READINGS:
-        S = load_study(results_dir, profile, reading=reading)
+    for S in studies:
         for (ds, seed, run), meta in sorted(S.runs.items()):
             fit = meta.get("start_fit")
             if not fit:
@@ -313,7 +311,7 @@ def _start_fits(results_dir: Path, profile: str) -> dict[str, Any]:
             if fit["fvu_after_init"] == fit["fvu_before_init"]:
                 unchanged += 1
                 continue
-            moved.append({"reading": reading, "dataset": DATASET_LABEL[ds], "seed": seed, "label": R.get(run).label,
+            moved.append({"reading": S.reading, "dataset": DATASET_LABEL[ds], "seed": seed, "label": R.get(run).label,
                           "before": fit["fvu_before_init"], "after": fit["fvu_after_init"], "k": fit["k"]})
     return {"moved": moved, "unchanged": unchanged}
 
@@ -400,16 +398,17 @@ def _val(row: Mapping[str, Any] | None, key: str) -> float | None:
 
 
 
-def _by_reading(results_dir: Path, profile: str) -> list[dict[str, Any]]:
+def _by_reading(results_dir: Path, profile: str, studies: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per SAE reading the study is published under (``study.study_readings``): its Table 1 rows (k = 50, the
     paper's numbers beside ours, "mean ± std (n=N)" over seeds), its Table 3 rows when it has extended runs, the
     verdict counts of its ``verdicts[@reading].csv``, its runs whose starting state was not kept (``unpaired``) and
-    the verdict on "intrinsic" where it has remedy records (``intrinsic``: verdict, rows, coverage; else None)."""
+    the verdict on "intrinsic" where it has remedy records (``intrinsic``: verdict, rows, coverage; else None).
+    ``studies``: {reading: its loaded records} (:func:`vaesae.analysis.study.load_readings`)."""
     from ..analysis import intrinsic, study as st
 
     out = []
     for reading in st.study_readings(results_dir, profile):
-        S = st.load_study(results_dir, profile, reading=reading)
+        S = studies[reading]
         # Table 1 itself (study.table1: the paper's numbers and ours, "mean ± std (n=N)"), its Top-k and L1 rows
         rows = st.table1(S).to_dict("records") if S.datasets else []
         name = "verdicts.csv" if reading == "literal" else f"verdicts@{reading}.csv"
@@ -567,7 +566,9 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     from ..io import repo_path
 
     results_dir = repo_path(results_dir)
-    S = st.load_study(results_dir, profile)
+    every = st.load_readings(results_dir, profile)   # every SAE reading's records, loaded once
+    studies = {s.reading: s for s in every}
+    S = studies["literal"]
     dead, spec = st.dead_col(), st.spec_col()
     cells = []
     for ds in S.datasets:
@@ -582,7 +583,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     per_ds = _per_dataset(S, dead, spec)
     ratios = [c["paper"]["mig"][0] / c["mig"] for c in cells if c.get("mig") and "mig" in c["paper"]]
     mse_ratios = [c["paper"]["mse"][0] / c["mse"] for c in cells if c.get("mse") and "mse" in c["paper"]]
-    by_reading = _by_reading(results_dir, profile)
+    by_reading = _by_reading(results_dir, profile, studies)
     # the literal reading's verdict on "intrinsic" (study_readings lists literal first)
     lit = by_reading[0]["intrinsic"] or {"verdict": "not measured", "rows": []}
     verdict, comp = lit["verdict"], lit["rows"]
@@ -637,7 +638,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "remedy_steps": _remedy_steps(bench_dir), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
             "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "jobs": _jobs(bench_dir), "profile_bench": _profile(bench_dir), "main_job": _main_job(bench_dir), "suites": _suites(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
-            "divergence": _divergence(results_dir, profile), "start_fits": _start_fits(results_dir, profile),
+            "divergence": _divergence(every), "start_fits": _start_fits(every),
             "claimed": _claimed_differences(results_dir, profile, [b["reading"] for b in by_reading]),
             "not_run": coverage.recorded_not_run(results_dir, profile)}
 

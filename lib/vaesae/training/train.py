@@ -751,10 +751,12 @@ def resume_run(spec: RunSpec, data: RunData, parts: Parts) -> Progress:
         parts.begin_stage()
     if parts.sp is not None:
         measure = spec.kind == "stage3" and not prog.resumed
+        inputs = _sae_sampler(spec, data, parts)
         if measure:   # how far the sparsifier's init hook moves the SAE from where stage 2 left it
-            h, k = _sae_sampler(spec, data, parts, raw=True)(), spec.cfg.k_start_eff
-            before = sae_fvu_at_k(parts.model.sae, h, k, spec.cfg.eval_batch)
-        parts.sp.init(parts.model.sae, _sae_sampler(spec, data, parts), resumed=prog.resumed)
+            h, k, sae = _sae_sampler(spec, data, parts, raw=True)(), spec.cfg.k_start_eff, parts.model.sae
+            before = sae_fvu_at_k(sae, h, k, spec.cfg.eval_batch)
+            inputs = lambda: sae.target(h)   # noqa: E731 - the same sample: the encoder runs over it once
+        parts.sp.init(parts.model.sae, inputs, resumed=prog.resumed)
         if measure:
             prog.start_fit = {"k": k, "n": int(h.shape[0]), "fvu_before_init": before,
                               "fvu_after_init": sae_fvu_at_k(parts.model.sae, h, k, spec.cfg.eval_batch)}
