@@ -561,13 +561,11 @@ def dies_in_stage2(k500_dead: float | None, k50_dead: float | None) -> bool:
 
 def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None = None) -> dict[str, Any]:
     """Every value the templates use, computed from the records, tables and benchmark."""
-    from ..analysis import intrinsic, paper, study as st
-    from ..analysis.stats import margin_words
+    from ..analysis import intrinsic, paper, stats, study as st
     from ..io import repo_path
 
     results_dir = repo_path(results_dir)
-    every = st.load_readings(results_dir, profile)   # every SAE reading's records, loaded once
-    studies = {s.reading: s for s in every}
+    studies = {s.reading: s for s in st.load_readings(results_dir, profile)}   # every SAE reading's, loaded once
     S = studies["literal"]
     dead, spec = st.dead_col(), st.spec_col()
     cells = []
@@ -627,7 +625,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "cells": cells, "ds": per_ds, "mig_ratio": (min(ratios), max(ratios)) if ratios else None,
             "mse_ratio": (min(mse_ratios), max(mse_ratios)) if mse_ratios else None,
             "intrinsic_verdict": verdict, "intrinsic_rows": comp, "rule_meets": meets, "remedy_rows": len(comp),
-            "claim_margins": margin_words(), "climb_points": CLIMB_POINTS, "stage2_share": STAGE2_SHARE,
+            "claim_margins": stats.margin_words(), "climb_points": CLIMB_POINTS, "stage2_share": STAGE2_SHARE,
             "dead_tolerance": paper.TOLERANCE["dead_pct"][1],
             "paper_spec_range": (min(spec_counts), max(spec_counts)),
             "intrinsic_rule": {"avoided_pct": intrinsic.AVOIDED_DEAD_PCT, "mse_factor": intrinsic.MSE_FACTOR,
@@ -638,7 +636,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             "readings": _readings(results_dir, profile, S.datasets), "renderers": renderers(S),
             "variants": _variants(bench), "remedy_steps": _remedy_steps(bench_dir), "verify": _verify(bench_dir), "concurrent": _concurrent(bench_dir),
             "conv": _conv(bench_dir), "checkpoint": _checkpoint(bench_dir), "jobs": _jobs(bench_dir), "profile_bench": _profile(bench_dir), "main_job": _main_job(bench_dir), "suites": _suites(bench_dir), "by_reading": by_reading, "tree_size": tree_size, "remaining": remaining,
-            "divergence": _divergence(every), "start_fits": _start_fits(every),
+            "divergence": _divergence(studies.values()), "start_fits": _start_fits(studies.values()),
             "claimed": _claimed_differences(results_dir, profile, [b["reading"] for b in by_reading]),
             "not_run": coverage.recorded_not_run(results_dir, profile)}
 
