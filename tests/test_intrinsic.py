@@ -254,3 +254,28 @@ def test_dead_vs_k_gives_each_lines_seed_count_where_the_sparsifiers_differ():
     assert not any("(n=" in t.get_text() for t in fig.legends[0].get_texts())
     assert not any("remedies' seed" in t.get_text() for t in fig.legends[0].get_texts())
     plt.close(fig)
+
+
+def test_dead_vs_k_gives_each_dataset_its_legend_where_their_lines_differ():
+    """The remedy at one seed on dSprites and at two on Shapes3D: one legend would list it twice ("n=1", "n=2") with
+    nothing to say which dataset each belongs to; each row gets its own legend, listing its dataset's lines only."""
+    import matplotlib.pyplot as plt
+
+    one = _study({("dsprites", "topk"): 90.0, ("dsprites", "elastic"): 50.0,
+                  ("shapes3d", "topk"): 80.0, ("shapes3d", "elastic"): 40.0})
+    e = one.epochs
+    extra = e[e.dataset == "shapes3d"].assign(seed=43)
+    both = pd.concat([e, extra], ignore_index=True)
+    runs = {**one.runs, **{("shapes3d", 43, r): {"data_source": "procedural"} for r in ("topk", "elastic")}}
+    study = Study("smoke", both, runs, {}, {"procedural"})
+    assert study.datasets == ["dsprites", "shapes3d"]
+    fig = intrinsic.fig_dead_vs_k(study, runs=("topk", "elastic"))
+    assert not fig.legends
+    rows = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes if ax.get_legend() is not None]
+    assert len(rows) == 2
+    assert [t for t in rows[0] if t.startswith("adaptive")] == ["adaptive elastic net (Chaudhry et al. 2026) (n=1)"]
+    assert [t for t in rows[1] if t.startswith("adaptive")] == ["adaptive elastic net (Chaudhry et al. 2026) (n=2)"]
+    plt.close(fig)
+    fig = intrinsic.fig_dead_vs_k(one, runs=("topk", "elastic"))   # the same lines on both rows: one legend
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+    plt.close(fig)

@@ -267,7 +267,8 @@ def fig_dead_vs_k(study: Study, runs: Sequence[str] | None = None):
     """Dead % along stage 3 for every sparsifier: against k for the Top-k family (left), against the
     epoch for all (right, the same dead-% scale); one row per dataset, mean over seeds. Where the sparsifiers' seed
     counts differ (a remedy trained at fewer seeds than Top-k), each line's label gives its n, and Top-k is drawn a
-    second time, dashed, at the remedies' seeds only: the pairing the verdict compares (:func:`paired_topk`)."""
+    second time, dashed, at the remedies' seeds only: the pairing the verdict compares (:func:`paired_topk`). Where
+    the datasets' lines differ (a remedy's n on one, another on the other), each row has its own legend."""
     runs = compared() if runs is None else runs
     import textwrap
 
@@ -305,7 +306,8 @@ def fig_dead_vs_k(study: Study, runs: Sequence[str] | None = None):
     fig.suptitle("Dead neurons along stage 3, every sparsifier ("
                  + ("mean over seeds; each line's n in the legend" if mixed else 'mean of %d seeds' % n if n >= 2 else 'one seed, n = 1') + ")")
     fig.tight_layout()
-    legend_outside(fig, axes, fontsize=9, title="sparsifier")
+    rows = {tuple(tuple(ax.get_legend_handles_labels()[1]) for ax in row) for row in axes}
+    legend_outside(fig, axes, "rows" if len(rows) > 1 else "right", fontsize=9, title="sparsifier")
     return fig
 
 

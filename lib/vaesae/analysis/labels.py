@@ -77,9 +77,9 @@ def spread_words(n: int) -> str:
     return f"mean ± std over {n} seeds (band)" if n >= 2 else "one seed (n = 1): no spread to show"
 
 
-def legend_outside(fig, axes, where: str = "right", **kw) -> None:
-    """One legend for the whole figure, outside the panels (never over the data): right of them, or above
-    (``where="top"``). The panels' own legends are removed; labels repeated across panels appear once."""
+def legend_entries(axes) -> tuple[list, list[str]]:
+    """The panels' legend handles and labels [one per distinct label, first seen first], the panels' own legends
+    removed."""
     import numpy as np
 
     handles, labels, seen = [], [], set()
@@ -91,6 +91,23 @@ def legend_outside(fig, axes, where: str = "right", **kw) -> None:
                 labels.append(lab)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
+    return handles, labels
+
+
+def legend_outside(fig, axes, where: str = "right", **kw) -> None:
+    """One legend for the whole figure, outside the panels (never over the data): right of them, or above
+    (``where="top"``); labels repeated across panels appear once. ``where="rows"`` (``axes`` [rows, columns]): one
+    legend per row, right of its last panel, for rows whose lines differ (a sparsifier's n on one dataset and
+    another on the next would otherwise be listed twice in one legend)."""
+    import numpy as np
+
+    if where == "rows":
+        for row in np.atleast_2d(axes):
+            handles, labels = legend_entries(row)
+            if handles:
+                row[-1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, **kw)
+        return
+    handles, labels = legend_entries(axes)
     if not handles:
         return
     if where == "top":
