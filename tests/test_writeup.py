@@ -443,3 +443,22 @@ def test_where_the_literal_neurons_die_is_read_from_the_records(tmp_path, k500, 
     assert '"in stage 2" where the first is at least 50 % of the second' in text   # the rule's share, from STAGE2_SHARE
     assert writeup.dies_in_stage2(45.0, 90.0) and not writeup.dies_in_stage2(44.9, 90.0)
     assert not writeup.dies_in_stage2(None, 90.0) and not writeup.dies_in_stage2(80.0, None)
+
+
+def test_the_literal_remedies_say_how_many_were_trained_from_a_re_run_stage_2(tmp_path):
+    """FINDINGS counts the literal remedy records trained from another stage 2 than the Top-k run they are compared
+    with (their ``input_sha256`` against the committed stage 2's checkpoint), where it once typed a date and "re-runs"
+    for all of them."""
+    import shutil
+
+    root = _study_with_centred_chosen(tmp_path, seeds=(42,))
+    base = root / "shapes3d" / "seed42"
+    stage2 = json.loads((base / "stage2" / "run.json").read_text())
+    (base / "stage2" / "run.json").write_text(json.dumps({**stage2, "checkpoint_sha256": "a" * 64}))
+    for run, sha in (("elastic", "0" * 64), ("batchtopk", "a" * 64)):   # one from a re-run stage 2, one from the committed
+        shutil.copytree(base / "topk", base / run)
+        meta = json.loads((base / run / "run.json").read_text())
+        (base / run / "run.json").write_text(json.dumps({**meta, "input_sha256": sha}))
+    writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
+    text = " ".join((root / "FINDINGS.md").read_text().split())
+    assert "1 of the literal reading's 2 remedy records here was trained from re-runs of stages 1 and 2" in text

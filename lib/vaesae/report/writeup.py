@@ -599,7 +599,9 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
             remedies.append({"dataset": st.DATASET_LABEL[ds], "run": run, "label": intrinsic.run_label(run),
                              "seeds": [int(x) for x in f.seed],
                              "dead": _mean(f, dead), "change": (_mean(f, dead) - ref) if run != "topk" and ref is not None else None,
-                             "mse": _mean(f, "mse"), "spec": _mean(f, spec), "img_s": intrinsic.training_throughput(meta)})
+                             "mse": _mean(f, "mse"), "spec": _mean(f, spec), "img_s": intrinsic.training_throughput(meta),
+                             "remedy": run not in intrinsic.baselines(),
+                             "retrained": not all(S.continues_committed(ds, int(x), run) for x in f.seed)})
     # the seeds the remedies (not the paper's two sparsifiers) were run at: what the verdict on "intrinsic" rests on
     remedy_seeds = sorted({x for r in remedies if r["run"] not in intrinsic.baselines() for x in r["seeds"]})
     remedy_seeds_text = (f"seed{'s' if len(remedy_seeds) > 1 else ''} {', '.join(map(str, remedy_seeds))}"
