@@ -559,6 +559,34 @@ def dies_in_stage2(k500_dead: float | None, k50_dead: float | None) -> bool:
     return k500_dead is not None and k50_dead is not None and k500_dead >= STAGE2_SHARE * k50_dead
 
 
+def _remedies(S, dead: str, spec: str) -> tuple[list[dict[str, Any]], str]:
+    """The literal study's notebook-08 rows (the paper's two sparsifiers and every remedy) at the end of stage 3, each
+    remedy's dead % against Top-k at its own seeds, and the words for the seeds the remedies ran at."""
+    from ..analysis import intrinsic, study as st
+
+    remedies = []
+    for ds in S.datasets:
+        tk = intrinsic.final_values(S, ds, "topk")
+        for run in intrinsic.compared():
+            f = S.final(ds, run)
+            if f.empty:
+                continue
+            meta = S.runs.get((ds, int(f.seed.iloc[0]), run), {})
+            # the change against Top-k at the run's own seeds (intrinsic.paired_topk), as the verdict compares them
+            ref = intrinsic.mean_of(intrinsic.paired_topk(tk, [int(x) for x in f.seed])["dead"]) if tk["seeds"] else None
+            remedies.append({"dataset": st.DATASET_LABEL[ds], "run": run, "label": intrinsic.run_label(run),
+                             "seeds": [int(x) for x in f.seed],
+                             "dead": _mean(f, dead), "change": (_mean(f, dead) - ref) if run != "topk" and ref is not None else None,
+                             "mse": _mean(f, "mse"), "spec": _mean(f, spec), "img_s": intrinsic.training_throughput(meta),
+                             "remedy": run not in intrinsic.baselines(),
+                             "retrained": not all(S.continues_committed(ds, int(x), run) for x in f.seed)})
+    # the seeds the remedies (not the paper's two sparsifiers) were run at: what the verdict on "intrinsic" rests on
+    remedy_seeds = sorted({x for r in remedies if r["remedy"] for x in r["seeds"]})
+    remedy_seeds_text = (f"seed{'s' if len(remedy_seeds) > 1 else ''} {', '.join(map(str, remedy_seeds))}"
+                         if remedy_seeds else "no remedy run yet")
+    return remedies, remedy_seeds_text
+
+
 def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None = None) -> dict[str, Any]:
     """Every value the templates use, computed from the records, tables and benchmark."""
     from ..analysis import intrinsic, paper, stats, study as st
@@ -586,26 +614,7 @@ def context(results_dir: str | Path, profile: str, bench_dir: str | Path | None 
     lit = by_reading[0]["intrinsic"] or {"verdict": "not measured", "rows": []}
     verdict, comp = lit["verdict"], lit["rows"]
     meets = sum(bool(r["lowers dead % materially"]) + bool(r["avoids collapse"]) for r in comp)
-    remedies = []
-    for ds in S.datasets:
-        tk = intrinsic.final_values(S, ds, "topk")
-        for run in intrinsic.compared():
-            f = S.final(ds, run)
-            if f.empty:
-                continue
-            meta = S.runs.get((ds, int(f.seed.iloc[0]), run), {})
-            # the change against Top-k at the run's own seeds (intrinsic.paired_topk), as the verdict compares them
-            ref = intrinsic.mean_of(intrinsic.paired_topk(tk, [int(x) for x in f.seed])["dead"]) if tk["seeds"] else None
-            remedies.append({"dataset": st.DATASET_LABEL[ds], "run": run, "label": intrinsic.run_label(run),
-                             "seeds": [int(x) for x in f.seed],
-                             "dead": _mean(f, dead), "change": (_mean(f, dead) - ref) if run != "topk" and ref is not None else None,
-                             "mse": _mean(f, "mse"), "spec": _mean(f, spec), "img_s": intrinsic.training_throughput(meta),
-                             "remedy": run not in intrinsic.baselines(),
-                             "retrained": not all(S.continues_committed(ds, int(x), run) for x in f.seed)})
-    # the seeds the remedies (not the paper's two sparsifiers) were run at: what the verdict on "intrinsic" rests on
-    remedy_seeds = sorted({x for r in remedies if r["run"] not in intrinsic.baselines() for x in r["seeds"]})
-    remedy_seeds_text = (f"seed{'s' if len(remedy_seeds) > 1 else ''} {', '.join(map(str, remedy_seeds))}"
-                         if remedy_seeds else "no remedy run yet")
+    remedies, remedy_seeds_text = _remedies(S, dead, spec)
     verdicts = pd.read_csv(results_dir / profile / "tables" / "verdicts.csv", dtype=str, keep_default_na=False) \
         if (results_dir / profile / "tables" / "verdicts.csv").exists() else pd.DataFrame()
     bench_dir = Path(bench_dir) if bench_dir is not None else results_dir / "bench"
