@@ -222,3 +222,9 @@ def test_the_start_fit_is_the_fvu_of_the_k_largest_activations():
     assert sae_fvu_at_k(sae, h, 6, batch=7) == pytest.approx(0.0, abs=1e-12)
     one = sae_fvu_at_k(sae, h, 1, batch=7)          # the largest coordinate alone leaves variance unexplained
     assert one > 0.5 and one == pytest.approx(sae_fvu_at_k(sae, h, 1, batch=40), rel=1e-12)
+    # the revival boost at a stage's start (b_base on every neuron) adds to each kept activation: the exact dictionary
+    # then misses; without it (boost=False) the fit is the dictionary's own, and the buffer is left as it was
+    sae.boost.fill_(1.0)
+    assert sae_fvu_at_k(sae, h, 6, batch=7) > 1.0
+    assert sae_fvu_at_k(sae, h, 6, batch=7, boost=False) == pytest.approx(0.0, abs=1e-12)
+    assert torch.equal(sae.boost, torch.ones(6))

@@ -67,6 +67,9 @@ def test_records_and_checkpoints(tree):
         fit = meta["start_fit"]
         if meta["stage_kind"] == "stage3":
             assert fit["k"] == 8 and fit["n"] > 0 and 0 < fit["fvu_before_init"] == fit["fvu_after_init"]
+            # with the stage's starting boost (b_base on every neuron) and without it, the dictionary's own fit
+            assert fit["boost_mean"] == pytest.approx(meta["params"]["b_base"])
+            assert 0 < fit["fvu_before_init_no_boost"] == fit["fvu_after_init_no_boost"] != fit["fvu_before_init"]
         else:
             assert fit is None
         if run != "stage1":

@@ -462,3 +462,24 @@ def test_the_literal_remedies_say_how_many_were_trained_from_a_re_run_stage_2(tm
     writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
     text = " ".join((root / "FINDINGS.md").read_text().split())
     assert "1 of the literal reading's 2 remedy records here was trained from re-runs of stages 1 and 2" in text
+
+
+def test_findings_give_the_start_fit_with_and_without_the_starting_boost(tmp_path):
+    """A stage-3 record with both measurements: FINDINGS gives the dictionary's own fit beside the one the first
+    step sees (the starting boost, b_base on every neuron, dominated the paper profile's first number); a record
+    made before the split says it was not measured without the boost."""
+    import shutil
+
+    root = _study_with_centred_chosen(tmp_path, seeds=(42,))
+    for ds, fit in (("dsprites", {"fvu_before_init_no_boost": 0.012, "fvu_after_init_no_boost": 0.011, "boost_mean": 1.0}),
+                    ("shapes3d", {})):
+        base = root / ds / "seed42"
+        shutil.copytree(base / "topk", base / "topk_fold")
+        meta = json.loads((base / "topk_fold" / "run.json").read_text())
+        meta["start_fit"] = {"k": 500, "n": 4096, "fvu_before_init": 1.37, "fvu_after_init": 1.46, **fit}
+        (base / "topk_fold" / "run.json").write_text(json.dumps(meta))
+    writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
+    text = " ".join((root / "FINDINGS.md").read_text().split())
+    part = text.split("**Where stage 3 starts**")[1].split("**")[0]
+    assert "on dSprites, seed 42, `literal`: 1.4 → 1.5 (without the boost of 1: 0.012 → 0.011)" in part
+    assert "on Shapes3D, seed 42, `literal`: 1.4 → 1.5 (not recorded without the boost)" in part

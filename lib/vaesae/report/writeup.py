@@ -312,7 +312,10 @@ def _start_fits(studies: Sequence[Any]) -> dict[str, Any]:
                 unchanged += 1
                 continue
             moved.append({"reading": S.reading, "dataset": DATASET_LABEL[ds], "seed": seed, "label": R.get(run).label,
-                          "before": fit["fvu_before_init"], "after": fit["fvu_after_init"], "k": fit["k"]})
+                          "before": fit["fvu_before_init"], "after": fit["fvu_after_init"], "k": fit["k"],
+                          # older records measured with the boost only
+                          "before_unboosted": fit.get("fvu_before_init_no_boost"),
+                          "after_unboosted": fit.get("fvu_after_init_no_boost"), "boost": fit.get("boost_mean")})
     return {"moved": moved, "unchanged": unchanged}
 
 

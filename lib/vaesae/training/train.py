@@ -520,7 +520,8 @@ class Progress:
     last_eval: dict[str, float] = field(default_factory=dict)  # the latest evaluation's scalars (progress bar)
     resumed: bool = False
     # stage 3: the SAE's FVU at k_start on the pre-bias sample before and after the sparsifier's init hook
-    # (sae_fvu_at_k; topk_init re-ties the encoder there, topk_fold folds it), kept through a resume
+    # (sae_fvu_at_k, with and without the stage's starting boost; topk_init re-ties the encoder there, topk_fold
+    # folds it), kept through a resume
     start_fit: dict[str, Any] = field(default_factory=dict)
     saver: BackgroundSaver = field(default_factory=BackgroundSaver)   # last.pt written beside the next epoch
 
@@ -754,30 +755,41 @@ def resume_run(spec: RunSpec, data: RunData, parts: Parts) -> Progress:
         inputs = _sae_sampler(spec, data, parts)
         if measure:   # how far the sparsifier's init hook moves the SAE from where stage 2 left it
             h, k, sae = _sae_sampler(spec, data, parts, raw=True)(), spec.cfg.k_start_eff, parts.model.sae
-            before = sae_fvu_at_k(sae, h, k, spec.cfg.eval_batch)
+            before = [sae_fvu_at_k(sae, h, k, spec.cfg.eval_batch, boost=b) for b in (True, False)]
             inputs = lambda: sae.target(h)   # noqa: E731 - the same sample: the encoder runs over it once
         parts.sp.init(parts.model.sae, inputs, resumed=prog.resumed)
         if measure:
-            prog.start_fit = {"k": k, "n": int(h.shape[0]), "fvu_before_init": before,
-                              "fvu_after_init": sae_fvu_at_k(parts.model.sae, h, k, spec.cfg.eval_batch)}
+            after = [sae_fvu_at_k(parts.model.sae, h, k, spec.cfg.eval_batch, boost=b) for b in (True, False)]
+            prog.start_fit = {"k": k, "n": int(h.shape[0]), "fvu_before_init": before[0], "fvu_after_init": after[0],
+                              "fvu_before_init_no_boost": before[1], "fvu_after_init_no_boost": after[1],
+                              "boost_mean": float(parts.model.sae.boost.mean())}
     return prog
 
 
 @torch.no_grad()
-def sae_fvu_at_k(sae: SAE, h: torch.Tensor, k: int, batch: int) -> float:
+def sae_fvu_at_k(sae: SAE, h: torch.Tensor, k: int, batch: int, *, boost: bool = True) -> float:
     """The fraction of variance unexplained (:func:`vaesae.metrics.reconstruction.fraction_of_variance_unexplained`)
     of ``sae``'s reconstruction of ``h`` [n, d] (in its reading's space, :meth:`SAE.target`) from the ``k`` largest
-    ReLU activations, boost included (Top-k as stage 3's first step keeps them), in chunks of ``batch`` rows."""
+    ReLU activations, in chunks of ``batch`` rows. ``boost``: with the revival boost as it stands (what stage 3's
+    first step sees: at a stage's start b_base on every neuron, :mod:`vaesae.model.revival`); False: without it,
+    the dictionary's own fit (the boost buffer is restored after)."""
     from ..metrics.reconstruction import fraction_of_variance_unexplained
     from ..sparsity.topk import TopK
 
     sp, sse, sumsq, sum_x = TopK(lambda e: k, 0.0), 0.0, 0.0, None
-    for s in range(0, h.shape[0], batch):
-        out = sae(h[s:s + batch], sp, {"k": k})
-        x = out.target.double()
-        sse += float((x - out.recon.double()).square().sum())
-        sumsq += float(x.square().sum())
-        sum_x = x.sum(dim=0) if sum_x is None else sum_x + x.sum(dim=0)
+    kept = None if boost else sae.boost.clone()
+    if kept is not None:
+        sae.boost.zero_()
+    try:
+        for s in range(0, h.shape[0], batch):
+            out = sae(h[s:s + batch], sp, {"k": k})
+            x = out.target.double()
+            sse += float((x - out.recon.double()).square().sum())
+            sumsq += float(x.square().sum())
+            sum_x = x.sum(dim=0) if sum_x is None else sum_x + x.sum(dim=0)
+    finally:
+        if kept is not None:
+            sae.boost.copy_(kept)
     return fraction_of_variance_unexplained(sse, sum_x.cpu().numpy(), sumsq, h.shape[0])
 
 
