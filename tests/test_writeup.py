@@ -461,13 +461,13 @@ def test_the_literal_remedies_say_how_many_were_trained_from_a_re_run_stage_2(tm
         (base / run / "run.json").write_text(json.dumps({**meta, "input_sha256": sha}))
     writeup.write(tmp_path, "smoke", bench_dir=tmp_path / "no-bench")
     text = " ".join((root / "FINDINGS.md").read_text().split())
-    assert "1 of the literal reading's 2 remedy records here was trained from re-runs of stages 1 and 2" in text
+    assert "Of the literal reading's 2 remedy records here, 1 was trained from re-runs of stages 1 and 2" in text
 
 
 def test_findings_give_the_start_fit_with_and_without_the_starting_boost(tmp_path):
     """A stage-3 record with both measurements: FINDINGS gives the dictionary's own fit beside the one the first
-    step sees (the starting boost, b_base on every neuron, dominated the paper profile's first number); a record
-    made before the split says it was not measured without the boost."""
+    step sees (the starting boost, b_base on every neuron, is in the paper profile's first number, an FVU above 1);
+    a record made before the split says it was not measured without the boost."""
     import shutil
 
     root = _study_with_centred_chosen(tmp_path, seeds=(42,))

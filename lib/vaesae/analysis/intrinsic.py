@@ -306,8 +306,7 @@ def fig_dead_vs_k(study: Study, runs: Sequence[str] | None = None):
     fig.suptitle("Dead neurons along stage 3, every sparsifier ("
                  + ("mean over seeds; each line's n in the legend" if mixed else 'mean of %d seeds' % n if n >= 2 else 'one seed, n = 1') + ")")
     fig.tight_layout()
-    rows = {tuple(tuple(ax.get_legend_handles_labels()[1]) for ax in row) for row in axes}
-    legend_outside(fig, axes, "rows" if len(rows) > 1 else "right", fontsize=9, title="sparsifier")
+    legend_outside(fig, axes, "rows", fontsize=9, title="sparsifier")
     return fig
 
 

@@ -97,17 +97,20 @@ def legend_entries(axes) -> tuple[list, list[str]]:
 def legend_outside(fig, axes, where: str = "right", **kw) -> None:
     """One legend for the whole figure, outside the panels (never over the data): right of them, or above
     (``where="top"``); labels repeated across panels appear once. ``where="rows"`` (``axes`` [rows, columns]): one
-    legend per row, right of its last panel, for rows whose lines differ (a sparsifier's n on one dataset and
-    another on the next would otherwise be listed twice in one legend)."""
+    legend per row, right of its last panel, where the rows' entries differ (a sparsifier's n on one dataset and
+    another on the next would otherwise be listed twice in one legend); else one on the right."""
     import numpy as np
 
     if where == "rows":
-        for row in np.atleast_2d(axes):
-            handles, labels = legend_entries(row)
-            if handles:
-                row[-1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, **kw)
-        return
-    handles, labels = legend_entries(axes)
+        rows = [legend_entries(row) for row in np.atleast_2d(axes)]
+        if len({tuple(labels) for _, labels in rows}) > 1:
+            for row, (handles, labels) in zip(np.atleast_2d(axes), rows):
+                if handles:
+                    row[-1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, **kw)
+            return
+        handles, labels = rows[0] if rows else ([], [])
+    else:
+        handles, labels = legend_entries(axes)
     if not handles:
         return
     if where == "top":

@@ -777,8 +777,8 @@ def sae_fvu_at_k(sae: SAE, h: torch.Tensor, k: int, batch: int, *, boost: bool =
     from ..sparsity.topk import TopK
 
     sp, sse, sumsq, sum_x = TopK(lambda e: k, 0.0), 0.0, 0.0, None
-    kept = None if boost else sae.boost.clone()
-    if kept is not None:
+    kept = sae.boost.clone()
+    if not boost:
         sae.boost.zero_()
     try:
         for s in range(0, h.shape[0], batch):
@@ -788,8 +788,7 @@ def sae_fvu_at_k(sae: SAE, h: torch.Tensor, k: int, batch: int, *, boost: bool =
             sumsq += float(x.square().sum())
             sum_x = x.sum(dim=0) if sum_x is None else sum_x + x.sum(dim=0)
     finally:
-        if kept is not None:
-            sae.boost.copy_(kept)
+        sae.boost.copy_(kept)
     return fraction_of_variance_unexplained(sse, sum_x.cpu().numpy(), sumsq, h.shape[0])
 
 
