@@ -483,3 +483,20 @@ def test_findings_give_the_start_fit_with_and_without_the_starting_boost(tmp_pat
     part = text.split("**Where stage 3 starts**")[1].split("**")[0]
     assert "on dSprites, seed 42, `literal`: 1.4 → 1.5 (without the boost of 1: 0.012 → 0.011)" in part
     assert "on Shapes3D, seed 42, `literal`: 1.4 → 1.5 (not recorded without the boost)" in part
+
+
+def test_main_training_benchmark_is_one_that_timed_the_reference(tmp_path):
+    """A remedies' benchmark run with --no-reference may have as many rows as the main one (2026-12-06: 16 each);
+    FINDINGS compares the fast path with the reference, so the main table comes from a benchmark that timed it."""
+    def train(name, rows, reference):
+        t = {"stage1": 1.0, "stage2": 1.0, "stage3": 2.0, **({"stage3_reference": 1.0} if reference else {})}
+        (tmp_path / name).write_text(json.dumps({"benchmark": "train", "throughput": {"dsprites": t, "shapes3d": t},
+                                                 "rows": [{}] * rows}))
+    train("A-GPU_remedies.json", 16, reference=False)    # first by name, as many rows
+    train("B-GPU.json", 16, reference=True)
+    train("C-GPU_concurrent.json", 3, reference=False)
+    assert writeup._bench(tmp_path)["_file"] == "B-GPU.json"
+    train("B-GPU.json", 4, reference=True)               # fewer rows still wins: it timed the reference
+    assert writeup._bench(tmp_path)["_file"] == "B-GPU.json"
+    (tmp_path / "B-GPU.json").unlink()                   # none timed it: the one with the most rows
+    assert writeup._bench(tmp_path)["_file"] == "A-GPU_remedies.json"

@@ -81,10 +81,17 @@ def _bench_jsons(bench_dir: Path, pattern: str = "*.json", *, newest_first: bool
 
 
 def _bench(bench_dir: Path) -> dict[str, Any] | None:
-    """The training benchmark JSON (``benchmark == "train"``, with its throughput table) with the most rows (the first
-    such by name), or None."""
+    """The training benchmark JSON (``benchmark == "train"``, with its throughput table) that timed the plain eager
+    reference on every dataset it timed (FINDINGS compares the fast path with it; a remedies' or concurrent benchmark
+    run with ``--no-reference`` does not), the one with the most rows among those (the first such by name); without
+    any, the one with the most rows; None without a training benchmark."""
     train = [d for d in _bench_jsons(bench_dir) if d.get("benchmark") == "train" and "throughput" in d]
-    return max(train, key=lambda d: len(d.get("rows", [])), default=None)
+
+    def timed_reference(d: dict[str, Any]) -> bool:
+        t = d["throughput"]
+        return bool(t) and all(isinstance(v, dict) and v.get("stage3_reference") for v in t.values())
+
+    return max(train, key=lambda d: (timed_reference(d), len(d.get("rows", []))), default=None)
 
 
 def _bench_file(bench_dir: Path, suffix: str) -> dict[str, Any] | None:
