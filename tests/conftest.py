@@ -90,6 +90,7 @@ TEST_TIERS = {
     "test_ablation.py::test_a_finished_ablation_is_skipped": "integration",
     "test_ablation.py::test_the_table_reads_the_records_and_the_k500_arrays_stay_stage2s": "integration",
     "test_ablation.py::test_a_diverged_variant_is_recorded_and_named_in_the_table": "integration",
+    "test_ablation.py::test_the_no_boost_variant_starts_and_trains_without_the_boost": "integration",
     # workflow.jobs.build_jobs on the real notebooks (papermill reads each one's parameters): 20 s on a loaded machine
     "test_ablation.py::test_notebook_09s_job_declares_every_ablation_run_folder": "integration",
     # the benchmark's processes, training

@@ -27,6 +27,7 @@ def test_variants_override_what_they_claim(profile):
     assert ablations.overrides_for(ablations.variant("topk_lr_x0.1"), profile, 42) == {"lr": pytest.approx(lr * 0.1, rel=1e-12)}
     assert ablations.overrides_for(ablations.variant("topk_lr_x10"), profile, 42) == {"lr": pytest.approx(lr * 10, rel=1e-12)}
     assert ablations.overrides_for(ablations.variant("topk_adam"), profile, 43) == {"optimizer": "adam"}
+    assert ablations.overrides_for(ablations.variant("topk_no_boost"), profile, 44) == {"boost": False}
     init = ablations.variant("topk_init1")
     assert ablations.overrides_for(init, profile, 42) == {"stage_seed": 1042}
     assert ablations.overrides_for(init, profile, 44) == {"stage_seed": 1044}   # a new draw per training seed
@@ -37,7 +38,7 @@ def test_variants_override_what_they_claim(profile):
 
 def test_every_ablation_run_folder_is_read_by_the_study(tmp_path):
     """The run folders the variants write are read back by the study loader; a folder it does not know is not."""
-    assert ablations.RUNS == ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
+    assert ablations.RUNS == ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam", "topk_no_boost")
     assert [r for v in ablations.VARIANTS for r in ablations.chain(ablations.variant(v))] == list(ablations.RUNS)
     results = tmp_path / "results"
     seed_dir = results / "smoke" / "dsprites" / "seed42"
@@ -176,6 +177,25 @@ def test_a_diverged_variant_is_recorded_and_named_in_the_table(smoke, monkeypatc
     assert t.loc["topk_lr_x10", "dead %"] == "n/a"
     assert t.loc["topk_lr_x10", "note"].startswith("seed 42 diverged: the loss became nan at step ")
     assert t.loc["topk_init1", "note"] == ""
+
+
+def test_the_no_boost_variant_starts_and_trains_without_the_boost(smoke):
+    """topk_no_boost: its parameters differ from the baseline's in ``boost`` alone, and where the baseline's first
+    step had b_base on every neuron (its starting fit worse with it than without), its own has none."""
+    import shutil
+
+    results, _, _ = smoke
+    res = results.parent / "no_boost" / "results"
+    shutil.copytree(results, res)
+    shutil.copytree(results.parent / "checkpoints", res.parent / "checkpoints")
+    meta = ablations.train_ablations(["dsprites"], [42], "smoke", results_dir=res, variants=["topk_no_boost"],
+                                     **KW)[("dsprites", 42, "topk_no_boost")]
+    base = json.loads((res / "smoke" / "dsprites" / "seed42" / "topk" / "run.json").read_text())
+    assert meta["complete"] and meta["params"] == {**base["params"], "boost": False}
+    b, m = base["start_fit"], meta["start_fit"]
+    assert b["boost_mean"] == pytest.approx(config.get_config("smoke").b_base) and m["boost_mean"] == 0.0
+    assert b["fvu_before_init"] != b["fvu_before_init_no_boost"]
+    assert m["fvu_before_init"] == m["fvu_before_init_no_boost"] == pytest.approx(b["fvu_before_init_no_boost"])
 
 
 @pytest.mark.integration

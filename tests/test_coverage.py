@@ -58,7 +58,7 @@ def test_the_full_study_of_one_seed_is_these_folders():
     }
     seed42 = {f.split("/", 2)[2] for f in coverage.expected("centred")["runs"] if f.startswith("shapes3d/seed42/")}
     assert seed42 - runs == {"stage2_init1@centred", "topk_init1@centred", "topk_lr_x0.1@centred",   # ablations: seed 42
-                             "topk_lr_x10@centred", "topk_adam@centred"}
+                             "topk_lr_x10@centred", "topk_adam@centred", "topk_no_boost@centred"}
     pages = {f.split("/", 2)[2] for f in coverage.expected("centred")["pages"] if f.startswith("dsprites/seed43/")}
     assert pages == {"01_stage1_vae", "02_stage2_sae_init", "02_stage2_sae_init@chosen", "03_stage3_topk",
                      "03_stage3_topk@chosen", "04_extended", "04_extended@chosen", "05_l1_comparison",

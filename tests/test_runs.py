@@ -42,22 +42,23 @@ def test_the_registry_reproduces_the_lists_it_replaced():
     """What the study ran before the registry: the same folders, jobs, trains-from pairs and profile defaults."""
     assert config.STAGES == ("stage1", "stage2", "topk", "extended", "l1")
     assert study.RUNS == ("stage1", "stage2", "topk", "extended", "l1", "topk_aux", "topk_init", "topk_fold", "batchtopk",
-                          "elastic", "stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
+                          "elastic", "stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam",
+                          "topk_no_boost")
     assert thresholds.RUNS == ("stage2", "topk", "extended", "l1")
     assert intrinsic.compared() == ("topk", "l1", "topk_aux", "topk_init", "topk_fold", "batchtopk", "elastic")
-    assert runs.ablation_variants() == ("topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam")
+    assert runs.ablation_variants() == ("topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam", "topk_no_boost")
     readings = [r for r in config.SAE_READINGS if r != "literal"]
     assert dict((s, r) for s, _, _, r in pipeline.stages()) == {
         "00_data": (), "01_stage1_vae": ("stage1",), "02_stage2_sae_init": ("stage2",), "03_stage3_topk": ("topk",),
         "04_extended": ("extended",), "05_l1_comparison": ("l1",), "06_threshold_robustness": (),
         "08_is_collapse_intrinsic": ("topk_aux", "topk_init", "topk_fold", "batchtopk", "elastic"),
-        "09_ablations": ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam"),
+        "09_ablations": ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10", "topk_adam", "topk_no_boost"),
         "10_readings": tuple(f"{run}@{r}" for r in readings for run in ("stage2", "topk")),
         "02_stage2_sae_init@chosen": ("stage2@chosen",), "03_stage3_topk@chosen": ("topk@chosen",),
         "04_extended@chosen": ("extended@chosen",), "05_l1_comparison@chosen": ("l1@chosen",),
         "08_is_collapse_intrinsic@chosen": tuple(f"{r}@chosen" for r in ("topk_aux", "topk_init", "topk_fold", "batchtopk", "elastic")),
         "09_ablations@chosen": tuple(f"{r}@chosen" for r in ("stage2_init1", "topk_init1", "topk_lr_x0.1", "topk_lr_x10",
-                                                             "topk_adam")),
+                                                             "topk_adam", "topk_no_boost")),
         "07_figures": ()}
     assert pipeline.trains_from() == {
         ("02_stage2_sae_init", "01_stage1_vae"), ("03_stage3_topk", "02_stage2_sae_init"), ("04_extended", "03_stage3_topk"),

@@ -111,6 +111,9 @@ REGISTRY: tuple[Run, ...] = (
     _ablation("topk_adam", "Adam (not AdamW)",
               "stage 3 with Adam: weight decay as a coupled L2 term, not AdamW's decoupled decay",
               overrides=MappingProxyType({"optimizer": "adam"})),
+    _ablation("topk_no_boost", "bias boost off",
+              "stage 3 without the bias boost (revival by re-initialisation alone): the paper does not give b_base "
+              "(SPEC §3.4), the study uses 1.0", overrides=MappingProxyType({"boost": False})),
 )
 
 

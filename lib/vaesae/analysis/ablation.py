@@ -1,4 +1,5 @@
-"""How fragile is the Top-k collapse? Stage 3 under other seeds, learning rates and optimisers (issue 9).
+"""How fragile is the Top-k collapse? Stage 3 under other seeds, learning rates, optimisers and without the bias
+boost (issues 9 and 19).
 
 The paper (Roy, Misra & Singh, arXiv 2603.18056, §3.5 "Optimization Details") trains every stage
 with one optimiser setting (AdamW, β 0.9/0.999, weight decay 1e-5, learning rate 1e-5) and reports
@@ -6,28 +7,33 @@ its collapse numbers as mean ± std over three seeds (42, 43, 44) that change ev
 does not ask whether the dead fraction at k = 50 depends on those choices, while its own §5.3 (4)
 notes "the sensitivity of absolute collapse rates to training methodology". Issue 9 asks for "an
 ablation over initialisation seed, learning rate (×0.1, ×10) and optimiser (Adam versus AdamW)" of
-the Top-k stage 3. Each variant here is the paper's protocol (stage 2 -> stage 3 Top-k, cosine k
-schedule k_start -> k_end, revival on, per-epoch evaluation) with one thing changed, trained for every
-dataset and training seed into a run folder of its own beside the baseline ``topk``:
+the Top-k stage 3; the bias boost, whose size the paper leaves open, joined them in issue 19. Each
+variant here is the paper's protocol (stage 2 -> stage 3 Top-k, cosine k schedule k_start -> k_end,
+revival on, per-epoch evaluation) with one thing changed, trained for every dataset and training seed
+into a run folder of its own beside the baseline ``topk``:
 
-============  =========================================================================================
-topk_init1    initialisation seed: the conv SAE's initial weights are drawn again at the start of stage
-              2 (another draw of the same law: decoder columns ~ N(0, 1) normalised to unit length, W_e =
-              W_dᵀ, zero biases; :func:`vaesae.training.train.redraw_sae`) from seed 1000·1 + training seed, then
-              stage 2 (run ``stage2_init1``) and Top-k stage 3 (run ``topk_init1``) train from it, both with
-              ``stage_seed`` = that seed (data order, z samples, re-initialisation draws). The VAE (stage 1)
-              is the training seed's. Why a re-draw at stage 2: the SAE's weights are created with the
-              stage-1 model (seeded by the training seed) and travel, untouched, through the stage-1
-              checkpoint; a different ``stage_seed`` for stage 3 alone would not change the SAE's init.
-topk_lr_x0.1  learning rate x 0.1 of the profile's (paper: 1e-6), stage 3 only
-topk_lr_x10   learning rate x 10 of the profile's (paper: 1e-4), stage 3 only; a run whose loss becomes
-              NaN is recorded as diverged (``run.json`` with ``complete: false``), not hidden (on the quick
-              profile, lr 1e-2, dSprites seed 42 diverged in its 7th epoch)
-topk_adam     Adam instead of AdamW, stage 3 only: the same 1e-5 weight decay as a coupled L2 term in the
-              gradient (``torch.optim.Adam``) instead of AdamW's decoupled decay
-============  =========================================================================================
+=============  =========================================================================================
+topk_init1     initialisation seed: the conv SAE's initial weights are drawn again at the start of stage
+               2 (another draw of the same law: decoder columns ~ N(0, 1) normalised to unit length, W_e =
+               W_dᵀ, zero biases; :func:`vaesae.training.train.redraw_sae`) from seed 1000·1 + training seed, then
+               stage 2 (run ``stage2_init1``) and Top-k stage 3 (run ``topk_init1``) train from it, both with
+               ``stage_seed`` = that seed (data order, z samples, re-initialisation draws). The VAE (stage 1)
+               is the training seed's. Why a re-draw at stage 2: the SAE's weights are created with the
+               stage-1 model (seeded by the training seed) and travel, untouched, through the stage-1
+               checkpoint; a different ``stage_seed`` for stage 3 alone would not change the SAE's init.
+topk_lr_x0.1   learning rate x 0.1 of the profile's (paper: 1e-6), stage 3 only
+topk_lr_x10    learning rate x 10 of the profile's (paper: 1e-4), stage 3 only; a run whose loss becomes
+               NaN is recorded as diverged (``run.json`` with ``complete: false``), not hidden (on the quick
+               profile, lr 1e-2, dSprites seed 42 diverged in its 7th epoch)
+topk_adam      Adam instead of AdamW, stage 3 only: the same 1e-5 weight decay as a coupled L2 term in the
+               gradient (``torch.optim.Adam``) instead of AdamW's decoupled decay
+topk_no_boost  the bias boost off in stage 3 (``boost = False``), revival by re-initialisation alone. The paper
+               does not give b_base (SPEC §3.4; the study uses 1.0), and at a stage's start every neuron gets
+               all of it (c_i = 0): ``start_fit`` in each stage-3 ``run.json`` records the fit with and
+               without it. This variant asks whether the dead fraction at k = 50 depends on the boost at all
+=============  =========================================================================================
 
-Only stage 3 changes in the lr and optimiser variants: they start from the baseline's own stage-2
+Only stage 3 changes in the lr, optimiser and boost variants: they start from the baseline's own stage-2
 checkpoint, so a difference from ``topk`` is the variant's effect on the sparsification itself (plus
 run-to-run noise, which the init-seed variant and the spread over training seeds measure).
 

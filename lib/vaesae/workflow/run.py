@@ -102,7 +102,7 @@ def _parser() -> _Parser:
     ap.add_argument("--no-remedies", dest="remedies", action="store_false", help="08 compares what is recorded, trains nothing")
     ap.add_argument("--ablations", dest="ablations", nargs="?", const=True, default=None, metavar="LIST",
                     help="train the ablations of Top-k stage 3 in 09 (and 09@chosen): init seed, lr x0.1 and x10, Adam, "
-                         "or those of a comma-separated LIST (e.g. topk_adam,topk_init1; default: all for smoke and paper, "
+                         "bias boost off, or those of a comma-separated LIST (e.g. topk_adam,topk_init1; default: all for smoke and paper, "
                          "none for quick)")
     ap.add_argument("--no-ablations", dest="ablations", action="store_false", help="09 compares what is recorded, trains nothing")
     ap.add_argument("--no-sweep", dest="sweep", action="store_false", default=None,
