@@ -483,6 +483,8 @@ def test_findings_give_the_start_fit_with_and_without_the_starting_boost(tmp_pat
     part = text.split("**Where stage 3 starts**")[1].split("**")[0]
     assert "on dSprites, seed 42, `literal`: 1.4 → 1.5 (without the boost of 1: 0.012 → 0.011)" in part
     assert "on Shapes3D, seed 42, `literal`: 1.4 → 1.5 (not recorded without the boost)" in part
+    boost = text.split("**What the boost does to the start.**")[1].split("**")[0]   # only records with both
+    assert "takes the SAE's FVU at k_start on dSprites (1 run, seed 42) from 0.012 to 1.4." in boost
 
 
 def test_main_training_benchmark_is_one_that_timed_the_reference(tmp_path):

@@ -306,15 +306,18 @@ def _divergence(studies: Sequence[Any]) -> dict[str, Any]:
 def _start_fits(studies: Sequence[Any]) -> dict[str, Any]:
     """Where stage 3 started (``run.json`` ``start_fit``, :func:`vaesae.training.train.sae_fvu_at_k`): over every SAE
     reading's records (``studies``), the runs whose sparsifier's init hook moved the SAE's FVU at k_start (before →
-    after, each run), and how many recorded it unchanged."""
+    after, each run), how many recorded it unchanged, and per dataset, over the runs that recorded it with a boost and
+    without (since 2026-12-06), the range of the FVU before the hook with the boost and without it."""
     from ..analysis.study import DATASET_LABEL
 
-    moved, unchanged = [], 0
+    moved, unchanged, boosted = [], 0, {}
     for S in studies:
         for (ds, seed, run), meta in sorted(S.runs.items()):
             fit = meta.get("start_fit")
             if not fit:
                 continue
+            if fit.get("fvu_before_init_no_boost") is not None and fit.get("boost_mean"):
+                boosted.setdefault(DATASET_LABEL[ds], []).append((fit["fvu_before_init"], fit["fvu_before_init_no_boost"], seed))
             if fit["fvu_after_init"] == fit["fvu_before_init"]:
                 unchanged += 1
                 continue
@@ -323,7 +326,9 @@ def _start_fits(studies: Sequence[Any]) -> dict[str, Any]:
                           # older records measured with the boost only
                           "before_unboosted": fit.get("fvu_before_init_no_boost"),
                           "after_unboosted": fit.get("fvu_after_init_no_boost"), "boost": fit.get("boost_mean")})
-    return {"moved": moved, "unchanged": unchanged}
+    boost = [{"dataset": d, "n": len(p), "seeds": sorted({s for *_, s in p}), "with": (min(r[0] for r in p), max(r[0] for r in p)),
+              "without": (min(r[1] for r in p), max(r[1] for r in p))} for d, p in sorted(boosted.items())]
+    return {"moved": moved, "unchanged": unchanged, "boost": boost}
 
 
 def _lineage_reruns(S) -> list[dict[str, Any]]:
