@@ -84,11 +84,11 @@ def test_records_carry_provenance(smoke_study):
     tmp, _ = smoke_study
     runs = list((tmp / "results" / "smoke").rglob("run.json"))
     literal = [r for r in runs if "@" not in r.parent.name]
-    assert len(literal) == 2 * 15  # stages 1-2, topk, extended, l1, the five remedies of 08 and the five ablation runs of 09
+    assert len(literal) == 2 * 16  # stages 1-2, topk, extended, l1, the five remedies of 08 and the six ablation runs of 09
     # notebook 10: stage2@r and topk@r of the six non-literal readings; the chosen chain adds extended@ and l1@ of its
-    # own, 08@chosen the five remedies and 09@chosen the five ablation runs
+    # own, 08@chosen the five remedies and 09@chosen the six ablation runs
     chosen = _chosen(tmp)
-    assert len(runs) - len(literal) == 2 * (12 + (0 if chosen == "literal" else 2 + 5 + 5))
+    assert len(runs) - len(literal) == 2 * (12 + (0 if chosen == "literal" else 2 + 5 + 6))
     for r in runs:
         meta = json.loads(r.read_text())
         assert meta["data_source"] == "procedural" and meta["profile"] == "smoke"
@@ -120,7 +120,7 @@ def test_the_ablation_table_has_the_baseline_and_every_variant(smoke_study):
 
     tmp, _ = smoke_study
     abl = pd.read_csv(tmp / "results" / "smoke" / "tables" / "ablation.csv", keep_default_na=False)
-    assert len(abl) == 2 * 5 and set(abl.run) == {"topk", *VARIANTS}
+    assert len(abl) == 2 * 6 and set(abl.run) == {"topk", *VARIANTS}   # the baseline and five variants per dataset
     assert {"dead %", "Δ dead % vs Top-k", "specialised", "MIG", "MSE", "note"} <= set(abl.columns)
     done = abl[abl.note == ""]   # a variant that diverged (lr x 10 may) is named in the note, its numbers n/a
     assert not done["dead %"].str.contains("n/a").any() and (done.run == "topk").sum() == 2
@@ -129,7 +129,7 @@ def test_the_ablation_table_has_the_baseline_and_every_variant(smoke_study):
     chosen = _chosen(tmp)
     if chosen != "literal":
         abl = pd.read_csv(tmp / "results" / "smoke" / "tables" / f"ablation@{chosen}.csv", keep_default_na=False)
-        assert len(abl) == 2 * 5 and set(abl.run) == {"topk", *VARIANTS}
+        assert len(abl) == 2 * 6 and set(abl.run) == {"topk", *VARIANTS}
         assert (tmp / "results" / "smoke" / "dsprites" / "seed42" / f"topk_init1@{chosen}" / "run.json").is_file()
 
 

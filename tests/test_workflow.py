@@ -62,7 +62,7 @@ def test_job_graph_follows_the_stage_dependencies(fake_notebooks, tmp_path):
     assert tmp_path / "results" / "smoke" / "shapes3d" / "seed43" / "batchtopk" in j8.record_dirs
     # 09 trains the ablations of every dataset and seed from the stage-1 and stage-2 checkpoints, compares with topk
     j9 = by_id["09_ablations"]
-    assert len(j9.deps) == 3 * 4 and len(j9.record_dirs) == 2 * 2 * 5
+    assert len(j9.deps) == 3 * 4 and len(j9.record_dirs) == 2 * 2 * 6   # stage2_init1 and five stage-3 variants
     assert "01_stage1_vae[dsprites,seed43]" in j9.deps and "03_stage3_topk[shapes3d,seed42]" in j9.deps
     assert tmp_path / "results" / "smoke" / "dsprites" / "seed42" / "stage2_init1" in j9.record_dirs
     # only the parameters a notebook declares are passed
