@@ -502,3 +502,26 @@ def test_main_training_benchmark_is_one_that_timed_the_reference(tmp_path):
     assert writeup._bench(tmp_path)["_file"] == "B-GPU.json"
     (tmp_path / "B-GPU.json").unlink()                   # none timed it: the one with the most rows
     assert writeup._bench(tmp_path)["_file"] == "A-GPU_remedies.json"
+
+
+def test_a_benchmark_without_the_reference_is_written_up_as_not_timed(tmp_path):
+    """Only a ``--no-reference`` training benchmark recorded: FINDINGS and the README's performance table give its
+    throughput and say the reference was not timed (they used to fail on the missing key)."""
+    make_fake_study(tmp_path, profile="smoke", seeds=(42,))
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    t = {"stage1": 1000.0, "stage2": 900.0, "stage3": 500.0, "stage3_topk_fold": 430.0}
+    (bench / "GPU_remedies.json").write_text(json.dumps({
+        "benchmark": "train", "environment": {"device": "GPU", "torch": "2.x", "cuda": "13"},
+        "throughput": {"dsprites": t, "shapes3d": t}, "evaluation": {"eval_s": 0.5, "n_eval": 100},
+        "projection": {"dsprites_seed_all_runs_s": 600, "shapes3d_seed_all_runs_s": 500, "dsprites_seed_stages123_s": 200,
+                       "shapes3d_seed_stages123_s": 150, "suite_s": 4000},
+        "targets": {"eval_s": 2.0, "seed_s": 180, "stage1_img_s": 500000, "stage3_img_s": 300000, "suite_s": 3600},
+        "rows": []}))
+    readme = tmp_path / "README.md"
+    readme.write_text("".join(f"<!-- BEGIN GENERATED {n} -->\nold\n<!-- END GENERATED {n} -->\n"
+                              for n in ("main-job", "results-summary", "jobs", "suite", "performance", "size")))
+    writeup.write(tmp_path, "smoke", readme=readme, bench_dir=bench)
+    assert "| stage 3, plain eager reference, img/s | not timed (`--no-reference`) | not timed | — |" in readme.read_text()
+    findings = " ".join((tmp_path / "smoke" / "FINDINGS.md").read_text().split())
+    assert "stage 3 500 img/s (dSprites; the plain eager reference was not timed);" in findings

@@ -84,7 +84,8 @@ def _bench(bench_dir: Path) -> dict[str, Any] | None:
     """The training benchmark JSON (``benchmark == "train"``, with its throughput table) that timed the plain eager
     reference on every dataset it timed (FINDINGS compares the fast path with it; a remedies' or concurrent benchmark
     run with ``--no-reference`` does not), the one with the most rows among those (the first such by name); without
-    any, the one with the most rows; None without a training benchmark."""
+    any, the one with the most rows (the write-up then says the reference was not timed); None without a training
+    benchmark."""
     train = [d for d in _bench_jsons(bench_dir) if d.get("benchmark") == "train" and "throughput" in d]
 
     def timed_reference(d: dict[str, Any]) -> bool:
