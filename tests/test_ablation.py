@@ -180,8 +180,8 @@ def test_a_diverged_variant_is_recorded_and_named_in_the_table(smoke, monkeypatc
 
 
 def test_the_no_boost_variant_starts_and_trains_without_the_boost(smoke):
-    """topk_no_boost: its parameters differ from the baseline's in ``boost`` alone, and where the baseline's first
-    step had b_base on every neuron (its starting fit worse with it than without), its own has none."""
+    """topk_no_boost: its parameters differ from the baseline's in ``boost`` alone, and its first step has no boost
+    (the baseline's b_base on every neuron: tests/test_train.py), so its starting fit is the dictionary's own."""
     import shutil
 
     results, _, _ = smoke
@@ -193,8 +193,7 @@ def test_the_no_boost_variant_starts_and_trains_without_the_boost(smoke):
     base = json.loads((res / "smoke" / "dsprites" / "seed42" / "topk" / "run.json").read_text())
     assert meta["complete"] and meta["params"] == {**base["params"], "boost": False}
     b, m = base["start_fit"], meta["start_fit"]
-    assert b["boost_mean"] == pytest.approx(config.get_config("smoke").b_base) and m["boost_mean"] == 0.0
-    assert b["fvu_before_init"] != b["fvu_before_init_no_boost"]
+    assert m["boost_mean"] == 0.0 and b["boost_mean"] > 0
     assert m["fvu_before_init"] == m["fvu_before_init_no_boost"] == pytest.approx(b["fvu_before_init_no_boost"])
 
 

@@ -134,4 +134,3 @@ def test_findings_list_the_runs_whose_init_hook_moved_the_sae(tmp_path):
     assert [(r["label"], r["before"], r["after"]) for r in got["moved"]] == [
         ("Top-k + unit-norm decoder, folded", 0.24, 0.23), ("Top-k + unit-norm decoder, pre-bias", 0.24, 124.0)]
     assert all(r["before_unboosted"] is None for r in got["moved"])   # records made before the boost was split off
-

@@ -62,6 +62,12 @@ def _sd(df: pd.DataFrame, col: str) -> float | None:
 CONCURRENT_TARGET_IMG_S, CONCURRENT_STRETCH_IMG_S = 200_000, 300_000
 
 
+def seeds_words(seeds) -> str:
+    """"seed 42" or "seeds 42, 43": the words for a list of seeds (the templates' ``seeds`` filter)."""
+    seeds = list(seeds)
+    return f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}"
+
+
 def _fmt_int(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.0f}"
 
@@ -598,8 +604,7 @@ def _remedies(S, dead: str, spec: str) -> tuple[list[dict[str, Any]], str]:
                              "retrained": not all(S.continues_committed(ds, int(x), run) for x in f.seed)})
     # the seeds the remedies (not the paper's two sparsifiers) were run at: what the verdict on "intrinsic" rests on
     remedy_seeds = sorted({x for r in remedies if r["remedy"] for x in r["seeds"]})
-    remedy_seeds_text = (f"seed{'s' if len(remedy_seeds) > 1 else ''} {', '.join(map(str, remedy_seeds))}"
-                         if remedy_seeds else "no remedy run yet")
+    remedy_seeds_text = seeds_words(remedy_seeds) if remedy_seeds else "no remedy run yet"
     return remedies, remedy_seeds_text
 
 
@@ -694,6 +699,7 @@ def _env():
     env.filters["g3"] = lambda x: "n/a" if missing(x) else "0" if x == 0 else f"{x:+.3g}".replace("-", "−")
     env.filters["mmss"] = lambda s: "n/a" if missing(s) else fmt_seconds(s)
     env.filters["g2"] = lambda x: "n/a" if missing(x) else f"{x:.2g}"
+    env.filters["seeds"] = seeds_words
     # a - b, or None when either is missing (a reading's whole stage 3 not recorded yet): "n/a" through f / sf
     env.globals["minus"] = lambda a, b: None if a is None or b is None else a - b
     env.filters["pm"] = lambda p, d=1: "—" if p is None or p[0] is None else (f"{p[0]:,.{d}f}" + (f" ± {p[1]:,.{d}f}" if p[1] is not None else ""))
